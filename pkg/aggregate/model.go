@@ -1,0 +1,141 @@
+package aggregate
+
+import (
+	"time"
+
+	"github.com/recommender/recommender/pkg/flows"
+)
+
+// WorkloadKey identifies a workload: its namespace and canonical stable label set.
+type WorkloadKey struct {
+	Namespace string
+	Labels    flows.Labels
+}
+
+// String is the canonical form "namespace/label1,label2", used as the bucket key.
+func (k WorkloadKey) String() string { return k.Namespace + "/" + k.Labels.String() }
+
+// PeerKind classifies the other end of an edge.
+type PeerKind uint8
+
+const (
+	PeerWorkload PeerKind = iota + 1 // a workload in the cluster (Namespace + Labels)
+	PeerEntity                       // a Cilium reserved entity (Entity)
+	PeerFQDN                         // an external name Hubble or a DNS answer linked to the IP (FQDN)
+	PeerCIDR                         // an external address with no known name (CIDR, a /32 or /128 when stored)
+)
+
+func (k PeerKind) String() string {
+	switch k {
+	case PeerWorkload:
+		return "workload"
+	case PeerEntity:
+		return "entity"
+	case PeerFQDN:
+		return "fqdn"
+	case PeerCIDR:
+		return "cidr"
+	}
+	return "unknown"
+}
+
+// Peer is the other end of an edge.
+type Peer struct {
+	Kind      PeerKind
+	Namespace string       // PeerWorkload
+	Labels    flows.Labels // PeerWorkload
+	Entity    string       // PeerEntity: host, remote-node, kube-apiserver, health, world, ...
+	FQDN      string       // PeerFQDN, lower case, no trailing dot
+	CIDR      string       // PeerCIDR, e.g. "203.0.113.7/32"
+}
+
+// Key is a canonical string for the peer ("workload:ns/labels", "entity:host", "fqdn:api.example.com", "cidr:1.2.3.4/32").
+func (p Peer) Key() string {
+	switch p.Kind {
+	case PeerWorkload:
+		return "workload:" + p.Namespace + "/" + p.Labels.String()
+	case PeerEntity:
+		return "entity:" + p.Entity
+	case PeerFQDN:
+		return "fqdn:" + p.FQDN
+	case PeerCIDR:
+		return "cidr:" + p.CIDR
+	}
+	return "unknown"
+}
+
+// Counts are the verdict counters of an edge.
+type Counts struct {
+	Forwarded   uint64
+	Dropped     uint64 // dropped by the datapath (any reason)
+	PolicyDrops uint64 // the subset of Dropped denied by policy
+	Audit       uint64 // AUDIT verdicts: Cilium in policy-audit-mode would have denied
+	Other       uint64
+}
+
+// Total is the number of observations folded into the edge.
+func (c Counts) Total() uint64 { return c.Forwarded + c.Dropped + c.Audit + c.Other }
+
+// HTTPSample is one observed HTTP method and path on an edge, with how often it was seen.
+type HTTPSample struct {
+	Method string
+	Path   string
+	Count  uint64
+}
+
+// EdgeKey identifies an edge: (workload, direction, peer, protocol, port).
+type EdgeKey struct {
+	Workload  WorkloadKey
+	Direction flows.Direction // ingress: Peer is the client; egress: Peer is the server
+	Peer      Peer
+	Proto     flows.Protocol
+	// Port is the server port (ICMP: type). When Collapsed, the edge stands for every port in
+	// [Port, EndPort] seen from this peer, and Port/EndPort are the observed bounds.
+	Port uint16
+}
+
+// Edge is what the store knows about one edge.
+type Edge struct {
+	EdgeKey
+	EndPort   uint16 // > Port only when Collapsed
+	Collapsed bool   // too many distinct ports: a range observation flagged for review
+	Counts    Counts
+	FirstSeen time.Time
+	LastSeen  time.Time
+	// DNSNames are the names the workload looked up over this edge (egress edges to a DNS server).
+	DNSNames []string
+	// HTTP holds method+path samples seen on the edge, bounded.
+	HTTP []HTTPSample
+}
+
+// Workload is what the store knows about one workload besides its edges.
+type Workload struct {
+	Key       WorkloadKey
+	Names     []string // owner names Hubble reported ("Deployment/web"), for reports
+	FirstSeen time.Time
+	LastSeen  time.Time
+	Flows     uint64 // observations in which the workload took part
+	// Nodes are the nodes its flows were observed on: a lost-events notice on one of them
+	// means the workload was not fully observed.
+	Nodes []string
+}
+
+// NodeLost is the Hubble lost-events total for a node.
+type NodeLost struct {
+	Node string
+	Lost uint64
+	Last time.Time
+}
+
+// Snapshot is a consistent copy of the store (read in one transaction), the input of synthesis
+// and audit. Workloads are sorted by key; each workload's edges are sorted by EdgeKey.
+type Snapshot struct {
+	Workloads []Workload
+	Edges     map[string][]Edge // keyed by WorkloadKey.String()
+	From, To  time.Time         // observation window covered
+	Flows     uint64            // events aggregated in total
+	Lost      []NodeLost
+	Overflow  uint64 // observations dropped because a cap was reached
+	// DNS maps an external IP to the names DNS answers linked it to (lower case, no trailing dot).
+	DNS map[string][]string
+}

@@ -1,0 +1,102 @@
+package flows
+
+import (
+	"context"
+	"time"
+)
+
+// FoldWindow is how long after one observation of a connection a matching observation from
+// the other end is taken as the same connection. Both ends report within milliseconds of each
+// other; the window only has to cover clock skew between nodes.
+const FoldWindow = 2 * time.Second
+
+// Folder wraps a Source so that a connection observed at both ends (egress on the client's
+// node, ingress on the server's; or trace and policy-verdict events of the same packet) is
+// delivered once. Records are matched on protocol, addresses, ports, TCP phase and verdict
+// within FoldWindow of flow time, so a forwarded egress and a dropped ingress of the same
+// connection both stay visible.
+type Folder struct {
+	src   Source
+	stats *Stats
+	// seen maps a connection key to the flow time it was last delivered at; entries older than
+	// FoldWindow are swept as time advances, so memory follows the connection rate, not history.
+	seen      map[foldKey]time.Time
+	lastSweep time.Time
+}
+
+type foldKey struct {
+	proto            Protocol
+	srcIP, dstIP     string
+	srcPort, dstPort uint16
+	verdict          Verdict
+	typ              EventType // L7 records fold only with L7 records
+	l7               string
+}
+
+// NewFolder returns a Folder reading from src; skipped duplicates are counted in stats (may be nil).
+func NewFolder(src Source, stats *Stats) *Folder {
+	return &Folder{src: src, stats: stats, seen: make(map[foldKey]time.Time)}
+}
+
+// Recv returns the next event that is not a second observation of an event already delivered.
+func (f *Folder) Recv(ctx context.Context) (*Event, error) {
+	for {
+		ev, err := f.src.Recv(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if ev.Kind != KindFlow {
+			return ev, nil
+		}
+		if f.duplicate(ev) {
+			if f.stats != nil {
+				f.stats.Skipped.Add(1)
+			}
+			continue
+		}
+		return ev, nil
+	}
+}
+
+func (f *Folder) duplicate(ev *Event) bool {
+	k := foldKey{proto: ev.Proto, srcIP: ev.SrcAddr, dstIP: ev.DstAddr, srcPort: ev.SrcPort, dstPort: ev.Port, verdict: ev.Verdict}
+	if ev.Type == EventL7 {
+		k.typ = EventL7
+		if ev.L7 != nil && ev.L7.DNS != nil {
+			k.l7 = ev.L7.DNS.Query
+			if ev.L7.DNS.Response {
+				k.l7 += "\x00r"
+			}
+		} else if ev.L7 != nil && ev.L7.HTTP != nil {
+			k.l7 = ev.L7.HTTP.Method + " " + ev.L7.HTTP.Path
+		}
+	}
+	if ev.Verdict == VerdictDropped {
+		// Drops repeat for every retransmission; each is evidence, keep them all apart from
+		// the exact same record seen twice (trace + drop notification of one packet).
+		k.typ = ev.Type
+	}
+	if ev.Time.Sub(f.lastSweep) > FoldWindow {
+		for key, t := range f.seen {
+			if ev.Time.Sub(t) > FoldWindow {
+				delete(f.seen, key)
+			}
+		}
+		f.lastSweep = ev.Time
+	}
+	if t, ok := f.seen[k]; ok {
+		d := ev.Time.Sub(t)
+		if d < 0 {
+			d = -d
+		}
+		if d <= FoldWindow {
+			// Refresh: a busy connection stays one observation until it is idle for the window.
+			if ev.Time.After(t) {
+				f.seen[k] = ev.Time
+			}
+			return true
+		}
+	}
+	f.seen[k] = ev.Time
+	return false
+}

@@ -1,0 +1,460 @@
+package flows
+
+import (
+	"hash/fnv"
+	"slices"
+	"strings"
+	"sync"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+)
+
+// SkipReason says why a Hubble record produced no Event. The empty reason means it was kept.
+type SkipReason string
+
+const (
+	SkipNone       SkipReason = ""
+	SkipReply      SkipReason = "reply"
+	SkipNoFlow     SkipReason = "not a flow"
+	SkipNoEndpoint SkipReason = "no endpoints"
+	SkipEventType  SkipReason = "event type"
+	SkipNoL4       SkipReason = "no l4"
+)
+
+// Normalizer turns Hubble records into Events: it decides client and server, skips replies,
+// reduces labels to the stable set and classifies peers. It is safe for concurrent use.
+type Normalizer struct {
+	labels *LabelFilter
+
+	// mu guards cache, which maps a raw label list (joined) to its filtered form; identities
+	// repeat endlessly in a flow stream, so this saves the regexp work on nearly every flow.
+	mu    sync.RWMutex
+	cache map[string]labelsEntry
+}
+
+type labelsEntry struct {
+	labels Labels
+	ns     string
+}
+
+// maxLabelCache bounds the label cache; it is cleared when full, which only costs time.
+const maxLabelCache = 1 << 16
+
+// NewNormalizer returns a Normalizer using the given label filter (nil: defaults only).
+func NewNormalizer(f *LabelFilter) *Normalizer {
+	if f == nil {
+		f, _ = NewLabelFilter(nil, nil) // default patterns are constants and compile
+	}
+	return &Normalizer{labels: f, cache: make(map[string]labelsEntry)}
+}
+
+// Response normalizes one GetFlows response: a flow, or a lost-events notice. Node status
+// messages and anything else are skipped with SkipNoFlow.
+func (n *Normalizer) Response(resp *observerpb.GetFlowsResponse) (*Event, SkipReason) {
+	switch r := resp.GetResponseTypes().(type) {
+	case *observerpb.GetFlowsResponse_Flow:
+		return n.Flow(r.Flow)
+	case *observerpb.GetFlowsResponse_LostEvents:
+		ev := &Event{
+			Kind: KindLost,
+			Time: resp.GetTime().AsTime(),
+			Node: resp.GetNodeName(),
+			Lost: &Lost{Source: r.LostEvents.GetSource().String(), Count: r.LostEvents.GetNumEventsLost()},
+		}
+		ev.ID = fingerprint(ev.Node, "lost", ev.Lost.Source, uint64(ev.Time.UnixNano()), uint64(r.LostEvents.GetCpu().GetValue()))
+		return ev, SkipNone
+	}
+	return nil, SkipNoFlow
+}
+
+// Flow normalizes one Hubble flow.
+func (n *Normalizer) Flow(f *flowpb.Flow) (*Event, SkipReason) {
+	ev := &Event{
+		Kind:       KindFlow,
+		Time:       f.GetTime().AsTime(),
+		Node:       f.GetNodeName(),
+		Verdict:    verdictOf(f.GetVerdict()),
+		DropReason: dropReason(f),
+		Type:       eventTypeOf(f),
+	}
+	if ev.Type == EventUnknown {
+		return nil, SkipEventType
+	}
+	if f.GetSource() == nil && f.GetDestination() == nil {
+		return nil, SkipNoEndpoint
+	}
+	ev.ID = flowID(f)
+
+	src, dst := f.GetSource(), f.GetDestination()
+	srcIP, dstIP := f.GetIP().GetSource(), f.GetIP().GetDestination()
+	srcNames, dstNames := f.GetSourceNames(), f.GetDestinationNames()
+	proto, sport, dport, role := l4(f)
+
+	if ev.Type == EventL7 {
+		l7, reply := n.l7(f)
+		ev.L7 = l7
+		// L7 responses come from the server: flip so Src stays the client. DNS responses carry
+		// the answer (query -> IPs), which is what links external IPs to names.
+		if reply {
+			src, dst = dst, src
+			srcIP, dstIP = dstIP, srcIP
+			srcNames, dstNames = dstNames, srcNames
+			sport, dport = dport, sport
+		}
+		ev.Reply = false
+	} else {
+		if proto == ProtoUnknown {
+			return nil, SkipNoL4
+		}
+		if isReply(f, role) == replyYes {
+			return nil, SkipReply
+		}
+	}
+
+	ev.Proto, ev.Port, ev.SrcPort = proto, dport, sport
+	ev.SrcAddr, ev.DstAddr = srcIP, dstIP
+	ev.Src = n.peer(src, srcIP, srcNames)
+	ev.Dst = n.peer(dst, dstIP, dstNames)
+	ev.Point = observationPoint(f)
+	ev.AllowedBy = policyRefs(f.GetEgressAllowedBy(), f.GetIngressAllowedBy())
+	ev.DeniedBy = policyRefs(f.GetEgressDeniedBy(), f.GetIngressDeniedBy())
+	return ev, SkipNone
+}
+
+func verdictOf(v flowpb.Verdict) Verdict {
+	switch v {
+	case flowpb.Verdict_FORWARDED:
+		return VerdictForwarded
+	case flowpb.Verdict_DROPPED:
+		return VerdictDropped
+	case flowpb.Verdict_AUDIT:
+		return VerdictAudit
+	case flowpb.Verdict_ERROR:
+		return VerdictError
+	case flowpb.Verdict_REDIRECTED:
+		return VerdictRedirected
+	case flowpb.Verdict_TRACED:
+		return VerdictTraced
+	case flowpb.Verdict_TRANSLATED:
+		return VerdictTranslated
+	}
+	return VerdictUnknown
+}
+
+func dropReason(f *flowpb.Flow) string {
+	if f.GetVerdict() != flowpb.Verdict_DROPPED {
+		return ""
+	}
+	if d := f.GetDropReasonDesc(); d != flowpb.DropReason_DROP_REASON_UNKNOWN {
+		return d.String()
+	}
+	return ""
+}
+
+// IsPolicyDrop reports whether a drop reason means policy denied the flow.
+func IsPolicyDrop(reason string) bool {
+	switch reason {
+	case flowpb.DropReason_POLICY_DENIED.String(), flowpb.DropReason_POLICY_DENY.String(),
+		flowpb.DropReason_AUTH_REQUIRED.String():
+		return true
+	}
+	return false
+}
+
+// Cilium monitor message types (pkg/monitor/api): Hubble puts them in event_type.type.
+const (
+	monitorDrop          = 1
+	monitorTrace         = 4
+	monitorPolicyVerdict = 5
+	monitorAccessLog     = 129
+)
+
+func eventTypeOf(f *flowpb.Flow) EventType {
+	switch f.GetEventType().GetType() {
+	case monitorTrace:
+		return EventTrace
+	case monitorDrop:
+		return EventDrop
+	case monitorPolicyVerdict:
+		return EventPolicyVerdict
+	case monitorAccessLog:
+		return EventL7
+	}
+	// Records without event_type (hand-made or old recordings): infer from the flow type.
+	switch f.GetType() {
+	case flowpb.FlowType_L7:
+		return EventL7
+	case flowpb.FlowType_L3_L4:
+		if f.GetVerdict() == flowpb.Verdict_DROPPED {
+			return EventDrop
+		}
+		return EventTrace
+	}
+	return EventUnknown
+}
+
+// role is what the port pair and TCP flags say about who sent a packet.
+type role uint8
+
+const (
+	roleUnknown     role = iota
+	roleClientFirst      // source is the client (SYN without ACK, ICMP request, ephemeral -> well-known)
+	roleServerFirst      // source is the server (SYN+ACK, ICMP reply, well-known -> ephemeral)
+)
+
+// ephemeralMin is the lowest port Linux hands out for outgoing connections by default
+// (net.ipv4.ip_local_port_range = 32768 60999); below it a port is taken as a service port.
+const ephemeralMin = 32768
+
+func portRole(sport, dport uint32) role {
+	switch {
+	case sport >= ephemeralMin && dport < ephemeralMin:
+		return roleClientFirst
+	case dport >= ephemeralMin && sport < ephemeralMin:
+		return roleServerFirst
+	case sport < 1024 && dport >= 1024:
+		return roleServerFirst
+	case dport < 1024 && sport >= 1024:
+		return roleClientFirst
+	}
+	return roleUnknown
+}
+
+// l4 extracts protocol, source and destination port (ICMP: type) and the role the packet
+// itself reveals.
+func l4(f *flowpb.Flow) (Protocol, uint16, uint16, role) {
+	l := f.GetL4()
+	switch {
+	case l.GetTCP() != nil:
+		t := l.GetTCP()
+		r := portRole(t.GetSourcePort(), t.GetDestinationPort())
+		if fl := t.GetFlags(); fl != nil && fl.GetSYN() {
+			if fl.GetACK() {
+				r = roleServerFirst
+			} else {
+				r = roleClientFirst
+			}
+		}
+		return ProtoTCP, uint16(t.GetSourcePort()), uint16(t.GetDestinationPort()), r
+	case l.GetUDP() != nil:
+		u := l.GetUDP()
+		return ProtoUDP, uint16(u.GetSourcePort()), uint16(u.GetDestinationPort()), portRole(u.GetSourcePort(), u.GetDestinationPort())
+	case l.GetSCTP() != nil:
+		s := l.GetSCTP()
+		return ProtoSCTP, uint16(s.GetSourcePort()), uint16(s.GetDestinationPort()), portRole(s.GetSourcePort(), s.GetDestinationPort())
+	case l.GetICMPv4() != nil:
+		typ := l.GetICMPv4().GetType()
+		r := roleUnknown
+		switch typ {
+		case 8, 13, 15, 17: // echo, timestamp, info, address mask requests
+			r = roleClientFirst
+		case 0, 14, 16, 18:
+			r = roleServerFirst
+		}
+		return ProtoICMPv4, 0, uint16(typ), r
+	case l.GetICMPv6() != nil:
+		typ := l.GetICMPv6().GetType()
+		r := roleUnknown
+		switch typ {
+		case 128:
+			r = roleClientFirst
+		case 129:
+			r = roleServerFirst
+		}
+		return ProtoICMPv6, 0, uint16(typ), r
+	}
+	return ProtoUnknown, 0, 0, roleUnknown
+}
+
+type replyState uint8
+
+const (
+	replyUnknown replyState = iota
+	replyNo
+	replyYes
+)
+
+// isReply combines Hubble's is_reply (authoritative when set: it comes from conntrack) with
+// what the packet itself shows. traffic_direction is deliberately not used: with no policy on
+// the destination Hubble reports both ends as EGRESS.
+func isReply(f *flowpb.Flow, r role) replyState {
+	if b := f.GetIsReply(); b != nil {
+		if b.GetValue() {
+			return replyYes
+		}
+		return replyNo
+	}
+	if f.GetReply() {
+		return replyYes
+	}
+	if r == roleServerFirst {
+		// No reply flag, but the packet runs from the well-known port to an ephemeral one (or
+		// is a SYN+ACK): server-to-client traffic of a connection that started before we looked.
+		return replyYes
+	}
+	return replyUnknown
+}
+
+func (n *Normalizer) l7(f *flowpb.Flow) (*L7, bool) {
+	l := f.GetL7()
+	reply := l.GetType() == flowpb.L7FlowType_RESPONSE
+	switch {
+	case l.GetDns() != nil:
+		d := l.GetDns()
+		return &L7{DNS: &DNS{Query: d.GetQuery(), Rcode: d.GetRcode(), IPs: d.GetIps(), Response: reply}}, reply
+	case l.GetHttp() != nil:
+		h := l.GetHttp()
+		host, path := splitURL(h.GetUrl())
+		return &L7{HTTP: &HTTP{Method: h.GetMethod(), Host: host, Path: path, Code: h.GetCode()}}, reply
+	}
+	return nil, reply
+}
+
+// splitURL splits "http://host:port/path?query" into host and path (query dropped: it holds
+// identifiers and secrets, and Cilium HTTP rules match the path).
+func splitURL(u string) (host, path string) {
+	if i := strings.Index(u, "://"); i >= 0 {
+		u = u[i+3:]
+		if j := strings.IndexByte(u, '/'); j >= 0 {
+			host, u = u[:j], u[j:]
+		} else {
+			host, u = u, "/"
+		}
+	}
+	if i := strings.IndexAny(u, "?#"); i >= 0 {
+		u = u[:i]
+	}
+	if u == "" {
+		u = "/"
+	}
+	return host, u
+}
+
+// entityPriority orders reserved labels when an identity carries several
+// (kube-apiserver traffic often also says host or remote-node).
+var entityPriority = []string{"kube-apiserver", "host", "remote-node", "health", "init", "ingress", "unmanaged", "world", "world-ipv4", "world-ipv6"}
+
+func (n *Normalizer) peer(ep *flowpb.Endpoint, ip string, names []string) Peer {
+	if ep == nil {
+		return Peer{Kind: PeerWorld, Entity: "world", IP: ip, Names: cleanNames(names)}
+	}
+	var reserved []string
+	for _, l := range ep.GetLabels() {
+		if v, ok := strings.CutPrefix(l, "reserved:"); ok {
+			reserved = append(reserved, v)
+		}
+	}
+	if len(reserved) > 0 {
+		for _, e := range entityPriority {
+			if slices.Contains(reserved, e) {
+				if strings.HasPrefix(e, "world") {
+					return Peer{Kind: PeerWorld, Entity: "world", IP: ip, Names: cleanNames(names), Identity: ep.GetIdentity()}
+				}
+				return Peer{Kind: PeerEntity, Entity: e, Identity: ep.GetIdentity()}
+			}
+		}
+		return Peer{Kind: PeerEntity, Entity: reserved[0], Identity: ep.GetIdentity()}
+	}
+	labels, ns := n.filterLabels(ep.GetLabels())
+	if ep.GetNamespace() != "" {
+		ns = ep.GetNamespace()
+	}
+	if ns == "" && len(labels) == 0 {
+		// Identity 2 without labels, or an endpoint Hubble could not resolve: outside the cluster.
+		return Peer{Kind: PeerWorld, Entity: "world", IP: ip, Names: cleanNames(names), Identity: ep.GetIdentity()}
+	}
+	p := Peer{Kind: PeerWorkload, Namespace: ns, Labels: labels, Identity: ep.GetIdentity()}
+	if ws := ep.GetWorkloads(); len(ws) > 0 {
+		p.Workload = ws[0].GetKind() + "/" + ws[0].GetName()
+	}
+	return p
+}
+
+func (n *Normalizer) filterLabels(raw []string) (Labels, string) {
+	key := strings.Join(raw, "\x00")
+	n.mu.RLock()
+	e, ok := n.cache[key]
+	n.mu.RUnlock()
+	if ok {
+		return e.labels, e.ns
+	}
+	l, ns := n.labels.Filter(raw)
+	n.mu.Lock()
+	if len(n.cache) >= maxLabelCache {
+		clear(n.cache)
+	}
+	n.cache[key] = labelsEntry{labels: l, ns: ns}
+	n.mu.Unlock()
+	return l, ns
+}
+
+// cleanNames returns the DNS names without trailing dots, sorted and unique.
+func cleanNames(names []string) []string {
+	if len(names) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		if n = strings.TrimSuffix(strings.ToLower(n), "."); n != "" {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func observationPoint(f *flowpb.Flow) Direction {
+	switch f.GetTraceObservationPoint() {
+	case flowpb.TraceObservationPoint_TO_ENDPOINT:
+		return DirectionIngress
+	case flowpb.TraceObservationPoint_FROM_ENDPOINT, flowpb.TraceObservationPoint_TO_STACK,
+		flowpb.TraceObservationPoint_TO_NETWORK, flowpb.TraceObservationPoint_TO_OVERLAY:
+		return DirectionEgress
+	}
+	switch f.GetTrafficDirection() {
+	case flowpb.TrafficDirection_INGRESS:
+		return DirectionIngress
+	case flowpb.TrafficDirection_EGRESS:
+		return DirectionEgress
+	}
+	return DirectionUnknown
+}
+
+func policyRefs(lists ...[]*flowpb.Policy) []PolicyRef {
+	var out []PolicyRef
+	for _, l := range lists {
+		for _, p := range l {
+			out = append(out, PolicyRef{Kind: p.GetKind(), Namespace: p.GetNamespace(), Name: p.GetName()})
+		}
+	}
+	return out
+}
+
+// flowID fingerprints a flow. Hubble sets a UUID on every flow; recordings without one fall
+// back to the fields that make a record unique on its node.
+func flowID(f *flowpb.Flow) uint64 {
+	if u := f.GetUuid(); u != "" {
+		h := fnv.New64a()
+		h.Write([]byte(u))
+		return h.Sum64()
+	}
+	_, sp, dp, _ := l4(f)
+	return fingerprint(f.GetNodeName(), f.GetIP().GetSource(), f.GetIP().GetDestination(),
+		uint64(f.GetTime().AsTime().UnixNano()), uint64(sp)<<16|uint64(dp)|uint64(f.GetEventType().GetType())<<32|uint64(f.GetVerdict())<<40|uint64(f.GetTraceObservationPoint())<<48)
+}
+
+func fingerprint(a, b, c string, x, y uint64) uint64 {
+	h := fnv.New64a()
+	for _, s := range []string{a, b, c} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	var buf [16]byte
+	for i := range 8 {
+		buf[i] = byte(x >> (8 * i))
+		buf[8+i] = byte(y >> (8 * i))
+	}
+	h.Write(buf[:])
+	return h.Sum64()
+}
