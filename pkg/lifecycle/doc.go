@@ -1,0 +1,21 @@
+// Package lifecycle decides when a proposed policy may be enforced.
+//
+// Every workload moves through three states:
+//
+//	observing --(min observe time and min flows met; a revision is proposed)--> audit
+//	audit     --(window clean: no would-be-denied flow, enough flows, Hubble saw it)--> enforced
+//	audit     --(would-be-denied flow)--> audit, window restarted with the next revision
+//	enforced  --(policy drop, with DemoteOnDrop)--> audit
+//
+// A window is clean only when, since the current revision was proposed, Window has passed,
+// no flow of the workload would have been denied by it, at least MinWindowFlows of its flows
+// were evaluated, and the events Hubble lost on the nodes the workload ran on stay below
+// MaxLostRatio of the events seen there: a window we could not see is not clean.
+//
+// # What it owns
+//
+// The Machine holds one Record per workload and the per-node flow and lost-event totals the
+// lost ratio is computed from. It is pure: callers feed it observations with their flow time
+// and persist Records (Marshal/Unmarshal) in the store, so a restart keeps each window's start.
+// It does not evaluate flows (package audit does) nor synthesize policy (package synth).
+package lifecycle

@@ -1,0 +1,207 @@
+package lifecycle
+
+import (
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+
+func testConfig() Config {
+	return Config{Window: time.Hour, MinWindowFlows: 3, MaxLostRatio: 0.1, Learn: true}
+}
+
+// step is one input to the machine in a scenario.
+type step struct {
+	at      time.Duration // since t0
+	propose string        // revision proposed
+	flow    string        // "ok" or "deny": a flow evaluated on node n1
+	drop    bool          // a policy drop seen
+	seen    int           // events seen on n1
+	lost    uint64        // events lost on n1
+}
+
+func run(m *Machine, w string, steps []step) []Transition {
+	var out []Transition
+	for _, s := range steps {
+		now := t0.Add(s.at)
+		for range s.seen {
+			m.NodeEvent("n1")
+		}
+		if s.lost > 0 {
+			m.NodeLost("n1", s.lost)
+		}
+		if s.propose != "" {
+			if tr := m.Propose(w, s.propose, now); tr != nil {
+				out = append(out, *tr)
+			}
+		}
+		switch s.flow {
+		case "ok", "deny":
+			if tr := m.Evaluated(w, "n1", s.flow == "deny", now); tr != nil {
+				out = append(out, *tr)
+			}
+		}
+		if s.drop {
+			if tr := m.PolicyDrop(w, now); tr != nil {
+				out = append(out, *tr)
+			}
+		}
+		out = append(out, m.Tick(now)...)
+	}
+	return out
+}
+
+func TestLifecycle(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     func(*Config)
+		steps   []step
+		want    State
+		blocker string
+	}{
+		{
+			name:  "clean window promotes",
+			steps: []step{{propose: "r1"}, {at: time.Minute, flow: "ok"}, {at: 2 * time.Minute, flow: "ok"}, {at: 3 * time.Minute, flow: "ok"}, {at: 61 * time.Minute}},
+			want:  Enforced,
+		},
+		{
+			name:    "too few flows in the window",
+			steps:   []step{{propose: "r1"}, {at: time.Minute, flow: "ok"}, {at: 2 * time.Hour}},
+			want:    Audit,
+			blocker: "1 of 3 flows evaluated in the window",
+		},
+		{
+			name:    "window not over",
+			steps:   []step{{propose: "r1"}, {at: time.Minute, flow: "ok"}, {at: 2 * time.Minute, flow: "ok"}, {at: 3 * time.Minute, flow: "ok"}, {at: 30 * time.Minute}},
+			want:    Audit,
+			blocker: "window clean for 30m0s of 1h0m0s",
+		},
+		{
+			name:    "would-be-denied flow blocks until a new revision",
+			steps:   []step{{propose: "r1"}, {at: time.Minute, flow: "ok"}, {at: 2 * time.Minute, flow: "deny"}, {at: 3 * time.Minute, flow: "ok"}, {at: 4 * time.Minute, flow: "ok"}, {at: 2 * time.Hour}},
+			want:    Audit,
+			blocker: "1 would-be-denied flows in the window",
+		},
+		{
+			name: "new revision restarts the window",
+			steps: []step{{propose: "r1"}, {at: time.Minute, flow: "deny"}, {at: 50 * time.Minute, propose: "r2"},
+				{at: 51 * time.Minute, flow: "ok"}, {at: 52 * time.Minute, flow: "ok"}, {at: 53 * time.Minute, flow: "ok"}, {at: 90 * time.Minute}},
+			want:    Audit,
+			blocker: "window clean for 40m0s of 1h0m0s",
+		},
+		{
+			name: "same revision again keeps the window",
+			steps: []step{{propose: "r1"}, {at: time.Minute, flow: "ok", propose: "r1"}, {at: 2 * time.Minute, flow: "ok"},
+				{at: 3 * time.Minute, flow: "ok", propose: "r1"}, {at: 61 * time.Minute}},
+			want: Enforced,
+		},
+		{
+			name:    "learning off holds the revision",
+			cfg:     func(c *Config) { c.Learn = false },
+			steps:   []step{{propose: "r1"}, {at: time.Minute, flow: "deny"}, {at: 2 * time.Minute, propose: "r2"}, {at: 3 * time.Hour}},
+			want:    Audit,
+			blocker: "revision held for review after a would-be-denied flow",
+		},
+		{
+			name: "lost events on the workload's node block promotion",
+			steps: []step{{propose: "r1"}, {at: time.Minute, flow: "ok", seen: 10}, {at: 2 * time.Minute, flow: "ok", seen: 10, lost: 50},
+				{at: 3 * time.Minute, flow: "ok"}, {at: 2 * time.Hour}},
+			want:    Audit,
+			blocker: "Hubble lost 0.8333 of events on its nodes (max 0.1000)",
+		},
+		{
+			name: "lost events before the window do not count",
+			steps: []step{{lost: 1000, seen: 10}, {propose: "r1"}, {at: time.Minute, flow: "ok", seen: 100}, {at: 2 * time.Minute, flow: "ok"},
+				{at: 3 * time.Minute, flow: "ok"}, {at: 2 * time.Hour}},
+			want: Enforced,
+		},
+		{
+			name: "policy drop after enforcement demotes with DemoteOnDrop",
+			cfg:  func(c *Config) { c.DemoteOnDrop = true },
+			steps: []step{{propose: "r1"}, {at: time.Minute, flow: "ok"}, {at: 2 * time.Minute, flow: "ok"}, {at: 3 * time.Minute, flow: "ok"},
+				{at: 61 * time.Minute}, {at: 62 * time.Minute, drop: true}},
+			want:    Audit,
+			blocker: "window clean for 0s of 1h0m0s",
+		},
+		{
+			name: "policy drop after enforcement is only counted by default",
+			steps: []step{{propose: "r1"}, {at: time.Minute, flow: "ok"}, {at: 2 * time.Minute, flow: "ok"}, {at: 3 * time.Minute, flow: "ok"},
+				{at: 61 * time.Minute}, {at: 62 * time.Minute, drop: true}},
+			want: Enforced,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig()
+			if tt.cfg != nil {
+				tt.cfg(&cfg)
+			}
+			m := New(cfg, nil)
+			run(m, "shop/app=cart", tt.steps)
+			r := m.Record("shop/app=cart")
+			if r.State != tt.want {
+				t.Fatalf("state = %s, want %s (record %+v)", r.State, tt.want, r)
+			}
+			last := t0.Add(tt.steps[len(tt.steps)-1].at)
+			if tt.want == Audit {
+				if got := m.Blocker("shop/app=cart", last); got != tt.blocker {
+					t.Errorf("Blocker = %q, want %q", got, tt.blocker)
+				}
+			}
+		})
+	}
+}
+
+// Ensure a restart in the middle of a window keeps the window's start: records round-trip
+// through Marshal and a new Machine promotes at the original deadline, not a later one.
+func TestRestartKeepsWindowStart(t *testing.T) {
+	m := New(testConfig(), nil)
+	run(m, "w", []step{{propose: "r1"}, {at: time.Minute, flow: "ok"}, {at: 2 * time.Minute, flow: "ok"}, {at: 3 * time.Minute, flow: "ok"}})
+	var stored [][]byte
+	for _, r := range m.Dirty() {
+		b, err := r.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored = append(stored, b)
+	}
+	var recs []*Record
+	for _, b := range stored {
+		r, err := UnmarshalRecord(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	m2 := New(testConfig(), recs)
+	if tr := m2.Propose("w", "r1", t0.Add(30*time.Minute)); tr != nil {
+		t.Fatalf("re-proposing the same revision after restart = %+v, want no transition", tr)
+	}
+	if got := m2.Tick(t0.Add(59 * time.Minute)); len(got) != 0 {
+		t.Fatalf("Tick before the window ends = %+v, want none", got)
+	}
+	got := m2.Tick(t0.Add(61 * time.Minute))
+	if len(got) != 1 || got[0].To != Enforced {
+		t.Fatalf("Tick after the window = %+v, want one promotion", got)
+	}
+}
+
+func TestUnmarshalRecordRejectsUnknownState(t *testing.T) {
+	if _, err := UnmarshalRecord([]byte(`{"workload":"w","state":"bogus"}`)); err == nil {
+		t.Fatal("UnmarshalRecord accepted an unknown state")
+	}
+	if _, err := UnmarshalRecord([]byte(`{`)); err == nil {
+		t.Fatal("UnmarshalRecord accepted truncated JSON")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatalf("DefaultConfig().Validate() = %v", err)
+	}
+	bad := Config{Window: 0, MinObserve: -1, MaxLostRatio: 2}
+	if err := bad.Validate(); err == nil {
+		t.Fatal("Validate accepted a zero window, negative min-observe and a ratio above 1")
+	}
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The project's one test command (README quick start, `make test`, .ci/run).
+# It installs and builds what the tests need, caching the expensive parts under
+# $RECOMMENDER_CACHE (default ~/.cache/recommender), then runs every test with the race
+# detector, including the integration tests against a real kube-apiserver + etcd and the
+# real hubble CLI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export RECOMMENDER_CACHE="${RECOMMENDER_CACHE:-$HOME/.cache/recommender}"
+mkdir -p "$RECOMMENDER_CACHE/bin"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# Debian packages: promtool (alert rules), etcd (kube-apiserver's store), openssl (keys).
+need_pkgs=()
+command -v promtool >/dev/null || need_pkgs+=(prometheus)
+command -v etcd >/dev/null || need_pkgs+=(etcd-server)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
+command -v git >/dev/null || need_pkgs+=(git)
+if ((${#need_pkgs[@]})); then
+	log "installing ${need_pkgs[*]}"
+	apt-get update -qq >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+log "building test binaries (cached in $RECOMMENDER_CACHE/bin)"
+bash internal/hubblecli/build.sh
+bash internal/k8stest/build.sh
+
+export RECOMMENDER_HUBBLE="$RECOMMENDER_CACHE/bin/hubble"
+export RECOMMENDER_K8S=1
+
+log "go vet"
+go vet ./...
+
+log "go test -race"
+go test -race -count=1 -timeout 30m ./...
+
+log "alert rules"
+bash scripts/check-rules.sh
