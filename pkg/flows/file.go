@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
@@ -32,7 +34,8 @@ func (e *LineError) Unwrap() error { return e.Err }
 
 // FileConfig configures a FileSource.
 type FileConfig struct {
-	// Paths are read in order; "-" is standard input. Gzip files are recognized by content.
+	// Paths are read in order; "-" is standard input; a directory stands for its recordings
+	// (*.jsonl, *.json and their .gz forms) in name order. Gzip is recognized by content.
 	Paths []string
 	// Strict makes the first malformed line a fatal error instead of a counted, logged skip.
 	Strict bool
@@ -90,10 +93,52 @@ func NewFileSource(cfg FileConfig, norm *Normalizer, log *slog.Logger) (*FileSou
 	if cfg.Stdin == nil {
 		cfg.Stdin = os.Stdin
 	}
+	paths, err := expandPaths(cfg.Paths)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Paths = paths
 	return &FileSource{
 		cfg: cfg, norm: norm, log: log, idx: -1,
 		lenient: protojson.UnmarshalOptions{DiscardUnknown: true},
 	}, nil
+}
+
+// recordingExts are the file names a directory argument expands to.
+var recordingExts = []string{".jsonl", ".json", ".jsonl.gz", ".json.gz"}
+
+// expandPaths replaces each directory by the recordings it holds, sorted by name.
+func expandPaths(paths []string) ([]string, error) {
+	var out []string
+	for _, p := range paths {
+		if p == "-" {
+			out = append(out, p)
+			continue
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("open flow file: %w", err)
+		}
+		if !fi.IsDir() {
+			out = append(out, p)
+			continue
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			return nil, fmt.Errorf("read flow directory: %w", err)
+		}
+		n := 0
+		for _, e := range entries { // ReadDir sorts by name
+			if e.Type().IsRegular() && slices.ContainsFunc(recordingExts, func(ext string) bool { return strings.HasSuffix(e.Name(), ext) }) {
+				out = append(out, filepath.Join(p, e.Name()))
+				n++
+			}
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("flow directory %s holds no recordings (%s)", p, strings.Join(recordingExts, ", "))
+		}
+	}
+	return out, nil
 }
 
 // Stats returns the source's counters.
