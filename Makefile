@@ -47,4 +47,4 @@ deploy: ## Apply deploy/ to the current kubectl context
 
 .PHONY: docs
 docs: ## Regenerate docs/flags.md and docs/metrics.md from the code
-	go run ./hack/gendocs -out docs
+	go test ./cmd/recommender -run TestFlagsDocUpToDate -update && go test ./pkg/daemon -run TestMetricsDocUpToDate -update
