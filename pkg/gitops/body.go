@@ -1,0 +1,235 @@
+package gitops
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Limits that keep a pull request body readable and under GitHub's 65,536-character maximum.
+const (
+	maxListedRules     = 50
+	maxListedEvidence  = 50
+	maxListedDenied    = 20
+	maxSamplePeers     = 5
+	maxBodyRunes       = 60000
+	truncatedBodyNotes = "\n\n_The description was cut to fit GitHub's size limit; the policy files in this branch are complete._\n"
+)
+
+// prBody renders the pull request description: the review of a change set, policy by policy.
+// The output depends only on the changes (sorted by policy), never on map order or the clock.
+func prBody(kind Kind, changes []Change) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "<!-- recommender:%s -->\n", kind)
+	switch kind {
+	case KindPromotion:
+		b.WriteString("Promotes a network policy proposed by **recommender** from audit to enforcement. ")
+		b.WriteString("It was shadow-evaluated against live traffic for its whole audit window; the evidence follows.\n\n")
+	default:
+		b.WriteString("Network policies proposed by **recommender** from observed Hubble flows. ")
+		b.WriteString("Policies in `audit/` are shadow-evaluated against live traffic and are promoted to `enforced/` ")
+		b.WriteString("by a separate pull request once their audit window is clean.\n\n")
+	}
+	b.WriteString("| Policy | Change | Revision | Audit window |\n|---|---|---|---|\n")
+	for _, c := range changes {
+		rev, window := "", ""
+		if c.Proposal != nil {
+			rev, window = code(c.Proposal.Revision), windowShort(c.Proposal.Window)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", code(c.Policy), cell(changeText(c)), rev, window)
+	}
+	for _, c := range changes {
+		writeSection(&b, c)
+	}
+	b.WriteString("\n---\n<sub>Maintained by recommender: it force-pushes this branch and rewrites this description when the proposal changes. ")
+	b.WriteString("Review the policy files; edits to them are replaced by the next update.</sub>\n")
+	return truncateBody(b.String())
+}
+
+func changeText(c Change) string {
+	switch c.Op {
+	case OpAdd:
+		return "add " + code(c.To)
+	case OpUpdate:
+		return "update " + code(c.To)
+	case OpRemove:
+		return "remove " + code(c.From)
+	default:
+		return fmt.Sprintf("%s %s → %s", c.Op, code(c.From), code(c.To))
+	}
+}
+
+func writeSection(b *strings.Builder, c Change) {
+	fmt.Fprintf(b, "\n## %s\n\n", code(c.Policy))
+	p := c.Proposal
+	if p == nil {
+		fmt.Fprintf(b, "**Change:** %s. The policy is no longer proposed: the traffic it allowed was not seen any more, or its workload is gone.\n", changeText(c))
+		return
+	}
+	fmt.Fprintf(b, "**Change:** %s", changeText(c))
+	if p.Revision != "" {
+		fmt.Fprintf(b, " (revision %s)", code(p.Revision))
+	}
+	b.WriteString(".\n")
+	writeRules(b, "Rules added", p.Added)
+	writeRules(b, "Rules removed", p.Removed)
+	if len(p.Added) == 0 && len(p.Removed) == 0 && c.Op == OpUpdate {
+		b.WriteString("\nNo rule changed; the policy text did (labels, names or formatting).\n")
+	}
+
+	b.WriteString("\n**Flows behind each rule**\n\n")
+	if len(p.Evidence) == 0 {
+		b.WriteString("No flow evidence recorded.\n")
+	} else {
+		b.WriteString("| Rule | Flows | First seen | Last seen | Sample peers |\n|---|---:|---|---|---|\n")
+		for i, e := range p.Evidence {
+			if i == maxListedEvidence {
+				fmt.Fprintf(b, "| _%d more rules_ | | | | |\n", len(p.Evidence)-i)
+				break
+			}
+			fmt.Fprintf(b, "| %s | %d | %s | %s | %s |\n", code(e.Rule), e.Flows, stamp(e.FirstSeen), stamp(e.LastSeen), peers(e.SamplePeers))
+		}
+	}
+
+	b.WriteString("\n**Would-be-denied flows during audit**\n\n")
+	if len(p.WouldDeny) == 0 {
+		b.WriteString("None seen.\n")
+	} else {
+		b.WriteString("| Peer | Direction | Port | Flows |\n|---|---|---|---:|\n")
+		for i, d := range p.WouldDeny {
+			if i == maxListedDenied {
+				fmt.Fprintf(b, "| _%d more peers_ | | | |\n", len(p.WouldDeny)-i)
+				break
+			}
+			fmt.Fprintf(b, "| %s | %s | %s | %d |\n", code(d.Peer), cell(d.Direction), port(d), d.Count)
+		}
+	}
+
+	fmt.Fprintf(b, "\n**Audit window:** %s\n", windowLong(p.Window))
+}
+
+func writeRules(b *strings.Builder, heading string, rules []string) {
+	if len(rules) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\n**%s** (%d)\n\n", heading, len(rules))
+	for i, r := range rules {
+		if i == maxListedRules {
+			fmt.Fprintf(b, "- _and %d more_\n", len(rules)-i)
+			break
+		}
+		fmt.Fprintf(b, "- %s\n", code(r))
+	}
+}
+
+func windowShort(w Window) string {
+	switch {
+	case w.Required == 0:
+		return "-"
+	case w.Ready():
+		return fmt.Sprintf("clean %s of %s ✅", duration(w.Clean), duration(w.Required))
+	default:
+		return fmt.Sprintf("clean %s of %s", duration(w.Clean), duration(w.Required))
+	}
+}
+
+func windowLong(w Window) string {
+	if w.Required == 0 && w.Start.IsZero() {
+		return "not audited yet."
+	}
+	s := fmt.Sprintf("started %s; clean for %s of %s required; %d flows evaluated", stamp(w.Start), duration(w.Clean), duration(w.Required), w.FlowsSeen)
+	switch {
+	case w.Ready():
+		return s + ". Ready for promotion."
+	case w.FlowsSeen == 0:
+		return s + ". Not ready: no traffic was evaluated, so the window proves nothing yet."
+	default:
+		return s + fmt.Sprintf(". Not ready: %s to go.", duration(w.Required-w.Clean))
+	}
+}
+
+func port(d DeniedFlow) string {
+	if d.Port == 0 {
+		return cell(d.Protocol)
+	}
+	if d.Protocol == "" {
+		return strconv.Itoa(int(d.Port))
+	}
+	return d.Protocol + "/" + strconv.Itoa(int(d.Port))
+}
+
+func peers(ps []string) string {
+	var out []string
+	for i, p := range ps {
+		if i == maxSamplePeers {
+			out = append(out, fmt.Sprintf("_+%d_", len(ps)-i))
+			break
+		}
+		out = append(out, code(p))
+	}
+	return strings.Join(out, ", ")
+}
+
+// stamp prints a time in UTC to the minute: reviewers compare times across time zones.
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04 UTC")
+}
+
+// duration prints days, hours and minutes, dropping zero units: 7d, 2d3h, 45m.
+func duration(d time.Duration) string {
+	if d < time.Minute {
+		return "0m"
+	}
+	days, rem := d/(24*time.Hour), d%(24*time.Hour)
+	hours, mins := rem/time.Hour, (rem%time.Hour)/time.Minute
+	var s string
+	if days > 0 {
+		s += fmt.Sprintf("%dd", days)
+	}
+	if hours > 0 {
+		s += fmt.Sprintf("%dh", hours)
+	}
+	if mins > 0 && days == 0 {
+		s += fmt.Sprintf("%dm", mins)
+	}
+	return s
+}
+
+// code renders s as inline code inside a table cell: backticks in s get a longer fence, pipes are
+// escaped (GitHub splits cells on them even inside code), newlines become spaces.
+func code(s string) string {
+	if s == "" {
+		return ""
+	}
+	s = cell(s)
+	fence := "`"
+	for strings.Contains(s, fence) {
+		fence += "`"
+	}
+	if strings.HasPrefix(s, "`") || strings.HasSuffix(s, "`") {
+		return fence + " " + s + " " + fence
+	}
+	return fence + s + fence
+}
+
+func cell(s string) string {
+	s = strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s)
+	return strings.ReplaceAll(s, "|", `\|`)
+}
+
+func truncateBody(s string) string {
+	if utf8.RuneCountInString(s) <= maxBodyRunes {
+		return s
+	}
+	r := []rune(s)[:maxBodyRunes]
+	cut := string(r)
+	if i := strings.LastIndexByte(cut, '\n'); i > 0 {
+		cut = cut[:i]
+	}
+	return cut + truncatedBodyNotes
+}
