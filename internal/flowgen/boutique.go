@@ -217,7 +217,7 @@ func (b *boutique) infra() {
 	g.advance(time.Millisecond, 5*time.Millisecond)
 }
 
-// round is a few seconds of shop traffic: a browsing session, sometimes a checkout.
+// round is a browsing session, sometimes with a checkout, then a pause of half a minute or so.
 func (b *boutique) round(checkout bool) {
 	g := b.g
 	b.call("loadgenerator", "frontend", false)
@@ -237,7 +237,7 @@ func (b *boutique) round(checkout bool) {
 		b.external("paymentservice", g.rng.IntN(2) == 0)
 		b.external("emailservice", g.rng.IntN(2) == 0)
 	}
-	g.advance(500*time.Millisecond, 2*time.Second)
+	g.advance(20*time.Second, 40*time.Second)
 }
 
 // Boutique emits the learning recording: every edge of the shop once with its DNS lookup
