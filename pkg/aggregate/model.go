@@ -1,6 +1,9 @@
 package aggregate
 
 import (
+	"cmp"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/recommender/recommender/pkg/flows"
@@ -70,11 +73,25 @@ type Counts struct {
 	Dropped     uint64 // dropped by the datapath (any reason)
 	PolicyDrops uint64 // the subset of Dropped denied by policy
 	Audit       uint64 // AUDIT verdicts: Cilium in policy-audit-mode would have denied
-	Other       uint64
+	Other       uint64 // ERROR, TRACED, TRANSLATED, UNKNOWN
+	// L7 counts forwarded proxy records (DNS, HTTP). They are not part of Total: the L3/L4
+	// trace of the same packet is already counted. L7 drops and audits are counted in
+	// Dropped/Audit, since no L3/L4 record reports them.
+	L7 uint64
 }
 
 // Total is the number of observations folded into the edge.
 func (c Counts) Total() uint64 { return c.Forwarded + c.Dropped + c.Audit + c.Other }
+
+// add adds o to c.
+func (c *Counts) add(o Counts) {
+	c.Forwarded += o.Forwarded
+	c.Dropped += o.Dropped
+	c.PolicyDrops += o.PolicyDrops
+	c.Audit += o.Audit
+	c.Other += o.Other
+	c.L7 += o.L7
+}
 
 // HTTPSample is one observed HTTP method and path on an edge, with how often it was seen.
 type HTTPSample struct {
@@ -92,20 +109,26 @@ type EdgeKey struct {
 	// Port is the server port (ICMP: type). When Collapsed, the edge stands for every port in
 	// [Port, EndPort] seen from this peer, and Port/EndPort are the observed bounds.
 	Port uint16
+	// Collapsed marks the one range edge that replaced the per-port edges of (Workload,
+	// Direction, Peer, Proto) once they exceeded the port limit; see Config.MaxPorts.
+	Collapsed bool
 }
 
 // Edge is what the store knows about one edge.
 type Edge struct {
 	EdgeKey
-	EndPort   uint16 // > Port only when Collapsed
-	Collapsed bool   // too many distinct ports: a range observation flagged for review
+	EndPort   uint16 // the upper bound of a Collapsed edge's port range; equal to Port otherwise
 	Counts    Counts
 	FirstSeen time.Time
 	LastSeen  time.Time
-	// DNSNames are the names the workload looked up over this edge (egress edges to a DNS server).
+	// DNSNames are the names the workload looked up over this edge (egress edges to a DNS
+	// server), sorted, at most Config.MaxDNSNames.
 	DNSNames []string
-	// HTTP holds method+path samples seen on the edge, bounded.
+	// HTTP holds method+path samples seen on the edge, sorted by method then path, at most
+	// Config.MaxHTTPSamples distinct ones.
 	HTTP []HTTPSample
+	// Truncated says DNSNames or HTTP reached their bound and later distinct values were not kept.
+	Truncated bool
 }
 
 // Workload is what the store knows about one workload besides its edges.
@@ -138,4 +161,48 @@ type Snapshot struct {
 	Overflow  uint64 // observations dropped because a cap was reached
 	// DNS maps an external IP to the names DNS answers linked it to (lower case, no trailing dot).
 	DNS map[string][]string
+	// dnsLast is when each DNS entry was last confirmed; it lets a restored Aggregator keep
+	// evicting and expiring the oldest answers first.
+	dnsLast map[string]time.Time
+}
+
+// Workload returns the workload with the given key (WorkloadKey.String()) and its edges.
+func (s *Snapshot) Workload(key string) (*Workload, []Edge, bool) {
+	i, ok := slices.BinarySearchFunc(s.Workloads, key, func(w Workload, k string) int {
+		return strings.Compare(w.Key.String(), k)
+	})
+	if !ok {
+		return nil, nil, false
+	}
+	return &s.Workloads[i], s.Edges[key], true
+}
+
+// EdgeCount is the number of edges in the snapshot.
+func (s *Snapshot) EdgeCount() int {
+	n := 0
+	for _, es := range s.Edges {
+		n += len(es)
+	}
+	return n
+}
+
+// compareEdgeKeys orders the edges of one workload as the store's keys do (doc.go): direction,
+// peer key, protocol, per-port before collapsed, port.
+func compareEdgeKeys(a, b *EdgeKey) int {
+	if c := cmp.Compare(a.Direction, b.Direction); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Peer.Key(), b.Peer.Key()); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Proto, b.Proto); c != 0 {
+		return c
+	}
+	if a.Collapsed != b.Collapsed {
+		if a.Collapsed {
+			return 1
+		}
+		return -1
+	}
+	return cmp.Compare(a.Port, b.Port)
 }

@@ -1,0 +1,665 @@
+package aggregate
+
+import (
+	"cmp"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/recommender/recommender/pkg/flows"
+)
+
+// Aggregator folds flows.Events into workload edges in memory. It holds the whole state (all
+// edges, bounded by Config), remembers what changed since the last TakeBatch so a Store can
+// persist only that, and produces a Snapshot directly (recommend --flows needs no store).
+//
+// Both observations of one connection (client egress and server ingress) must already be
+// folded into one event by flows.Folder; the Aggregator counts every event it is given.
+// It is safe for concurrent use.
+type Aggregator struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *aggMetrics
+
+	// mu guards every field below.
+	mu        sync.Mutex
+	workloads map[string]*workloadState
+	edges     map[edgeID]*edgeState
+	groups    map[groupID]*group
+	// peerEdges counts live edges per (workload, direction, peer) and cidrPeers the distinct
+	// CIDR peers per (workload, direction), for the MaxWorldPeers bound.
+	peerEdges map[peerID]int
+	cidrPeers map[wdID]int
+	dns       map[string]*dnsEntry
+	lost      map[string]*NodeLost
+	tot       totals
+
+	// Changes since the last TakeBatch.
+	dirtyEdges     []*edgeState
+	deletedEdges   map[edgeID]EdgeKey
+	dirtyWorkloads []*workloadState
+	deletedWls     map[string]struct{}
+	dirtyDNS       map[string]struct{}
+	dirtyLost      map[string]struct{}
+	totDirty       bool
+
+	// warned remembers which caps were already reported in the log, so a full cap warns once
+	// per process instead of once per flow; the overflow counter keeps counting.
+	warned map[string]bool
+}
+
+// totals are the store-wide counters.
+type totals struct {
+	Flows    uint64
+	Overflow uint64
+	From, To time.Time
+}
+
+type edgeID struct {
+	w         string
+	dir       flows.Direction
+	peer      string
+	proto     flows.Protocol
+	port      uint16 // 0 when collapsed: widening the range must not move the edge
+	collapsed bool
+}
+
+type groupID struct {
+	w     string
+	dir   flows.Direction
+	peer  string
+	proto flows.Protocol
+}
+
+type peerID struct {
+	w    string
+	dir  flows.Direction
+	peer string
+}
+
+type wdID struct {
+	w   string
+	dir flows.Direction
+}
+
+type edgeState struct {
+	Edge
+	id      edgeID
+	dirty   bool
+	deleted bool
+}
+
+type workloadState struct {
+	Workload
+	key   string
+	edges int
+	dirty bool
+}
+
+// group is the set of per-port edges of one (workload, direction, peer, protocol), or the
+// collapsed edge that replaced them.
+type group struct {
+	ports     []uint16
+	collapsed *edgeState
+}
+
+type dnsEntry struct {
+	names []string
+	last  time.Time
+}
+
+// NewAggregator returns an empty Aggregator. reg may be nil (metrics are then not registered).
+func NewAggregator(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Aggregator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Aggregator{
+		cfg:          cfg.withDefaults(),
+		log:          log,
+		metrics:      newAggMetrics(reg),
+		workloads:    make(map[string]*workloadState),
+		edges:        make(map[edgeID]*edgeState),
+		groups:       make(map[groupID]*group),
+		peerEdges:    make(map[peerID]int),
+		cidrPeers:    make(map[wdID]int),
+		dns:          make(map[string]*dnsEntry),
+		lost:         make(map[string]*NodeLost),
+		deletedEdges: make(map[edgeID]EdgeKey),
+		deletedWls:   make(map[string]struct{}),
+		dirtyDNS:     make(map[string]struct{}),
+		dirtyLost:    make(map[string]struct{}),
+		warned:       make(map[string]bool),
+	}, nil
+}
+
+// Len returns the number of workloads and edges held.
+func (a *Aggregator) Len() (workloads, edges int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.workloads), len(a.edges)
+}
+
+// Add folds one event. Lost-events notices are summed per node; flows update the client's
+// egress edge and the server's ingress edge, for each end that is a workload.
+func (a *Aggregator) Add(ev *flows.Event) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch ev.Kind {
+	case flows.KindLost:
+		a.addLost(ev)
+	case flows.KindFlow:
+		a.addFlow(ev)
+	}
+}
+
+func (a *Aggregator) addLost(ev *flows.Event) {
+	if ev.Lost == nil {
+		return
+	}
+	nl := a.lost[ev.Node]
+	if nl == nil {
+		nl = &NodeLost{Node: ev.Node}
+		a.lost[ev.Node] = nl
+	}
+	nl.Lost += ev.Lost.Count
+	if ev.Time.After(nl.Last) {
+		nl.Last = ev.Time
+	}
+	a.dirtyLost[ev.Node] = struct{}{}
+}
+
+func (a *Aggregator) addFlow(ev *flows.Event) {
+	a.tot.Flows++
+	if a.tot.From.IsZero() || ev.Time.Before(a.tot.From) {
+		a.tot.From = ev.Time
+	}
+	if ev.Time.After(a.tot.To) {
+		a.tot.To = ev.Time
+	}
+	a.totDirty = true
+
+	var dnsName string
+	var sample *HTTPSample
+	if l7 := ev.L7; l7 != nil {
+		switch {
+		case l7.DNS != nil && l7.DNS.Response:
+			// Answers teach which names an IP stands for; the request record already counted
+			// the exchange.
+			a.learnDNS(ev.Time, l7.DNS)
+			return
+		case l7.DNS != nil:
+			dnsName = cleanName(l7.DNS.Query)
+		case l7.HTTP != nil && l7.HTTP.Code != 0:
+			return // a response: its request carried the same method and path
+		case l7.HTTP != nil:
+			sample = &HTTPSample{Method: l7.HTTP.Method, Path: l7.HTTP.Path, Count: 1}
+		}
+	}
+	proto, port := ev.Proto, ev.Port
+	if proto == flows.ProtoUnknown {
+		if dnsName == "" {
+			return // an L7 record without L4: nothing to key an edge on
+		}
+		proto, port = flows.ProtoUDP, 53
+	}
+	delta := countsOf(ev)
+
+	if ev.Src.Kind == flows.PeerWorkload {
+		if w := a.touchWorkload(&ev.Src, ev); w != nil {
+			if peer, ok := a.peerOf(&ev.Dst, flows.DirectionEgress); ok {
+				a.observe(w, flows.DirectionEgress, peer, proto, port, ev.Time, delta, dnsName, sample)
+			}
+		}
+	}
+	if ev.Dst.Kind == flows.PeerWorkload {
+		if w := a.touchWorkload(&ev.Dst, ev); w != nil {
+			if peer, ok := a.peerOf(&ev.Src, flows.DirectionIngress); ok {
+				// Names looked up are the client's facts; they stay on its egress edge.
+				a.observe(w, flows.DirectionIngress, peer, proto, port, ev.Time, delta, "", sample)
+			}
+		}
+	}
+}
+
+// countsOf classifies one event's verdict.
+func countsOf(ev *flows.Event) Counts {
+	var c Counts
+	switch ev.Verdict {
+	case flows.VerdictForwarded, flows.VerdictRedirected:
+		if ev.Type == flows.EventL7 {
+			c.L7 = 1
+		} else {
+			c.Forwarded = 1
+		}
+	case flows.VerdictDropped:
+		c.Dropped = 1
+		if flows.IsPolicyDrop(ev.DropReason) || len(ev.DeniedBy) > 0 {
+			c.PolicyDrops = 1
+		}
+	case flows.VerdictAudit:
+		c.Audit = 1
+	default:
+		c.Other = 1
+	}
+	return c
+}
+
+func (a *Aggregator) touchWorkload(p *flows.Peer, ev *flows.Event) *workloadState {
+	key := p.Namespace + "/" + p.Labels.String()
+	w := a.workloads[key]
+	if w == nil {
+		if len(a.workloads) >= a.cfg.MaxWorkloads {
+			a.overflow("workloads", a.cfg.MaxWorkloads)
+			return nil
+		}
+		w = &workloadState{key: key, Workload: Workload{
+			Key:       WorkloadKey{Namespace: p.Namespace, Labels: slices.Clone(p.Labels)},
+			FirstSeen: ev.Time,
+		}}
+		a.workloads[key] = w
+	}
+	w.Flows++
+	if ev.Time.Before(w.FirstSeen) {
+		w.FirstSeen = ev.Time
+	}
+	if ev.Time.After(w.LastSeen) {
+		w.LastSeen = ev.Time
+	}
+	if ev.Node != "" {
+		w.Nodes = insertBounded(w.Nodes, ev.Node, maxNodesPerWorkload)
+	}
+	if p.Workload != "" {
+		w.Names = insertBounded(w.Names, p.Workload, maxNamesPerWorkload)
+	}
+	a.markWorkload(w)
+	return w
+}
+
+// Bounds of the per-workload lists: they are for reports, a handful is enough.
+const (
+	maxNodesPerWorkload = 64
+	maxNamesPerWorkload = 8
+)
+
+func (a *Aggregator) markWorkload(w *workloadState) {
+	if !w.dirty {
+		w.dirty = true
+		a.dirtyWorkloads = append(a.dirtyWorkloads, w)
+	}
+	delete(a.deletedWls, w.key)
+}
+
+// peerOf maps the far end of a flow to the peer of an edge in direction dir. World peers become
+// an FQDN when Hubble attached names or a DNS answer linked the IP (egress only: Cilium has no
+// fromFQDNs), else a /32 or /128 CIDR. Of several names the first in sort order is used, so
+// one connection is one edge, the same on every run.
+func (a *Aggregator) peerOf(p *flows.Peer, dir flows.Direction) (Peer, bool) {
+	switch p.Kind {
+	case flows.PeerWorkload:
+		return Peer{Kind: PeerWorkload, Namespace: p.Namespace, Labels: p.Labels}, true
+	case flows.PeerEntity:
+		return Peer{Kind: PeerEntity, Entity: p.Entity}, true
+	case flows.PeerWorld:
+		if dir == flows.DirectionEgress {
+			if len(p.Names) > 0 {
+				return Peer{Kind: PeerFQDN, FQDN: p.Names[0]}, true
+			}
+			if e := a.dns[p.IP]; e != nil && len(e.names) > 0 {
+				return Peer{Kind: PeerFQDN, FQDN: e.names[0]}, true
+			}
+		}
+		if ip, err := netip.ParseAddr(p.IP); err == nil {
+			ip = ip.Unmap()
+			return Peer{Kind: PeerCIDR, CIDR: netip.PrefixFrom(ip, ip.BitLen()).String()}, true
+		}
+		return Peer{Kind: PeerEntity, Entity: "world"}, true
+	}
+	return Peer{}, false
+}
+
+// observe adds one observation to the edge (w, dir, peer, proto, port), creating, collapsing or
+// re-routing it as the bounds require.
+func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, proto flows.Protocol, port uint16,
+	t time.Time, delta Counts, dnsName string, sample *HTTPSample) {
+	peerKey := peer.Key()
+	if peer.Kind == PeerCIDR && a.peerEdges[peerID{w.key, dir, peerKey}] == 0 &&
+		a.cidrPeers[wdID{w.key, dir}] >= a.cfg.MaxWorldPeers {
+		peer = Peer{Kind: PeerEntity, Entity: "world"}
+		peerKey = peer.Key()
+	}
+	gid := groupID{w.key, dir, peerKey, proto}
+	g := a.groups[gid]
+	var e *edgeState
+	switch {
+	case g != nil && g.collapsed != nil:
+		e = g.collapsed
+		e.Port = min(e.Port, port)
+		e.EndPort = max(e.EndPort, port)
+	default:
+		id := edgeID{w: w.key, dir: dir, peer: peerKey, proto: proto, port: port}
+		e = a.edges[id]
+		if e != nil {
+			break
+		}
+		if g != nil && len(g.ports) >= a.cfg.MaxPorts {
+			e = a.collapse(gid, g, port)
+			break
+		}
+		if len(a.edges) >= a.cfg.MaxEdges {
+			a.overflow("edges", a.cfg.MaxEdges)
+			return
+		}
+		e = a.newEdge(w, id, EdgeKey{Workload: w.Key, Direction: dir, Peer: peer, Proto: proto, Port: port}, t)
+		e.EndPort = port
+		if g == nil {
+			g = &group{}
+			a.groups[gid] = g
+		}
+		g.ports = append(g.ports, port)
+	}
+	e.Counts.add(delta)
+	if t.Before(e.FirstSeen) {
+		e.FirstSeen = t
+	}
+	if t.After(e.LastSeen) {
+		e.LastSeen = t
+	}
+	if dnsName != "" {
+		e.DNSNames, e.Truncated = insertCapped(e.DNSNames, dnsName, a.cfg.MaxDNSNames, e.Truncated)
+	}
+	if sample != nil {
+		e.addSample(*sample, a.cfg.MaxHTTPSamples)
+	}
+	a.markEdge(e)
+}
+
+func (a *Aggregator) newEdge(w *workloadState, id edgeID, k EdgeKey, t time.Time) *edgeState {
+	// Labels come from the event; the edge keeps its own copy.
+	k.Peer.Labels = slices.Clone(k.Peer.Labels)
+	e := &edgeState{id: id, Edge: Edge{EdgeKey: k, FirstSeen: t, LastSeen: t}}
+	e.Workload = w.Key
+	a.insertEdge(e)
+	return e
+}
+
+// insertEdge registers e in the indexes (not in groups: callers know how it belongs there).
+func (a *Aggregator) insertEdge(e *edgeState) {
+	a.edges[e.id] = e
+	pid := peerID{e.id.w, e.id.dir, e.id.peer}
+	a.peerEdges[pid]++
+	if a.peerEdges[pid] == 1 && e.Peer.Kind == PeerCIDR {
+		a.cidrPeers[wdID{e.id.w, e.id.dir}]++
+	}
+	if w := a.workloads[e.id.w]; w != nil {
+		w.edges++
+	}
+}
+
+// removeEdge drops e from the indexes and records the deletion for the next batch.
+func (a *Aggregator) removeEdge(e *edgeState) {
+	delete(a.edges, e.id)
+	e.deleted = true
+	a.deletedEdges[e.id] = e.EdgeKey
+	pid := peerID{e.id.w, e.id.dir, e.id.peer}
+	if a.peerEdges[pid]--; a.peerEdges[pid] <= 0 {
+		delete(a.peerEdges, pid)
+		if e.Peer.Kind == PeerCIDR {
+			wd := wdID{e.id.w, e.id.dir}
+			if a.cidrPeers[wd]--; a.cidrPeers[wd] <= 0 {
+				delete(a.cidrPeers, wd)
+			}
+		}
+	}
+	if w := a.workloads[e.id.w]; w != nil {
+		w.edges--
+	}
+}
+
+func (a *Aggregator) markEdge(e *edgeState) {
+	if !e.dirty {
+		e.dirty = true
+		a.dirtyEdges = append(a.dirtyEdges, e)
+	}
+}
+
+// collapse folds the per-port edges of g into one range edge that also covers port.
+func (a *Aggregator) collapse(gid groupID, g *group, port uint16) *edgeState {
+	id := edgeID{w: gid.w, dir: gid.dir, peer: gid.peer, proto: gid.proto, collapsed: true}
+	var c *edgeState
+	for _, p := range g.ports {
+		old := a.edges[edgeID{w: gid.w, dir: gid.dir, peer: gid.peer, proto: gid.proto, port: p}]
+		if old == nil {
+			continue
+		}
+		if c == nil {
+			c = &edgeState{id: id, Edge: Edge{EdgeKey: old.EdgeKey, EndPort: port, FirstSeen: old.FirstSeen, LastSeen: old.LastSeen}}
+			c.Collapsed = true
+			c.Port = port
+		}
+		c.merge(&old.Edge, a.cfg)
+		a.removeEdge(old)
+	}
+	// The group had at least one edge: MaxPorts >= 1 and the group is deleted with its last edge.
+	a.insertEdge(c)
+	g.ports = nil
+	g.collapsed = c
+	a.log.Debug("edge ports collapsed", "workload", gid.w, "direction", gid.dir.String(), "peer", gid.peer,
+		"proto", gid.proto.String(), "from", c.Port, "to", c.EndPort)
+	return c
+}
+
+// merge adds o's observations to e, widening its port range.
+func (e *edgeState) merge(o *Edge, cfg Config) {
+	e.Counts.add(o.Counts)
+	e.Port = min(e.Port, o.Port)
+	e.EndPort = max(e.EndPort, o.EndPort, o.Port)
+	if o.FirstSeen.Before(e.FirstSeen) {
+		e.FirstSeen = o.FirstSeen
+	}
+	if o.LastSeen.After(e.LastSeen) {
+		e.LastSeen = o.LastSeen
+	}
+	e.Truncated = e.Truncated || o.Truncated
+	for _, n := range o.DNSNames {
+		e.DNSNames, e.Truncated = insertCapped(e.DNSNames, n, cfg.MaxDNSNames, e.Truncated)
+	}
+	for _, s := range o.HTTP {
+		e.addSample(s, cfg.MaxHTTPSamples)
+	}
+}
+
+func (e *Edge) addSample(s HTTPSample, limit int) {
+	i, ok := slices.BinarySearchFunc(e.HTTP, s, compareSample)
+	if ok {
+		e.HTTP[i].Count += s.Count
+		return
+	}
+	if len(e.HTTP) >= limit {
+		e.Truncated = true
+		return
+	}
+	e.HTTP = slices.Insert(e.HTTP, i, s)
+}
+
+func compareSample(a, b HTTPSample) int {
+	if c := strings.Compare(a.Method, b.Method); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Path, b.Path)
+}
+
+// insertBounded inserts v into the sorted set s unless it is there or s is full.
+func insertBounded(s []string, v string, limit int) []string {
+	s, _ = insertCapped(s, v, limit, false)
+	return s
+}
+
+// insertCapped is insertBounded that also reports, sticky, whether a value was refused.
+func insertCapped(s []string, v string, limit int, truncated bool) ([]string, bool) {
+	i, ok := slices.BinarySearch(s, v)
+	if ok {
+		return s, truncated
+	}
+	if len(s) >= limit {
+		return s, true
+	}
+	return slices.Insert(s, i, v), truncated
+}
+
+// cleanName lower-cases a DNS name and drops its trailing dot, as flows does for Hubble's names.
+func cleanName(n string) string {
+	return strings.TrimSuffix(strings.ToLower(n), ".")
+}
+
+// learnDNS links the IPs of a DNS answer to the queried name.
+func (a *Aggregator) learnDNS(t time.Time, d *flows.DNS) {
+	name := cleanName(d.Query)
+	if name == "" {
+		return
+	}
+	for _, ip := range d.IPs {
+		e := a.dns[ip]
+		if e == nil {
+			if len(a.dns) >= a.cfg.MaxDNSAnswers {
+				a.evictDNS()
+			}
+			e = &dnsEntry{}
+			a.dns[ip] = e
+		}
+		e.names = insertBounded(e.names, name, a.cfg.MaxNamesPerIP)
+		if t.After(e.last) {
+			e.last = t
+		}
+		a.dirtyDNS[ip] = struct{}{}
+	}
+}
+
+// evictDNS drops the least recently seen tenth of the DNS answer map: evicting in bulk keeps
+// the cost of the sort off the per-answer path.
+func (a *Aggregator) evictDNS() {
+	type aged struct {
+		ip   string
+		last time.Time
+	}
+	all := make([]aged, 0, len(a.dns))
+	for ip, e := range a.dns {
+		all = append(all, aged{ip, e.last})
+	}
+	slices.SortFunc(all, func(x, y aged) int {
+		return cmp.Or(x.last.Compare(y.last), strings.Compare(x.ip, y.ip))
+	})
+	for _, x := range all[:max(1, len(all)/10)] {
+		delete(a.dns, x.ip)
+		a.dirtyDNS[x.ip] = struct{}{} // dirty and absent: deleted on commit
+	}
+}
+
+func (a *Aggregator) overflow(what string, limit int) {
+	a.tot.Overflow++
+	a.totDirty = true
+	a.metrics.overflow.WithLabelValues(what).Inc()
+	if !a.warned[what] {
+		a.warned[what] = true
+		a.log.Warn("aggregation cap reached: further observations are counted as overflow and dropped",
+			"cap", what, "limit", limit)
+	}
+}
+
+// Expire removes edges last seen before cutoff, then workloads left without edges and not seen
+// since, and DNS answers not seen since. The removals reach the store with the next batch.
+// It returns the number of edges removed.
+func (a *Aggregator) Expire(cutoff time.Time) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, e := range a.edges {
+		if !e.LastSeen.Before(cutoff) {
+			continue
+		}
+		a.removeEdge(e)
+		gid := groupID{e.id.w, e.id.dir, e.id.peer, e.id.proto}
+		if g := a.groups[gid]; g != nil {
+			if e.id.collapsed {
+				g.collapsed = nil
+			} else {
+				g.ports = slices.DeleteFunc(g.ports, func(p uint16) bool { return p == e.id.port })
+			}
+			if g.collapsed == nil && len(g.ports) == 0 {
+				delete(a.groups, gid)
+			}
+		}
+		n++
+	}
+	for k, w := range a.workloads {
+		if w.edges <= 0 && w.LastSeen.Before(cutoff) {
+			delete(a.workloads, k)
+			a.deletedWls[k] = struct{}{}
+			w.dirty = false
+		}
+	}
+	for ip, e := range a.dns {
+		if e.last.Before(cutoff) {
+			delete(a.dns, ip)
+			a.dirtyDNS[ip] = struct{}{}
+		}
+	}
+	return n
+}
+
+// Snapshot copies the aggregated state, sorted as Store.Snapshot returns it.
+func (a *Aggregator) Snapshot() *Snapshot {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := &Snapshot{
+		Workloads: make([]Workload, 0, len(a.workloads)),
+		Edges:     make(map[string][]Edge, len(a.workloads)),
+		From:      a.tot.From,
+		To:        a.tot.To,
+		Flows:     a.tot.Flows,
+		Overflow:  a.tot.Overflow,
+		DNS:       make(map[string][]string, len(a.dns)),
+		dnsLast:   make(map[string]time.Time, len(a.dns)),
+	}
+	for _, w := range a.workloads {
+		s.Workloads = append(s.Workloads, w.Workload.clone())
+	}
+	slices.SortFunc(s.Workloads, func(x, y Workload) int { return strings.Compare(x.Key.String(), y.Key.String()) })
+	for _, e := range a.edges {
+		s.Edges[e.id.w] = append(s.Edges[e.id.w], e.Edge.clone())
+	}
+	for _, es := range s.Edges {
+		slices.SortFunc(es, func(x, y Edge) int { return compareEdgeKeys(&x.EdgeKey, &y.EdgeKey) })
+	}
+	for ip, e := range a.dns {
+		s.DNS[ip] = slices.Clone(e.names)
+		s.dnsLast[ip] = e.last
+	}
+	for _, l := range a.lost {
+		s.Lost = append(s.Lost, *l)
+	}
+	slices.SortFunc(s.Lost, func(x, y NodeLost) int { return strings.Compare(x.Node, y.Node) })
+	return s
+}
+
+func (w Workload) clone() Workload {
+	w.Key.Labels = slices.Clone(w.Key.Labels)
+	w.Names = slices.Clone(w.Names)
+	w.Nodes = slices.Clone(w.Nodes)
+	return w
+}
+
+func (e Edge) clone() Edge {
+	e.Workload.Labels = slices.Clone(e.Workload.Labels)
+	e.Peer.Labels = slices.Clone(e.Peer.Labels)
+	e.DNSNames = slices.Clone(e.DNSNames)
+	e.HTTP = slices.Clone(e.HTTP)
+	return e
+}

@@ -1,0 +1,141 @@
+package aggregate
+
+import (
+	"slices"
+	"time"
+
+	"github.com/recommender/recommender/pkg/flows"
+)
+
+// Batch is what changed in an Aggregator since the previous batch, ready for one Store.Commit:
+// full values of new and changed records, keys of removed ones, the store-wide totals and the
+// ingest cursor that the counts cover. A Batch owns its data (nothing is shared with the
+// Aggregator), so it can be committed while aggregation goes on.
+type Batch struct {
+	Edges            []Edge
+	DeletedEdges     []EdgeKey
+	Workloads        []Workload
+	DeletedWorkloads []string // WorkloadKey.String()
+	DNS              map[string]DNSAnswer
+	DeletedDNS       []string
+	Lost             []NodeLost
+	// Totals are the store-wide counts after this batch (not increments).
+	Flows    uint64
+	Overflow uint64
+	From, To time.Time
+	// Cursor is the ingest position the batch brings the store to; nil leaves it as it was.
+	Cursor *flows.Cursor
+	// EdgeCount and WorkloadCount are the Aggregator's sizes, for the store's gauges.
+	EdgeCount, WorkloadCount int
+}
+
+// DNSAnswer is what the DNS answer map holds for one IP.
+type DNSAnswer struct {
+	Names    []string
+	LastSeen time.Time
+}
+
+// Empty reports whether the batch changes nothing but, possibly, the cursor.
+func (b *Batch) Empty() bool {
+	return len(b.Edges) == 0 && len(b.DeletedEdges) == 0 && len(b.Workloads) == 0 &&
+		len(b.DeletedWorkloads) == 0 && len(b.DNS) == 0 && len(b.DeletedDNS) == 0 && len(b.Lost) == 0
+}
+
+// TakeBatch returns the changes since the previous call and starts a new batch.
+func (a *Aggregator) TakeBatch() *Batch {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b := &Batch{
+		Flows: a.tot.Flows, Overflow: a.tot.Overflow, From: a.tot.From, To: a.tot.To,
+		EdgeCount: len(a.edges), WorkloadCount: len(a.workloads),
+	}
+	for id, k := range a.deletedEdges {
+		if _, live := a.edges[id]; !live {
+			b.DeletedEdges = append(b.DeletedEdges, k)
+		}
+	}
+	clear(a.deletedEdges)
+	for _, e := range a.dirtyEdges {
+		if !e.deleted {
+			b.Edges = append(b.Edges, e.Edge.clone())
+		}
+		e.dirty = false
+	}
+	a.dirtyEdges = a.dirtyEdges[:0]
+	for k := range a.deletedWls {
+		b.DeletedWorkloads = append(b.DeletedWorkloads, k)
+	}
+	clear(a.deletedWls)
+	for _, w := range a.dirtyWorkloads {
+		if a.workloads[w.key] == w {
+			b.Workloads = append(b.Workloads, w.Workload.clone())
+		}
+		w.dirty = false
+	}
+	a.dirtyWorkloads = a.dirtyWorkloads[:0]
+	for ip := range a.dirtyDNS {
+		if e := a.dns[ip]; e != nil {
+			if b.DNS == nil {
+				b.DNS = make(map[string]DNSAnswer)
+			}
+			b.DNS[ip] = DNSAnswer{Names: slices.Clone(e.names), LastSeen: e.last}
+		} else {
+			b.DeletedDNS = append(b.DeletedDNS, ip)
+		}
+	}
+	clear(a.dirtyDNS)
+	for n := range a.dirtyLost {
+		b.Lost = append(b.Lost, *a.lost[n])
+	}
+	clear(a.dirtyLost)
+	a.totDirty = false
+	return b
+}
+
+// Dirty reports whether anything changed since the last TakeBatch.
+func (a *Aggregator) Dirty() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.totDirty || len(a.dirtyEdges) > 0 || len(a.deletedEdges) > 0 || len(a.dirtyWorkloads) > 0 ||
+		len(a.deletedWls) > 0 || len(a.dirtyDNS) > 0 || len(a.dirtyLost) > 0
+}
+
+// restore loads stored state into an empty Aggregator, rebuilding its indexes. Nothing
+// restored is dirty.
+func (a *Aggregator) restore(s *Snapshot) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.tot = totals{Flows: s.Flows, Overflow: s.Overflow, From: s.From, To: s.To}
+	for _, w := range s.Workloads {
+		key := w.Key.String()
+		a.workloads[key] = &workloadState{key: key, Workload: w}
+	}
+	for key, es := range s.Edges {
+		for _, e := range es {
+			peerKey := e.Peer.Key()
+			id := edgeID{w: key, dir: e.Direction, peer: peerKey, proto: e.Proto, port: e.Port, collapsed: e.Collapsed}
+			gid := groupID{key, e.Direction, peerKey, e.Proto}
+			if e.Collapsed {
+				id.port = 0
+			}
+			st := &edgeState{id: id, Edge: e}
+			a.insertEdge(st)
+			g := a.groups[gid]
+			if g == nil {
+				g = &group{}
+				a.groups[gid] = g
+			}
+			if e.Collapsed {
+				g.collapsed = st
+			} else {
+				g.ports = append(g.ports, e.Port)
+			}
+		}
+	}
+	for ip, names := range s.DNS {
+		a.dns[ip] = &dnsEntry{names: names, last: s.dnsLast[ip]}
+	}
+	for _, l := range s.Lost {
+		a.lost[l.Node] = &NodeLost{Node: l.Node, Lost: l.Lost, Last: l.Last}
+	}
+}

@@ -1,0 +1,81 @@
+package aggregate
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Config bounds what the Aggregator keeps. Zero fields take the defaults of DefaultConfig.
+type Config struct {
+	// MaxPorts is how many distinct ports one (workload, direction, peer, protocol) may have as
+	// separate edges. One more folds them into a single Collapsed range edge, flagged for review:
+	// scanners and ephemeral-port protocols must not become thousands of rules (PITFALLS #3).
+	MaxPorts int
+	// MaxWorkloads caps the workloads kept; observations of further workloads are counted as
+	// overflow and dropped.
+	MaxWorkloads int
+	// MaxEdges caps the edges kept; observations that would add an edge are counted as overflow.
+	MaxEdges int
+	// MaxWorldPeers is how many distinct CIDR peers one (workload, direction) may have. Further
+	// unnamed external addresses are folded into the entity "world": a public service has as many
+	// client addresses as the internet, and none of them belongs in a rule.
+	MaxWorldPeers int
+	// MaxDNSNames bounds the names kept per edge to a DNS server.
+	MaxDNSNames int
+	// MaxHTTPSamples bounds the distinct method+path samples kept per edge.
+	MaxHTTPSamples int
+	// MaxDNSAnswers bounds the IP -> names map learned from DNS answers; the entries seen least
+	// recently are evicted first.
+	MaxDNSAnswers int
+	// MaxNamesPerIP bounds the names one IP keeps in the DNS answer map.
+	MaxNamesPerIP int
+}
+
+// DefaultConfig returns the bounds used when a Config field is zero.
+func DefaultConfig() Config {
+	return Config{
+		MaxPorts:       32,
+		MaxWorkloads:   10_000,
+		MaxEdges:       250_000,
+		MaxWorldPeers:  256,
+		MaxDNSNames:    64,
+		MaxHTTPSamples: 32,
+		MaxDNSAnswers:  65_536,
+		MaxNamesPerIP:  8,
+	}
+}
+
+// Validate rejects negative bounds.
+func (c *Config) Validate() error {
+	var errs []error
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"max-ports", c.MaxPorts}, {"max-workloads", c.MaxWorkloads}, {"max-edges", c.MaxEdges},
+		{"max-world-peers", c.MaxWorldPeers}, {"max-dns-names", c.MaxDNSNames},
+		{"max-http-samples", c.MaxHTTPSamples}, {"max-dns-answers", c.MaxDNSAnswers},
+		{"max-names-per-ip", c.MaxNamesPerIP},
+	} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %d: must not be negative", f.name, f.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults fills zero fields from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	for _, p := range []struct{ v, d *int }{
+		{&c.MaxPorts, &d.MaxPorts}, {&c.MaxWorkloads, &d.MaxWorkloads}, {&c.MaxEdges, &d.MaxEdges},
+		{&c.MaxWorldPeers, &d.MaxWorldPeers}, {&c.MaxDNSNames, &d.MaxDNSNames},
+		{&c.MaxHTTPSamples, &d.MaxHTTPSamples}, {&c.MaxDNSAnswers, &d.MaxDNSAnswers},
+		{&c.MaxNamesPerIP, &d.MaxNamesPerIP},
+	} {
+		if *p.v == 0 {
+			*p.v = *p.d
+		}
+	}
+	return c
+}

@@ -1,0 +1,85 @@
+// Package aggregate turns the endless flow stream into workload edges: which workload talked
+// to which peer, on which protocol and port, how often, first and last seen, with what
+// verdicts, and (when the proxy saw them) which DNS names and HTTP paths. It owns the only
+// bbolt file of the daemon and the ingest cursor stored with it.
+//
+// It does not decide policy (pkg/synth reads Snapshots), does not talk to Hubble (pkg/flows
+// delivers flows.Events) and imports neither cilium.io/v2 nor pkg/policy.
+//
+// # Model
+//
+// A workload is a namespace plus its stable label set (flows.Labels; churning labels such as
+// pod-template-hash are already gone). An edge is (workload, direction, peer, protocol, port).
+// Each flow becomes the client's egress edge to the server and the server's ingress edge from
+// the client, for each end that is a workload; reserved entities and the world have no edges
+// of their own. Both observations of one connection must be folded before (flows.Folder).
+//
+// Peers are workloads, reserved entities, FQDNs or CIDRs. An external server is an FQDN when
+// Hubble attached names to its IP or a DNS answer seen earlier linked the IP to a name (the
+// first name in sort order, so one connection is one edge); otherwise a /32 or /128 CIDR.
+// External clients (ingress) are always CIDRs, since Cilium has no fromFQDNs.
+//
+// L7 records are evidence: DNS requests add the queried name to the client's egress edge to
+// its DNS server, DNS answers fill the IP -> names map, HTTP requests add method+path samples.
+// Forwarded L7 records are counted apart (Counts.L7), since their L3/L4 trace already counted
+// the packet.
+//
+// # Bounds
+//
+// Memory and disk grow with distinct edges, not with flows:
+//   - more than Config.MaxPorts ports for one (workload, direction, peer, protocol) collapse
+//     into one range edge [min, max] with Collapsed set, for review; later ports widen it;
+//   - more than Config.MaxWorldPeers CIDR peers per (workload, direction) fold into the entity
+//     "world";
+//   - Config.MaxWorkloads and Config.MaxEdges cap the rest: observations beyond them are
+//     dropped, counted (Snapshot.Overflow, recommender_aggregate_overflow_total) and warned
+//     about once;
+//   - DNS names, HTTP samples, nodes and owner names per record are bounded lists.
+//
+// # Durability
+//
+// The Ingester folds events in memory and commits in batches (Commit: one bbolt write
+// transaction, fsynced), by size or interval, whichever comes first. The ingest cursor
+// (flows.Cursor: per node, the newest flow time and the IDs at that time) is written in the
+// same transaction as the counts it covers, so a SIGKILL loses at most the batch being built
+// and a restart, skipping what the cursor has seen, neither loses nor double-counts.
+// bbolt's copy-on-write pages and meta-page switch make every commit atomic; the file is
+// never left half-written.
+//
+// # Layout (schema 1)
+//
+// All keys sort bytewise, so prefix scans find one workload's edges. Values are JSON objects;
+// times are Unix nanoseconds, UTC.
+//
+//	meta       "format"  -> "recommender-aggregate" (a file without it is not ours)
+//	           "schema"  -> uint32 BE, 1
+//	           "created" -> RFC 3339 time the store was created
+//	           "totals"  -> {flows, overflow, from, to}
+//	           "cursor"  -> flows.Cursor.MarshalBinary (versioned by flows)
+//	workloads  <namespace "/" labels joined by ","> -> {key, names, first, last, flows, nodes}
+//	edges      <workload key> 0x00 <direction:1> <peer key> 0x00 <protocol:1> <collapsed:1> <port:2 BE>
+//	           -> {w, dir, peer, proto, port, end, collapsed, counts, first, last, dns, http, truncated}
+//	           (peer key: "workload:ns/labels", "entity:host", "fqdn:name", "cidr:ip/len";
+//	           a collapsed edge has port 0 in its key, its range in the value)
+//	dns        <IP> -> {names, last}
+//	lost       <node> -> {lost, last}
+//	lifecycle  <workload key> -> opaque bytes owned by the audit lifecycle, which versions
+//	           them; written through Commit's hook so they are committed with a batch
+//
+// Open checks the file read-only before it writes anything: a locked file (ErrLocked), a file
+// bbolt cannot read (ErrCorrupt), a bbolt file without our meta (ErrNotStore) or from a newer
+// schema (ErrSchema) is reported with its path and left untouched, never recreated. An older
+// schema is migrated by the steps in migrations, in the write transaction that records the new
+// version.
+//
+// # Compaction
+//
+// bbolt never shrinks its file: pages freed by retention are reused, not returned. After a
+// large expiry, `recommender compact` (Compact) rewrites the live data into a new file.
+//
+// # Concurrency
+//
+// Aggregator and Store are safe for concurrent use. Store.Snapshot reads in one read
+// transaction, consistent while commits go on. An Ingester's Run is single-threaded apart
+// from the goroutine receiving from the source.
+package aggregate

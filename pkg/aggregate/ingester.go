@@ -1,0 +1,268 @@
+package aggregate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/recommender/recommender/pkg/flows"
+)
+
+// IngesterConfig configures an Ingester. Field names follow the flags of `ingest` and `run`.
+type IngesterConfig struct {
+	// BatchSize commits after this many events (--batch-size). Each commit fsyncs; a batch
+	// touches at most two edges and two workloads per event, well under bbolt's advice of
+	// fewer than 100,000 writes per transaction.
+	BatchSize int
+	// BatchInterval commits pending changes at least this often (--batch-interval), so a quiet
+	// stream is still persisted and a crash loses at most this much.
+	BatchInterval time.Duration
+	// Retention expires edges not seen for this long, measured against the clock (--retention).
+	// Zero keeps everything.
+	Retention time.Duration
+	// SweepInterval is how often retention runs; zero means a tenth of Retention, at least a minute.
+	SweepInterval time.Duration
+}
+
+// Defaults for IngesterConfig.
+const (
+	DefaultBatchSize     = 5000
+	DefaultBatchInterval = 5 * time.Second
+)
+
+// Validate checks the configuration.
+func (c *IngesterConfig) Validate() error {
+	if c.BatchSize < 0 || c.BatchInterval < 0 || c.Retention < 0 || c.SweepInterval < 0 {
+		return errors.New("batch size, batch interval, retention and sweep interval must not be negative")
+	}
+	return nil
+}
+
+// CommitInfo describes a committed batch.
+type CommitInfo struct {
+	Events   uint64 // events applied since the Ingester started, all now on disk
+	Edges    int    // edges in the store
+	Duration time.Duration
+}
+
+// IngestStats are an Ingester's counters.
+type IngestStats struct {
+	Events  uint64 // events applied
+	Skipped uint64 // events dropped because the cursor showed them applied before
+	Commits uint64
+	Elapsed time.Duration // wall time of Run so far
+}
+
+// Rate is events applied per second of Run.
+func (s IngestStats) Rate() float64 {
+	if s.Elapsed <= 0 {
+		return 0
+	}
+	return float64(s.Events) / s.Elapsed.Seconds()
+}
+
+// Ingester feeds a Source into an Aggregator and commits it to a Store in batches, each batch
+// with the cursor it covers. After a crash a new Ingester resumes from the stored cursor: it
+// drops events the cursor has seen, so the store ends with exactly the counts of an
+// uninterrupted run. Wrap the source in flows.Folder before the Ingester, so the Folder also
+// sees the first observation of a connection whose second one comes after the cursor.
+//
+// Run must not be called concurrently; Stats may be read at any time.
+type Ingester struct {
+	store  *Store
+	agg    *Aggregator
+	cfg    IngesterConfig
+	log    *slog.Logger
+	now    func() time.Time
+	cursor *flows.Cursor
+
+	beforeCommit func(*Lifecycle) error
+	afterCommit  func(CommitInfo)
+
+	events  atomic.Uint64
+	skipped atomic.Uint64
+	commits atomic.Uint64
+	started atomic.Int64 // UnixNano when Run started
+	ended   atomic.Int64 // UnixNano when Run returned
+}
+
+// NewIngester loads the store's state into agg (which must be empty) and returns an Ingester
+// that continues it.
+func NewIngester(store *Store, agg *Aggregator, cfg IngesterConfig, log *slog.Logger) (*Ingester, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.BatchSize == 0 {
+		cfg.BatchSize = DefaultBatchSize
+	}
+	if cfg.BatchInterval == 0 {
+		cfg.BatchInterval = DefaultBatchInterval
+	}
+	if cfg.Retention > 0 && cfg.SweepInterval == 0 {
+		cfg.SweepInterval = max(cfg.Retention/10, time.Minute)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cur, err := store.Load(agg)
+	if err != nil {
+		return nil, err
+	}
+	return &Ingester{store: store, agg: agg, cfg: cfg, log: log, now: time.Now, cursor: cur}, nil
+}
+
+// SetClock replaces time.Now for retention (tests).
+func (in *Ingester) SetClock(now func() time.Time) { in.now = now }
+
+// SetHooks installs callbacks around commits: before runs inside each commit's transaction
+// (lifecycle state written there is committed with the batch); after runs once a batch is on
+// disk. Either may be nil. Call before Run.
+func (in *Ingester) SetHooks(before func(*Lifecycle) error, after func(CommitInfo)) {
+	in.beforeCommit, in.afterCommit = before, after
+}
+
+// Cursor returns the position the store holds: pass it to a relay source (flows.RelayConfig.Cursor)
+// to resume. Call before Run.
+func (in *Ingester) Cursor() *flows.Cursor { return in.cursor.Clone() }
+
+// Stats returns the counters.
+func (in *Ingester) Stats() IngestStats {
+	s := IngestStats{Events: in.events.Load(), Skipped: in.skipped.Load(), Commits: in.commits.Load()}
+	if st := in.started.Load(); st != 0 {
+		end := in.ended.Load()
+		if end == 0 {
+			end = time.Now().UnixNano()
+		}
+		s.Elapsed = time.Duration(end - st)
+	}
+	return s
+}
+
+// Run reads src until it ends (io.EOF) or ctx is done, and commits in batches. Either way it
+// ends with a final commit of everything applied, cursor included, and returns nil. A source
+// error (other than the end of the stream) or a failed commit is returned after the events
+// applied so far were committed, if the store still takes commits.
+func (in *Ingester) Run(ctx context.Context, src flows.Source) error {
+	in.started.Store(time.Now().UnixNano())
+	in.ended.Store(0)
+	defer func() { in.ended.Store(time.Now().UnixNano()) }()
+
+	// Recv blocks; a receiving goroutine lets the loop commit on the interval while the
+	// stream is quiet. It ends when Recv fails, which it does once rctx is cancelled.
+	rctx, cancel := context.WithCancel(ctx)
+	events := make(chan *flows.Event, 1024)
+	var srcErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(events)
+		for {
+			ev, err := src.Recv(rctx)
+			if err != nil {
+				srcErr = err
+				return
+			}
+			select {
+			case events <- ev:
+			case <-rctx.Done():
+				srcErr = rctx.Err()
+				return
+			}
+		}
+	})
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+
+	tick := time.NewTicker(in.cfg.BatchInterval)
+	defer tick.Stop()
+	var sweep <-chan time.Time
+	if in.cfg.Retention > 0 {
+		in.sweep()
+		t := time.NewTicker(in.cfg.SweepInterval)
+		defer t.Stop()
+		sweep = t.C
+	}
+	pending := 0
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				// The channel closes after srcErr is set.
+				if err := in.Flush(); err != nil {
+					return err
+				}
+				if errors.Is(srcErr, io.EOF) || (ctx.Err() != nil && errors.Is(srcErr, ctx.Err())) {
+					return nil
+				}
+				return fmt.Errorf("ingest: %w", srcErr)
+			}
+			in.apply(ev)
+			if pending++; pending >= in.cfg.BatchSize {
+				if err := in.Flush(); err != nil {
+					return err
+				}
+				pending = 0
+			}
+		case <-tick.C:
+			if in.agg.Dirty() {
+				if err := in.Flush(); err != nil {
+					return err
+				}
+				pending = 0
+			}
+		case <-sweep:
+			if in.sweep() > 0 {
+				if err := in.Flush(); err != nil {
+					return err
+				}
+				pending = 0
+			}
+		}
+	}
+}
+
+func (in *Ingester) apply(ev *flows.Event) {
+	if in.cursor.Seen(ev) {
+		in.skipped.Add(1)
+		return
+	}
+	in.agg.Add(ev)
+	in.cursor.Advance(ev)
+	in.events.Add(1)
+}
+
+// Apply folds one event into the aggregator outside Run, honouring the cursor; Flush commits.
+// For callers that drive the loop themselves.
+func (in *Ingester) Apply(ev *flows.Event) { in.apply(ev) }
+
+// Flush commits everything applied so far together with the cursor, in one transaction.
+func (in *Ingester) Flush() error {
+	start := time.Now()
+	b := in.agg.TakeBatch()
+	b.Cursor = in.cursor.Clone()
+	if err := in.store.Commit(b, in.beforeCommit); err != nil {
+		return err
+	}
+	in.commits.Add(1)
+	if in.afterCommit != nil {
+		in.afterCommit(CommitInfo{Events: in.events.Load(), Edges: b.EdgeCount, Duration: time.Since(start)})
+	}
+	return nil
+}
+
+// sweep expires what retention no longer covers; the removals go out with the next commit.
+func (in *Ingester) sweep() int {
+	cutoff := in.now().Add(-in.cfg.Retention)
+	n := in.agg.Expire(cutoff)
+	if n > 0 {
+		in.store.metrics.expired.Add(float64(n))
+		in.log.Info("retention expired edges", "edges", n, "cutoff", cutoff)
+	}
+	return n
+}

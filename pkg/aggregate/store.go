@@ -1,0 +1,611 @@
+package aggregate
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/recommender/recommender/pkg/flows"
+)
+
+// Errors returned by Open. Each is wrapped with the store's path and a hint.
+var (
+	// ErrLocked is returned when another process holds the store open for writing past
+	// Options.Timeout.
+	ErrLocked = errors.New("locked by another process")
+	// ErrNotStore is returned for a bbolt file that recommender did not write (no meta bucket
+	// or a foreign format marker), and for an empty file opened read-only.
+	ErrNotStore = errors.New("not a recommender store")
+	// ErrCorrupt is returned when bbolt cannot read the file: it is not a bbolt file, or its
+	// meta pages are damaged (bbolt's ErrInvalid, ErrChecksum, ErrVersionMismatch).
+	ErrCorrupt = errors.New("not a bbolt file or corrupt")
+	// ErrSchema is returned for a store written by a newer schema version, or an older one
+	// opened read-only (migration needs a write).
+	ErrSchema = errors.New("unsupported store schema")
+)
+
+// DefaultLockTimeout is how long Open waits for another process to release the file.
+const DefaultLockTimeout = time.Second
+
+// Options configure Open.
+type Options struct {
+	// Timeout bounds the wait for the file lock; zero means DefaultLockTimeout. bbolt without
+	// a timeout would wait forever.
+	Timeout time.Duration
+	// ReadOnly opens with a shared lock and never writes (status, synthesis from a store).
+	ReadOnly bool
+	// NoSync skips fsync on commit. Unsafe: only benchmarks set it.
+	NoSync bool
+	// Logger receives state changes (open, migrations, compaction); nil discards.
+	Logger *slog.Logger
+	// Registerer registers the store metrics; nil leaves them unregistered.
+	Registerer prometheus.Registerer
+}
+
+// Store is the bbolt file holding the aggregated edges, the ingest cursor and lifecycle state.
+// It owns the only *bbolt.DB. Its methods are safe for concurrent use; bbolt allows one write
+// transaction at a time and read transactions alongside it.
+type Store struct {
+	db      *bolt.DB
+	path    string
+	log     *slog.Logger
+	metrics *storeMetrics
+}
+
+// migration upgrades a store from schema version from to from+1 inside one write transaction.
+type migration func(tx *bolt.Tx) error
+
+// migrations[i] upgrades schema i+1 to i+2. Schema 1 is the first: nothing to migrate yet.
+var migrations []migration
+
+// Open opens the store at path, creating it when the file does not exist (unless ReadOnly).
+// An existing file is checked read-only first: a file that is locked, corrupt, foreign or from
+// a newer schema is reported and left byte-for-byte as it was.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultLockTimeout
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{path: path, log: opts.Logger, metrics: newStoreMetrics(opts.Registerer)}
+
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if opts.ReadOnly {
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	case st.IsDir():
+		return nil, fmt.Errorf("open store %s: is a directory", path)
+	case st.Size() == 0:
+		// bbolt writes its first pages into an empty file; an empty file holds nothing to lose.
+		if opts.ReadOnly {
+			return nil, fmt.Errorf("open store %s: %w (empty file)", path, ErrNotStore)
+		}
+	default:
+		// Check before opening for writing: bbolt may write to a file it opens read-write
+		// (freelist sync), and a foreign file must stay untouched.
+		ro, err := s.openDB(bolt.Options{Timeout: opts.Timeout, ReadOnly: true})
+		if err != nil {
+			return nil, err
+		}
+		var empty bool
+		err = ro.View(func(tx *bolt.Tx) error {
+			var cerr error
+			empty, cerr = checkSchema(tx, opts.ReadOnly)
+			return cerr
+		})
+		if err == nil && empty && opts.ReadOnly {
+			err = fmt.Errorf("%w (bbolt file without data)", ErrNotStore)
+		}
+		if err != nil {
+			ro.Close()
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
+		if opts.ReadOnly {
+			s.db = ro
+			s.updateSize()
+			return s, nil
+		}
+		if err := ro.Close(); err != nil {
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
+	}
+
+	db, err := s.openDB(bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync})
+	if err != nil {
+		return nil, err
+	}
+	s.db = db
+	if err := db.Update(s.initOrMigrate); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	s.updateSize()
+	s.log.Debug("store opened", "path", path)
+	return s, nil
+}
+
+// openDB opens the bbolt file and turns bbolt's errors into ours, with a recovery hint.
+func (s *Store) openDB(o bolt.Options) (*bolt.DB, error) {
+	db, err := bolt.Open(s.path, 0o600, &o)
+	switch {
+	case err == nil:
+		return db, nil
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("store %s is %w (waited %s; is `recommender run` or `ingest` using it?)", s.path, ErrLocked, o.Timeout)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+		return nil, fmt.Errorf("open store %s: %w (%v); it was left as it is: restore it from a backup, or move it away to start a new store",
+			s.path, ErrCorrupt, err)
+	}
+	return nil, fmt.Errorf("open store %s: %w", s.path, err)
+}
+
+// checkSchema verifies that tx belongs to one of our stores of a schema this code reads. It
+// reports empty for a bbolt file without any bucket: a store whose creation was interrupted
+// before its first commit, which Open completes.
+func checkSchema(tx *bolt.Tx, readOnly bool) (empty bool, err error) {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		var names []string
+		tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			names = append(names, string(name))
+			return nil
+		})
+		if len(names) == 0 {
+			return true, nil
+		}
+		return false, fmt.Errorf("%w: no %q bucket (found %s); it was left as it is: give --db a new path",
+			ErrNotStore, bucketMeta, strings.Join(names, ", "))
+	}
+	if f := meta.Get(keyFormat); string(f) != formatID {
+		return false, fmt.Errorf("%w: format %q, want %q; it was left as it is: give --db a new path", ErrNotStore, f, formatID)
+	}
+	v := meta.Get(keySchema)
+	if len(v) != 4 {
+		return false, fmt.Errorf("%w: schema version missing", ErrNotStore)
+	}
+	got := binary.BigEndian.Uint32(v)
+	switch {
+	case got > schemaVersion:
+		return false, fmt.Errorf("%w: found %d, want %d or older; it was written by a newer recommender: use that version", ErrSchema, got, schemaVersion)
+	case got < schemaVersion && readOnly:
+		return false, fmt.Errorf("%w: found %d, want %d; open it once for writing (ingest or run) to migrate it", ErrSchema, got, schemaVersion)
+	case got == 0:
+		return false, fmt.Errorf("%w: schema version 0", ErrSchema)
+	}
+	return false, nil
+}
+
+// initOrMigrate creates the buckets of a new store, or brings an older schema up to date.
+func (s *Store) initOrMigrate(tx *bolt.Tx) error {
+	empty, err := checkSchema(tx, false)
+	if err != nil {
+		return err
+	}
+	if empty {
+		for _, b := range allBuckets {
+			if _, err := tx.CreateBucket(b); err != nil {
+				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if err := putSchema(meta, schemaVersion); err != nil {
+			return err
+		}
+		if err := meta.Put(keyFormat, []byte(formatID)); err != nil {
+			return err
+		}
+		return meta.Put(keyCreated, []byte(time.Now().UTC().Format(time.RFC3339)))
+	}
+	from := binary.BigEndian.Uint32(tx.Bucket(bucketMeta).Get(keySchema))
+	return migrate(tx, from, schemaVersion, migrations, s.log)
+}
+
+func putSchema(meta *bolt.Bucket, v uint32) error {
+	return meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, v))
+}
+
+// migrate runs steps[from-1 .. to-2] in order and records the new version, all in tx: a crash
+// during migration leaves the old schema intact.
+func migrate(tx *bolt.Tx, from, to uint32, steps []migration, log *slog.Logger) error {
+	for v := from; v < to; v++ {
+		if int(v) > len(steps) {
+			return fmt.Errorf("%w: no migration from schema %d", ErrSchema, v)
+		}
+		if err := steps[v-1](tx); err != nil {
+			return fmt.Errorf("migrate schema %d to %d: %w", v, v+1, err)
+		}
+		if err := putSchema(tx.Bucket(bucketMeta), v+1); err != nil {
+			return err
+		}
+		log.Info("store schema migrated", "from", v, "to", v+1)
+	}
+	return nil
+}
+
+// Path returns the file the store was opened from.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the file.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Check runs bbolt's consistency check over the whole file.
+func (s *Store) Check() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		var errs []error
+		for err := range tx.Check() {
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	})
+}
+
+// Lifecycle is write access to the lifecycle bucket inside a commit: values written through
+// it are committed atomically with the batch. The values are opaque here; their owner (the
+// audit lifecycle) versions its own encoding.
+type Lifecycle struct {
+	b *bolt.Bucket
+}
+
+// Get returns a copy of the value stored for a workload, or nil.
+func (l *Lifecycle) Get(workload string) []byte { return bytes.Clone(l.b.Get([]byte(workload))) }
+
+// Put stores a value for a workload.
+func (l *Lifecycle) Put(workload string, v []byte) error {
+	if err := l.b.Put([]byte(workload), v); err != nil {
+		return fmt.Errorf("put lifecycle %s: %w", workload, err)
+	}
+	return nil
+}
+
+// Delete removes a workload's value.
+func (l *Lifecycle) Delete(workload string) error { return l.b.Delete([]byte(workload)) }
+
+// Commit writes b in one write transaction, fsynced before it returns: the edges, workloads,
+// DNS answers, lost counts and totals, the cursor (when b.Cursor is set), and what hook writes
+// through the Lifecycle (when hook is not nil). Either all of it is on disk or none of it.
+func (s *Store) Commit(b *Batch, hook func(*Lifecycle) error) error {
+	start := time.Now()
+	var size int64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := writeBatch(tx, b); err != nil {
+			return err
+		}
+		if hook != nil {
+			if err := hook(&Lifecycle{b: tx.Bucket(bucketLifecycle)}); err != nil {
+				return fmt.Errorf("lifecycle hook: %w", err)
+			}
+		}
+		size = tx.Size()
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("commit to store %s: %w", s.path, err)
+	}
+	s.metrics.commitDuration.Observe(time.Since(start).Seconds())
+	s.metrics.commits.Inc()
+	s.metrics.sizeBytes.Set(float64(size))
+	s.metrics.edges.Set(float64(b.EdgeCount))
+	s.metrics.workloads.Set(float64(b.WorkloadCount))
+	return nil
+}
+
+func writeBatch(tx *bolt.Tx, b *Batch) error {
+	edges, wls := tx.Bucket(bucketEdges), tx.Bucket(bucketWorkloads)
+	dns, lost, meta := tx.Bucket(bucketDNS), tx.Bucket(bucketLost), tx.Bucket(bucketMeta)
+	// Deletions first: an edge removed and created again within the batch ends up written.
+	for i := range b.DeletedEdges {
+		if err := edges.Delete(edgeKey(&b.DeletedEdges[i])); err != nil {
+			return fmt.Errorf("delete edge: %w", err)
+		}
+	}
+	for _, k := range b.DeletedWorkloads {
+		if err := wls.Delete([]byte(k)); err != nil {
+			return fmt.Errorf("delete workload %s: %w", k, err)
+		}
+	}
+	for _, ip := range b.DeletedDNS {
+		if err := dns.Delete([]byte(ip)); err != nil {
+			return fmt.Errorf("delete dns %s: %w", ip, err)
+		}
+	}
+	for i := range b.Edges {
+		e := &b.Edges[i]
+		v, err := encodeEdge(e)
+		if err != nil {
+			return err
+		}
+		if err := edges.Put(edgeKey(&e.EdgeKey), v); err != nil {
+			return fmt.Errorf("put edge of %s: %w", e.Workload, err)
+		}
+	}
+	for i := range b.Workloads {
+		w := &b.Workloads[i]
+		v, err := encodeWorkload(w)
+		if err != nil {
+			return err
+		}
+		if err := wls.Put([]byte(w.Key.String()), v); err != nil {
+			return fmt.Errorf("put workload %s: %w", w.Key, err)
+		}
+	}
+	for ip, a := range b.DNS {
+		v, err := json.Marshal(dnsRecord{Names: a.Names, Last: nanos(a.LastSeen)})
+		if err != nil {
+			return err
+		}
+		if err := dns.Put([]byte(ip), v); err != nil {
+			return fmt.Errorf("put dns %s: %w", ip, err)
+		}
+	}
+	for _, l := range b.Lost {
+		v, err := json.Marshal(lostRecord{Lost: l.Lost, Last: nanos(l.Last)})
+		if err != nil {
+			return err
+		}
+		if err := lost.Put([]byte(l.Node), v); err != nil {
+			return fmt.Errorf("put lost %s: %w", l.Node, err)
+		}
+	}
+	v, err := json.Marshal(totalsRecord{Flows: b.Flows, Overflow: b.Overflow, From: nanos(b.From), To: nanos(b.To)})
+	if err != nil {
+		return err
+	}
+	if err := meta.Put(keyTotals, v); err != nil {
+		return fmt.Errorf("put totals: %w", err)
+	}
+	if b.Cursor != nil {
+		c, err := b.Cursor.MarshalBinary()
+		if err != nil {
+			return fmt.Errorf("encode cursor: %w", err)
+		}
+		if err := meta.Put(keyCursor, c); err != nil {
+			return fmt.Errorf("put cursor: %w", err)
+		}
+	}
+	return nil
+}
+
+// Cursor returns the ingest cursor committed with the last batch (empty for a new store).
+func (s *Store) Cursor() (*flows.Cursor, error) {
+	c := flows.NewCursor()
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyCursor); v != nil {
+			return c.UnmarshalBinary(v)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read cursor from store %s: %w", s.path, err)
+	}
+	return c, nil
+}
+
+// Snapshot reads the whole store in one read transaction: a consistent view even while
+// batches are committed. Workloads are sorted by key, each workload's edges by EdgeKey.
+func (s *Store) Snapshot() (*Snapshot, error) {
+	snap := &Snapshot{Edges: make(map[string][]Edge), DNS: make(map[string][]string), dnsLast: make(map[string]time.Time)}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var t totalsRecord
+		if v := tx.Bucket(bucketMeta).Get(keyTotals); v != nil {
+			if err := json.Unmarshal(v, &t); err != nil {
+				return fmt.Errorf("decode totals: %w", err)
+			}
+		}
+		snap.Flows, snap.Overflow, snap.From, snap.To = t.Flows, t.Overflow, fromNanos(t.From), fromNanos(t.To)
+		err := tx.Bucket(bucketWorkloads).ForEach(func(k, v []byte) error {
+			w, err := decodeWorkload(v)
+			if err != nil {
+				return fmt.Errorf("workload %s: %w", k, err)
+			}
+			snap.Workloads = append(snap.Workloads, w)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		err = tx.Bucket(bucketEdges).ForEach(func(k, v []byte) error {
+			e, err := decodeEdge(v)
+			if err != nil {
+				return fmt.Errorf("edge %q: %w", k, err)
+			}
+			key := string(k[:bytes.IndexByte(k, 0)])
+			snap.Edges[key] = append(snap.Edges[key], e)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		err = tx.Bucket(bucketDNS).ForEach(func(k, v []byte) error {
+			var r dnsRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("dns %s: %w", k, err)
+			}
+			snap.DNS[string(k)] = r.Names
+			snap.dnsLast[string(k)] = fromNanos(r.Last)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketLost).ForEach(func(k, v []byte) error {
+			var r lostRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("lost %s: %w", k, err)
+			}
+			snap.Lost = append(snap.Lost, NodeLost{Node: string(k), Lost: r.Lost, Last: fromNanos(r.Last)})
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read store %s: %w", s.path, err)
+	}
+	// Keys are already in order; edges of one workload come out sorted as compareEdgeKeys says.
+	return snap, nil
+}
+
+// Workload returns one workload and its edges (a prefix scan of the edges bucket).
+func (s *Store) Workload(key string) (*Workload, []Edge, bool, error) {
+	var w *Workload
+	var edges []Edge
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketWorkloads).Get([]byte(key))
+		if v == nil {
+			return nil
+		}
+		wl, err := decodeWorkload(v)
+		if err != nil {
+			return err
+		}
+		w = &wl
+		prefix := workloadPrefix(key)
+		c := tx.Bucket(bucketEdges).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			e, err := decodeEdge(v)
+			if err != nil {
+				return fmt.Errorf("edge %q: %w", k, err)
+			}
+			edges = append(edges, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("read workload %s from store %s: %w", key, s.path, err)
+	}
+	return w, edges, w != nil, nil
+}
+
+// Lifecycle returns a copy of the lifecycle value of a workload, or nil.
+func (s *Store) Lifecycle(workload string) ([]byte, error) {
+	var v []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v = bytes.Clone(tx.Bucket(bucketLifecycle).Get([]byte(workload)))
+		return nil
+	})
+	return v, err
+}
+
+// Load fills an empty Aggregator with the stored state and returns the stored cursor: the
+// starting point of an ingest that continues this store.
+func (s *Store) Load(a *Aggregator) (*flows.Cursor, error) {
+	snap, err := s.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	if w, e := a.Len(); w != 0 || e != 0 {
+		return nil, errors.New("load store: aggregator is not empty")
+	}
+	a.restore(snap)
+	return s.Cursor()
+}
+
+// Expire removes, in one commit, the edges last seen before cutoff and what Aggregator.Expire
+// removes with them. It is for a store no ingest is writing to (an ingest expires through its
+// own Aggregator, see IngesterConfig.Retention). It returns the number of edges removed.
+func (s *Store) Expire(cutoff time.Time) (int, error) {
+	a, err := NewAggregator(Config{MaxEdges: maxInt, MaxWorkloads: maxInt}, s.log, nil)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := s.Load(a); err != nil {
+		return 0, err
+	}
+	n := a.Expire(cutoff)
+	if err := s.Commit(a.TakeBatch(), nil); err != nil {
+		return 0, err
+	}
+	s.metrics.expired.Add(float64(n))
+	return n, nil
+}
+
+const maxInt = int(^uint(0) >> 1)
+
+func (s *Store) updateSize() {
+	if st, err := os.Stat(s.path); err == nil {
+		s.metrics.sizeBytes.Set(float64(st.Size()))
+	}
+}
+
+// Compact copies the store at src into a new, compact file. bbolt never returns freed pages to
+// the file system: after retention expired many edges the file keeps its peak size, with the
+// free pages reused by later writes. Compact writes only live data. With dst empty it replaces
+// src (written next to it, fsynced, then renamed over it, so a crash leaves either the old or
+// the new file); otherwise dst must not exist. No other process may write src meanwhile: Open
+// refuses while one holds the lock, and one starting during the copy would lose its writes.
+func Compact(src, dst string, opts Options) (before, after int64, err error) {
+	opts.ReadOnly = true
+	in, err := Open(src, opts)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() { err = errors.Join(err, in.Close()) }()
+	inPlace := dst == ""
+	if inPlace {
+		f, err := os.CreateTemp(filepath.Dir(src), filepath.Base(src)+".compact-*")
+		if err != nil {
+			return 0, 0, fmt.Errorf("compact %s: %w", src, err)
+		}
+		dst = f.Name()
+		f.Close()
+		os.Remove(dst) // bbolt creates it; the name only had to be unique
+		defer func() {
+			if err != nil {
+				os.Remove(dst)
+			}
+		}()
+	} else if _, err := os.Stat(dst); err == nil {
+		return 0, 0, fmt.Errorf("compact %s: output %s exists", src, dst)
+	}
+	out, err := bolt.Open(dst, 0o600, &bolt.Options{Timeout: opts.Timeout})
+	if err != nil {
+		return 0, 0, fmt.Errorf("compact %s: create %s: %w", src, dst, err)
+	}
+	// 64 MiB per transaction keeps memory bounded on big stores.
+	if err := bolt.Compact(out, in.db, 64<<20); err != nil {
+		out.Close()
+		return 0, 0, fmt.Errorf("compact %s into %s: %w", src, dst, err)
+	}
+	if err := out.Close(); err != nil {
+		return 0, 0, fmt.Errorf("compact %s: close %s: %w", src, dst, err)
+	}
+	sb, err := os.Stat(src)
+	if err != nil {
+		return 0, 0, err
+	}
+	sa, err := os.Stat(dst)
+	if err != nil {
+		return 0, 0, err
+	}
+	if inPlace {
+		if err := os.Rename(dst, src); err != nil {
+			return 0, 0, fmt.Errorf("compact %s: replace: %w", src, err)
+		}
+		if d, err := os.Open(filepath.Dir(src)); err == nil {
+			d.Sync() // make the rename durable; failure only risks the old file coming back
+			d.Close()
+		}
+	}
+	in.log.Info("store compacted", "path", src, "before", sb.Size(), "after", sa.Size())
+	return sb.Size(), sa.Size(), nil
+}
