@@ -131,7 +131,7 @@ func TestGetFlows(t *testing.T) {
 		{"last 5", &observerpb.GetFlowsRequest{Number: 5}, recs[fi[len(fi)-5] : fi[len(fi)-1]+1]},
 		{"first 30", &observerpb.GetFlowsRequest{Number: 30, First: true}, recs[:fi[29]+1]},
 		{"since", &observerpb.GetFlowsRequest{Since: timestamppb.New(sinceT)}, recs[firstSince:]},
-		{"since beats number", &observerpb.GetFlowsRequest{Number: 3, Since: timestamppb.New(sinceT)}, recs[firstSince:fi[slices.Index(fi, firstSince)+2]+1]},
+		{"since beats number", &observerpb.GetFlowsRequest{Number: 3, Since: timestamppb.New(sinceT)}, recs[firstSince : fi[slices.Index(fi, firstSince)+2]+1]},
 		{"until", &observerpb.GetFlowsRequest{Number: math.MaxUint64, Until: timestamppb.New(untilT)}, recs[:firstAfterUntil]},
 		{"allow port", &observerpb.GetFlowsRequest{Whitelist: []*flowpb.FlowFilter{{DestinationPort: []string{"5432"}}}},
 			selectRecs(recs, func(f *flowpb.Flow) bool { return f.GetL4().GetTCP().GetDestinationPort() == 5432 })},
