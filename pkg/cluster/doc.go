@@ -1,0 +1,56 @@
+// Package cluster delivers policies to a Kubernetes cluster and reads
+// context from it. It is the sink of the pipeline that writes; nothing to its
+// left talks to the API server.
+//
+// # What it owns
+//
+//   - Applier: server-side apply (field manager "recommender") of
+//     CiliumClusterwideNetworkPolicies through the dynamic client, with the
+//     ownership rules below, dry-run, retries and pruning. Sync is idempotent:
+//     the daemon calls it with the whole desired state on start and after
+//     every change, so a crash mid-apply converges on the next call.
+//   - Elector: leader election on a coordination.k8s.io Lease. All replicas
+//     ingest and evaluate; only the leader writes. Writes stop the moment the
+//     lease is lost.
+//   - Reader: read-only context (namespaces, pods and their owning workloads,
+//     existing CNPs and CCNPs) returned as plain data or Cilium's own types.
+//
+// It does not decide what to apply: synthesis and the audit lifecycle do, and
+// the daemon passes the result to Sync.
+//
+// # Ownership
+//
+// An object is ours when it carries the label
+// app.kubernetes.io/managed-by=recommender; Sync adds that label to every
+// policy it applies. Only objects that are ours are ever changed or deleted.
+// A policy in the cluster with a desired name that is not ours is reported as
+// a *NotOwnedError in the Result and left alone; ours that are no longer
+// desired are deleted (pruned).
+//
+// Every write of an existing object is conditioned on the resourceVersion
+// seen when its ownership was checked, and every delete on its UID and
+// resourceVersion, so an object that changes hands between the check and the
+// write makes the write fail with a conflict; Sync then checks again. New
+// objects are applied without force, so a foreign object created in the
+// instant before ours makes the apply fail with a field-manager conflict
+// instead of taking it over.
+//
+// Two recommender installations in one cluster would prune each other's
+// policies: the label does not say which installation owns an object.
+//
+// # Modes
+//
+// Config.Apply "off" (the default) never writes: Sync returns
+// ErrApplyDisabled unless DryRun is "server", which asks the API server to
+// validate every policy (schema included) without persisting anything.
+// "enforce" writes promoted policies; with ClusterAuditMode, Cilium runs in
+// policy-audit-mode and enforces nothing, so policies still in audit are
+// applied as well and Hubble's AUDIT verdicts become the evidence.
+//
+// # RBAC
+//
+// deploy/rbac.yaml grants exactly what this package uses: CCNPs
+// get/list/watch/create/patch/delete, CNPs get/list/watch, namespaces and pods
+// get/list/watch, replicasets list, and leases get/create/update in the
+// daemon's namespace. A test checks it through impersonation.
+package cluster

@@ -1,0 +1,498 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+	"github.com/cilium/cilium/pkg/policy/api"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+
+	"github.com/recommender/recommender/internal/k8stest"
+)
+
+// env is the real kube-apiserver + etcd shared by this package's tests. The
+// tests run one after another: Sync prunes every managed CCNP it was not
+// given, so each test deletes what it created.
+var env *k8stest.Cluster
+
+func TestMain(m *testing.M) { os.Exit(k8stest.Main(m, &env)) }
+
+type clients struct {
+	dyn   dynamic.Interface
+	core  corev1client.CoreV1Interface
+	apps  appsv1client.AppsV1Interface
+	coord coordinationv1client.CoordinationV1Interface
+}
+
+func newClients(t *testing.T, cfg *rest.Config) clients {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, err := corev1client.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apps, err := appsv1client.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	coord, err := coordinationv1client.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return clients{dyn: dyn, core: core, apps: apps, coord: coord}
+}
+
+// admin returns admin clients and deletes, after the test, every CCNP the
+// test left behind.
+func admin(t *testing.T) clients {
+	t.Helper()
+	env.Require(t)
+	c := newClients(t, env.Config)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		list, err := c.dyn.Resource(CCNPResource).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		for _, it := range list.Items {
+			if err := c.dyn.Resource(CCNPResource).Delete(ctx, it.GetName(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				t.Errorf("cleanup: %v", err)
+			}
+		}
+	})
+	return c
+}
+
+func newApplier(t *testing.T, dyn dynamic.Interface, cfg Config, gate Gate) *Applier {
+	t.Helper()
+	a, err := NewApplier(dyn, cfg, gate, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func enforce() Config { return Config{Apply: ApplyEnforce, DryRun: DryRunNone} }
+
+func promoted(ps ...*ciliumv2.CiliumClusterwideNetworkPolicy) []Desired {
+	var ds []Desired
+	for _, p := range ps {
+		ds = append(ds, Desired{Policy: p, Promoted: true})
+	}
+	return ds
+}
+
+// getCCNP returns the named CCNP, or nil when it does not exist.
+func getCCNP(t *testing.T, dyn dynamic.Interface, name string) *unstructured.Unstructured {
+	t.Helper()
+	u, err := dyn.Resource(CCNPResource).Get(t.Context(), name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// specJSON is the canonical JSON of a policy's spec, for comparing what was
+// applied with what the cluster holds.
+func specJSON(t *testing.T, spec any) string {
+	t.Helper()
+	b, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	b, err = json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func wantActions(t *testing.T, res Result, want map[string]Action) {
+	t.Helper()
+	got := map[string]Action{}
+	for _, c := range res.Changes {
+		got[c.Name] = c.Action
+	}
+	if len(got) != len(want) {
+		t.Errorf("Sync() changes = %v, want %v", got, want)
+		return
+	}
+	for name, a := range want {
+		if got[name] != a {
+			t.Errorf("Sync() change of %s = %q, want %q (all: %v)", name, got[name], a, got)
+		}
+	}
+}
+
+// Ensure Sync creates, leaves alone, updates and prunes our policies, and
+// that what the cluster holds is what was applied.
+func TestSyncApplyIdempotentPrune(t *testing.T) {
+	c := admin(t)
+	a := newApplier(t, c.dyn, enforce(), nil)
+	web, api8080 := testPolicy("sync-web", "web", "80"), testPolicy("sync-api", "api", "8080")
+
+	res, err := a.Sync(t.Context(), promoted(web, api8080))
+	if err != nil {
+		t.Fatalf("Sync() = %v", err)
+	}
+	wantActions(t, res, map[string]Action{"sync-web": ActionCreated, "sync-api": ActionCreated})
+	got := getCCNP(t, c.dyn, "sync-web")
+	if got == nil {
+		t.Fatal("sync-web not in the cluster after Sync")
+	}
+	if got.GetLabels()[ManagedByLabel] != ManagedByValue {
+		t.Errorf("labels = %v, want %s=%s", got.GetLabels(), ManagedByLabel, ManagedByValue)
+	}
+	if s, want := specJSON(t, got.Object["spec"]), specJSON(t, web.Spec); s != want {
+		t.Errorf("spec in cluster = %s, want %s", s, want)
+	}
+	managers := map[string]bool{}
+	for _, mf := range got.GetManagedFields() {
+		managers[mf.Manager+"/"+string(mf.Operation)] = true
+	}
+	if !managers[FieldManager+"/Apply"] {
+		t.Errorf("managed fields = %v, want %s/Apply", managers, FieldManager)
+	}
+	rv := got.GetResourceVersion()
+
+	// Re-applying the same state (a restart) writes nothing.
+	res, err = a.Sync(t.Context(), promoted(web, api8080))
+	if err != nil {
+		t.Fatalf("second Sync() = %v", err)
+	}
+	wantActions(t, res, map[string]Action{"sync-web": ActionUnchanged, "sync-api": ActionUnchanged})
+	if got := getCCNP(t, c.dyn, "sync-web").GetResourceVersion(); got != rv {
+		t.Errorf("resourceVersion after idempotent Sync = %s, want %s", got, rv)
+	}
+
+	// A change is applied; a policy no longer desired is pruned.
+	web2 := testPolicy("sync-web", "web", "8443")
+	res, err = a.Sync(t.Context(), promoted(web2))
+	if err != nil {
+		t.Fatalf("third Sync() = %v", err)
+	}
+	wantActions(t, res, map[string]Action{"sync-web": ActionConfigured, "sync-api": ActionPruned})
+	if s, want := specJSON(t, getCCNP(t, c.dyn, "sync-web").Object["spec"]), specJSON(t, web2.Spec); s != want {
+		t.Errorf("spec after update = %s, want %s", s, want)
+	}
+	if getCCNP(t, c.dyn, "sync-api") != nil {
+		t.Error("sync-api still in the cluster, want it pruned")
+	}
+}
+
+// Ensure a same-name policy that is not ours is reported and left alone, a
+// foreign policy is never pruned, and a stale one of ours is.
+func TestSyncOwnership(t *testing.T) {
+	c := admin(t)
+	ccnps := c.dyn.Resource(CCNPResource)
+	create := func(p *ciliumv2.CiliumClusterwideNetworkPolicy) *unstructured.Unstructured {
+		t.Helper()
+		p = p.DeepCopy()
+		p.APIVersion, p.Kind = "cilium.io/v2", "CiliumClusterwideNetworkPolicy"
+		raw, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var u unstructured.Unstructured
+		if err := u.UnmarshalJSON(raw); err != nil {
+			t.Fatal(err)
+		}
+		unstructured.RemoveNestedField(u.Object, "status")
+		out, err := ccnps.Create(t.Context(), &u, metav1.CreateOptions{FieldManager: "helm"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	foreign := testPolicy("own-shared", "web", "80")
+	foreign.Labels = map[string]string{ManagedByLabel: "helm"}
+	foreignObj := create(foreign)
+	unlabeledObj := create(testPolicy("own-unlabeled", "db", "5432"))
+	stale := testPolicy("own-stale", "old", "80")
+	stale.Labels = map[string]string{ManagedByLabel: ManagedByValue}
+	create(stale)
+
+	a := newApplier(t, c.dyn, enforce(), nil)
+	res, err := a.Sync(t.Context(), promoted(testPolicy("own-shared", "web", "9999"), testPolicy("own-mine", "api", "8080")))
+	if err != nil {
+		t.Fatalf("Sync() = %v", err)
+	}
+	wantActions(t, res, map[string]Action{"own-shared": ActionNotOwned, "own-mine": ActionCreated, "own-stale": ActionPruned})
+	for _, ch := range res.Changes {
+		if ch.Name != "own-shared" {
+			continue
+		}
+		var notOwned *NotOwnedError
+		if !errors.As(ch.Err, &notOwned) || notOwned.ManagedBy != "helm" {
+			t.Errorf("change of own-shared Err = %v, want *NotOwnedError managed by helm", ch.Err)
+		}
+	}
+	for _, before := range []*unstructured.Unstructured{foreignObj, unlabeledObj} {
+		after := getCCNP(t, c.dyn, before.GetName())
+		if after == nil {
+			t.Errorf("%s deleted, want it left alone", before.GetName())
+			continue
+		}
+		if after.GetResourceVersion() != before.GetResourceVersion() {
+			t.Errorf("%s changed (resourceVersion %s -> %s), want it left alone", before.GetName(), before.GetResourceVersion(), after.GetResourceVersion())
+		}
+	}
+	if getCCNP(t, c.dyn, "own-stale") != nil {
+		t.Error("own-stale still in the cluster, want it pruned")
+	}
+
+	// Someone takes our policy over by changing the label: Sync stops touching it.
+	mine := getCCNP(t, c.dyn, "own-mine")
+	mine.SetLabels(map[string]string{ManagedByLabel: "someone-else"})
+	if _, err := ccnps.Update(t.Context(), mine, metav1.UpdateOptions{FieldManager: "kubectl"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err = a.Sync(t.Context(), nil)
+	if err != nil {
+		t.Fatalf("Sync(nothing) = %v", err)
+	}
+	wantActions(t, res, map[string]Action{})
+	if getCCNP(t, c.dyn, "own-mine") == nil {
+		t.Error("own-mine deleted after it changed owner, want it left alone")
+	}
+}
+
+// Ensure a server dry-run validates without persisting anything, and that
+// the API server really validates against the CRD schema.
+func TestSyncDryRun(t *testing.T) {
+	c := admin(t)
+	existing := testPolicy("dry-existing", "web", "80")
+	if _, err := newApplier(t, c.dyn, enforce(), nil).Sync(t.Context(), promoted(existing)); err != nil {
+		t.Fatal(err)
+	}
+	rv := getCCNP(t, c.dyn, "dry-existing").GetResourceVersion()
+
+	// world-ipv4 is not in the CRD's toEntities enum (CILIUM-NOTES).
+	invalid := testPolicy("dry-invalid", "web", "80")
+	invalid.Spec.Egress = []api.EgressRule{{EgressCommonRule: api.EgressCommonRule{ToEntities: api.EntitySlice{"world-ipv4"}}}}
+
+	for _, apply := range []ApplyMode{ApplyOff, ApplyEnforce} {
+		t.Run("apply="+string(apply), func(t *testing.T) {
+			a := newApplier(t, c.dyn, Config{Apply: apply, DryRun: DryRunServer}, nil)
+			res, err := a.Sync(t.Context(), promoted(testPolicy("dry-new", "api", "8080"), invalid))
+			if !apierrors.IsInvalid(err) {
+				t.Errorf("dry-run Sync() error = %v, want the invalid policy's Invalid error", err)
+			}
+			if !res.DryRun {
+				t.Error("Result.DryRun = false, want true")
+			}
+			wantActions(t, res, map[string]Action{"dry-new": ActionCreated, "dry-invalid": ActionFailed, "dry-existing": ActionPruned})
+			for _, name := range []string{"dry-new", "dry-invalid"} {
+				if getCCNP(t, c.dyn, name) != nil {
+					t.Errorf("%s exists after a dry-run, want nothing persisted", name)
+				}
+			}
+			got := getCCNP(t, c.dyn, "dry-existing")
+			if got == nil || got.GetResourceVersion() != rv {
+				t.Errorf("dry-existing changed by a dry-run: %v", got)
+			}
+		})
+	}
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// Ensure policies still in audit reach the cluster only in cluster audit mode,
+// and are taken out when the cluster enforces again.
+func TestSyncClusterAuditMode(t *testing.T) {
+	c := admin(t)
+	desired := []Desired{
+		{Policy: testPolicy("audit-promoted", "web", "80"), Promoted: true},
+		{Policy: testPolicy("audit-pending", "api", "8080"), Promoted: false},
+	}
+	auditCfg := enforce()
+	auditCfg.ClusterAuditMode = true
+	res, err := newApplier(t, c.dyn, auditCfg, nil).Sync(t.Context(), desired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantActions(t, res, map[string]Action{"audit-promoted": ActionCreated, "audit-pending": ActionCreated})
+
+	res, err = newApplier(t, c.dyn, enforce(), nil).Sync(t.Context(), desired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantActions(t, res, map[string]Action{"audit-promoted": ActionUnchanged, "audit-pending": ActionPruned})
+	if getCCNP(t, c.dyn, "audit-pending") != nil {
+		t.Error("audit-pending still in an enforcing cluster, want it pruned")
+	}
+	res, err = newApplier(t, c.dyn, enforce(), nil).Sync(t.Context(), desired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantActions(t, res, map[string]Action{"audit-promoted": ActionUnchanged, "audit-pending": ActionHeld})
+}
+
+// replica is one in-process daemon replica: an Elector and an Applier it gates.
+type replica struct {
+	elector *Elector
+	applier *Applier
+	leading chan struct{} // closed when lead starts
+	stopped chan struct{} // closed when lead returns
+	done    chan error    // Run's result
+	cancel  context.CancelFunc
+}
+
+func startReplica(t *testing.T, c clients, lease, identity string) *replica {
+	t.Helper()
+	cfg := ElectionConfig{
+		Namespace: "default", Name: lease, Identity: identity,
+		LeaseDuration: 4 * time.Second, RenewDeadline: 3 * time.Second, RetryPeriod: 100 * time.Millisecond,
+	}
+	e, err := NewElector(c.coord, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &replica{
+		elector: e,
+		applier: newApplier(t, c.dyn, enforce(), e),
+		leading: make(chan struct{}),
+		stopped: make(chan struct{}),
+		done:    make(chan error, 1),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() {
+		r.done <- e.Run(ctx, func(ctx context.Context) {
+			close(r.leading)
+			<-ctx.Done()
+			close(r.stopped)
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-r.done
+	})
+	return r
+}
+
+// await fails the test if ch is not closed before the test's deadline guard.
+func await(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	guard := time.NewTimer(60 * time.Second)
+	defer guard.Stop()
+	select {
+	case <-ch:
+	case <-guard.C:
+		t.Fatalf("%s did not happen", what)
+	}
+}
+
+// Ensure only the lease holder writes, and that on hand-over the old
+// leader's writes stop and the new leader's start.
+func TestLeaderElectionHandOver(t *testing.T) {
+	c := admin(t)
+	a := startReplica(t, c, "handover", "replica-a")
+	await(t, a.leading, "replica-a leading")
+	b := startReplica(t, c, "handover", "replica-b")
+
+	if !a.elector.IsLeader() || b.elector.IsLeader() {
+		t.Fatalf("IsLeader: a=%v b=%v, want a only", a.elector.IsLeader(), b.elector.IsLeader())
+	}
+	if _, err := b.applier.Sync(t.Context(), promoted(testPolicy("lead-b", "web", "80"))); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("follower Sync() = %v, want ErrNotLeader", err)
+	}
+	if _, err := a.applier.Sync(t.Context(), promoted(testPolicy("lead-a", "web", "80"))); err != nil {
+		t.Errorf("leader Sync() = %v", err)
+	}
+	if getCCNP(t, c.dyn, "lead-b") != nil || getCCNP(t, c.dyn, "lead-a") == nil {
+		t.Fatal("want lead-a written by the leader and no lead-b from the follower")
+	}
+
+	// Replica a shuts down: its work stops, the lease is released, b takes over.
+	a.cancel()
+	await(t, a.stopped, "replica-a lead returning")
+	if a.elector.IsLeader() {
+		t.Error("replica-a IsLeader after cancel, want false")
+	}
+	if err := <-a.done; err != nil {
+		t.Errorf("replica-a Run() = %v, want nil after cancel", err)
+	}
+	await(t, b.leading, "replica-b leading")
+	if !b.elector.IsLeader() {
+		t.Error("replica-b IsLeader = false after taking over")
+	}
+
+	if _, err := a.applier.Sync(t.Context(), nil); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("old leader Sync() = %v, want ErrNotLeader", err)
+	}
+	if getCCNP(t, c.dyn, "lead-a") == nil {
+		t.Error("old leader's Sync pruned lead-a, want no write")
+	}
+	res, err := b.applier.Sync(t.Context(), promoted(testPolicy("lead-b", "web", "80")))
+	if err != nil {
+		t.Fatalf("new leader Sync() = %v", err)
+	}
+	wantActions(t, res, map[string]Action{"lead-b": ActionCreated, "lead-a": ActionPruned})
+
+	lease, err := c.coord.Leases("default").Get(t.Context(), "handover", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := *lease.Spec.HolderIdentity; got != "replica-b" {
+		t.Errorf("lease holder = %s, want replica-b", got)
+	}
+}
+
+// Ensure losing the lease to another holder (not a clean hand-over) turns
+// IsLeader off and makes Run return ErrLeaseLost.
+func TestLeaderElectionLost(t *testing.T) {
+	c := admin(t)
+	a := startReplica(t, c, "stolen", "replica-a")
+	await(t, a.leading, "replica-a leading")
+
+	// Another holder overwrites the lease, as after a long network partition.
+	lease, err := c.coord.Leases("default").Get(t.Context(), "stolen", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	thief := "replica-z"
+	lease.Spec.HolderIdentity = &thief
+	now := metav1.NewMicroTime(time.Now())
+	lease.Spec.RenewTime = &now
+	if _, err := c.coord.Leases("default").Update(t.Context(), lease, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	await(t, a.stopped, "replica-a noticing the lost lease")
+	if a.elector.IsLeader() {
+		t.Error("IsLeader after losing the lease, want false")
+	}
+	if err := <-a.done; !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("Run() after losing the lease = %v, want ErrLeaseLost", err)
+	}
+	a.done <- nil // for the cleanup's receive
+	if _, err := a.applier.Sync(t.Context(), promoted(testPolicy("lost", "web", "80"))); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("Sync() after losing the lease = %v, want ErrNotLeader", err)
+	}
+}
