@@ -1,0 +1,55 @@
+package synth
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config controls synthesis. Field names follow the recommend command's flags.
+type Config struct {
+	// MinFlows is the least number of observations a workload needs before it gets a
+	// policy (--min-flows).
+	MinFlows uint64
+	// MinObserve is the least time between a workload's first and last observation
+	// (--min-observe).
+	MinObserve time.Duration
+	// L7HTTP adds rules.http (method and path) to ingress ports where HTTP was seen (--l7 http).
+	L7HTTP bool
+	// CIDRPrefixV4 and CIDRPrefixV6 are the prefix lengths external addresses without a
+	// name are summarized to (--cidr-prefix-v4, --cidr-prefix-v6).
+	CIDRPrefixV4 int
+	CIDRPrefixV6 int
+	// ClusterName is passed to Cilium's CCNP parser during validation.
+	ClusterName string
+}
+
+// DefaultConfig returns the defaults of the recommend command.
+func DefaultConfig() Config {
+	return Config{
+		MinFlows:     1,
+		CIDRPrefixV4: 32,
+		CIDRPrefixV6: 128,
+		ClusterName:  "default",
+	}
+}
+
+// Validate reports configuration errors before anything runs.
+func (c Config) Validate() error {
+	var errs []error
+	if c.MinObserve < 0 {
+		errs = append(errs, fmt.Errorf("--min-observe %s: must not be negative", c.MinObserve))
+	}
+	// A short prefix would turn one observed address into a large share of the internet;
+	// /8 and /32 for IPv6 are already generous upper bounds for a reviewed fallback.
+	if c.CIDRPrefixV4 < 8 || c.CIDRPrefixV4 > 32 {
+		errs = append(errs, fmt.Errorf("--cidr-prefix-v4 %d: want 8..32", c.CIDRPrefixV4))
+	}
+	if c.CIDRPrefixV6 < 32 || c.CIDRPrefixV6 > 128 {
+		errs = append(errs, fmt.Errorf("--cidr-prefix-v6 %d: want 32..128", c.CIDRPrefixV6))
+	}
+	if c.ClusterName == "" {
+		errs = append(errs, errors.New("cluster name must not be empty"))
+	}
+	return errors.Join(errs...)
+}

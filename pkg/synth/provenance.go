@@ -1,0 +1,66 @@
+package synth
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/cilium/cilium/pkg/policy/api"
+)
+
+// Provenance labels and annotations on every generated policy. Other stages (cluster,
+// gitops, audit) use them to find and compare what recommender owns.
+const (
+	// LabelManagedBy marks a policy as generated and owned by recommender.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of LabelManagedBy.
+	ManagedByValue = "recommender"
+
+	annotationPrefix = "recommender.io/"
+	// AnnotationWorkload names the workload the policy was generated for ("default/Deployment/web").
+	AnnotationWorkload = annotationPrefix + "workload"
+	// AnnotationObservedFrom and AnnotationObservedTo are the workload's first and last
+	// observation (RFC 3339, UTC): the evidence window of the policy.
+	AnnotationObservedFrom = annotationPrefix + "observed-from"
+	AnnotationObservedTo   = annotationPrefix + "observed-to"
+	// AnnotationFlows is the number of observations of the workload behind the policy.
+	AnnotationFlows = annotationPrefix + "flows"
+	// AnnotationRevision is "sha256:<hex>" of the canonical JSON of the spec: equal
+	// revisions mean equal rules, whatever the annotations say.
+	AnnotationRevision = annotationPrefix + "revision"
+	// AnnotationReview is the number of findings flagged for review.
+	AnnotationReview = annotationPrefix + "review-findings"
+)
+
+// Revision returns the sha256 (hex) of the canonical JSON of a rule. encoding/json writes
+// struct fields in declaration order and map keys sorted, so equal rules hash equally.
+func Revision(r *api.Rule) (string, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return "", fmt.Errorf("encode rule: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// finish names, labels, annotates and validates a built proposal.
+func finish(p *Proposal, clusterName string) error {
+	rev, err := Revision(p.Policy.Spec)
+	if err != nil {
+		return err
+	}
+	p.Revision = rev
+	p.Policy.Name = p.Name
+	p.Policy.Labels = map[string]string{LabelManagedBy: ManagedByValue}
+	p.Policy.Annotations = map[string]string{
+		AnnotationWorkload:     p.Display,
+		AnnotationObservedFrom: fmtTime(p.FirstSeen),
+		AnnotationObservedTo:   fmtTime(p.LastSeen),
+		AnnotationFlows:        strconv.FormatUint(p.Flows, 10),
+		AnnotationRevision:     "sha256:" + rev,
+		AnnotationReview:       strconv.Itoa(len(p.Review)),
+	}
+	return Validate(p.Policy, clusterName)
+}

@@ -1,0 +1,300 @@
+package synth
+
+import (
+	"cmp"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/recommender/recommender/pkg/aggregate"
+	"github.com/recommender/recommender/pkg/flows"
+)
+
+// workloadInfo is what synthesis knows about one workload: its record in the snapshot (or
+// what its edges say, for a workload only seen as a peer) and its edges.
+type workloadInfo struct {
+	key         aggregate.WorkloadKey
+	owners      []string
+	first, last time.Time
+	flows       uint64
+	nodes       []string
+	edges       []aggregate.Edge
+}
+
+// Synthesize turns a snapshot into one policy proposal per workload. It never fails on
+// content: a workload that cannot get a valid policy is listed in Result.Skipped with the
+// reason, and a run without any proposal says why in Result.Empty. It returns an error only
+// for an invalid Config.
+func Synthesize(snap *aggregate.Snapshot, cfg Config) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("synthesis config: %w", err)
+	}
+	if snap == nil {
+		snap = &aggregate.Snapshot{}
+	}
+	res := &Result{From: snap.From, To: snap.To, Flows: snap.Flows, Lost: snap.Lost, Overflow: snap.Overflow}
+	infos := collect(snap)
+	u := universe{}
+	for _, wi := range infos {
+		u.add(wi.key.Namespace, wi.key.Labels)
+	}
+	s := &synthesizer{cfg: cfg, snap: snap, u: u, infos: infos, lost: map[string]uint64{}}
+	for _, l := range snap.Lost {
+		s.lost[l.Node] += l.Lost
+	}
+	s.reverseDNS = map[string][]string{}
+	for ip, names := range snap.DNS {
+		for _, n := range names {
+			s.reverseDNS[n] = append(s.reverseDNS[n], ip)
+		}
+	}
+	for _, ips := range s.reverseDNS {
+		slices.Sort(ips)
+	}
+
+	keys := slices.Sorted(maps.Keys(infos))
+	owners := map[string][]string{}
+	for _, k := range keys {
+		owners[k] = infos[k].owners
+	}
+	var built []*Proposal
+	for _, k := range keys {
+		p, skip := s.workload(infos[k])
+		if skip != nil {
+			res.Skipped = append(res.Skipped, *skip)
+			continue
+		}
+		built = append(built, p)
+	}
+	assignNames(built, owners)
+	for _, p := range built {
+		if err := finish(p, cfg.ClusterName); err != nil {
+			res.Skipped = append(res.Skipped, Skip{Workload: p.Workload, Display: p.Display, Reason: SkipRefused, Detail: err.Error()})
+			continue
+		}
+		res.Proposals = append(res.Proposals, p)
+	}
+	slices.SortFunc(res.Proposals, func(a, b *Proposal) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(res.Skipped, func(a, b Skip) int { return cmp.Compare(a.Workload.String(), b.Workload.String()) })
+	if len(res.Proposals) == 0 {
+		res.Empty = emptyReason(snap, len(infos), res.Skipped)
+	}
+	return res, nil
+}
+
+// edgeID identifies an edge independently of its evidence.
+func edgeID(k aggregate.EdgeKey) string {
+	return fmt.Sprintf("%s\x00%d\x00%s\x00%d\x00%t\x00%d", k.Workload.String(), k.Direction, k.Peer.Key(), k.Proto, k.Collapsed, k.Port)
+}
+
+// collect indexes the snapshot by workload. An edge between two workloads is evidence for
+// both: when the snapshot holds only one side (the other end was not a workload record, or
+// was observed only from one node), the mirror edge is derived so that the client gets its
+// egress rule and the server its ingress rule.
+func collect(snap *aggregate.Snapshot) map[string]*workloadInfo {
+	infos := map[string]*workloadInfo{}
+	get := func(k aggregate.WorkloadKey) *workloadInfo {
+		wi, ok := infos[k.String()]
+		if !ok {
+			wi = &workloadInfo{key: k}
+			infos[k.String()] = wi
+		}
+		return wi
+	}
+	for _, w := range snap.Workloads {
+		wi := get(w.Key)
+		wi.owners, wi.first, wi.last, wi.flows, wi.nodes = w.Names, w.FirstSeen, w.LastSeen, w.Flows, w.Nodes
+	}
+	seen := map[string]bool{}
+	var all []aggregate.Edge
+	for _, k := range slices.Sorted(maps.Keys(snap.Edges)) {
+		for _, e := range snap.Edges[k] {
+			seen[edgeID(e.EdgeKey)] = true
+			all = append(all, e)
+		}
+	}
+	for _, e := range slices.Clone(all) {
+		if e.Peer.Kind != aggregate.PeerWorkload {
+			continue
+		}
+		m := e
+		m.Workload = aggregate.WorkloadKey{Namespace: e.Peer.Namespace, Labels: e.Peer.Labels}
+		m.Peer = aggregate.Peer{Kind: aggregate.PeerWorkload, Namespace: e.Workload.Namespace, Labels: e.Workload.Labels}
+		if e.Direction == flows.DirectionIngress {
+			m.Direction = flows.DirectionEgress
+			m.HTTP = nil
+		} else {
+			m.Direction = flows.DirectionIngress
+			m.DNSNames = nil
+		}
+		if id := edgeID(m.EdgeKey); !seen[id] {
+			seen[id] = true
+			all = append(all, m)
+		}
+	}
+	for _, e := range all {
+		wi := get(e.Workload)
+		wi.edges = append(wi.edges, e)
+	}
+	known := map[string]bool{}
+	for _, w := range snap.Workloads {
+		known[w.Key.String()] = true
+	}
+	for k, wi := range infos {
+		slices.SortFunc(wi.edges, func(a, b aggregate.Edge) int { return cmp.Compare(edgeID(a.EdgeKey), edgeID(b.EdgeKey)) })
+		if known[k] {
+			continue
+		}
+		// Seen only as a peer: its evidence is its edges.
+		for _, e := range wi.edges {
+			wi.flows += e.Counts.Total()
+			if wi.first.IsZero() || e.FirstSeen.Before(wi.first) {
+				wi.first = e.FirstSeen
+			}
+			if e.LastSeen.After(wi.last) {
+				wi.last = e.LastSeen
+			}
+		}
+	}
+	return infos
+}
+
+// synthesizer holds the indexes one run shares between workloads.
+type synthesizer struct {
+	cfg        Config
+	snap       *aggregate.Snapshot
+	u          universe
+	infos      map[string]*workloadInfo
+	lost       map[string]uint64   // node -> events lost
+	reverseDNS map[string][]string // name -> external IPs DNS answers gave for it
+}
+
+// display is the workload as humans know it.
+func (s *synthesizer) display(k aggregate.WorkloadKey) string {
+	if wi, ok := s.infos[k.String()]; ok && len(wi.owners) > 0 {
+		return k.Namespace + "/" + slices.Sorted(slices.Values(wi.owners))[0]
+	}
+	return k.Namespace + "/" + k.Labels.Short()
+}
+
+// workload builds the proposal of one workload, or says why it gets none.
+func (s *synthesizer) workload(wi *workloadInfo) (*Proposal, *Skip) {
+	disp := s.display(wi.key)
+	skip := func(r SkipReason, format string, args ...any) (*Proposal, *Skip) {
+		return nil, &Skip{Workload: wi.key, Display: disp, Reason: r, Detail: fmt.Sprintf(format, args...)}
+	}
+	if wi.flows < s.cfg.MinFlows {
+		return skip(SkipFewFlows, "%d flows observed, --min-flows is %d", wi.flows, s.cfg.MinFlows)
+	}
+	if d := wi.last.Sub(wi.first); d < s.cfg.MinObserve {
+		return skip(SkipShortObservation, "observed for %s (%s to %s), --min-observe is %s",
+			d.Round(time.Second), fmtTime(wi.first), fmtTime(wi.last), s.cfg.MinObserve)
+	}
+	choice, err := s.u.choose(wi.key)
+	if err != nil {
+		return skip(SkipNoStableLabels, "%v; a namespace-wide selector would also select every future pod in %s", err, wi.key.Namespace)
+	}
+	b := newBuilder(s, wi)
+	for _, e := range wi.edges {
+		b.edge(e)
+	}
+	b.dns()
+	if len(b.grants) == 0 {
+		return skip(SkipNoAllowedTraffic, "%s", b.noAllowDetail())
+	}
+	p := &Proposal{
+		Workload:  wi.key,
+		Display:   disp,
+		Flows:     wi.flows,
+		FirstSeen: wi.first,
+		LastSeen:  wi.last,
+	}
+	if len(choice.overlap) > 0 {
+		detail := "the labels of this workload are a subset of those of " + strings.Join(choice.overlap, ", ")
+		if len(choice.absent) > 0 {
+			detail += "; excluded with DoesNotExist on " + strings.Join(choice.absent, ", ")
+		}
+		if choice.shared {
+			detail += "; workloads that differ only in version or chart labels share this selector"
+		}
+		b.flag(Finding{Kind: FindingSelectorOverlap, Detail: detail})
+	}
+	for _, n := range wi.nodes {
+		if l := s.lost[n]; l > 0 {
+			b.flag(Finding{Kind: FindingLostEvents, Detail: fmt.Sprintf(
+				"node %s lost %d Hubble events in the window: traffic of this workload may be missing", n, l)})
+		}
+	}
+	p.Policy = b.policy(choice, disp)
+	p.Peers = b.summaries()
+	p.Review = b.findings()
+	for _, d := range []flows.Direction{flows.DirectionIngress, flows.DirectionEgress} {
+		if !b.has(d) {
+			p.Unrestricted = append(p.Unrestricted, d)
+		}
+	}
+	return p, nil
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "unknown"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// emptyReason says why a run produced no policy.
+func emptyReason(snap *aggregate.Snapshot, workloads int, skipped []Skip) string {
+	if workloads == 0 {
+		if snap.Flows == 0 {
+			return "no flows in the input: nothing was observed"
+		}
+		return fmt.Sprintf("%d flows were read but none involved a workload (all were filtered out or between non-workload endpoints)", snap.Flows)
+	}
+	counts := map[SkipReason]int{}
+	for _, sk := range skipped {
+		counts[sk.Reason]++
+	}
+	var parts []string
+	for _, r := range []SkipReason{SkipFewFlows, SkipShortObservation, SkipNoAllowedTraffic, SkipNoStableLabels, SkipRefused} {
+		if counts[r] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", counts[r], r))
+		}
+	}
+	return fmt.Sprintf("all %d workloads were skipped: %s (see the skipped workloads for each reason)", workloads, strings.Join(parts, ", "))
+}
+
+// summarizeCIDR masks an address prefix to the configured length for its family.
+func summarizeCIDR(cidr string, v4, v6 int) (string, bool) {
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		a, aerr := netip.ParseAddr(cidr)
+		if aerr != nil {
+			return "", false
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	bits := v6
+	if p.Addr().Is4() {
+		bits = v4
+	}
+	if p.Bits() < bits {
+		bits = p.Bits()
+	}
+	return netip.PrefixFrom(p.Addr(), bits).Masked().String(), true
+}
+
+// addrOf returns the address of a single-address CIDR ("203.0.113.7/32" -> "203.0.113.7").
+func addrOf(cidr string) string {
+	if p, err := netip.ParsePrefix(cidr); err == nil && p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return cidr
+}
+
+// discardLogger is handed to Cilium's parser, whose logging is of no use here.
+var discardLogger = slog.New(slog.DiscardHandler)
