@@ -139,9 +139,11 @@ func (b *snapBuilder) build() *aggregate.Snapshot {
 	return s
 }
 
-func entity(name string) aggregate.Peer { return aggregate.Peer{Kind: aggregate.PeerEntity, Entity: name} }
-func fqdn(name string) aggregate.Peer   { return aggregate.Peer{Kind: aggregate.PeerFQDN, FQDN: name} }
-func cidr(c string) aggregate.Peer      { return aggregate.Peer{Kind: aggregate.PeerCIDR, CIDR: c} }
+func entity(name string) aggregate.Peer {
+	return aggregate.Peer{Kind: aggregate.PeerEntity, Entity: name}
+}
+func fqdn(name string) aggregate.Peer { return aggregate.Peer{Kind: aggregate.PeerFQDN, FQDN: name} }
+func cidr(c string) aggregate.Peer    { return aggregate.Peer{Kind: aggregate.PeerCIDR, CIDR: c} }
 
 // Workloads shared by the tests: a small shop.
 var (

@@ -91,8 +91,8 @@ type builder struct {
 	dnsNames []string // names the workload looked up (DNS edges) or reached (FQDN peers)
 	// dnsTruncated: a DNS edge hit the aggregator's name bound, so the names are incomplete.
 	dnsTruncated bool
-	dnsPeers map[string]bool
-	dropped  struct{ policy, other uint64 }
+	dnsPeers     map[string]bool
+	dropped      struct{ policy, other uint64 }
 }
 
 func newBuilder(s *synthesizer, wi *workloadInfo) *builder {
