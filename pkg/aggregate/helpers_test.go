@@ -7,12 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
-	"github.com/prometheus/client_golang/prometheus"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -34,10 +35,13 @@ func world(ip string, names ...string) flows.Peer {
 	return flows.Peer{Kind: flows.PeerWorld, Entity: "world", IP: ip, Names: names}
 }
 
+// lastID numbers test events, so that each has its own ID as Hubble's records do.
+var lastID atomic.Uint64
+
 // flow builds a forwarded L3/L4 trace event from client src to server dst.
 func flow(sec int, src, dst flows.Peer, proto flows.Protocol, port uint16) *flows.Event {
 	return &flows.Event{
-		Kind: flows.KindFlow, Time: at(sec), Node: "node-1", ID: uint64(sec)<<16 | uint64(port),
+		Kind: flows.KindFlow, Time: at(sec), Node: "node-1", ID: lastID.Add(1),
 		Type: flows.EventTrace, Point: flows.DirectionEgress, Src: src, Dst: dst, Proto: proto, Port: port,
 		SrcPort: 40000, Verdict: flows.VerdictForwarded,
 	}

@@ -202,7 +202,9 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) error {
 				}
 				return fmt.Errorf("ingest: %w", srcErr)
 			}
-			in.apply(ev)
+			if !in.apply(ev) {
+				continue
+			}
 			if pending++; pending >= in.cfg.BatchSize {
 				if err := in.Flush(); err != nil {
 					return err
@@ -227,19 +229,17 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) error {
 	}
 }
 
-func (in *Ingester) apply(ev *flows.Event) {
+// apply folds ev unless the cursor shows it applied before; it reports whether it did.
+func (in *Ingester) apply(ev *flows.Event) bool {
 	if in.cursor.Seen(ev) {
 		in.skipped.Add(1)
-		return
+		return false
 	}
 	in.agg.Add(ev)
 	in.cursor.Advance(ev)
 	in.events.Add(1)
+	return true
 }
-
-// Apply folds one event into the aggregator outside Run, honouring the cursor; Flush commits.
-// For callers that drive the loop themselves.
-func (in *Ingester) Apply(ev *flows.Event) { in.apply(ev) }
 
 // Flush commits everything applied so far together with the cursor, in one transaction.
 func (in *Ingester) Flush() error {

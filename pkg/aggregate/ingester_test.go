@@ -1,0 +1,322 @@
+package aggregate
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/recommender/recommender/pkg/flows"
+)
+
+func newIngester(t testing.TB, s *Store, cfg IngesterConfig) *Ingester {
+	t.Helper()
+	in, err := NewIngester(s, newAgg(t, Config{}), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+// Ensure that Run commits in batches of the configured size plus a final one, stores the
+// cursor, and that a second run over the same input adds nothing.
+func TestIngesterRun(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	s := openStore(t, path, Options{})
+	evs := mixedEvents()
+	in := newIngester(t, s, IngesterConfig{BatchSize: 4, BatchInterval: time.Hour})
+	var commits []uint64
+	in.SetHooks(nil, func(c CommitInfo) { commits = append(commits, c.Events) })
+	if err := in.Run(t.Context(), &sliceSource{evs: evs}); err != nil {
+		t.Fatal(err)
+	}
+	want := []uint64{4, 8, 12, 13}
+	if fmt.Sprint(commits) != fmt.Sprint(want) {
+		t.Errorf("commits after events %v, want %v", commits, want)
+	}
+	ref := newAgg(t, Config{})
+	for _, ev := range evs {
+		ref.Add(ev)
+	}
+	got, _ := s.Snapshot()
+	if d := cmp.Diff(ref.Snapshot(), got, snapshotOpts); d != "" {
+		t.Errorf("store after Run (-want +got):\n%s", d)
+	}
+	if st := in.Stats(); st.Events != uint64(len(evs)) || st.Commits != 4 || st.Rate() <= 0 {
+		t.Errorf("Stats() = %+v", st)
+	}
+
+	again := newIngester(t, s, IngesterConfig{})
+	if err := again.Run(t.Context(), &sliceSource{evs: evs}); err != nil {
+		t.Fatal(err)
+	}
+	if st := again.Stats(); st.Events != 0 || st.Skipped != uint64(len(evs)) {
+		t.Errorf("second run Stats() = %+v, want every event skipped", st)
+	}
+	got2, _ := s.Snapshot()
+	if d := cmp.Diff(got, got2, snapshotOpts); d != "" {
+		t.Errorf("second run changed the store:\n%s", d)
+	}
+}
+
+// cancelSource delivers its events, then cancels the run's context and blocks like a live
+// stream until the cancellation arrives.
+type cancelSource struct {
+	evs    []*flows.Event
+	cancel context.CancelFunc
+}
+
+func (s *cancelSource) Recv(ctx context.Context) (*flows.Event, error) {
+	if len(s.evs) > 0 {
+		ev := s.evs[0]
+		s.evs = s.evs[1:]
+		return ev, nil
+	}
+	s.cancel()
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// Ensure that cancelling Run is a clean stop that commits everything received.
+func TestIngesterCancelFlushes(t *testing.T) {
+	s := openStore(t, "", Options{})
+	in := newIngester(t, s, IngesterConfig{BatchSize: 1000, BatchInterval: time.Hour})
+	ctx, cancel := context.WithCancel(t.Context())
+	evs := mixedEvents()
+	if err := in.Run(ctx, &cancelSource{evs: evs, cancel: cancel}); err != nil {
+		t.Fatalf("Run after cancel = %v, want nil", err)
+	}
+	got, _ := s.Snapshot()
+	if got.Flows != uint64(len(evs)-1) { // one lost notice
+		t.Errorf("flows committed = %d, want %d", got.Flows, len(evs)-1)
+	}
+	cur, _ := s.Cursor()
+	if cur.Len() != 1 {
+		t.Errorf("cursor nodes = %d, want 1", cur.Len())
+	}
+}
+
+// errSource fails after its events.
+type errSource struct{ sliceSource }
+
+func (s *errSource) Recv(ctx context.Context) (*flows.Event, error) {
+	ev, err := s.sliceSource.Recv(ctx)
+	if err == io.EOF {
+		return nil, errors.New("stream reset")
+	}
+	return ev, err
+}
+
+// Ensure that a source error is returned after what was received is committed.
+func TestIngesterSourceError(t *testing.T) {
+	s := openStore(t, "", Options{})
+	in := newIngester(t, s, IngesterConfig{})
+	err := in.Run(t.Context(), &errSource{sliceSource{evs: mixedEvents()[:3]}})
+	if err == nil || !strings.Contains(err.Error(), "stream reset") {
+		t.Errorf("Run = %v, want the source error", err)
+	}
+	if got, _ := s.Snapshot(); got.Flows != 3 {
+		t.Errorf("flows committed = %d, want 3", got.Flows)
+	}
+}
+
+// Ensure that retention expires edges older than the window at the start of Run, measured
+// against the injected clock, and commits the removal.
+func TestIngesterRetention(t *testing.T) {
+	s := openStore(t, "", Options{})
+	first := newIngester(t, s, IngesterConfig{})
+	if err := first.Run(t.Context(), &sliceSource{evs: []*flows.Event{
+		flow(0, web, api, flows.ProtoTCP, 80), flow(3600, web, api, flows.ProtoTCP, 81),
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	in := newIngester(t, s, IngesterConfig{Retention: time.Hour})
+	in.SetClock(func() time.Time { return at(3600 + 1800) })
+	if err := in.Run(t.Context(), &sliceSource{}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.Snapshot()
+	want := []string{
+		"workloads=2 flows=2 overflow=0",
+		"shop/k8s:app=api ingress workload:shop/k8s:app=web 81/TCP fwd=1",
+		"shop/k8s:app=web egress workload:shop/k8s:app=api 81/TCP fwd=1",
+	}
+	if g := render(got); fmt.Sprint(g) != fmt.Sprint(want) {
+		t.Errorf("after retention:\n%s\nwant:\n%s", strings.Join(g, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// durabilityInput generates a recording of n distinct connections over a few nodes, with
+// one client scanning enough ports to collapse, as `hubble observe -o jsonpb` writes it.
+func durabilityInput(t testing.TB, dir string, n int) string {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var recs []*observerpb.GetFlowsResponse
+	for i := range n {
+		src, dst := rng.IntN(12), rng.IntN(12)
+		p := pbFlow{
+			sec: i / 10, nanos: i % 10 * 1000, node: fmt.Sprintf("node-%d", i%3), uuid: fmt.Sprintf("flow-%d", i),
+			srcNS: "ns", dstNS: "ns",
+			srcLabels: []string{fmt.Sprintf("k8s:app=a%d", src)}, dstLabels: []string{fmt.Sprintf("k8s:app=a%d", dst)},
+			srcIP: fmt.Sprintf("10.0.%d.%d", src, i%200+1), dstIP: fmt.Sprintf("10.1.%d.1", dst),
+			sport: uint32(33000 + i%20000), dport: uint32(80 + rng.IntN(4)),
+		}
+		switch {
+		case i%7 == 0:
+			p.dport = uint32(1000 + i%50) // a scanner: collapses
+			p.srcLabels = []string{"k8s:app=scanner"}
+		case i%11 == 0:
+			p.dstWorld, p.dstIP, p.dport = true, fmt.Sprintf("203.0.113.%d", rng.IntN(5)), 443
+		case i%13 == 0:
+			p.verdict, p.point = flowpb.Verdict_DROPPED, flowpb.TraceObservationPoint_TO_ENDPOINT
+		}
+		recs = append(recs, response(p.build()))
+	}
+	return writeJSONPB(t, dir, recs)
+}
+
+// TestDurabilityChild is the child process of TestDurabilityKill: it ingests a recording into a
+// store and reports each commit on stdout. It does nothing in a normal test run.
+func TestDurabilityChild(t *testing.T) {
+	db, input := os.Getenv("AGGREGATE_CHILD_DB"), os.Getenv("AGGREGATE_CHILD_INPUT")
+	if db == "" {
+		t.Skip("child process of TestDurabilityKill")
+	}
+	s, err := Open(db, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := newIngester(t, s, IngesterConfig{BatchSize: 40, BatchInterval: time.Hour})
+	in.SetHooks(nil, func(c CommitInfo) { fmt.Printf("committed %d\n", c.Events) })
+	if err := in.Run(t.Context(), fileSource(t, input)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("done")
+}
+
+// Ensure that SIGKILL at random points never corrupts the store, that the store always holds
+// exactly a prefix of the input no shorter than the last reported commit, and that resuming
+// from the stored cursor ends with exactly the totals of an uninterrupted run.
+func TestDurabilityKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns processes")
+	}
+	dir := t.TempDir()
+	const n = 3000
+	input := durabilityInput(t, dir, n)
+
+	// The input as the store sees it, for prefix comparisons.
+	var events []*flows.Event
+	src := fileSource(t, input)
+	for {
+		ev, err := src.Recv(t.Context())
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		events = append(events, ev)
+	}
+	prefix := func(k int) (*Snapshot, *flows.Cursor) {
+		a := newAgg(t, Config{})
+		c := flows.NewCursor()
+		for _, ev := range events[:k] {
+			a.Add(ev)
+			c.Advance(ev)
+		}
+		return a.Snapshot(), c
+	}
+
+	db := filepath.Join(dir, "store.db")
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+	var stored uint64
+	for round := 0; ; round++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestDurabilityChild$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "AGGREGATE_CHILD_DB="+db, "AGGREGATE_CHILD_INPUT="+input)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Kill after a random number of commits in the first rounds; let the last one finish.
+		killAfter := -1
+		if round < 4 {
+			killAfter = 1 + rng.IntN(10)
+		}
+		var reported uint64
+		done, killed := false, false
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			line := sc.Text()
+			if v, ok := strings.CutPrefix(line, "committed "); ok {
+				reported, _ = strconv.ParseUint(v, 10, 64)
+				if killAfter--; killAfter == 0 {
+					cmd.Process.Signal(syscall.SIGKILL)
+					killed = true
+					break
+				}
+			}
+			done = done || line == "done"
+		}
+		io.Copy(io.Discard, out)
+		werr := cmd.Wait()
+		if !killed && (werr != nil || !done) {
+			t.Fatalf("round %d: child failed: %v", round, werr)
+		}
+
+		s, err := Open(db, Options{})
+		if err != nil {
+			t.Fatalf("round %d: reopen after kill: %v", round, err)
+		}
+		if err := s.Check(); err != nil {
+			t.Fatalf("round %d: check: %v", round, err)
+		}
+		got, err := s.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur, err := s.Cursor()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if got.Flows < stored+reported || got.Flows > n {
+			t.Fatalf("round %d: store holds %d flows; want between %d (committed) and %d", round, got.Flows, stored+reported, n)
+		}
+		want, wantCur := prefix(int(got.Flows))
+		if d := cmp.Diff(want, got, snapshotOpts); d != "" {
+			t.Fatalf("round %d: store is not the first %d flows of the input:\n%s", round, got.Flows, d)
+		}
+		if !cur.Equal(wantCur) {
+			t.Fatalf("round %d: cursor does not match the first %d flows", round, got.Flows)
+		}
+		t.Logf("round %d: killed=%v, store holds %d of %d flows", round, killed, got.Flows, n)
+		stored = got.Flows
+		if !killed {
+			if got.Flows != n {
+				t.Fatalf("uninterrupted end: %d flows, want %d", got.Flows, n)
+			}
+			return
+		}
+	}
+}

@@ -1,0 +1,466 @@
+package aggregate
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/recommender/recommender/pkg/flows"
+)
+
+var snapshotOpts = cmp.Options{cmp.AllowUnexported(Snapshot{}), cmpopts.EquateEmpty()}
+
+// openStore opens a store in a temp dir and checks its consistency when the test ends.
+func openStore(t testing.TB, path string, opts Options) *Store {
+	t.Helper()
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "store.db")
+	}
+	s, err := Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeChecked(t, s) })
+	return s
+}
+
+// closeChecked runs bbolt's consistency check and closes s, once.
+func closeChecked(t testing.TB, s *Store) {
+	t.Helper()
+	if s.db.Path() == "" {
+		return // closed already
+	}
+	if err := s.Check(); err != nil {
+		t.Errorf("store check: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Error(err)
+	}
+}
+
+// mixedEvents exercises every record kind: workloads, entities, world, DNS, HTTP, collapse, lost.
+func mixedEvents() []*flows.Event {
+	evs := []*flows.Event{
+		flow(1, web, api, flows.ProtoTCP, 8080),
+		flow(2, entity("host"), web, flows.ProtoTCP, 8080),
+		dnsRequest(3, web, dns, "api.example.com."),
+		dnsResponse(3, web, dns, "api.example.com.", "203.0.113.7", "2001:db8::7"),
+		flow(4, web, world("203.0.113.7"), flows.ProtoTCP, 443),
+		flow(5, world("198.51.100.1"), web, flows.ProtoTCP, 443),
+		with(flow(6, web, api, flows.ProtoTCP, 8080), func(e *flows.Event) {
+			e.Type, e.L7 = flows.EventL7, &flows.L7{HTTP: &flows.HTTP{Method: "GET", Path: "/items"}}
+		}),
+		{Kind: flows.KindLost, Node: "node-1", Time: at(7), ID: 7, Lost: &flows.Lost{Count: 3}},
+	}
+	for p := range uint16(5) {
+		evs = append(evs, flow(10+int(p), api, dns, flows.ProtoTCP, 2000+p*3))
+	}
+	return evs
+}
+
+// Ensure that what an Aggregator commits reads back identically, whole and per workload, and
+// that a restored Aggregator continues exactly like the original.
+func TestStoreRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	s := openStore(t, path, Options{})
+	a := newAgg(t, Config{MaxPorts: 3})
+	evs := mixedEvents()
+	// Commit in three batches so updates, collapse deletions and rewrites all go through.
+	for i, ev := range evs {
+		a.Add(ev)
+		if i%5 == 4 {
+			if err := s.Commit(a.TakeBatch(), nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := s.Commit(a.TakeBatch(), nil); err != nil {
+		t.Fatal(err)
+	}
+	want := a.Snapshot()
+	got, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, got, snapshotOpts); d != "" {
+		t.Errorf("Snapshot() mismatch (-aggregator +store):\n%s", d)
+	}
+	for _, w := range want.Workloads {
+		key := w.Key.String()
+		gw, ge, ok, err := s.Workload(key)
+		if err != nil || !ok {
+			t.Fatalf("Workload(%s) = %v, %v", key, ok, err)
+		}
+		if d := cmp.Diff(w, *gw, cmpopts.EquateEmpty()); d != "" {
+			t.Errorf("Workload(%s) mismatch:\n%s", key, d)
+		}
+		if d := cmp.Diff(want.Edges[key], ge, cmpopts.EquateEmpty()); d != "" {
+			t.Errorf("Workload(%s) edges mismatch:\n%s", key, d)
+		}
+	}
+	if _, _, ok, err := s.Workload("shop/k8s:app"); ok || err != nil {
+		t.Errorf("Workload(prefix of a key) = %v, %v; want not found", ok, err)
+	}
+
+	restored := newAgg(t, Config{MaxPorts: 3})
+	if _, err := s.Load(restored); err != nil {
+		t.Fatal(err)
+	}
+	more := []*flows.Event{
+		flow(20, api, dns, flows.ProtoTCP, 100),                  // widens the collapsed range
+		flow(21, web, world("2001:db8::7"), flows.ProtoTCP, 443), // DNS answer survived
+		flow(22, web, api, flows.ProtoTCP, 8080),
+	}
+	for _, ev := range more {
+		a.Add(ev)
+		restored.Add(ev)
+	}
+	if d := cmp.Diff(a.Snapshot(), restored.Snapshot(), snapshotOpts); d != "" {
+		t.Errorf("restored aggregator diverged (-original +restored):\n%s", d)
+	}
+}
+
+// Ensure that the cursor and the lifecycle hook's writes are committed with the batch, and
+// that a failing hook rolls the whole batch back.
+func TestStoreCommitAtomic(t *testing.T) {
+	s := openStore(t, "", Options{})
+	a := newAgg(t, Config{})
+	cur := flows.NewCursor()
+	ev := flow(1, web, api, flows.ProtoTCP, 80)
+	a.Add(ev)
+	cur.Advance(ev)
+	b := a.TakeBatch()
+	b.Cursor = cur
+	if err := s.Commit(b, func(l *Lifecycle) error { return l.Put("shop/k8s:app=web", []byte("audit")) }); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.Lifecycle("shop/k8s:app=web"); err != nil || string(v) != "audit" {
+		t.Errorf("Lifecycle = %q, %v; want audit", v, err)
+	}
+	got, err := s.Cursor()
+	if err != nil || !got.Equal(cur) {
+		t.Errorf("Cursor() = %v, %v; want the committed one", got, err)
+	}
+
+	ev2 := flow(2, web, api, flows.ProtoTCP, 81)
+	a.Add(ev2)
+	cur2 := cur.Clone()
+	cur2.Advance(ev2)
+	b = a.TakeBatch()
+	b.Cursor = cur2
+	err = s.Commit(b, func(l *Lifecycle) error {
+		if err := l.Put("shop/k8s:app=web", []byte("promoted")); err != nil {
+			return err
+		}
+		return errors.New("refused")
+	})
+	if err == nil {
+		t.Fatal("Commit with failing hook succeeded")
+	}
+	snap, _ := s.Snapshot()
+	if snap.Flows != 1 || snap.EdgeCount() != 2 {
+		t.Errorf("after rolled back commit: flows=%d edges=%d, want 1 and 2", snap.Flows, snap.EdgeCount())
+	}
+	if got, _ := s.Cursor(); !got.Equal(cur) {
+		t.Error("cursor moved by a rolled back commit")
+	}
+	if v, _ := s.Lifecycle("shop/k8s:app=web"); string(v) != "audit" {
+		t.Errorf("Lifecycle = %q after rolled back commit, want audit", v)
+	}
+}
+
+// fileState is what must not change when Open refuses a file.
+type fileState struct {
+	data  []byte
+	mtime time.Time
+}
+
+func stateOf(t *testing.T, path string) fileState {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fileState{b, st.ModTime()}
+}
+
+// Ensure that corrupt, foreign, newer-schema and locked files give clear errors naming the
+// file and are never modified.
+func TestOpenRefuses(t *testing.T) {
+	tests := []struct {
+		name    string
+		make    func(t *testing.T, path string)
+		opts    Options
+		wantErr error
+		wantMsg string
+	}{
+		{
+			name: "garbage",
+			make: func(t *testing.T, path string) {
+				if err := os.WriteFile(path, bytes.Repeat([]byte("not a database "), 2000), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantErr: ErrCorrupt,
+			wantMsg: "restore it from a backup",
+		},
+		{
+			name: "short garbage",
+			make: func(t *testing.T, path string) {
+				if err := os.WriteFile(path, []byte("hello"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantErr: ErrCorrupt,
+		},
+		{
+			name: "foreign bbolt file",
+			make: func(t *testing.T, path string) {
+				db, err := bolt.Open(path, 0o600, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				db.Update(func(tx *bolt.Tx) error {
+					b, _ := tx.CreateBucket([]byte("someone-elses"))
+					return b.Put([]byte("k"), []byte("v"))
+				})
+				db.Close()
+			},
+			wantErr: ErrNotStore,
+			wantMsg: "someone-elses",
+		},
+		{
+			name: "meta bucket with a foreign format",
+			make: func(t *testing.T, path string) {
+				db, err := bolt.Open(path, 0o600, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				db.Update(func(tx *bolt.Tx) error {
+					b, _ := tx.CreateBucket([]byte("meta"))
+					return b.Put([]byte("format"), []byte("other-tool"))
+				})
+				db.Close()
+			},
+			wantErr: ErrNotStore,
+		},
+		{
+			name: "newer schema",
+			make: func(t *testing.T, path string) {
+				s, err := Open(path, Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.db.Update(func(tx *bolt.Tx) error { return putSchema(tx.Bucket(bucketMeta), schemaVersion+1) })
+				s.Close()
+			},
+			wantErr: ErrSchema,
+			wantMsg: "newer recommender",
+		},
+		{
+			name: "empty file read-only",
+			make: func(t *testing.T, path string) {
+				if err := os.WriteFile(path, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			},
+			opts:    Options{ReadOnly: true},
+			wantErr: ErrNotStore,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "store.db")
+			tt.make(t, path)
+			before := stateOf(t, path)
+			for _, ro := range []bool{tt.opts.ReadOnly, true} {
+				s, err := Open(path, Options{ReadOnly: ro})
+				if err == nil {
+					s.Close()
+					t.Fatalf("Open(readOnly=%v) succeeded", ro)
+				}
+				if !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), tt.wantMsg) {
+					t.Errorf("Open(readOnly=%v) = %v; want %v naming %s and saying %q", ro, err, tt.wantErr, path, tt.wantMsg)
+				}
+			}
+			if after := stateOf(t, path); !bytes.Equal(before.data, after.data) || !before.mtime.Equal(after.mtime) {
+				t.Error("Open modified the refused file")
+			}
+		})
+	}
+}
+
+// Ensure that a store held by another writer is reported as locked after the timeout, and not
+// modified.
+func TestOpenLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	holder := openStore(t, path, Options{})
+	a := newAgg(t, Config{})
+	a.Add(flow(1, web, api, flows.ProtoTCP, 80))
+	if err := holder.Commit(a.TakeBatch(), nil); err != nil {
+		t.Fatal(err)
+	}
+	before := stateOf(t, path)
+	for _, ro := range []bool{false, true} {
+		_, err := Open(path, Options{Timeout: 50 * time.Millisecond, ReadOnly: ro})
+		want := fmt.Sprintf("store %s is locked by another process", path)
+		if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), want) {
+			t.Errorf("Open(readOnly=%v) = %v; want %q", ro, err, want)
+		}
+	}
+	if after := stateOf(t, path); !bytes.Equal(before.data, after.data) || !before.mtime.Equal(after.mtime) {
+		t.Error("Open modified the locked file")
+	}
+}
+
+// Ensure that a bbolt file without any bucket (creation interrupted before the first commit)
+// and an empty file become stores, and that a missing file is not created read-only.
+func TestOpenCompletesNewStore(t *testing.T) {
+	dir := t.TempDir()
+	bare := filepath.Join(dir, "bare.db")
+	db, err := bolt.Open(bare, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	empty := filepath.Join(dir, "empty.db")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{bare, empty} {
+		closeChecked(t, openStore(t, p, Options{}))
+		s, err := Open(p, Options{ReadOnly: true})
+		if err != nil {
+			t.Fatalf("reopen %s read-only: %v", p, err)
+		}
+		s.Close()
+	}
+	if _, err := Open(filepath.Join(dir, "missing.db"), Options{ReadOnly: true}); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Open(missing, read-only) = %v, want not exist", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "missing.db")); !errors.Is(err, os.ErrNotExist) {
+		t.Error("read-only Open created the file")
+	}
+}
+
+// Ensure that migrations run in order, record each version, and that a missing step fails.
+func TestMigrate(t *testing.T) {
+	s := openStore(t, "", Options{})
+	var ran []uint32
+	steps := []migration{
+		func(tx *bolt.Tx) error { ran = append(ran, 1); return nil },
+		func(tx *bolt.Tx) error { ran = append(ran, 2); return nil },
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error { return migrate(tx, 1, 3, steps, s.log) })
+	if err != nil || fmt.Sprint(ran) != "[1 2]" {
+		t.Fatalf("migrate 1->3 ran %v, err %v", ran, err)
+	}
+	s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keySchema); !bytes.Equal(v, []byte{0, 0, 0, 3}) {
+			t.Errorf("schema after migration = %v, want 3", v)
+		}
+		return nil
+	})
+	err = s.db.Update(func(tx *bolt.Tx) error { return migrate(tx, 3, 4, steps, s.log) })
+	if !errors.Is(err, ErrSchema) {
+		t.Errorf("migrate without a step = %v, want ErrSchema", err)
+	}
+}
+
+// Ensure that Expire removes stale data in one commit and that Compact shrinks the file while
+// keeping every live record, in place or into a new file.
+func TestExpireAndCompact(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "store.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newAgg(t, Config{MaxPorts: 1 << 16})
+	for i := range 4000 {
+		a.Add(flow(i/200, web, api, flows.ProtoTCP, uint16(i)))
+		if i%400 == 399 {
+			if err := s.Commit(a.TakeBatch(), nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	n, err := s.Expire(at(19))
+	if err != nil || n != 2*3800 {
+		t.Fatalf("Expire = %d, %v; want %d", n, err, 2*3800)
+	}
+	want, _ := s.Snapshot()
+	if want.EdgeCount() != 400 {
+		t.Fatalf("edges after expire = %d, want 400", want.EdgeCount())
+	}
+	s.Close()
+
+	if _, _, err := Compact(path, path, Options{}); err == nil {
+		t.Error("Compact onto an existing --out succeeded")
+	}
+	out := filepath.Join(dir, "copy.db")
+	for _, dst := range []string{out, ""} {
+		before, after, err := Compact(path, dst, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after >= before {
+			t.Errorf("Compact(%q): %d -> %d bytes, want smaller", dst, before, after)
+		}
+		check := out
+		if dst == "" {
+			check = path
+		}
+		c := openStore(t, check, Options{ReadOnly: true})
+		got, err := c.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff(want, got, snapshotOpts); d != "" {
+			t.Errorf("compacted store differs:\n%s", d)
+		}
+		closeChecked(t, c)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "*.compact-*")); len(m) != 0 {
+		t.Errorf("temporary files left: %v", m)
+	}
+}
+
+// Ensure that commits feed the store metrics.
+func TestStoreMetrics(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	s := openStore(t, "", Options{Registerer: reg})
+	a := newAgg(t, Config{})
+	a.Add(flow(1, web, api, flows.ProtoTCP, 80))
+	if err := s.Commit(a.TakeBatch(), nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		want float64
+	}{
+		{"recommender_store_commit_duration_seconds", 1}, {"recommender_store_commits_total", 1},
+		{"recommender_store_edges", 2}, {"recommender_store_workloads", 2},
+	} {
+		if got := gather(t, reg, c.name, "", ""); got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if got := gather(t, reg, "recommender_store_size_bytes", "", ""); got <= 0 {
+		t.Errorf("recommender_store_size_bytes = %v, want > 0", got)
+	}
+}
