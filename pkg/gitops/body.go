@@ -65,7 +65,7 @@ func writeSection(b *strings.Builder, c Change) {
 	fmt.Fprintf(b, "\n## %s\n\n", code(c.Policy))
 	p := c.Proposal
 	if p == nil {
-		fmt.Fprintf(b, "**Change:** %s. The policy is no longer proposed: the traffic it allowed was not seen any more, or its workload is gone.\n", changeText(c))
+		fmt.Fprintf(b, "**Change:** %s. The policy is no longer among the recommender's proposals, so its file is deleted.\n", changeText(c))
 		return
 	}
 	fmt.Fprintf(b, "**Change:** %s", changeText(c))

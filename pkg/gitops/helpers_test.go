@@ -172,3 +172,5 @@ func proposal(name string, state State, rev string) Proposal {
 			"\n  annotations:\n    recommender/revision: " + rev + "\nspec: {}\n"),
 	}
 }
+
+func writeFile(name, content string) error { return os.WriteFile(name, []byte(content), 0o600) }

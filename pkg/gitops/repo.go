@@ -112,10 +112,24 @@ func (r *Repo) open(ctx context.Context) (*session, error) {
 	if errors.As(err, &ge) && strings.Contains(ge.stderr, "couldn't find remote ref refs/heads/"+r.cfg.GitBranch) {
 		return nil, fmt.Errorf("%s %q: %w", redactURL(r.cfg.GitURL), r.cfg.GitBranch, ErrBaseBranch)
 	}
+	if errors.As(err, &ge) && authFailure(ge.stderr) {
+		return nil, fmt.Errorf("fetch %s: credentials rejected (check --%s or --%s): %w",
+			redactURL(r.cfg.GitURL), FlagGitTokenFile, FlagGitSSHKeyFile, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", redactURL(r.cfg.GitURL), err)
 	}
 	return s, nil
+}
+
+// authFailure recognizes git's messages (LC_ALL=C) for refused or missing credentials.
+func authFailure(stderr string) bool {
+	for _, m := range []string{"could not read Username", "Authentication failed", "Permission denied (publickey", "Host key verification failed"} {
+		if strings.Contains(stderr, m) {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Repo) baseRef() string { return "refs/remotes/origin/" + r.cfg.GitBranch }
