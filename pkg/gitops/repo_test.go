@@ -2,6 +2,7 @@ package gitops
 
 import (
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -287,5 +288,29 @@ func TestPublishMissingBaseBranch(t *testing.T) {
 	_, err := newTestPublisher(t, cfg, newFakeClock()).Publish(t.Context(), ChangeSet{proposal("a", StateAudit, "r1")})
 	if !errors.Is(err, ErrBaseBranch) || !strings.Contains(err.Error(), `"production"`) {
 		t.Errorf("Publish = %v, want ErrBaseBranch naming the branch", err)
+	}
+}
+
+// Ensure that a push the remote refuses is reported as ErrPushRejected and retried by the next Flush.
+func TestPublishPushRejected(t *testing.T) {
+	remote := newTestRemote(t)
+	hook := remote.bare + "/hooks/pre-receive"
+	if err := writeFile(hook, "#!/bin/sh\necho 'branch protection: pushes paused' >&2\nexit 1\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(hook, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := newTestPublisher(t, testConfig(t, remote.bare), newFakeClock())
+	_, err := p.Publish(t.Context(), ChangeSet{proposal("a", StateAudit, "r1")})
+	if !errors.Is(err, ErrPushRejected) || !strings.Contains(err.Error(), "pushes paused") {
+		t.Fatalf("Publish = %v, want ErrPushRejected with the remote's message", err)
+	}
+	if err := os.Remove(hook); err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.Flush(t.Context())
+	if err != nil || !branchResult(t, res, ProposalsBranch).Pushed {
+		t.Errorf("Flush after the remote accepts again = %+v, %v, want a push", res, err)
 	}
 }
