@@ -35,7 +35,10 @@ traffic before they are enforced.`,
 	root.PersistentFlags().StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(
-	// Commands are registered here, one constructor per file.
+		// Commands are registered here, one constructor per file.
+		newIngestCmd(opts),
+		newStatusCmd(opts),
+		newCompactCmd(opts),
 	)
 	return root
 }

@@ -69,7 +69,9 @@ func (s IngestStats) Rate() float64 {
 // Ingester feeds a Source into an Aggregator and commits it to a Store in batches, each batch
 // with the cursor it covers. After a crash a new Ingester resumes from the stored cursor: it
 // drops events the cursor has seen, so the store ends with exactly the counts of an
-// uninterrupted run. Wrap the source in flows.Folder before the Ingester, so the Folder also
+// uninterrupted run. The cursor is per node and by time: a recording older than what the
+// store already holds for its nodes counts as seen, so unrelated recordings belong in
+// separate stores, or in one ingest run (which applies them in any order). Wrap the source in flows.Folder before the Ingester, so the Folder also
 // sees the first observation of a connection whose second one comes after the cursor.
 //
 // Run must not be called concurrently; Stats may be read at any time.
@@ -79,6 +81,11 @@ type Ingester struct {
 	cfg    IngesterConfig
 	log    *slog.Logger
 	now    func() time.Time
+	// resume is the stored cursor the Ingester started from: events it has seen are skipped.
+	// cursor advances with every event applied and is committed with each batch. Checking
+	// against the advancing cursor instead would drop events that arrive out of time order
+	// (Hubble's per-node order is not strict; recordings may be given in any order).
+	resume *flows.Cursor
 	cursor *flows.Cursor
 
 	beforeCommit func(*Lifecycle) error
@@ -113,7 +120,7 @@ func NewIngester(store *Store, agg *Aggregator, cfg IngesterConfig, log *slog.Lo
 	if err != nil {
 		return nil, err
 	}
-	return &Ingester{store: store, agg: agg, cfg: cfg, log: log, now: time.Now, cursor: cur}, nil
+	return &Ingester{store: store, agg: agg, cfg: cfg, log: log, now: time.Now, resume: cur, cursor: cur.Clone()}, nil
 }
 
 // SetClock replaces time.Now for retention (tests).
@@ -126,9 +133,9 @@ func (in *Ingester) SetHooks(before func(*Lifecycle) error, after func(CommitInf
 	in.beforeCommit, in.afterCommit = before, after
 }
 
-// Cursor returns the position the store holds: pass it to a relay source (flows.RelayConfig.Cursor)
-// to resume. Call before Run.
-func (in *Ingester) Cursor() *flows.Cursor { return in.cursor.Clone() }
+// Cursor returns the position the store held when the Ingester was made: pass it to a relay
+// source (flows.RelayConfig.Cursor) to resume.
+func (in *Ingester) Cursor() *flows.Cursor { return in.resume.Clone() }
 
 // Stats returns the counters.
 func (in *Ingester) Stats() IngestStats {
@@ -229,9 +236,9 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) error {
 	}
 }
 
-// apply folds ev unless the cursor shows it applied before; it reports whether it did.
+// apply folds ev unless the stored cursor shows it applied before; it reports whether it did.
 func (in *Ingester) apply(ev *flows.Event) bool {
-	if in.cursor.Seen(ev) {
+	if in.resume.Seen(ev) {
 		in.skipped.Add(1)
 		return false
 	}

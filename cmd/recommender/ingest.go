@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/recommender/recommender/pkg/aggregate"
+	"github.com/recommender/recommender/pkg/flows"
+)
+
+// ingestOptions are the flags of `recommender ingest`.
+type ingestOptions struct {
+	flows         []string
+	hubbleServer  string
+	db            string
+	batchSize     int
+	batchInterval time.Duration
+	lockTimeout   time.Duration
+}
+
+func newIngestCmd(g *globalOptions) *cobra.Command {
+	o := &ingestOptions{}
+	cmd := &cobra.Command{
+		Use:   "ingest (--flows FILE... | --hubble-server ADDR) --db PATH",
+		Short: "Fold recorded flows, or everything a relay holds now, into the store, then exit",
+		Long: `ingest reads flows once, from 'hubble observe -o jsonpb' recordings or from what Hubble
+Relay holds now, folds them into workload edges and commits them to the store in batches.
+It resumes from the store's cursor: flows already stored are skipped, so ingesting the
+same input twice counts it once. Interrupting it (Ctrl-C) commits what was read.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runIngest(cmd.Context(), g, o, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&o.flows, "flows", nil, "recorded flows (hubble observe -o jsonpb, plain or gzip; - is stdin)")
+	f.StringVar(&o.hubbleServer, "hubble-server", "", "Hubble Relay address host:port to read everything it holds now")
+	f.StringVar(&o.db, "db", "", "store file (created if missing)")
+	f.IntVar(&o.batchSize, "batch-size", aggregate.DefaultBatchSize, "flows per commit")
+	f.DurationVar(&o.batchInterval, "batch-interval", aggregate.DefaultBatchInterval, "longest time between commits")
+	f.DurationVar(&o.lockTimeout, "lock-timeout", aggregate.DefaultLockTimeout, "how long to wait for another process to release the store")
+	return cmd
+}
+
+func (o *ingestOptions) validate() error {
+	if (len(o.flows) == 0) == (o.hubbleServer == "") {
+		return errors.New("give either --flows or --hubble-server")
+	}
+	if o.db == "" {
+		return errors.New("--db is required")
+	}
+	if o.batchSize <= 0 || o.batchInterval <= 0 {
+		return errors.New("--batch-size and --batch-interval must be positive")
+	}
+	return nil
+}
+
+func runIngest(ctx context.Context, g *globalOptions, o *ingestOptions, stdout, stderr io.Writer) (err error) {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	log, err := g.stderrLogger()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	store, err := aggregate.Open(o.db, aggregate.Options{Timeout: o.lockTimeout, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, store.Close()) }()
+	agg, err := aggregate.NewAggregator(aggregate.Config{}, log, nil)
+	if err != nil {
+		return err
+	}
+	in, err := aggregate.NewIngester(store, agg, aggregate.IngesterConfig{BatchSize: o.batchSize, BatchInterval: o.batchInterval}, log)
+	if err != nil {
+		return err
+	}
+
+	var src flows.Source
+	var stats *flows.Stats
+	if len(o.flows) > 0 {
+		fs, err := flows.NewFileSource(flows.FileConfig{Paths: o.flows}, nil, log)
+		if err != nil {
+			return err
+		}
+		defer fs.Close()
+		src, stats = fs, fs.Stats()
+	} else {
+		cfg := flows.DefaultRelayConfig()
+		cfg.Server, cfg.Cursor = o.hubbleServer, in.Cursor()
+		rs, err := flows.NewRelaySource(cfg, nil, log)
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		src, stats = rs, rs.Stats()
+	}
+
+	stopProgress := startProgress(stderr, in)
+	err = in.Run(ctx, flows.NewFolder(src, stats))
+	stopProgress()
+	if err != nil {
+		return err
+	}
+	st := in.Stats()
+	w, e := agg.Len()
+	sum := stats.Snapshot()
+	fmt.Fprintf(stdout, "ingested %d flows in %s (%.0f flows/s); skipped %d already stored, %d replies or duplicates, %d malformed\n",
+		st.Events, st.Elapsed.Round(time.Millisecond), st.Rate(), st.Skipped, sum.Skipped, sum.Malformed)
+	fmt.Fprintf(stdout, "store %s: %d workloads, %d edges\n", o.db, w, e)
+	return nil
+}
+
+// startProgress reports the ingest rate on stderr until the returned function is called: a
+// line rewritten in place every second on a terminal, a plain line every ten seconds otherwise
+// (logs of a CI job).
+func startProgress(w io.Writer, in *aggregate.Ingester) (stop func()) {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	every := 10 * time.Second
+	if tty {
+		every = time.Second
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				if tty {
+					fmt.Fprint(w, "\r\033[K")
+				}
+				return
+			case <-t.C:
+				st := in.Stats()
+				line := fmt.Sprintf("ingesting: %d flows, %.0f flows/s, %d commits", st.Events, st.Rate(), st.Commits)
+				if tty {
+					fmt.Fprint(w, "\r\033[K"+line)
+				} else {
+					fmt.Fprintln(w, line)
+				}
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
