@@ -1,0 +1,133 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/recommender/recommender/pkg/flows"
+	"github.com/spf13/pflag"
+)
+
+// Flags of the flow source, shared by every command that reads flows. Relay flags keep the
+// hubble CLI's names, prefixed where the daemon talks to several servers.
+const (
+	flagHubbleServer      = "hubble-server"
+	flagTLS               = "tls"
+	flagTLSAllowInsecure  = "tls-allow-insecure"
+	flagTLSCACertFiles    = "tls-ca-cert-files"
+	flagTLSClientCertFile = "tls-client-cert-file"
+	flagTLSClientKeyFile  = "tls-client-key-file"
+	flagTLSServerName     = "tls-server-name"
+	flagTimeout           = "timeout"
+	flagFlows             = "flows"
+	flagStrict            = "strict"
+	flagLabelExclude      = "label-exclude"
+	flagLabelInclude      = "label-include"
+)
+
+// sourceOptions is the flow source a command reads: recorded files (--flows) or Hubble
+// Relay (--hubble-server, the default). Commands add its flags, validate, then build.
+type sourceOptions struct {
+	relay        flows.RelayConfig
+	files        []string
+	strict       bool
+	labelExclude []string
+	labelInclude []string
+
+	// follow is set by the command (a --follow flag, or always for the daemon): keep the
+	// relay stream open for new flows.
+	follow bool
+	// stdin is what "--flows -" reads (the command's input).
+	stdin io.Reader
+
+	fs *pflag.FlagSet
+}
+
+func newSourceOptions() *sourceOptions {
+	return &sourceOptions{relay: flows.DefaultRelayConfig()}
+}
+
+// addFlags adds the source flags to fs.
+func (o *sourceOptions) addFlags(fs *pflag.FlagSet) {
+	o.fs = fs
+	fs.StringVar(&o.relay.Server, flagHubbleServer, o.relay.Server, `Hubble Relay address (host:port); a "tls://" prefix implies --tls`)
+	fs.BoolVar(&o.relay.TLS, flagTLS, false, "use TLS to connect to Hubble Relay")
+	fs.BoolVar(&o.relay.TLSAllowInsecure, flagTLSAllowInsecure, false, "accept any Hubble Relay certificate (no verification)")
+	fs.StringSliceVar(&o.relay.TLSCACertFiles, flagTLSCACertFiles, nil, "CA certificates (PEM) that verify Hubble Relay; default: the system pool")
+	fs.StringVar(&o.relay.TLSClientCertFile, flagTLSClientCertFile, "", "client certificate (PEM) for mTLS to Hubble Relay")
+	fs.StringVar(&o.relay.TLSClientKeyFile, flagTLSClientKeyFile, "", "client key (PEM) for mTLS to Hubble Relay")
+	fs.StringVar(&o.relay.TLSServerName, flagTLSServerName, "", "server name to verify in the Hubble Relay certificate")
+	fs.DurationVar(&o.relay.DialTimeout, flagTimeout, o.relay.DialTimeout, "timeout for connecting to Hubble Relay and opening a stream")
+	fs.StringSliceVar(&o.files, flagFlows, nil, "read recorded flows (hubble observe -o jsonpb; plain or gzip; a directory; - for stdin) instead of Hubble Relay")
+	fs.BoolVar(&o.strict, flagStrict, false, "with --flows: fail on the first malformed line instead of skipping and counting it")
+	fs.StringSliceVar(&o.labelExclude, flagLabelExclude, nil, "regular expressions over label keys to drop from workload identities, in addition to the defaults")
+	fs.StringSliceVar(&o.labelInclude, flagLabelInclude, nil, "regular expressions over label keys to keep even when excluded")
+}
+
+// fromRelay reports whether the source is Hubble Relay rather than files.
+func (o *sourceOptions) fromRelay() bool { return len(o.files) == 0 }
+
+// validate checks the flags before anything is opened.
+func (o *sourceOptions) validate() error {
+	if !o.fromRelay() {
+		if o.fs != nil {
+			for _, f := range []string{flagHubbleServer, flagTLS, flagTLSAllowInsecure, flagTLSCACertFiles, flagTLSClientCertFile, flagTLSClientKeyFile, flagTLSServerName, flagTimeout} {
+				if o.fs.Changed(f) {
+					return fmt.Errorf("--%s and --%s exclude each other: read from Hubble Relay or from files", flagFlows, f)
+				}
+			}
+		}
+		cfg := flows.FileConfig{Paths: o.files, Strict: o.strict}
+		return cfg.Validate()
+	}
+	if o.strict {
+		return fmt.Errorf("--%s applies to --%s only", flagStrict, flagFlows)
+	}
+	if err := o.relay.Validate(); err != nil {
+		return fmt.Errorf("--%s: %w", flagHubbleServer, err)
+	}
+	return nil
+}
+
+// builtSource is a ready flow source: both-end observations folded into one (flows.Folder),
+// counted in stats.
+type builtSource struct {
+	flows.Source
+	// stats counts what the source read; folded duplicates count as skipped.
+	stats *flows.Stats
+	// relay is the underlying relay source (state, cursor), nil when reading files.
+	relay *flows.RelaySource
+	close func() error
+}
+
+// Close releases files or the relay connection.
+func (b *builtSource) Close() error { return b.close() }
+
+// build opens the source. cursor (may be nil) resumes a relay read where a previous run
+// stopped; files are always read whole.
+func (o *sourceOptions) build(log *slog.Logger, cursor *flows.Cursor) (*builtSource, error) {
+	lf, err := flows.NewLabelFilter(o.labelExclude, o.labelInclude)
+	if err != nil {
+		return nil, fmt.Errorf("--%s/--%s: %w", flagLabelExclude, flagLabelInclude, err)
+	}
+	norm := flows.NewNormalizer(lf)
+	if !o.fromRelay() {
+		fsrc, err := flows.NewFileSource(flows.FileConfig{Paths: o.files, Strict: o.strict, Stdin: o.stdin}, norm, log)
+		if err != nil {
+			return nil, err
+		}
+		return &builtSource{Source: flows.NewFolder(fsrc, fsrc.Stats()), stats: fsrc.Stats(), close: fsrc.Close}, nil
+	}
+	cfg := o.relay
+	cfg.Follow = o.follow
+	cfg.Cursor = cursor
+	if cfg.Follow {
+		cfg.Retries = 0
+	}
+	rsrc, err := flows.NewRelaySource(cfg, norm, log)
+	if err != nil {
+		return nil, err
+	}
+	return &builtSource{Source: flows.NewFolder(rsrc, rsrc.Stats()), stats: rsrc.Stats(), relay: rsrc, close: rsrc.Close}, nil
+}
