@@ -39,6 +39,8 @@ traffic before they are enforced.`,
 		newIngestCmd(opts),
 		newStatusCmd(opts),
 		newCompactCmd(opts),
+		newRelayCmd(opts),
+		newFlowsCmd(opts),
 	)
 	return root
 }
