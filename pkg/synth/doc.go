@@ -13,9 +13,11 @@
 //
 // Only observations that show the traffic flowing become allow rules: FORWARDED, and AUDIT
 // (an existing policy in audit mode would deny it, but the traffic ran and is part of how
-// the workload works). Flows dropped by an enforced policy are never allowed automatically:
-// allowing them would silently widen what the cluster already enforces. They are listed in
-// the report for review instead. Other drops and other verdicts allow nothing either.
+// the workload works). An edge with flows dropped by an enforced policy is never allowed
+// automatically, even when some of its flows were forwarded (the counts carry no order, and
+// the typical case is traffic that ran until a policy was applied): allowing it would
+// silently widen what the cluster enforces now. Such edges are listed in the report for
+// review instead. Other drops and other verdicts allow nothing either.
 //
 // A direction in which a workload was never seen talking gets no rules, so the policy does
 // not put it in default-deny for that direction; the report says so.

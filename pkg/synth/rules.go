@@ -111,19 +111,22 @@ func (b *builder) edge(e aggregate.Edge) {
 	peerDisp := b.peerDisplay(e.Peer)
 	allow := c.Forwarded + c.Audit
 	if c.PolicyDrops > 0 {
-		detail := fmt.Sprintf("%d flows dropped by an enforced policy were not allowed", c.PolicyDrops)
+		// An enforced policy denies this edge (at least since some point in the window: the
+		// counts carry no order). Allowing it would widen what the cluster enforces now, so
+		// it is left to a reviewer even when earlier flows were forwarded.
+		detail := fmt.Sprintf("%d flows dropped by an enforced policy; not allowed", c.PolicyDrops)
 		if allow > 0 {
-			detail = fmt.Sprintf("%d flows dropped by an enforced policy; allowed because %d were forwarded or audited", c.PolicyDrops, allow)
+			detail = fmt.Sprintf("%d flows dropped by an enforced policy; not allowed, although %d were forwarded or audited (before the policy?): add it by hand if it is wanted", c.PolicyDrops, allow)
 		}
 		b.flag(Finding{Kind: FindingPolicyDrop, Direction: e.Direction, Peer: peerDisp, Ports: pk.String(), Detail: detail})
-	}
-	if allow == 0 {
 		b.dropped.policy += c.PolicyDrops
 		b.dropped.other += c.Total() - c.PolicyDrops
-		if c.PolicyDrops == 0 {
-			b.flag(Finding{Kind: FindingNotAllowed, Direction: e.Direction, Peer: peerDisp, Ports: pk.String(), Detail: fmt.Sprintf(
-				"never forwarded: %d dropped (not by policy), %d other verdicts", c.Dropped-c.PolicyDrops, c.Other)})
-		}
+		return
+	}
+	if allow == 0 {
+		b.dropped.other += c.Total()
+		b.flag(Finding{Kind: FindingNotAllowed, Direction: e.Direction, Peer: peerDisp, Ports: pk.String(), Detail: fmt.Sprintf(
+			"never forwarded: %d dropped (not by policy), %d other verdicts", c.Dropped, c.Other)})
 		return
 	}
 	if c.Forwarded == 0 {

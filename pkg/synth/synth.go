@@ -178,6 +178,16 @@ func (s *synthesizer) display(k aggregate.WorkloadKey) string {
 	if wi, ok := s.infos[k.String()]; ok && len(wi.owners) > 0 {
 		return k.Namespace + "/" + slices.Sorted(slices.Values(wi.owners))[0]
 	}
+	// No owner (a bare Pod): its best application label says what it is.
+	best := parsedLabel{rank: len(preferredKeys) + 1}
+	for _, l := range k.Labels {
+		if p := parseLabel(l); eligible(p) && (p.rank < best.rank || (p.rank == best.rank && p.raw < best.raw)) {
+			best = p
+		}
+	}
+	if best.raw != "" {
+		return k.Namespace + "/" + best.bare + "=" + best.value
+	}
 	return k.Namespace + "/" + k.Labels.Short()
 }
 
