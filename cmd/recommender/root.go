@@ -41,6 +41,7 @@ traffic before they are enforced.`,
 		newCompactCmd(opts),
 		newRelayCmd(opts),
 		newFlowsCmd(opts),
+		newCheckCmd(opts),
 	)
 	return root
 }
