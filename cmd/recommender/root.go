@@ -41,6 +41,8 @@ traffic before they are enforced.`,
 		newCompactCmd(opts),
 		newRelayCmd(opts),
 		newFlowsCmd(opts),
+		newRecommendCmd(opts),
+		newDiffCmd(opts),
 		newCheckCmd(opts),
 	)
 	return root

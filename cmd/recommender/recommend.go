@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/recommender/recommender/pkg/aggregate"
+	"github.com/recommender/recommender/pkg/synth"
+)
+
+// recommendOptions are the flags of `recommender recommend`.
+type recommendOptions struct {
+	src         *sourceOptions
+	db          string
+	out         string
+	minFlows    uint64
+	minObserve  time.Duration
+	l7          []string
+	cidrPrefix  int
+	cidrV4      int
+	cidrV6      int
+	lockTimeout time.Duration
+}
+
+func newRecommendCmd(g *globalOptions) *cobra.Command {
+	d := synth.DefaultConfig()
+	o := &recommendOptions{src: newSourceOptions()}
+	cmd := &cobra.Command{
+		Use:   "recommend (--flows FILE... | --db PATH | --hubble-server ADDR) --out DIR",
+		Short: "Write least-privilege CiliumClusterwideNetworkPolicies and REPORT.md from observed flows",
+		Long: `recommend turns observed traffic into one CiliumClusterwideNetworkPolicy per workload:
+from recorded flows (--flows, aggregated in memory), from the store the daemon or 'ingest'
+fills (--db), or from what Hubble Relay holds now. It writes <namespace>-<workload>.yaml
+for each policy and REPORT.md (peers, ports, flow counts, skipped workloads and why,
+everything flagged for review) into --out, removing policy files of earlier runs that are
+no longer proposed. Identical input gives byte-identical output.`,
+		Example: `  recommender recommend --flows testdata/flows/*.jsonl --out out/
+  recommender recommend --db recommender.db --out policies/ --min-flows 20 --min-observe 72h --l7 http`,
+		// A shell glob after --flows (--flows testdata/flows/*.jsonl) expands to several
+		// words; the words after the first are more recordings, not stray arguments.
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 && !cmd.Flags().Changed(flagFlows) {
+				return fmt.Errorf("unexpected arguments %q: recordings go after --%s", args, flagFlows)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.src.files = append(o.src.files, args...)
+			o.src.stdin = cmd.InOrStdin()
+			return runRecommend(cmd.Context(), g, o, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	o.src.addFlags(f)
+	f.StringVar(&o.db, "db", "", "read the aggregated store instead of a flow source")
+	f.StringVar(&o.out, "out", "", "directory for the policies and REPORT.md (created if missing)")
+	f.Uint64Var(&o.minFlows, "min-flows", d.MinFlows, "skip workloads observed in fewer flows")
+	f.DurationVar(&o.minObserve, "min-observe", d.MinObserve, "skip workloads whose first and last observation are closer than this")
+	f.StringSliceVar(&o.l7, "l7", nil, `L7 rules to write where the proxy saw them: "http" (method and path)`)
+	f.IntVar(&o.cidrPrefix, "cidr-prefix", 0, "prefix length for unnamed external IPv4 addresses (shorthand for --cidr-prefix-v4)")
+	f.IntVar(&o.cidrV4, "cidr-prefix-v4", d.CIDRPrefixV4, "prefix length unnamed external IPv4 addresses are summarized to")
+	f.IntVar(&o.cidrV6, "cidr-prefix-v6", d.CIDRPrefixV6, "prefix length unnamed external IPv6 addresses are summarized to")
+	f.DurationVar(&o.lockTimeout, "lock-timeout", aggregate.DefaultLockTimeout, "with --db: how long to wait for another process to release the store")
+	return cmd
+}
+
+// config validates the flags and returns the synthesis config.
+func (o *recommendOptions) config(changed func(string) bool) (synth.Config, error) {
+	cfg := synth.DefaultConfig()
+	if o.out == "" {
+		return cfg, errors.New("--out is required")
+	}
+	if o.db != "" {
+		for _, f := range []string{flagFlows, flagHubbleServer} {
+			if changed(f) {
+				return cfg, fmt.Errorf("--db and --%s exclude each other: read the store or a flow source", f)
+			}
+		}
+	} else if err := o.src.validate(); err != nil {
+		return cfg, err
+	}
+	for _, l := range o.l7 {
+		if l != "http" {
+			return cfg, fmt.Errorf("--l7 %q: only http is supported", l)
+		}
+		cfg.L7HTTP = true
+	}
+	cfg.MinFlows, cfg.MinObserve = o.minFlows, o.minObserve
+	cfg.CIDRPrefixV4, cfg.CIDRPrefixV6 = o.cidrV4, o.cidrV6
+	if changed("cidr-prefix") {
+		if changed("cidr-prefix-v4") {
+			return cfg, errors.New("--cidr-prefix and --cidr-prefix-v4 exclude each other")
+		}
+		cfg.CIDRPrefixV4 = o.cidrPrefix
+	}
+	return cfg, cfg.Validate()
+}
+
+func runRecommend(ctx context.Context, g *globalOptions, o *recommendOptions, stdout io.Writer) error {
+	changed := func(name string) bool { return o.src.fs != nil && o.src.fs.Changed(name) }
+	cfg, err := o.config(changed)
+	if err != nil {
+		return err
+	}
+	log, err := g.stderrLogger()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var snap *aggregate.Snapshot
+	if o.db != "" {
+		snap, err = storeSnapshot(o.db, o.lockTimeout, log)
+	} else {
+		snap, err = sourceSnapshot(ctx, o.src, log)
+	}
+	if err != nil {
+		return err
+	}
+	res, err := synth.Synthesize(snap, cfg)
+	if err != nil {
+		return err
+	}
+	sum, err := synth.WriteDir(o.out, res)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%d policies written to %s, %d workloads skipped, %d findings flagged for review\n",
+		len(res.Proposals), o.out, len(res.Skipped), res.Flagged())
+	if len(sum.Removed) > 0 {
+		fmt.Fprintf(stdout, "removed %d policy files of earlier runs that are no longer proposed\n", len(sum.Removed))
+	}
+	if res.Empty != "" {
+		fmt.Fprintf(stdout, "no policy: %s\n", res.Empty)
+	}
+	fmt.Fprintf(stdout, "report: %s\n", sum.Report)
+	return nil
+}
+
+// storeSnapshot reads the store read-only: the daemon may be writing it.
+func storeSnapshot(path string, timeout time.Duration, log *slog.Logger) (*aggregate.Snapshot, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	store, err := aggregate.Open(path, aggregate.Options{ReadOnly: true, Timeout: timeout, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	snap, err := store.Snapshot()
+	return snap, errors.Join(err, store.Close())
+}
+
+// sourceSnapshot reads the flow source to its end and aggregates it in memory.
+func sourceSnapshot(ctx context.Context, o *sourceOptions, log *slog.Logger) (*aggregate.Snapshot, error) {
+	src, err := o.build(log, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	agg, err := aggregate.NewAggregator(aggregate.Config{}, log, nil)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		ev, err := src.Recv(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read flows: %w", err)
+		}
+		agg.Add(ev)
+	}
+	return agg.Snapshot(), nil
+}

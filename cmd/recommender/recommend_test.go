@@ -1,0 +1,61 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Ensure the README's quick start works on the bundled recordings with no cluster: a shell
+// glob after --flows, a summary on stdout, one YAML per policy and REPORT.md.
+func TestRecommendQuickStart(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "flows", "*.jsonl"))
+	if err != nil || len(files) < 2 {
+		t.Fatalf("recordings: %v %v", files, err)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	stdout, err := execute(t, append(append([]string{"recommend", "--flows"}, files...), "--out", out)...)
+	if err != nil {
+		t.Fatalf("recommend: %v\n%s", err, stdout)
+	}
+	if !strings.Contains(stdout, "policies written to "+out) || !strings.Contains(stdout, "report: "+filepath.Join(out, "REPORT.md")) {
+		t.Errorf("summary = %q", stdout)
+	}
+	yamls, _ := filepath.Glob(filepath.Join(out, "*.yaml"))
+	if len(yamls) == 0 {
+		t.Fatal("no policy written")
+	}
+	if _, err := os.Stat(filepath.Join(out, "REPORT.md")); err != nil {
+		t.Fatal(err)
+	}
+	// diff: a directory against itself is equal (exit 0), against an empty one it differs.
+	if got, err := execute(t, "diff", "--old", out, "--new", out); err != nil || got != "" {
+		t.Errorf("diff same = %q, %v; want no output, no error", got, err)
+	}
+	empty := t.TempDir()
+	got, err := execute(t, "diff", "--old", empty, "--new", out)
+	if !errors.Is(err, errDiffers) || !strings.Contains(got, "+ default-deathstar (new policy)") {
+		t.Errorf("diff empty..out = %v\n%s", err, got)
+	}
+}
+
+// Ensure flag mistakes are reported before anything is read.
+func TestRecommendFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"recommend", "--flows", "x.jsonl"}, "--out is required"},
+		{[]string{"recommend", "--db", "x.db", "--flows", "x.jsonl", "--out", "o"}, "exclude each other"},
+		{[]string{"recommend", "--flows", "x.jsonl", "--out", "o", "--l7", "kafka"}, "only http"},
+		{[]string{"recommend", "--flows", "x.jsonl", "--out", "o", "--cidr-prefix", "4"}, "--cidr-prefix-v4 4"},
+		{[]string{"recommend", "stray", "--out", "o"}, "unexpected arguments"},
+		{[]string{"diff", "--old", "a"}, "--old and --new are required"},
+	} {
+		if _, err := execute(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}
