@@ -3,7 +3,6 @@ package aggregate
 import (
 	"cmp"
 	"log/slog"
-	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -51,6 +50,8 @@ type Aggregator struct {
 	// warned remembers which caps were already reported in the log, so a full cap warns once
 	// per process instead of once per flow; the overflow counter keeps counting.
 	warned map[string]bool
+
+	keys keyCache
 }
 
 // totals are the store-wide counters.
@@ -137,6 +138,7 @@ func NewAggregator(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Ag
 		dirtyDNS:     make(map[string]struct{}),
 		dirtyLost:    make(map[string]struct{}),
 		warned:       make(map[string]bool),
+		keys:         newKeyCache(),
 	}, nil
 }
 
@@ -214,16 +216,16 @@ func (a *Aggregator) addFlow(ev *flows.Event) {
 
 	if ev.Src.Kind == flows.PeerWorkload {
 		if w := a.touchWorkload(&ev.Src, ev); w != nil {
-			if peer, ok := a.peerOf(&ev.Dst, flows.DirectionEgress); ok {
-				a.observe(w, flows.DirectionEgress, peer, proto, port, ev.Time, delta, dnsName, sample)
+			if peer, key, ok := a.peerOf(&ev.Dst, flows.DirectionEgress); ok {
+				a.observe(w, flows.DirectionEgress, peer, key, proto, port, ev.Time, delta, dnsName, sample)
 			}
 		}
 	}
 	if ev.Dst.Kind == flows.PeerWorkload {
 		if w := a.touchWorkload(&ev.Dst, ev); w != nil {
-			if peer, ok := a.peerOf(&ev.Src, flows.DirectionIngress); ok {
+			if peer, key, ok := a.peerOf(&ev.Src, flows.DirectionIngress); ok {
 				// Names looked up are the client's facts; they stay on its egress edge.
-				a.observe(w, flows.DirectionIngress, peer, proto, port, ev.Time, delta, "", sample)
+				a.observe(w, flows.DirectionIngress, peer, key, proto, port, ev.Time, delta, "", sample)
 			}
 		}
 	}
@@ -253,7 +255,7 @@ func countsOf(ev *flows.Event) Counts {
 }
 
 func (a *Aggregator) touchWorkload(p *flows.Peer, ev *flows.Event) *workloadState {
-	key := p.Namespace + "/" + p.Labels.String()
+	key := a.keys.workload(p).wkey
 	w := a.workloads[key]
 	if w == nil {
 		if len(a.workloads) >= a.cfg.MaxWorkloads {
@@ -297,39 +299,35 @@ func (a *Aggregator) markWorkload(w *workloadState) {
 	delete(a.deletedWls, w.key)
 }
 
-// peerOf maps the far end of a flow to the peer of an edge in direction dir. World peers become
-// an FQDN when Hubble attached names or a DNS answer linked the IP (egress only: Cilium has no
-// fromFQDNs), else a /32 or /128 CIDR. Of several names the first in sort order is used, so
-// one connection is one edge, the same on every run.
-func (a *Aggregator) peerOf(p *flows.Peer, dir flows.Direction) (Peer, bool) {
+// peerOf maps the far end of a flow to the peer of an edge in direction dir, and its key. World
+// peers become an FQDN when Hubble attached names or a DNS answer linked the IP (egress only:
+// Cilium has no fromFQDNs), else a /32 or /128 CIDR. Of several names the first in sort order
+// is used, so one connection is one edge, the same on every run.
+func (a *Aggregator) peerOf(p *flows.Peer, dir flows.Direction) (Peer, string, bool) {
 	switch p.Kind {
 	case flows.PeerWorkload:
-		return Peer{Kind: PeerWorkload, Namespace: p.Namespace, Labels: p.Labels}, true
+		k := a.keys.workload(p)
+		return Peer{Kind: PeerWorkload, Namespace: p.Namespace, Labels: p.Labels}, k.peerKey, true
 	case flows.PeerEntity:
-		return Peer{Kind: PeerEntity, Entity: p.Entity}, true
+		return a.keys.peer(Peer{Kind: PeerEntity, Entity: p.Entity})
 	case flows.PeerWorld:
 		if dir == flows.DirectionEgress {
 			if len(p.Names) > 0 {
-				return Peer{Kind: PeerFQDN, FQDN: p.Names[0]}, true
+				return a.keys.peer(Peer{Kind: PeerFQDN, FQDN: p.Names[0]})
 			}
 			if e := a.dns[p.IP]; e != nil && len(e.names) > 0 {
-				return Peer{Kind: PeerFQDN, FQDN: e.names[0]}, true
+				return a.keys.peer(Peer{Kind: PeerFQDN, FQDN: e.names[0]})
 			}
 		}
-		if ip, err := netip.ParseAddr(p.IP); err == nil {
-			ip = ip.Unmap()
-			return Peer{Kind: PeerCIDR, CIDR: netip.PrefixFrom(ip, ip.BitLen()).String()}, true
-		}
-		return Peer{Kind: PeerEntity, Entity: "world"}, true
+		return a.keys.cidr(p.IP)
 	}
-	return Peer{}, false
+	return Peer{}, "", false
 }
 
 // observe adds one observation to the edge (w, dir, peer, proto, port), creating, collapsing or
 // re-routing it as the bounds require.
-func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, proto flows.Protocol, port uint16,
+func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, peerKey string, proto flows.Protocol, port uint16,
 	t time.Time, delta Counts, dnsName string, sample *HTTPSample) {
-	peerKey := peer.Key()
 	if peer.Kind == PeerCIDR && a.peerEdges[peerID{w.key, dir, peerKey}] == 0 &&
 		a.cidrPeers[wdID{w.key, dir}] >= a.cfg.MaxWorldPeers {
 		peer = Peer{Kind: PeerEntity, Entity: "world"}

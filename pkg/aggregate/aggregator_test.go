@@ -380,3 +380,24 @@ func TestConfigValidate(t *testing.T) {
 		t.Error("NewAggregator(MaxPorts: -1) succeeded")
 	}
 }
+
+// Ensure that a caller reusing one label slice for different workloads still gets them apart:
+// the key cache must not trust the slice's identity alone.
+func TestAggregatorReusedLabels(t *testing.T) {
+	a := newAgg(t, Config{})
+	labels := flows.Labels{"k8s:app=one"}
+	p := flows.Peer{Kind: flows.PeerWorkload, Namespace: "ns", Labels: labels}
+	a.Add(flow(1, p, api, flows.ProtoTCP, 80))
+	labels[0] = "k8s:app=two"
+	a.Add(flow(2, p, api, flows.ProtoTCP, 80))
+	want := []string{
+		"workloads=3 flows=2 overflow=0",
+		"ns/k8s:app=one egress workload:shop/k8s:app=api 80/TCP fwd=1",
+		"ns/k8s:app=two egress workload:shop/k8s:app=api 80/TCP fwd=1",
+		"shop/k8s:app=api ingress workload:ns/k8s:app=one 80/TCP fwd=1",
+		"shop/k8s:app=api ingress workload:ns/k8s:app=two 80/TCP fwd=1",
+	}
+	if got := render(a.Snapshot()); !slices.Equal(got, want) {
+		t.Errorf("edges:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
