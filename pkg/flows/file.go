@@ -262,45 +262,59 @@ func (m multiCloser) Close() error {
 }
 
 // readLine returns the next line without its newline. A final line without newline is
-// returned as a line; read errors (a truncated or corrupt gzip stream) name the place.
+// returned as a line; read errors (a truncated or corrupt gzip stream) name the place. A line
+// longer than MaxLineBytes is counted as malformed and skipped (an error with Strict).
 func (s *FileSource) readLine() ([]byte, error) {
 	var long []byte
 	for {
 		chunk, err := s.r.ReadSlice('\n')
 		switch {
-		case err == nil:
-			s.line++
-			if long != nil {
-				return append(long, chunk...), nil
+		case err == nil, errors.Is(err, io.EOF):
+			if err != nil && len(chunk) == 0 && long == nil {
+				return nil, io.EOF
 			}
-			return chunk, nil
+			s.line++
+			line := chunk
+			if long != nil {
+				line = append(long, chunk...)
+			}
+			if len(bytes.TrimSuffix(line, []byte{'\n'})) > MaxLineBytes {
+				if err := s.tooLong(); err != nil {
+					return nil, err
+				}
+				long = nil
+				continue
+			}
+			return line, nil
 		case errors.Is(err, bufio.ErrBufferFull):
 			long = append(long, chunk...)
 			if len(long) > MaxLineBytes {
 				s.line++
-				s.stats.Malformed.Add(1)
-				lerr := &LineError{File: s.name, Line: s.line, Err: fmt.Errorf("line longer than %d bytes", MaxLineBytes)}
-				if s.cfg.Strict {
-					return nil, lerr
-				}
-				if s.log != nil {
-					s.log.Warn("skipping malformed flow record", "path", s.name, "line", s.line, "err", lerr.Err)
+				if err := s.tooLong(); err != nil {
+					return nil, err
 				}
 				if err := s.skipLine(); err != nil {
 					return nil, err
 				}
 				long = nil
 			}
-		case errors.Is(err, io.EOF):
-			if len(chunk) > 0 || long != nil {
-				s.line++
-				return append(long, chunk...), nil
-			}
-			return nil, io.EOF
 		default:
 			return nil, fmt.Errorf("%s:%d: read: %w", s.name, s.line+1, err)
 		}
 	}
+}
+
+// tooLong accounts the current line as malformed for its length.
+func (s *FileSource) tooLong() error {
+	s.stats.Malformed.Add(1)
+	lerr := &LineError{File: s.name, Line: s.line, Err: fmt.Errorf("line longer than %d bytes", MaxLineBytes)}
+	if s.cfg.Strict {
+		return lerr
+	}
+	if s.log != nil {
+		s.log.Warn("skipping malformed flow record", "path", s.name, "line", s.line, "err", lerr.Err)
+	}
+	return nil
 }
 
 func (s *FileSource) skipLine() error {
@@ -329,7 +343,8 @@ func DecodeLine(line []byte, strict, lenient protojson.UnmarshalOptions) (*obser
 	}
 	resp := &observerpb.GetFlowsResponse{}
 	err := strict.Unmarshal(line, resp)
-	if err != nil && strings.Contains(err.Error(), "unknown field") {
+	if err != nil {
+		// A newer Hubble may send fields or enum values this version does not know.
 		resp.Reset()
 		err = lenient.Unmarshal(line, resp)
 	}

@@ -71,11 +71,6 @@ func (f *Folder) duplicate(ev *Event) bool {
 			k.l7 = ev.L7.HTTP.Method + " " + ev.L7.HTTP.Path
 		}
 	}
-	if ev.Verdict == VerdictDropped {
-		// Drops repeat for every retransmission; each is evidence, keep them all apart from
-		// the exact same record seen twice (trace + drop notification of one packet).
-		k.typ = ev.Type
-	}
 	if ev.Time.Sub(f.lastSweep) > FoldWindow {
 		for key, t := range f.seen {
 			if ev.Time.Sub(t) > FoldWindow {

@@ -181,6 +181,9 @@ func eventTypeOf(f *flowpb.Flow) EventType {
 	case monitorAccessLog:
 		return EventL7
 	}
+	if f.GetEventType() != nil {
+		return EventUnknown // debug, capture and other monitor events carry no policy evidence
+	}
 	// Records without event_type (hand-made or old recordings): infer from the flow type.
 	switch f.GetType() {
 	case flowpb.FlowType_L7:
