@@ -2,13 +2,19 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 )
 
 func main() {
-	if err := newRootCmd().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "recommender:", err)
-		os.Exit(1)
+	err := newRootCmd().Execute()
+	if err == nil {
+		return
 	}
+	// diff and check report their findings on stdout and signal them by exit code alone.
+	if !errors.Is(err, errDiffers) && !errors.Is(err, errWouldDeny) {
+		fmt.Fprintln(os.Stderr, "recommender:", err)
+	}
+	os.Exit(1)
 }

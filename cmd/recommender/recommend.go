@@ -20,19 +20,13 @@ import (
 // recommendOptions are the flags of `recommender recommend`.
 type recommendOptions struct {
 	src         *sourceOptions
+	synth       synthOptions
 	db          string
 	out         string
-	minFlows    uint64
-	minObserve  time.Duration
-	l7          []string
-	cidrPrefix  int
-	cidrV4      int
-	cidrV6      int
 	lockTimeout time.Duration
 }
 
 func newRecommendCmd(g *globalOptions) *cobra.Command {
-	d := synth.DefaultConfig()
 	o := &recommendOptions{src: newSourceOptions()}
 	cmd := &cobra.Command{
 		Use:   "recommend (--flows FILE... | --db PATH | --hubble-server ADDR) --out DIR",
@@ -63,12 +57,7 @@ no longer proposed. Identical input gives byte-identical output.`,
 	o.src.addFlags(f)
 	f.StringVar(&o.db, "db", "", "read the aggregated store instead of a flow source")
 	f.StringVar(&o.out, "out", "", "directory for the policies and REPORT.md (created if missing)")
-	f.Uint64Var(&o.minFlows, "min-flows", d.MinFlows, "skip workloads observed in fewer flows")
-	f.DurationVar(&o.minObserve, "min-observe", d.MinObserve, "skip workloads whose first and last observation are closer than this")
-	f.StringSliceVar(&o.l7, "l7", nil, `L7 rules to write where the proxy saw them: "http" (method and path)`)
-	f.IntVar(&o.cidrPrefix, "cidr-prefix", 0, "prefix length for unnamed external IPv4 addresses (shorthand for --cidr-prefix-v4)")
-	f.IntVar(&o.cidrV4, "cidr-prefix-v4", d.CIDRPrefixV4, "prefix length unnamed external IPv4 addresses are summarized to")
-	f.IntVar(&o.cidrV6, "cidr-prefix-v6", d.CIDRPrefixV6, "prefix length unnamed external IPv6 addresses are summarized to")
+	o.synth.addFlags(f)
 	f.DurationVar(&o.lockTimeout, "lock-timeout", aggregate.DefaultLockTimeout, "with --db: how long to wait for another process to release the store")
 	return cmd
 }
@@ -88,21 +77,7 @@ func (o *recommendOptions) config(changed func(string) bool) (synth.Config, erro
 	} else if err := o.src.validate(); err != nil {
 		return cfg, err
 	}
-	for _, l := range o.l7 {
-		if l != "http" {
-			return cfg, fmt.Errorf("--l7 %q: only http is supported", l)
-		}
-		cfg.L7HTTP = true
-	}
-	cfg.MinFlows, cfg.MinObserve = o.minFlows, o.minObserve
-	cfg.CIDRPrefixV4, cfg.CIDRPrefixV6 = o.cidrV4, o.cidrV6
-	if changed("cidr-prefix") {
-		if changed("cidr-prefix-v4") {
-			return cfg, errors.New("--cidr-prefix and --cidr-prefix-v4 exclude each other")
-		}
-		cfg.CIDRPrefixV4 = o.cidrPrefix
-	}
-	return cfg, cfg.Validate()
+	return o.synth.config(changed)
 }
 
 func runRecommend(ctx context.Context, g *globalOptions, o *recommendOptions, stdout io.Writer) error {

@@ -35,15 +35,16 @@ traffic before they are enforced.`,
 	root.PersistentFlags().StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(
-		// Commands are registered here, one constructor per file.
+		// One constructor per file, in the order of the pipeline.
+		newRelayCmd(opts),
+		newFlowsCmd(opts),
 		newIngestCmd(opts),
 		newStatusCmd(opts),
 		newCompactCmd(opts),
-		newRelayCmd(opts),
-		newFlowsCmd(opts),
 		newRecommendCmd(opts),
 		newDiffCmd(opts),
 		newCheckCmd(opts),
+		newRunCmd(opts),
 	)
 	return root
 }

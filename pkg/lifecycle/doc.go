@@ -2,7 +2,7 @@
 //
 // Every workload moves through three states:
 //
-//	observing --(min observe time and min flows met; a revision is proposed)--> audit
+//	observing --(enough evidence: synthesis proposes a first revision)--> audit
 //	audit     --(window clean: no would-be-denied flow, enough flows, Hubble saw it)--> enforced
 //	audit     --(would-be-denied flow)--> audit, window restarted with the next revision
 //	enforced  --(policy drop, with DemoteOnDrop)--> audit

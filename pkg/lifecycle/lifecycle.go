@@ -20,11 +20,11 @@ const (
 // States lists the states in order, for metrics.
 var States = []State{Observing, Audit, Enforced}
 
-// Config holds the promotion gates; field names follow the `run` flags.
+// Config holds the promotion gates; field names follow the `run` flags. The evidence a
+// first revision needs (--min-flows, --min-observe) is synthesis's gate: a workload gets a
+// revision to propose only once synthesis writes a policy for it.
 type Config struct {
 	Window         time.Duration // --window: how long a revision must stay clean
-	MinObserve     time.Duration // --min-observe: evidence span before a first revision
-	MinFlows       uint64        // --min-flows: evidence before a first revision
 	MinWindowFlows uint64        // --min-window-flows: flows evaluated in the window before promotion
 	MaxLostRatio   float64       // --max-lost-ratio: lost/seen events on the workload's nodes
 	Learn          bool          // --learn: a would-be-denied flow leads to a new revision
@@ -35,8 +35,6 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Window:         7 * 24 * time.Hour,
-		MinObserve:     time.Hour,
-		MinFlows:       10,
 		MinWindowFlows: 100,
 		MaxLostRatio:   0.001,
 		Learn:          true,
@@ -48,9 +46,6 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.Window <= 0 {
 		errs = append(errs, fmt.Errorf("--window %s: must be positive", c.Window))
-	}
-	if c.MinObserve < 0 {
-		errs = append(errs, fmt.Errorf("--min-observe %s: must not be negative", c.MinObserve))
 	}
 	if c.MaxLostRatio < 0 || c.MaxLostRatio > 1 {
 		errs = append(errs, fmt.Errorf("--max-lost-ratio %g: must be within [0, 1]", c.MaxLostRatio))

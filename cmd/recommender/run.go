@@ -1,0 +1,297 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/recommender/recommender/pkg/aggregate"
+	"github.com/recommender/recommender/pkg/audit"
+	"github.com/recommender/recommender/pkg/cluster"
+	"github.com/recommender/recommender/pkg/daemon"
+	"github.com/recommender/recommender/pkg/gitops"
+	"github.com/recommender/recommender/pkg/lifecycle"
+)
+
+// runOptions are the flags of `recommender run`.
+type runOptions struct {
+	src *sourceOptions
+
+	db            string
+	lockTimeout   time.Duration
+	batchSize     int
+	batchInterval time.Duration
+	retention     time.Duration
+	store         aggregate.Config
+
+	metricsAddr  string
+	pprofAddr    string
+	syncInterval time.Duration
+	out          string
+	once         bool
+
+	synth     synthOptions
+	lifecycle lifecycle.Config
+
+	cluster         cluster.Config
+	apply           string
+	dryRun          string
+	kubeconfig      string
+	leaderElect     bool
+	leaseNamespace  string
+	leaseName       string
+	clusterPolicies bool
+	allowLocalhost  string
+	gitops          gitops.Config
+}
+
+func newRunCmd(g *globalOptions) *cobra.Command {
+	o := &runOptions{src: newSourceOptions(), lifecycle: lifecycle.DefaultConfig(), gitops: gitops.DefaultConfig(), cluster: cluster.DefaultConfig()}
+	lc := lifecycle.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "run --hubble-server ADDR --db PATH",
+		Short: "Run the daemon: learn from Hubble Relay, propose policies, audit them on live traffic, promote and deliver",
+		Long: `run streams flows from Hubble Relay into the store, synthesizes a policy per workload
+every --sync-interval, shadow-evaluates every flow against the policies in audit, and
+promotes a policy once its --window stays clean. Would-be-denied flows and drops after
+enforcement are Prometheus metrics (--metrics-addr) and logged once per new edge.
+Policies are delivered to --out, to the cluster (--apply=enforce, leader only) and/or as
+GitOps pull requests (--git-url). SIGTERM commits the last batch before exiting.`,
+		Example: `  recommender run --hubble-server hubble-relay.kube-system.svc:80 --db /var/lib/recommender/recommender.db
+  recommender run --flows testdata/flows --db /tmp/r.db --once --window 10m --out out/`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDaemon(cmd.Context(), g, o, cmd)
+		},
+	}
+	f := cmd.Flags()
+	o.src.addFlags(f)
+	f.StringVar(&o.db, "db", "", "store file (created if missing)")
+	f.DurationVar(&o.lockTimeout, "lock-timeout", aggregate.DefaultLockTimeout, "how long to wait for another process to release the store")
+	f.IntVar(&o.batchSize, "batch-size", aggregate.DefaultBatchSize, "flows per store commit")
+	f.DurationVar(&o.batchInterval, "batch-interval", aggregate.DefaultBatchInterval, "longest time between store commits (what a crash can lose)")
+	f.DurationVar(&o.retention, "retention", 30*24*time.Hour, "expire edges not seen for this long (0 keeps everything)")
+	sd := aggregate.DefaultConfig()
+	f.IntVar(&o.store.MaxEdges, "max-edges", sd.MaxEdges, "cap on stored edges; more are counted as overflow")
+	f.IntVar(&o.store.MaxWorkloads, "max-workloads", sd.MaxWorkloads, "cap on stored workloads; more are counted as overflow")
+	f.IntVar(&o.store.MaxPorts, "max-ports", sd.MaxPorts, "distinct ports per peer before they collapse into a range flagged for review")
+	f.StringVar(&o.metricsAddr, "metrics-addr", ":9962", "address for /metrics, /healthz and /readyz (empty: off)")
+	f.StringVar(&o.pprofAddr, "pprof-addr", "", "address for Go pprof profiles (/debug/pprof/; empty: off)")
+	f.DurationVar(&o.syncInterval, "sync-interval", time.Minute, "how often to synthesize, check windows and deliver")
+	f.StringVar(&o.out, "out", "", "also write the proposals and REPORT.md to this directory on every sync")
+	f.BoolVar(&o.once, "once", false, "with --flows: stop after the recordings are read and one final sync")
+	o.synth.addFlags(f)
+	f.DurationVar(&o.lifecycle.Window, "window", lc.Window, "how long a proposed revision must stay clean before it is promoted")
+	f.Uint64Var(&o.lifecycle.MinWindowFlows, "min-window-flows", lc.MinWindowFlows, "flows of the workload evaluated in the window before promotion")
+	f.Float64Var(&o.lifecycle.MaxLostRatio, "max-lost-ratio", lc.MaxLostRatio, "highest ratio of Hubble lost events on the workload's nodes for a window to count as clean")
+	f.BoolVar(&o.lifecycle.Learn, "learn", lc.Learn, "learn would-be-denied edges into a new revision (false: hold the revision for a human)")
+	f.BoolVar(&o.lifecycle.DemoteOnDrop, "demote-on-drop", lc.DemoteOnDrop, "return an enforced workload to audit when Cilium drops its traffic for policy reasons")
+	f.StringVar(&o.apply, "apply", string(cluster.ApplyOff), "cluster delivery: off (only propose) or enforce (apply promoted policies with server-side apply)")
+	f.BoolVar(&o.cluster.ClusterAuditMode, "cluster-audit-mode", false, "Cilium runs in policy-audit-mode: apply policies while still in audit; Hubble's AUDIT verdicts are the evidence")
+	f.StringVar(&o.dryRun, "dry-run", string(cluster.DryRunNone), "none or server: send applies as server-side dry runs")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config, then $KUBECONFIG)")
+	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader with a Lease: only the leader writes to the cluster and opens pull requests")
+	f.StringVar(&o.leaseNamespace, "leader-elect-namespace", "kube-system", "namespace of the leader election Lease")
+	f.StringVar(&o.leaseName, "leader-elect-name", "recommender", "name of the leader election Lease")
+	f.BoolVar(&o.clusterPolicies, "cluster-policies", true, "with a cluster connection: include the cluster's existing CNPs/CCNPs in shadow evaluation")
+	f.StringVar(&o.allowLocalhost, "allow-localhost", audit.AllowLocalhostAlways, "Cilium's allow-localhost setting: always (host may reach local pods) or policy")
+	o.gitops.AddFlags(f)
+	return cmd
+}
+
+func (o *runOptions) validate() error {
+	var errs []error
+	if o.db == "" {
+		errs = append(errs, errors.New("--db is required"))
+	}
+	if err := o.src.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.once && o.src.fromRelay() {
+		errs = append(errs, errors.New("--once needs --flows: a relay stream does not end"))
+	}
+	if o.batchSize <= 0 || o.batchInterval <= 0 {
+		errs = append(errs, errors.New("--batch-size and --batch-interval must be positive"))
+	}
+	o.cluster.Apply = cluster.ApplyMode(o.apply)
+	o.cluster.DryRun = cluster.DryRunMode(o.dryRun)
+	if err := o.cluster.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.gitops.Enabled() {
+		if err := o.gitops.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// needsCluster reports whether the flags ask for a Kubernetes connection.
+func (o *runOptions) needsCluster() bool {
+	return o.cluster.Apply != cluster.ApplyOff || o.leaderElect || o.kubeconfig != ""
+}
+
+func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.Command) (err error) {
+	o.src.follow = true
+	o.src.stdin = cmd.InOrStdin()
+	if err := o.validate(); err != nil {
+		return err
+	}
+	synthCfg, err := o.synth.config(cmd.Flags().Changed)
+	if err != nil {
+		return err
+	}
+	log, err := g.stderrLogger()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newBuildInfoCollector())
+
+	store, err := aggregate.Open(o.db, aggregate.Options{Timeout: o.lockTimeout, Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, store.Close()) }()
+	agg, err := aggregate.NewAggregator(o.store, log, reg)
+	if err != nil {
+		return err
+	}
+	in, err := aggregate.NewIngester(store, agg, aggregate.IngesterConfig{BatchSize: o.batchSize, BatchInterval: o.batchInterval, Retention: o.retention}, log)
+	if err != nil {
+		return err
+	}
+	src, err := o.src.build(log, in.Cursor())
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, src.Close()) }()
+
+	deps := daemon.Deps{
+		Log: log, Registry: reg, Source: src, Stats: src.stats,
+		Store: store, Aggregator: agg, Ingester: in,
+	}
+	if src.relay != nil {
+		deps.Relay = src.relay
+	}
+	if o.metricsAddr != "" {
+		if deps.MetricsListener, err = net.Listen("tcp", o.metricsAddr); err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+	}
+	if o.pprofAddr != "" {
+		if deps.PprofListener, err = net.Listen("tcp", o.pprofAddr); err != nil {
+			return fmt.Errorf("--pprof-addr: %w", err)
+		}
+	}
+	if o.needsCluster() {
+		if err := o.wireCluster(&deps); err != nil {
+			return err
+		}
+	}
+	if o.gitops.Enabled() {
+		pub, err := gitops.New(o.gitops, gitops.SystemClock{}, log)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, pub.Close()) }()
+		deps.Publisher = pub
+	}
+
+	dm, err := daemon.New(daemon.Config{
+		SyncInterval: o.syncInterval,
+		OutDir:       o.out,
+		Once:         o.once,
+		Lifecycle:    o.lifecycle,
+		Synth:        synthCfg,
+		Audit:        audit.Config{ClusterName: synthCfg.ClusterName, AllowLocalhost: o.allowLocalhost},
+		MaxEdges:     effective(o.store.MaxEdges, aggregate.DefaultConfig().MaxEdges),
+		MaxWorkloads: effective(o.store.MaxWorkloads, aggregate.DefaultConfig().MaxWorkloads),
+	}, deps)
+	if err != nil {
+		return err
+	}
+	source := "relay " + o.src.relay.Server
+	if !o.src.fromRelay() {
+		source = fmt.Sprintf("files %v", o.src.files)
+	}
+	log.Info("recommender running", "source", source, "store", o.db, "metrics", o.metricsAddr,
+		"window", o.lifecycle.Window, "apply", o.cluster.Apply, "gitops", o.gitops.String())
+	return dm.Run(ctx)
+}
+
+func effective(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// wireCluster connects to the API server for delivery, leader election and context.
+func (o *runOptions) wireCluster(deps *daemon.Deps) error {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if o.kubeconfig != "" {
+		rules.ExplicitPath = o.kubeconfig
+	}
+	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return fmt.Errorf("kubernetes config: %w", err)
+	}
+	kc, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("kubernetes dynamic client: %w", err)
+	}
+	log := deps.Log
+	var gate cluster.Gate
+	if o.leaderElect {
+		id, _ := os.Hostname()
+		if v := os.Getenv("POD_NAME"); v != "" {
+			id = v
+		}
+		ec := cluster.DefaultElectionConfig(id)
+		ec.Namespace, ec.Name = o.leaseNamespace, o.leaseName
+		el, err := cluster.NewElector(kc.CoordinationV1(), ec, log)
+		if err != nil {
+			return err
+		}
+		deps.Elector, gate = el, el
+	}
+	if o.cluster.Apply != cluster.ApplyOff {
+		ap, err := cluster.NewApplier(dyn, o.cluster, gate, log)
+		if err != nil {
+			return err
+		}
+		deps.Applier = ap
+	}
+	if o.clusterPolicies {
+		reader := cluster.NewReader(kc.CoreV1(), kc.AppsV1(), dyn)
+		deps.ClusterPolicies = func(ctx context.Context) (*audit.Decoded, error) {
+			ps, err := reader.Policies(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return &audit.Decoded{CCNPs: ps.CCNPs, CNPs: ps.CNPs}, nil
+		}
+	}
+	log.Info("connected to kubernetes", "host", rc.Host, "leaderElect", o.leaderElect)
+	return nil
+}

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/recommender/recommender/pkg/synth"
+)
+
+// synthOptions are the synthesis flags shared by `recommend` and `run`.
+type synthOptions struct {
+	minFlows   uint64
+	minObserve time.Duration
+	l7         []string
+	cidrPrefix int
+	cidrV4     int
+	cidrV6     int
+	cluster    string
+}
+
+func (o *synthOptions) addFlags(f *pflag.FlagSet) {
+	d := synth.DefaultConfig()
+	f.Uint64Var(&o.minFlows, "min-flows", d.MinFlows, "skip workloads observed in fewer flows")
+	f.DurationVar(&o.minObserve, "min-observe", d.MinObserve, "skip workloads whose first and last observation are closer than this")
+	f.StringSliceVar(&o.l7, "l7", nil, `L7 rules to write where the proxy saw them: "http" (method and path)`)
+	f.IntVar(&o.cidrPrefix, "cidr-prefix", 0, "prefix length for unnamed external IPv4 addresses (shorthand for --cidr-prefix-v4)")
+	f.IntVar(&o.cidrV4, "cidr-prefix-v4", d.CIDRPrefixV4, "prefix length unnamed external IPv4 addresses are summarized to")
+	f.IntVar(&o.cidrV6, "cidr-prefix-v6", d.CIDRPrefixV6, "prefix length unnamed external IPv6 addresses are summarized to")
+	f.StringVar(&o.cluster, "cluster-name", d.ClusterName, "Cilium cluster name (cluster.name), used to validate and evaluate policies")
+}
+
+// config validates the flags and returns the synthesis config; changed reports whether a
+// flag was set on the command line.
+func (o *synthOptions) config(changed func(string) bool) (synth.Config, error) {
+	cfg := synth.DefaultConfig()
+	for _, l := range o.l7 {
+		if l != "http" {
+			return cfg, fmt.Errorf("--l7 %q: only http is supported", l)
+		}
+		cfg.L7HTTP = true
+	}
+	cfg.MinFlows, cfg.MinObserve = o.minFlows, o.minObserve
+	cfg.CIDRPrefixV4, cfg.CIDRPrefixV6 = o.cidrV4, o.cidrV6
+	cfg.ClusterName = o.cluster
+	if changed("cidr-prefix") {
+		if changed("cidr-prefix-v4") {
+			return cfg, errors.New("--cidr-prefix and --cidr-prefix-v4 exclude each other")
+		}
+		cfg.CIDRPrefixV4 = o.cidrPrefix
+	}
+	return cfg, cfg.Validate()
+}

@@ -1,0 +1,332 @@
+package daemon
+
+import (
+	"errors"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/recommender/recommender/pkg/aggregate"
+	"github.com/recommender/recommender/pkg/audit"
+	"github.com/recommender/recommender/pkg/flows"
+	"github.com/recommender/recommender/pkg/lifecycle"
+	"github.com/recommender/recommender/pkg/synth"
+)
+
+// Bounds of what the auditor remembers about would-be-denied flows.
+const (
+	maxLoggedEdges     = 10000 // edges already logged once; cleared when full
+	maxDeniedPerTarget = 20    // distinct would-be-denied edges kept per workload for reviews
+)
+
+// deniedEdge is one would-be-denied edge of a workload in its current window.
+type deniedEdge struct {
+	Direction flows.Direction
+	Peer      string
+	Proto     flows.Protocol
+	Port      uint16
+	Count     uint64
+}
+
+// auditor shadow-evaluates every flow against the revisions under audit (and enforced ones,
+// for drops), drives the lifecycle and keeps the metrics. observe runs on the ingest
+// goroutine for each event; update runs on the sync loop.
+type auditor struct {
+	log  *slog.Logger
+	m    *metrics
+	eval *audit.Evaluator
+	cfg  audit.Config
+
+	// mu guards machine, current, names, logged, denied and now.
+	mu      sync.Mutex
+	machine *lifecycle.Machine
+	// current holds, per workload key, the proposal whose revision is audited or enforced.
+	current map[string]*synth.Proposal
+	// names holds the metric labels of workloads with a proposal.
+	names  map[string]workloadName
+	logged map[string]struct{}
+	denied map[string][]deniedEdge
+	// now is the newest flow time seen: the lifecycle's clock, so windows are measured in
+	// observed time and a replayed recording promotes as the live cluster would have.
+	now time.Time
+}
+
+type workloadName struct{ namespace, name string }
+
+func newAuditor(log *slog.Logger, m *metrics, cfg audit.Config, machine *lifecycle.Machine) *auditor {
+	return &auditor{
+		log:     log,
+		m:       m,
+		cfg:     cfg,
+		eval:    audit.NewEvaluator(nil, log),
+		machine: machine,
+		current: make(map[string]*synth.Proposal),
+		names:   make(map[string]workloadName),
+		logged:  make(map[string]struct{}),
+		denied:  make(map[string][]deniedEdge),
+	}
+}
+
+func workloadKeyOf(p *flows.Peer) string {
+	return aggregate.WorkloadKey{Namespace: p.Namespace, Labels: p.Labels}.String()
+}
+
+// end is one side of a flow that a policy may govern.
+type end struct {
+	dir   flows.Direction
+	self  *flows.Peer
+	other *flows.Peer
+}
+
+// observe accounts one event: lost-event totals per node, enforced-policy drops, Cilium's own
+// AUDIT verdicts, and the shadow verdict of the revision each workload end is audited with.
+func (a *auditor) observe(ev *flows.Event) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if ev.Time.After(a.now) {
+		a.now = ev.Time
+	}
+	if ev.Kind == flows.KindLost {
+		if ev.Lost != nil {
+			a.machine.NodeLost(ev.Node, ev.Lost.Count)
+		}
+		return
+	}
+	a.machine.NodeEvent(ev.Node)
+	ends := []end{{flows.DirectionEgress, &ev.Src, &ev.Dst}, {flows.DirectionIngress, &ev.Dst, &ev.Src}}
+
+	switch ev.Verdict {
+	case flows.VerdictDropped:
+		if flows.IsPolicyDrop(ev.DropReason) {
+			a.policyDrop(ev, ends)
+		}
+		return // dropped traffic does not work today: no policy can break it
+	case flows.VerdictError:
+		return
+	}
+
+	var verdict audit.Verdict
+	evaluated := false
+	for _, e := range ends {
+		if e.self.Kind != flows.PeerWorkload {
+			continue
+		}
+		key := workloadKeyOf(e.self)
+		rec := a.machine.Record(key)
+		if rec == nil || rec.State == lifecycle.Observing {
+			continue
+		}
+		if !evaluated {
+			v, err := a.eval.Evaluate(ev)
+			if err != nil && !errors.Is(err, audit.ErrNotFlow) {
+				a.log.Debug("evaluate flow", "err", err)
+			}
+			verdict, evaluated = v, true
+		}
+		dv := verdict.Get(e.dir)
+		// Cilium in policy-audit-mode reports AUDIT where its enforced policy would deny: the
+		// same evidence as our own shadow verdict, counted once.
+		ciliumAudit := ev.Verdict == flows.VerdictAudit && (ev.Point == e.dir || ev.Point == flows.DirectionUnknown)
+		if ciliumAudit {
+			n := a.names[key]
+			a.m.auditDeny.WithLabelValues(n.namespace, n.name, e.dir.String()).Inc()
+		}
+		if dv.Decision == audit.DecisionUnknown && !ciliumAudit {
+			continue // the flow lacks the facts to decide (a named port, a header): not evidence either way
+		}
+		denied := dv.Denied() || ciliumAudit
+		if denied {
+			a.wouldDeny(ev, e, key, dv)
+		}
+		a.machine.Evaluated(key, ev.Node, denied, ev.Time)
+	}
+}
+
+func (a *auditor) wouldDeny(ev *flows.Event, e end, key string, dv audit.DirectionVerdict) {
+	n := a.names[key]
+	a.m.wouldDeny.WithLabelValues(n.namespace, n.name, e.dir.String(), e.other.Kind.String()).Inc()
+	peer := e.other.String()
+	port := ev.PortString()
+	edge := key + "|" + e.dir.String() + "|" + e.other.Key() + "|" + port
+	if _, ok := a.logged[edge]; !ok {
+		if len(a.logged) >= maxLoggedEdges {
+			clear(a.logged)
+		}
+		a.logged[edge] = struct{}{}
+		a.log.Warn("would-be-denied flow",
+			"workload", n.namespace+"/"+n.name, "direction", e.dir.String(), "peer", peer, "port", port,
+			"verdict", ev.Verdict.String(), "reason", dv.String(), "node", ev.Node, "time", ev.Time)
+	}
+	ds := a.denied[key]
+	for i := range ds {
+		if ds[i].Direction == e.dir && ds[i].Peer == peer && ds[i].Proto == ev.Proto && ds[i].Port == ev.Port {
+			ds[i].Count++
+			return
+		}
+	}
+	if len(ds) < maxDeniedPerTarget {
+		a.denied[key] = append(ds, deniedEdge{Direction: e.dir, Peer: peer, Proto: ev.Proto, Port: ev.Port, Count: 1})
+	}
+}
+
+func (a *auditor) policyDrop(ev *flows.Event, ends []end) {
+	for _, e := range ends {
+		if e.self.Kind != flows.PeerWorkload {
+			continue
+		}
+		if ev.Point != flows.DirectionUnknown && ev.Point != e.dir {
+			continue
+		}
+		key := workloadKeyOf(e.self)
+		rec := a.machine.Record(key)
+		if rec == nil || rec.State != lifecycle.Enforced {
+			continue
+		}
+		n := a.names[key]
+		a.m.policyDrops.WithLabelValues(n.namespace, n.name, e.dir.String()).Inc()
+		a.log.Warn("enforced policy dropped a flow",
+			"workload", n.namespace+"/"+n.name, "direction", e.dir.String(), "peer", e.other.String(),
+			"port", ev.PortString(), "reason", ev.DropReason, "node", ev.Node)
+		if tr := a.machine.PolicyDrop(key, ev.Time); tr != nil {
+			a.logTransition(*tr)
+		}
+	}
+}
+
+func (a *auditor) logTransition(tr lifecycle.Transition) {
+	n := a.names[tr.Workload]
+	a.log.Info("policy lifecycle", "workload", n.namespace+"/"+n.name, "from", string(tr.From), "to", string(tr.To),
+		"revision", shortRevision(tr.Revision), "reason", tr.Reason)
+}
+
+func shortRevision(r string) string {
+	if len(r) > 12 {
+		return r[:12]
+	}
+	return r
+}
+
+// update takes a synthesis result: new revisions are proposed (restarting their windows),
+// the evaluator gets the revisions now under audit or enforced plus the cluster's other
+// policies, and clean windows are promoted. It returns the lifecycle transitions.
+func (a *auditor) update(res *synth.Result, snap *aggregate.Snapshot, others *audit.Decoded) []lifecycle.Transition {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now
+	if now.IsZero() {
+		now = snap.To
+	}
+	for _, w := range snap.Workloads {
+		a.machine.Track(w.Key.String())
+	}
+	var out []lifecycle.Transition
+	for _, p := range res.Proposals {
+		key := p.Workload.String()
+		a.names[key] = workloadName{namespace: p.Workload.Namespace, name: strings.TrimPrefix(p.Name, sanitizedPrefix(p.Workload.Namespace))}
+		if tr := a.machine.Propose(key, p.Revision, now); tr != nil {
+			a.m.revisions.Inc()
+			a.current[key] = p
+			delete(a.denied, key)
+			out = append(out, *tr)
+			a.logTransition(*tr)
+			continue
+		}
+		if rec := a.machine.Record(key); rec != nil && rec.Revision == p.Revision {
+			a.current[key] = p // same rules, fresher evidence
+		}
+	}
+	set := audit.NewPolicySet(a.cfg)
+	for _, key := range sortedKeys(a.current) {
+		if err := set.AddCCNP(a.current[key].Policy); err != nil {
+			a.log.Error("proposed policy rejected by the evaluator", "policy", a.current[key].Name, "err", err)
+		}
+	}
+	if others != nil {
+		for _, p := range others.CCNPs {
+			if p.Labels[synth.LabelManagedBy] == synth.ManagedByValue {
+				continue // ours: the revision under audit stands for it
+			}
+			if err := set.AddCCNP(p); err != nil {
+				a.log.Warn("cluster policy ignored in shadow evaluation", "policy", p.Name, "err", err)
+			}
+		}
+		for _, p := range others.CNPs {
+			if err := set.AddCNP(p); err != nil {
+				a.log.Warn("cluster policy ignored in shadow evaluation", "policy", p.Namespace+"/"+p.Name, "err", err)
+			}
+		}
+	}
+	a.eval.Replace(set)
+	for _, tr := range a.machine.Tick(now) {
+		a.m.promotions.Inc()
+		out = append(out, tr)
+		a.logTransition(tr)
+	}
+	a.m.setStates(a.machine.Counts())
+	for key, n := range a.names {
+		rec := a.machine.Record(key)
+		if rec == nil || rec.State != lifecycle.Audit {
+			a.m.clean.DeleteLabelValues(n.namespace, n.name)
+			continue
+		}
+		a.m.clean.WithLabelValues(n.namespace, n.name).Set(a.machine.Clean(key, now).Seconds())
+	}
+	return out
+}
+
+// sanitizedPrefix is the "<namespace>-" that policy names start with.
+func sanitizedPrefix(ns string) string { return ns + "-" }
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// persist writes the lifecycle records changed since the last commit; it runs inside the
+// store's commit, so they land atomically with the batch whose flows changed them.
+func (a *auditor) persist(l *aggregate.Lifecycle) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, r := range a.machine.Dirty() {
+		b, err := r.Marshal()
+		if err != nil {
+			return err
+		}
+		if err := l.Put(r.Workload, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// state is a copy of what delivery needs about one workload with a proposal.
+type state struct {
+	key      string
+	proposal *synth.Proposal
+	record   lifecycle.Record
+	denied   []deniedEdge
+	clean    time.Duration
+}
+
+// states returns the workloads with a proposal, sorted by policy name.
+func (a *auditor) states() []state {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]state, 0, len(a.current))
+	for _, key := range sortedKeys(a.current) {
+		rec := a.machine.Record(key)
+		if rec == nil {
+			continue
+		}
+		out = append(out, state{key: key, proposal: a.current[key], record: *rec,
+			denied: slices.Clone(a.denied[key]), clean: a.machine.Clean(key, a.now)})
+	}
+	slices.SortFunc(out, func(x, y state) int { return strings.Compare(x.proposal.Name, y.proposal.Name) })
+	return out
+}

@@ -1,0 +1,367 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/recommender/recommender/pkg/aggregate"
+	"github.com/recommender/recommender/pkg/audit"
+	"github.com/recommender/recommender/pkg/cluster"
+	"github.com/recommender/recommender/pkg/flows"
+	"github.com/recommender/recommender/pkg/gitops"
+	"github.com/recommender/recommender/pkg/lifecycle"
+	"github.com/recommender/recommender/pkg/synth"
+)
+
+// Config holds the daemon's own settings; the stages take theirs from their packages.
+type Config struct {
+	// SyncInterval is how often policies are synthesized, audited windows checked and results
+	// delivered (--sync-interval).
+	SyncInterval time.Duration
+	// OutDir, when set, receives the proposals and REPORT.md on every sync (--out).
+	OutDir string
+	// Once stops the daemon when the source ends (a recording), after a final sync.
+	Once      bool
+	Lifecycle lifecycle.Config
+	Synth     synth.Config
+	Audit     audit.Config
+	// MaxEdges and MaxWorkloads are the store caps, published as limit gauges for alerts.
+	MaxEdges, MaxWorkloads int
+}
+
+// Validate checks the configuration before anything starts.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.SyncInterval <= 0 {
+		errs = append(errs, fmt.Errorf("--sync-interval %s: must be positive", c.SyncInterval))
+	}
+	errs = append(errs, c.Lifecycle.Validate(), c.Synth.Validate(), c.Audit.Validate())
+	return errors.Join(errs...)
+}
+
+// RelayState is what the daemon reads from a live relay source.
+type RelayState interface {
+	State() flows.RelayState
+}
+
+// Applier writes the desired policies to the cluster (pkg/cluster).
+type Applier interface {
+	Sync(ctx context.Context, desired []cluster.Desired) (cluster.Result, error)
+}
+
+// Publisher opens or updates GitOps pull requests (pkg/gitops).
+type Publisher interface {
+	Publish(ctx context.Context, cs gitops.ChangeSet) (gitops.Result, error)
+	Flush(ctx context.Context) (gitops.Result, error)
+}
+
+// Elector campaigns for the write lease (pkg/cluster); IsLeader gates every write.
+type Elector interface {
+	Run(ctx context.Context, lead func(ctx context.Context)) error
+	IsLeader() bool
+}
+
+// ClusterPolicies reads the policies already in the cluster, for shadow evaluation.
+type ClusterPolicies func(ctx context.Context) (*audit.Decoded, error)
+
+// Deps are the concrete stages the command built. Source, Stats, Store, Aggregator and
+// Ingester are required; the rest are optional.
+type Deps struct {
+	Log      *slog.Logger
+	Registry *prometheus.Registry
+	Source   flows.Source
+	Stats    *flows.Stats
+	Relay    RelayState
+	// Store, Aggregator and Ingester: the Ingester was made over both and holds the cursor.
+	Store      *aggregate.Store
+	Aggregator *aggregate.Aggregator
+	Ingester   *aggregate.Ingester
+	// MetricsListener serves /metrics, /healthz and /readyz; PprofListener serves pprof.
+	MetricsListener net.Listener
+	PprofListener   net.Listener
+	Applier         Applier
+	Publisher       Publisher
+	Elector         Elector
+	ClusterPolicies ClusterPolicies
+}
+
+// Daemon is the running pipeline: source -> store -> synthesis -> audit -> delivery.
+type Daemon struct {
+	cfg     Config
+	d       Deps
+	log     *slog.Logger
+	m       *metrics
+	auditor *auditor
+	// published remembers the policies last handed to GitOps, for the rule diff in PR bodies.
+	published map[string]*synth.Proposal
+}
+
+// New checks cfg and deps and loads the lifecycle records the store holds.
+func New(cfg Config, d Deps) (*Daemon, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Source == nil || d.Stats == nil || d.Store == nil || d.Aggregator == nil || d.Ingester == nil || d.Registry == nil {
+		return nil, errors.New("daemon: source, stats, store, aggregator, ingester and registry are required")
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	m := newMetrics(d.Registry)
+	registerSourceStats(d.Registry, d.Stats)
+	f := promauto.With(d.Registry)
+	limits := f.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "recommender_store_limit",
+		Help: "Configured caps of the store (edges, workloads); compare with recommender_store_edges and recommender_store_workloads.",
+	}, []string{"kind"})
+	limits.WithLabelValues("edges").Set(float64(cfg.MaxEdges))
+	limits.WithLabelValues("workloads").Set(float64(cfg.MaxWorkloads))
+	if d.Relay != nil {
+		f.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "recommender_relay_connected",
+			Help: "1 while a Hubble Relay stream is open, else 0.",
+		}, func() float64 {
+			if d.Relay.State().Connected {
+				return 1
+			}
+			return 0
+		})
+		f.NewCounterFunc(prometheus.CounterOpts{
+			Name: "recommender_relay_reconnects_total",
+			Help: "Hubble Relay streams reopened after an error.",
+		}, func() float64 { return float64(d.Relay.State().Reconnects) })
+		f.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "recommender_ingest_lag_seconds",
+			Help: "Seconds between now and the time of the newest flow received from Hubble Relay.",
+		}, func() float64 {
+			last := d.Relay.State().LastEventTime
+			if last.IsZero() {
+				return 0
+			}
+			return time.Since(last).Seconds()
+		})
+	}
+
+	snap := d.Aggregator.Snapshot()
+	var records []*lifecycle.Record
+	for _, w := range snap.Workloads {
+		b, err := d.Store.Lifecycle(w.Key.String())
+		if err != nil {
+			return nil, fmt.Errorf("load lifecycle of %s: %w", w.Key, err)
+		}
+		if b == nil {
+			continue
+		}
+		r, err := lifecycle.UnmarshalRecord(b)
+		if err != nil {
+			return nil, fmt.Errorf("store %s: %w", d.Store.Path(), err)
+		}
+		records = append(records, r)
+	}
+	dm := &Daemon{
+		cfg: cfg, d: d, log: d.Log, m: m,
+		auditor:   newAuditor(d.Log, m, cfg.Audit, lifecycle.New(cfg.Lifecycle, records)),
+		published: make(map[string]*synth.Proposal),
+	}
+	d.Ingester.SetHooks(dm.auditor.persist, nil)
+	return dm, nil
+}
+
+// tap hands every event to the auditor on its way to the store.
+type tap struct {
+	src flows.Source
+	fn  func(*flows.Event)
+}
+
+func (t tap) Recv(ctx context.Context) (*flows.Event, error) {
+	ev, err := t.src.Recv(ctx)
+	if err == nil {
+		t.fn(ev)
+	}
+	return ev, err
+}
+
+// Run runs the pipeline until ctx ends (or, with Once, the source ends) and shuts down in
+// order: the source stops, the last batch and cursor are committed with the lifecycle
+// state, then HTTP stops. The store is the caller's to close.
+func (dm *Daemon) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	// serveCtx outlives ingestion so /metrics still answers during the final sync.
+	serveCtx, stopServing := context.WithCancel(context.Background())
+	defer stopServing()
+	ingestDone := make(chan struct{})
+
+	var serveErrs = make(chan error, 2)
+	serve := func(ln net.Listener, withPprof bool) {
+		go func() {
+			serveErrs <- serveHTTP(serveCtx, ln, newMux(dm.d.Registry, dm.readiness(), withPprof))
+		}()
+	}
+	servers := 0
+	if dm.d.MetricsListener != nil {
+		serve(dm.d.MetricsListener, false)
+		servers++
+	}
+	if dm.d.PprofListener != nil {
+		serve(dm.d.PprofListener, true)
+		servers++
+	}
+
+	g.Go(func() error {
+		defer close(ingestDone)
+		err := dm.d.Ingester.Run(gctx, tap{src: dm.d.Source, fn: dm.auditor.observe})
+		if err != nil {
+			return fmt.Errorf("ingest: %w", err)
+		}
+		if dm.cfg.Once && gctx.Err() == nil {
+			return errOnceDone
+		}
+		return nil
+	})
+	g.Go(func() error {
+		t := time.NewTicker(dm.cfg.SyncInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-t.C:
+				dm.syncOnce(gctx)
+			}
+		}
+	})
+	if dm.d.Elector != nil {
+		g.Go(func() error { return dm.campaign(gctx) })
+	}
+
+	err := g.Wait()
+	<-ingestDone
+	if errors.Is(err, errOnceDone) {
+		err = nil
+	}
+	// Final sync over everything ingested (the recording's end, or the last batch before a
+	// shutdown), then commit the lifecycle changes it made.
+	fctx, cancel := context.WithTimeout(context.Background(), finalSyncTimeout)
+	dm.syncOnce(fctx)
+	cancel()
+	err = errors.Join(err, dm.d.Ingester.Flush())
+	stopServing()
+	for range servers {
+		if serr := <-serveErrs; serr != nil {
+			err = errors.Join(err, serr)
+		}
+	}
+	return err
+}
+
+// errOnceDone ends the errgroup when a finite source is exhausted in Once mode.
+var errOnceDone = errors.New("source ended")
+
+// finalSyncTimeout bounds the sync run at shutdown.
+const finalSyncTimeout = 30 * time.Second
+
+// campaign keeps competing for the lease until ctx ends: losing it stops writes at once
+// (IsLeader turns false) and the replica campaigns again.
+func (dm *Daemon) campaign(ctx context.Context) error {
+	for ctx.Err() == nil {
+		err := dm.d.Elector.Run(ctx, func(lctx context.Context) {
+			dm.log.Info("leading: this replica writes to the cluster and opens pull requests")
+			dm.syncOnce(lctx)
+			<-lctx.Done()
+		})
+		if err != nil && ctx.Err() == nil {
+			dm.log.Warn("leader election", "err", err)
+		}
+	}
+	return nil
+}
+
+// readiness lists what /readyz checks. The store is open before Run starts, so only the
+// relay connection can be missing; reading files is ready at once.
+func (dm *Daemon) readiness() []ReadinessCheck {
+	if dm.d.Relay == nil {
+		return nil
+	}
+	return []ReadinessCheck{func() string {
+		st := dm.d.Relay.State()
+		switch {
+		case st.Connected:
+			return ""
+		case st.LastError != nil:
+			return "hubble relay not connected: " + st.LastError.Error()
+		}
+		return "hubble relay not connected"
+	}}
+}
+
+// leader reports whether this replica may write to the cluster and open PRs.
+func (dm *Daemon) leader() bool { return dm.d.Elector == nil || dm.d.Elector.IsLeader() }
+
+// syncOnce synthesizes from the in-memory aggregate (everything ingested so far), updates the
+// lifecycle and delivers. Errors are logged and counted: the next tick tries again.
+func (dm *Daemon) syncOnce(ctx context.Context) {
+	if err := dm.sync(ctx); err != nil {
+		dm.m.syncs.WithLabelValues("error").Inc()
+		dm.log.Error("sync", "err", err)
+		return
+	}
+	dm.m.syncs.WithLabelValues("ok").Inc()
+	dm.m.lastSync.SetToCurrentTime()
+}
+
+func (dm *Daemon) sync(ctx context.Context) error {
+	snap := dm.d.Aggregator.Snapshot()
+	res, err := synth.Synthesize(snap, dm.cfg.Synth)
+	if err != nil {
+		return err
+	}
+	var others *audit.Decoded
+	if dm.d.ClusterPolicies != nil {
+		if others, err = dm.d.ClusterPolicies(ctx); err != nil {
+			dm.log.Warn("read cluster policies; shadow evaluation uses the proposals only", "err", err)
+		}
+	}
+	dm.auditor.update(res, snap, others)
+	var errs []error
+	if dm.cfg.OutDir != "" {
+		if _, err := synth.WriteDir(dm.cfg.OutDir, res); err != nil {
+			errs = append(errs, fmt.Errorf("write %s: %w", dm.cfg.OutDir, err))
+		}
+	}
+	if !dm.leader() {
+		return errors.Join(errs...)
+	}
+	states := dm.auditor.states()
+	if dm.d.Applier != nil {
+		errs = append(errs, dm.apply(ctx, states))
+	}
+	if dm.d.Publisher != nil {
+		errs = append(errs, dm.publish(ctx, states))
+	}
+	return errors.Join(errs...)
+}
+
+func (dm *Daemon) apply(ctx context.Context, states []state) error {
+	desired := make([]cluster.Desired, 0, len(states))
+	for _, s := range states {
+		desired = append(desired, cluster.Desired{Policy: s.proposal.Policy, Promoted: s.record.State == lifecycle.Enforced})
+	}
+	res, err := dm.d.Applier.Sync(ctx, desired)
+	for _, c := range res.Changes {
+		if c.Action != cluster.ActionUnchanged {
+			dm.log.Info("cluster policy", "policy", c.Name, "action", string(c.Action), "dryRun", res.DryRun)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("apply to cluster: %w", err)
+	}
+	return nil
+}
