@@ -92,6 +92,13 @@ func (a *Aggregator) TakeBatch() *Batch {
 	return b
 }
 
+// Pending is the number of edges and workloads changed since the last TakeBatch.
+func (a *Aggregator) Pending() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.dirtyEdges) + len(a.deletedEdges) + len(a.dirtyWorkloads)
+}
+
 // Dirty reports whether anything changed since the last TakeBatch.
 func (a *Aggregator) Dirty() bool {
 	a.mu.Lock()

@@ -15,9 +15,9 @@ import (
 
 // IngesterConfig configures an Ingester. Field names follow the flags of `ingest` and `run`.
 type IngesterConfig struct {
-	// BatchSize commits after this many events (--batch-size). Each commit fsyncs; a batch
-	// touches at most two edges and two workloads per event, well under bbolt's advice of
-	// fewer than 100,000 writes per transaction.
+	// BatchSize commits after this many events (--batch-size). Each commit fsyncs. A batch
+	// is also committed early once it changed 20,000 records, keeping transactions well
+	// under bbolt's advice of fewer than 100,000 random writes.
 	BatchSize int
 	// BatchInterval commits pending changes at least this often (--batch-interval), so a quiet
 	// stream is still persisted and a crash loses at most this much.
@@ -31,7 +31,9 @@ type IngesterConfig struct {
 
 // Defaults for IngesterConfig.
 const (
-	DefaultBatchSize     = 5000
+	// DefaultBatchSize bounds the events a crash can lose. A commit costs in proportion to the
+	// edges the batch touched, not to its events, so bigger batches are cheaper per flow.
+	DefaultBatchSize     = 50_000
 	DefaultBatchInterval = 5 * time.Second
 )
 
@@ -76,11 +78,11 @@ func (s IngestStats) Rate() float64 {
 //
 // Run must not be called concurrently; Stats may be read at any time.
 type Ingester struct {
-	store  *Store
-	agg    *Aggregator
-	cfg    IngesterConfig
-	log    *slog.Logger
-	now    func() time.Time
+	store *Store
+	agg   *Aggregator
+	cfg   IngesterConfig
+	log   *slog.Logger
+	now   func() time.Time
 	// resume is the stored cursor the Ingester started from: events it has seen are skipped.
 	// cursor advances with every event applied and is committed with each batch. Checking
 	// against the advancing cursor instead would drop events that arrive out of time order
@@ -154,7 +156,11 @@ func (in *Ingester) Stats() IngestStats {
 // ends with a final commit of everything applied, cursor included, and returns nil. A source
 // error (other than the end of the stream) or a failed commit is returned after the events
 // applied so far were committed, if the store still takes commits.
-func (in *Ingester) Run(ctx context.Context, src flows.Source) error {
+//
+// Commits run on their own goroutine, one at a time, while the next batch is aggregated: a
+// crash loses at most the batch being committed and the one being built. The commit hooks
+// run on that goroutine.
+func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 	in.started.Store(time.Now().UnixNano())
 	in.ended.Store(0)
 	defer func() { in.ended.Store(time.Now().UnixNano()) }()
@@ -186,6 +192,39 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) error {
 		wg.Wait()
 	}()
 
+	// The committer takes one batch at a time; the channel is unbuffered, so the loop waits
+	// for the previous commit before handing over the next batch.
+	batches := make(chan pendingBatch)
+	commitErr := make(chan error, 1)
+	var cwg sync.WaitGroup
+	cwg.Go(func() {
+		for pb := range batches {
+			if err := in.commit(pb); err != nil {
+				commitErr <- err
+				for range batches { // drop the rest; Run returns the error
+				}
+				return
+			}
+		}
+	})
+	flush := func() error {
+		select {
+		case batches <- in.take():
+			return nil
+		case err := <-commitErr:
+			return err
+		}
+	}
+	defer func() {
+		close(batches)
+		cwg.Wait()
+		select {
+		case cerr := <-commitErr:
+			err = errors.Join(err, cerr)
+		default:
+		}
+	}()
+
 	tick := time.NewTicker(in.cfg.BatchInterval)
 	defer tick.Stop()
 	var sweep <-chan time.Time
@@ -201,7 +240,7 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) error {
 		case ev, ok := <-events:
 			if !ok {
 				// The channel closes after srcErr is set.
-				if err := in.Flush(); err != nil {
+				if err := flush(); err != nil {
 					return err
 				}
 				if errors.Is(srcErr, io.EOF) || (ctx.Err() != nil && errors.Is(srcErr, ctx.Err())) {
@@ -212,28 +251,57 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) error {
 			if !in.apply(ev) {
 				continue
 			}
-			if pending++; pending >= in.cfg.BatchSize {
-				if err := in.Flush(); err != nil {
+			// Past maxDirty changed records a transaction gets slow (bbolt advises well under
+			// 100,000 random writes per transaction); the check is cheap, but not free.
+			if pending++; pending >= in.cfg.BatchSize || (pending%1024 == 0 && in.agg.Pending() >= maxDirty) {
+				if err := flush(); err != nil {
 					return err
 				}
 				pending = 0
 			}
 		case <-tick.C:
 			if in.agg.Dirty() {
-				if err := in.Flush(); err != nil {
+				if err := flush(); err != nil {
 					return err
 				}
 				pending = 0
 			}
 		case <-sweep:
 			if in.sweep() > 0 {
-				if err := in.Flush(); err != nil {
+				if err := flush(); err != nil {
 					return err
 				}
 				pending = 0
 			}
 		}
 	}
+}
+
+// maxDirty bounds the records one commit writes.
+const maxDirty = 20_000
+
+// pendingBatch is a batch taken from the aggregator with the cursor and event count it covers.
+type pendingBatch struct {
+	b      *Batch
+	events uint64
+}
+
+func (in *Ingester) take() pendingBatch {
+	b := in.agg.TakeBatch()
+	b.Cursor = in.cursor.Clone()
+	return pendingBatch{b: b, events: in.events.Load()}
+}
+
+func (in *Ingester) commit(pb pendingBatch) error {
+	start := time.Now()
+	if err := in.store.Commit(pb.b, in.beforeCommit); err != nil {
+		return err
+	}
+	in.commits.Add(1)
+	if in.afterCommit != nil {
+		in.afterCommit(CommitInfo{Events: pb.events, Edges: pb.b.EdgeCount, Duration: time.Since(start)})
+	}
+	return nil
 }
 
 // apply folds ev unless the stored cursor shows it applied before; it reports whether it did.
@@ -246,21 +314,6 @@ func (in *Ingester) apply(ev *flows.Event) bool {
 	in.cursor.Advance(ev)
 	in.events.Add(1)
 	return true
-}
-
-// Flush commits everything applied so far together with the cursor, in one transaction.
-func (in *Ingester) Flush() error {
-	start := time.Now()
-	b := in.agg.TakeBatch()
-	b.Cursor = in.cursor.Clone()
-	if err := in.store.Commit(b, in.beforeCommit); err != nil {
-		return err
-	}
-	in.commits.Add(1)
-	if in.afterCommit != nil {
-		in.afterCommit(CommitInfo{Events: in.events.Load(), Edges: b.EdgeCount, Duration: time.Since(start)})
-	}
-	return nil
 }
 
 // sweep expires what retention no longer covers; the removals go out with the next commit.

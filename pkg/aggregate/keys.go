@@ -14,7 +14,7 @@ import (
 type keyCache struct {
 	workloads map[labelsID]workloadKeys
 	peers     map[plainPeer]string // entity, FQDN and CIDR peers
-	cidrs     map[string]Peer // world IP -> CIDR peer
+	cidrs     map[string]Peer      // world IP -> CIDR peer
 }
 
 const maxCachedKeys = 1 << 16
