@@ -14,13 +14,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/recommender/recommender/pkg/aggregate"
-	"github.com/recommender/recommender/pkg/flows"
 )
 
 // ingestOptions are the flags of `recommender ingest`.
 type ingestOptions struct {
-	flows         []string
-	hubbleServer  string
+	src           *sourceOptions
 	db            string
 	batchSize     int
 	batchInterval time.Duration
@@ -28,7 +26,7 @@ type ingestOptions struct {
 }
 
 func newIngestCmd(g *globalOptions) *cobra.Command {
-	o := &ingestOptions{}
+	o := &ingestOptions{src: newSourceOptions()}
 	cmd := &cobra.Command{
 		Use:   "ingest (--flows FILE... | --hubble-server ADDR) --db PATH",
 		Short: "Fold recorded flows, or everything a relay holds now, into the store, then exit",
@@ -38,12 +36,12 @@ It resumes from the store's cursor: flows already stored are skipped, so ingesti
 same input twice counts it once. Interrupting it (Ctrl-C) commits what was read.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.src.stdin = cmd.InOrStdin()
 			return runIngest(cmd.Context(), g, o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	f := cmd.Flags()
-	f.StringSliceVar(&o.flows, "flows", nil, "recorded flows (hubble observe -o jsonpb, plain or gzip; - is stdin)")
-	f.StringVar(&o.hubbleServer, "hubble-server", "", "Hubble Relay address host:port to read everything it holds now")
+	o.src.addFlags(f)
 	f.StringVar(&o.db, "db", "", "store file (created if missing)")
 	f.IntVar(&o.batchSize, "batch-size", aggregate.DefaultBatchSize, "flows per commit")
 	f.DurationVar(&o.batchInterval, "batch-interval", aggregate.DefaultBatchInterval, "longest time between commits")
@@ -52,8 +50,8 @@ same input twice counts it once. Interrupting it (Ctrl-C) commits what was read.
 }
 
 func (o *ingestOptions) validate() error {
-	if (len(o.flows) == 0) == (o.hubbleServer == "") {
-		return errors.New("give either --flows or --hubble-server")
+	if err := o.src.validate(); err != nil {
+		return err
 	}
 	if o.db == "" {
 		return errors.New("--db is required")
@@ -89,35 +87,23 @@ func runIngest(ctx context.Context, g *globalOptions, o *ingestOptions, stdout, 
 		return err
 	}
 
-	var src flows.Source
-	var stats *flows.Stats
-	if len(o.flows) > 0 {
-		fs, err := flows.NewFileSource(flows.FileConfig{Paths: o.flows}, nil, log)
-		if err != nil {
-			return err
-		}
-		defer fs.Close()
-		src, stats = fs, fs.Stats()
-	} else {
-		cfg := flows.DefaultRelayConfig()
-		cfg.Server, cfg.Cursor = o.hubbleServer, in.Cursor()
-		rs, err := flows.NewRelaySource(cfg, nil, log)
-		if err != nil {
-			return err
-		}
-		defer rs.Close()
-		src, stats = rs, rs.Stats()
+	// A relay read resumes where the store stands; files are read whole and the Ingester
+	// skips what the store already holds.
+	src, err := o.src.build(log, in.Cursor())
+	if err != nil {
+		return err
 	}
+	defer src.Close()
 
 	stopProgress := startProgress(stderr, in)
-	err = in.Run(ctx, flows.NewFolder(src, stats))
+	err = in.Run(ctx, src)
 	stopProgress()
 	if err != nil {
 		return err
 	}
 	st := in.Stats()
 	w, e := agg.Len()
-	sum := stats.Snapshot()
+	sum := src.stats.Snapshot()
 	fmt.Fprintf(stdout, "ingested %d flows in %s (%.0f flows/s); skipped %d already stored, %d replies or duplicates, %d malformed\n",
 		st.Events, st.Elapsed.Round(time.Millisecond), st.Rate(), st.Skipped, sum.Skipped, sum.Malformed)
 	fmt.Fprintf(stdout, "store %s: %d workloads, %d edges\n", o.db, w, e)

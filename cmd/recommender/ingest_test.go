@@ -111,7 +111,6 @@ func TestIngestStatusCompact(t *testing.T) {
 func TestIngestFlagErrors(t *testing.T) {
 	dir := t.TempDir()
 	for _, args := range [][]string{
-		{"ingest", "--db", filepath.Join(dir, "a.db")},
 		{"ingest", "--flows", "x", "--hubble-server", "localhost:4245", "--db", filepath.Join(dir, "a.db")},
 		{"ingest", "--flows", "x"},
 		{"status"},

@@ -316,6 +316,11 @@ func (in *Ingester) apply(ev *flows.Event) bool {
 	return true
 }
 
+// Flush commits everything applied so far, with the cursor and the before-commit hook's
+// writes, in one transaction. Run commits on its own; Flush is for after Run returned (a
+// final commit of lifecycle state) and must not be called while Run runs.
+func (in *Ingester) Flush() error { return in.commit(in.take()) }
+
 // sweep expires what retention no longer covers; the removals go out with the next commit.
 func (in *Ingester) sweep() int {
 	cutoff := in.now().Add(-in.cfg.Retention)
