@@ -41,6 +41,9 @@ skipped, malformed, lost) goes to stderr.`,
 			if err := o.src.validate(); err != nil {
 				return err
 			}
+			if o.src.follow && !o.src.fromRelay() {
+				return fmt.Errorf("--%s applies to --%s only: a recording has an end", flagFollow, flagHubbleServer)
+			}
 			log, err := g.stderrLogger()
 			if err != nil {
 				return err

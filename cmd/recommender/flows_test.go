@@ -107,6 +107,7 @@ func TestFlowsFlagErrors(t *testing.T) {
 		{[]string{"flows", "--hubble-server", "nohost"}, "--hubble-server"},
 		{[]string{"flows", "--strict"}, "--strict"},
 		{[]string{"flows", "--flows", testRecording, "-o", "yaml"}, "--output"},
+		{[]string{"flows", "--flows", testRecording, "--follow"}, "--follow"},
 		{[]string{"relay"}, "--flows"},
 		{[]string{"relay", "--flows", testRecording, "--rate", "-1"}, "--rate"},
 	}

@@ -15,8 +15,8 @@ import (
 )
 
 // Ensure that the real hubble CLI reads the replay relay as it reads Hubble Relay:
-// `hubble observe --all -o jsonpb` prints the recording back, and its filters select the
-// same records.
+// `hubble observe --all -o jsonpb` prints the recording back (lost-events notices included),
+// and its filters select the same records.
 func TestHubbleCLI(t *testing.T) {
 	hubble := hubblecli.Path(t)
 	rec, _, err := replay.Load(t.Context(), []string{"../../testdata/flows/boutique.jsonl"}, true, nil)
@@ -25,20 +25,14 @@ func TestHubbleCLI(t *testing.T) {
 	}
 	_, _, addr := start(t, rec, replay.Options{})
 	all := rec.Responses()
-	flowsOnly := selectRecs(all, func(*flowpb.Flow) bool { return true })
-	var lastFlows []*observerpb.GetFlowsResponse
-	for _, r := range all {
-		if r.GetFlow() != nil {
-			lastFlows = append(lastFlows, r)
-		}
-	}
+	fi := flowIndexes(all)
 	tests := []struct {
 		name string
 		args []string
 		want []*observerpb.GetFlowsResponse
 	}{
-		{"all", []string{"--all"}, flowsOnly},
-		{"last 3", []string{"--last", "3"}, lastFlows[len(lastFlows)-3:]},
+		{"all", []string{"--all"}, all},
+		{"last 3", []string{"--last", "3"}, all[fi[len(fi)-3] : fi[len(fi)-1]+1]},
 		{"dropped", []string{"--all", "--verdict", "DROPPED"}, selectRecs(all, func(f *flowpb.Flow) bool { return f.GetVerdict() == flowpb.Verdict_DROPPED })},
 		{"to port 53", []string{"--all", "--to-port", "53"}, selectRecs(all, func(f *flowpb.Flow) bool {
 			return f.GetL4().GetUDP().GetDestinationPort() == 53 || f.GetL4().GetTCP().GetDestinationPort() == 53
@@ -65,20 +59,12 @@ func TestHubbleCLI(t *testing.T) {
 				}
 				got = append(got, r)
 			}
-			// hubble prints lost-events notices to stderr, not as jsonpb lines.
-			want := selectRecs(tt.want, func(*flowpb.Flow) bool { return true })
-			var wantFlows []*observerpb.GetFlowsResponse
-			for _, r := range want {
-				if r.GetFlow() != nil {
-					wantFlows = append(wantFlows, r)
-				}
-			}
-			if len(got) != len(wantFlows) {
-				t.Fatalf("hubble %v printed %d flows, want %d", tt.args, len(got), len(wantFlows))
+			if len(got) != len(tt.want) {
+				t.Fatalf("hubble %v printed %d records, want %d", tt.args, len(got), len(tt.want))
 			}
 			for i := range got {
-				if !proto.Equal(got[i], wantFlows[i]) {
-					t.Fatalf("hubble %v line %d = %v, want %v", tt.args, i+1, got[i], wantFlows[i])
+				if !proto.Equal(got[i], tt.want[i]) {
+					t.Fatalf("hubble %v line %d = %v, want %v", tt.args, i+1, got[i], tt.want[i])
 				}
 			}
 		})
