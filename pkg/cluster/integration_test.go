@@ -6,19 +6,29 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"github.com/cilium/cilium/pkg/policy/api"
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/yaml"
 
 	"github.com/recommender/recommender/internal/k8stest"
 )
@@ -360,7 +370,8 @@ type replica struct {
 	applier *Applier
 	leading chan struct{} // closed when lead starts
 	stopped chan struct{} // closed when lead returns
-	done    chan error    // Run's result
+	exited  chan struct{} // closed when Run returned; err is then set
+	err     error
 	cancel  context.CancelFunc
 }
 
@@ -379,20 +390,21 @@ func startReplica(t *testing.T, c clients, lease, identity string) *replica {
 		applier: newApplier(t, c.dyn, enforce(), e),
 		leading: make(chan struct{}),
 		stopped: make(chan struct{}),
-		done:    make(chan error, 1),
+		exited:  make(chan struct{}),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	go func() {
-		r.done <- e.Run(ctx, func(ctx context.Context) {
+		r.err = e.Run(ctx, func(ctx context.Context) {
 			close(r.leading)
 			<-ctx.Done()
 			close(r.stopped)
 		})
+		close(r.exited)
 	}()
 	t.Cleanup(func() {
 		cancel()
-		<-r.done
+		<-r.exited
 	})
 	return r
 }
@@ -436,8 +448,9 @@ func TestLeaderElectionHandOver(t *testing.T) {
 	if a.elector.IsLeader() {
 		t.Error("replica-a IsLeader after cancel, want false")
 	}
-	if err := <-a.done; err != nil {
-		t.Errorf("replica-a Run() = %v, want nil after cancel", err)
+	await(t, a.exited, "replica-a Run returning")
+	if a.err != nil {
+		t.Errorf("replica-a Run() = %v, want nil after cancel", a.err)
 	}
 	await(t, b.leading, "replica-b leading")
 	if !b.elector.IsLeader() {
@@ -473,26 +486,309 @@ func TestLeaderElectionLost(t *testing.T) {
 	await(t, a.leading, "replica-a leading")
 
 	// Another holder overwrites the lease, as after a long network partition.
-	lease, err := c.coord.Leases("default").Get(t.Context(), "stolen", metav1.GetOptions{})
+	// The holder renews every RetryPeriod, so the overwrite may conflict.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		lease, err := c.coord.Leases("default").Get(t.Context(), "stolen", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		thief := "replica-z"
+		lease.Spec.HolderIdentity = &thief
+		now := metav1.NewMicroTime(time.Now())
+		lease.Spec.RenewTime = &now
+		_, err = c.coord.Leases("default").Update(t.Context(), lease, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	thief := "replica-z"
-	lease.Spec.HolderIdentity = &thief
-	now := metav1.NewMicroTime(time.Now())
-	lease.Spec.RenewTime = &now
-	if _, err := c.coord.Leases("default").Update(t.Context(), lease, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	await(t, a.stopped, "replica-a noticing the lost lease")
 	if a.elector.IsLeader() {
 		t.Error("IsLeader after losing the lease, want false")
 	}
-	if err := <-a.done; !errors.Is(err, ErrLeaseLost) {
-		t.Errorf("Run() after losing the lease = %v, want ErrLeaseLost", err)
+	await(t, a.exited, "replica-a Run returning")
+	if !errors.Is(a.err, ErrLeaseLost) {
+		t.Errorf("Run() after losing the lease = %v, want ErrLeaseLost", a.err)
 	}
-	a.done <- nil // for the cleanup's receive
 	if _, err := a.applier.Sync(t.Context(), promoted(testPolicy("lost", "web", "80"))); !errors.Is(err, ErrNotLeader) {
 		t.Errorf("Sync() after losing the lease = %v, want ErrNotLeader", err)
+	}
+}
+
+// toUnstructured converts a typed object through JSON (Cilium's marshalers
+// run) and drops the empty status.
+func toUnstructured(t *testing.T, obj any) *unstructured.Unstructured {
+	t.Helper()
+	raw, err := json.Marshal(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var u unstructured.Unstructured
+	if err := u.UnmarshalJSON(raw); err != nil {
+		t.Fatal(err)
+	}
+	unstructured.RemoveNestedField(u.Object, "status")
+	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
+	return &u
+}
+
+// readerFixture creates, in a fresh namespace, pods owned the ways the
+// Reader resolves, and one CNP and one CCNP.
+func readerFixture(t *testing.T, c clients, ns string) {
+	t.Helper()
+	ctx := t.Context()
+	if _, err := c.core.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"team": "shop"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Without a controller-manager the namespace stays Terminating; its name is unique.
+		_ = c.core.Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+	})
+	ctrl := func(apiVersion, kind, name string) []metav1.OwnerReference {
+		yes := true
+		return []metav1.OwnerReference{{APIVersion: apiVersion, Kind: kind, Name: name, UID: types.UID(kind + "-" + name), Controller: &yes}}
+	}
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-7d9f", Namespace: ns, OwnerReferences: ctrl("apps/v1", "Deployment", "web")},
+		Spec: appsv1.ReplicaSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "web"}}},
+			},
+		},
+	}
+	if _, err := c.apps.ReplicaSets(ns).Create(ctx, rs, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pods := []*corev1.Pod{
+		{ObjectMeta: metav1.ObjectMeta{Name: "web-7d9f-abcde", Labels: map[string]string{"app": "web"}, OwnerReferences: ctrl("apps/v1", "ReplicaSet", "web-7d9f")}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "db-0", Labels: map[string]string{"app": "db"}, OwnerReferences: ctrl("apps/v1", "StatefulSet", "db")}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "debug", Labels: map[string]string{"run": "debug"}}},
+	}
+	for _, p := range pods {
+		p.Namespace = ns
+		p.Spec = corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "c"}}}
+		if _, err := c.core.Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cnp := &ciliumv2.CiliumNetworkPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "cilium.io/v2", Kind: "CiliumNetworkPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Name: "existing", Namespace: ns},
+		Spec:       testPolicy("", "web", "80").Spec,
+	}
+	if _, err := c.dyn.Resource(CNPResource).Namespace(ns).Create(ctx, toUnstructured(t, cnp), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ccnp := testPolicy(ns+"-existing", "db", "5432")
+	ccnp.APIVersion, ccnp.Kind = "cilium.io/v2", "CiliumClusterwideNetworkPolicy"
+	if _, err := c.dyn.Resource(CCNPResource).Create(ctx, toUnstructured(t, ccnp), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkReader reads the fixture in ns through r and compares it with what
+// readerFixture created.
+func checkReader(t *testing.T, r *Reader, ns string) {
+	t.Helper()
+	ctx := t.Context()
+	nss, err := r.Namespaces(ctx)
+	if err != nil {
+		t.Fatalf("Namespaces() = %v", err)
+	}
+	i := slices.IndexFunc(nss, func(n Namespace) bool { return n.Name == ns })
+	if i < 0 || nss[i].Labels["team"] != "shop" {
+		t.Errorf("Namespaces() = %v, want %s with team=shop", nss, ns)
+	}
+
+	pws, err := r.PodWorkloads(ctx)
+	if err != nil {
+		t.Fatalf("PodWorkloads() = %v", err)
+	}
+	got := map[string]Workload{}
+	for _, pw := range pws {
+		if pw.Namespace == ns {
+			got[pw.Pod] = pw.Workload
+		}
+	}
+	want := map[string]Workload{
+		"web-7d9f-abcde": {ns, "Deployment", "web"},
+		"db-0":           {ns, "StatefulSet", "db"},
+		"debug":          {ns, "Pod", "debug"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("PodWorkloads() in %s = %v, want %v", ns, got, want)
+	}
+
+	pol, err := r.Policies(ctx)
+	if err != nil {
+		t.Fatalf("Policies() = %v", err)
+	}
+	if len(pol.CNPs) != 1 || pol.CNPs[0].Namespace != ns || pol.CNPs[0].Name != "existing" {
+		t.Fatalf("Policies().CNPs = %v, want %s/existing", pol.CNPs, ns)
+	}
+	if s, want := specJSON(t, pol.CNPs[0].Spec), specJSON(t, testPolicy("", "web", "80").Spec); s != want {
+		t.Errorf("CNP spec read back = %s, want %s", s, want)
+	}
+	j := slices.IndexFunc(pol.CCNPs, func(p *ciliumv2.CiliumClusterwideNetworkPolicy) bool { return p.Name == ns+"-existing" })
+	if j < 0 {
+		t.Fatalf("Policies().CCNPs has no %s-existing (%d policies)", ns, len(pol.CCNPs))
+	}
+	if s, want := specJSON(t, pol.CCNPs[j].Spec), specJSON(t, testPolicy("", "db", "5432").Spec); s != want {
+		t.Errorf("CCNP spec read back = %s, want %s", s, want)
+	}
+}
+
+// Ensure pods are named after their Deployment/StatefulSet and existing
+// Cilium policies come back as Cilium's types.
+func TestReader(t *testing.T) {
+	c := admin(t)
+	readerFixture(t, c, "reader")
+	checkReader(t, NewReader(c.core, c.apps, c.dyn), "reader")
+}
+
+// rbacResources maps the kinds in deploy/rbac.yaml to their resources.
+var rbacResources = map[string]schema.GroupVersionResource{
+	"ServiceAccount":     {Version: "v1", Resource: "serviceaccounts"},
+	"ClusterRole":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
+	"ClusterRoleBinding": {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
+	"Role":               {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
+	"RoleBinding":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
+}
+
+// applyManifest server-side applies every document of a YAML file.
+func applyManifest(t *testing.T, dyn dynamic.Interface, path string) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for doc := range strings.SplitSeq(string(raw), "\n---\n") {
+		var u unstructured.Unstructured
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		gvr, ok := rbacResources[u.GetKind()]
+		if !ok {
+			t.Fatalf("%s: unexpected kind %s", path, u.GetKind())
+		}
+		body, err := json.Marshal(u.Object)
+		if err != nil {
+			t.Fatal(err)
+		}
+		force := true
+		if _, err := dyn.Resource(gvr).Namespace(u.GetNamespace()).Patch(t.Context(), u.GetName(), types.ApplyPatchType, body,
+			metav1.PatchOptions{FieldManager: "rbac-test", Force: &force}); err != nil {
+			t.Fatalf("apply %s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+	}
+}
+
+// Ensure deploy/rbac.yaml lets the service account do everything the daemon
+// does, and no more: no Secrets, no other Lease, no other namespace.
+func TestRBAC(t *testing.T) {
+	c := admin(t)
+	applyManifest(t, c.dyn, "../../deploy/rbac.yaml")
+	readerFixture(t, c, "rbac")
+
+	sa := rest.CopyConfig(env.Config)
+	sa.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:kube-system:recommender"}
+	as := newClients(t, sa)
+
+	// Delivery: create, patch (update and no-op), prune, dry-run.
+	a := newApplier(t, as.dyn, enforce(), nil)
+	if _, err := a.Sync(t.Context(), promoted(testPolicy("rbac-a", "web", "80"), testPolicy("rbac-b", "api", "8080"))); err != nil {
+		t.Fatalf("Sync() as the service account = %v", err)
+	}
+	res, err := a.Sync(t.Context(), promoted(testPolicy("rbac-a", "web", "443")))
+	if err != nil {
+		t.Fatalf("second Sync() as the service account = %v", err)
+	}
+	// The fixture's rbac-existing CCNP is not ours: never pruned.
+	wantActions(t, res, map[string]Action{"rbac-a": ActionConfigured, "rbac-b": ActionPruned})
+	dry := newApplier(t, as.dyn, Config{Apply: ApplyOff, DryRun: DryRunServer}, nil)
+	if _, err := dry.Sync(t.Context(), promoted(testPolicy("rbac-c", "db", "5432"))); err != nil {
+		t.Fatalf("dry-run Sync() as the service account = %v", err)
+	}
+
+	// Context for reports and shadow evaluation.
+	checkReader(t, NewReader(as.core, as.apps, as.dyn), "rbac")
+
+	// Leader election on the Lease rbac.yaml grants.
+	cfg := DefaultElectionConfig("rbac-replica")
+	cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod = 4*time.Second, 3*time.Second, 100*time.Millisecond
+	e, err := NewElector(as.coord, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	led := make(chan struct{})
+	ctx, cancel := context.WithCancel(t.Context())
+	runErr := make(chan error, 1)
+	go func() { runErr <- e.Run(ctx, func(context.Context) { close(led) }) }()
+	await(t, led, "the service account leading")
+	cancel()
+	if err := <-runErr; err != nil {
+		t.Errorf("Elector.Run() as the service account = %v", err)
+	}
+	lease, err := c.coord.Leases("kube-system").Get(t.Context(), "recommender", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := lease.Spec.HolderIdentity; h == nil || *h != "" {
+		t.Errorf("lease holder after release = %v, want empty (released with an update)", h)
+	}
+
+	// And nothing else.
+	denied := []struct {
+		what string
+		call func(context.Context) error
+	}{
+		{"get secret", func(ctx context.Context) error {
+			_, err := as.core.Secrets("kube-system").Get(ctx, "any", metav1.GetOptions{})
+			return err
+		}},
+		{"list secrets", func(ctx context.Context) error {
+			_, err := as.core.Secrets(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"update a pod", func(ctx context.Context) error {
+			_, err := as.core.Pods("rbac").Update(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "debug", Namespace: "rbac"}}, metav1.UpdateOptions{})
+			return err
+		}},
+		{"create a CNP", func(ctx context.Context) error {
+			cnp := &ciliumv2.CiliumNetworkPolicy{
+				TypeMeta:   metav1.TypeMeta{APIVersion: "cilium.io/v2", Kind: "CiliumNetworkPolicy"},
+				ObjectMeta: metav1.ObjectMeta{Name: "sneaky", Namespace: "rbac"},
+				Spec:       testPolicy("", "web", "80").Spec,
+			}
+			_, err := as.dyn.Resource(CNPResource).Namespace("rbac").Create(ctx, toUnstructured(t, cnp), metav1.CreateOptions{})
+			return err
+		}},
+		{"update a CCNP (only apply is granted)", func(ctx context.Context) error {
+			u := getCCNP(t, c.dyn, "rbac-a")
+			_, err := as.dyn.Resource(CCNPResource).Update(ctx, u, metav1.UpdateOptions{})
+			return err
+		}},
+		{"get another lease", func(ctx context.Context) error {
+			_, err := as.coord.Leases("kube-system").Get(ctx, "kube-scheduler", metav1.GetOptions{})
+			return err
+		}},
+		{"create a lease in another namespace", func(ctx context.Context) error {
+			_, err := as.coord.Leases("default").Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "recommender"}}, metav1.CreateOptions{})
+			return err
+		}},
+		{"get a deployment", func(ctx context.Context) error {
+			_, err := as.apps.Deployments("rbac").Get(ctx, "web", metav1.GetOptions{})
+			return err
+		}},
+	}
+	for _, d := range denied {
+		if err := d.call(t.Context()); !apierrors.IsForbidden(err) {
+			t.Errorf("%s as the service account = %v, want Forbidden", d.what, err)
+		}
 	}
 }
