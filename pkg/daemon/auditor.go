@@ -55,6 +55,13 @@ type auditor struct {
 
 type workloadName struct{ namespace, name string }
 
+// clock returns the newest flow time seen, the time base of windows and retention.
+func (a *auditor) clock() time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.now
+}
+
 func newAuditor(log *slog.Logger, m *metrics, cfg audit.Config, machine *lifecycle.Machine) *auditor {
 	return &auditor{
 		log:     log,

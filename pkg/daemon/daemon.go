@@ -72,11 +72,17 @@ type Elector interface {
 // ClusterPolicies reads the policies already in the cluster, for shadow evaluation.
 type ClusterPolicies func(ctx context.Context) (*audit.Decoded, error)
 
+// Registry is where the daemon registers its metrics and what /metrics serves.
+type Registry interface {
+	prometheus.Registerer
+	prometheus.Gatherer
+}
+
 // Deps are the concrete stages the command built. Source, Stats, Store, Aggregator and
 // Ingester are required; the rest are optional.
 type Deps struct {
 	Log      *slog.Logger
-	Registry *prometheus.Registry
+	Registry Registry
 	Source   flows.Source
 	Stats    *flows.Stats
 	Relay    RelayState
@@ -124,6 +130,16 @@ func New(cfg Config, d Deps) (*Daemon, error) {
 	}, []string{"kind"})
 	limits.WithLabelValues("edges").Set(float64(cfg.MaxEdges))
 	limits.WithLabelValues("workloads").Set(float64(cfg.MaxWorkloads))
+	var dm *Daemon
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "recommender_ingest_last_flow_timestamp_seconds",
+		Help: "Flow time (Unix seconds) of the newest event ingested: the clock windows and retention run on.",
+	}, func() float64 {
+		if t := dm.auditor.clock(); !t.IsZero() {
+			return float64(t.UnixNano()) / 1e9
+		}
+		return 0
+	})
 	if d.Relay != nil {
 		f.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "recommender_relay_connected",
@@ -166,12 +182,16 @@ func New(cfg Config, d Deps) (*Daemon, error) {
 		}
 		records = append(records, r)
 	}
-	dm := &Daemon{
+	dm = &Daemon{
 		cfg: cfg, d: d, log: d.Log, m: m,
 		auditor:   newAuditor(d.Log, m, cfg.Audit, lifecycle.New(cfg.Lifecycle, records)),
 		published: make(map[string]*synth.Proposal),
 	}
+	dm.auditor.now = snap.To
 	d.Ingester.SetHooks(dm.auditor.persist, nil)
+	// Retention runs on the flow clock too: an edge expires when the cluster has moved on
+	// without it, not because a recording is older than the wall clock.
+	d.Ingester.SetClock(dm.auditor.clock)
 	return dm, nil
 }
 
