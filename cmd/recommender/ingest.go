@@ -87,9 +87,10 @@ func runIngest(ctx context.Context, g *globalOptions, o *ingestOptions, stdout, 
 		return err
 	}
 
-	// A relay read resumes where the store stands; files are read whole and the Ingester
-	// skips what the store already holds.
-	src, err := o.src.build(log, in.Cursor())
+	// The source reads everything (no relay cursor): the Ingester skips what the store holds
+	// after the Folder, which must see both observations of a connection to fold them. A
+	// cursor given to the relay would drop the first before the Folder, and count the second.
+	src, err := o.src.build(log, nil)
 	if err != nil {
 		return err
 	}

@@ -135,8 +135,10 @@ func (in *Ingester) SetHooks(before func(*Lifecycle) error, after func(CommitInf
 	in.beforeCommit, in.afterCommit = before, after
 }
 
-// Cursor returns the position the store held when the Ingester was made: pass it to a relay
-// source (flows.RelayConfig.Cursor) to resume.
+// Cursor returns the position the store held when the Ingester was made. Do not hand it to
+// the relay source (flows.RelayConfig.Cursor) of a folded stream: the relay would drop the
+// first observation of a connection before the Folder, which then lets the second through and
+// it is counted again. Read from the start and let the Ingester skip, after the Folder.
 func (in *Ingester) Cursor() *flows.Cursor { return in.resume.Clone() }
 
 // Stats returns the counters.
