@@ -109,16 +109,15 @@ func Main(m *testing.M, c **Cluster) int {
 // Require skips t (or fails it in CI) when no cluster is running.
 func (c *Cluster) Require(tb testing.TB) {
 	tb.Helper()
-	if c == nil {
+	switch {
+	case c == nil:
 		tb.Fatal("k8stest: no cluster; call k8stest.Main from TestMain")
-	}
-	if c.Config != nil {
-		return
-	}
-	if c.fail {
+	case c.Config != nil:
+	case c.fail:
 		tb.Fatal(c.skip)
+	default:
+		tb.Skip(c.skip)
 	}
-	tb.Skip(c.skip)
 }
 
 func binariesPresent() bool {
