@@ -176,7 +176,10 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	if err != nil {
 		return err
 	}
-	src, err := o.src.build(log, in.Cursor())
+	// The relay reads from the oldest flow it holds; the Ingester drops what the store already
+	// has. Resuming the relay at the cursor instead would lose the first observation of a
+	// connection the Folder needs to fold its second one.
+	src, err := o.src.build(log, nil)
 	if err != nil {
 		return err
 	}

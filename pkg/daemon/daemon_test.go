@@ -129,7 +129,7 @@ func startDaemon(t *testing.T, dbPath, relayAddr string, syncInterval time.Durat
 		t.Fatal(err)
 	}
 	rc := flows.DefaultRelayConfig()
-	rc.Server, rc.Follow, rc.Cursor = relayAddr, true, in.Cursor()
+	rc.Server, rc.Follow = relayAddr, true
 	rc.BackoffInitial, rc.BackoffMax = 10*time.Millisecond, 50*time.Millisecond
 	rs, err := flows.NewRelaySource(rc, nil, log)
 	if err != nil {
