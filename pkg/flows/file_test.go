@@ -307,27 +307,3 @@ func TestFileSourceLongLine(t *testing.T) {
 		}
 	}
 }
-
-func BenchmarkFileSource(b *testing.B) {
-	p := filepath.Join(recordings, "boutique.jsonl")
-	data, err := os.ReadFile(p)
-	if err != nil {
-		b.Fatal(err)
-	}
-	lines := bytes.Count(data, []byte("\n"))
-	b.SetBytes(int64(len(data)))
-	b.ReportAllocs()
-	for b.Loop() {
-		src, err := NewFileSource(FileConfig{Paths: []string{p}}, nil, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for {
-			if _, err := src.Recv(b.Context()); err != nil {
-				break
-			}
-		}
-		src.Close()
-	}
-	b.ReportMetric(float64(lines*b.N)/b.Elapsed().Seconds(), "lines/s")
-}
