@@ -1,0 +1,146 @@
+package daemon
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/recommender/recommender/pkg/aggregate"
+	"github.com/recommender/recommender/pkg/audit"
+	"github.com/recommender/recommender/pkg/flows"
+	"github.com/recommender/recommender/pkg/lifecycle"
+	"github.com/recommender/recommender/pkg/synth"
+)
+
+var (
+	base = time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
+	web  = flows.Peer{Kind: flows.PeerWorkload, Namespace: "shop", Labels: flows.NewLabels("k8s:app=web")}
+	db   = flows.Peer{Kind: flows.PeerWorkload, Namespace: "shop", Labels: flows.NewLabels("k8s:app=db")}
+	evil = flows.Peer{Kind: flows.PeerWorkload, Namespace: "shop", Labels: flows.NewLabels("k8s:app=evil")}
+	host = flows.Peer{Kind: flows.PeerEntity, Entity: "host"}
+)
+
+func ev(sec int, src, dst flows.Peer, port uint16, v flows.Verdict) *flows.Event {
+	return &flows.Event{Kind: flows.KindFlow, Time: base.Add(time.Duration(sec) * time.Second), Node: "n1",
+		Type: flows.EventTrace, Src: src, Dst: dst, Proto: flows.ProtoTCP, Port: port, SrcPort: 40000, Verdict: v}
+}
+
+// learn proposes policies for web -> db:5432 and puts both workloads in audit.
+func learn(t *testing.T, cfg lifecycle.Config) (*auditor, *metrics) {
+	t.Helper()
+	agg, err := aggregate.NewAggregator(aggregate.Config{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		agg.Add(ev(i*60, web, db, 5432, flows.VerdictForwarded))
+	}
+	sc := synth.DefaultConfig()
+	sc.MinObserve = 0
+	res, err := synth.Synthesize(agg.Snapshot(), sc)
+	if err != nil || len(res.Proposals) != 2 {
+		t.Fatalf("Synthesize = %d proposals, %v; want 2 (%s)", len(res.Proposals), err, res.Empty)
+	}
+	m := newMetrics(prometheus.NewPedanticRegistry())
+	a := newAuditor(slog.New(slog.DiscardHandler), m, audit.Config{}, lifecycle.New(cfg, nil))
+	if trs := a.update(res, agg.Snapshot(), nil); len(trs) != 2 {
+		t.Fatalf("update = %d transitions, want 2 proposals", len(trs))
+	}
+	return a, m
+}
+
+func counter(t *testing.T, c prometheus.Collector) float64 {
+	t.Helper()
+	ch := make(chan prometheus.Metric, 64)
+	go func() { c.Collect(ch); close(ch) }()
+	var sum float64
+	for m := range ch {
+		var pb dto.Metric
+		if err := m.Write(&pb); err != nil {
+			t.Fatal(err)
+		}
+		sum += pb.GetCounter().GetValue()
+	}
+	return sum
+}
+
+func TestAuditorVerdicts(t *testing.T) {
+	web2db := ev(2000, web, db, 5432, flows.VerdictForwarded)
+	tests := []struct {
+		name                         string
+		cfg                          func(*lifecycle.Config)
+		events                       []*flows.Event
+		wouldDeny, ciliumAudit, drop float64
+		state                        lifecycle.State // of db
+	}{
+		{name: "known traffic is clean", events: []*flows.Event{web2db, web2db}, state: lifecycle.Audit},
+		{name: "a new client is would-be-denied at the server's ingress",
+			events: []*flows.Event{ev(2000, evil, db, 5432, flows.VerdictForwarded)}, wouldDeny: 1, state: lifecycle.Audit},
+		{name: "a known client on a new port is denied at both ends",
+			events: []*flows.Event{ev(2000, web, db, 22, flows.VerdictForwarded)}, wouldDeny: 2, state: lifecycle.Audit},
+		{name: "traffic Cilium dropped is no evidence against the proposal",
+			events: []*flows.Event{ev(2000, evil, db, 5432, flows.VerdictDropped)}, state: lifecycle.Audit},
+		{name: "host ingress is allowed (allow-localhost)",
+			events: []*flows.Event{ev(2000, host, db, 5432, flows.VerdictForwarded)}, state: lifecycle.Audit},
+		{name: "Cilium's own AUDIT verdict counts once, with the shadow verdict",
+			events: []*flows.Event{with(ev(2000, evil, db, 5432, flows.VerdictAudit), func(e *flows.Event) { e.Point = flows.DirectionIngress })},
+			wouldDeny: 1, ciliumAudit: 1, state: lifecycle.Audit},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true}
+			a, m := learn(t, cfg)
+			for _, e := range tt.events {
+				a.observe(e)
+			}
+			if got := counter(t, m.wouldDeny); got != tt.wouldDeny {
+				t.Errorf("would-deny = %g, want %g", got, tt.wouldDeny)
+			}
+			if got := counter(t, m.auditDeny); got != tt.ciliumAudit {
+				t.Errorf("cilium audit = %g, want %g", got, tt.ciliumAudit)
+			}
+			if got := a.machine.Record("shop/k8s:app=db").State; got != tt.state {
+				t.Errorf("db state = %s, want %s", got, tt.state)
+			}
+		})
+	}
+}
+
+func with(e *flows.Event, f func(*flows.Event)) *flows.Event { f(e); return e }
+
+// Ensure a clean window promotes, a policy drop after enforcement is counted and, with
+// DemoteOnDrop, returns the workload to audit; and that with Learn off a would-be-denied
+// flow holds the revision.
+func TestAuditorLifecycle(t *testing.T) {
+	cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true, DemoteOnDrop: true}
+	a, m := learn(t, cfg)
+	a.observe(ev(2000, web, db, 5432, flows.VerdictForwarded))
+	a.observe(ev(2000+7200, web, db, 5432, flows.VerdictForwarded)) // two hours of flow time later
+	empty := &synth.Result{}
+	if trs := a.update(empty, &aggregate.Snapshot{}, nil); len(trs) != 2 {
+		t.Fatalf("update after a clean window = %v, want two promotions", trs)
+	}
+	a.observe(with(ev(9300, evil, db, 5432, flows.VerdictDropped), func(e *flows.Event) {
+		e.DropReason = "POLICY_DENIED"
+		e.Point = flows.DirectionIngress
+	}))
+	if got := counter(t, m.policyDrops); got != 1 {
+		t.Errorf("policy drops = %g, want 1", got)
+	}
+	if got := a.machine.Record("shop/k8s:app=db").State; got != lifecycle.Audit {
+		t.Errorf("db after a policy drop with DemoteOnDrop = %s, want audit", got)
+	}
+	if got := a.machine.Record("shop/k8s:app=web").State; got != lifecycle.Enforced {
+		t.Errorf("web (not the dropping side) = %s, want enforced", got)
+	}
+
+	cfg.Learn = false
+	a, _ = learn(t, cfg)
+	a.observe(ev(2000, evil, db, 5432, flows.VerdictForwarded))
+	if r := a.machine.Record("shop/k8s:app=db"); !r.Held {
+		t.Errorf("db after a would-be-denied flow with Learn off: held = false, want true")
+	}
+}
