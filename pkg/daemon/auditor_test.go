@@ -86,7 +86,7 @@ func TestAuditorVerdicts(t *testing.T) {
 		{name: "host ingress is allowed (allow-localhost)",
 			events: []*flows.Event{ev(2000, host, db, 5432, flows.VerdictForwarded)}, state: lifecycle.Audit},
 		{name: "Cilium's own AUDIT verdict counts once, with the shadow verdict",
-			events: []*flows.Event{with(ev(2000, evil, db, 5432, flows.VerdictAudit), func(e *flows.Event) { e.Point = flows.DirectionIngress })},
+			events:    []*flows.Event{with(ev(2000, evil, db, 5432, flows.VerdictAudit), func(e *flows.Event) { e.Point = flows.DirectionIngress })},
 			wouldDeny: 1, ciliumAudit: 1, state: lifecycle.Audit},
 	}
 	for _, tt := range tests {
