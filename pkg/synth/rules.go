@@ -164,6 +164,14 @@ func (b *builder) edge(e aggregate.Edge) {
 		if e.Direction == flows.DirectionEgress && len(e.DNSNames) > 0 {
 			b.dnsPeers[g.sortKey()] = true
 		}
+		if e.Direction == flows.DirectionIngress && pk == (portKey{proto: flows.ProtoUDP, port: 53}) {
+			// A resolver that answers a peer over UDP must take its TCP lookups too: DNS falls
+			// back to TCP for answers too large for UDP (RFC 7766), and the peer's egress DNS
+			// rule allows both. Without it large answers fail only once enforced.
+			if tcp := (portKey{proto: flows.ProtoTCP, port: 53}); g.ports[tcp] == nil {
+				g.ports[tcp] = &portEvidence{}
+			}
+		}
 		ev := g.ports[pk]
 		if ev == nil {
 			ev = &portEvidence{}
