@@ -31,8 +31,18 @@ bash internal/k8stest/build.sh
 export RECOMMENDER_HUBBLE="$RECOMMENDER_CACHE/bin/hubble"
 export RECOMMENDER_K8S=1
 
-log "go vet"
+log "gofmt, go vet"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "not gofmt'ed: $unformatted" >&2
+	exit 1
+fi
 go vet ./...
+
+# The same static binary the Dockerfile builds (images cannot be built here).
+log "static build"
+make build >/dev/null
+go version -m bin/recommender | grep -q 'CGO_ENABLED=0' || { echo "bin/recommender was not built with CGO_ENABLED=0" >&2; exit 1; }
 
 log "go test -race"
 go test -race -count=1 -timeout 30m ./...
