@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -431,9 +432,10 @@ func await(t *testing.T, ch <-chan struct{}, what string) {
 // leader's writes stop and the new leader's start.
 func TestLeaderElectionHandOver(t *testing.T) {
 	c := admin(t)
-	a := startReplica(t, c, "handover", "replica-a", longRenew)
+	leaseName := unique("handover")
+	a := startReplica(t, c, leaseName, "replica-a", longRenew)
 	await(t, a.leading, "replica-a leading")
-	b := startReplica(t, c, "handover", "replica-b", longRenew)
+	b := startReplica(t, c, leaseName, "replica-b", longRenew)
 
 	if !a.elector.IsLeader() || b.elector.IsLeader() {
 		t.Fatalf("IsLeader: a=%v b=%v, want a only", a.elector.IsLeader(), b.elector.IsLeader())
@@ -475,7 +477,7 @@ func TestLeaderElectionHandOver(t *testing.T) {
 	}
 	wantActions(t, res, map[string]Action{"lead-b": ActionCreated, "lead-a": ActionPruned})
 
-	lease, err := c.coord.Leases("default").Get(t.Context(), "handover", metav1.GetOptions{})
+	lease, err := c.coord.Leases("default").Get(t.Context(), leaseName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -488,13 +490,14 @@ func TestLeaderElectionHandOver(t *testing.T) {
 // IsLeader off and makes Run return ErrLeaseLost.
 func TestLeaderElectionLost(t *testing.T) {
 	c := admin(t)
-	a := startReplica(t, c, "stolen", "replica-a", 2*time.Second)
+	leaseName := unique("stolen")
+	a := startReplica(t, c, leaseName, "replica-a", 2*time.Second)
 	await(t, a.leading, "replica-a leading")
 
 	// Another holder overwrites the lease, as after a long network partition.
 	// The holder renews every RetryPeriod, so the overwrite may conflict.
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		lease, err := c.coord.Leases("default").Get(t.Context(), "stolen", metav1.GetOptions{})
+		lease, err := c.coord.Leases("default").Get(t.Context(), leaseName, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -538,10 +541,18 @@ func toUnstructured(t *testing.T, obj any) *unstructured.Unstructured {
 	return &u
 }
 
-// readerFixture creates, in a fresh namespace, pods owned the ways the
-// Reader resolves, and one CNP and one CCNP.
-func readerFixture(t *testing.T, c clients, ns string) {
+// unique appends a random suffix to prefix: namespaces and leases outlive a
+// test (no controller-manager finishes a namespace deletion), and -count=N
+// reruns the tests against the same cluster.
+func unique(prefix string) string {
+	return prefix + "-" + strings.ToLower(rand.Text()[:8])
+}
+
+// readerFixture creates a fresh namespace with pods owned the ways the
+// Reader resolves, one CNP and one CCNP, and returns the namespace.
+func readerFixture(t *testing.T, c clients, prefix string) string {
 	t.Helper()
+	ns := unique(prefix)
 	ctx := t.Context()
 	if _, err := c.core.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"team": "shop"}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -592,6 +603,7 @@ func readerFixture(t *testing.T, c clients, ns string) {
 	if _, err := c.dyn.Resource(CCNPResource).Create(ctx, toUnstructured(t, ccnp), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	return ns
 }
 
 // checkReader reads the fixture in ns through r and compares it with what
@@ -651,8 +663,8 @@ func checkReader(t *testing.T, r *Reader, ns string) {
 // Cilium policies come back as Cilium's types.
 func TestReader(t *testing.T) {
 	c := admin(t)
-	readerFixture(t, c, "reader")
-	checkReader(t, NewReader(c.core, c.apps, c.dyn), "reader")
+	ns := readerFixture(t, c, "reader")
+	checkReader(t, NewReader(c.core, c.apps, c.dyn), ns)
 }
 
 // rbacResources maps the kinds in deploy/rbac.yaml to their resources.
@@ -700,7 +712,7 @@ func applyManifest(t *testing.T, dyn dynamic.Interface, path string) {
 func TestRBAC(t *testing.T) {
 	c := admin(t)
 	applyManifest(t, c.dyn, "../../deploy/rbac.yaml")
-	readerFixture(t, c, "rbac")
+	ns := readerFixture(t, c, "rbac")
 
 	sa := rest.CopyConfig(env.Config)
 	sa.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:kube-system:recommender"}
@@ -723,7 +735,7 @@ func TestRBAC(t *testing.T) {
 	}
 
 	// Context for reports and shadow evaluation.
-	checkReader(t, NewReader(as.core, as.apps, as.dyn), "rbac")
+	checkReader(t, NewReader(as.core, as.apps, as.dyn), ns)
 
 	// Leader election on the Lease rbac.yaml grants.
 	cfg := DefaultElectionConfig("rbac-replica")
@@ -763,16 +775,16 @@ func TestRBAC(t *testing.T) {
 			return err
 		}},
 		{"update a pod", func(ctx context.Context) error {
-			_, err := as.core.Pods("rbac").Update(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "debug", Namespace: "rbac"}}, metav1.UpdateOptions{})
+			_, err := as.core.Pods(ns).Update(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "debug", Namespace: ns}}, metav1.UpdateOptions{})
 			return err
 		}},
 		{"create a CNP", func(ctx context.Context) error {
 			cnp := &ciliumv2.CiliumNetworkPolicy{
 				TypeMeta:   metav1.TypeMeta{APIVersion: "cilium.io/v2", Kind: "CiliumNetworkPolicy"},
-				ObjectMeta: metav1.ObjectMeta{Name: "sneaky", Namespace: "rbac"},
+				ObjectMeta: metav1.ObjectMeta{Name: "sneaky", Namespace: ns},
 				Spec:       testPolicy("", "web", "80").Spec,
 			}
-			_, err := as.dyn.Resource(CNPResource).Namespace("rbac").Create(ctx, toUnstructured(t, cnp), metav1.CreateOptions{})
+			_, err := as.dyn.Resource(CNPResource).Namespace(ns).Create(ctx, toUnstructured(t, cnp), metav1.CreateOptions{})
 			return err
 		}},
 		{"update a CCNP (only apply is granted)", func(ctx context.Context) error {
@@ -789,7 +801,7 @@ func TestRBAC(t *testing.T) {
 			return err
 		}},
 		{"get a deployment", func(ctx context.Context) error {
-			_, err := as.apps.Deployments("rbac").Get(ctx, "web", metav1.GetOptions{})
+			_, err := as.apps.Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
 			return err
 		}},
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
@@ -48,6 +49,9 @@ func (c ElectionConfig) Validate() error {
 	switch {
 	case c.Namespace == "" || c.Name == "":
 		return errors.New("leader election: lease namespace and name are required")
+	case len(validation.IsDNS1123Subdomain(c.Name)) > 0 || len(validation.IsDNS1123Label(c.Namespace)) > 0:
+		// client-go would only log the API server's refusal, forever.
+		return fmt.Errorf("leader election: lease %s/%s: not a valid namespace and object name", c.Namespace, c.Name)
 	case c.Identity == "":
 		return errors.New("leader election: identity is required")
 	case c.RetryPeriod <= 0 || c.RenewDeadline <= c.RetryPeriod || c.LeaseDuration <= c.RenewDeadline:

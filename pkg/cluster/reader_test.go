@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"testing"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -36,35 +35,6 @@ func TestWorkloadOf(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := workloadOf("shop", "p", tt.ctrl, rsOwners); got != tt.want {
 				t.Errorf("workloadOf(%v) = %v, want %v", tt.ctrl, got, tt.want)
-			}
-		})
-	}
-}
-
-// Ensure election timings that client-go would reject are refused up front.
-func TestElectionConfigValidate(t *testing.T) {
-	ok := DefaultElectionConfig("pod-0")
-	tests := []struct {
-		name   string
-		change func(*ElectionConfig)
-		ok     bool
-	}{
-		{"default", func(*ElectionConfig) {}, true},
-		{"no identity", func(c *ElectionConfig) { c.Identity = "" }, false},
-		{"no name", func(c *ElectionConfig) { c.Name = "" }, false},
-		{"renew not below lease", func(c *ElectionConfig) { c.RenewDeadline = c.LeaseDuration }, false},
-		{"retry not below renew", func(c *ElectionConfig) { c.RetryPeriod = c.RenewDeadline }, false},
-		{"zero retry", func(c *ElectionConfig) { c.RetryPeriod = 0 }, false},
-		{"short but ordered", func(c *ElectionConfig) {
-			c.LeaseDuration, c.RenewDeadline, c.RetryPeriod = 3*time.Second, 2*time.Second, 100*time.Millisecond
-		}, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg := ok
-			tt.change(&cfg)
-			if err := cfg.Validate(); (err == nil) != tt.ok {
-				t.Errorf("Validate(%+v) = %v, want ok=%v", cfg, err, tt.ok)
 			}
 		})
 	}
