@@ -98,17 +98,6 @@ func (r Result) Count(a Action) int {
 	return n
 }
 
-// Names returns the names of the changes with action a, in Result order.
-func (r Result) Names(a Action) []string {
-	var names []string
-	for _, c := range r.Changes {
-		if c.Action == a {
-			names = append(names, c.Name)
-		}
-	}
-	return names
-}
-
 // Applier writes the desired CCNPs with server-side apply. It is safe for
 // use by one goroutine at a time; the daemon calls Sync from one loop.
 type Applier struct {
