@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
@@ -809,5 +810,99 @@ func TestRBAC(t *testing.T) {
 		if err := d.call(t.Context()); !apierrors.IsForbidden(err) {
 			t.Errorf("%s as the service account = %v, want Forbidden", d.what, err)
 		}
+	}
+}
+
+// hookGate is a Gate that runs a hook on its n-th call, which lets a test
+// change an object between Sync's ownership check and its write.
+type hookGate struct {
+	calls int
+	at    int
+	hook  func()
+}
+
+func (g *hookGate) IsLeader() bool {
+	g.calls++
+	if g.calls == g.at {
+		g.hook()
+	}
+	return true
+}
+
+// Ensure a write never lands on an object that changed after its ownership
+// check: the resourceVersion/UID preconditions make it conflict, and the
+// retry sees the new owner.
+func TestSyncPreconditions(t *testing.T) {
+	c := admin(t)
+	ccnps := c.dyn.Resource(CCNPResource)
+	relabel := func(name, owner string) func() {
+		return func() {
+			u := getCCNP(t, c.dyn, name)
+			u.SetLabels(map[string]string{ManagedByLabel: owner})
+			if _, err := ccnps.Update(context.Background(), u, metav1.UpdateOptions{FieldManager: "helm"}); err != nil {
+				t.Errorf("relabel %s: %v", name, err)
+			}
+		}
+	}
+	touch := func(name string) func() {
+		return func() {
+			u := getCCNP(t, c.dyn, name)
+			u.SetAnnotations(map[string]string{"touched": "yes"})
+			if _, err := ccnps.Update(context.Background(), u, metav1.UpdateOptions{FieldManager: "kubectl"}); err != nil {
+				t.Errorf("touch %s: %v", name, err)
+			}
+		}
+	}
+	// Gate calls per attempt: 1 before the ownership check, 2 before the write.
+	tests := []struct {
+		name    string
+		desired []Desired
+		hook    func() func()
+		want    Action // of the policy "pre"
+		owner   string // its managed-by label afterwards
+	}{
+		{"taken over before apply", promoted(testPolicy("pre", "web", "8443")), func() func() { return relabel("pre", "helm") }, ActionNotOwned, "helm"},
+		{"changed before apply", promoted(testPolicy("pre", "web", "8443")), func() func() { return touch("pre") }, ActionConfigured, ManagedByValue},
+		{"taken over before prune", nil, func() func() { return relabel("pre", "helm") }, "", "helm"},
+		{"changed before prune", nil, func() func() { return touch("pre") }, ActionPruned, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := newApplier(t, c.dyn, enforce(), nil).Sync(t.Context(), promoted(testPolicy("pre", "web", "80"))); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = ccnps.Delete(context.Background(), "pre", metav1.DeleteOptions{}) })
+			gate := &hookGate{at: 2, hook: tt.hook()}
+			a := newApplier(t, c.dyn, enforce(), gate)
+			a.backoff = wait.Backoff{Duration: time.Millisecond, Steps: 3}
+			res, err := a.Sync(t.Context(), tt.desired)
+			if err != nil {
+				t.Fatalf("Sync() = %v", err)
+			}
+			// A third call means a second attempt: the first write conflicted.
+			if gate.calls < 3 {
+				t.Errorf("gate called %d times, want a second attempt after the conflict", gate.calls)
+			}
+			want := map[string]Action{}
+			if tt.want != "" {
+				want["pre"] = tt.want
+			}
+			wantActions(t, res, want)
+			got := getCCNP(t, c.dyn, "pre")
+			switch {
+			case tt.owner == "" && got != nil:
+				t.Errorf("pre still exists, want it pruned")
+			case tt.owner != "" && got == nil:
+				t.Errorf("pre deleted, want it kept")
+			case tt.owner != "" && got.GetLabels()[ManagedByLabel] != tt.owner:
+				t.Errorf("pre managed-by = %q, want %q", got.GetLabels()[ManagedByLabel], tt.owner)
+			}
+			if tt.owner == "helm" {
+				// The foreign owner's spec is what the first Sync wrote: port 80, not 8443.
+				if s, want := specJSON(t, got.Object["spec"]), specJSON(t, testPolicy("", "web", "80").Spec); s != want {
+					t.Errorf("foreign pre spec = %s, want untouched %s", s, want)
+				}
+			}
+		})
 	}
 }
