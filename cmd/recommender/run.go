@@ -140,7 +140,13 @@ func (o *runOptions) validate() error {
 
 // needsCluster reports whether the flags ask for a Kubernetes connection.
 func (o *runOptions) needsCluster() bool {
-	return o.cluster.Apply != cluster.ApplyOff || o.leaderElect || o.kubeconfig != ""
+	return o.applies() || o.leaderElect || o.kubeconfig != ""
+}
+
+// applies reports whether policies are sent to the API server: for real, or as server-side
+// dry runs that show what would change.
+func (o *runOptions) applies() bool {
+	return o.cluster.Apply != cluster.ApplyOff || o.cluster.DryRun == cluster.DryRunServer
 }
 
 func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.Command) (err error) {
@@ -278,7 +284,7 @@ func (o *runOptions) wireCluster(deps *daemon.Deps) error {
 		}
 		deps.Elector, gate = el, el
 	}
-	if o.cluster.Apply != cluster.ApplyOff {
+	if o.applies() {
 		ap, err := cluster.NewApplier(dyn, o.cluster, gate, log)
 		if err != nil {
 			return err
