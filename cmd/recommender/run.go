@@ -240,7 +240,10 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		source = fmt.Sprintf("files %v", o.src.files)
 	}
 	log.Info("recommender running", "source", source, "store", o.db, "metrics", o.metricsAddr,
-		"window", o.lifecycle.Window, "apply", o.cluster.Apply, "gitops", o.gitops.String())
+		"window", o.lifecycle.Window, "apply", o.cluster.Apply, "gitops", o.gitops.Enabled())
+	if o.gitops.Enabled() {
+		log.Info("gitops delivery", "config", o.gitops.String())
+	}
 	return dm.Run(ctx)
 }
 
