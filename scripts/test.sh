@@ -31,13 +31,8 @@ bash internal/k8stest/build.sh
 export RECOMMENDER_HUBBLE="$RECOMMENDER_CACHE/bin/hubble"
 export RECOMMENDER_K8S=1
 
-log "gofmt, go vet"
-unformatted=$(gofmt -l $(git ls-files '*.go'))
-if [ -n "$unformatted" ]; then
-	echo "not gofmt'ed: $unformatted" >&2
-	exit 1
-fi
-go vet ./...
+log "lint: gofmt, go vet, staticcheck"
+make lint
 
 # The same static binary the Dockerfile builds (images cannot be built here).
 log "static build"

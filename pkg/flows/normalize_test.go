@@ -463,7 +463,8 @@ func TestFlowID(t *testing.T) {
 		ev, _ := n.Flow(trace(web(), api(), tcp(port, 8080, syn), func(f *flowpb.Flow) { f.Uuid = "" }))
 		return ev
 	}
-	if noUUID(43210).ID == noUUID(43211).ID || noUUID(43210).ID != noUUID(43210).ID {
+	first, again, other := noUUID(43210), noUUID(43210), noUUID(43211)
+	if first.ID == other.ID || first.ID != again.ID {
 		t.Errorf("IDs without uuid must follow the record's fields")
 	}
 }

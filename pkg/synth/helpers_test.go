@@ -71,7 +71,6 @@ func httpReq(method, path string) edgeOpt {
 func portRange(end uint16) edgeOpt {
 	return func(e *aggregate.Edge) { e.Collapsed = true; e.EndPort = end }
 }
-func truncated() edgeOpt { return func(e *aggregate.Edge) { e.Truncated = true } }
 
 func (b *snapBuilder) add(e aggregate.Edge) {
 	k := e.Workload.String()
