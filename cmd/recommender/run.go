@@ -226,6 +226,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		SyncInterval: o.syncInterval,
 		OutDir:       o.out,
 		Once:         o.once,
+		Namespaces:   o.src.relay.Namespaces,
 		Lifecycle:    o.lifecycle,
 		Synth:        synthCfg,
 		Audit:        audit.Config{ClusterName: synthCfg.ClusterName, AllowLocalhost: o.allowLocalhost},

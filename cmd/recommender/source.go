@@ -24,6 +24,8 @@ const (
 	flagStrict            = "strict"
 	flagLabelExclude      = "label-exclude"
 	flagLabelInclude      = "label-include"
+	flagNamespace         = "namespace"
+	flagNodeName          = "node-name"
 )
 
 // sourceOptions is the flow source a command reads: recorded files (--flows) or Hubble
@@ -63,6 +65,8 @@ func (o *sourceOptions) addFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.strict, flagStrict, false, "with --flows: fail on the first malformed line instead of skipping and counting it")
 	fs.StringSliceVar(&o.labelExclude, flagLabelExclude, nil, "regular expressions over label keys to drop from workload identities, in addition to the defaults")
 	fs.StringSliceVar(&o.labelInclude, flagLabelInclude, nil, "regular expressions over label keys to keep even when excluded")
+	fs.StringSliceVar(&o.relay.Namespaces, flagNamespace, nil, "shard: only flows from or to pods of these namespaces (filtered by Hubble Relay)")
+	fs.StringSliceVar(&o.relay.Nodes, flagNodeName, nil, "shard: only flows observed on these nodes (filtered by Hubble Relay)")
 }
 
 // fromRelay reports whether the source is Hubble Relay rather than files.
@@ -72,7 +76,7 @@ func (o *sourceOptions) fromRelay() bool { return len(o.files) == 0 }
 func (o *sourceOptions) validate() error {
 	if !o.fromRelay() {
 		if o.fs != nil {
-			for _, f := range []string{flagHubbleServer, flagTLS, flagTLSAllowInsecure, flagTLSCACertFiles, flagTLSClientCertFile, flagTLSClientKeyFile, flagTLSServerName, flagTimeout} {
+			for _, f := range []string{flagHubbleServer, flagTLS, flagTLSAllowInsecure, flagTLSCACertFiles, flagTLSClientCertFile, flagTLSClientKeyFile, flagTLSServerName, flagTimeout, flagNamespace, flagNodeName} {
 				if o.fs.Changed(f) {
 					return fmt.Errorf("--%s and --%s exclude each other: read from Hubble Relay or from files", flagFlows, f)
 				}

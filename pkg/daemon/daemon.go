@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,6 +34,9 @@ type Config struct {
 	Lifecycle lifecycle.Config
 	Synth     synth.Config
 	Audit     audit.Config
+	// Namespaces is the daemon's shard (--namespace): it proposes policies only for workloads
+	// in them, so daemons sharding a cluster by namespace never write the same policy.
+	Namespaces []string
 	// MaxEdges and MaxWorkloads are the store caps, published as limit gauges for alerts.
 	MaxEdges, MaxWorkloads int
 }
@@ -342,6 +346,11 @@ func (dm *Daemon) sync(ctx context.Context) error {
 	res, err := synth.Synthesize(snap, dm.cfg.Synth)
 	if err != nil {
 		return err
+	}
+	if len(dm.cfg.Namespaces) > 0 {
+		res.Proposals = slices.DeleteFunc(res.Proposals, func(p *synth.Proposal) bool {
+			return !slices.Contains(dm.cfg.Namespaces, p.Workload.Namespace)
+		})
 	}
 	var others *audit.Decoded
 	if dm.d.ClusterPolicies != nil {

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -70,6 +71,10 @@ type RelayConfig struct {
 	// after each failure, with jitter so that many clients do not reconnect in step.
 	BackoffInitial time.Duration
 	BackoffMax     time.Duration
+	// Namespaces and Nodes shard the stream server-side (--namespace, --node-name): only
+	// flows from or to pods of these namespaces, observed on these nodes, travel. Empty: all.
+	Namespaces []string
+	Nodes      []string
 	// Retries is the number of consecutive failed attempts after which Recv returns the
 	// error; 0 means retry forever. A follow source always retries forever.
 	Retries int
@@ -136,13 +141,33 @@ type RelayState struct {
 // sock traces) never leaves Relay. Lost-events notices pass any filter.
 var policyEventTypes = []int32{monitorDrop, monitorTrace, monitorPolicyVerdict, monitorAccessLog}
 
-// PolicyEventFilter returns the whitelist the relay source sends.
+// PolicyEventFilter returns the whitelist the relay source sends without a shard.
 func PolicyEventFilter() []*flowpb.FlowFilter {
 	f := &flowpb.FlowFilter{}
 	for _, t := range policyEventTypes {
 		f.EventType = append(f.EventType, &flowpb.EventTypeFilter{Type: t})
 	}
 	return []*flowpb.FlowFilter{f}
+}
+
+// Whitelist returns the server-side filters of the request: the policy-relevant event types,
+// narrowed to the shard's namespaces (a flow from or to a pod in one of them; filters are
+// ORed, fields within one ANDed, as in Hubble) and nodes.
+func (c *RelayConfig) Whitelist() []*flowpb.FlowFilter {
+	base := PolicyEventFilter()[0]
+	base.NodeName = c.Nodes
+	if len(c.Namespaces) == 0 {
+		return []*flowpb.FlowFilter{base}
+	}
+	pods := make([]string, len(c.Namespaces))
+	for i, ns := range c.Namespaces {
+		pods[i] = ns + "/"
+	}
+	from := proto.Clone(base).(*flowpb.FlowFilter)
+	from.SourcePod = pods
+	to := proto.Clone(base).(*flowpb.FlowFilter)
+	to.DestinationPod = pods
+	return []*flowpb.FlowFilter{from, to}
 }
 
 // RelaySource reads flows from Hubble Relay's Observer API (GetFlows). It implements Source.
@@ -376,7 +401,7 @@ func (s *RelaySource) open() error {
 	req := &observerpb.GetFlowsRequest{
 		Number:    math.MaxUint64,
 		Follow:    s.cfg.Follow,
-		Whitelist: PolicyEventFilter(),
+		Whitelist: s.cfg.Whitelist(),
 	}
 	s.resume = nil
 	if s.cursor.Len() > 0 {

@@ -1,0 +1,89 @@
+package daemon
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/recommender/recommender/pkg/aggregate"
+	"github.com/recommender/recommender/pkg/flows"
+	"github.com/recommender/recommender/pkg/lifecycle"
+	"github.com/recommender/recommender/pkg/synth"
+)
+
+// Ensure `run --once` over recordings ends by itself after a final sync that writes the
+// proposals to --out, and that a namespace shard proposes policies for its namespaces only.
+func TestOnceShardWritesOut(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	dir := t.TempDir()
+	store, err := aggregate.Open(filepath.Join(dir, "db"), aggregate.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	agg, err := aggregate.NewAggregator(aggregate.Config{}, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := aggregate.NewIngester(store, agg, aggregate.IngesterConfig{BatchSize: 100, BatchInterval: time.Second}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := flows.NewFileSource(flows.FileConfig{Paths: []string{filepath.Join(recordings, "boutique.jsonl")}}, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	sc := synth.DefaultConfig()
+	sc.MinObserve = 0
+	out := filepath.Join(dir, "out")
+	dm, err := New(Config{SyncInterval: time.Hour, OutDir: out, Once: true, Namespaces: []string{"ops", "kube-system"},
+		Lifecycle: lifecycle.DefaultConfig(), Synth: sc},
+		Deps{Log: log, Registry: prometheus.NewPedanticRegistry(), Source: flows.NewFolder(src, src.Stats()), Stats: src.Stats(),
+			Store: store, Aggregator: agg, Ingester: in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dm.Run(t.Context()); err != nil {
+		t.Fatalf("Run = %v, want nil at the end of the recording", err)
+	}
+	entries, err := os.ReadDir(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	want := []string{"REPORT.md", "kube-system-coredns.yaml", "ops-boutique-operator.yaml"}
+	if !slices.Equal(got, want) {
+		t.Errorf("--out holds %v, want %v", got, want)
+	}
+	// The lifecycle made by the final sync was committed before Run returned.
+	snap, err := store.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range snap.Workloads {
+		b, err := store.Lifecycle(w.Key.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := lifecycle.UnmarshalRecord(b)
+		if err != nil {
+			t.Fatalf("lifecycle of %s after Run: %v", w.Key, err)
+		}
+		want := lifecycle.Observing
+		if w.Key.Namespace == "ops" || w.Key.Namespace == "kube-system" {
+			want = lifecycle.Audit
+		}
+		if r.State != want {
+			t.Errorf("stored lifecycle of %s = %s, want %s", w.Key, r.State, want)
+		}
+	}
+}
