@@ -1,0 +1,137 @@
+package aggregate
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"testing"
+)
+
+// The scaling curves of issue 10. Run each case in its own process (bench.sh does) so that
+// the peak RSS belongs to that case alone:
+//
+//	go test ./pkg/aggregate -run '^$' -bench 'BenchmarkScaleEdges/edges=100000$' -benchtime 1x
+
+// footprint is the memory of the process after an ingest, with the store still open.
+type footprint struct {
+	heap    uint64 // live heap after a GC
+	rss     uint64 // resident set after returning free memory to the OS (heap, runtime, mapped store pages)
+	peakRSS uint64 // the process's high-water mark
+}
+
+func measure(b *testing.B) footprint {
+	b.Helper()
+	runtime.GC()
+	debug.FreeOSMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	f := footprint{heap: ms.HeapAlloc}
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return f // not Linux: heap only
+	}
+	sc := bufio.NewScanner(bytes.NewReader(status))
+	for sc.Scan() {
+		fields := bytes.Fields(sc.Bytes())
+		if len(fields) < 2 {
+			continue
+		}
+		kb, err := strconv.ParseUint(string(fields[1]), 10, 64)
+		if err != nil {
+			continue
+		}
+		switch string(fields[0]) {
+		case "VmRSS:":
+			f.rss = kb << 10
+		case "VmHWM:":
+			f.peakRSS = kb << 10
+		}
+	}
+	return f
+}
+
+// ingestScale ingests n synthetic events over clients*servers connections (2*clients*servers
+// edges) into a fresh store with the daemon's default batching, and reports throughput, the
+// footprint with the store open, and the store file's size. perEdge adds the heap growth and
+// file size per edge.
+func ingestScale(b *testing.B, clients, servers, n int, perEdge bool) {
+	var before, after footprint
+	var size int64
+	var edges int
+	for b.Loop() {
+		b.StopTimer()
+		before = measure(b)
+		path := filepath.Join(b.TempDir(), "store.db")
+		s, err := Open(path, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		a := newAgg(b, Config{})
+		in, err := NewIngester(s, a, IngesterConfig{}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if err := in.Run(b.Context(), newSynthetic(clients, servers, n)); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		after = measure(b)
+		_, edges = a.Len()
+		runtime.KeepAlive(a)
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+		st, err := os.Stat(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		size = st.Size()
+		b.StartTimer()
+	}
+	if want := 2 * clients * servers; edges != want {
+		b.Fatalf("edges = %d, want %d", edges, want)
+	}
+	const mib = 1 << 20
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(edges), "edges")
+	b.ReportMetric(float64(after.heap)/mib, "heap-MiB")
+	b.ReportMetric(float64(after.rss)/mib, "rss-MiB")
+	b.ReportMetric(float64(after.peakRSS)/mib, "peak-rss-MiB")
+	b.ReportMetric(float64(size)/mib, "db-MiB")
+	if perEdge {
+		grown := int64(after.heap) - int64(before.heap)
+		b.ReportMetric(float64(grown)/float64(edges), "heap-B/edge")
+		b.ReportMetric(float64(size)/float64(edges), "db-B/edge")
+	}
+}
+
+// full reports whether the long cases were asked for (BENCH_FULL=1, as `make bench` passes it).
+func full() bool { return os.Getenv("BENCH_FULL") != "" }
+
+// BenchmarkScaleFlows ingests 1M and 10M events (3M without BENCH_FULL) over the same 10k
+// edges: heap, RSS and store size must stay flat while the flow count grows.
+func BenchmarkScaleFlows(b *testing.B) {
+	sizes := []int{1_000_000, 3_000_000}
+	if full() {
+		sizes = []int{1_000_000, 10_000_000}
+	}
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("events=%d", n), func(b *testing.B) { ingestScale(b, 100, 50, n, false) })
+	}
+}
+
+// BenchmarkScaleEdges ingests 1M events over 1k, 10k and 100k edges: heap and store size must
+// grow linearly with the edges; the bytes per edge are reported.
+func BenchmarkScaleEdges(b *testing.B) {
+	for _, c := range []struct{ clients, servers int }{{25, 20}, {100, 50}, {250, 200}} {
+		b.Run(fmt.Sprintf("edges=%d", 2*c.clients*c.servers), func(b *testing.B) {
+			ingestScale(b, c.clients, c.servers, 1_000_000, true)
+		})
+	}
+}

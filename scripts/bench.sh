@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The project's benchmark harness (`make bench`, issue 10). It runs the Go benchmarks that
+# back each figure, saves their raw output (benchstat-friendly) to $BENCH_OUT/raw.txt and
+# prints one table with the ratios and targets (docs/scale.md explains each row).
+#
+#   make bench                      # quick set, a few minutes on 2 cores
+#   BENCH_FULL=1 make bench         # adds 10M flows over the same edges
+#   BENCH_COUNT=5 make bench        # repeat each benchmark, for benchstat
+#   RECOMMENDER_HUBBLE=/path/hubble # the hubble CLI to compare with (else built and cached)
+#
+# Each memory case runs in its own process so that its RSS is its own.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=${BENCH_OUT:-out/bench}
+count=${BENCH_COUNT:-1}
+records=${BENCH_RECORDS:-200000}
+mkdir -p "$out/bin"
+raw=$out/raw.txt
+: >"$raw"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+if [[ -z "${RECOMMENDER_HUBBLE:-}" ]]; then
+	if hubble=$(bash internal/hubblecli/build.sh 2>"$out/hubble-build.log"); then
+		export RECOMMENDER_HUBBLE=$hubble
+	else
+		log "hubble CLI not built (see $out/hubble-build.log): its row is skipped"
+	fi
+fi
+
+log "building benchmark binaries"
+for pkg in daemon aggregate synth audit; do
+	go test -c -o "$out/bin/$pkg.test" "./pkg/$pkg"
+done
+
+# bench PKG REGEXP BENCHTIME: one process; its output goes to the terminal's log and raw.txt.
+bench() {
+	local pkg=$1 re=$2 benchtime=$3
+	log "$pkg: $re ($benchtime)"
+	(cd "pkg/$pkg" && "../../$out/bin/$pkg.test" -test.run '^$' -test.bench "$re" \
+		-test.benchtime "$benchtime" -test.count "$count" -test.benchmem) | tee -a "$raw" >&2
+}
+
+bench daemon '^BenchmarkDaemonIngest$' "${records}x"
+bench daemon '^BenchmarkDaemonLatency$' 10000x
+flows=(1000000 3000000)
+[[ -n "${BENCH_FULL:-}" ]] && flows=(1000000 10000000)
+for n in "${flows[@]}"; do
+	bench aggregate "^BenchmarkScaleFlows/events=$n\$" 1x
+done
+for e in 1000 10000 100000; do
+	bench aggregate "^BenchmarkScaleEdges/edges=$e\$" 1x
+done
+bench synth '^BenchmarkSynthesize$' 1x
+bench audit '^BenchmarkEvaluate$' 1s
+
+log "raw results: $raw"
+go run ./internal/benchcli "$raw"
