@@ -83,6 +83,8 @@ type Ingester struct {
 	cfg   IngesterConfig
 	log   *slog.Logger
 	now   func() time.Time
+	// observe sees each applied event (SetObserver); nil when unset.
+	observe func(*flows.Event)
 	// resume is the stored cursor the Ingester started from: events it has seen are skipped.
 	// cursor advances with every event applied and is committed with each batch. Checking
 	// against the advancing cursor instead would drop events that arrive out of time order
@@ -312,11 +314,18 @@ func (in *Ingester) apply(ev *flows.Event) bool {
 		in.skipped.Add(1)
 		return false
 	}
+	if in.observe != nil {
+		in.observe(ev)
+	}
 	in.agg.Add(ev)
 	in.cursor.Advance(ev)
 	in.events.Add(1)
 	return true
 }
+
+// SetObserver installs a callback that sees every event the Ingester applies, after the
+// resume cursor dropped those the store already holds, on Run's goroutine. Call before Run.
+func (in *Ingester) SetObserver(fn func(*flows.Event)) { in.observe = fn }
 
 // Flush commits everything applied so far, with the cursor and the before-commit hook's
 // writes, in one transaction. Run commits on its own; Flush is for after Run returned (a

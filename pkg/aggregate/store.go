@@ -311,6 +311,18 @@ func (s *Store) Commit(b *Batch, hook func(*Lifecycle) error) error {
 	return nil
 }
 
+// UpdateLifecycle writes lifecycle state alone in one fsynced transaction: for changes made
+// between batches, so a quiet stream still persists proposals and promotions.
+func (s *Store) UpdateLifecycle(hook func(*Lifecycle) error) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return hook(&Lifecycle{b: tx.Bucket(bucketLifecycle)})
+	})
+	if err != nil {
+		return fmt.Errorf("commit lifecycle to store %s: %w", s.path, err)
+	}
+	return nil
+}
+
 func writeBatch(tx *bolt.Tx, b *Batch) error {
 	edges, wls := tx.Bucket(bucketEdges), tx.Bucket(bucketWorkloads)
 	dns, lost, meta := tx.Bucket(bucketDNS), tx.Bucket(bucketLost), tx.Bucket(bucketMeta)

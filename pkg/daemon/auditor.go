@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"slices"
@@ -19,7 +20,14 @@ import (
 const (
 	maxLoggedEdges     = 10000 // edges already logged once; cleared when full
 	maxDeniedPerTarget = 20    // distinct would-be-denied edges kept per workload for reviews
+	// maxClockSkew is how far ahead of the wall clock a flow's time may be and still advance
+	// the flow clock.
+	maxClockSkew = 5 * time.Minute
 )
+
+// nodeTotalsKey holds the lifecycle machine's per-node totals in the lifecycle bucket; no
+// workload key starts with '~' (namespaces are DNS labels).
+const nodeTotalsKey = "~node-totals"
 
 // deniedEdge is one would-be-denied edge of a workload in its current window.
 type deniedEdge struct {
@@ -51,6 +59,10 @@ type auditor struct {
 	// now is the newest flow time seen: the lifecycle's clock, so windows are measured in
 	// observed time and a replayed recording promotes as the live cluster would have.
 	now time.Time
+	// wall is the wall clock (tests replace it).
+	wall func() time.Time
+	// inShard reports whether a namespace belongs to this daemon's shard.
+	inShard func(ns string) bool
 }
 
 type workloadName struct{ namespace, name string }
@@ -73,6 +85,8 @@ func newAuditor(log *slog.Logger, m *metrics, cfg audit.Config, machine *lifecyc
 		names:   make(map[string]workloadName),
 		logged:  make(map[string]struct{}),
 		denied:  make(map[string][]deniedEdge),
+		wall:    time.Now,
+		inShard: func(string) bool { return true },
 	}
 }
 
@@ -92,7 +106,8 @@ type end struct {
 func (a *auditor) observe(ev *flows.Event) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if ev.Time.After(a.now) {
+	// A node whose clock runs ahead must not move every window and the retention forward.
+	if ev.Time.After(a.now) && ev.Time.Before(a.wall().Add(maxClockSkew)) {
 		a.now = ev.Time
 	}
 	if ev.Kind == flows.KindLost {
@@ -122,7 +137,7 @@ func (a *auditor) observe(ev *flows.Event) {
 		}
 		key := workloadKeyOf(e.self)
 		rec := a.machine.Record(key)
-		if rec == nil || rec.State == lifecycle.Observing {
+		if rec == nil || rec.State == lifecycle.Observing || a.current[key] == nil {
 			continue
 		}
 		if !evaluated {
@@ -216,38 +231,16 @@ func shortRevision(r string) string {
 }
 
 // update takes a synthesis result: new revisions are proposed (restarting their windows),
-// the evaluator gets the revisions now under audit or enforced plus the cluster's other
-// policies, and clean windows are promoted. It returns the lifecycle transitions.
+// workloads gone from the store are forgotten, the evaluator gets the revisions now under
+// audit or enforced plus the cluster's other policies, and clean windows are promoted. It
+// returns the lifecycle transitions.
 func (a *auditor) update(res *synth.Result, snap *aggregate.Snapshot, others *audit.Decoded) []lifecycle.Transition {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	now := a.now
-	if now.IsZero() {
-		now = snap.To
-	}
-	for _, w := range snap.Workloads {
-		a.machine.Track(w.Key.String())
-	}
-	var out []lifecycle.Transition
-	for _, p := range res.Proposals {
-		key := p.Workload.String()
-		a.names[key] = workloadName{namespace: p.Workload.Namespace, name: strings.TrimPrefix(p.Name, sanitizedPrefix(p.Workload.Namespace))}
-		if tr := a.machine.Propose(key, p.Revision, now); tr != nil {
-			a.m.revisions.Inc()
-			a.current[key] = p
-			delete(a.denied, key)
-			out = append(out, *tr)
-			a.logTransition(*tr)
-			continue
-		}
-		if rec := a.machine.Record(key); rec != nil && rec.Revision == p.Revision {
-			a.current[key] = p // same rules, fresher evidence
-		}
-	}
+	out, policies := a.propose(res, snap)
+	// Compiling thousands of policies takes a while: do it without holding up ingest.
 	set := audit.NewPolicySet(a.cfg)
-	for _, key := range sortedKeys(a.current) {
-		if err := set.AddCCNP(a.current[key].Policy); err != nil {
-			a.log.Error("proposed policy rejected by the evaluator", "policy", a.current[key].Name, "err", err)
+	for _, p := range policies {
+		if err := set.AddCCNP(p.Policy); err != nil {
+			a.log.Error("proposed policy rejected by the evaluator", "policy", p.Name, "err", err)
 		}
 	}
 	if others != nil {
@@ -266,12 +259,86 @@ func (a *auditor) update(res *synth.Result, snap *aggregate.Snapshot, others *au
 		}
 	}
 	a.eval.Replace(set)
+	return append(out, a.promote()...)
+}
+
+// propose applies a synthesis result to the lifecycle and returns the transitions and the
+// proposals now under audit or enforced.
+func (a *auditor) propose(res *synth.Result, snap *aggregate.Snapshot) ([]lifecycle.Transition, []*synth.Proposal) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now
+	if now.IsZero() {
+		now = snap.To
+	}
+	present := make(map[string]bool, len(snap.Workloads))
+	for _, w := range snap.Workloads {
+		if !a.inShard(w.Key.Namespace) {
+			continue
+		}
+		present[w.Key.String()] = true
+		a.machine.Track(w.Key.String())
+	}
+	for _, r := range a.machine.Records() {
+		if present[r.Workload] {
+			continue
+		}
+		a.machine.Forget(r.Workload)
+		if n, ok := a.names[r.Workload]; ok {
+			a.m.clean.DeleteLabelValues(n.namespace, n.name)
+		}
+		delete(a.current, r.Workload)
+		delete(a.names, r.Workload)
+		delete(a.denied, r.Workload)
+	}
+	var out []lifecycle.Transition
+	for _, p := range res.Proposals {
+		key := p.Workload.String()
+		if !present[key] {
+			continue
+		}
+		a.names[key] = workloadName{namespace: p.Workload.Namespace, name: strings.TrimPrefix(p.Name, sanitizedPrefix(p.Workload.Namespace))}
+		if tr := a.machine.Propose(key, p.Revision, now); tr != nil {
+			a.m.revisions.Inc()
+			a.current[key] = p
+			delete(a.denied, key)
+			out = append(out, *tr)
+			a.logTransition(*tr)
+			continue
+		}
+		if rec := a.machine.Record(key); rec != nil && rec.Revision == p.Revision {
+			a.current[key] = p // same rules, fresher evidence
+		}
+	}
+	policies := make([]*synth.Proposal, 0, len(a.current))
+	for _, key := range sortedKeys(a.current) {
+		policies = append(policies, a.current[key])
+	}
+	return out, policies
+}
+
+// promote promotes the workloads whose window is clean, records the policy each promotion
+// put in force, and publishes the lifecycle gauges.
+func (a *auditor) promote() []lifecycle.Transition {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now
+	var out []lifecycle.Transition
 	for _, tr := range a.machine.Tick(now) {
 		a.m.promotions.Inc()
 		out = append(out, tr)
 		a.logTransition(tr)
+		if p := a.current[tr.Workload]; p != nil {
+			y, err := synth.MarshalPolicy(p.Policy)
+			if err != nil {
+				a.log.Error("render promoted policy", "policy", p.Name, "err", err)
+				continue
+			}
+			a.machine.SetEnforcedPolicy(tr.Workload, y)
+		}
 	}
 	a.m.setStates(a.machine.Counts())
+	a.m.held.Set(float64(a.machine.HeldCount()))
 	for key, n := range a.names {
 		rec := a.machine.Record(key)
 		if rec == nil || rec.State != lifecycle.Audit {
@@ -309,7 +376,16 @@ func (a *auditor) persist(l *aggregate.Lifecycle) error {
 			return err
 		}
 	}
-	return nil
+	for _, w := range a.machine.Gone() {
+		if err := l.Delete(w); err != nil {
+			return err
+		}
+	}
+	b, err := json.Marshal(a.machine.Totals())
+	if err != nil {
+		return err
+	}
+	return l.Put(nodeTotalsKey, b)
 }
 
 // state is a copy of what delivery needs about one workload with a proposal.

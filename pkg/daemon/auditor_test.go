@@ -29,7 +29,7 @@ func ev(sec int, src, dst flows.Peer, port uint16, v flows.Verdict) *flows.Event
 }
 
 // learn proposes policies for web -> db:5432 and puts both workloads in audit.
-func learn(t *testing.T, cfg lifecycle.Config) (*auditor, *metrics) {
+func learn(t *testing.T, cfg lifecycle.Config) (*auditor, *metrics, *aggregate.Snapshot) {
 	t.Helper()
 	agg, err := aggregate.NewAggregator(aggregate.Config{}, nil, nil)
 	if err != nil {
@@ -46,10 +46,11 @@ func learn(t *testing.T, cfg lifecycle.Config) (*auditor, *metrics) {
 	}
 	m := newMetrics(prometheus.NewPedanticRegistry())
 	a := newAuditor(slog.New(slog.DiscardHandler), m, audit.Config{}, lifecycle.New(cfg, nil))
-	if trs := a.update(res, agg.Snapshot(), nil); len(trs) != 2 {
+	snap := agg.Snapshot()
+	if trs := a.update(res, snap, nil); len(trs) != 2 {
 		t.Fatalf("update = %d transitions, want 2 proposals", len(trs))
 	}
-	return a, m
+	return a, m, snap
 }
 
 func counter(t *testing.T, c prometheus.Collector) float64 {
@@ -92,7 +93,7 @@ func TestAuditorVerdicts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true}
-			a, m := learn(t, cfg)
+			a, m, _ := learn(t, cfg)
 			for _, e := range tt.events {
 				a.observe(e)
 			}
@@ -116,11 +117,11 @@ func with(e *flows.Event, f func(*flows.Event)) *flows.Event { f(e); return e }
 // flow holds the revision.
 func TestAuditorLifecycle(t *testing.T) {
 	cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true, DemoteOnDrop: true}
-	a, m := learn(t, cfg)
+	a, m, snap := learn(t, cfg)
+	a.wall = func() time.Time { return base.Add(24 * time.Hour) }
 	a.observe(ev(2000, web, db, 5432, flows.VerdictForwarded))
 	a.observe(ev(2000+7200, web, db, 5432, flows.VerdictForwarded)) // two hours of flow time later
-	empty := &synth.Result{}
-	if trs := a.update(empty, &aggregate.Snapshot{}, nil); len(trs) != 2 {
+	if trs := a.update(&synth.Result{}, snap, nil); len(trs) != 2 {
 		t.Fatalf("update after a clean window = %v, want two promotions", trs)
 	}
 	a.observe(with(ev(9300, evil, db, 5432, flows.VerdictDropped), func(e *flows.Event) {
@@ -138,7 +139,7 @@ func TestAuditorLifecycle(t *testing.T) {
 	}
 
 	cfg.Learn = false
-	a, _ = learn(t, cfg)
+	a, _, _ = learn(t, cfg)
 	a.observe(ev(2000, evil, db, 5432, flows.VerdictForwarded))
 	if r := a.machine.Record("shop/k8s:app=db"); !r.Held {
 		t.Errorf("db after a would-be-denied flow with Learn off: held = false, want true")

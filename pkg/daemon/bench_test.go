@@ -45,14 +45,15 @@ import (
 // that learned the same synthetic cluster (flowgen) a day earlier, with every workload in
 // audit, so each flow is shadow-evaluated as in the daemon's steady state.
 
-// Sizes of the synthetic cluster's traffic (flowgen.DefaultClusterConfig: 250 workloads,
-// 500 pods): what the daemon learned, and one pass of what the relay serves. Runs of up to
-// servedRecords records read prepared bytes; longer ones make the relay marshal each further
-// loop pass, on the same cores as the consumer.
-const (
-	learnedRecords = 50_000
-	servedRecords  = 200_000
-)
+// learnedRecords is how much of the synthetic cluster's traffic (flowgen.DefaultClusterConfig:
+// 250 workloads, 500 pods) the daemon learned the day before.
+const learnedRecords = 50_000
+
+// ingestRecords is how much traffic the relay of BenchmarkDaemonIngest holds: the most records
+// a run may read (-benchtime=Nx with N up to it). The relay serves it once, from prepared
+// bytes; a looping relay would marshal each further pass on the cores the consumers use, and
+// its read-ahead would land in the next sub-benchmark's timing.
+var ingestRecords = flag.Int("ingest.records", 200_000, "records the relay of BenchmarkDaemonIngest holds (at least -benchtime=Nx)")
 
 var ingestProfile = flag.String("ingest.cpuprofile", "", "write a CPU profile of the timed part of BenchmarkDaemonIngest/daemon to `file`")
 
@@ -415,23 +416,31 @@ func reportRecords(b *testing.B, records uint64) {
 	b.ReportMetric(s*1e9/float64(records), "ns/op")
 }
 
-// BenchmarkDaemonIngest reads the same replay relay (a synthetic 500-pod cluster served in a
-// loop, over loopback gRPC) four ways, one op per record received:
+// BenchmarkDaemonIngest reads the same replay relay (a day of a synthetic 500-pod cluster,
+// over loopback gRPC) four ways, one op per record received:
 //
 //   - reference: receive and decode only (replay.Drain), the most any consumer can reach;
-//   - ingest: relay source, folder, aggregator and store (the `ingest` command's path);
+//   - ingest: relay source, folder, aggregator and store (the `ingest` command's path), on
+//     the same learned store as the daemon;
 //   - daemon: the `run` daemon, which also shadow-evaluates every flow against the policies
 //     in audit (a store that learned the cluster the day before) and syncs;
 //   - hubble: the real `hubble observe --all -o jsonpb > /dev/null`, one pass per process.
 //
 // Compare flows/s: the daemon's target is 0.8x the reference or better, and faster than
-// hubble. Run with -benchtime=Nx (N records per sub-benchmark); allocations include the
-// relay's.
+// hubble. Run with -benchtime=Nx (N records per sub-benchmark, at most -ingest.records);
+// allocations include the relay's.
 func BenchmarkDaemonIngest(b *testing.B) {
 	learned := learnedStore(b)
-	addr := startReplay(b, benchCluster(b, servedRecords, flowgen.ClusterStart.Add(learnedDay)), replay.Options{Loop: true})
+	addr := startReplay(b, benchCluster(b, *ingestRecords, flowgen.ClusterStart.Add(learnedDay)), replay.Options{Follow: true})
+	// enough fails a run that would wait for records the relay does not hold.
+	enough := func(b *testing.B) {
+		if b.N > *ingestRecords {
+			b.Fatalf("-benchtime=%dx is more than the relay holds; raise -ingest.records", b.N)
+		}
+	}
 
 	b.Run("reference", func(b *testing.B) {
+		enough(b)
 		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			b.Fatal(err)
@@ -449,7 +458,10 @@ func BenchmarkDaemonIngest(b *testing.B) {
 	})
 
 	b.Run("ingest", func(b *testing.B) {
-		store, err := aggregate.Open(filepath.Join(b.TempDir(), "store.db"), aggregate.Options{})
+		enough(b)
+		db := filepath.Join(b.TempDir(), "store.db")
+		copyFile(b, learned, db)
+		store, err := aggregate.Open(db, aggregate.Options{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -482,6 +494,7 @@ func BenchmarkDaemonIngest(b *testing.B) {
 	})
 
 	b.Run("daemon", func(b *testing.B) {
+		enough(b)
 		db := filepath.Join(b.TempDir(), "store.db")
 		copyFile(b, learned, db)
 		lim := newRecordLimit(b.N)

@@ -2,13 +2,16 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"slices"
+	"sync"
 	"time"
 
+	v2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"golang.org/x/sync/errgroup"
@@ -110,8 +113,11 @@ type Daemon struct {
 	log     *slog.Logger
 	m       *metrics
 	auditor *auditor
+	// syncMu serializes sync runs (the ticker and a new leader's first sync) and guards
+	// published.
+	syncMu sync.Mutex
 	// published remembers the policies last handed to GitOps, for the rule diff in PR bodies.
-	published map[string]*synth.Proposal
+	published map[string]*v2.CiliumClusterwideNetworkPolicy
 }
 
 // New checks cfg and deps and loads the lifecycle records the store holds.
@@ -186,31 +192,33 @@ func New(cfg Config, d Deps) (*Daemon, error) {
 		}
 		records = append(records, r)
 	}
+	machine := lifecycle.New(cfg.Lifecycle, records)
+	if b, err := d.Store.Lifecycle(nodeTotalsKey); err != nil {
+		return nil, fmt.Errorf("load node totals: %w", err)
+	} else if b != nil {
+		var t lifecycle.NodeTotals
+		if err := json.Unmarshal(b, &t); err != nil {
+			return nil, fmt.Errorf("store %s: decode node totals: %w", d.Store.Path(), err)
+		}
+		machine.RestoreTotals(t)
+	}
 	dm = &Daemon{
 		cfg: cfg, d: d, log: d.Log, m: m,
-		auditor:   newAuditor(d.Log, m, cfg.Audit, lifecycle.New(cfg.Lifecycle, records)),
-		published: make(map[string]*synth.Proposal),
+		auditor:   newAuditor(d.Log, m, cfg.Audit, machine),
+		published: make(map[string]*v2.CiliumClusterwideNetworkPolicy),
 	}
 	dm.auditor.now = snap.To
+	if len(cfg.Namespaces) > 0 {
+		dm.auditor.inShard = func(ns string) bool { return slices.Contains(cfg.Namespaces, ns) }
+	}
+	// The auditor sees exactly the events the store takes: what the store already holds (a
+	// relay re-sending its buffer after a restart) is evidence counted once, not twice.
+	d.Ingester.SetObserver(dm.auditor.observe)
 	d.Ingester.SetHooks(dm.auditor.persist, nil)
 	// Retention runs on the flow clock too: an edge expires when the cluster has moved on
 	// without it, not because a recording is older than the wall clock.
 	d.Ingester.SetClock(dm.auditor.clock)
 	return dm, nil
-}
-
-// tap hands every event to the auditor on its way to the store.
-type tap struct {
-	src flows.Source
-	fn  func(*flows.Event)
-}
-
-func (t tap) Recv(ctx context.Context) (*flows.Event, error) {
-	ev, err := t.src.Recv(ctx)
-	if err == nil {
-		t.fn(ev)
-	}
-	return ev, err
 }
 
 // Run runs the pipeline until ctx ends (or, with Once, the source ends) and shuts down in
@@ -239,9 +247,13 @@ func (dm *Daemon) Run(ctx context.Context) error {
 		servers++
 	}
 
+	// Propose from what the store holds before the first flow is evaluated: after a restart the
+	// revisions under audit must be in the evaluator, or their flows would pass unchecked.
+	dm.syncOnce(ctx)
+
 	g.Go(func() error {
 		defer close(ingestDone)
-		err := dm.d.Ingester.Run(gctx, tap{src: dm.d.Source, fn: dm.auditor.observe})
+		err := dm.d.Ingester.Run(gctx, dm.d.Source)
 		if err != nil {
 			return fmt.Errorf("ingest: %w", err)
 		}
@@ -304,9 +316,16 @@ func (dm *Daemon) campaign(ctx context.Context) error {
 		if err != nil && ctx.Err() == nil {
 			dm.log.Warn("leader election", "err", err)
 		}
+		select { // do not spin when the election fails at once (API server down)
+		case <-ctx.Done():
+		case <-time.After(campaignBackoff):
+		}
 	}
 	return nil
 }
+
+// campaignBackoff spaces election attempts after the lease was lost or could not be sought.
+const campaignBackoff = 2 * time.Second
 
 // readiness lists what /readyz checks. The store is open before Run starts, so only the
 // relay connection can be missing; reading files is ready at once.
@@ -332,6 +351,8 @@ func (dm *Daemon) leader() bool { return dm.d.Elector == nil || dm.d.Elector.IsL
 // syncOnce synthesizes from the in-memory aggregate (everything ingested so far), updates the
 // lifecycle and delivers. Errors are logged and counted: the next tick tries again.
 func (dm *Daemon) syncOnce(ctx context.Context) {
+	dm.syncMu.Lock()
+	defer dm.syncMu.Unlock()
 	if err := dm.sync(ctx); err != nil {
 		dm.m.syncs.WithLabelValues("error").Inc()
 		dm.log.Error("sync", "err", err)
@@ -360,6 +381,10 @@ func (dm *Daemon) sync(ctx context.Context) error {
 	}
 	dm.auditor.update(res, snap, others)
 	var errs []error
+	// Commit what the sync changed now: on a quiet stream no batch would carry it.
+	if err := dm.d.Store.UpdateLifecycle(dm.auditor.persist); err != nil {
+		errs = append(errs, err)
+	}
 	if dm.cfg.OutDir != "" {
 		if _, err := synth.WriteDir(dm.cfg.OutDir, res); err != nil {
 			errs = append(errs, fmt.Errorf("write %s: %w", dm.cfg.OutDir, err))
@@ -380,8 +405,12 @@ func (dm *Daemon) sync(ctx context.Context) error {
 
 func (dm *Daemon) apply(ctx context.Context, states []state) error {
 	desired := make([]cluster.Desired, 0, len(states))
-	for _, s := range states {
-		desired = append(desired, cluster.Desired{Policy: s.proposal.Policy, Promoted: s.record.State == lifecycle.Enforced})
+	for i := range states {
+		d, err := states[i].deliverable()
+		if err != nil {
+			return err
+		}
+		desired = append(desired, cluster.Desired{Policy: d.policy, Promoted: d.promoted})
 	}
 	res, err := dm.d.Applier.Sync(ctx, desired)
 	for _, c := range res.Changes {

@@ -15,6 +15,7 @@ type metrics struct {
 	policyDrops *prometheus.CounterVec
 	auditDeny   *prometheus.CounterVec
 	workloads   *prometheus.GaugeVec
+	held        prometheus.Gauge
 	clean       *prometheus.GaugeVec
 	revisions   prometheus.Counter
 	promotions  prometheus.Counter
@@ -41,6 +42,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "recommender_workloads",
 			Help: "Workloads per lifecycle state (observing, audit, enforced).",
 		}, []string{"state"}),
+		held: f.NewGauge(prometheus.GaugeOpts{
+			Name: "recommender_workloads_held",
+			Help: "Workloads in audit whose revision is held for review after a would-be-denied flow (--learn=false); restart with --learn to release them.",
+		}),
 		clean: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "recommender_workload_window_clean_seconds",
 			Help: "Seconds the observation window of a workload in audit has been clean (0 after a would-be-denied flow).",

@@ -7,7 +7,6 @@ import (
 
 	v2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"github.com/recommender/recommender/pkg/gitops"
-	"github.com/recommender/recommender/pkg/lifecycle"
 	"github.com/recommender/recommender/pkg/synth"
 )
 
@@ -15,17 +14,19 @@ import (
 // itself batches (--pr-interval) and skips unchanged revisions.
 func (dm *Daemon) publish(ctx context.Context, states []state) error {
 	cs := make(gitops.ChangeSet, 0, len(states))
-	for _, s := range states {
+	sent := make(map[string]*v2.CiliumClusterwideNetworkPolicy, len(states))
+	for i := range states {
+		s := &states[i]
 		p := s.proposal
-		y, err := synth.MarshalPolicy(p.Policy)
+		d, err := s.deliverable()
 		if err != nil {
-			return fmt.Errorf("render %s: %w", p.Name, err)
+			return err
 		}
 		gp := gitops.Proposal{
-			Name:     p.Name,
+			Name:     d.name,
 			State:    gitops.StateAudit,
-			YAML:     y,
-			Revision: p.Revision,
+			YAML:     d.yaml,
+			Revision: d.revision,
 			Window: gitops.Window{
 				Start:     s.record.WindowStart,
 				Clean:     s.clean,
@@ -33,18 +34,19 @@ func (dm *Daemon) publish(ctx context.Context, states []state) error {
 				FlowsSeen: s.record.WindowFlows,
 			},
 		}
-		if s.record.State == lifecycle.Enforced {
+		if d.promoted {
 			gp.State = gitops.StateEnforced
 		}
+		sent[d.name] = d.policy
 		var old []*v2.CiliumClusterwideNetworkPolicy
-		if prev := dm.published[p.Name]; prev != nil {
-			old = append(old, prev.Policy)
+		if prev := dm.published[d.name]; prev != nil {
+			old = append(old, prev)
 		}
-		for _, d := range synth.Diff(old, []*v2.CiliumClusterwideNetworkPolicy{p.Policy}) {
-			for _, c := range d.Added {
+		for _, pd := range synth.Diff(old, []*v2.CiliumClusterwideNetworkPolicy{d.policy}) {
+			for _, c := range pd.Added {
 				gp.Added = append(gp.Added, c.String())
 			}
-			for _, c := range d.Removed {
+			for _, c := range pd.Removed {
 				gp.Removed = append(gp.Removed, c.String())
 			}
 		}
@@ -57,8 +59,8 @@ func (dm *Daemon) publish(ctx context.Context, states []state) error {
 				SamplePeers: []string{ps.Peer},
 			})
 		}
-		for _, d := range s.denied {
-			gp.WouldDeny = append(gp.WouldDeny, gitops.DeniedFlow{Peer: d.Peer, Direction: d.Direction.String(), Protocol: d.Proto.String(), Port: d.Port, Count: d.Count})
+		for _, de := range s.denied {
+			gp.WouldDeny = append(gp.WouldDeny, gitops.DeniedFlow{Peer: de.Peer, Direction: de.Direction.String(), Protocol: de.Proto.String(), Port: de.Port, Count: de.Count})
 		}
 		cs = append(cs, gp)
 	}
@@ -67,9 +69,7 @@ func (dm *Daemon) publish(ctx context.Context, states []state) error {
 		return fmt.Errorf("publish pull requests: %w", err)
 	}
 	if res.Status == gitops.StatusPublished {
-		for _, s := range states {
-			dm.published[s.proposal.Name] = s.proposal
-		}
+		dm.published = sent
 		for _, b := range res.Branches {
 			dm.log.Info("gitops branch", "branch", b.Branch, "pushed", b.Pushed, "compare", b.CompareURL)
 		}

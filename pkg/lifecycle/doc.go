@@ -4,11 +4,11 @@
 //
 //	observing --(enough evidence: synthesis proposes a first revision)--> audit
 //	audit     --(window clean: no would-be-denied flow, enough flows, Hubble saw it)--> enforced
-//	audit     --(would-be-denied flow)--> audit, window restarted with the next revision
+//	audit     --(would-be-denied flow)--> audit, window restarted (the next revision learns the edge)
 //	enforced  --(policy drop, with DemoteOnDrop)--> audit
 //
-// A window is clean only when, since the current revision was proposed, Window has passed,
-// no flow of the workload would have been denied by it, at least MinWindowFlows of its flows
+// A window is clean only when Window has passed since the current revision was proposed or
+// since its last would-be-denied flow, at least MinWindowFlows of the workload's flows
 // were evaluated, and the events Hubble lost on the nodes the workload ran on stay below
 // MaxLostRatio of the events seen there: a window we could not see is not clean.
 //

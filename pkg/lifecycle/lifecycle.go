@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 )
@@ -47,6 +48,9 @@ func (c Config) Validate() error {
 	if c.Window <= 0 {
 		errs = append(errs, fmt.Errorf("--window %s: must be positive", c.Window))
 	}
+	if c.MinWindowFlows < 1 {
+		errs = append(errs, fmt.Errorf("--min-window-flows %d: a window without traffic proves nothing, want at least 1", c.MinWindowFlows))
+	}
 	if c.MaxLostRatio < 0 || c.MaxLostRatio > 1 {
 		errs = append(errs, fmt.Errorf("--max-lost-ratio %g: must be within [0, 1]", c.MaxLostRatio))
 	}
@@ -65,12 +69,17 @@ type Record struct {
 	WindowStart time.Time `json:"windowStart,omitzero"`
 	// WindowFlows counts the workload's flows evaluated against Revision since WindowStart.
 	WindowFlows uint64 `json:"windowFlows"`
-	// WouldDeny counts would-be-denied flows against Revision since WindowStart.
+	// WouldDeny counts would-be-denied flows against Revision since it was proposed; each one
+	// restarted the window (LastWouldDeny is the latest).
 	WouldDeny     uint64    `json:"wouldDeny"`
 	LastWouldDeny time.Time `json:"lastWouldDeny,omitzero"`
 	EnforcedAt    time.Time `json:"enforcedAt,omitzero"`
-	PolicyDrops   uint64    `json:"policyDrops"`
-	Revisions     uint64    `json:"revisions"`
+	// EnforcedPolicy is the policy last promoted (opaque to this package: the daemon stores the
+	// rendered policy). It stays enforced while a newer revision is audited, until that one is
+	// promoted in turn or a demotion withdraws it.
+	EnforcedPolicy []byte `json:"enforcedPolicy,omitempty"`
+	PolicyDrops    uint64 `json:"policyDrops"`
+	Revisions      uint64 `json:"revisions"`
 	// Nodes the workload was seen on during the window, with the node's totals at the time it
 	// was first seen there in the window: the lost ratio is computed over the deltas.
 	Nodes map[string]NodeMark `json:"nodes,omitempty"`
@@ -118,6 +127,8 @@ type Machine struct {
 	nodeLost map[string]uint64
 	// dirty holds the workloads whose records changed since the last Dirty call.
 	dirty map[string]bool
+	// gone holds the workloads forgotten since the last Gone call.
+	gone []string
 }
 
 // New returns a Machine holding the given persisted records.
@@ -209,19 +220,18 @@ func (m *Machine) Propose(workload, revision string, now time.Time) *Transition 
 	if r != nil && r.Revision == revision {
 		return nil
 	}
-	if r != nil && r.Held {
-		return nil
+	if r != nil && r.Held && !m.cfg.Learn {
+		return nil // a human reviews; restarting with --learn releases it
 	}
 	r = m.get(workload)
 	from := r.State
 	r.Revision = revision
 	r.Revisions++
+	r.Held = false
+	r.WouldDeny = 0
 	m.restartWindow(r, now)
-	if r.State == Enforced {
-		// An enforced workload keeps its enforced revision until the new one proves itself:
-		// the caller keeps serving the old one. Here, the new revision starts in audit.
-		r.EnforcedAt = time.Time{}
-	}
+	// An enforced workload keeps EnforcedPolicy in force while the new revision is audited.
+	r.EnforcedAt = time.Time{}
 	r.State = Audit
 	return &Transition{Workload: workload, From: from, To: Audit, Revision: revision, Reason: "revision proposed", At: now}
 }
@@ -229,40 +239,40 @@ func (m *Machine) Propose(workload, revision string, now time.Time) *Transition 
 func (m *Machine) restartWindow(r *Record, now time.Time) {
 	r.WindowStart = now
 	r.WindowFlows = 0
-	r.WouldDeny = 0
 	r.Nodes = nil
 }
 
 // Evaluated accounts one flow of a workload in audit evaluated against its revision on node;
-// denied says the revision would have denied it. It returns a transition when the verdict
-// restarts the window.
-func (m *Machine) Evaluated(workload, node string, denied bool, now time.Time) *Transition {
+// denied says the revision would have denied it. A would-be-denied flow restarts the window
+// (the whole window must be free of them); with Learn off it also holds the revision for a
+// human. Flows older than the window's start (a replay after a restart) are not evidence for
+// it. It returns a transition when the verdict restarts the window.
+func (m *Machine) Evaluated(workload, node string, denied bool, at time.Time) *Transition {
 	r := m.records[workload]
-	if r == nil || r.State != Audit {
+	if r == nil || r.State != Audit || at.Before(r.WindowStart) {
 		return nil
 	}
 	m.dirty[workload] = true
-	if node != "" {
-		if r.Nodes == nil {
-			r.Nodes = make(map[string]NodeMark)
-		}
-		if _, ok := r.Nodes[node]; !ok {
-			r.Nodes[node] = NodeMark{Seen: m.nodeSeen[node], Lost: m.nodeLost[node]}
-		}
-	}
 	if !denied {
+		if node != "" {
+			if r.Nodes == nil {
+				r.Nodes = make(map[string]NodeMark)
+			}
+			if _, ok := r.Nodes[node]; !ok {
+				r.Nodes[node] = NodeMark{Seen: m.nodeSeen[node], Lost: m.nodeLost[node]}
+			}
+		}
 		r.WindowFlows++
 		return nil
 	}
 	r.WouldDeny++
-	r.LastWouldDeny = now
+	r.LastWouldDeny = at
+	m.restartWindow(r, at)
 	if !m.cfg.Learn {
 		r.Held = true
-		return &Transition{Workload: workload, From: Audit, To: Audit, Revision: r.Revision, Reason: "would-be-denied flow; revision held for review (--learn=false)", At: now}
+		return &Transition{Workload: workload, From: Audit, To: Audit, Revision: r.Revision, Reason: "would-be-denied flow; revision held for review (--learn=false)", At: at}
 	}
-	// Learning: the flow's edge is in the store; the next synthesis proposes a new revision,
-	// which restarts the window. Until then the window is already dirty (WouldDeny > 0).
-	return &Transition{Workload: workload, From: Audit, To: Audit, Revision: r.Revision, Reason: "would-be-denied flow; window restarts with the next revision", At: now}
+	return &Transition{Workload: workload, From: Audit, To: Audit, Revision: r.Revision, Reason: "would-be-denied flow; window restarted, the edge is learned into the next revision", At: at}
 }
 
 // Release lets a held workload take new revisions again (a human reviewed it).
@@ -287,6 +297,7 @@ func (m *Machine) PolicyDrop(workload string, now time.Time) *Transition {
 	}
 	r.State = Audit
 	r.EnforcedAt = time.Time{}
+	r.EnforcedPolicy = nil
 	m.restartWindow(r, now)
 	return &Transition{Workload: workload, From: Enforced, To: Audit, Revision: r.Revision, Reason: "policy drop after enforcement (--demote-on-drop)", At: now}
 }
@@ -295,7 +306,7 @@ func (m *Machine) PolicyDrop(workload string, now time.Time) *Transition {
 // audit or saw a would-be-denied flow), for the clean-seconds metric.
 func (m *Machine) Clean(workload string, now time.Time) time.Duration {
 	r := m.records[workload]
-	if r == nil || r.State != Audit || r.WouldDeny > 0 || now.Before(r.WindowStart) {
+	if r == nil || r.State != Audit || r.Held || now.Before(r.WindowStart) {
 		return 0
 	}
 	return now.Sub(r.WindowStart)
@@ -332,8 +343,6 @@ func (m *Machine) Blocker(workload string, now time.Time) string {
 		return "not in audit"
 	case r.Held:
 		return "revision held for review after a would-be-denied flow"
-	case r.WouldDeny > 0:
-		return fmt.Sprintf("%d would-be-denied flows in the window", r.WouldDeny)
 	case now.Sub(r.WindowStart) < m.cfg.Window:
 		return fmt.Sprintf("window clean for %s of %s", now.Sub(r.WindowStart).Truncate(time.Second), m.cfg.Window)
 	case r.WindowFlows < m.cfg.MinWindowFlows:
@@ -359,4 +368,59 @@ func (m *Machine) Tick(now time.Time) []Transition {
 			Reason: fmt.Sprintf("window of %s clean with %d flows evaluated", m.cfg.Window, r.WindowFlows), At: now})
 	}
 	return out
+}
+
+// SetEnforcedPolicy records the policy a promotion put in force.
+func (m *Machine) SetEnforcedPolicy(workload string, policy []byte) {
+	if r := m.records[workload]; r != nil {
+		r.EnforcedPolicy = policy
+		m.dirty[workload] = true
+	}
+}
+
+// Forget drops a workload that no longer exists (expired from the store).
+func (m *Machine) Forget(workload string) {
+	delete(m.records, workload)
+	m.gone = append(m.gone, workload)
+	delete(m.dirty, workload)
+}
+
+// Gone returns the workloads forgotten since the last call, for deleting their records.
+func (m *Machine) Gone() []string {
+	g := m.gone
+	m.gone = nil
+	return g
+}
+
+// NodeTotals are the per-node event totals the lost ratio is computed from; they are
+// persisted with the records, so a restart neither forgets losses nor misreads the marks.
+type NodeTotals struct {
+	Seen map[string]uint64 `json:"seen"`
+	Lost map[string]uint64 `json:"lost"`
+}
+
+// Totals returns a copy of the per-node totals.
+func (m *Machine) Totals() NodeTotals {
+	return NodeTotals{Seen: maps.Clone(m.nodeSeen), Lost: maps.Clone(m.nodeLost)}
+}
+
+// RestoreTotals replaces the per-node totals with persisted ones.
+func (m *Machine) RestoreTotals(t NodeTotals) {
+	if t.Seen != nil {
+		m.nodeSeen = maps.Clone(t.Seen)
+	}
+	if t.Lost != nil {
+		m.nodeLost = maps.Clone(t.Lost)
+	}
+}
+
+// HeldCount is the number of workloads whose revision is held for review.
+func (m *Machine) HeldCount() int {
+	n := 0
+	for _, r := range m.records {
+		if r.Held {
+			n++
+		}
+	}
+	return n
 }

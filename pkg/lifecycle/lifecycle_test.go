@@ -78,14 +78,27 @@ func TestLifecycle(t *testing.T) {
 			blocker: "window clean for 30m0s of 1h0m0s",
 		},
 		{
-			name:    "would-be-denied flow blocks until a new revision",
-			steps:   []step{{propose: "r1"}, {at: time.Minute, flow: "ok"}, {at: 2 * time.Minute, flow: "deny"}, {at: 3 * time.Minute, flow: "ok"}, {at: 4 * time.Minute, flow: "ok"}, {at: 2 * time.Hour}},
+			name: "a would-be-denied flow restarts the window",
+			steps: []step{{propose: "r1"}, {at: time.Minute, flow: "ok"}, {at: 2 * time.Minute, flow: "deny"}, {at: 3 * time.Minute, flow: "ok"},
+				{at: 4 * time.Minute, flow: "ok"}, {at: 5 * time.Minute, flow: "ok"}, {at: 61 * time.Minute}},
 			want:    Audit,
-			blocker: "1 would-be-denied flows in the window",
+			blocker: "window clean for 59m0s of 1h0m0s",
+		},
+		{
+			name: "a full clean window after a would-be-denied flow promotes",
+			steps: []step{{propose: "r1"}, {at: time.Minute, flow: "ok"}, {at: 2 * time.Minute, flow: "deny"}, {at: 3 * time.Minute, flow: "ok"},
+				{at: 4 * time.Minute, flow: "ok"}, {at: 5 * time.Minute, flow: "ok"}, {at: 63 * time.Minute}},
+			want: Enforced,
+		},
+		{
+			name: "flows older than the window are no evidence (replay after a restart)",
+			steps: []step{{at: time.Hour, propose: "r1"}, {at: 10 * time.Minute, flow: "deny"}, {at: 20 * time.Minute, flow: "ok"},
+				{at: 61 * time.Minute, flow: "ok"}, {at: 62 * time.Minute, flow: "ok"}, {at: 63 * time.Minute, flow: "ok"}, {at: 121 * time.Minute}},
+			want: Enforced,
 		},
 		{
 			name: "new revision restarts the window",
-			steps: []step{{propose: "r1"}, {at: time.Minute, flow: "deny"}, {at: 50 * time.Minute, propose: "r2"},
+			steps: []step{{propose: "r1"}, {at: time.Minute, flow: "ok"}, {at: 50 * time.Minute, propose: "r2"},
 				{at: 51 * time.Minute, flow: "ok"}, {at: 52 * time.Minute, flow: "ok"}, {at: 53 * time.Minute, flow: "ok"}, {at: 90 * time.Minute}},
 			want:    Audit,
 			blocker: "window clean for 40m0s of 1h0m0s",
@@ -202,6 +215,46 @@ func TestConfigValidate(t *testing.T) {
 	}
 	bad := Config{Window: 0, MaxLostRatio: 2}
 	if err := bad.Validate(); err == nil {
-		t.Fatal("Validate accepted a zero window and a ratio above 1")
+		t.Fatal("Validate accepted a zero window, no window flows and a ratio above 1")
+	}
+}
+
+// Ensure node totals survive a restart: losses before it still count, and marks taken before
+// it are not compared with counters that restarted at zero.
+func TestNodeTotalsRoundTrip(t *testing.T) {
+	m := New(testConfig(), nil)
+	m.Propose("w", "r1", t0)
+	for range 100 {
+		m.NodeEvent("n1")
+	}
+	m.Evaluated("w", "n1", false, t0.Add(time.Minute))
+	m.NodeLost("n1", 50)
+	recs := m.Records()
+	m2 := New(testConfig(), recs)
+	m2.RestoreTotals(m.Totals())
+	m2.NodeEvent("n1")
+	if got := m2.LostRatio("w"); got < 0.9 {
+		t.Errorf("LostRatio after restart = %g, want the 50 lost of 51 events since the mark", got)
+	}
+}
+
+// Ensure a held revision is released by learning again, and a forgotten workload is reported.
+func TestHeldAndForget(t *testing.T) {
+	cfg := testConfig()
+	cfg.Learn = false
+	m := New(cfg, nil)
+	m.Propose("w", "r1", t0)
+	m.Evaluated("w", "n1", true, t0.Add(time.Minute))
+	if tr := m.Propose("w", "r2", t0.Add(2*time.Minute)); tr != nil || m.Record("w").Revision != "r1" {
+		t.Fatalf("Propose while held = %+v, revision %s; want held at r1", tr, m.Record("w").Revision)
+	}
+	cfg.Learn = true
+	m2 := New(cfg, m.Records())
+	if tr := m2.Propose("w", "r2", t0.Add(3*time.Minute)); tr == nil || m2.Record("w").Held {
+		t.Fatalf("Propose with learning back on = %+v, held %v; want r2 proposed and released", tr, m2.Record("w").Held)
+	}
+	m2.Forget("w")
+	if g := m2.Gone(); len(g) != 1 || g[0] != "w" || m2.Record("w") != nil {
+		t.Fatalf("Forget: gone %v, record %v", g, m2.Record("w"))
 	}
 }
