@@ -135,6 +135,13 @@ func (o *runOptions) validate() error {
 			errs = append(errs, err)
 		}
 	}
+	if o.syncInterval <= 0 {
+		errs = append(errs, fmt.Errorf("--sync-interval %s: must be positive", o.syncInterval))
+	}
+	// Checked here, before the store file is created or a port opened.
+	if err := o.lifecycle.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
