@@ -96,6 +96,7 @@ GitOps pull requests (--git-url). SIGTERM commits the last batch before exiting.
 	f.DurationVar(&o.lifecycle.Window, "window", lc.Window, "how long a proposed revision must stay clean before it is promoted")
 	f.Uint64Var(&o.lifecycle.MinWindowFlows, "min-window-flows", lc.MinWindowFlows, "flows of the workload evaluated in the window before promotion")
 	f.Float64Var(&o.lifecycle.MaxLostRatio, "max-lost-ratio", lc.MaxLostRatio, "highest ratio of Hubble lost events on the workload's nodes for a window to count as clean")
+	f.DurationVar(&o.lifecycle.MaxFlowGap, "max-flow-gap", lc.MaxFlowGap, "a jump of the flow clock longer than this (daemon down, Relay unreachable) does not count towards windows; 0 counts every gap")
 	f.BoolVar(&o.lifecycle.Learn, "learn", lc.Learn, "learn would-be-denied edges into a new revision (false: hold the revision for a human)")
 	f.BoolVar(&o.lifecycle.DemoteOnDrop, "demote-on-drop", lc.DemoteOnDrop, "return an enforced workload to audit when Cilium drops its traffic for policy reasons")
 	f.StringVar(&o.apply, "apply", string(cluster.ApplyOff), "cluster delivery: off (only propose) or enforce (apply promoted policies with server-side apply)")

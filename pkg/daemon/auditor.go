@@ -108,6 +108,10 @@ func (a *auditor) observe(ev *flows.Event) {
 	defer a.mu.Unlock()
 	// A node whose clock runs ahead must not move every window and the retention forward.
 	if ev.Time.After(a.now) && ev.Time.Before(a.wall().Add(maxClockSkew)) {
+		if n := a.machine.Advance(a.now, ev.Time); n > 0 {
+			a.log.Info("flow clock jumped: the unseen time does not count towards windows",
+				"from", a.now, "to", ev.Time, "windows", n)
+		}
 		a.now = ev.Time
 	}
 	if ev.Kind == flows.KindLost {

@@ -143,7 +143,7 @@ func startDaemon(t *testing.T, dbPath, relayAddr string, syncInterval time.Durat
 	sc.MinObserve = 0
 	dm, err := New(Config{
 		SyncInterval: syncInterval,
-		Lifecycle:    lifecycle.Config{Window: 10 * time.Minute, MinWindowFlows: 1, MaxLostRatio: 0.01, Learn: true},
+		Lifecycle:    lifecycle.Config{Window: time.Minute, MaxFlowGap: 5 * time.Minute, MinWindowFlows: 1, MaxLostRatio: 0.01, Learn: true},
 		Synth:        sc,
 		Audit:        audit.Config{},
 		MaxEdges:     1000, MaxWorkloads: 100,

@@ -28,14 +28,19 @@ type Config struct {
 	Window         time.Duration // --window: how long a revision must stay clean
 	MinWindowFlows uint64        // --min-window-flows: flows evaluated in the window before promotion
 	MaxLostRatio   float64       // --max-lost-ratio: lost/seen events on the workload's nodes
-	Learn          bool          // --learn: a would-be-denied flow leads to a new revision
-	DemoteOnDrop   bool          // --demote-on-drop: enforced policy drops return the workload to audit
+	// MaxFlowGap (--max-flow-gap): when the flow clock jumps further than this (the daemon was
+	// down, Relay unreachable, the cluster silent), the unseen time does not count towards any
+	// window. Zero counts every gap.
+	MaxFlowGap   time.Duration
+	Learn        bool // --learn: a would-be-denied flow leads to a new revision
+	DemoteOnDrop bool // --demote-on-drop: enforced policy drops return the workload to audit
 }
 
 // DefaultConfig returns the defaults of the `run` command.
 func DefaultConfig() Config {
 	return Config{
 		Window:         7 * 24 * time.Hour,
+		MaxFlowGap:     5 * time.Minute,
 		MinWindowFlows: 100,
 		MaxLostRatio:   0.001,
 		Learn:          true,
@@ -47,6 +52,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.Window <= 0 {
 		errs = append(errs, fmt.Errorf("--window %s: must be positive", c.Window))
+	}
+	if c.MaxFlowGap < 0 {
+		errs = append(errs, fmt.Errorf("--max-flow-gap %s: must not be negative", c.MaxFlowGap))
 	}
 	if c.MinWindowFlows < 1 {
 		errs = append(errs, fmt.Errorf("--min-window-flows %d: a window without traffic proves nothing, want at least 1", c.MinWindowFlows))
@@ -419,6 +427,25 @@ func (m *Machine) HeldCount() int {
 	n := 0
 	for _, r := range m.records {
 		if r.Held {
+			n++
+		}
+	}
+	return n
+}
+
+// Advance tells the machine the flow clock moved from one time to the next. A jump longer
+// than MaxFlowGap was not observed: every window in audit is shifted by it, so a window we
+// could not see does not count as clean. It returns how many windows were shifted.
+func (m *Machine) Advance(from, to time.Time) int {
+	gap := to.Sub(from)
+	if m.cfg.MaxFlowGap <= 0 || from.IsZero() || gap <= m.cfg.MaxFlowGap {
+		return 0
+	}
+	n := 0
+	for _, r := range m.records {
+		if r.State == Audit && !r.WindowStart.After(from) {
+			r.WindowStart = r.WindowStart.Add(gap)
+			m.dirty[r.Workload] = true
 			n++
 		}
 	}

@@ -258,3 +258,23 @@ func TestHeldAndForget(t *testing.T) {
 		t.Fatalf("Forget: gone %v, record %v", g, m2.Record("w"))
 	}
 }
+
+// Ensure time the daemon did not see (a gap in the flow clock) does not count towards a window.
+func TestAdvanceSkipsUnseenTime(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxFlowGap = 5 * time.Minute
+	m := New(cfg, nil)
+	m.Propose("w", "r1", t0)
+	for i := range 3 {
+		m.Evaluated("w", "n1", false, t0.Add(time.Duration(i+1)*time.Minute))
+	}
+	if n := m.Advance(t0.Add(4*time.Minute), t0.Add(3*time.Hour)); n != 1 {
+		t.Fatalf("Advance over a 3h gap shifted %d windows, want 1", n)
+	}
+	if got := m.Blocker("w", t0.Add(3*time.Hour)); got != "window clean for 4m0s of 1h0m0s" {
+		t.Errorf("Blocker after the gap = %q, want only the observed 4m counted", got)
+	}
+	if n := m.Advance(t0.Add(3*time.Hour), t0.Add(3*time.Hour+time.Minute)); n != 0 {
+		t.Errorf("Advance within the gap limit shifted %d windows, want 0", n)
+	}
+}
