@@ -1,7 +1,6 @@
 package flows
 
 import (
-	"hash/fnv"
 	"slices"
 	"strings"
 	"sync"
@@ -27,13 +26,16 @@ const (
 type Normalizer struct {
 	labels *LabelFilter
 
-	// mu guards cache, which maps a raw label list (joined) to its filtered form; identities
-	// repeat endlessly in a flow stream, so this saves the regexp work on nearly every flow.
+	// mu guards cache, which maps a security identity to its raw labels and their filtered
+	// form; identities repeat endlessly in a flow stream, so this saves the regexp work and
+	// the allocations on nearly every flow. A hit is checked against the raw labels, so an
+	// identity number reused for other labels (another cluster, a restart) is never wrong.
 	mu    sync.RWMutex
-	cache map[string]labelsEntry
+	cache map[uint32]labelsEntry
 }
 
 type labelsEntry struct {
+	raw    []string
 	labels Labels
 	ns     string
 }
@@ -46,7 +48,7 @@ func NewNormalizer(f *LabelFilter) *Normalizer {
 	if f == nil {
 		f, _ = NewLabelFilter(nil, nil) // default patterns are constants and compile
 	}
-	return &Normalizer{labels: f, cache: make(map[string]labelsEntry)}
+	return &Normalizer{labels: f, cache: make(map[uint32]labelsEntry)}
 }
 
 // Response normalizes one GetFlows response: a flow, or a lost-events notice. Node status
@@ -359,7 +361,7 @@ func (n *Normalizer) peer(ep *flowpb.Endpoint, ip string, names []string) Peer {
 		}
 		return Peer{Kind: PeerEntity, Entity: reserved[0], Identity: ep.GetIdentity()}
 	}
-	labels, ns := n.filterLabels(ep.GetLabels())
+	labels, ns := n.filterLabels(ep.GetIdentity(), ep.GetLabels())
 	if ep.GetNamespace() != "" {
 		ns = ep.GetNamespace()
 	}
@@ -374,12 +376,11 @@ func (n *Normalizer) peer(ep *flowpb.Endpoint, ip string, names []string) Peer {
 	return p
 }
 
-func (n *Normalizer) filterLabels(raw []string) (Labels, string) {
-	key := strings.Join(raw, "\x00")
+func (n *Normalizer) filterLabels(id uint32, raw []string) (Labels, string) {
 	n.mu.RLock()
-	e, ok := n.cache[key]
+	e, ok := n.cache[id]
 	n.mu.RUnlock()
-	if ok {
+	if ok && slices.Equal(e.raw, raw) {
 		return e.labels, e.ns
 	}
 	l, ns := n.labels.Filter(raw)
@@ -387,7 +388,7 @@ func (n *Normalizer) filterLabels(raw []string) (Labels, string) {
 	if len(n.cache) >= maxLabelCache {
 		clear(n.cache)
 	}
-	n.cache[key] = labelsEntry{labels: l, ns: ns}
+	n.cache[id] = labelsEntry{raw: slices.Clone(raw), labels: l, ns: ns}
 	n.mu.Unlock()
 	return l, ns
 }
@@ -438,9 +439,7 @@ func policyRefs(lists ...[]*flowpb.Policy) []PolicyRef {
 // back to the fields that make a record unique on its node.
 func flowID(f *flowpb.Flow) uint64 {
 	if u := f.GetUuid(); u != "" {
-		h := fnv.New64a()
-		h.Write([]byte(u))
-		return h.Sum64()
+		return fnvString(fnvOffset, u)
 	}
 	_, sp, dp, _ := l4(f)
 	return fingerprint(f.GetNodeName(), f.GetIP().GetSource(), f.GetIP().GetDestination(),
@@ -448,16 +447,30 @@ func flowID(f *flowpb.Flow) uint64 {
 }
 
 func fingerprint(a, b, c string, x, y uint64) uint64 {
-	h := fnv.New64a()
+	h := uint64(fnvOffset)
 	for _, s := range []string{a, b, c} {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
+		h = fnvString(h, s)
+		h = fnvByte(h, 0)
 	}
-	var buf [16]byte
-	for i := range 8 {
-		buf[i] = byte(x >> (8 * i))
-		buf[8+i] = byte(y >> (8 * i))
+	for _, v := range []uint64{x, y} {
+		for i := range 8 {
+			h = fnvByte(h, byte(v>>(8*i)))
+		}
 	}
-	h.Write(buf[:])
-	return h.Sum64()
+	return h
+}
+
+// FNV-1a, inlined: hash/fnv would allocate a hasher and a byte copy per flow.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func fnvByte(h uint64, b byte) uint64 { return (h ^ uint64(b)) * fnvPrime }
+
+func fnvString(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h = fnvByte(h, s[i])
+	}
+	return h
 }
