@@ -5,7 +5,9 @@
 #
 #   make bench                      # quick set, a few minutes on 2 cores
 #   BENCH_FULL=1 make bench         # adds 10M flows over the same edges
-#   BENCH_COUNT=5 make bench        # repeat each benchmark, for benchstat
+#   BENCH_COUNT=5 make bench        # repeat each benchmark, for benchstat (the ingest
+#                                   # comparison always runs at least 3 rounds)
+#   BENCH_RECORDS=N make bench      # records per ingest run (default 200000)
 #   RECOMMENDER_HUBBLE=/path/hubble # the hubble CLI to compare with (else built and cached)
 #
 # Each memory case runs in its own process so that its RSS is its own.
@@ -34,26 +36,32 @@ for pkg in daemon aggregate synth audit; do
 	go test -c -o "$out/bin/$pkg.test" "./pkg/$pkg"
 done
 
-# bench PKG REGEXP BENCHTIME: one process; its output goes to the terminal's log and raw.txt.
+# bench PKG REGEXP BENCHTIME COUNT [FLAG...]: one process; its output goes to stderr and raw.txt.
 bench() {
-	local pkg=$1 re=$2 benchtime=$3
-	log "$pkg: $re ($benchtime)"
+	local pkg=$1 re=$2 benchtime=$3 n=$4
+	shift 4
+	log "$pkg: $re ($benchtime, $n run(s))"
 	(cd "pkg/$pkg" && "../../$out/bin/$pkg.test" -test.run '^$' -test.bench "$re" \
-		-test.benchtime "$benchtime" -test.count "$count" -test.benchmem) | tee -a "$raw" >&2
+		-test.benchtime "$benchtime" -test.count "$n" -test.benchmem "$@") | tee -a "$raw" >&2
 }
 
-bench daemon '^BenchmarkDaemonIngest$' "${records}x"
-bench daemon '^BenchmarkDaemonLatency$' 10000x
+# The four ways of reading the relay run in rounds, one process each (reference, ingest,
+# daemon, hubble, then again), so that load from other processes on a shared machine hits
+# them alike; the table shows the median.
+for ((round = 0; round < (count > 3 ? count : 3); round++)); do
+	bench daemon '^BenchmarkDaemonIngest$' "${records}x" 1 -ingest.records "$records"
+done
+bench daemon '^BenchmarkDaemonLatency$' 10000x "$count"
 flows=(1000000 3000000)
 [[ -n "${BENCH_FULL:-}" ]] && flows=(1000000 10000000)
 for n in "${flows[@]}"; do
-	bench aggregate "^BenchmarkScaleFlows/events=$n\$" 1x
+	bench aggregate "^BenchmarkScaleFlows/events=$n\$" 1x "$count"
 done
 for e in 1000 10000 100000; do
-	bench aggregate "^BenchmarkScaleEdges/edges=$e\$" 1x
+	bench aggregate "^BenchmarkScaleEdges/edges=$e\$" 1x "$count"
 done
-bench synth '^BenchmarkSynthesize$' 1x
-bench audit '^BenchmarkEvaluate$' 1s
+bench synth '^BenchmarkSynthesize$' 1x "$count"
+bench audit '^BenchmarkEvaluate$' 1s "$count"
 
 log "raw results: $raw"
 go run ./internal/benchcli "$raw"
