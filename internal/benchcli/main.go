@@ -16,7 +16,7 @@ func main() {
 
 func run(args []string, w io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: benchcli RAW.txt...")
+		return errors.New("usage: benchcli RAW.txt [RAW.txt ...]")
 	}
 	res := newResults()
 	for _, path := range args {

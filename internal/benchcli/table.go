@@ -313,6 +313,6 @@ func render(w io.Writer, r *results) error {
 		return nil
 	}
 	env := slices.SortedFunc(slices.Values(r.env), func(a, b string) int { return cmp.Compare(a, b) })
-	_, err := fmt.Fprintf(w, "\n%s; median of %d run(s) per benchmark\n", strings.Join(env, ", "), runs)
+	_, err := fmt.Fprintf(w, "\n%s; each figure is the median of its benchmark's runs (at most %d)\n", strings.Join(env, ", "), runs)
 	return err
 }
