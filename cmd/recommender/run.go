@@ -136,6 +136,11 @@ func (o *runOptions) validate() error {
 			errs = append(errs, err)
 		}
 	}
+	if (len(o.src.relay.Namespaces) > 0 || len(o.src.relay.Nodes) > 0) && (o.applies() || o.gitops.Enabled()) {
+		// Pruning in the cluster and the files of the policy repository are owned per daemon:
+		// shards delivering side by side would delete each other's policies.
+		errs = append(errs, fmt.Errorf("--%s/--%s shard what a daemon observes; a shard cannot also deliver (--apply, --dry-run, --git-url): write proposals with --out and review or merge them", flagNamespace, flagNodeName))
+	}
 	if o.syncInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--sync-interval %s: must be positive", o.syncInterval))
 	}
