@@ -59,6 +59,8 @@ type auditor struct {
 	// now is the newest flow time seen: the lifecycle's clock, so windows are measured in
 	// observed time and a replayed recording promotes as the live cluster would have.
 	now time.Time
+	// keys caches workload keys by label slice (keyOf).
+	keys map[keyCacheKey]string
 	// wall is the wall clock (tests replace it).
 	wall func() time.Time
 	// inShard reports whether a namespace belongs to this daemon's shard.
@@ -85,14 +87,38 @@ func newAuditor(log *slog.Logger, m *metrics, cfg audit.Config, machine *lifecyc
 		names:   make(map[string]workloadName),
 		logged:  make(map[string]struct{}),
 		denied:  make(map[string][]deniedEdge),
+		keys:    make(map[keyCacheKey]string),
 		wall:    time.Now,
 		inShard: func(string) bool { return true },
 	}
 }
 
-func workloadKeyOf(p *flows.Peer) string {
-	return aggregate.WorkloadKey{Namespace: p.Namespace, Labels: p.Labels}.String()
+// keyOf returns the workload key of a peer. The normalizer hands out one shared label slice
+// per identity, so the key is cached by that slice: building it costs an allocation per flow
+// end otherwise. The cache is cleared when it outgrows maxKeyCache (identities churn).
+func (a *auditor) keyOf(p *flows.Peer) string {
+	if len(p.Labels) == 0 {
+		return aggregate.WorkloadKey{Namespace: p.Namespace}.String()
+	}
+	ck := keyCacheKey{ns: p.Namespace, first: &p.Labels[0], n: len(p.Labels)}
+	if k, ok := a.keys[ck]; ok {
+		return k
+	}
+	if len(a.keys) >= maxKeyCache {
+		clear(a.keys)
+	}
+	k := aggregate.WorkloadKey{Namespace: p.Namespace, Labels: p.Labels}.String()
+	a.keys[ck] = k
+	return k
 }
+
+type keyCacheKey struct {
+	ns    string
+	first *string
+	n     int
+}
+
+const maxKeyCache = 1 << 16
 
 // end is one side of a flow that a policy may govern.
 type end struct {
@@ -139,7 +165,7 @@ func (a *auditor) observe(ev *flows.Event) {
 		if e.self.Kind != flows.PeerWorkload {
 			continue
 		}
-		key := workloadKeyOf(e.self)
+		key := a.keyOf(e.self)
 		rec := a.machine.Record(key)
 		if rec == nil || rec.State == lifecycle.Observing || a.current[key] == nil {
 			continue
@@ -205,7 +231,7 @@ func (a *auditor) policyDrop(ev *flows.Event, ends []end) {
 		if ev.Point != flows.DirectionUnknown && ev.Point != e.dir {
 			continue
 		}
-		key := workloadKeyOf(e.self)
+		key := a.keyOf(e.self)
 		rec := a.machine.Record(key)
 		if rec == nil || rec.State != lifecycle.Enforced {
 			continue
