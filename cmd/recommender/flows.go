@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -54,7 +52,7 @@ skipped, malformed, lost) goes to stderr.`,
 				return err
 			}
 			defer src.Close()
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			ctx, stop := signalContext(cmd.Context())
 			defer stop()
 
 			p := newEventPrinter(cmd.OutOrStdout(), o.output)

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -70,7 +68,7 @@ func runIngest(ctx context.Context, g *globalOptions, o *ingestOptions, stdout, 
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext(ctx)
 	defer stop()
 
 	store, err := aggregate.Open(o.db, aggregate.Options{Timeout: o.lockTimeout, Logger: log})

@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"net"
-	"os/signal"
-	"syscall"
 
 	"github.com/recommender/recommender/pkg/replay"
 	"github.com/spf13/cobra"
@@ -46,7 +44,7 @@ recording.`,
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			ctx, stop := signalContext(cmd.Context())
 			defer stop()
 			rec, sum, err := replay.Load(ctx, o.files, o.strict, log)
 			if err != nil {

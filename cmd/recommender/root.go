@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -67,3 +70,9 @@ func (o *globalOptions) logger(w io.Writer) (*slog.Logger, error) {
 
 // stderrLogger is the usual call: the logger on os.Stderr.
 func (o *globalOptions) stderrLogger() (*slog.Logger, error) { return o.logger(os.Stderr) }
+
+// signalContext is the one root context of a command: SIGINT and SIGTERM cancel it, and the
+// stages below shut down in order (packages never handle signals themselves).
+func signalContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+}
