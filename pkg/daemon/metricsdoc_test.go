@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -15,7 +13,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/recommender/recommender/pkg/aggregate"
 	"github.com/recommender/recommender/pkg/flows"
 	"github.com/recommender/recommender/pkg/lifecycle"
 	"github.com/recommender/recommender/pkg/synth"
@@ -51,27 +48,9 @@ var descRE = regexp.MustCompile(`fqName: "([^"]+)", help: "((?:[^"\\]|\\.)*)",(?
 // Ensure docs/metrics.md lists every series the daemon registers, with its labels and help.
 func TestMetricsDocUpToDate(t *testing.T) {
 	reg := &describingRegistry{Registry: prometheus.NewPedanticRegistry()}
-	log := slog.New(slog.DiscardHandler)
-	store, err := aggregate.Open(filepath.Join(t.TempDir(), "db"), aggregate.Options{Registerer: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	agg, err := aggregate.NewAggregator(aggregate.Config{}, log, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := aggregate.NewIngester(store, agg, aggregate.IngesterConfig{BatchSize: 10, BatchInterval: time.Second}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := flows.NewFileSource(flows.FileConfig{Paths: []string{filepath.Join(recordings, "starwars.jsonl")}}, nil, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	_, err = New(Config{SyncInterval: time.Second, Lifecycle: lifecycle.DefaultConfig(), Synth: synth.DefaultConfig()},
-		Deps{Log: log, Registry: reg, Source: src, Stats: src.Stats(), Relay: relayStub{}, Store: store, Aggregator: agg, Ingester: in})
+	d := fileDeps(t, t.TempDir(), reg, "starwars.jsonl")
+	d.Relay = relayStub{}
+	_, err := New(Config{SyncInterval: time.Second, Lifecycle: lifecycle.DefaultConfig(), Synth: synth.DefaultConfig()}, d)
 	if err != nil {
 		t.Fatal(err)
 	}

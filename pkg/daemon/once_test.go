@@ -1,17 +1,12 @@
 package daemon
 
 import (
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/recommender/recommender/pkg/aggregate"
-	"github.com/recommender/recommender/pkg/flows"
 	"github.com/recommender/recommender/pkg/lifecycle"
 	"github.com/recommender/recommender/pkg/synth"
 )
@@ -19,33 +14,14 @@ import (
 // Ensure `run --once` over recordings ends by itself after a final sync that writes the
 // proposals to --out, and that a namespace shard proposes policies for its namespaces only.
 func TestOnceShardWritesOut(t *testing.T) {
-	log := slog.New(slog.DiscardHandler)
 	dir := t.TempDir()
-	store, err := aggregate.Open(filepath.Join(dir, "db"), aggregate.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	agg, err := aggregate.NewAggregator(aggregate.Config{}, log, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := aggregate.NewIngester(store, agg, aggregate.IngesterConfig{BatchSize: 100, BatchInterval: time.Second}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := flows.NewFileSource(flows.FileConfig{Paths: []string{filepath.Join(recordings, "boutique.jsonl")}}, nil, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
+	d := fileDeps(t, dir, nil, "boutique.jsonl")
+	store := d.Store
 	sc := synth.DefaultConfig()
 	sc.MinObserve = 0
 	out := filepath.Join(dir, "out")
 	dm, err := New(Config{SyncInterval: time.Hour, OutDir: out, Once: true, Namespaces: []string{"ops", "kube-system"},
-		Lifecycle: lifecycle.DefaultConfig(), Synth: sc},
-		Deps{Log: log, Registry: prometheus.NewPedanticRegistry(), Source: flows.NewFolder(src, src.Stats()), Stats: src.Stats(),
-			Store: store, Aggregator: agg, Ingester: in})
+		Lifecycle: lifecycle.DefaultConfig(), Synth: sc}, d)
 	if err != nil {
 		t.Fatal(err)
 	}
