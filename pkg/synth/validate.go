@@ -167,8 +167,22 @@ var ccnpSchema = sync.OnceValues(func() (*spec.Schema, error) {
 // (types, enums, patterns, required fields; CEL rules are not evaluated, and the one the
 // CRD has, spec or specs present, is checked by Validate), and fields the schema does not
 // know, which the API server would prune silently and so change the policy.
+// ccnpValidator validates against ccnpSchema. Building a validator costs more than using it,
+// and the API server too keeps one per CRD for every request, so it is built once.
+var ccnpValidator = sync.OnceValues(func() (*validate.SchemaValidator, error) {
+	s, err := ccnpSchema()
+	if err != nil {
+		return nil, err
+	}
+	return validate.NewSchemaValidator(s, nil, "", strfmt.Default), nil
+})
+
 func validateSchema(p *v2.CiliumClusterwideNetworkPolicy) error {
 	s, err := ccnpSchema()
+	if err != nil {
+		return err
+	}
+	v, err := ccnpValidator()
 	if err != nil {
 		return err
 	}
@@ -176,7 +190,7 @@ func validateSchema(p *v2.CiliumClusterwideNetworkPolicy) error {
 	if err != nil {
 		return err
 	}
-	res := validate.NewSchemaValidator(s, nil, "", strfmt.Default).Validate(obj)
+	res := v.Validate(obj)
 	if !res.IsValid() {
 		msgs := make([]string, 0, len(res.Errors))
 		for _, e := range res.Errors {
