@@ -47,7 +47,7 @@ type auditor struct {
 	eval *audit.Evaluator
 	cfg  audit.Config
 
-	// mu guards machine, current, names, logged, denied and now.
+	// mu guards machine, current, names, logged, denied, now, keys and the pending state.
 	mu      sync.Mutex
 	machine *lifecycle.Machine
 	// current holds, per workload key, the proposal whose revision is audited or enforced.
@@ -59,6 +59,11 @@ type auditor struct {
 	// now is the newest flow time seen: the lifecycle's clock, so windows are measured in
 	// observed time and a replayed recording promotes as the live cluster would have.
 	now time.Time
+	// pending and pendingGone hold lifecycle changes until a commit that carried them
+	// succeeded; gen numbers the writes (lifecycleWriter).
+	pending     map[string]pendingRecord
+	pendingGone map[string]uint64
+	gen         uint64
 	// keys caches workload keys by label slice (keyOf).
 	keys map[keyCacheKey]string
 	// wall is the wall clock (tests replace it).
@@ -78,18 +83,20 @@ func (a *auditor) clock() time.Time {
 
 func newAuditor(log *slog.Logger, m *metrics, cfg audit.Config, machine *lifecycle.Machine) *auditor {
 	return &auditor{
-		log:     log,
-		m:       m,
-		cfg:     cfg,
-		eval:    audit.NewEvaluator(nil, log),
-		machine: machine,
-		current: make(map[string]*synth.Proposal),
-		names:   make(map[string]workloadName),
-		logged:  make(map[string]struct{}),
-		denied:  make(map[string][]deniedEdge),
-		keys:    make(map[keyCacheKey]string),
-		wall:    time.Now,
-		inShard: func(string) bool { return true },
+		log:         log,
+		m:           m,
+		cfg:         cfg,
+		eval:        audit.NewEvaluator(nil, log),
+		machine:     machine,
+		current:     make(map[string]*synth.Proposal),
+		names:       make(map[string]workloadName),
+		logged:      make(map[string]struct{}),
+		denied:      make(map[string][]deniedEdge),
+		keys:        make(map[keyCacheKey]string),
+		pending:     make(map[string]pendingRecord),
+		pendingGone: make(map[string]uint64),
+		wall:        time.Now,
+		inShard:     func(string) bool { return true },
 	}
 }
 
@@ -392,30 +399,67 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// persist writes the lifecycle records changed since the last commit; it runs inside the
-// store's commit, so they land atomically with the batch whose flows changed them.
-func (a *auditor) persist(l *aggregate.Lifecycle) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, r := range a.machine.Dirty() {
-		b, err := r.Marshal()
+// lifecycleWriter returns the two halves of persisting lifecycle state for one committer (the
+// Ingester's commit goroutine, or the sync loop): write runs inside a store transaction and
+// writes every record changed and not yet known to be on disk; done runs once that transaction
+// committed. A record stays pending until a commit that carried it succeeded, so a failed
+// commit loses nothing; generations keep one committer's done from clearing what only the
+// other's transaction carried.
+func (a *auditor) lifecycleWriter() (write func(*aggregate.Lifecycle) error, done func()) {
+	var mine uint64
+	write = func(l *aggregate.Lifecycle) error {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.gen++
+		mine = a.gen
+		for _, r := range a.machine.Dirty() {
+			a.pending[r.Workload] = pendingRecord{record: r, gen: mine}
+		}
+		for _, w := range a.machine.Gone() {
+			delete(a.pending, w)
+			a.pendingGone[w] = mine
+		}
+		for _, w := range sortedKeys(a.pending) {
+			b, err := a.pending[w].record.Marshal()
+			if err != nil {
+				return err
+			}
+			if err := l.Put(w, b); err != nil {
+				return err
+			}
+		}
+		for _, w := range sortedKeys(a.pendingGone) {
+			if err := l.Delete(w); err != nil {
+				return err
+			}
+		}
+		b, err := json.Marshal(a.machine.Totals())
 		if err != nil {
 			return err
 		}
-		if err := l.Put(r.Workload, b); err != nil {
-			return err
+		return l.Put(nodeTotalsKey, b)
+	}
+	done = func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		for w, p := range a.pending {
+			if p.gen <= mine {
+				delete(a.pending, w)
+			}
+		}
+		for w, g := range a.pendingGone {
+			if g <= mine {
+				delete(a.pendingGone, w)
+			}
 		}
 	}
-	for _, w := range a.machine.Gone() {
-		if err := l.Delete(w); err != nil {
-			return err
-		}
-	}
-	b, err := json.Marshal(a.machine.Totals())
-	if err != nil {
-		return err
-	}
-	return l.Put(nodeTotalsKey, b)
+	return write, done
+}
+
+// pendingRecord is a lifecycle record written by a transaction not yet known to have committed.
+type pendingRecord struct {
+	record *lifecycle.Record
+	gen    uint64
 }
 
 // state is a copy of what delivery needs about one workload with a proposal.

@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"errors"
 	"log/slog"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -143,5 +145,41 @@ func TestAuditorLifecycle(t *testing.T) {
 	a.observe(ev(2000, evil, db, 5432, flows.VerdictForwarded))
 	if r := a.machine.Record("shop/k8s:app=db"); !r.Held {
 		t.Errorf("db after a would-be-denied flow with Learn off: held = false, want true")
+	}
+}
+
+// Ensure a lifecycle change survives a failed commit: it stays pending and the next commit
+// writes it, even when nothing changed in between.
+func TestLifecycleWriterKeepsPendingOnFailure(t *testing.T) {
+	cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true}
+	a, _, _ := learn(t, cfg)
+	store, err := aggregate.Open(filepath.Join(t.TempDir(), "db"), aggregate.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	write, done := a.lifecycleWriter()
+	failed := errors.New("disk full")
+	if err := store.UpdateLifecycle(func(l *aggregate.Lifecycle) error {
+		if err := write(l); err != nil {
+			return err
+		}
+		return failed
+	}); !errors.Is(err, failed) {
+		t.Fatalf("UpdateLifecycle = %v, want the injected failure", err)
+	}
+	if b, _ := store.Lifecycle("shop/k8s:app=db"); b != nil {
+		t.Fatalf("a rolled-back commit left a record: %s", b)
+	}
+	if err := store.UpdateLifecycle(write); err != nil {
+		t.Fatal(err)
+	}
+	done()
+	b, err := store.Lifecycle("shop/k8s:app=db")
+	if err != nil || b == nil {
+		t.Fatalf("record after the retry = %q, %v; want it written", b, err)
+	}
+	if len(a.pending) != 0 {
+		t.Errorf("pending after a successful commit = %d records, want 0", len(a.pending))
 	}
 }

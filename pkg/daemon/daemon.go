@@ -118,6 +118,9 @@ type Daemon struct {
 	syncMu sync.Mutex
 	// published remembers the policies last handed to GitOps, for the rule diff in PR bodies.
 	published map[string]*v2.CiliumClusterwideNetworkPolicy
+	// writeLifecycle and lifecycleWritten persist what a sync changed (lifecycleWriter).
+	writeLifecycle   func(*aggregate.Lifecycle) error
+	lifecycleWritten func()
 }
 
 // New checks cfg and deps and loads the lifecycle records the store holds.
@@ -214,7 +217,9 @@ func New(cfg Config, d Deps) (*Daemon, error) {
 	// The auditor sees exactly the events the store takes: what the store already holds (a
 	// relay re-sending its buffer after a restart) is evidence counted once, not twice.
 	d.Ingester.SetObserver(dm.auditor.observe)
-	d.Ingester.SetHooks(dm.auditor.persist, nil)
+	write, done := dm.auditor.lifecycleWriter()
+	d.Ingester.SetHooks(write, func(aggregate.CommitInfo) { done() })
+	dm.writeLifecycle, dm.lifecycleWritten = dm.auditor.lifecycleWriter()
 	// Retention runs on the flow clock too: an edge expires when the cluster has moved on
 	// without it, not because a recording is older than the wall clock.
 	d.Ingester.SetClock(dm.auditor.clock)
@@ -382,8 +387,10 @@ func (dm *Daemon) sync(ctx context.Context) error {
 	dm.auditor.update(res, snap, others)
 	var errs []error
 	// Commit what the sync changed now: on a quiet stream no batch would carry it.
-	if err := dm.d.Store.UpdateLifecycle(dm.auditor.persist); err != nil {
+	if err := dm.d.Store.UpdateLifecycle(dm.writeLifecycle); err != nil {
 		errs = append(errs, err)
+	} else {
+		dm.lifecycleWritten()
 	}
 	if dm.cfg.OutDir != "" {
 		if _, err := synth.WriteDir(dm.cfg.OutDir, res); err != nil {
