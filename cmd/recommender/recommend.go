@@ -144,15 +144,8 @@ func sourceSnapshot(ctx context.Context, o *sourceOptions, log *slog.Logger) (*a
 	if err != nil {
 		return nil, err
 	}
-	for {
-		ev, err := src.Recv(ctx)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read flows: %w", err)
-		}
-		agg.Add(ev)
+	if err := agg.AddAll(ctx, src); err != nil {
+		return nil, fmt.Errorf("read flows: %w", err)
 	}
 	return agg.Snapshot(), nil
 }

@@ -2,6 +2,9 @@ package aggregate
 
 import (
 	"cmp"
+	"context"
+	"errors"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -147,6 +150,21 @@ func (a *Aggregator) Len() (workloads, edges int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.workloads), len(a.edges)
+}
+
+// AddAll folds every event of src until it ends (io.EOF, which is not an error). It is the
+// in-memory path of `recommend --flows`: no store, no cursor.
+func (a *Aggregator) AddAll(ctx context.Context, src flows.Source) error {
+	for {
+		ev, err := src.Recv(ctx)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		a.Add(ev)
+	}
 }
 
 // Add folds one event. Lost-events notices are summed per node; flows update the client's

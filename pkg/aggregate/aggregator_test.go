@@ -1,6 +1,8 @@
 package aggregate
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -399,5 +401,23 @@ func TestAggregatorReusedLabels(t *testing.T) {
 	}
 	if got := render(a.Snapshot()); !slices.Equal(got, want) {
 		t.Errorf("edges:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// Ensure AddAll folds a source to its end and returns a source's error, not io.EOF.
+func TestAddAll(t *testing.T) {
+	web := flows.Peer{Kind: flows.PeerWorkload, Namespace: "shop", Labels: flows.NewLabels("k8s:app=web")}
+	db := flows.Peer{Kind: flows.PeerWorkload, Namespace: "shop", Labels: flows.NewLabels("k8s:app=db")}
+	a := newAgg(t, Config{})
+	if err := a.AddAll(t.Context(), &sliceSource{evs: []*flows.Event{flow(1, web, db, flows.ProtoTCP, 5432)}}); err != nil {
+		t.Fatalf("AddAll = %v, want nil at the end of the source", err)
+	}
+	if w, e := a.Len(); w != 2 || e != 2 {
+		t.Errorf("after AddAll: %d workloads, %d edges; want 2, 2", w, e)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := a.AddAll(ctx, &sliceSource{}); !errors.Is(err, context.Canceled) {
+		t.Errorf("AddAll on a failing source = %v, want its error", err)
 	}
 }

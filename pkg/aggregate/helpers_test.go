@@ -120,15 +120,8 @@ func (s *sliceSource) Recv(ctx context.Context) (*flows.Event, error) {
 // drain feeds every event of src into a.
 func drain(t testing.TB, src flows.Source, a *Aggregator) {
 	t.Helper()
-	for {
-		ev, err := src.Recv(t.Context())
-		if err == io.EOF {
-			return
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		a.Add(ev)
+	if err := a.AddAll(t.Context(), src); err != nil {
+		t.Fatal(err)
 	}
 }
 

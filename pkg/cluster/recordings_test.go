@@ -1,8 +1,6 @@
 package cluster
 
 import (
-	"errors"
-	"io"
 	"log/slog"
 	"path/filepath"
 	"testing"
@@ -26,16 +24,8 @@ func synthesize(t *testing.T, cfg synth.Config, paths ...string) *synth.Result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	folded := flows.NewFolder(src, src.Stats())
-	for {
-		ev, err := folded.Recv(t.Context())
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("read %v: %v", paths, err)
-		}
-		agg.Add(ev)
+	if err := agg.AddAll(t.Context(), flows.NewFolder(src, src.Stats())); err != nil {
+		t.Fatalf("read %v: %v", paths, err)
 	}
 	res, err := synth.Synthesize(agg.Snapshot(), cfg)
 	if err != nil {

@@ -54,15 +54,8 @@ func clusterSnapshot(b *testing.B, namespaces, workloads, perWorkload int) *aggr
 	}
 	raw := &recordSource{next: next, norm: flows.NewNormalizer(nil)}
 	src := flows.NewFolder(raw, nil)
-	for {
-		ev, err := src.Recv(b.Context())
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
-		agg.Add(ev)
+	if err := agg.AddAll(b.Context(), src); err != nil {
+		b.Fatal(err)
 	}
 	return agg.Snapshot()
 }

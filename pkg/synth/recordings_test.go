@@ -2,8 +2,6 @@ package synth
 
 import (
 	"bytes"
-	"errors"
-	"io"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -27,16 +25,8 @@ func recordingSnapshot(t *testing.T, paths ...string) *aggregate.Snapshot {
 	if err != nil {
 		t.Fatal(err)
 	}
-	folded := flows.NewFolder(src, src.Stats())
-	for {
-		ev, err := folded.Recv(t.Context())
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("read recordings: %v", err)
-		}
-		agg.Add(ev)
+	if err := agg.AddAll(t.Context(), flows.NewFolder(src, src.Stats())); err != nil {
+		t.Fatalf("read recordings: %v", err)
 	}
 	return agg.Snapshot()
 }
