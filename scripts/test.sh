@@ -31,6 +31,9 @@ bash internal/k8stest/build.sh
 export RECOMMENDER_HUBBLE="$RECOMMENDER_CACHE/bin/hubble"
 export RECOMMENDER_K8S=1
 
+log "repository: no build outputs or files over 5 MB tracked"
+bash scripts/check-tracked.sh
+
 log "lint: gofmt, go vet, staticcheck"
 make lint
 
