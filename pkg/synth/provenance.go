@@ -12,6 +12,11 @@ import (
 
 // Provenance labels and annotations on every generated policy. Other stages (cluster,
 // gitops, audit) use them to find and compare what recommender owns.
+//
+// Only facts that change with the rules are written into the object. Evidence that grows
+// with every flow (flow counts, the last observation) lives in REPORT.md and the pull-request
+// body instead: an annotation that moved on every sync would make every sync a write, and
+// every write of a policy wakes the policy watch of every Cilium agent in the cluster.
 const (
 	// LabelManagedBy marks a policy as generated and owned by recommender.
 	LabelManagedBy = "app.kubernetes.io/managed-by"
@@ -21,12 +26,6 @@ const (
 	annotationPrefix = "recommender.io/"
 	// AnnotationWorkload names the workload the policy was generated for ("default/Deployment/web").
 	AnnotationWorkload = annotationPrefix + "workload"
-	// AnnotationObservedFrom and AnnotationObservedTo are the workload's first and last
-	// observation (RFC 3339, UTC): the evidence window of the policy.
-	AnnotationObservedFrom = annotationPrefix + "observed-from"
-	AnnotationObservedTo   = annotationPrefix + "observed-to"
-	// AnnotationFlows is the number of observations of the workload behind the policy.
-	AnnotationFlows = annotationPrefix + "flows"
 	// AnnotationRevision is "sha256:<hex>" of the canonical JSON of the spec: equal
 	// revisions mean equal rules, whatever the annotations say.
 	AnnotationRevision = annotationPrefix + "revision"
@@ -55,12 +54,9 @@ func finish(p *Proposal, clusterName string) error {
 	p.Policy.Name = p.Name
 	p.Policy.Labels = map[string]string{LabelManagedBy: ManagedByValue}
 	p.Policy.Annotations = map[string]string{
-		AnnotationWorkload:     p.Display,
-		AnnotationObservedFrom: fmtTime(p.FirstSeen),
-		AnnotationObservedTo:   fmtTime(p.LastSeen),
-		AnnotationFlows:        strconv.FormatUint(p.Flows, 10),
-		AnnotationRevision:     "sha256:" + rev,
-		AnnotationReview:       strconv.Itoa(len(p.Review)),
+		AnnotationWorkload: p.Display,
+		AnnotationRevision: "sha256:" + rev,
+		AnnotationReview:   strconv.Itoa(len(p.Review)),
 	}
 	return Validate(p.Policy, clusterName)
 }

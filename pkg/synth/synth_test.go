@@ -528,9 +528,15 @@ func TestWriteReadDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"app.kubernetes.io/managed-by: recommender", "recommender.io/revision: sha256:", "recommender.io/observed-from:"} {
+	for _, want := range []string{"app.kubernetes.io/managed-by: recommender", "recommender.io/revision: sha256:", "recommender.io/workload:"} {
 		if !strings.Contains(string(raw), want) {
 			t.Errorf("shop-frontend.yaml lacks %q", want)
+		}
+	}
+	// Evidence that grows with every flow stays out of the object (issue 20).
+	for _, unwanted := range []string{"recommender.io/flows", "recommender.io/observed-"} {
+		if strings.Contains(string(raw), unwanted) {
+			t.Errorf("shop-frontend.yaml has %q", unwanted)
 		}
 	}
 	if strings.Contains(string(raw), "status:") {
@@ -598,5 +604,44 @@ func TestDiff(t *testing.T) {
 	}
 	if d := Diff(old, re); len(d) != 0 {
 		t.Errorf("Diff(reordered) = %+v, want none", d)
+	}
+}
+
+// Ensure that more flows and later observations on the same edges change no byte of a
+// policy object: delivery writes only when the rules change (issue 20).
+func TestPolicyObjectStableUnderNewEvidence(t *testing.T) {
+	before := synthesize(t, shop(), DefaultConfig())
+	grown := shop()
+	for k, es := range grown.Edges {
+		for i := range es {
+			if es[i].Counts.Forwarded > 0 { // more of what was seen, no new kind of evidence
+				es[i].Counts.Forwarded += 1000
+			}
+			es[i].LastSeen = es[i].LastSeen.Add(72 * time.Hour)
+		}
+		grown.Edges[k] = es
+	}
+	for i := range grown.Workloads {
+		grown.Workloads[i].Flows += 5000
+		grown.Workloads[i].LastSeen = grown.Workloads[i].LastSeen.Add(72 * time.Hour)
+	}
+	grown.Flows += 5000
+	grown.To = grown.To.Add(72 * time.Hour)
+	after := synthesize(t, grown, DefaultConfig())
+	if len(before.Proposals) != len(after.Proposals) {
+		t.Fatalf("proposals: %d before, %d after", len(before.Proposals), len(after.Proposals))
+	}
+	for i, p := range before.Proposals {
+		b, err := MarshalPolicy(p.Policy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := MarshalPolicy(after.Proposals[i].Policy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s changed with new evidence only:\n%s\nwant\n%s", p.Name, a, b)
+		}
 	}
 }
