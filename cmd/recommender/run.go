@@ -52,7 +52,23 @@ type runOptions struct {
 	leaseName       string
 	clusterPolicies bool
 	allowLocalhost  string
+	deliveryWarmup  time.Duration
+	kube            kubeOptions
 	gitops          gitops.Config
+}
+
+// kubeOptions are the client settings of every Kubernetes API call.
+type kubeOptions struct {
+	qps     float32
+	burst   int
+	timeout time.Duration
+}
+
+func (k kubeOptions) validate() error {
+	if k.qps <= 0 || k.burst <= 0 || k.timeout <= 0 {
+		return fmt.Errorf("--kube-api-qps (%g), --kube-api-burst (%d) and --kube-api-timeout (%s) must be positive", k.qps, k.burst, k.timeout)
+	}
+	return nil
 }
 
 func newRunCmd(g *globalOptions) *cobra.Command {
@@ -106,6 +122,12 @@ GitOps pull requests (--git-url). SIGTERM commits the last batch before exiting.
 	f.StringVar(&o.leaseName, "leader-elect-name", "recommender", "name of the leader election Lease")
 	f.BoolVar(&o.clusterPolicies, "cluster-policies", true, "with a cluster connection: include the cluster's existing CNPs/CCNPs in shadow evaluation")
 	f.StringVar(&o.allowLocalhost, "allow-localhost", audit.AllowLocalhostAlways, "Cilium's allow-localhost setting: always (host may reach local pods) or policy")
+	f.DurationVar(&o.deliveryWarmup, "delivery-warmup", 10*time.Minute, "observe flows this long after start before any destructive write to the cluster (pruning, a new revision over one in force) and before a workload leaving the store retires its policy")
+	f.Float64Var(&o.cluster.MaxPruneRatio, "max-prune-ratio", cluster.DefaultMaxPruneRatio, "refuse (and alert on) a sync that would prune more than this fraction of the policies recommender owns (one prune is always allowed)")
+	f.BoolVar(&o.cluster.ForceConflicts, "force-conflicts", false, "take back owned policies another field manager changed (kubectl edit); off: report the drift and leave them")
+	f.Float32Var(&o.kube.qps, "kube-api-qps", 20, "Kubernetes API requests per second (client-go's default of 5 makes a sync of many policies slower than the sync interval)")
+	f.IntVar(&o.kube.burst, "kube-api-burst", 40, "Kubernetes API request burst")
+	f.DurationVar(&o.kube.timeout, "kube-api-timeout", 30*time.Second, "timeout of every Kubernetes API request")
 	o.gitops.AddFlags(f)
 	return cmd
 }
@@ -141,6 +163,12 @@ func (o *runOptions) validate() error {
 	}
 	if o.syncInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--sync-interval %s: must be positive", o.syncInterval))
+	}
+	if o.deliveryWarmup < 0 {
+		errs = append(errs, fmt.Errorf("--delivery-warmup %s: must not be negative", o.deliveryWarmup))
+	}
+	if err := o.kube.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	// Checked here, before the store file is created or a port opened.
 	if err := o.lifecycle.Validate(); err != nil {
@@ -220,7 +248,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		}
 	}
 	if o.needsCluster() {
-		if err := o.wireCluster(&deps); err != nil {
+		if err := o.wireCluster(&deps, reg); err != nil {
 			return err
 		}
 	}
@@ -234,15 +262,16 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	}
 
 	dm, err := daemon.New(daemon.Config{
-		SyncInterval: o.syncInterval,
-		OutDir:       o.out,
-		Once:         o.once,
-		Namespaces:   o.src.relay.Namespaces,
-		Lifecycle:    o.lifecycle,
-		Synth:        synthCfg,
-		Audit:        audit.Config{ClusterName: synthCfg.ClusterName, AllowLocalhost: o.allowLocalhost},
-		MaxEdges:     effective(o.store.MaxEdges, aggregate.DefaultConfig().MaxEdges),
-		MaxWorkloads: effective(o.store.MaxWorkloads, aggregate.DefaultConfig().MaxWorkloads),
+		SyncInterval:   o.syncInterval,
+		OutDir:         o.out,
+		Once:           o.once,
+		Namespaces:     o.src.relay.Namespaces,
+		Lifecycle:      o.lifecycle,
+		Synth:          synthCfg,
+		Audit:          audit.Config{ClusterName: synthCfg.ClusterName, AllowLocalhost: o.allowLocalhost},
+		MaxEdges:       effective(o.store.MaxEdges, aggregate.DefaultConfig().MaxEdges),
+		MaxWorkloads:   effective(o.store.MaxWorkloads, aggregate.DefaultConfig().MaxWorkloads),
+		DeliveryWarmup: o.deliveryWarmup,
 	}, deps)
 	if err != nil {
 		return err
@@ -267,7 +296,7 @@ func effective(v, def int) int {
 }
 
 // wireCluster connects to the API server for delivery, leader election and context.
-func (o *runOptions) wireCluster(deps *daemon.Deps) error {
+func (o *runOptions) wireCluster(deps *daemon.Deps, reg prometheus.Registerer) error {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	if o.kubeconfig != "" {
 		rules.ExplicitPath = o.kubeconfig
@@ -276,6 +305,7 @@ func (o *runOptions) wireCluster(deps *daemon.Deps) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes config: %w", err)
 	}
+	rc.QPS, rc.Burst, rc.Timeout = o.kube.qps, o.kube.burst, o.kube.timeout
 	kc, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
@@ -293,14 +323,14 @@ func (o *runOptions) wireCluster(deps *daemon.Deps) error {
 		}
 		ec := cluster.DefaultElectionConfig(id)
 		ec.Namespace, ec.Name = o.leaseNamespace, o.leaseName
-		el, err := cluster.NewElector(kc.CoordinationV1(), ec, log)
+		el, err := cluster.NewElector(kc.CoordinationV1(), ec, log, reg)
 		if err != nil {
 			return err
 		}
 		deps.Elector, gate = el, el
 	}
 	if o.applies() {
-		ap, err := cluster.NewApplier(dyn, o.cluster, gate, log)
+		ap, err := cluster.NewApplier(dyn, o.cluster, gate, log, reg)
 		if err != nil {
 			return err
 		}

@@ -34,7 +34,9 @@ const (
 	// adminUser is the name of the token user in system:masters.
 	adminUser = "k8stest-admin"
 
-	startTimeout = 60 * time.Second
+	// startTimeout bounds waiting for readiness; on a loaded 2-core machine kube-apiserver
+	// has been seen to need more than a minute.
+	startTimeout = 3 * time.Minute
 	stopTimeout  = 30 * time.Second
 )
 
@@ -132,14 +134,15 @@ func binariesPresent() bool {
 // Start runs etcd and kube-apiserver from BinDir, waits until the API server
 // is ready, installs Cilium's policy CRDs and writes a kubeconfig. The caller
 // must call Stop.
-func Start(ctx context.Context) (c *Cluster, err error) {
+func Start(ctx context.Context) (_ *Cluster, err error) {
 	dir, err := os.MkdirTemp("", "k8stest-")
 	if err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
-	c = &Cluster{dir: dir}
+	c := &Cluster{dir: dir}
 	defer func() {
 		if err != nil {
+			// c, not the named result: that is nil by now.
 			err = errors.Join(err, c.Stop())
 		}
 	}()

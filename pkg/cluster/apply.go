@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"reflect"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -22,15 +24,29 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/util/retry"
+
+	"github.com/recommender/recommender/pkg/synth"
 )
 
 const (
 	// FieldManager is the server-side apply field manager of every write.
 	FieldManager = "recommender"
 	// ManagedByLabel marks the objects this package may change or delete.
-	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedByLabel = synth.LabelManagedBy
 	// ManagedByValue is ManagedByLabel's value on our objects.
-	ManagedByValue = "recommender"
+	ManagedByValue = synth.ManagedByValue
+)
+
+// listPage is the page size of every list call.
+const listPage = 500
+
+// AnnotationLifecycle says whether a policy was applied as enforced (promoted by a clean
+// window) or as audit (Cilium in policy-audit-mode, not proven): a new leader adopts only
+// the first kind, and an enforcing cluster never keeps the second.
+const (
+	AnnotationLifecycle = "recommender.io/lifecycle"
+	LifecycleEnforced   = "enforced"
+	LifecycleAudit      = "audit"
 )
 
 var (
@@ -52,6 +68,31 @@ type Desired struct {
 	Promoted bool
 }
 
+// Retired is a policy the caller's store proposed and later retired: the
+// workload's edges expired after retention, or the workload is gone.
+type Retired struct {
+	Name string
+	// Revisions are the revisions the store delivered under Name. A policy in
+	// the cluster carrying another revision was written by someone who knew
+	// more than this store (another replica, a store since lost) and is kept.
+	Revisions []string
+}
+
+// Plan is what one Sync is asked to achieve. Deletion is never inferred from
+// absence: only Retired policies are pruned, and only when Destructive.
+type Plan struct {
+	// Desired are the policies the cluster should hold.
+	Desired []Desired
+	// Retired are the only policies Sync may delete.
+	Retired []Retired
+	// Destructive allows writes that take rules out of force: pruning, and
+	// replacing the revision of a policy already in the cluster. The daemon
+	// withholds it until this replica has observed for --delivery-warmup, so
+	// a replica that has not seen the cluster's traffic yet changes nothing
+	// that is in force.
+	Destructive bool
+}
+
 // Gate says whether this replica may write. *Elector implements it.
 type Gate interface {
 	IsLeader() bool
@@ -71,13 +112,30 @@ const (
 	ActionHeld Action = "held"
 	// ActionFailed: the API server refused the write (Err says why).
 	ActionFailed Action = "failed"
+	// ActionKept: ours in the cluster but neither desired nor retired by the
+	// caller's store (a store that was lost or restored, another replica's
+	// work): adopted as it is, never deleted for not being known.
+	ActionKept Action = "kept"
+	// ActionDrift: ours, but another field manager changed it (a hand edit);
+	// left as it is unless Config.ForceConflicts. Err is a *DriftError.
+	ActionDrift Action = "drift"
+	// ActionDriftReverted: a drifted policy taken back (Config.ForceConflicts).
+	ActionDriftReverted Action = "drift-reverted"
+	// ActionDeferred: a destructive write (prune, new revision over one in
+	// force) postponed because the Plan was not Destructive.
+	ActionDeferred Action = "deferred"
+	// ActionPruneRefused: more prunes in one Sync than Config.MaxPruneRatio
+	// allows; none of them was made. Err says how many.
+	ActionPruneRefused Action = "prune-refused"
 )
 
 // Change is the outcome for one policy.
 type Change struct {
 	Name   string
 	Action Action
-	// Err is a *NotOwnedError for ActionNotOwned and the API error for ActionFailed.
+	// Err is a *NotOwnedError for ActionNotOwned, a *DriftError for
+	// ActionDrift, the API error for ActionFailed and ErrPruneRefused for
+	// ActionPruneRefused.
 	Err error
 }
 
@@ -85,6 +143,10 @@ type Change struct {
 type Result struct {
 	DryRun  bool
 	Changes []Change
+	// Settled are the retired names that need no further prune: deleted now,
+	// already absent, no longer ours, or holding a revision the store never
+	// delivered. The caller may forget them.
+	Settled []string
 }
 
 // Count returns how many changes have action a.
@@ -98,6 +160,19 @@ func (r Result) Count(a Action) int {
 	return n
 }
 
+// Conflicts returns the changes a human has to look at: same-name policies
+// that are not ours, drift that was not reverted, refused prunes.
+func (r Result) Conflicts() []Change {
+	var out []Change
+	for _, c := range r.Changes {
+		switch c.Action {
+		case ActionNotOwned, ActionDrift, ActionPruneRefused:
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // Applier writes the desired CCNPs with server-side apply. It is safe for
 // use by one goroutine at a time; the daemon calls Sync from one loop.
 type Applier struct {
@@ -105,44 +180,91 @@ type Applier struct {
 	cfg     Config
 	gate    Gate
 	log     *slog.Logger
+	m       *metrics
 	backoff wait.Backoff
+	// reported holds the last action logged at Warn or Info per policy, so a
+	// conflict or a kept policy is logged when it appears, not on every sync.
+	reported map[string]Action
 }
 
 // NewApplier returns an Applier writing through dyn. gate is consulted
-// before every write; nil means this is the only replica.
-func NewApplier(dyn dynamic.Interface, cfg Config, gate Gate, log *slog.Logger) (*Applier, error) {
+// before every write; nil means this is the only replica. Metrics are
+// registered on reg.
+func NewApplier(dyn dynamic.Interface, cfg Config, gate Gate, log *slog.Logger, reg prometheus.Registerer) (*Applier, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Applier{ccnps: dyn.Resource(CCNPResource), cfg: cfg, gate: gate, log: log, backoff: defaultBackoff}, nil
+	return &Applier{
+		ccnps: dyn.Resource(CCNPResource), cfg: cfg, gate: gate, log: log, m: newMetrics(reg),
+		backoff: defaultBackoff, reported: make(map[string]Action),
+	}, nil
 }
 
-// Sync makes the cluster's managed CCNPs equal to desired: it applies each
-// admitted policy, reports same-name policies that are not ours, and deletes
-// ours that are not desired. It is idempotent. Per-policy API errors are
-// recorded as ActionFailed and joined into the returned error after all
-// policies were tried; losing leadership (ErrNotLeader) or ctx ending stops
-// Sync at once and returns the partial Result.
-func (a *Applier) Sync(ctx context.Context, desired []Desired) (Result, error) {
+// Owned returns our policies in the cluster, sorted by name: what a new
+// leader adopts as the state in force before it changes anything.
+func (a *Applier) Owned(ctx context.Context) ([]*ciliumv2.CiliumClusterwideNetworkPolicy, error) {
+	listed, err := a.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*ciliumv2.CiliumClusterwideNetworkPolicy
+	for _, name := range sortedNames(listed) {
+		u := listed[name]
+		if !owned(u) {
+			continue
+		}
+		var p ciliumv2.CiliumClusterwideNetworkPolicy
+		if err := decode(u, &p); err != nil {
+			return nil, err
+		}
+		out = append(out, &p)
+	}
+	return out, nil
+}
+
+// Sync makes the cluster hold plan.Desired and prunes what plan.Retired
+// names, under the ownership rules of the package doc. It writes only what
+// changed: a policy whose revision, labels and annotations are in the
+// cluster already costs no request. It is idempotent. Per-policy API errors
+// are recorded as ActionFailed and joined into the returned error after all
+// policies were tried, and so is a refused prune; conflicts (not owned,
+// drift) are in the Result, not errors. Losing leadership (ErrNotLeader) or
+// ctx ending stops Sync at once and returns the partial Result.
+func (a *Applier) Sync(ctx context.Context, plan Plan) (Result, error) {
 	res := Result{DryRun: a.cfg.DryRun == DryRunServer}
 	if a.cfg.Apply == ApplyOff && !res.DryRun {
 		return res, ErrApplyDisabled
 	}
-	sorted, err := checkDesired(desired)
+	sorted, err := checkDesired(plan.Desired)
+	if err != nil {
+		return res, err
+	}
+	if err := a.checkLeader(); err != nil {
+		return res, err
+	}
+	listed, err := a.list(ctx)
 	if err != nil {
 		return res, err
 	}
 
 	var errs []error
-	keep := make(map[string]bool, len(sorted))
+	desired := make(map[string]bool, len(sorted))
 	for _, d := range sorted {
 		name := d.Policy.Name
+		desired[name] = true
 		if !a.cfg.admits(d.Promoted) {
-			res.Changes = append(res.Changes, Change{Name: name, Action: ActionHeld})
+			ch, err := a.hold(ctx, d.Policy, listed[name])
+			if fatal(ctx, err) {
+				return res, err
+			}
+			if err != nil {
+				ch = Change{Name: name, Action: ActionFailed, Err: err}
+				errs = append(errs, fmt.Errorf("withdraw ciliumclusterwidenetworkpolicy %s: %w", name, err))
+			}
+			res.Changes = append(res.Changes, ch)
 			continue
 		}
-		keep[name] = true
-		ch, err := a.applyOne(ctx, d.Policy)
+		ch, err := a.applyOne(ctx, d.Policy, d.Promoted, listed[name], plan.Destructive)
 		if fatal(ctx, err) {
 			return res, err
 		}
@@ -150,32 +272,105 @@ func (a *Applier) Sync(ctx context.Context, desired []Desired) (Result, error) {
 			ch = Change{Name: name, Action: ActionFailed, Err: err}
 			errs = append(errs, fmt.Errorf("apply ciliumclusterwidenetworkpolicy %s: %w", name, err))
 		}
-		a.logChange(ch, res.DryRun)
 		res.Changes = append(res.Changes, ch)
 	}
 
-	managed, err := a.listManaged(ctx)
+	prunes, err := a.prune(ctx, plan, listed, desired, &res)
 	if err != nil {
-		return res, errors.Join(append(errs, err)...)
-	}
-	for _, name := range managed {
-		if keep[name] {
-			continue
-		}
-		ch, err := a.pruneOne(ctx, name)
 		if fatal(ctx, err) {
 			return res, err
 		}
-		if err != nil {
-			ch = Change{Name: name, Action: ActionFailed, Err: err}
-			errs = append(errs, fmt.Errorf("prune ciliumclusterwidenetworkpolicy %s: %w", name, err))
+		errs = append(errs, err)
+	}
+	for _, name := range sortedNames(listed) {
+		if u := listed[name]; owned(u) && !desired[name] && !prunes[name] {
+			res.Changes = append(res.Changes, Change{Name: name, Action: ActionKept})
 		}
+	}
+	a.report(res)
+	return res, errors.Join(errs...)
+}
+
+// prune deletes the retired policies that are still ours at a revision the
+// store delivered, unless the plan is not destructive or there are more of
+// them than MaxPruneRatio allows. It returns the names it handled.
+func (a *Applier) prune(ctx context.Context, plan Plan, listed map[string]*unstructured.Unstructured, desired map[string]bool, res *Result) (map[string]bool, error) {
+	handled := make(map[string]bool)
+	var candidates []string
+	for _, r := range sortedRetired(plan.Retired) {
+		if desired[r.Name] {
+			continue // proposed again: not retired any more
+		}
+		cur := listed[r.Name]
+		switch {
+		case cur == nil || !owned(cur):
+			res.Settled = append(res.Settled, r.Name)
+		case !slices.Contains(r.Revisions, revisionOf(cur)):
+			// Written with knowledge this store lacks: kept, and reported as such.
+			res.Settled = append(res.Settled, r.Name)
+		default:
+			candidates = append(candidates, r.Name)
+		}
+	}
+	if len(candidates) == 0 {
+		return handled, nil
+	}
+	for _, name := range candidates {
+		handled[name] = true
+	}
+	if !plan.Destructive {
+		for _, name := range candidates {
+			res.Changes = append(res.Changes, Change{Name: name, Action: ActionDeferred})
+		}
+		return handled, nil
+	}
+	ownedCount := 0
+	for _, u := range listed {
+		if owned(u) {
+			ownedCount++
+		}
+	}
+	if limit := a.cfg.pruneLimit(ownedCount); len(candidates) > limit {
+		err := fmt.Errorf("%w: %d of %d owned policies retired in one sync, at most %d allowed (--max-prune-ratio %g)",
+			ErrPruneRefused, len(candidates), ownedCount, limit, a.cfg.MaxPruneRatio)
+		for _, name := range candidates {
+			res.Changes = append(res.Changes, Change{Name: name, Action: ActionPruneRefused, Err: err})
+		}
+		a.m.pruneRefused.Inc()
+		return handled, err
+	}
+	var errs []error
+	for _, name := range candidates {
+		ch, err := a.pruneOne(ctx, name)
+		if fatal(ctx, err) {
+			return handled, err
+		}
+		if err != nil {
+			res.Changes = append(res.Changes, Change{Name: name, Action: ActionFailed, Err: err})
+			errs = append(errs, fmt.Errorf("prune ciliumclusterwidenetworkpolicy %s: %w", name, err))
+			continue
+		}
+		res.Settled = append(res.Settled, name)
 		if ch.Action != "" {
-			a.logChange(ch, res.DryRun)
 			res.Changes = append(res.Changes, ch)
 		}
 	}
-	return res, errors.Join(errs...)
+	return handled, errors.Join(errs...)
+}
+
+func sortedRetired(rs []Retired) []Retired {
+	out := slices.Clone(rs)
+	slices.SortFunc(out, func(x, y Retired) int { return strings.Compare(x.Name, y.Name) })
+	return slices.CompactFunc(out, func(x, y Retired) bool { return x.Name == y.Name })
+}
+
+func sortedNames(m map[string]*unstructured.Unstructured) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // checkDesired rejects input Sync cannot apply and sorts it by name so
@@ -198,22 +393,30 @@ func checkDesired(desired []Desired) ([]Desired, error) {
 	return sorted, nil
 }
 
-// applyOne applies p if the same-name object is absent or ours. See the
-// package doc for why existing objects are applied with a resourceVersion
-// precondition and new ones without force.
-func (a *Applier) applyOne(ctx context.Context, p *ciliumv2.CiliumClusterwideNetworkPolicy) (Change, error) {
+// applyOne applies p if the same-name object is absent or ours; cur is the
+// object as the Sync's list saw it (nil: absent). See the package doc for why
+// existing objects are applied with a resourceVersion precondition and new
+// ones without force.
+func (a *Applier) applyOne(ctx context.Context, p *ciliumv2.CiliumClusterwideNetworkPolicy, promoted bool, cur *unstructured.Unstructured, destructive bool) (Change, error) {
 	ch := Change{Name: p.Name}
+	fresh := false // the listed copy is used for the first try only
 	err := retry.OnError(a.backoff, retriable, func() error {
 		if err := a.checkLeader(); err != nil {
 			return err
 		}
-		cur, err := a.ccnps.Get(ctx, p.Name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			cur = nil
-		case err != nil:
-			return err
-		case !owned(cur):
+		if fresh {
+			got, err := a.ccnps.Get(ctx, p.Name, metav1.GetOptions{})
+			switch {
+			case apierrors.IsNotFound(err):
+				cur = nil
+			case err != nil:
+				return err
+			default:
+				cur = got
+			}
+		}
+		fresh = true
+		if cur != nil && !owned(cur) {
 			ch.Action = ActionNotOwned
 			ch.Err = &NotOwnedError{Name: p.Name, ManagedBy: cur.GetLabels()[ManagedByLabel]}
 			return nil
@@ -222,27 +425,150 @@ func (a *Applier) applyOne(ctx context.Context, p *ciliumv2.CiliumClusterwideNet
 		if cur != nil {
 			rv = cur.GetResourceVersion()
 		}
-		body, err := encode(p, rv)
+		body, want, err := encode(p, promoted, rv)
 		if err != nil {
 			return err
 		}
 		opts := metav1.PatchOptions{FieldManager: FieldManager, DryRun: a.dryRun()}
+		reverting := false
 		if cur != nil {
-			// Ours at rv: take back fields someone else edited.
-			force := true
-			opts.Force = &force
+			switch {
+			case inSync(cur, want):
+				ch.Action = ActionUnchanged
+				return nil
+			case sameRules(cur, want):
+				// Our labels or annotations moved (findings, promotion): not destructive.
+			case revisionOf(cur) == revisionOf(want):
+				// Same revision, other rules: somebody edited our policy.
+				if !a.cfg.ForceConflicts {
+					ch.Action, ch.Err = ActionDrift, &DriftError{Name: p.Name, Managers: otherManagers(cur)}
+					return nil
+				}
+				reverting = true
+			case !destructive:
+				ch.Action = ActionDeferred
+				return nil
+			}
+			if reverting || a.cfg.ForceConflicts {
+				force := true
+				opts.Force = &force
+			}
 		}
 		if err := a.checkLeader(); err != nil {
 			return err
 		}
 		out, err := a.ccnps.Patch(ctx, p.Name, types.ApplyPatchType, body, opts)
+		if cur != nil && isFieldManagerConflict(err) {
+			now, gerr := a.ccnps.Get(ctx, p.Name, metav1.GetOptions{})
+			if gerr != nil || now.GetResourceVersion() != cur.GetResourceVersion() {
+				return err // it changed meanwhile: look again
+			}
+			// Another manager owns fields of the new revision: that is drift
+			// too, and taking them over is the operator's call.
+			ch.Action, ch.Err = ActionDrift, &DriftError{Name: p.Name, Managers: otherManagers(cur), Err: err}
+			return nil
+		}
 		if err != nil {
 			return err
 		}
 		ch.Action = classify(cur, out)
+		if reverting {
+			ch.Action = ActionDriftReverted
+		}
 		return nil
 	})
 	return ch, err
+}
+
+// hold handles a desired policy still in audit while the cluster enforces:
+// whatever the cluster holds under its name stays (an earlier revision in
+// force is never withdrawn for a newer one in audit), except a policy applied
+// as audit while Cilium ran in policy-audit-mode and never proven: enforcing
+// it now would skip its window, so it is taken out.
+func (a *Applier) hold(ctx context.Context, p *ciliumv2.CiliumClusterwideNetworkPolicy, cur *unstructured.Unstructured) (Change, error) {
+	held := Change{Name: p.Name, Action: ActionHeld}
+	if cur == nil || !owned(cur) || lifecycleOf(cur) != LifecycleAudit {
+		return held, nil
+	}
+	ch, err := a.pruneOne(ctx, p.Name)
+	if err != nil || ch.Action == "" {
+		return held, err
+	}
+	return ch, nil
+}
+
+// inSync reports whether cur already holds what want sets as far as it
+// matters: the same rules, revision and lifecycle, and our labels (ownership).
+// Other annotations (the workload's name, the count of review findings) go
+// along with the next write that is needed anyway: a write for them alone
+// would wake every Cilium agent for nothing. Fields others added are not
+// ours to compare.
+func inSync(cur, want *unstructured.Unstructured) bool {
+	return sameRules(cur, want) && subset(want.GetLabels(), cur.GetLabels()) &&
+		revisionOf(cur) == revisionOf(want) && lifecycleOf(cur) == lifecycleOf(want)
+}
+
+// sameRules reports whether cur and want hold the same spec and specs.
+func sameRules(cur, want *unstructured.Unstructured) bool {
+	for _, path := range [][]string{{"spec"}, {"specs"}} {
+		c, _, _ := unstructured.NestedFieldNoCopy(cur.Object, path...)
+		w, _, _ := unstructured.NestedFieldNoCopy(want.Object, path...)
+		if !reflect.DeepEqual(c, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// subset reports whether have holds every key of want with the same value.
+func subset(want, have map[string]string) bool {
+	for k, v := range want {
+		if hv, ok := have[k]; !ok || hv != v {
+			return false
+		}
+	}
+	return true
+}
+
+// revisionOf returns the policy's revision annotation.
+func revisionOf(u *unstructured.Unstructured) string {
+	return u.GetAnnotations()[synth.AnnotationRevision]
+}
+
+// lifecycleOf returns the policy's lifecycle annotation.
+func lifecycleOf(u *unstructured.Unstructured) string {
+	return u.GetAnnotations()[AnnotationLifecycle]
+}
+
+// otherManagers lists the field managers of u other than ours, sorted.
+func otherManagers(u *unstructured.Unstructured) []string {
+	var out []string
+	for _, mf := range u.GetManagedFields() {
+		if mf.Manager != FieldManager && !slices.Contains(out, mf.Manager) {
+			out = append(out, mf.Manager)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// isFieldManagerConflict tells a server-side apply conflict with another
+// field manager from an optimistic-concurrency conflict (resourceVersion).
+func isFieldManagerConflict(err error) bool {
+	var status apierrors.APIStatus
+	if !apierrors.IsConflict(err) || !errors.As(err, &status) {
+		return false
+	}
+	d := status.Status().Details
+	if d == nil {
+		return false
+	}
+	for _, c := range d.Causes {
+		if c.Type == metav1.CauseTypeFieldManagerConflict {
+			return true
+		}
+	}
+	return false
 }
 
 // pruneOne deletes the named object if it is still ours. It returns an
@@ -284,19 +610,20 @@ func (a *Applier) pruneOne(ctx context.Context, name string) (Change, error) {
 	return ch, err
 }
 
-// listManaged returns the names of our CCNPs in the cluster, sorted.
-func (a *Applier) listManaged(ctx context.Context) ([]string, error) {
-	var names []string
+// list returns every CCNP in the cluster by name: ours, to adopt, keep or
+// prune, and the others, whose names we must not take.
+func (a *Applier) list(ctx context.Context) (map[string]*unstructured.Unstructured, error) {
+	out := make(map[string]*unstructured.Unstructured)
 	err := retry.OnError(a.backoff, retriable, func() error {
-		names = names[:0]
-		opts := metav1.ListOptions{LabelSelector: ManagedByLabel + "=" + ManagedByValue, Limit: 500}
+		clear(out)
+		opts := metav1.ListOptions{Limit: listPage}
 		for {
 			list, err := a.ccnps.List(ctx, opts)
 			if err != nil {
 				return err
 			}
-			for _, it := range list.Items {
-				names = append(names, it.GetName())
+			for i := range list.Items {
+				out[list.Items[i].GetName()] = &list.Items[i]
 			}
 			if opts.Continue = list.GetContinue(); opts.Continue == "" {
 				return nil
@@ -304,10 +631,9 @@ func (a *Applier) listManaged(ctx context.Context) ([]string, error) {
 		}
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list managed ciliumclusterwidenetworkpolicies: %w", err)
+		return nil, fmt.Errorf("list ciliumclusterwidenetworkpolicies: %w", err)
 	}
-	slices.Sort(names)
-	return names, nil
+	return out, nil
 }
 
 func (a *Applier) checkLeader() error {
@@ -324,52 +650,109 @@ func (a *Applier) dryRun() []string {
 	return nil
 }
 
-func (a *Applier) logChange(ch Change, dryRun bool) {
-	switch ch.Action {
-	case ActionUnchanged:
-		a.log.Debug("policy unchanged", "policy", ch.Name, "dry_run", dryRun)
-	case ActionNotOwned, ActionFailed:
-		a.log.Warn("policy not applied", "policy", ch.Name, "action", ch.Action, "err", ch.Err)
-	default:
-		a.log.Info("policy "+string(ch.Action), "policy", ch.Name, "dry_run", dryRun)
+// report logs and counts a Sync's outcome. Writes are logged each time they
+// happen; a standing condition (not owned, drift, kept, deferred, refused,
+// failed) is logged when it appears or changes, not on every sync.
+func (a *Applier) report(res Result) {
+	counts := map[Action]int{}
+	seen := make(map[string]bool, len(res.Changes))
+	for _, ch := range res.Changes {
+		counts[ch.Action]++
+		seen[ch.Name] = true
+		prev := a.reported[ch.Name]
+		a.reported[ch.Name] = ch.Action
+		switch ch.Action {
+		case ActionCreated, ActionConfigured, ActionPruned, ActionDriftReverted:
+			if !res.DryRun {
+				a.m.writes.WithLabelValues(string(ch.Action)).Inc()
+			}
+			a.log.Info("policy "+string(ch.Action), "policy", ch.Name, "dry_run", res.DryRun)
+		case ActionFailed:
+			a.m.failures.Inc()
+			a.log.Warn("policy not applied", "policy", ch.Name, "action", ch.Action, "err", ch.Err)
+		case ActionNotOwned, ActionDrift, ActionPruneRefused:
+			if prev != ch.Action {
+				a.log.Warn("policy conflict", "policy", ch.Name, "action", ch.Action, "err", ch.Err)
+			}
+		case ActionKept:
+			if prev != ch.Action {
+				a.log.Info("policy kept: in the cluster, not proposed by this replica's store; adopted as it is",
+					"policy", ch.Name)
+			}
+		case ActionDeferred:
+			if prev != ch.Action {
+				a.log.Info("policy change deferred until the replica has observed long enough (--delivery-warmup)",
+					"policy", ch.Name)
+			}
+		default:
+			a.log.Debug("policy "+string(ch.Action), "policy", ch.Name, "dry_run", res.DryRun)
+		}
 	}
+	for name := range a.reported {
+		if !seen[name] {
+			delete(a.reported, name)
+		}
+	}
+	a.m.conflicts.WithLabelValues("not_owned").Set(float64(counts[ActionNotOwned]))
+	a.m.conflicts.WithLabelValues("drift").Set(float64(counts[ActionDrift]))
+	a.m.policies.WithLabelValues("kept").Set(float64(counts[ActionKept]))
+	a.m.policies.WithLabelValues("deferred").Set(float64(counts[ActionDeferred]))
+	a.m.policies.WithLabelValues("held").Set(float64(counts[ActionHeld]))
 }
 
 func owned(obj *unstructured.Unstructured) bool {
 	return obj.GetLabels()[ManagedByLabel] == ManagedByValue
 }
 
-// encode returns the apply configuration of p: our label added, server-set
-// metadata and the empty status dropped, resourceVersion set to rv (a
-// precondition) when not empty.
-func encode(p *ciliumv2.CiliumClusterwideNetworkPolicy, rv string) ([]byte, error) {
+// encode returns the apply configuration of p, as JSON and as the object it
+// decodes to: our label added, the revision annotation set (computed from
+// the spec when p lacks it), the lifecycle annotation set from promoted,
+// server-set metadata and the empty status dropped, resourceVersion set to rv
+// (a precondition) when not empty.
+func encode(p *ciliumv2.CiliumClusterwideNetworkPolicy, promoted bool, rv string) ([]byte, *unstructured.Unstructured, error) {
 	obj := p.DeepCopy()
 	obj.APIVersion = CCNPResource.GroupVersion().String()
 	obj.Kind = "CiliumClusterwideNetworkPolicy"
 	obj.ObjectMeta = metav1.ObjectMeta{
 		Name:            p.Name,
 		Labels:          map[string]string{},
-		Annotations:     p.Annotations,
+		Annotations:     maps.Clone(p.Annotations),
 		ResourceVersion: rv,
 	}
-	for k, v := range p.Labels {
-		obj.Labels[k] = v
-	}
+	maps.Copy(obj.Labels, p.Labels)
 	obj.Labels[ManagedByLabel] = ManagedByValue
+	if obj.Annotations == nil {
+		obj.Annotations = map[string]string{}
+	}
+	if obj.Annotations[synth.AnnotationRevision] == "" && p.Spec != nil {
+		rev, err := synth.Revision(p.Spec)
+		if err != nil {
+			return nil, nil, fmt.Errorf("encode policy %s: %w", p.Name, err)
+		}
+		obj.Annotations[synth.AnnotationRevision] = "sha256:" + rev
+	}
+	obj.Annotations[AnnotationLifecycle] = LifecycleAudit
+	if promoted {
+		obj.Annotations[AnnotationLifecycle] = LifecycleEnforced
+	}
 	raw, err := json.Marshal(obj)
 	if err != nil {
-		return nil, fmt.Errorf("encode policy %s: %w", p.Name, err)
+		return nil, nil, fmt.Errorf("encode policy %s: %w", p.Name, err)
 	}
 	var m map[string]any
 	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("encode policy %s: %w", p.Name, err)
+		return nil, nil, fmt.Errorf("encode policy %s: %w", p.Name, err)
 	}
 	// status is the agent's; creationTimestamp is marshaled as null.
 	delete(m, "status")
 	if meta, ok := m["metadata"].(map[string]any); ok {
 		delete(meta, "creationTimestamp")
 	}
-	return json.Marshal(m)
+	body, err := json.Marshal(m)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode policy %s: %w", p.Name, err)
+	}
+	return body, &unstructured.Unstructured{Object: m}, nil
 }
 
 // classify compares the object before and after apply on what we manage.

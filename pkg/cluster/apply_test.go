@@ -77,11 +77,11 @@ func TestSyncApplyOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := NewApplier(dyn, DefaultConfig(), nil, discard)
+	a, err := NewApplier(dyn, DefaultConfig(), nil, discard, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := a.Sync(t.Context(), []Desired{{Policy: testPolicy("p", "web", "80"), Promoted: true}})
+	res, err := a.Sync(t.Context(), Plan{Desired: []Desired{{Policy: testPolicy("p", "web", "80"), Promoted: true}}, Destructive: true})
 	if !errors.Is(err, ErrApplyDisabled) {
 		t.Fatalf("Sync with apply=off = %v, want ErrApplyDisabled", err)
 	}
@@ -128,7 +128,7 @@ func TestEncode(t *testing.T) {
 	p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
 	for _, rv := range []string{"", "42"} {
 		t.Run("rv="+rv, func(t *testing.T) {
-			body, err := encode(p, rv)
+			body, _, err := encode(p, true, rv)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -32,12 +32,23 @@ type Config struct {
 	ClusterAuditMode bool
 	// DryRun is --dry-run.
 	DryRun DryRunMode
+	// ForceConflicts is --force-conflicts: take back a policy of ours that
+	// another field manager changed. Off, such drift is reported and left.
+	ForceConflicts bool
+	// MaxPruneRatio is --max-prune-ratio: one Sync deletes at most this
+	// fraction of the policies we own (and always at most one more than
+	// zero), or none at all. A store that lost its memory retires
+	// everything at once; a healthy one retires a few at a time.
+	MaxPruneRatio float64
 }
 
 // DefaultConfig is what the flags default to.
 func DefaultConfig() Config {
-	return Config{Apply: ApplyOff, DryRun: DryRunNone}
+	return Config{Apply: ApplyOff, DryRun: DryRunNone, MaxPruneRatio: DefaultMaxPruneRatio}
 }
+
+// DefaultMaxPruneRatio is --max-prune-ratio's default.
+const DefaultMaxPruneRatio = 0.1
 
 // Validate checks the values before anything starts.
 func (c Config) Validate() error {
@@ -51,7 +62,17 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("--dry-run %q: want none or server", c.DryRun)
 	}
+	if c.MaxPruneRatio < 0 || c.MaxPruneRatio > 1 {
+		return fmt.Errorf("--max-prune-ratio %g: must be within [0, 1]", c.MaxPruneRatio)
+	}
 	return nil
+}
+
+// pruneLimit is how many of owned policies one Sync may delete: the ratio's
+// share, rounded down, but at least one, so a small installation can still
+// retire a workload.
+func (c Config) pruneLimit(owned int) int {
+	return max(1, int(c.MaxPruneRatio*float64(owned)))
 }
 
 // admits reports whether a policy at the given lifecycle stage may be in

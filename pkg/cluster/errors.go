@@ -17,6 +17,15 @@ var (
 	ErrLeaseLost = errors.New("leader lease lost")
 	// ErrNotOwned is matched by *NotOwnedError with errors.Is.
 	ErrNotOwned = errors.New("object not managed by recommender")
+	// ErrDrift is matched by *DriftError with errors.Is.
+	ErrDrift = errors.New("policy changed by another field manager")
+	// ErrPruneRefused is returned by Sync when more retired policies would be
+	// deleted in one sync than Config.MaxPruneRatio allows; none was deleted.
+	ErrPruneRefused = errors.New("prune refused")
+	// ErrLeaseForbidden is returned by Elector.Run when the service account
+	// may not read or write the Lease: a missing Role, which retrying does not
+	// mend.
+	ErrLeaseForbidden = errors.New("leader election lease forbidden")
 )
 
 // NotOwnedError reports a policy whose name is desired but which exists in
@@ -36,3 +45,28 @@ func (e *NotOwnedError) Error() string {
 
 // Is makes errors.Is(err, ErrNotOwned) match.
 func (e *NotOwnedError) Is(target error) bool { return target == ErrNotOwned }
+
+// DriftError reports a policy of ours that another field manager changed
+// (kubectl edit, a controller). Sync leaves it as it is unless
+// Config.ForceConflicts.
+type DriftError struct {
+	Name string
+	// Managers are the object's field managers other than ours.
+	Managers []string
+	// Err is the API server's apply conflict, when the drift was found by one.
+	Err error
+}
+
+func (e *DriftError) Error() string {
+	msg := fmt.Sprintf("ciliumclusterwidenetworkpolicy %s was changed by another field manager %v; left as it is (--force-conflicts takes it back)", e.Name, e.Managers)
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+// Is makes errors.Is(err, ErrDrift) match.
+func (e *DriftError) Is(target error) bool { return target == ErrDrift }
+
+// Unwrap returns the API error, if any.
+func (e *DriftError) Unwrap() error { return e.Err }

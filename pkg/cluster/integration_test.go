@@ -6,15 +6,19 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http"
 	"os"
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"github.com/cilium/cilium/pkg/policy/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -33,6 +37,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/recommender/recommender/internal/k8stest"
+	"github.com/recommender/recommender/pkg/synth"
 )
 
 // env is the real kube-apiserver + etcd shared by this package's tests. The
@@ -94,14 +99,16 @@ func admin(t *testing.T) clients {
 
 func newApplier(t *testing.T, dyn dynamic.Interface, cfg Config, gate Gate) *Applier {
 	t.Helper()
-	a, err := NewApplier(dyn, cfg, gate, testLogger(t))
+	a, err := NewApplier(dyn, cfg, gate, testLogger(t), prometheus.NewPedanticRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return a
 }
 
-func enforce() Config { return Config{Apply: ApplyEnforce, DryRun: DryRunNone} }
+func enforce() Config {
+	return Config{Apply: ApplyEnforce, DryRun: DryRunNone, MaxPruneRatio: DefaultMaxPruneRatio}
+}
 
 func promoted(ps ...*ciliumv2.CiliumClusterwideNetworkPolicy) []Desired {
 	var ds []Desired
@@ -109,6 +116,24 @@ func promoted(ps ...*ciliumv2.CiliumClusterwideNetworkPolicy) []Desired {
 		ds = append(ds, Desired{Policy: p, Promoted: true})
 	}
 	return ds
+}
+
+// plan is a destructive Plan holding ds that retires the given policies.
+func plan(ds []Desired, retired ...*ciliumv2.CiliumClusterwideNetworkPolicy) Plan {
+	p := Plan{Desired: ds, Destructive: true}
+	for _, r := range retired {
+		p.Retired = append(p.Retired, retire(r))
+	}
+	return p
+}
+
+// retire names p as retired at the revision Sync writes for it.
+func retire(p *ciliumv2.CiliumClusterwideNetworkPolicy) Retired {
+	rev, err := synth.Revision(p.Spec)
+	if err != nil {
+		panic(err)
+	}
+	return Retired{Name: p.Name, Revisions: []string{"sha256:" + rev}}
 }
 
 // getCCNP returns the named CCNP, or nil when it does not exist.
@@ -167,7 +192,7 @@ func TestSyncApplyIdempotentPrune(t *testing.T) {
 	a := newApplier(t, c.dyn, enforce(), nil)
 	web, api8080 := testPolicy("sync-web", "web", "80"), testPolicy("sync-api", "api", "8080")
 
-	res, err := a.Sync(t.Context(), promoted(web, api8080))
+	res, err := a.Sync(t.Context(), plan(promoted(web, api8080)))
 	if err != nil {
 		t.Fatalf("Sync() = %v", err)
 	}
@@ -192,7 +217,7 @@ func TestSyncApplyIdempotentPrune(t *testing.T) {
 	rv := got.GetResourceVersion()
 
 	// Re-applying the same state (a restart) writes nothing.
-	res, err = a.Sync(t.Context(), promoted(web, api8080))
+	res, err = a.Sync(t.Context(), plan(promoted(web, api8080)))
 	if err != nil {
 		t.Fatalf("second Sync() = %v", err)
 	}
@@ -201,13 +226,23 @@ func TestSyncApplyIdempotentPrune(t *testing.T) {
 		t.Errorf("resourceVersion after idempotent Sync = %s, want %s", got, rv)
 	}
 
-	// A change is applied; a policy no longer desired is pruned.
+	// A policy no longer desired but not retired either (a store that lost it) is kept.
 	web2 := testPolicy("sync-web", "web", "8443")
-	res, err = a.Sync(t.Context(), promoted(web2))
+	res, err = a.Sync(t.Context(), plan(promoted(web)))
 	if err != nil {
 		t.Fatalf("third Sync() = %v", err)
 	}
+	wantActions(t, res, map[string]Action{"sync-web": ActionUnchanged, "sync-api": ActionKept})
+
+	// A change is applied; a retired policy is pruned.
+	res, err = a.Sync(t.Context(), plan(promoted(web2), api8080))
+	if err != nil {
+		t.Fatalf("fourth Sync() = %v", err)
+	}
 	wantActions(t, res, map[string]Action{"sync-web": ActionConfigured, "sync-api": ActionPruned})
+	if !slices.Equal(res.Settled, []string{"sync-api"}) {
+		t.Errorf("Settled = %v, want [sync-api]", res.Settled)
+	}
 	if s, want := specJSON(t, getCCNP(t, c.dyn, "sync-web").Object["spec"]), specJSON(t, web2.Spec); s != want {
 		t.Errorf("spec after update = %s, want %s", s, want)
 	}
@@ -246,14 +281,19 @@ func TestSyncOwnership(t *testing.T) {
 	unlabeledObj := create(testPolicy("own-unlabeled", "db", "5432"))
 	stale := testPolicy("own-stale", "old", "80")
 	stale.Labels = map[string]string{ManagedByLabel: ManagedByValue}
+	stale.Annotations = map[string]string{synth.AnnotationRevision: retire(stale).Revisions[0]}
 	create(stale)
 
 	a := newApplier(t, c.dyn, enforce(), nil)
-	res, err := a.Sync(t.Context(), promoted(testPolicy("own-shared", "web", "9999"), testPolicy("own-mine", "api", "8080")))
+	res, err := a.Sync(t.Context(), plan(promoted(testPolicy("own-shared", "web", "9999"), testPolicy("own-mine", "api", "8080")),
+		stale, foreign, testPolicy("own-unlabeled", "db", "5432")))
 	if err != nil {
 		t.Fatalf("Sync() = %v", err)
 	}
 	wantActions(t, res, map[string]Action{"own-shared": ActionNotOwned, "own-mine": ActionCreated, "own-stale": ActionPruned})
+	if got := res.Conflicts(); len(got) != 1 || got[0].Name != "own-shared" {
+		t.Errorf("Conflicts() = %v, want own-shared only", got)
+	}
 	for _, ch := range res.Changes {
 		if ch.Name != "own-shared" {
 			continue
@@ -283,7 +323,7 @@ func TestSyncOwnership(t *testing.T) {
 	if _, err := ccnps.Update(t.Context(), mine, metav1.UpdateOptions{FieldManager: "kubectl"}); err != nil {
 		t.Fatal(err)
 	}
-	res, err = a.Sync(t.Context(), nil)
+	res, err = a.Sync(t.Context(), plan(nil, testPolicy("own-mine", "api", "8080")))
 	if err != nil {
 		t.Fatalf("Sync(nothing) = %v", err)
 	}
@@ -298,7 +338,7 @@ func TestSyncOwnership(t *testing.T) {
 func TestSyncDryRun(t *testing.T) {
 	c := admin(t)
 	existing := testPolicy("dry-existing", "web", "80")
-	if _, err := newApplier(t, c.dyn, enforce(), nil).Sync(t.Context(), promoted(existing)); err != nil {
+	if _, err := newApplier(t, c.dyn, enforce(), nil).Sync(t.Context(), plan(promoted(existing))); err != nil {
 		t.Fatal(err)
 	}
 	rv := getCCNP(t, c.dyn, "dry-existing").GetResourceVersion()
@@ -310,7 +350,7 @@ func TestSyncDryRun(t *testing.T) {
 	for _, apply := range []ApplyMode{ApplyOff, ApplyEnforce} {
 		t.Run("apply="+string(apply), func(t *testing.T) {
 			a := newApplier(t, c.dyn, Config{Apply: apply, DryRun: DryRunServer}, nil)
-			res, err := a.Sync(t.Context(), promoted(testPolicy("dry-new", "api", "8080"), invalid))
+			res, err := a.Sync(t.Context(), plan(promoted(testPolicy("dry-new", "api", "8080"), invalid), existing))
 			if !apierrors.IsInvalid(err) {
 				t.Errorf("dry-run Sync() error = %v, want the invalid policy's Invalid error", err)
 			}
@@ -345,13 +385,13 @@ func TestSyncClusterAuditMode(t *testing.T) {
 	}
 	auditCfg := enforce()
 	auditCfg.ClusterAuditMode = true
-	res, err := newApplier(t, c.dyn, auditCfg, nil).Sync(t.Context(), desired)
+	res, err := newApplier(t, c.dyn, auditCfg, nil).Sync(t.Context(), plan(desired))
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantActions(t, res, map[string]Action{"audit-promoted": ActionCreated, "audit-pending": ActionCreated})
 
-	res, err = newApplier(t, c.dyn, enforce(), nil).Sync(t.Context(), desired)
+	res, err = newApplier(t, c.dyn, enforce(), nil).Sync(t.Context(), plan(desired))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,11 +399,24 @@ func TestSyncClusterAuditMode(t *testing.T) {
 	if getCCNP(t, c.dyn, "audit-pending") != nil {
 		t.Error("audit-pending still in an enforcing cluster, want it pruned")
 	}
-	res, err = newApplier(t, c.dyn, enforce(), nil).Sync(t.Context(), desired)
+	res, err = newApplier(t, c.dyn, enforce(), nil).Sync(t.Context(), plan(desired))
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantActions(t, res, map[string]Action{"audit-promoted": ActionUnchanged, "audit-pending": ActionHeld})
+
+	// An earlier revision in force is never withdrawn for a newer one in audit.
+	if _, err := newApplier(t, c.dyn, enforce(), nil).Sync(t.Context(), plan(promoted(testPolicy("audit-pending", "api", "8080")))); err != nil {
+		t.Fatal(err)
+	}
+	res, err = newApplier(t, c.dyn, enforce(), nil).Sync(t.Context(), plan([]Desired{{Policy: testPolicy("audit-pending", "api", "9090")}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantActions(t, res, map[string]Action{"audit-pending": ActionHeld, "audit-promoted": ActionKept})
+	if getCCNP(t, c.dyn, "audit-pending") == nil {
+		t.Error("audit-pending withdrawn while its newer revision is in audit, want the enforced one kept")
+	}
 }
 
 // replica is one in-process daemon replica: an Elector and an Applier it gates.
@@ -385,7 +438,7 @@ func startReplica(t *testing.T, c clients, lease, identity string, renew time.Du
 		Namespace: "default", Name: lease, Identity: identity,
 		LeaseDuration: renew + renew/2, RenewDeadline: renew, RetryPeriod: 100 * time.Millisecond,
 	}
-	e, err := NewElector(c.coord, cfg, testLogger(t))
+	e, err := NewElector(c.coord, cfg, testLogger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,10 +494,10 @@ func TestLeaderElectionHandOver(t *testing.T) {
 	if !a.elector.IsLeader() || b.elector.IsLeader() {
 		t.Fatalf("IsLeader: a=%v b=%v, want a only", a.elector.IsLeader(), b.elector.IsLeader())
 	}
-	if _, err := b.applier.Sync(t.Context(), promoted(testPolicy("lead-b", "web", "80"))); !errors.Is(err, ErrNotLeader) {
+	if _, err := b.applier.Sync(t.Context(), plan(promoted(testPolicy("lead-b", "web", "80")))); !errors.Is(err, ErrNotLeader) {
 		t.Errorf("follower Sync() = %v, want ErrNotLeader", err)
 	}
-	if _, err := a.applier.Sync(t.Context(), promoted(testPolicy("lead-a", "web", "80"))); err != nil {
+	if _, err := a.applier.Sync(t.Context(), plan(promoted(testPolicy("lead-a", "web", "80")))); err != nil {
 		t.Errorf("leader Sync() = %v", err)
 	}
 	if getCCNP(t, c.dyn, "lead-b") != nil || getCCNP(t, c.dyn, "lead-a") == nil {
@@ -466,17 +519,18 @@ func TestLeaderElectionHandOver(t *testing.T) {
 		t.Error("replica-b IsLeader = false after taking over")
 	}
 
-	if _, err := a.applier.Sync(t.Context(), nil); !errors.Is(err, ErrNotLeader) {
+	if _, err := a.applier.Sync(t.Context(), plan(nil, testPolicy("lead-a", "web", "80"))); !errors.Is(err, ErrNotLeader) {
 		t.Errorf("old leader Sync() = %v, want ErrNotLeader", err)
 	}
 	if getCCNP(t, c.dyn, "lead-a") == nil {
 		t.Error("old leader's Sync pruned lead-a, want no write")
 	}
-	res, err := b.applier.Sync(t.Context(), promoted(testPolicy("lead-b", "web", "80")))
+	// The new leader's store never proposed lead-a: it adopts it as it is.
+	res, err := b.applier.Sync(t.Context(), plan(promoted(testPolicy("lead-b", "web", "80"))))
 	if err != nil {
 		t.Fatalf("new leader Sync() = %v", err)
 	}
-	wantActions(t, res, map[string]Action{"lead-b": ActionCreated, "lead-a": ActionPruned})
+	wantActions(t, res, map[string]Action{"lead-b": ActionCreated, "lead-a": ActionKept})
 
 	lease, err := c.coord.Leases("default").Get(t.Context(), leaseName, metav1.GetOptions{})
 	if err != nil {
@@ -520,7 +574,7 @@ func TestLeaderElectionLost(t *testing.T) {
 	if !errors.Is(a.err, ErrLeaseLost) {
 		t.Errorf("Run() after losing the lease = %v, want ErrLeaseLost", a.err)
 	}
-	if _, err := a.applier.Sync(t.Context(), promoted(testPolicy("lost", "web", "80"))); !errors.Is(err, ErrNotLeader) {
+	if _, err := a.applier.Sync(t.Context(), plan(promoted(testPolicy("lost", "web", "80")))); !errors.Is(err, ErrNotLeader) {
 		t.Errorf("Sync() after losing the lease = %v, want ErrNotLeader", err)
 	}
 }
@@ -721,17 +775,17 @@ func TestRBAC(t *testing.T) {
 
 	// Delivery: create, patch (update and no-op), prune, dry-run.
 	a := newApplier(t, as.dyn, enforce(), nil)
-	if _, err := a.Sync(t.Context(), promoted(testPolicy("rbac-a", "web", "80"), testPolicy("rbac-b", "api", "8080"))); err != nil {
+	if _, err := a.Sync(t.Context(), plan(promoted(testPolicy("rbac-a", "web", "80"), testPolicy("rbac-b", "api", "8080")))); err != nil {
 		t.Fatalf("Sync() as the service account = %v", err)
 	}
-	res, err := a.Sync(t.Context(), promoted(testPolicy("rbac-a", "web", "443")))
+	res, err := a.Sync(t.Context(), plan(promoted(testPolicy("rbac-a", "web", "443")), testPolicy("rbac-b", "api", "8080")))
 	if err != nil {
 		t.Fatalf("second Sync() as the service account = %v", err)
 	}
 	// The fixture's rbac-existing CCNP is not ours: never pruned.
 	wantActions(t, res, map[string]Action{"rbac-a": ActionConfigured, "rbac-b": ActionPruned})
 	dry := newApplier(t, as.dyn, Config{Apply: ApplyOff, DryRun: DryRunServer}, nil)
-	if _, err := dry.Sync(t.Context(), promoted(testPolicy("rbac-c", "db", "5432"))); err != nil {
+	if _, err := dry.Sync(t.Context(), plan(promoted(testPolicy("rbac-c", "db", "5432")))); err != nil {
 		t.Fatalf("dry-run Sync() as the service account = %v", err)
 	}
 
@@ -741,7 +795,7 @@ func TestRBAC(t *testing.T) {
 	// Leader election on the Lease rbac.yaml grants.
 	cfg := DefaultElectionConfig("rbac-replica")
 	cfg.RetryPeriod = 100 * time.Millisecond
-	e, err := NewElector(as.coord, cfg, testLogger(t))
+	e, err := NewElector(as.coord, cfg, testLogger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -853,34 +907,35 @@ func TestSyncPreconditions(t *testing.T) {
 			}
 		}
 	}
-	// Gate calls per attempt: 1 before the ownership check, 2 before the write.
+	// Gate calls: 1 when Sync starts, then per attempt 1 before the ownership check and 1
+	// before the write.
 	tests := []struct {
 		name    string
-		desired []Desired
+		desired Plan
 		hook    func() func()
 		want    Action // of the policy "pre"
 		owner   string // its managed-by label afterwards
 	}{
-		{"taken over before apply", promoted(testPolicy("pre", "web", "8443")), func() func() { return relabel("pre", "helm") }, ActionNotOwned, "helm"},
-		{"changed before apply", promoted(testPolicy("pre", "web", "8443")), func() func() { return touch("pre") }, ActionConfigured, ManagedByValue},
-		{"taken over before prune", nil, func() func() { return relabel("pre", "helm") }, "", "helm"},
-		{"changed before prune", nil, func() func() { return touch("pre") }, ActionPruned, ""},
+		{"taken over before apply", plan(promoted(testPolicy("pre", "web", "8443"))), func() func() { return relabel("pre", "helm") }, ActionNotOwned, "helm"},
+		{"changed before apply", plan(promoted(testPolicy("pre", "web", "8443"))), func() func() { return touch("pre") }, ActionConfigured, ManagedByValue},
+		{"taken over before prune", plan(nil, testPolicy("pre", "web", "80")), func() func() { return relabel("pre", "helm") }, "", "helm"},
+		{"changed before prune", plan(nil, testPolicy("pre", "web", "80")), func() func() { return touch("pre") }, ActionPruned, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := newApplier(t, c.dyn, enforce(), nil).Sync(t.Context(), promoted(testPolicy("pre", "web", "80"))); err != nil {
+			if _, err := newApplier(t, c.dyn, enforce(), nil).Sync(t.Context(), plan(promoted(testPolicy("pre", "web", "80")))); err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = ccnps.Delete(context.Background(), "pre", metav1.DeleteOptions{}) })
-			gate := &hookGate{at: 2, hook: tt.hook()}
+			gate := &hookGate{at: 3, hook: tt.hook()}
 			a := newApplier(t, c.dyn, enforce(), gate)
 			a.backoff = wait.Backoff{Duration: time.Millisecond, Steps: 3}
 			res, err := a.Sync(t.Context(), tt.desired)
 			if err != nil {
 				t.Fatalf("Sync() = %v", err)
 			}
-			// A third call means a second attempt: the first write conflicted.
-			if gate.calls < 3 {
+			// A fourth call means a second attempt: the first write conflicted.
+			if gate.calls < 4 {
 				t.Errorf("gate called %d times, want a second attempt after the conflict", gate.calls)
 			}
 			want := map[string]Action{}
@@ -905,4 +960,184 @@ func TestSyncPreconditions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// writeCounter counts the requests that change objects (PATCH, PUT, POST, DELETE) sent
+// through a rest.Config.
+type writeCounter struct{ n atomic.Int64 }
+
+func (w *writeCounter) config(t *testing.T) *rest.Config {
+	t.Helper()
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+			if r.Method != http.MethodGet {
+				w.n.Add(1)
+			}
+			return rt.RoundTrip(r)
+		})
+	})
+	return cfg
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// Ensure a sync whose policies are in the cluster already sends no write at all, and one
+// whose rules changed writes exactly that policy (issue 20: every write wakes every agent).
+func TestSyncWritesOnlyOnChange(t *testing.T) {
+	admin(t)
+	var writes writeCounter
+	c := newClients(t, writes.config(t))
+	a := newApplier(t, c.dyn, enforce(), nil)
+	web, api := testPolicy("quiet-web", "web", "80"), testPolicy("quiet-api", "api", "8080")
+	if _, err := a.Sync(t.Context(), plan(promoted(web, api))); err != nil {
+		t.Fatal(err)
+	}
+	if n := writes.n.Load(); n != 2 {
+		t.Errorf("first Sync sent %d writes, want 2 creates", n)
+	}
+	for i := range 3 {
+		writes.n.Store(0)
+		res, err := a.Sync(t.Context(), plan(promoted(web, api)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantActions(t, res, map[string]Action{"quiet-web": ActionUnchanged, "quiet-api": ActionUnchanged})
+		if n := writes.n.Load(); n != 0 {
+			t.Errorf("Sync %d of an unchanged state sent %d writes, want 0", i+2, n)
+		}
+	}
+	writes.n.Store(0)
+	res, err := a.Sync(t.Context(), plan(promoted(testPolicy("quiet-web", "web", "443"), api)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantActions(t, res, map[string]Action{"quiet-web": ActionConfigured, "quiet-api": ActionUnchanged})
+	if n := writes.n.Load(); n != 1 {
+		t.Errorf("Sync of one changed policy sent %d writes, want 1", n)
+	}
+}
+
+// Ensure a hand edit of an owned policy is reported as drift and left alone, taken back
+// only with --force-conflicts, and that a new revision does not silently overwrite it.
+func TestSyncDrift(t *testing.T) {
+	c := admin(t)
+	reg := prometheus.NewPedanticRegistry()
+	a, err := NewApplier(c.dyn, enforce(), nil, testLogger(t), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := testPolicy("drift-web", "web", "80")
+	if _, err := a.Sync(t.Context(), plan(promoted(web))); err != nil {
+		t.Fatal(err)
+	}
+	edit := func() {
+		t.Helper()
+		u := getCCNP(t, c.dyn, "drift-web")
+		ports := []any{map[string]any{"port": "22", "protocol": "TCP"}}
+		if err := unstructured.SetNestedSlice(u.Object, []any{map[string]any{
+			"fromEndpoints": []any{map[string]any{}},
+			"toPorts":       []any{map[string]any{"ports": ports}},
+		}}, "spec", "ingress"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.dyn.Resource(CCNPResource).Update(t.Context(), u, metav1.UpdateOptions{FieldManager: "kubectl-edit"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edit()
+	edited := specJSON(t, getCCNP(t, c.dyn, "drift-web").Object["spec"])
+
+	for _, desired := range []*ciliumv2.CiliumClusterwideNetworkPolicy{web, testPolicy("drift-web", "web", "8443")} {
+		res, err := a.Sync(t.Context(), plan(promoted(desired)))
+		if err != nil {
+			t.Fatalf("Sync() = %v", err)
+		}
+		wantActions(t, res, map[string]Action{"drift-web": ActionDrift})
+		var drift *DriftError
+		if !errors.As(res.Changes[0].Err, &drift) || !slices.Contains(drift.Managers, "kubectl-edit") {
+			t.Errorf("drift Err = %v, want a *DriftError naming kubectl-edit", res.Changes[0].Err)
+		}
+		if got := specJSON(t, getCCNP(t, c.dyn, "drift-web").Object["spec"]); got != edited {
+			t.Errorf("drifted spec overwritten without --force-conflicts: %s", got)
+		}
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP recommender_cluster_conflicts Desired policies the last sync could not write, by kind: not_owned (a same-name policy of another owner), drift (ours, changed by another field manager).
+# TYPE recommender_cluster_conflicts gauge
+recommender_cluster_conflicts{kind="drift"} 1
+recommender_cluster_conflicts{kind="not_owned"} 0
+`), "recommender_cluster_conflicts"); err != nil {
+		t.Error(err)
+	}
+
+	force := enforce()
+	force.ForceConflicts = true
+	res, err := newApplier(t, c.dyn, force, nil).Sync(t.Context(), plan(promoted(web)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantActions(t, res, map[string]Action{"drift-web": ActionDriftReverted})
+	if got, want := specJSON(t, getCCNP(t, c.dyn, "drift-web").Object["spec"]), specJSON(t, web.Spec); got != want {
+		t.Errorf("spec after --force-conflicts = %s, want %s", got, want)
+	}
+}
+
+// Ensure a plan that is not destructive (a replica still warming up) creates what is new
+// but neither prunes nor replaces the rules of a policy in force.
+func TestSyncNotDestructive(t *testing.T) {
+	c := admin(t)
+	a := newApplier(t, c.dyn, enforce(), nil)
+	old, gone := testPolicy("warm-old", "web", "80"), testPolicy("warm-gone", "db", "5432")
+	if _, err := a.Sync(t.Context(), plan(promoted(old, gone))); err != nil {
+		t.Fatal(err)
+	}
+	p := Plan{Desired: promoted(testPolicy("warm-old", "web", "443"), testPolicy("warm-new", "api", "8080")), Retired: []Retired{retire(gone)}}
+	res, err := a.Sync(t.Context(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantActions(t, res, map[string]Action{"warm-old": ActionDeferred, "warm-new": ActionCreated, "warm-gone": ActionDeferred})
+	if s, want := specJSON(t, getCCNP(t, c.dyn, "warm-old").Object["spec"]), specJSON(t, old.Spec); s != want {
+		t.Errorf("warm-old replaced while warming up: %s", s)
+	}
+	if getCCNP(t, c.dyn, "warm-gone") == nil {
+		t.Error("warm-gone pruned while warming up")
+	}
+	if len(res.Settled) != 0 {
+		t.Errorf("Settled = %v while warming up, want none", res.Settled)
+	}
+
+	// A retired name whose policy carries a revision the store never delivered is kept.
+	other := testPolicy("warm-gone", "db", "5433")
+	res, err = a.Sync(t.Context(), Plan{Desired: promoted(testPolicy("warm-old", "web", "443")), Retired: []Retired{retire(other)}, Destructive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantActions(t, res, map[string]Action{"warm-old": ActionConfigured, "warm-gone": ActionKept, "warm-new": ActionKept})
+	if !slices.Equal(res.Settled, []string{"warm-gone"}) {
+		t.Errorf("Settled = %v, want [warm-gone]", res.Settled)
+	}
+}
+
+// Ensure a service account without rights on the Lease gets one clear error at once instead
+// of client-go retrying "forbidden" forever.
+func TestLeaderElectionForbidden(t *testing.T) {
+	c := admin(t)
+	sa := rest.CopyConfig(env.Config)
+	sa.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:default:no-role"}
+	as := newClients(t, sa)
+	cfg := DefaultElectionConfig("forbidden-replica")
+	cfg.Namespace = "default"
+	e, err := NewElector(as.coord, cfg, testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = e.Run(t.Context(), func(context.Context) { t.Error("lead called without rights on the lease") })
+	if !errors.Is(err, ErrLeaseForbidden) || !strings.Contains(err.Error(), "default/recommender") {
+		t.Errorf("Run() without a Role = %v, want ErrLeaseForbidden naming default/recommender", err)
+	}
+	_ = c
 }

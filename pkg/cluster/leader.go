@@ -9,6 +9,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
@@ -72,12 +75,48 @@ type Elector struct {
 	leading atomic.Bool
 }
 
-// NewElector returns an Elector using leases to read and write the Lease.
-func NewElector(leases coordinationv1client.LeasesGetter, cfg ElectionConfig, log *slog.Logger) (*Elector, error) {
+// NewElector returns an Elector using leases to read and write the Lease. It
+// registers recommender_leader on reg.
+func NewElector(leases coordinationv1client.LeasesGetter, cfg ElectionConfig, log *slog.Logger, reg prometheus.Registerer) (*Elector, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Elector{cfg: cfg, leases: leases, log: log}, nil
+	e := &Elector{cfg: cfg, leases: leases, log: log}
+	if reg != nil {
+		promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "recommender_leader",
+			Help: "1 while this replica holds the leader Lease (it alone writes to the cluster and opens pull requests), else 0.",
+		}, func() float64 {
+			if e.IsLeader() {
+				return 1
+			}
+			return 0
+		})
+	}
+	return e, nil
+}
+
+// TakeoverBound is the longest a standby waits to lead after the leader died
+// without releasing the Lease (SIGKILL, node loss): the lease must expire
+// (LeaseDuration after its last renewal) and the standby's next try comes at
+// most RetryPeriod later, stretched by client-go's jitter (factor 1.2).
+func (c ElectionConfig) TakeoverBound() time.Duration {
+	return c.LeaseDuration + c.RetryPeriod + c.RetryPeriod*2/10
+}
+
+// preflight reads the Lease once so that missing rights are one clear error
+// instead of client-go retrying and logging "forbidden" every RetryPeriod.
+func (e *Elector) preflight(ctx context.Context) error {
+	_, err := e.leases.Leases(e.cfg.Namespace).Get(ctx, e.cfg.Name, metav1.GetOptions{})
+	switch {
+	case err == nil, apierrors.IsNotFound(err):
+		return nil
+	case apierrors.IsForbidden(err):
+		return fmt.Errorf("%w: lease %s/%s: %v (the service account needs get, create and update on this Lease: a Role in namespace %s, see deploy/rbac.yaml)",
+			ErrLeaseForbidden, e.cfg.Namespace, e.cfg.Name, err, e.cfg.Namespace)
+	default:
+		return fmt.Errorf("leader election: read lease %s/%s: %w", e.cfg.Namespace, e.cfg.Name, err)
+	}
 }
 
 // IsLeader reports whether this replica holds the lease now.
@@ -87,12 +126,17 @@ func (e *Elector) IsLeader() bool { return e.leading.Load() }
 // context that ends when the lease is lost or ctx ends. Run returns when ctx
 // ends (nil), when lead returns (nil; the lease is released), or when the
 // lease is lost (ErrLeaseLost); the daemon then exits or campaigns again.
+// Before campaigning it reads the Lease once: missing rights return
+// ErrLeaseForbidden at once.
 //
 // The lease is released only after lead has returned, so no write of this
 // replica can overlap the next leader's (client-go's ReleaseOnCancel
 // contract). IsLeader turns false the moment the lease is lost, before lead
 // has noticed its context.
 func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context)) error {
+	if err := e.preflight(ctx); err != nil {
+		return err
+	}
 	// The election loop gets its own context so that cancelling ctx first
 	// stops lead and only then releases the lease.
 	electCtx, stopElection := context.WithCancel(context.WithoutCancel(ctx))

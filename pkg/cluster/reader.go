@@ -16,9 +16,6 @@ import (
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 )
 
-// listPage is the page size of every list call.
-const listPage = 500
-
 // Reader reads context from the cluster. It never writes.
 type Reader struct {
 	core corev1client.CoreV1Interface

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"testing"
@@ -58,6 +59,7 @@ func TestSyncSynthesizedFromRecordings(t *testing.T) {
 		}{synth.DefaultConfig(), []string{p}}
 	}
 	a := newApplier(t, c.dyn, enforce(), nil)
+	revisions := map[string][]string{} // every revision applied under each name
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			res := synthesize(t, tc.cfg, tc.paths...)
@@ -67,8 +69,9 @@ func TestSyncSynthesizedFromRecordings(t *testing.T) {
 			var desired []Desired
 			for _, p := range res.Proposals {
 				desired = append(desired, Desired{Policy: p.Policy, Promoted: true})
+				revisions[p.Name] = append(revisions[p.Name], p.Policy.Annotations[synth.AnnotationRevision])
 			}
-			sr, err := a.Sync(t.Context(), desired)
+			sr, err := a.Sync(t.Context(), Plan{Desired: desired, Destructive: true})
 			if err != nil {
 				t.Fatalf("Sync(%d synthesized policies) = %v", len(desired), err)
 			}
@@ -87,11 +90,25 @@ func TestSyncSynthesizedFromRecordings(t *testing.T) {
 			}
 		})
 	}
-	sr, err := a.Sync(t.Context(), nil)
-	if err != nil {
-		t.Fatalf("Sync(nothing) = %v", err)
+	// Retiring every policy at once is what a store that lost its memory would do: refused.
+	everything := Plan{Destructive: true}
+	for name, revs := range revisions {
+		everything.Retired = append(everything.Retired, Retired{Name: name, Revisions: revs})
 	}
-	if sr.Count(ActionPruned) == 0 || sr.Count(ActionPruned) != len(sr.Changes) {
-		t.Errorf("Sync(nothing) = %v, want only prunes", sr.Changes)
+	sr, err := a.Sync(t.Context(), everything)
+	if !errors.Is(err, ErrPruneRefused) {
+		t.Fatalf("Sync(all retired) = %v, want ErrPruneRefused", err)
+	}
+	if n := sr.Count(ActionPruneRefused); n != len(revisions) || n != len(sr.Changes) {
+		t.Errorf("Sync(all retired) = %v, want %d refused prunes and nothing else", sr.Changes, len(revisions))
+	}
+	cfg := enforce()
+	cfg.MaxPruneRatio = 1
+	sr, err = newApplier(t, c.dyn, cfg, nil).Sync(t.Context(), everything)
+	if err != nil {
+		t.Fatalf("Sync(all retired, --max-prune-ratio 1) = %v", err)
+	}
+	if sr.Count(ActionPruned) != len(revisions) || sr.Count(ActionPruned) != len(sr.Changes) {
+		t.Errorf("Sync(all retired, --max-prune-ratio 1) = %v, want only prunes", sr.Changes)
 	}
 }

@@ -9,8 +9,11 @@ import (
 	"sync"
 	"time"
 
+	v2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+
 	"github.com/recommender/recommender/pkg/aggregate"
 	"github.com/recommender/recommender/pkg/audit"
+	"github.com/recommender/recommender/pkg/cluster"
 	"github.com/recommender/recommender/pkg/flows"
 	"github.com/recommender/recommender/pkg/lifecycle"
 	"github.com/recommender/recommender/pkg/synth"
@@ -25,9 +28,13 @@ const (
 	maxClockSkew = 5 * time.Minute
 )
 
-// nodeTotalsKey holds the lifecycle machine's per-node totals in the lifecycle bucket; no
-// workload key starts with '~' (namespaces are DNS labels).
-const nodeTotalsKey = "~node-totals"
+// nodeTotalsKey and retiredKey hold the lifecycle machine's per-node totals and retired
+// policies in the lifecycle bucket; no workload key starts with '~' (namespaces are DNS
+// labels).
+const (
+	nodeTotalsKey = "~node-totals"
+	retiredKey    = "~retired"
+)
 
 // deniedEdge is one would-be-denied edge of a workload in its current window.
 type deniedEdge struct {
@@ -70,6 +77,12 @@ type auditor struct {
 	wall func() time.Time
 	// inShard reports whether a namespace belongs to this daemon's shard.
 	inShard func(ns string) bool
+	// retireAfter is how long the process must have observed before a workload leaving the
+	// store retires its policy (the daemon's --delivery-warmup).
+	retireAfter time.Duration
+	// firstEvent is the wall time this process observed its first flow: how long the replica
+	// has watched the cluster, whatever its store holds.
+	firstEvent time.Time
 }
 
 type workloadName struct{ namespace, name string }
@@ -139,6 +152,9 @@ type end struct {
 func (a *auditor) observe(ev *flows.Event) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.firstEvent.IsZero() {
+		a.firstEvent = a.wall()
+	}
 	// A node whose clock runs ahead must not move every window and the retention forward.
 	if ev.Time.After(a.now) && ev.Time.Before(a.wall().Add(maxClockSkew)) {
 		if n := a.machine.Advance(a.now, ev.Time); n > 0 {
@@ -316,11 +332,18 @@ func (a *auditor) propose(res *synth.Result, snap *aggregate.Snapshot) ([]lifecy
 		present[w.Key.String()] = true
 		a.machine.Track(w.Key.String())
 	}
+	// A workload that left the store is retired (delivery may prune its policy) only when this
+	// process has watched long enough to call that evidence; before, its policy stays.
+	retire := a.observedForLocked(a.retireAfter)
 	for _, r := range a.machine.Records() {
 		if present[r.Workload] {
 			continue
 		}
-		a.machine.Forget(r.Workload)
+		if retire {
+			a.machine.Retire(r.Workload, now)
+		} else {
+			a.machine.Forget(r.Workload)
+		}
 		if n, ok := a.names[r.Workload]; ok {
 			a.m.clean.DeleteLabelValues(n.namespace, n.name)
 		}
@@ -335,7 +358,9 @@ func (a *auditor) propose(res *synth.Result, snap *aggregate.Snapshot) ([]lifecy
 			continue
 		}
 		a.names[key] = workloadName{namespace: p.Workload.Namespace, name: strings.TrimPrefix(p.Name, sanitizedPrefix(p.Workload.Namespace))}
-		if tr := a.machine.Propose(key, p.Revision, now); tr != nil {
+		tr := a.machine.Propose(key, p.Revision, now)
+		a.machine.Named(key, p.Name)
+		if tr != nil {
 			a.m.revisions.Inc()
 			a.current[key] = p
 			delete(a.denied, key)
@@ -371,7 +396,7 @@ func (a *auditor) promote() []lifecycle.Transition {
 				a.log.Error("render promoted policy", "policy", p.Name, "err", err)
 				continue
 			}
-			a.machine.SetEnforcedPolicy(tr.Workload, y)
+			a.machine.SetEnforcedPolicy(tr.Workload, p.Revision, y)
 		}
 	}
 	a.m.setStates(a.machine.Counts())
@@ -437,7 +462,13 @@ func (a *auditor) lifecycleWriter() (write func(*aggregate.Lifecycle) error, don
 		if err != nil {
 			return err
 		}
-		return l.Put(nodeTotalsKey, b)
+		if err := l.Put(nodeTotalsKey, b); err != nil {
+			return err
+		}
+		if b, err = json.Marshal(a.machine.Retirements()); err != nil {
+			return err
+		}
+		return l.Put(retiredKey, b)
 	}
 	done = func() {
 		a.mu.Lock()
@@ -486,4 +517,79 @@ func (a *auditor) states() []state {
 	}
 	slices.SortFunc(out, func(x, y state) int { return strings.Compare(x.proposal.Name, y.proposal.Name) })
 	return out
+}
+
+// observedFor reports whether this process has observed flows for at least d (always when d
+// is 0).
+func (a *auditor) observedFor(d time.Duration) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.observedForLocked(d)
+}
+
+func (a *auditor) observedForLocked(d time.Duration) bool {
+	return d <= 0 || (!a.firstEvent.IsZero() && a.wall().Sub(a.firstEvent) >= d)
+}
+
+// retirements returns the policies this store retired and delivery has not settled yet.
+func (a *auditor) retirements() []lifecycle.Retirement {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.machine.Retirements()
+}
+
+// settle forgets retirements delivery has settled (pruned, absent, no longer ours).
+func (a *auditor) settle(names []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, n := range names {
+		a.machine.Settle(n)
+	}
+}
+
+// adopt takes our policies found in force in the cluster as the starting state of the
+// workloads they belong to (lifecycle.Machine.Adopt): a store that is new, was lost or was
+// restored from a backup must not undo enforcement somebody proved. Policies applied as audit
+// (Cilium in policy-audit-mode) prove nothing and are not adopted.
+func (a *auditor) adopt(policies []*v2.CiliumClusterwideNetworkPolicy) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	byPolicy := make(map[string]string)
+	for _, r := range a.machine.Records() {
+		if r.Policy != "" {
+			byPolicy[r.Policy] = r.Workload
+		}
+	}
+	for _, p := range policies {
+		key, ok := byPolicy[p.Name]
+		if !ok || p.Annotations[cluster.AnnotationLifecycle] == cluster.LifecycleAudit {
+			continue
+		}
+		y, err := adoptable(p)
+		if err != nil {
+			a.log.Error("adopt policy from the cluster", "policy", p.Name, "err", err)
+			continue
+		}
+		rev := strings.TrimPrefix(p.Annotations[synth.AnnotationRevision], revisionPrefix)
+		if tr := a.machine.Adopt(key, rev, y, a.now); tr != nil {
+			a.logTransition(*tr)
+		}
+	}
+	a.m.setStates(a.machine.Counts())
+}
+
+// adoptable renders a policy read from the cluster as the daemon renders its own: what we
+// set (name, our label, our annotations, the rules) and nothing the API server or other
+// managers added, so applying it again changes nothing.
+func adoptable(p *v2.CiliumClusterwideNetworkPolicy) ([]byte, error) {
+	out := &v2.CiliumClusterwideNetworkPolicy{Spec: p.Spec, Specs: p.Specs}
+	out.Name = p.Name
+	out.Labels = map[string]string{synth.LabelManagedBy: synth.ManagedByValue}
+	out.Annotations = map[string]string{}
+	for _, k := range []string{synth.AnnotationWorkload, synth.AnnotationRevision, synth.AnnotationReview} {
+		if v, ok := p.Annotations[k]; ok {
+			out.Annotations[k] = v
+		}
+	}
+	return synth.MarshalPolicy(out)
 }

@@ -320,7 +320,7 @@ func learnedStore(b *testing.B) string {
 	return path
 }
 
-func copyFile(b *testing.B, from, to string) {
+func copyFile(b testing.TB, from, to string) {
 	b.Helper()
 	data, err := os.ReadFile(from)
 	if err != nil {

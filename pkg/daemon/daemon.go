@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	v2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
@@ -42,6 +43,10 @@ type Config struct {
 	Namespaces []string
 	// MaxEdges and MaxWorkloads are the store caps, published as limit gauges for alerts.
 	MaxEdges, MaxWorkloads int
+	// DeliveryWarmup is how long this replica must have observed flows before it makes a
+	// destructive write to the cluster: a prune, or a new revision over one in force
+	// (--delivery-warmup). A replica whose store is new or was lost learns first.
+	DeliveryWarmup time.Duration
 }
 
 // Validate checks the configuration before anything starts.
@@ -49,6 +54,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.SyncInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--sync-interval %s: must be positive", c.SyncInterval))
+	}
+	if c.DeliveryWarmup < 0 {
+		errs = append(errs, fmt.Errorf("--delivery-warmup %s: must not be negative", c.DeliveryWarmup))
 	}
 	errs = append(errs, c.Lifecycle.Validate(), c.Synth.Validate(), c.Audit.Validate())
 	return errors.Join(errs...)
@@ -61,7 +69,9 @@ type RelayState interface {
 
 // Applier writes the desired policies to the cluster (pkg/cluster).
 type Applier interface {
-	Sync(ctx context.Context, desired []cluster.Desired) (cluster.Result, error)
+	// Owned returns our policies in the cluster: what a leader adopts before it changes anything.
+	Owned(ctx context.Context) ([]*v2.CiliumClusterwideNetworkPolicy, error)
+	Sync(ctx context.Context, plan cluster.Plan) (cluster.Result, error)
 }
 
 // Publisher opens or updates GitOps pull requests (pkg/gitops).
@@ -121,6 +131,9 @@ type Daemon struct {
 	// writeLifecycle and lifecycleWritten persist what a sync changed (lifecycleWriter).
 	writeLifecycle   func(*aggregate.Lifecycle) error
 	lifecycleWritten func()
+	// electionErr is why this replica cannot campaign for the lease (nil when it can), for
+	// /readyz.
+	electionErr atomic.Pointer[error]
 }
 
 // New checks cfg and deps and loads the lifecycle records the store holds.
@@ -205,12 +218,22 @@ func New(cfg Config, d Deps) (*Daemon, error) {
 		}
 		machine.RestoreTotals(t)
 	}
+	if b, err := d.Store.Lifecycle(retiredKey); err != nil {
+		return nil, fmt.Errorf("load retired policies: %w", err)
+	} else if b != nil {
+		var rs []lifecycle.Retirement
+		if err := json.Unmarshal(b, &rs); err != nil {
+			return nil, fmt.Errorf("store %s: decode retired policies: %w", d.Store.Path(), err)
+		}
+		machine.RestoreRetired(rs)
+	}
 	dm = &Daemon{
 		cfg: cfg, d: d, log: d.Log, m: m,
 		auditor:   newAuditor(d.Log, m, cfg.Audit, machine),
 		published: make(map[string]*v2.CiliumClusterwideNetworkPolicy),
 	}
 	dm.auditor.now = snap.To
+	dm.auditor.retireAfter = cfg.DeliveryWarmup
 	if len(cfg.Namespaces) > 0 {
 		dm.auditor.inShard = func(ns string) bool { return slices.Contains(cfg.Namespaces, ns) }
 	}
@@ -310,35 +333,65 @@ var errOnceDone = errors.New("source ended")
 const finalSyncTimeout = 30 * time.Second
 
 // campaign keeps competing for the lease until ctx ends: losing it stops writes at once
-// (IsLeader turns false) and the replica campaigns again.
+// (IsLeader turns false) and the replica campaigns again. An error that repeats is logged
+// once, and one that retrying cannot mend (no rights on the Lease) makes /readyz fail.
 func (dm *Daemon) campaign(ctx context.Context) error {
+	var last string
 	for ctx.Err() == nil {
 		err := dm.d.Elector.Run(ctx, func(lctx context.Context) {
 			dm.log.Info("leading: this replica writes to the cluster and opens pull requests")
 			dm.syncOnce(lctx)
 			<-lctx.Done()
 		})
-		if err != nil && ctx.Err() == nil {
-			dm.log.Warn("leader election", "err", err)
+		backoff := campaignBackoff
+		switch {
+		case err == nil || ctx.Err() != nil:
+			dm.electionErr.Store(nil)
+			last = ""
+		case errors.Is(err, cluster.ErrLeaseForbidden):
+			dm.electionErr.Store(&err)
+			backoff = forbiddenBackoff
+			if err.Error() != last {
+				dm.log.Error("leader election impossible: this replica never writes until the Lease is granted", "err", err)
+			}
+			last = err.Error()
+		default:
+			dm.electionErr.Store(nil)
+			if err.Error() != last {
+				dm.log.Warn("leader election", "err", err)
+			}
+			last = err.Error()
 		}
 		select { // do not spin when the election fails at once (API server down)
 		case <-ctx.Done():
-		case <-time.After(campaignBackoff):
+		case <-time.After(backoff):
 		}
 	}
 	return nil
 }
 
-// campaignBackoff spaces election attempts after the lease was lost or could not be sought.
-const campaignBackoff = 2 * time.Second
+const (
+	// campaignBackoff spaces election attempts after the lease was lost or could not be sought.
+	campaignBackoff = 2 * time.Second
+	// forbiddenBackoff spaces them while the service account may not use the Lease: an
+	// operator has to grant it, so there is no hurry, and each try costs one request.
+	forbiddenBackoff = 30 * time.Second
+)
 
 // readiness lists what /readyz checks. The store is open before Run starts, so only the
-// relay connection can be missing; reading files is ready at once.
+// relay connection and the right to campaign for the lease can be missing; reading files is
+// ready at once.
 func (dm *Daemon) readiness() []ReadinessCheck {
+	checks := []ReadinessCheck{func() string {
+		if err := dm.electionErr.Load(); err != nil {
+			return "leader election: " + (*err).Error()
+		}
+		return ""
+	}}
 	if dm.d.Relay == nil {
-		return nil
+		return checks
 	}
-	return []ReadinessCheck{func() string {
+	return append(checks, func() string {
 		st := dm.d.Relay.State()
 		switch {
 		case st.Connected:
@@ -347,7 +400,7 @@ func (dm *Daemon) readiness() []ReadinessCheck {
 			return "hubble relay not connected: " + st.LastError.Error()
 		}
 		return "hubble relay not connected"
-	}}
+	})
 }
 
 // leader reports whether this replica may write to the cluster and open PRs.
@@ -358,20 +411,28 @@ func (dm *Daemon) leader() bool { return dm.d.Elector == nil || dm.d.Elector.IsL
 func (dm *Daemon) syncOnce(ctx context.Context) {
 	dm.syncMu.Lock()
 	defer dm.syncMu.Unlock()
-	if err := dm.sync(ctx); err != nil {
+	conflicts, err := dm.sync(ctx)
+	switch {
+	case err != nil:
 		dm.m.syncs.WithLabelValues("error").Inc()
 		dm.log.Error("sync", "err", err)
 		return
+	case conflicts:
+		// Delivered all it could; the conflicts were logged by pkg/cluster when they appeared.
+		dm.m.syncs.WithLabelValues("conflict").Inc()
+	default:
+		dm.m.syncs.WithLabelValues("ok").Inc()
 	}
-	dm.m.syncs.WithLabelValues("ok").Inc()
 	dm.m.lastSync.SetToCurrentTime()
 }
 
-func (dm *Daemon) sync(ctx context.Context) error {
+// sync runs one synthesis and delivery. conflicts reports that delivery left policies a human
+// has to look at (not owned, drift, refused prunes).
+func (dm *Daemon) sync(ctx context.Context) (conflicts bool, err error) {
 	snap := dm.d.Aggregator.Snapshot()
 	res, err := synth.Synthesize(snap, dm.cfg.Synth)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if len(dm.cfg.Namespaces) > 0 {
 		res.Proposals = slices.DeleteFunc(res.Proposals, func(p *synth.Proposal) bool {
@@ -386,47 +447,67 @@ func (dm *Daemon) sync(ctx context.Context) error {
 	}
 	dm.auditor.update(res, snap, others)
 	var errs []error
-	// Commit what the sync changed now: on a quiet stream no batch would carry it.
-	if err := dm.d.Store.UpdateLifecycle(dm.writeLifecycle); err != nil {
-		errs = append(errs, err)
-	} else {
-		dm.lifecycleWritten()
-	}
 	if dm.cfg.OutDir != "" {
 		if _, err := synth.WriteDir(dm.cfg.OutDir, res); err != nil {
 			errs = append(errs, fmt.Errorf("write %s: %w", dm.cfg.OutDir, err))
 		}
 	}
-	if !dm.leader() {
-		return errors.Join(errs...)
+	if dm.leader() {
+		if dm.d.Applier != nil {
+			c, err := dm.apply(ctx)
+			conflicts = c
+			errs = append(errs, err)
+		}
+		if dm.d.Publisher != nil {
+			errs = append(errs, dm.publish(ctx, dm.auditor.states()))
+		}
 	}
-	states := dm.auditor.states()
-	if dm.d.Applier != nil {
-		errs = append(errs, dm.apply(ctx, states))
+	// Commit what the sync changed (promotions, adoptions, settled retirements) now: on a quiet
+	// stream no batch would carry it.
+	if err := dm.d.Store.UpdateLifecycle(dm.writeLifecycle); err != nil {
+		errs = append(errs, err)
+	} else {
+		dm.lifecycleWritten()
 	}
-	if dm.d.Publisher != nil {
-		errs = append(errs, dm.publish(ctx, states))
-	}
-	return errors.Join(errs...)
+	return conflicts, errors.Join(errs...)
 }
 
-func (dm *Daemon) apply(ctx context.Context, states []state) error {
-	desired := make([]cluster.Desired, 0, len(states))
+// apply delivers to the cluster. Pruning is never inferred from absence: the policies of ours
+// in force are read back and adopted as the starting state first, only policies this store
+// retired are offered for pruning, and nothing destructive is allowed before the replica has
+// observed for --delivery-warmup (see pkg/cluster's Plan).
+func (dm *Daemon) apply(ctx context.Context) (conflicts bool, err error) {
+	owned, err := dm.d.Applier.Owned(ctx)
+	if err != nil {
+		return false, fmt.Errorf("apply to cluster: %w", err)
+	}
+	dm.auditor.adopt(owned)
+	states := dm.auditor.states()
+	plan := cluster.Plan{
+		Desired:     make([]cluster.Desired, 0, len(states)),
+		Destructive: dm.auditor.observedFor(dm.cfg.DeliveryWarmup),
+	}
 	for i := range states {
 		d, err := states[i].deliverable()
 		if err != nil {
-			return err
+			return false, err
 		}
-		desired = append(desired, cluster.Desired{Policy: d.policy, Promoted: d.promoted})
+		plan.Desired = append(plan.Desired, cluster.Desired{Policy: d.policy, Promoted: d.promoted})
 	}
-	res, err := dm.d.Applier.Sync(ctx, desired)
-	for _, c := range res.Changes {
-		if c.Action != cluster.ActionUnchanged {
-			dm.log.Info("cluster policy", "policy", c.Name, "action", string(c.Action), "dryRun", res.DryRun)
+	for _, r := range dm.auditor.retirements() {
+		cr := cluster.Retired{Name: r.Policy}
+		for _, rev := range r.Revisions {
+			cr.Revisions = append(cr.Revisions, revisionPrefix+rev)
 		}
+		plan.Retired = append(plan.Retired, cr)
 	}
+	res, err := dm.d.Applier.Sync(ctx, plan)
+	dm.auditor.settle(res.Settled)
 	if err != nil {
-		return fmt.Errorf("apply to cluster: %w", err)
+		return false, fmt.Errorf("apply to cluster: %w", err)
 	}
-	return nil
+	return len(res.Conflicts()) > 0, nil
 }
+
+// revisionPrefix is how the revision annotation spells a synth revision.
+const revisionPrefix = "sha256:"

@@ -60,7 +60,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		syncs: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "recommender_sync_runs_total",
-			Help: "Synthesis and delivery runs, by result (ok, error).",
+			Help: "Synthesis and delivery runs, by result (ok; conflict: delivered, but policies in conflict are left for a human; error).",
 		}, []string{"result"}),
 		lastSync: f.NewGauge(prometheus.GaugeOpts{
 			Name: "recommender_sync_last_success_timestamp_seconds",

@@ -12,7 +12,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/dynamic"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	"k8s.io/client-go/rest"
 
+	"github.com/recommender/recommender/pkg/cluster"
 	"github.com/recommender/recommender/pkg/flows"
 	"github.com/recommender/recommender/pkg/lifecycle"
 	"github.com/recommender/recommender/pkg/synth"
@@ -50,8 +54,24 @@ func TestMetricsDocUpToDate(t *testing.T) {
 	reg := &describingRegistry{Registry: prometheus.NewPedanticRegistry()}
 	d := fileDeps(t, t.TempDir(), reg, "starwars.jsonl")
 	d.Relay = relayStub{}
-	_, err := New(Config{SyncInterval: time.Second, Lifecycle: lifecycle.DefaultConfig(), Synth: synth.DefaultConfig()}, d)
+	// The delivery stages register theirs on the same registry (cmd/recommender run); nothing
+	// listens on port 1, and building them sends no request.
+	offline := &rest.Config{Host: "http://127.0.0.1:1"}
+	dyn, err := dynamic.NewForConfig(offline)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Applier, err = cluster.NewApplier(dyn, cluster.DefaultConfig(), nil, d.Log, reg); err != nil {
+		t.Fatal(err)
+	}
+	coord, err := coordinationv1client.NewForConfig(offline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cluster.NewElector(coord, cluster.DefaultElectionConfig("doc"), d.Log, reg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{SyncInterval: time.Second, Lifecycle: lifecycle.DefaultConfig(), Synth: synth.DefaultConfig()}, d); err != nil {
 		t.Fatal(err)
 	}
 	help := map[string][2]string{}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -82,12 +83,24 @@ type Record struct {
 	WouldDeny     uint64    `json:"wouldDeny"`
 	LastWouldDeny time.Time `json:"lastWouldDeny,omitzero"`
 	EnforcedAt    time.Time `json:"enforcedAt,omitzero"`
+	// PromotedWindowStart and PromotedWindowFlows are the window that promoted the revision in
+	// force (it ended at EnforcedAt): the evidence a promotion's review shows.
+	PromotedWindowStart time.Time `json:"promotedWindowStart,omitzero"`
+	PromotedWindowFlows uint64    `json:"promotedWindowFlows,omitempty"`
 	// EnforcedPolicy is the policy last promoted (opaque to this package: the daemon stores the
 	// rendered policy). It stays enforced while a newer revision is audited, until that one is
 	// promoted in turn or a demotion withdraws it.
 	EnforcedPolicy []byte `json:"enforcedPolicy,omitempty"`
-	PolicyDrops    uint64 `json:"policyDrops"`
-	Revisions      uint64 `json:"revisions"`
+	// EnforcedRevision is EnforcedPolicy's revision.
+	EnforcedRevision string `json:"enforcedRevision,omitempty"`
+	// Delivered are the revisions put in force for the workload while this store knew it
+	// (promoted here or adopted from the cluster), newest last, at most maxDelivered: a
+	// revision in the cluster that is not among them was written by someone who knew more.
+	Delivered []string `json:"delivered,omitempty"`
+	// Policy is the name of the workload's policy, for retiring it when the workload is gone.
+	Policy      string `json:"policy,omitempty"`
+	PolicyDrops uint64 `json:"policyDrops"`
+	Revisions   uint64 `json:"revisions"`
 	// Nodes the workload was seen on during the window, with the node's totals at the time it
 	// was first seen there in the window: the lost ratio is computed over the deltas.
 	Nodes map[string]NodeMark `json:"nodes,omitempty"`
@@ -137,6 +150,9 @@ type Machine struct {
 	dirty map[string]bool
 	// gone holds the workloads forgotten since the last Gone call.
 	gone []string
+	// retired holds the retired policies by name; retiredDirty says it changed.
+	retired      map[string]Retirement
+	retiredDirty bool
 }
 
 // New returns a Machine holding the given persisted records.
@@ -147,6 +163,7 @@ func New(cfg Config, records []*Record) *Machine {
 		nodeSeen: make(map[string]uint64),
 		nodeLost: make(map[string]uint64),
 		dirty:    make(map[string]bool),
+		retired:  make(map[string]Retirement),
 	}
 	for _, r := range records {
 		m.records[r.Workload] = r
@@ -371,6 +388,7 @@ func (m *Machine) Tick(now time.Time) []Transition {
 		}
 		r.State = Enforced
 		r.EnforcedAt = now
+		r.PromotedWindowStart, r.PromotedWindowFlows = r.WindowStart, r.WindowFlows
 		m.dirty[r.Workload] = true
 		out = append(out, Transition{Workload: r.Workload, From: Audit, To: Enforced, Revision: r.Revision,
 			Reason: fmt.Sprintf("window of %s clean with %d flows evaluated", m.cfg.Window, r.WindowFlows), At: now})
@@ -378,19 +396,157 @@ func (m *Machine) Tick(now time.Time) []Transition {
 	return out
 }
 
-// SetEnforcedPolicy records the policy a promotion put in force.
-func (m *Machine) SetEnforcedPolicy(workload string, policy []byte) {
+// maxDelivered bounds Record.Delivered.
+const maxDelivered = 8
+
+// SetEnforcedPolicy records the policy a promotion put in force and its revision.
+func (m *Machine) SetEnforcedPolicy(workload, revision string, policy []byte) {
 	if r := m.records[workload]; r != nil {
 		r.EnforcedPolicy = policy
+		r.EnforcedRevision = revision
+		r.delivered(revision)
 		m.dirty[workload] = true
 	}
 }
 
-// Forget drops a workload that no longer exists (expired from the store).
+func (r *Record) delivered(revision string) {
+	if revision == "" || slices.Contains(r.Delivered, revision) {
+		return
+	}
+	r.Delivered = append(r.Delivered, revision)
+	if len(r.Delivered) > maxDelivered {
+		r.Delivered = slices.Delete(r.Delivered, 0, len(r.Delivered)-maxDelivered)
+	}
+}
+
+// Named records the name of the workload's policy. A name proposed again is no longer
+// retired.
+func (m *Machine) Named(workload, policy string) {
+	r := m.records[workload]
+	if r == nil || policy == "" {
+		return
+	}
+	if _, ok := m.retired[policy]; ok {
+		delete(m.retired, policy)
+		m.retiredDirty = true
+	}
+	if r.Policy != policy {
+		r.Policy = policy
+		m.dirty[workload] = true
+	}
+}
+
+// Adopt takes a policy of ours found in force in the cluster as the starting state of the
+// workload whose policy carries that name, instead of letting this store's view replace it:
+// a store that was lost, restored from a backup or is new must not undo enforcement that
+// somebody proved. It returns a transition when the workload's state changed:
+//
+//	cluster revision                       record             result
+//	one this store delivered               any                nothing (ours, as known)
+//	the revision in audit                  audit              enforced: the same rules are in force
+//	any other                              audit              kept in force while ours is audited
+//	any other                              enforced           ours back to audit, a new window
+func (m *Machine) Adopt(workload, revision string, policy []byte, now time.Time) *Transition {
+	r := m.records[workload]
+	if r == nil || revision == "" || slices.Contains(r.Delivered, revision) {
+		return nil
+	}
+	if r.State == Enforced && r.Revision == revision {
+		return nil
+	}
+	m.dirty[workload] = true
+	r.EnforcedPolicy = policy
+	r.EnforcedRevision = revision
+	r.delivered(revision)
+	from := r.State
+	switch {
+	case r.State == Audit && r.Revision == revision:
+		r.State = Enforced
+		r.EnforcedAt = now
+		r.Held = false
+		return &Transition{Workload: workload, From: from, To: Enforced, Revision: revision,
+			Reason: "adopted: the cluster enforces this revision already", At: now}
+	case r.State == Enforced:
+		r.State = Audit
+		r.EnforcedAt = time.Time{}
+		m.restartWindow(r, now)
+		return &Transition{Workload: workload, From: from, To: Audit, Revision: r.Revision,
+			Reason: "adopted the cluster's revision " + short(revision) + "; this store's revision is audited before it replaces it", At: now}
+	}
+	return nil
+}
+
+func short(rev string) string {
+	rev = strings.TrimPrefix(rev, "sha256:")
+	if len(rev) > 12 {
+		return rev[:12]
+	}
+	return rev
+}
+
+// Retirement is a policy whose workload this store saw and then lost (its edges expired
+// after retention, or it left the shard): the only kind of policy delivery may delete.
+type Retirement struct {
+	Policy   string `json:"policy"`
+	Workload string `json:"workload"`
+	// Revisions are those the store delivered under Policy (in audit or in force).
+	Revisions []string  `json:"revisions"`
+	At        time.Time `json:"at"`
+}
+
+// Forget drops a workload that no longer exists without retiring its policy: what this
+// store did not observe long enough is no evidence that the policy may go.
 func (m *Machine) Forget(workload string) {
 	delete(m.records, workload)
 	m.gone = append(m.gone, workload)
 	delete(m.dirty, workload)
+}
+
+// Retire drops a workload that no longer exists (its edges expired from the store) and, if
+// it had a policy, retires the policy: delivery may then prune it.
+func (m *Machine) Retire(workload string, now time.Time) {
+	if r := m.records[workload]; r != nil && r.Policy != "" {
+		revs := slices.Clone(r.Delivered)
+		if r.Revision != "" && !slices.Contains(revs, r.Revision) {
+			revs = append(revs, r.Revision)
+		}
+		m.retired[r.Policy] = Retirement{Policy: r.Policy, Workload: workload, Revisions: revs, At: now}
+		m.retiredDirty = true
+	}
+	m.Forget(workload)
+}
+
+// Retirements returns the retired policies, sorted by name.
+func (m *Machine) Retirements() []Retirement {
+	out := make([]Retirement, 0, len(m.retired))
+	for _, r := range m.retired {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b Retirement) int { return strings.Compare(a.Policy, b.Policy) })
+	return out
+}
+
+// Settle forgets a retired policy that needs no prune any more (deleted, or no longer ours).
+func (m *Machine) Settle(policy string) {
+	if _, ok := m.retired[policy]; ok {
+		delete(m.retired, policy)
+		m.retiredDirty = true
+	}
+}
+
+// RetiredChanged reports whether the retired set changed since the last call.
+func (m *Machine) RetiredChanged() bool {
+	c := m.retiredDirty
+	m.retiredDirty = false
+	return c
+}
+
+// RestoreRetired replaces the retired set with a persisted one.
+func (m *Machine) RestoreRetired(rs []Retirement) {
+	clear(m.retired)
+	for _, r := range rs {
+		m.retired[r.Policy] = r
+	}
 }
 
 // Gone returns the workloads forgotten since the last call, for deleting their records.

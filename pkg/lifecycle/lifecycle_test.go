@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"reflect"
 	"testing"
 	"time"
 )
@@ -276,5 +277,107 @@ func TestAdvanceSkipsUnseenTime(t *testing.T) {
 	}
 	if n := m.Advance(t0.Add(3*time.Hour), t0.Add(3*time.Hour+time.Minute)); n != 0 {
 		t.Errorf("Advance within the gap limit shifted %d windows, want 0", n)
+	}
+}
+
+// Ensure a policy found in force in the cluster is adopted as the starting state instead of
+// being replaced by what a new, lost or restored store believes (issue 20).
+func TestAdopt(t *testing.T) {
+	enforced := func(m *Machine, rev string) {
+		m.Propose("w", rev, t0)
+		for i := range 10 {
+			m.Evaluated("w", "n1", false, t0.Add(time.Duration(i)*time.Second))
+		}
+		if trs := m.Tick(t0.Add(2 * time.Hour)); len(trs) != 1 {
+			t.Fatalf("Tick = %v, want w promoted", trs)
+		}
+		m.SetEnforcedPolicy("w", rev, []byte("policy "+rev))
+	}
+	tests := []struct {
+		name        string
+		setup       func(m *Machine)
+		adopt       string
+		wantState   State
+		wantRev     string // Record.Revision afterwards
+		wantInForce string // Record.EnforcedRevision afterwards
+		wantTr      bool
+	}{
+		{"unknown workload", func(m *Machine) {}, "rX", "", "", "", false},
+		{"same revision in audit", func(m *Machine) { m.Propose("w", "r1", t0) }, "r1", Enforced, "r1", "r1", true},
+		{"other revision in audit", func(m *Machine) { m.Propose("w", "r1", t0) }, "rX", Audit, "r1", "rX", false},
+		{"other revision enforced here", func(m *Machine) { enforced(m, "r1") }, "rX", Audit, "r1", "rX", true},
+		{"our own revision", func(m *Machine) { enforced(m, "r1") }, "r1", Enforced, "r1", "r1", false},
+		{"our previous revision, newer promoted", func(m *Machine) {
+			enforced(m, "r1")
+			m.Propose("w", "r2", t0.Add(3*time.Hour))
+			for i := range 10 {
+				m.Evaluated("w", "n1", false, t0.Add(3*time.Hour+time.Duration(i)*time.Second))
+			}
+			m.Tick(t0.Add(5 * time.Hour))
+			m.SetEnforcedPolicy("w", "r2", []byte("policy r2"))
+		}, "r1", Enforced, "r2", "r2", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := New(testConfig(), nil)
+			tt.setup(m)
+			tr := m.Adopt("w", tt.adopt, []byte("cluster "+tt.adopt), t0.Add(6*time.Hour))
+			if (tr != nil) != tt.wantTr {
+				t.Errorf("Adopt() = %+v, want a transition: %v", tr, tt.wantTr)
+			}
+			r := m.Record("w")
+			if tt.wantState == "" {
+				if r != nil {
+					t.Errorf("record of an unknown workload created: %+v", r)
+				}
+				return
+			}
+			if r.State != tt.wantState || r.Revision != tt.wantRev || r.EnforcedRevision != tt.wantInForce {
+				t.Errorf("after Adopt: state %s revision %s in force %s; want %s %s %s",
+					r.State, r.Revision, r.EnforcedRevision, tt.wantState, tt.wantRev, tt.wantInForce)
+			}
+		})
+	}
+}
+
+// Ensure only a workload this store knew, with a policy, is retired; that a
+// name proposed again is no longer retired; and that Settle forgets a retirement.
+func TestRetirements(t *testing.T) {
+	m := New(testConfig(), nil)
+	m.Propose("a", "ra", t0)
+	m.Named("a", "ns-a")
+	m.Propose("b", "rb", t0)
+	m.SetEnforcedPolicy("b", "rb0", []byte("b"))
+	m.Named("b", "ns-b")
+	m.Track("c") // observing: no policy yet
+	m.RetiredChanged()
+
+	m.Retire("a", t0.Add(time.Hour))
+	m.Retire("b", t0.Add(time.Hour))
+	m.Retire("c", t0.Add(time.Hour))
+	m.Propose("d", "rd", t0)
+	m.Named("d", "ns-d")
+	m.Forget("d") // gone before this store observed long enough: not retired
+	if !m.RetiredChanged() {
+		t.Error("RetiredChanged = false after retiring")
+	}
+	got := m.Retirements()
+	want := []Retirement{
+		{Policy: "ns-a", Workload: "a", Revisions: []string{"ra"}, At: t0.Add(time.Hour)},
+		{Policy: "ns-b", Workload: "b", Revisions: []string{"rb0", "rb"}, At: t0.Add(time.Hour)},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Retirements() = %+v, want %+v", got, want)
+	}
+	m.Propose("a", "ra", t0.Add(2*time.Hour))
+	m.Named("a", "ns-a")
+	m.Settle("ns-b")
+	if got := m.Retirements(); len(got) != 0 {
+		t.Errorf("Retirements() after re-proposal and Settle = %+v, want none", got)
+	}
+	m2 := New(testConfig(), nil)
+	m2.RestoreRetired(want)
+	if got := m2.Retirements(); !reflect.DeepEqual(got, want) {
+		t.Errorf("restored Retirements() = %+v, want %+v", got, want)
 	}
 }
