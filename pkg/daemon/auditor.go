@@ -363,6 +363,11 @@ func (a *auditor) propose(res *synth.Result, snap *aggregate.Snapshot) ([]lifecy
 		if tr != nil {
 			a.m.revisions.Inc()
 			a.current[key] = p
+			if tr.From == lifecycle.Enforced {
+				a.machine.ResetLearned(key) // a new audit cycle
+			}
+			// What the replaced revision would have denied is evidence for the one that learned it.
+			a.machine.Learn(key, lifecycleEdges(a.denied[key]))
 			delete(a.denied, key)
 			out = append(out, *tr)
 			a.logTransition(*tr)
@@ -491,6 +496,15 @@ func (a *auditor) lifecycleWriter() (write func(*aggregate.Lifecycle) error, don
 type pendingRecord struct {
 	record *lifecycle.Record
 	gen    uint64
+}
+
+// lifecycleEdges converts would-be-denied edges for the lifecycle record.
+func lifecycleEdges(ds []deniedEdge) []lifecycle.DeniedEdge {
+	out := make([]lifecycle.DeniedEdge, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, lifecycle.DeniedEdge{Direction: d.Direction.String(), Peer: d.Peer, Protocol: d.Proto.String(), Port: d.Port, Count: d.Count})
+	}
+	return out
 }
 
 // state is a copy of what delivery needs about one workload with a proposal.

@@ -22,7 +22,7 @@ import (
 	"github.com/recommender/recommender/pkg/synth"
 )
 
-var update = flag.Bool("update", false, "rewrite docs/metrics.md")
+var update = flag.Bool("update", false, "rewrite docs/metrics.md and the .golden files in testdata")
 
 // describingRegistry records the descriptors of everything registered through it.
 type describingRegistry struct {

@@ -36,6 +36,11 @@ func (dm *Daemon) publish(ctx context.Context, states []state) error {
 		}
 		if d.promoted {
 			gp.State = gitops.StateEnforced
+			if r := s.record; !r.PromotedWindowStart.IsZero() {
+				// The window that promoted the revision in force, not the one running now.
+				gp.Window = gitops.Window{Start: r.PromotedWindowStart, Clean: r.EnforcedAt.Sub(r.PromotedWindowStart),
+					Required: dm.cfg.Lifecycle.Window, FlowsSeen: r.PromotedWindowFlows}
+			}
 		}
 		sent[d.name] = d.policy
 		var old []*v2.CiliumClusterwideNetworkPolicy
@@ -54,13 +59,18 @@ func (dm *Daemon) publish(ctx context.Context, states []state) error {
 			gp.Evidence = append(gp.Evidence, gitops.RuleEvidence{
 				Rule:        ps.Direction.String() + " " + ps.Peer + " " + strings.Join(ps.Ports, ","),
 				Flows:       ps.Flows,
-				FirstSeen:   p.FirstSeen,
-				LastSeen:    p.LastSeen,
+				FirstSeen:   ps.FirstSeen,
+				LastSeen:    ps.LastSeen,
 				SamplePeers: []string{ps.Peer},
 			})
 		}
 		for _, de := range s.denied {
-			gp.WouldDeny = append(gp.WouldDeny, gitops.DeniedFlow{Peer: de.Peer, Direction: de.Direction.String(), Protocol: de.Proto.String(), Port: de.Port, Count: de.Count})
+			gp.WouldDeny = append(gp.WouldDeny, gitops.DeniedFlow{Peer: de.Peer, Direction: de.Direction.String(),
+				Protocol: de.Proto.String(), Port: de.Port, Count: de.Count})
+		}
+		for _, de := range s.record.Learned {
+			gp.WouldDeny = append(gp.WouldDeny, gitops.DeniedFlow{Peer: de.Peer, Direction: de.Direction,
+				Protocol: de.Protocol, Port: de.Port, Count: de.Count, Learned: true})
 		}
 		cs = append(cs, gp)
 	}

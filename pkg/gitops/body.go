@@ -1,6 +1,8 @@
 package gitops
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -23,6 +25,7 @@ const (
 func prBody(kind Kind, changes []Change) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "<!-- recommender:%s -->\n", kind)
+	fmt.Fprintf(&b, "%s%s -->\n", fingerprintMarker, changesFingerprint(changes))
 	switch kind {
 	case KindPromotion:
 		b.WriteString("Promotes a network policy proposed by **recommender** from audit to enforcement. ")
@@ -46,6 +49,33 @@ func prBody(kind Kind, changes []Change) string {
 	b.WriteString("\n---\n<sub>Maintained by recommender: it force-pushes this branch and rewrites this description when the proposal changes. ")
 	b.WriteString("Review the policy files; edits to them are replaced by the next update.</sub>\n")
 	return truncateBody(b.String())
+}
+
+// fingerprintMarker starts the body line naming what the body describes: the policies, their
+// changes and revisions, without evidence. An open pull request is edited only when it changes,
+// so new flows behind the same policies (a restart, a growing count) never touch it.
+const fingerprintMarker = "<!-- recommender:fingerprint "
+
+func changesFingerprint(changes []Change) string {
+	h := sha256.New()
+	for _, c := range changes {
+		rev := ""
+		if c.Proposal != nil {
+			rev = string(c.Proposal.State) + "\x00" + c.Proposal.Revision
+		}
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\n", c.Policy, c.Op, c.From, c.To, rev)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// bodyFingerprint returns the fingerprint a body carries ("" when none).
+func bodyFingerprint(body string) string {
+	_, rest, ok := strings.Cut(body, fingerprintMarker)
+	if !ok {
+		return ""
+	}
+	fp, _, _ := strings.Cut(rest, " -->")
+	return fp
 }
 
 func changeText(c Change) string {
@@ -97,13 +127,17 @@ func writeSection(b *strings.Builder, c Change) {
 	if len(p.WouldDeny) == 0 {
 		b.WriteString("None seen.\n")
 	} else {
-		b.WriteString("| Peer | Direction | Port | Flows |\n|---|---|---|---:|\n")
+		b.WriteString("| Peer | Direction | Port | Flows | Now |\n|---|---|---|---:|---|\n")
 		for i, d := range p.WouldDeny {
 			if i == maxListedDenied {
-				fmt.Fprintf(b, "| _%d more peers_ | | | |\n", len(p.WouldDeny)-i)
+				fmt.Fprintf(b, "| _%d more peers_ | | | | |\n", len(p.WouldDeny)-i)
 				break
 			}
-			fmt.Fprintf(b, "| %s | %s | %s | %d |\n", code(d.Peer), cell(d.Direction), port(d), d.Count)
+			now := "denied by this revision: the window restarted"
+			if d.Learned {
+				now = "learned: allowed by this revision"
+			}
+			fmt.Fprintf(b, "| %s | %s | %s | %d | %s |\n", code(d.Peer), cell(d.Direction), port(d), d.Count, now)
 		}
 	}
 

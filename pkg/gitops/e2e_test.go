@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // gitHTTPServer serves a bare repository over smart HTTP with the real git-http-backend, and
@@ -173,6 +174,27 @@ func TestPublishPullRequests(t *testing.T) {
 	for _, r := range reqs[before:] {
 		if !strings.HasPrefix(r, "GET ") {
 			t.Errorf("unchanged input sent %s", r)
+		}
+	}
+
+	// A restart whose only news is evidence (more flows, a later last-seen): the same (issue 20).
+	grown := func(p Proposal) Proposal {
+		p.Evidence = []RuleEvidence{{Rule: "ingress from x on TCP/80", Flows: 123456,
+			FirstSeen: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC), LastSeen: time.Date(2026, 3, 9, 0, 0, 0, 0, time.UTC)}}
+		p.Window.FlowsSeen += 1000
+		return p
+	}
+	before = len(reqs)
+	res = mustPublish(t, newTestPublisher(t, cfg, newFakeClock()), ChangeSet{grown(proposal("b", StateAudit, "r1")), grown(proposal("a", StateEnforced, "r2"))})
+	for _, br := range res.Branches {
+		if br.Pushed || (br.PullRequest != nil && br.PullRequest.Updated) {
+			t.Errorf("branch %s pushed or its PR edited for new evidence only: %+v", br.Branch, br)
+		}
+	}
+	_, reqs, _ = fake.snapshot()
+	for _, r := range reqs[before:] {
+		if !strings.HasPrefix(r, "GET ") {
+			t.Errorf("evidence-only input sent %s", r)
 		}
 	}
 }

@@ -132,7 +132,14 @@ func (g *GitHub) EnsurePullRequest(ctx context.Context, pr PullRequest) (PullReq
 	if len(open) > 0 {
 		// The oldest one is the PR reviewers know; there is only one unless someone opened another by hand.
 		cur = slices.MinFunc(open, func(a, b *github.PullRequest) int { return a.GetNumber() - b.GetNumber() })
-		if cur.GetTitle() != pr.Title || cur.GetBody() != pr.Body {
+		// Edited when what it describes changed; a body without our fingerprint (edited by hand,
+		// or older) is compared whole.
+		fp := bodyFingerprint(cur.GetBody())
+		stale := cur.GetBody() != pr.Body
+		if fp != "" {
+			stale = fp != bodyFingerprint(pr.Body)
+		}
+		if cur.GetTitle() != pr.Title || stale {
 			err := g.call(ctx, fmt.Sprintf("update pull request #%d", cur.GetNumber()), func(ctx context.Context) (*github.Response, error) {
 				var resp *github.Response
 				var err error

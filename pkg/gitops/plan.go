@@ -106,11 +106,12 @@ func makePlan(gitPath string, base map[string][]byte, cs ChangeSet) plan {
 			files[enforcedPath] = content
 			ch := Change{Policy: p.Name, Op: OpPromote, From: auditPath, To: enforcedPath, Proposal: p}
 			pl.Promotions = append(pl.Promotions, branchSpec{
-				Branch:  PromotionBranch(p.Name),
-				Kind:    KindPromotion,
-				Files:   files,
-				Changes: []Change{ch},
-				Message: commitMessage(KindPromotion, []Change{ch}),
+				Branch:     PromotionBranch(p.Name),
+				Kind:       KindPromotion,
+				Files:      files,
+				Changes:    []Change{ch},
+				Message:    commitMessage(KindPromotion, []Change{ch}),
+				ReportPath: reportPath(gitPath, PromotionBranch(p.Name)),
 			})
 			continue
 		}
@@ -142,13 +143,21 @@ func makePlan(gitPath string, base map[string][]byte, cs ChangeSet) plan {
 	}
 	slices.SortStableFunc(changes, func(a, b Change) int { return strings.Compare(a.Policy, b.Policy) })
 	pl.Proposals = branchSpec{
-		Branch:  ProposalsBranch,
-		Kind:    KindProposals,
-		Files:   desired,
-		Changes: changes,
-		Message: commitMessage(KindProposals, changes),
+		Branch:     ProposalsBranch,
+		Kind:       KindProposals,
+		Files:      desired,
+		Changes:    changes,
+		Message:    commitMessage(KindProposals, changes),
+		ReportPath: reportPath(gitPath, ProposalsBranch),
 	}
 	return pl
+}
+
+// reportPath is where a branch carries its review (the pull request body) as a file, so that
+// --git-only branches and merged history keep the evidence: <git-path>/reports/<branch>.md, one
+// file per branch so that merging two branches never conflicts on it.
+func reportPath(gitPath, branch string) string {
+	return path.Join(gitPath, "reports", strings.TrimPrefix(branch, branchPrefix)+".md")
 }
 
 // commitMessage says which policies a commit changes and at which revision.

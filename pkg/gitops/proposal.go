@@ -57,6 +57,9 @@ type DeniedFlow struct {
 	Protocol  string // TCP, UDP, ...
 	Port      uint16
 	Count     uint64
+	// Learned says the flow was seen against an earlier revision and this one allows it: the
+	// window restarted, and the edge was learned.
+	Learned bool
 }
 
 // Window is the audit window of a policy.

@@ -170,6 +170,8 @@ func (p *Publisher) publish(ctx context.Context, cs ChangeSet) ([]BranchResult, 
 
 func (p *Publisher) publishBranch(ctx context.Context, s *session, spec branchSpec) (BranchResult, error) {
 	br := BranchResult{Branch: spec.Branch, Kind: spec.Kind, Changes: spec.Changes}
+	body := prBody(spec.Kind, spec.Changes)
+	spec.Report = []byte(body)
 	w, err := s.write(ctx, spec)
 	if err != nil {
 		return br, err
@@ -190,7 +192,7 @@ func (p *Publisher) publishBranch(ctx context.Context, s *session, spec branchSp
 		Head:   spec.Branch,
 		Base:   p.cfg.GitBranch,
 		Title:  title(spec.Kind, spec.Changes),
-		Body:   prBody(spec.Kind, spec.Changes),
+		Body:   body,
 		Labels: []string{LabelNetworkPolicy, string(spec.Kind)},
 	})
 	if err != nil {

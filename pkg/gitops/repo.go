@@ -220,6 +220,10 @@ type branchSpec struct {
 	Files   map[string][]byte
 	Message string
 	Changes []Change
+	// ReportPath is where the branch carries its review (Report); it is rewritten only in a
+	// commit that changes policy files, so evidence alone never makes a commit.
+	ReportPath string
+	Report     []byte
 }
 
 // branchWrite is the outcome of writing one branch.
@@ -267,14 +271,17 @@ func (s *session) write(ctx context.Context, spec branchSpec) (branchWrite, erro
 	if err := s.applyFiles(spec.Files); err != nil {
 		return res, err
 	}
-	if _, err := s.g.run(ctx, "add", "--all", "--", s.r.cfg.GitPath); err != nil {
+	// The whole tree, not a pathspec: git refuses a pathspec that matches nothing (a first
+	// sync with no policy yet), and the tree was reset and cleaned, so only our files changed.
+	if _, err := s.g.run(ctx, "add", "--all"); err != nil {
 		return res, err
 	}
 	// One commit on top of the base: the PR shows a single reviewable change, whatever happened before.
 	if _, err := s.g.run(ctx, "reset", "--quiet", "--soft", base); err != nil {
 		return res, err
 	}
-	if _, err := s.g.run(ctx, "diff", "--cached", "--quiet", base); err == nil {
+	// Only policy files decide: the report the remote branch carries is not a change.
+	if _, err := s.g.run(ctx, append([]string{"diff", "--cached", "--quiet", base, "--"}, s.r.managedDirs()...)...); err == nil {
 		res.Empty = true
 		_, err := s.g.run(ctx, "reset", "--quiet", "--hard", base)
 		return res, err
@@ -290,9 +297,22 @@ func (s *session) write(ctx context.Context, spec branchSpec) (branchWrite, erro
 			return res, err
 		}
 		if same {
-			// Same content on the same base: no commit, no push (idempotency).
+			// Same policies on the same base (the remote's report is still in the tree): no
+			// commit, no push, whatever new evidence the report would have said.
 			_, err := s.g.run(ctx, "reset", "--quiet", "--hard", remote)
 			res.Commit = remote
+			return res, err
+		}
+	}
+	if spec.ReportPath != "" {
+		abs := filepath.Join(s.r.dir, filepath.FromSlash(spec.ReportPath))
+		if err := os.MkdirAll(filepath.Dir(abs), 0o755); err != nil {
+			return res, fmt.Errorf("write %s: %w", spec.ReportPath, err)
+		}
+		if err := os.WriteFile(abs, spec.Report, 0o644); err != nil {
+			return res, fmt.Errorf("write %s: %w", spec.ReportPath, err)
+		}
+		if _, err := s.g.run(ctx, "add", "--", spec.ReportPath); err != nil {
 			return res, err
 		}
 	}

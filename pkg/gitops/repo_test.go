@@ -57,9 +57,13 @@ func TestPublishWritesBranch(t *testing.T) {
 	if remote.rev(t, ProposalsBranch+"^2") != "" || remote.rev(t, ProposalsBranch+"~2") != "" {
 		t.Errorf("%s has more than one commit on main", ProposalsBranch)
 	}
-	want := []string{"README.md", "policies/audit/frontend.yaml", "policies/enforced/backend.yaml"}
+	want := []string{"README.md", "policies/audit/frontend.yaml", "policies/enforced/backend.yaml", "policies/reports/proposals.md"}
 	if got := remote.tree(t, ProposalsBranch); !slices.Equal(got, want) {
 		t.Errorf("files = %v, want %v", got, want)
+	}
+	// The branch carries its review, which --git-only users read instead of a PR body.
+	if report := remote.show(t, ProposalsBranch, "policies/reports/proposals.md"); !strings.Contains(report, "## `frontend`") {
+		t.Errorf("policies/reports/proposals.md lacks the section of frontend:\n%s", report)
 	}
 	content := remote.show(t, ProposalsBranch, "policies/audit/frontend.yaml")
 	if !strings.HasPrefix(content, "# Managed by recommender: policy frontend, revision r1.\n") ||
@@ -124,7 +128,7 @@ func TestPublishPromotion(t *testing.T) {
 	if !promo.Pushed || promo.Kind != KindPromotion || len(promo.Changes) != 1 || promo.Changes[0].Op != OpPromote {
 		t.Fatalf("promotion branch = %+v", promo)
 	}
-	want := []string{"README.md", "policies/audit/b.yaml", "policies/enforced/a.yaml"}
+	want := []string{"README.md", "policies/audit/b.yaml", "policies/enforced/a.yaml", "policies/reports/promote-a.md", "policies/reports/proposals.md"}
 	if got := remote.tree(t, PromotionBranch("a")); !slices.Equal(got, want) {
 		t.Errorf("files on %s = %v, want %v", PromotionBranch("a"), got, want)
 	}
@@ -147,7 +151,7 @@ func TestPublishRemovesOnlyOurFiles(t *testing.T) {
 	if len(br.Changes) != 1 || br.Changes[0] != (Change{Policy: "old", Op: OpRemove, From: "policies/audit/old.yaml"}) {
 		t.Errorf("changes = %+v, want removal of old", br.Changes)
 	}
-	want := []string{"README.md", "policies/audit/handwritten.yaml", "policies/enforced/keep.yaml"}
+	want := []string{"README.md", "policies/audit/handwritten.yaml", "policies/enforced/keep.yaml", "policies/reports/proposals.md"}
 	if got := remote.tree(t, ProposalsBranch); !slices.Equal(got, want) {
 		t.Errorf("files = %v, want %v", got, want)
 	}
@@ -312,5 +316,17 @@ func TestPublishPushRejected(t *testing.T) {
 	res, err := p.Flush(t.Context())
 	if err != nil || !branchResult(t, res, ProposalsBranch).Pushed {
 		t.Errorf("Flush after the remote accepts again = %+v, %v, want a push", res, err)
+	}
+}
+
+// Ensure the first publication of a store that proposes nothing yet, into a repository without
+// a policy directory, succeeds with nothing to push (it failed with git's "pathspec did not
+// match any files", issue 20).
+func TestPublishNothingIntoEmptyRepository(t *testing.T) {
+	remote := newTestRemote(t)
+	p := newTestPublisher(t, testConfig(t, remote.bare), newFakeClock())
+	res := mustPublish(t, p, ChangeSet{})
+	if br := branchResult(t, res, ProposalsBranch); !br.Empty || br.Pushed {
+		t.Errorf("proposals branch = %+v, want empty and not pushed", br)
 	}
 }

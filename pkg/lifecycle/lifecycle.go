@@ -98,12 +98,57 @@ type Record struct {
 	// revision in the cluster that is not among them was written by someone who knew more.
 	Delivered []string `json:"delivered,omitempty"`
 	// Policy is the name of the workload's policy, for retiring it when the workload is gone.
-	Policy      string `json:"policy,omitempty"`
-	PolicyDrops uint64 `json:"policyDrops"`
-	Revisions   uint64 `json:"revisions"`
+	Policy string `json:"policy,omitempty"`
+	// Learned are the would-be-denied edges of earlier windows of this audit cycle that a newer
+	// revision learned: kept across restarts for the review of the revision that allows them.
+	Learned     []DeniedEdge `json:"learned,omitempty"`
+	PolicyDrops uint64       `json:"policyDrops"`
+	Revisions   uint64       `json:"revisions"`
 	// Nodes the workload was seen on during the window, with the node's totals at the time it
 	// was first seen there in the window: the lost ratio is computed over the deltas.
 	Nodes map[string]NodeMark `json:"nodes,omitempty"`
+}
+
+// DeniedEdge is a would-be-denied edge and how many flows were seen on it.
+type DeniedEdge struct {
+	Direction string `json:"direction"`
+	Peer      string `json:"peer"`
+	Protocol  string `json:"protocol"`
+	Port      uint16 `json:"port,omitempty"`
+	Count     uint64 `json:"count"`
+}
+
+// maxLearned bounds Record.Learned.
+const maxLearned = 20
+
+// Learn adds the would-be-denied edges of the window a new revision replaced to the workload's
+// learned edges (counts summed, at most maxLearned edges). A revision proposed after
+// enforcement starts a new audit cycle: call ResetLearned first.
+func (m *Machine) Learn(workload string, edges []DeniedEdge) {
+	r := m.records[workload]
+	if r == nil || len(edges) == 0 {
+		return
+	}
+	for _, e := range edges {
+		i := slices.IndexFunc(r.Learned, func(x DeniedEdge) bool {
+			return x.Direction == e.Direction && x.Peer == e.Peer && x.Protocol == e.Protocol && x.Port == e.Port
+		})
+		switch {
+		case i >= 0:
+			r.Learned[i].Count += e.Count
+		case len(r.Learned) < maxLearned:
+			r.Learned = append(r.Learned, e)
+		}
+	}
+	m.dirty[workload] = true
+}
+
+// ResetLearned forgets the learned edges of the workload's previous audit cycle.
+func (m *Machine) ResetLearned(workload string) {
+	if r := m.records[workload]; r != nil && r.Learned != nil {
+		r.Learned = nil
+		m.dirty[workload] = true
+	}
 }
 
 // NodeMark is a node's event totals when the window started watching it.

@@ -381,3 +381,28 @@ func TestRetirements(t *testing.T) {
 		t.Errorf("restored Retirements() = %+v, want %+v", got, want)
 	}
 }
+
+// Ensure learned would-be-denied edges add up per edge, survive a restart with the record, and
+// are forgotten when a new audit cycle starts.
+func TestLearned(t *testing.T) {
+	m := New(testConfig(), nil)
+	m.Propose("w", "r1", t0)
+	e := DeniedEdge{Direction: "egress", Peer: "reserved:kube-apiserver", Protocol: "TCP", Port: 443, Count: 1}
+	m.Learn("w", []DeniedEdge{e})
+	m.Learn("w", []DeniedEdge{e, {Direction: "ingress", Peer: "x", Protocol: "UDP", Port: 53, Count: 2}})
+	b, err := m.Record("w").Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := UnmarshalRecord(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Learned) != 2 || r.Learned[0].Count != 2 || r.Learned[1].Count != 2 {
+		t.Errorf("Learned after restart = %+v, want the API server edge twice and one other", r.Learned)
+	}
+	m.ResetLearned("w")
+	if got := m.Record("w").Learned; got != nil {
+		t.Errorf("Learned after ResetLearned = %+v, want none", got)
+	}
+}

@@ -61,6 +61,8 @@ type PeerSummary struct {
 	Peer      string   // human form: "default/Deployment/web", "entity:host", "fqdn:api.example.com"
 	Ports     []string // "443/TCP", "1024-2048/TCP", "8/ICMPv4", "53/UDP+dns"
 	Flows     uint64   // allowing observations (forwarded + audit)
+	// FirstSeen and LastSeen span the edges behind this peer's rules, not the whole workload's.
+	FirstSeen, LastSeen time.Time
 }
 
 // FindingKind classifies something flagged for review.

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	v2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"github.com/cilium/cilium/pkg/policy/api"
@@ -72,7 +73,9 @@ type grant struct {
 	display  string
 	ports    map[portKey]*portEvidence
 	flows    uint64
-	dns      bool // the peer is a DNS server of the workload: port 53 with rules.dns
+	// firstSeen and lastSeen span the edges behind the grant: a rule's own evidence window.
+	firstSeen, lastSeen time.Time
+	dns                 bool // the peer is a DNS server of the workload: port 53 with rules.dns
 	// fqdnAlso are other names the workload looked up that DNS answers gave the same
 	// addresses as peer.FQDN (CNAMEs, aliases): the rule must match whichever one it asks for.
 	fqdnAlso []string
@@ -181,6 +184,12 @@ func (b *builder) edge(e aggregate.Edge) {
 		ev.http = append(ev.http, e.HTTP...)
 		ev.httpTruncated = ev.httpTruncated || httpTruncated
 		g.flows += allow
+		if g.firstSeen.IsZero() || e.FirstSeen.Before(g.firstSeen) {
+			g.firstSeen = e.FirstSeen
+		}
+		if e.LastSeen.After(g.lastSeen) {
+			g.lastSeen = e.LastSeen
+		}
 	}
 }
 
@@ -516,7 +525,7 @@ func (b *builder) policy(choice selectorChoice, disp string) *v2.CiliumClusterwi
 func (b *builder) summaries() []PeerSummary {
 	var out []PeerSummary
 	for _, g := range b.sortedGrants() {
-		ps := PeerSummary{Direction: g.dir, Peer: g.display, Flows: g.flows}
+		ps := PeerSummary{Direction: g.dir, Peer: g.display, Flows: g.flows, FirstSeen: g.firstSeen, LastSeen: g.lastSeen}
 		for _, pk := range sortedPorts(g) {
 			s := pk.String()
 			switch {
