@@ -327,6 +327,8 @@ func (o *runOptions) wireCluster(deps *daemon.Deps, reg prometheus.Registerer) e
 		if err != nil {
 			return err
 		}
+		log.Info("leader election", "lease", ec.Namespace+"/"+ec.Name, "identity", id,
+			"takeover_within", ec.TakeoverBound())
 		deps.Elector, gate = el, el
 	}
 	if o.applies() {

@@ -24,8 +24,7 @@
 // app.kubernetes.io/managed-by=recommender; Sync adds that label to every
 // policy it applies. Only objects that are ours are ever changed or deleted.
 // A policy in the cluster with a desired name that is not ours is reported as
-// a *NotOwnedError in the Result and left alone; ours that are no longer
-// desired are deleted (pruned).
+// a *NotOwnedError in the Result and left alone.
 //
 // Every write of an existing object is conditioned on the resourceVersion
 // seen when its ownership was checked, and every delete on its UID and
@@ -37,6 +36,29 @@
 //
 // Two recommender installations in one cluster would prune each other's
 // policies: the label does not say which installation owns an object.
+//
+// # Deleting and replacing what is in force
+//
+// A policy in the cluster is enforcement somebody proved; not knowing about
+// it is no reason to remove it. So Sync never infers a delete from absence
+// (issue 20): a replica with a new, lost or restored store would otherwise
+// return the cluster to no enforcement.
+//
+//	owned policy in the cluster       Sync
+//	desired, same revision            nothing (no request at all)
+//	desired, other revision           applied if Plan.Destructive, else deferred
+//	desired, same revision, other     drift: reported and left, or taken back
+//	rules (another field manager)      with Config.ForceConflicts
+//	desired but in audit, cluster     kept (an older revision stays in force);
+//	enforcing                          withdrawn only if it was applied as audit
+//	in Plan.Retired at a revision     pruned if Plan.Destructive and within
+//	the store delivered                Config.MaxPruneRatio, else deferred/refused
+//	anything else                     kept as it is (ActionKept)
+//
+// The daemon reads our policies back (Owned) and adopts them as the starting
+// state of its lifecycle before it builds the Plan. Writes happen only when
+// the rules, the revision, the lifecycle annotation or our labels change: a
+// write wakes every Cilium agent's policy watch.
 //
 // # Modes
 //
