@@ -128,7 +128,7 @@ GitOps pull requests (--git-url). SIGTERM commits the last batch before exiting.
 	f.Float32Var(&o.kube.qps, "kube-api-qps", 20, "Kubernetes API requests per second (client-go's default of 5 makes a sync of many policies slower than the sync interval)")
 	f.IntVar(&o.kube.burst, "kube-api-burst", 40, "Kubernetes API request burst")
 	f.DurationVar(&o.kube.timeout, "kube-api-timeout", 30*time.Second, "timeout of every Kubernetes API request")
-	o.gitops.AddFlags(f)
+	addGitOpsFlags(f, &o.gitops)
 	return cmd
 }
 
@@ -253,7 +253,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		}
 	}
 	if o.gitops.Enabled() {
-		pub, err := gitops.New(o.gitops, gitops.SystemClock{}, log)
+		pub, err := gitops.New(o.gitops, gitops.SystemClock{}, log, reg)
 		if err != nil {
 			return err
 		}

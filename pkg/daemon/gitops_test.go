@@ -73,7 +73,7 @@ func (r *policyRepo) merge(branch string) {
 }
 
 // runWithGitOps runs the daemon once over a recording with --git-only delivery into repo.
-func runWithGitOps(t *testing.T, db, recording string, repo *policyRepo) {
+func runWithGitOps(t *testing.T, db, recording string, repo *policyRepo) *prometheus.Registry {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewPedanticRegistry()
@@ -100,7 +100,7 @@ func runWithGitOps(t *testing.T, db, recording string, repo *policyRepo) {
 	if err := gc.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	pub, err := gitops.New(gc, gitops.SystemClock{}, log)
+	pub, err := gitops.New(gc, gitops.SystemClock{}, log, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +120,7 @@ func runWithGitOps(t *testing.T, db, recording string, repo *policyRepo) {
 	if err := dm.Run(t.Context()); err != nil {
 		t.Fatalf("daemon: %v", err)
 	}
+	return reg
 }
 
 // shiftDays writes recording with every date moved by days, as the same traffic a day later.
@@ -164,7 +165,10 @@ func TestGitOpsEvidenceThroughLifecycle(t *testing.T) {
 	// Day four: the same traffic; the learned revision's window is clean and it is promoted.
 	day4 := filepath.Join(dir, "day4.jsonl")
 	shiftDays(t, filepath.Join(recordings, "boutique-newconn.jsonl"), day4, "2026-03-04T", "2026-03-05T")
-	runWithGitOps(t, db, day4, repo)
+	reg := runWithGitOps(t, db, day4, repo)
+	if got := gauge(t, reg, "recommender_gitops_branch_pushes_total", nil); got < 1 {
+		t.Errorf("recommender_gitops_branch_pushes_total = %v after a promotion was pushed, want at least 1", got)
+	}
 	branch := gitops.PromotionBranch("boutique-recommendationservice")
 	promo := repo.show(branch, "policies/reports/promote-boutique-recommendationservice.md")
 	golden(t, "gitops-day4-promotion", promo)

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/recommender/recommender/pkg/cluster"
+	"github.com/recommender/recommender/pkg/gitops"
 	"github.com/recommender/recommender/pkg/flows"
 	"github.com/recommender/recommender/pkg/lifecycle"
 	"github.com/recommender/recommender/pkg/synth"
@@ -69,6 +70,9 @@ func TestMetricsDocUpToDate(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := cluster.NewElector(coord, cluster.DefaultElectionConfig("doc"), d.Log, reg); err != nil {
+		t.Fatal(err)
+	}
+	if d.Publisher, err = gitops.NewPublisher(gitops.Config{GitOnly: true}, nil, nil, gitops.SystemClock{}, d.Log, reg); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := New(Config{SyncInterval: time.Second, Lifecycle: lifecycle.DefaultConfig(), Synth: synth.DefaultConfig()}, d); err != nil {

@@ -8,8 +8,6 @@ import (
 	"path"
 	"strings"
 	"time"
-
-	"github.com/spf13/pflag"
 )
 
 // Flag names; the Config fields below carry the same names.
@@ -74,24 +72,6 @@ func DefaultConfig() Config {
 		GitTimeout: 2 * time.Minute,
 		PRInterval: 15 * time.Minute,
 	}
-}
-
-// AddFlags registers the GitOps flags on fs with c's current values as defaults.
-func (c *Config) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&c.GitURL, FlagGitURL, c.GitURL, "policy repository URL (https, ssh or scp-like); empty disables GitOps delivery")
-	fs.StringVar(&c.GitBranch, FlagGitBranch, c.GitBranch, "base branch of the policy repository")
-	fs.StringVar(&c.GitPath, FlagGitPath, c.GitPath, "directory inside the repository that holds audit/ and enforced/")
-	fs.StringVar(&c.GitTokenFile, FlagGitTokenFile, c.GitTokenFile, "file holding a token for HTTPS git access")
-	fs.StringVar(&c.GitSSHKeyFile, FlagGitSSHKeyFile, c.GitSSHKeyFile, "file holding a private key for SSH git access")
-	fs.StringVar(&c.GitKnownHostsFile, FlagGitKnownHostsFile, c.GitKnownHostsFile, "SSH known_hosts file; without it unknown host keys are accepted on first use")
-	fs.StringVar(&c.GitAuthor, FlagGitAuthor, c.GitAuthor, `commit author, "Name <email>"`)
-	fs.StringVar(&c.GitWorkDir, FlagGitWorkDir, c.GitWorkDir, "directory for the working clone; empty means a temporary directory")
-	fs.DurationVar(&c.GitTimeout, FlagGitTimeout, c.GitTimeout, "timeout of each git network operation and GitHub API call")
-	fs.StringVar(&c.GitHubRepo, FlagGitHubRepo, c.GitHubRepo, "GitHub repository (owner/name) to open pull requests in")
-	fs.StringVar(&c.GitHubTokenFile, FlagGitHubTokenFile, c.GitHubTokenFile, "file holding the GitHub API token")
-	fs.StringVar(&c.GitHubAPIURL, FlagGitHubAPIURL, c.GitHubAPIURL, "GitHub Enterprise base URL (https://ghe.example.com/); empty means github.com")
-	fs.BoolVar(&c.GitOnly, FlagGitOnly, c.GitOnly, "push branches and print compare URLs instead of opening pull requests")
-	fs.DurationVar(&c.PRInterval, FlagPRInterval, c.PRInterval, "least time between two pull request updates")
 }
 
 // Enabled reports whether GitOps delivery is configured.

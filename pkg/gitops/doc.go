@@ -7,12 +7,11 @@
 //
 // # Use
 //
-//	cfg := gitops.DefaultConfig()
-//	cfg.AddFlags(cmd.Flags())            // --git-url, --git-branch, ..., --pr-interval
+//	cfg := gitops.DefaultConfig()        // fields named after --git-url, ..., --pr-interval
 //	...
 //	if err := cfg.Validate(); err != nil { ... }
 //	log.Info("gitops", "config", cfg)    // String() holds no secret
-//	pub, err := gitops.New(cfg, gitops.SystemClock{}, log)
+//	pub, err := gitops.New(cfg, gitops.SystemClock{}, log, reg)
 //	defer pub.Close()
 //	res, err := pub.Publish(ctx, changeSet) // whenever the recommendation changes
 //	res, err = pub.Flush(ctx)               // on a ticker: sends a change set deferred by --pr-interval

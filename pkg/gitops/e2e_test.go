@@ -65,7 +65,7 @@ func TestGitHTTPSTokenNeverLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	log, logs := newTestLogger(t)
-	p, err := New(cfg, newFakeClock(), log)
+	p, err := New(cfg, newFakeClock(), log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestGitHTTPSTokenNeverLogged(t *testing.T) {
 	cfg.GitTokenFile = writeTokenFile(t, wrong)
 	cfg.GitWorkDir = t.TempDir()
 	log, logs = newTestLogger(t)
-	p2, err := New(cfg, newFakeClock(), log)
+	p2, err := New(cfg, newFakeClock(), log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

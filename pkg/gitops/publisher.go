@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // PullRequester opens or updates the pull request of a branch; *GitHub implements it.
@@ -60,6 +62,7 @@ type Publisher struct {
 	prs   PullRequester // nil with --git-only
 	clock Clock
 	log   *slog.Logger
+	m     *metrics
 
 	// mu serializes publications and guards pending, pendingFP, published and lastAttempt.
 	mu          sync.Mutex
@@ -69,17 +72,18 @@ type Publisher struct {
 	lastAttempt time.Time // start of the last publication, successful or not
 }
 
-// NewPublisher wires a Publisher. prs may be nil only with cfg.GitOnly.
-func NewPublisher(cfg Config, repo *Repo, prs PullRequester, clock Clock, log *slog.Logger) (*Publisher, error) {
+// NewPublisher wires a Publisher. prs may be nil only with cfg.GitOnly. Metrics are registered
+// on reg (nil: not exported).
+func NewPublisher(cfg Config, repo *Repo, prs PullRequester, clock Clock, log *slog.Logger, reg prometheus.Registerer) (*Publisher, error) {
 	if prs == nil && !cfg.GitOnly {
 		return nil, fmt.Errorf("a pull request client is required unless --%s", FlagGitOnly)
 	}
-	return &Publisher{cfg: cfg, repo: repo, prs: prs, clock: clock, log: log.With("component", "gitops")}, nil
+	return &Publisher{cfg: cfg, repo: repo, prs: prs, clock: clock, log: log.With("component", "gitops"), m: newMetrics(reg)}, nil
 }
 
 // New builds the Publisher cfg describes: a Repo, and a GitHub client unless cfg.GitOnly.
 // cfg must have passed Validate. Close releases the work directory.
-func New(cfg Config, clock Clock, log *slog.Logger) (*Publisher, error) {
+func New(cfg Config, clock Clock, log *slog.Logger, reg prometheus.Registerer) (*Publisher, error) {
 	repo, err := NewRepo(cfg, log)
 	if err != nil {
 		return nil, err
@@ -92,7 +96,7 @@ func New(cfg Config, clock Clock, log *slog.Logger) (*Publisher, error) {
 		}
 		prs = gh
 	}
-	p, err := NewPublisher(cfg, repo, prs, clock, log)
+	p, err := NewPublisher(cfg, repo, prs, clock, log, reg)
 	if err != nil {
 		return nil, errors.Join(err, repo.Close())
 	}
@@ -113,7 +117,9 @@ func (p *Publisher) Publish(ctx context.Context, cs ChangeSet) (Result, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.pending, p.pendingFP = ncs, ncs.fingerprint()
-	return p.flushLocked(ctx)
+	res, err := p.flushLocked(ctx)
+	p.m.observe(res, err)
+	return res, err
 }
 
 // Flush publishes the pending change set if it is due. The daemon calls it on a ticker so that a
@@ -121,7 +127,11 @@ func (p *Publisher) Publish(ctx context.Context, cs ChangeSet) (Result, error) {
 func (p *Publisher) Flush(ctx context.Context) (Result, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.flushLocked(ctx)
+	res, err := p.flushLocked(ctx)
+	if p.pending != nil || err != nil || res.Status == StatusPublished {
+		p.m.observe(res, err) // an idle Flush is no publication
+	}
+	return res, err
 }
 
 func (p *Publisher) flushLocked(ctx context.Context) (Result, error) {

@@ -12,7 +12,7 @@ import (
 func newTestPublisher(t *testing.T, cfg Config, clock Clock) *Publisher {
 	t.Helper()
 	log, _ := newTestLogger(t)
-	p, err := New(cfg, clock, log)
+	p, err := New(cfg, clock, log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
