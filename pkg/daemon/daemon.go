@@ -239,7 +239,7 @@ func (dm *Daemon) Run(ctx context.Context) error {
 	var serveErrs = make(chan error, 2)
 	serve := func(ln net.Listener, withPprof bool) {
 		go func() {
-			serveErrs <- serveHTTP(serveCtx, ln, newMux(dm.d.Registry, dm.readiness(), withPprof))
+			serveErrs <- serveHTTP(serveCtx, ln, newMux(dm.d.Registry, dm.readiness(), withPprof, dm.statusHandler()))
 		}()
 	}
 	servers := 0
