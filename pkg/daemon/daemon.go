@@ -97,7 +97,8 @@ type Deps struct {
 	Store      *aggregate.Store
 	Aggregator *aggregate.Aggregator
 	Ingester   *aggregate.Ingester
-	// MetricsListener serves /metrics, /healthz and /readyz; PprofListener serves pprof.
+	// MetricsListener serves /metrics, /healthz, /readyz and the status page (/); PprofListener
+	// serves pprof.
 	MetricsListener net.Listener
 	PprofListener   net.Listener
 	Applier         Applier
