@@ -104,10 +104,23 @@ type revisionView struct {
 }
 
 // status copies what the status page shows. Observing workloads have no proposal yet and
-// show only their record.
+// show only their record. Revisions are rendered (YAML, diff) after the lock is released:
+// proposals are never modified once made.
 func (a *auditor) status(cfg lifecycle.Config) statusView {
+	v, revisions := a.statusLocked(cfg)
+	for i := range v.Groups {
+		for j := range v.Groups[i].Workloads {
+			w := &v.Groups[i].Workloads[j]
+			w.Revisions = revisionViews(revisions[w.Key])
+		}
+	}
+	return v
+}
+
+func (a *auditor) statusLocked(cfg lifecycle.Config) (statusView, map[string][]revisionSeen) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	revisions := make(map[string][]revisionSeen, len(a.current))
 	v := statusView{Clock: a.now, Window: cfg.Window, MinWindowFlows: cfg.MinWindowFlows, MaxLostRatio: cfg.MaxLostRatio}
 	groups := map[lifecycle.State][]workloadView{}
 	for _, r := range a.machine.Records() {
@@ -133,7 +146,7 @@ func (a *auditor) status(cfg lifecycle.Config) statusView {
 			// proposal is rebuilt from the edges): its time is unknown.
 			hist = []revisionSeen{{proposal: p}}
 		}
-		w.Revisions = revisionViews(hist)
+		revisions[r.Workload] = slices.Clone(hist)
 		groups[r.State] = append(groups[r.State], w)
 	}
 	for _, s := range lifecycle.States {
@@ -141,7 +154,7 @@ func (a *auditor) status(cfg lifecycle.Config) statusView {
 		slices.SortFunc(ws, func(x, y workloadView) int { return cmp.Compare(x.Display, y.Display) })
 		v.Groups = append(v.Groups, stateGroup{State: s, Workloads: ws})
 	}
-	return v
+	return v, revisions
 }
 
 // progress is how far a window is towards promotion, in percent: both the time and the
