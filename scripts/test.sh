@@ -24,11 +24,20 @@ if ((${#need_pkgs[@]})); then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
+# Headless Chromium for the status page test (pkg/daemon); without it that test skips, saying so.
+if ! command -v chromium >/dev/null; then
+	log "installing chromium"
+	{ apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
+		log "chromium could not be installed: the status page browser test will skip"
+fi
+
 log "building test binaries (cached in $RECOMMENDER_CACHE/bin)"
 bash internal/hubblecli/build.sh
 bash internal/k8stest/build.sh
+bash internal/helmcli/build.sh
 
 export RECOMMENDER_HUBBLE="$RECOMMENDER_CACHE/bin/hubble"
+export RECOMMENDER_HELM="$RECOMMENDER_CACHE/bin/helm"
 export RECOMMENDER_K8S=1
 
 log "repository: no build outputs or files over 5 MB tracked"

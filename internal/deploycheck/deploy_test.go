@@ -187,10 +187,11 @@ func TestDashboardAndAlertsUseExportedMetrics(t *testing.T) {
 // are validated against.
 const prometheusOperator = "github.com/prometheus-operator/prometheus-operator@v0.93.0"
 
-// Ensure the API server accepts every manifest of deploy/ with schema validation on
-// (kubectl apply --dry-run=server), with the real CRDs installed.
-func TestServerDryRun(t *testing.T) {
-	env.Require(t)
+// installMonitoringCRDs installs prometheus-operator's ServiceMonitor and PrometheusRule CRDs
+// (Cilium's come with the cluster) and waits until they are served. Applying them again is a
+// no-op.
+func installMonitoringCRDs(t *testing.T) {
+	t.Helper()
 	out, err := exec.CommandContext(t.Context(), "go", "mod", "download", "-json", prometheusOperator).Output()
 	if err != nil {
 		t.Fatalf("download %s: %v", prometheusOperator, err)
@@ -205,6 +206,14 @@ func TestServerDryRun(t *testing.T) {
 	}
 	kubectl(t, kc, "wait", "--for=condition=Established", "--timeout=60s",
 		"crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com")
+}
+
+// Ensure the API server accepts every manifest of deploy/ with schema validation on
+// (kubectl apply --dry-run=server), with the real CRDs installed.
+func TestServerDryRun(t *testing.T) {
+	env.Require(t)
+	installMonitoringCRDs(t)
+	kc := "--kubeconfig=" + env.Kubeconfig
 	got := string(kubectl(t, kc, "apply", "--dry-run=server", "-k", deployDir))
 	for _, want := range []string{"statefulset.apps/recommender", "ciliumnetworkpolicy.cilium.io/recommender",
 		"prometheusrule.monitoring.coreos.com/recommender", "servicemonitor.monitoring.coreos.com/recommender",

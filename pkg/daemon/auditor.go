@@ -43,6 +43,7 @@ type deniedEdge struct {
 	Proto     flows.Protocol
 	Port      uint16
 	Count     uint64
+	Last      time.Time // flow time of the newest one, for the status page
 }
 
 // auditor shadow-evaluates every flow against the revisions under audit (and enforced ones,
@@ -54,7 +55,8 @@ type auditor struct {
 	eval *audit.Evaluator
 	cfg  audit.Config
 
-	// mu guards machine, current, names, logged, denied, now, keys and the pending state.
+	// mu guards machine, current, names, logged, denied, history, now, keys and the pending
+	// state.
 	mu      sync.Mutex
 	machine *lifecycle.Machine
 	// current holds, per workload key, the proposal whose revision is audited or enforced.
@@ -63,6 +65,8 @@ type auditor struct {
 	names  map[string]workloadName
 	logged map[string]struct{}
 	denied map[string][]deniedEdge
+	// history holds the newest revisions per workload for the status page.
+	history revisionHistory
 	// now is the newest flow time seen: the lifecycle's clock, so windows are measured in
 	// observed time and a replayed recording promotes as the live cluster would have.
 	now time.Time
@@ -105,6 +109,7 @@ func newAuditor(log *slog.Logger, m *metrics, cfg audit.Config, machine *lifecyc
 		names:       make(map[string]workloadName),
 		logged:      make(map[string]struct{}),
 		denied:      make(map[string][]deniedEdge),
+		history:     make(revisionHistory),
 		keys:        make(map[keyCacheKey]string),
 		pending:     make(map[string]pendingRecord),
 		pendingGone: make(map[string]uint64),
@@ -238,11 +243,12 @@ func (a *auditor) wouldDeny(ev *flows.Event, e end, key string, dv audit.Directi
 	for i := range ds {
 		if ds[i].Direction == e.dir && ds[i].Peer == peer && ds[i].Proto == ev.Proto && ds[i].Port == ev.Port {
 			ds[i].Count++
+			ds[i].Last = ev.Time
 			return
 		}
 	}
 	if len(ds) < maxDeniedPerTarget {
-		a.denied[key] = append(ds, deniedEdge{Direction: e.dir, Peer: peer, Proto: ev.Proto, Port: ev.Port, Count: 1})
+		a.denied[key] = append(ds, deniedEdge{Direction: e.dir, Peer: peer, Proto: ev.Proto, Port: ev.Port, Count: 1, Last: ev.Time})
 	}
 }
 
@@ -350,6 +356,7 @@ func (a *auditor) propose(res *synth.Result, snap *aggregate.Snapshot) ([]lifecy
 		delete(a.current, r.Workload)
 		delete(a.names, r.Workload)
 		delete(a.denied, r.Workload)
+		delete(a.history, r.Workload)
 	}
 	var out []lifecycle.Transition
 	for _, p := range res.Proposals {
@@ -362,6 +369,7 @@ func (a *auditor) propose(res *synth.Result, snap *aggregate.Snapshot) ([]lifecy
 		a.machine.Named(key, p.Name)
 		if tr != nil {
 			a.m.revisions.Inc()
+			a.history.add(key, a.current[key], p, now, a.denied[key])
 			a.current[key] = p
 			if tr.From == lifecycle.Enforced {
 				a.machine.ResetLearned(key) // a new audit cycle

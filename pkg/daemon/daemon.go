@@ -107,7 +107,8 @@ type Deps struct {
 	Store      *aggregate.Store
 	Aggregator *aggregate.Aggregator
 	Ingester   *aggregate.Ingester
-	// MetricsListener serves /metrics, /healthz and /readyz; PprofListener serves pprof.
+	// MetricsListener serves /metrics, /healthz, /readyz and the status page (/); PprofListener
+	// serves pprof.
 	MetricsListener net.Listener
 	PprofListener   net.Listener
 	Applier         Applier
@@ -262,7 +263,7 @@ func (dm *Daemon) Run(ctx context.Context) error {
 	var serveErrs = make(chan error, 2)
 	serve := func(ln net.Listener, withPprof bool) {
 		go func() {
-			serveErrs <- serveHTTP(serveCtx, ln, newMux(dm.d.Registry, dm.readiness(), withPprof))
+			serveErrs <- serveHTTP(serveCtx, ln, newMux(dm.d.Registry, dm.readiness(), withPprof, dm.statusHandler()))
 		}()
 	}
 	servers := 0

@@ -18,9 +18,13 @@ import (
 type ReadinessCheck func() string
 
 // newMux serves /metrics from gatherer, /healthz (the process serves HTTP: alive) and /readyz
-// (every check passes), and the pprof handlers when withPprof is set.
-func newMux(gatherer prometheus.Gatherer, ready []ReadinessCheck, withPprof bool) *http.ServeMux {
+// (every check passes), the read-only status page at / when status is set, and the pprof
+// handlers when withPprof is set.
+func newMux(gatherer prometheus.Gatherer, ready []ReadinessCheck, withPprof bool, status http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
+	if status != nil {
+		mux.Handle("GET /{$}", status)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
