@@ -17,8 +17,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/recommender/recommender/pkg/cluster"
-	"github.com/recommender/recommender/pkg/gitops"
 	"github.com/recommender/recommender/pkg/flows"
+	"github.com/recommender/recommender/pkg/gitops"
 	"github.com/recommender/recommender/pkg/lifecycle"
 	"github.com/recommender/recommender/pkg/synth"
 )
