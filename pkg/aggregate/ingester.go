@@ -309,15 +309,20 @@ func (in *Ingester) commit(pb pendingBatch) error {
 }
 
 // apply folds ev unless the stored cursor shows it applied before; it reports whether it did.
+// A record the Aggregator rejects as malformed does not move the cursor: one flow dated 2099
+// must not make every later real flow of its node look delivered (issue 15.4).
 func (in *Ingester) apply(ev *flows.Event) bool {
 	if in.resume.Seen(ev) {
 		in.skipped.Add(1)
 		return false
 	}
+	if !in.agg.Add(ev) {
+		return false
+	}
+	// After Add: the observer sees the identity the store keyed the event under.
 	if in.observe != nil {
 		in.observe(ev)
 	}
-	in.agg.Add(ev)
 	in.cursor.Advance(ev)
 	in.events.Add(1)
 	return true

@@ -496,12 +496,25 @@ func writeBatch(tx *bolt.Tx, b *Batch) error {
 			return fmt.Errorf("put lost %s: %w", l.Node, err)
 		}
 	}
-	v, err := json.Marshal(totalsRecord{Flows: b.Flows, Overflow: b.Overflow, From: nanos(b.From), To: nanos(b.To)})
+	v, err := json.Marshal(totalsRecord{Flows: b.Flows, Overflow: b.Overflow, Rejected: b.Rejected, From: nanos(b.From), To: nanos(b.To)})
 	if err != nil {
 		return err
 	}
 	if err := meta.Put(keyTotals, v); err != nil {
 		return fmt.Errorf("put totals: %w", err)
+	}
+	if b.Churning != nil {
+		recs := make([]churnRecord, len(b.Churning))
+		for i, l := range b.Churning {
+			recs[i] = churnRecord(l)
+		}
+		v, err := json.Marshal(recs)
+		if err != nil {
+			return err
+		}
+		if err := meta.Put(keyChurn, v); err != nil {
+			return fmt.Errorf("put churning labels: %w", err)
+		}
 	}
 	if b.Cursor != nil {
 		c, err := b.Cursor.MarshalBinary()
@@ -541,7 +554,16 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 				return fmt.Errorf("decode totals: %w", err)
 			}
 		}
-		snap.Flows, snap.Overflow, snap.From, snap.To = t.Flows, t.Overflow, fromNanos(t.From), fromNanos(t.To)
+		snap.Flows, snap.Overflow, snap.Rejected, snap.From, snap.To = t.Flows, t.Overflow, t.Rejected, fromNanos(t.From), fromNanos(t.To)
+		if v := tx.Bucket(bucketMeta).Get(keyChurn); v != nil {
+			var recs []churnRecord
+			if err := json.Unmarshal(v, &recs); err != nil {
+				return fmt.Errorf("decode churning labels: %w", err)
+			}
+			for _, r := range recs {
+				snap.Churning = append(snap.Churning, ChurningLabel(r))
+			}
+		}
 		err := tx.Bucket(bucketWorkloads).ForEach(func(k, v []byte) error {
 			w, err := decodeWorkload(v)
 			if err != nil {

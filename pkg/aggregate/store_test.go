@@ -414,7 +414,7 @@ func TestExpireAndCompact(t *testing.T) {
 	}
 	a := newAgg(t, Config{MaxPorts: 1 << 16})
 	for i := range 4000 {
-		a.Add(flow(i/200, web, api, flows.ProtoTCP, uint16(i)))
+		a.Add(flow(i/200, web, api, flows.ProtoTCP, uint16(i+1)))
 		if i%400 == 399 {
 			if err := s.Commit(a.TakeBatch(), nil); err != nil {
 				t.Fatal(err)
