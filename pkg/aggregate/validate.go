@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/recommender/recommender/pkg/flows"
 )
@@ -56,7 +58,7 @@ func validate(ev *flows.Event, now time.Time) *rejection {
 	if ev.Time.After(now.Add(maxClockSkew)) {
 		return &rejection{rejectFuture, ev.Time.UTC().Format(time.RFC3339)}
 	}
-	if len(ev.Node) > maxNameBytes {
+	if len(ev.Node) > maxNameBytes || badKey(ev.Node) {
 		return &rejection{rejectName, excerpt(ev.Node)}
 	}
 	if ev.Kind != flows.KindFlow {
@@ -83,7 +85,7 @@ func validate(ev *flows.Event, now time.Time) *rejection {
 	}
 	if l7 := ev.L7; l7 != nil {
 		if d := l7.DNS; d != nil {
-			if len(d.Query) > maxNameBytes+1 {
+			if len(d.Query) > maxNameBytes+1 || badKey(d.Query) {
 				return &rejection{rejectDNS, excerpt(d.Query)}
 			}
 			if len(d.IPs) > maxDNSIPs {
@@ -95,7 +97,7 @@ func validate(ev *flows.Event, now time.Time) *rejection {
 				}
 			}
 		}
-		if h := l7.HTTP; h != nil && len(h.Method)+len(h.Path) > maxHTTPBytes {
+		if h := l7.HTTP; h != nil && (len(h.Method)+len(h.Path) > maxHTTPBytes || badKey(h.Method) || badKey(h.Path)) {
 			return &rejection{rejectHTTP, excerpt(h.Method + " " + h.Path)}
 		}
 	}
@@ -105,7 +107,7 @@ func validate(ev *flows.Event, now time.Time) *rejection {
 func validatePeer(p *flows.Peer) *rejection {
 	switch p.Kind {
 	case flows.PeerWorkload:
-		if p.Namespace == "" || len(p.Namespace) > maxNameBytes {
+		if p.Namespace == "" || len(p.Namespace) > maxNameBytes || badKey(p.Namespace) {
 			return &rejection{rejectName, "namespace " + strconv.Quote(excerpt(p.Namespace))}
 		}
 		if len(p.Labels) > maxLabels {
@@ -113,7 +115,7 @@ func validatePeer(p *flows.Peer) *rejection {
 		}
 		n := len(p.Namespace) + 1
 		for _, l := range p.Labels {
-			if len(l) > maxLabelBytes || l == "" {
+			if len(l) > maxLabelBytes || l == "" || badKey(l) {
 				return &rejection{rejectIdentity, "label " + strconv.Quote(excerpt(l))}
 			}
 			n += len(l) + 1
@@ -121,23 +123,28 @@ func validatePeer(p *flows.Peer) *rejection {
 		if n > maxIdentityBytes {
 			return &rejection{rejectIdentity, fmt.Sprintf("%d-byte identity in %s", n, excerpt(p.Namespace))}
 		}
-		if len(p.Workload) > maxOwnerBytes {
+		if len(p.Workload) > maxOwnerBytes || badKey(p.Workload) {
 			return &rejection{rejectName, "owner " + strconv.Quote(excerpt(p.Workload))}
 		}
 	case flows.PeerEntity:
-		if p.Entity == "" || len(p.Entity) > maxNameBytes {
+		if p.Entity == "" || len(p.Entity) > maxNameBytes || badKey(p.Entity) {
 			return &rejection{rejectName, "entity " + strconv.Quote(excerpt(p.Entity))}
 		}
 	case flows.PeerWorld:
 		if len(p.IP) > maxNameBytes {
 			return &rejection{rejectName, "address " + strconv.Quote(excerpt(p.IP))}
 		}
-		if len(p.Names) > 0 && (p.Names[0] == "" || len(p.Names[0]) > maxNameBytes+1) {
+		if len(p.Names) > 0 && (p.Names[0] == "" || len(p.Names[0]) > maxNameBytes+1 || badKey(p.Names[0])) {
 			return &rejection{rejectName, "name " + strconv.Quote(excerpt(p.Names[0]))}
 		}
 	}
 	return nil
 }
+
+// badKey reports a string that cannot be part of a store key: a NUL byte (the edge keys use it
+// as separator, doc.go, so two edges could share a key) or invalid UTF-8 (the JSON value would
+// hold U+FFFD where the key holds the raw byte, and the two would no longer match).
+func badKey(s string) bool { return strings.IndexByte(s, 0) >= 0 || !utf8.ValidString(s) }
 
 // excerpt shortens s for a log line: a 1 MB label must not become a 1 MB error line.
 func excerpt(s string) string {
