@@ -13,8 +13,7 @@ import (
 // change, and every new value would be a new workload (issue 15.6).
 type ChurningLabel struct {
 	Namespace string
-	// Owner is the workload owner Hubble reported ("Deployment/web"); empty when it reported
-	// none, then the label is dropped from every owner-less identity of the namespace.
+	// Owner is the workload owner Hubble reported ("Deployment/web").
 	Owner string
 	// Key is the label key with its source ("k8s:version").
 	Key string
@@ -26,9 +25,10 @@ type ChurningLabel struct {
 // per-revision labels Cilium and flows already filter (pod-template-hash, ...) never reach it;
 // this catches the ones nobody listed, such as a version label set per pod.
 //
-// Identities without an owner are grouped only when their other labels include one that is not
-// a namespace fact: otherwise the app label of a namespace's bare pods, which differ in nothing
-// else, would look like a churning label.
+// Only identities with an owner are grouped: the pods of one Deployment differ in revision
+// labels only, while workloads without one (bare pods, recordings without Hubble's workloads
+// field) may well be distinct apps that differ in one label, and folding those would merge
+// their policies into one broader selector. MaxWorkloadsPerNamespace bounds them instead.
 //
 // Memory is bounded: the groups map is cleared when it reaches maxChurnGroups (detection then
 // restarts, it does not forget flagged keys), each group holds at most limit+1 value hashes,
@@ -100,7 +100,7 @@ func (c *churn) strip(p *flows.Peer) bool {
 
 // observe records a new identity and returns the label keys it found churning, now flagged.
 func (c *churn) observe(p *flows.Peer) []ChurningLabel {
-	if len(p.Labels) < 2 || len(c.flagged) >= maxChurningLabels {
+	if p.Workload == "" || len(p.Labels) < 2 || len(c.flagged) >= maxChurningLabels {
 		return nil
 	}
 	var found []ChurningLabel
@@ -111,19 +111,11 @@ func (c *churn) observe(p *flows.Peer) []ChurningLabel {
 		}
 		var h maphash.Hash
 		h.SetSeed(c.seed)
-		podLabel := false
 		for j, o := range p.Labels {
-			if j == i {
-				continue
+			if j != i {
+				h.WriteString(o)
+				h.WriteByte(0)
 			}
-			h.WriteString(o)
-			h.WriteByte(0)
-			if ok, _ := labelKey(o); !isNamespaceFact(ok) {
-				podLabel = true
-			}
-		}
-		if p.Workload == "" && !podLabel {
-			continue
 		}
 		g := churnGroup{ChurningLabel{p.Namespace, p.Workload, k}, h.Sum64()}
 		vh := maphash.String(c.seed, v)
