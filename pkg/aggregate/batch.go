@@ -27,6 +27,9 @@ type Batch struct {
 	// Churning is the full list of churning labels when it changed since the previous batch;
 	// nil leaves the stored list as it was.
 	Churning []ChurningLabel
+	// Files are how far each plain input file was read, all of them, when one changed; nil
+	// leaves the stored marks as they were.
+	Files []flows.FileMark
 	// Cursor is the ingest position the batch brings the store to; nil leaves it as it was.
 	Cursor *flows.Cursor
 	// EdgeCount and WorkloadCount are the Aggregator's sizes, for the store's gauges.

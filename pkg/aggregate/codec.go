@@ -26,6 +26,7 @@ var (
 	keyTotals  = []byte("totals")
 	keyCreated = []byte("created")
 	keyChurn   = []byte("churn")
+	keyFiles   = []byte("files")
 )
 
 // formatID marks a bbolt file as ours; a file without it is refused.
@@ -133,6 +134,15 @@ type totalsRecord struct {
 	Rejected uint64 `json:"rejected,omitempty"`
 	From     int64  `json:"from"`
 	To       int64  `json:"to"`
+}
+
+type fileMarkRecord struct {
+	Path   string `json:"path"`
+	Offset int64  `json:"offset"`
+	Line   int    `json:"line"`
+	Head   uint64 `json:"head"`
+	Tail   uint64 `json:"tail"`
+	Time   int64  `json:"time"`
 }
 
 type churnRecord struct {

@@ -516,6 +516,19 @@ func writeBatch(tx *bolt.Tx, b *Batch) error {
 			return fmt.Errorf("put churning labels: %w", err)
 		}
 	}
+	if b.Files != nil {
+		recs := make([]fileMarkRecord, len(b.Files))
+		for i, m := range b.Files {
+			recs[i] = fileMarkRecord{Path: m.Path, Offset: m.Offset, Line: m.Line, Head: m.Head, Tail: m.Tail, Time: nanos(m.Time)}
+		}
+		v, err := json.Marshal(recs)
+		if err != nil {
+			return err
+		}
+		if err := meta.Put(keyFiles, v); err != nil {
+			return fmt.Errorf("put file marks: %w", err)
+		}
+	}
 	if b.Cursor != nil {
 		c, err := b.Cursor.MarshalBinary()
 		if err != nil {
@@ -541,6 +554,30 @@ func (s *Store) Cursor() (*flows.Cursor, error) {
 		return nil, fmt.Errorf("read cursor from store %s: %w", s.path, err)
 	}
 	return c, nil
+}
+
+// FileMarks returns how far the last ingest read each plain input file (empty for a new store).
+func (s *Store) FileMarks() ([]flows.FileMark, error) {
+	var marks []flows.FileMark
+	err := s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketMeta).Get(keyFiles)
+		if v == nil {
+			return nil
+		}
+		var recs []fileMarkRecord
+		if err := json.Unmarshal(v, &recs); err != nil {
+			return fmt.Errorf("decode file marks: %w", err)
+		}
+		for _, r := range recs {
+			marks = append(marks, flows.FileMark{FilePos: flows.FilePos{Path: r.Path, Offset: r.Offset, Line: r.Line},
+				Head: r.Head, Tail: r.Tail, Time: fromNanos(r.Time)})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read file marks from store %s: %w", s.path, err)
+	}
+	return marks, nil
 }
 
 // Snapshot reads the whole store in one read transaction: a consistent view even while
