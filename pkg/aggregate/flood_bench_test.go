@@ -107,3 +107,36 @@ func BenchmarkLabelFlood(b *testing.B) {
 	b.ReportMetric(float64(snap.EdgeCount()), "edges")
 	b.ReportMetric(float64(snap.Overflow), "overflow")
 }
+
+// BenchmarkOpenCheck opens a store of 200k edges read-only: the cost of the integrity check
+// every command pays at start (checkIntegrity: walk of every record plus bbolt's tx.Check
+// below fullCheckLimit). It reports the file size.
+func BenchmarkOpenCheck(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "store.db")
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	in, err := NewIngester(s, newAgg(b, Config{}), IngesterConfig{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := in.Run(b.Context(), newSynthetic(500, 200, 400_000)); err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		s, err := Open(path, Options{ReadOnly: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Close()
+	}
+	b.ReportMetric(float64(st.Size())/(1<<20), "db-MiB")
+}

@@ -113,7 +113,20 @@ func Open(path string, opts Options) (*Store, error) {
 		// (freelist sync), and a damaged or foreign file must stay untouched.
 		var ro *bolt.DB
 		err := s.guard(func() error {
-			var err error
+			// First the size the meta page claims, before bbolt reads any other page: a
+			// truncated file says so instead of failing on whatever page is read first.
+			meta, err := s.openDB(bolt.Options{Timeout: opts.Timeout, ReadOnly: true})
+			if err != nil {
+				return err
+			}
+			err = meta.View(func(tx *bolt.Tx) error { return checkSize(tx, st.Size()) })
+			if cerr := meta.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+			// The freelist is loaded here, under guard, rather than by tx.Check's goroutine.
 			ro, err = s.openDB(bolt.Options{Timeout: opts.Timeout, ReadOnly: true, PreLoadFreelist: true})
 			if err != nil {
 				return err
@@ -199,8 +212,8 @@ const fullCheckLimit = 256 << 20
 // consistency check passes. It must run under guard: on a damaged page bbolt panics or reads
 // outside its map, and guard turns either into ErrCorrupt.
 func checkIntegrity(tx *bolt.Tx, fileSize int64) error {
-	if tx.Size() > fileSize {
-		return fmt.Errorf("%w (truncated: the file is %d bytes, its meta page says %d); %s", ErrCorrupt, fileSize, tx.Size(), corruptHint)
+	if err := checkSize(tx, fileSize); err != nil {
+		return err
 	}
 	var touched byte
 	var walk func(b *bolt.Bucket) error
@@ -237,6 +250,14 @@ func checkIntegrity(tx *bolt.Tx, fileSize int64) error {
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w (%s); %s", ErrCorrupt, strings.Join(errs, "; "), corruptHint)
+	}
+	return nil
+}
+
+// checkSize compares the file with the size its meta page claims.
+func checkSize(tx *bolt.Tx, fileSize int64) error {
+	if tx.Size() > fileSize {
+		return fmt.Errorf("%w (truncated: the file is %d bytes, its meta page says %d); %s", ErrCorrupt, fileSize, tx.Size(), corruptHint)
 	}
 	return nil
 }
