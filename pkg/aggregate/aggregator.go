@@ -256,8 +256,10 @@ func (a *Aggregator) canonical(p *flows.Peer) {
 	}
 	for _, l := range a.churn.observe(p) {
 		a.metrics.churningLabels.Inc()
+		n := a.foldVariants(l)
 		a.log.Warn("label values churn within one workload: the label is dropped from its identity",
-			"namespace", l.Namespace, "owner", l.Owner, "label", l.Key, "values", a.cfg.MaxLabelValues+1)
+			"namespace", l.Namespace, "owner", l.Owner, "label", l.Key, "values", a.cfg.MaxLabelValues+1,
+			"workloads_merged", n)
 	}
 	a.churn.strip(p)
 }
@@ -678,18 +680,7 @@ func (a *Aggregator) Expire(cutoff time.Time) int {
 		if !e.LastSeen.Before(cutoff) {
 			continue
 		}
-		a.removeEdge(e)
-		gid := groupID{e.id.w, e.id.dir, e.id.peer, e.id.proto}
-		if g := a.groups[gid]; g != nil {
-			if e.id.collapsed {
-				g.collapsed = nil
-			} else {
-				g.ports = slices.DeleteFunc(g.ports, func(p uint16) bool { return p == e.id.port })
-			}
-			if g.collapsed == nil && len(g.ports) == 0 {
-				delete(a.groups, gid)
-			}
-		}
+		a.dropEdge(e)
 		n++
 	}
 	for k, w := range a.workloads {

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/recommender/recommender/pkg/flows"
@@ -35,12 +36,20 @@ func TestLabelFlood(t *testing.T) {
 	if err := s.Commit(a.TakeBatch(), nil); err != nil {
 		t.Fatal(err)
 	}
-	limit := DefaultConfig().MaxLabelValues
-	if w, _ := a.Len(); w > limit+2 {
-		t.Errorf("%d workloads after the flood, want at most %d (the variants before detection, the stripped one, api)", w, limit+2)
+	// The variants seen before detection were merged: the flood is one workload with all its
+	// flows and one edge each way, in memory and in the store.
+	if w, e := a.Len(); w != 2 || e != 2 {
+		t.Errorf("%d workloads, %d edges after the flood; want 2 and 2 (flood and api, one edge each way)", w, e)
 	}
 	if got := gather(t, reg, "recommender_aggregate_churning_labels_total", "", ""); got != 1 {
 		t.Errorf("churning labels = %v, want 1", got)
+	}
+	stored, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(a.Snapshot(), stored, snapshotOpts); d != "" {
+		t.Errorf("store differs from the aggregator after the merge (-memory +store):\n%s", d)
 	}
 
 	// A restarted ingest keeps the verdict: no new variants.
@@ -63,9 +72,9 @@ func TestLabelFlood(t *testing.T) {
 	if len(snap.Churning) != 1 || snap.Churning[0] != want {
 		t.Errorf("churning = %v, want [%v]", snap.Churning, want)
 	}
-	w, _, ok := snap.Workload("shop/k8s:app=flood")
-	if !ok || w.Flows < n-uint64(limit)-1 {
-		t.Errorf("stripped workload = %+v, %v; want it to hold all but the first %d flows", w, ok, limit+1)
+	w, edges, ok := snap.Workload("shop/k8s:app=flood")
+	if !ok || w.Flows != n || len(edges) != 1 || edges[0].Counts.Forwarded != n {
+		t.Errorf("stripped workload = %+v, %v, edges %v; want it to hold all %d flows", w, ok, edges, n)
 	}
 	if _, _, ok := snap.Workload("shop/k8s:app=newcomer"); !ok {
 		t.Error("the workload arriving after the flood was not stored")
@@ -135,4 +144,39 @@ func countNS(s *Snapshot, ns string) int {
 		}
 	}
 	return n
+}
+
+// Ensure that merging the variants of a churning label merges their edges too: per-port edges
+// that together exceed MaxPorts collapse into one range, edges of other workloads to the
+// variants move to the merged identity, and store and memory agree.
+func TestLabelFloodMergesEdges(t *testing.T) {
+	a := newAgg(t, Config{MaxPorts: 4})
+	s := openStore(t, "", Options{})
+	for i := range 9 { // the ninth value is one too many
+		v := workload("shop", "k8s:app=flood", fmt.Sprintf("k8s:version=v%d", i))
+		v.Workload = "Deployment/flood"
+		a.Add(flow(i, v, api, flows.ProtoTCP, uint16(8000+i)))
+		a.Add(flow(i, web, v, flows.ProtoTCP, 80))
+	}
+	got := render(a.Snapshot())
+	want := []string{
+		"workloads=3 flows=18 overflow=0",
+		"shop/k8s:app=api ingress workload:shop/k8s:app=flood 8000-8008/TCP fwd=9",
+		"shop/k8s:app=flood ingress workload:shop/k8s:app=web 80/TCP fwd=9",
+		"shop/k8s:app=flood egress workload:shop/k8s:app=api 8000-8008/TCP fwd=9",
+		"shop/k8s:app=web egress workload:shop/k8s:app=flood 80/TCP fwd=9",
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("edges after the merge (-want +got):\n%s", d)
+	}
+	if err := s.Commit(a.TakeBatch(), nil); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(a.Snapshot(), stored, snapshotOpts); d != "" {
+		t.Errorf("store differs from the aggregator (-memory +store):\n%s", d)
+	}
 }

@@ -40,7 +40,8 @@
 //   - a label key with more than Config.MaxLabelValues values within one owner (namespace,
 //     owner, all other labels equal) churns: it is dropped from the identities of that owner
 //     from then on (churn.go; Snapshot.Churning, recommender_aggregate_churning_labels_total,
-//     stored in meta "churn"); the variants stored before detection stay until retention;
+//     stored in meta "churn"); the variants stored before detection are merged into the
+//     identity without it, edges included (fold_variants.go);
 //   - DNS names, HTTP samples, nodes and owner names per record are bounded lists.
 //
 // With the default caps the live heap stays near 0.7-0.9 KiB per edge (docs/scale.md), so
