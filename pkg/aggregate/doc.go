@@ -47,7 +47,7 @@
 // With the default caps the live heap stays near 0.7-0.9 KiB per edge (docs/scale.md), so
 // 250,000 edges take about 250 MiB of heap and, with Go's GC headroom and the mapped store
 // pages, up to about 600 MiB of RSS. The label flood of issue 15 (1M flows, a new version
-// label on every other one) stays at 93 MiB peak RSS, a 16 MiB store and 111 workloads
+// label on every other one) stays at 92 MiB peak RSS, a 16 MiB store and 103 workloads
 // (BenchmarkLabelFlood).
 //
 // # Validation
