@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/recommender/recommender/pkg/aggregate"
+	"github.com/recommender/recommender/pkg/flows"
 )
 
 // ingestOptions are the flags of `recommender ingest`.
@@ -93,9 +94,13 @@ func runIngest(ctx context.Context, g *globalOptions, o *ingestOptions, stdout, 
 		return err
 	}
 	defer src.Close()
+	// Files the store read before are resumed at their marks instead of re-read (issue 15.7).
+	if r, ok := src.Source.(interface{ ResumeFrom([]flows.FileMark) }); ok {
+		r.ResumeFrom(in.FileMarks())
+	}
 
 	stopProgress := startProgress(stderr, in)
-	err = in.Run(ctx, src)
+	err = in.Run(ctx, src.Source) // the Folder itself: Run asks it for file positions
 	stopProgress()
 	if err != nil {
 		return err

@@ -101,7 +101,7 @@ GitOps pull requests (--git-url). SIGTERM commits the last batch before exiting.
 	f.IntVar(&o.store.MaxEdges, "max-edges", sd.MaxEdges, "cap on stored edges; more are counted as overflow")
 	f.IntVar(&o.store.MaxWorkloads, "max-workloads", sd.MaxWorkloads, "cap on stored workloads; more are counted as overflow")
 	f.IntVar(&o.store.MaxPorts, "max-ports", sd.MaxPorts, "distinct ports per peer before they collapse into a range flagged for review")
-	f.StringVar(&o.metricsAddr, "metrics-addr", ":9962", "address for /metrics, /healthz, /readyz and the read-only status page at / (empty: off)")
+	f.StringVar(&o.metricsAddr, "metrics-addr", ":9962", "address for /metrics, /healthz, /readyz and the read-only status page at / (empty: off); the default listens on every interface, as in a pod: outside one, use 127.0.0.1:9962")
 	f.StringVar(&o.pprofAddr, "pprof-addr", "", "address for Go pprof profiles (/debug/pprof/; empty: off)")
 	f.DurationVar(&o.syncInterval, "sync-interval", time.Minute, "how often to synthesize, check windows and deliver")
 	f.StringVar(&o.out, "out", "", "also write the proposals and REPORT.md to this directory on every sync")

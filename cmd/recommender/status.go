@@ -23,18 +23,27 @@ type statusOptions struct {
 
 // storeStatus is what `status` reports; its JSON form is the -o json output.
 type storeStatus struct {
-	Path           string     `json:"path"`
-	SizeBytes      int64      `json:"size_bytes"`
-	Workloads      int        `json:"workloads"`
-	Edges          int        `json:"edges"`
-	CollapsedEdges int        `json:"collapsed_edges"`
-	Flows          uint64     `json:"flows"`
-	Overflow       uint64     `json:"overflow"`
-	Lost           uint64     `json:"lost"`
-	DNSAnswers     int        `json:"dns_answers"`
-	From           *time.Time `json:"from,omitempty"`
-	To             *time.Time `json:"to,omitempty"`
-	CursorNodes    int        `json:"cursor_nodes"`
+	Path           string `json:"path"`
+	SizeBytes      int64  `json:"size_bytes"`
+	Workloads      int    `json:"workloads"`
+	Edges          int    `json:"edges"`
+	CollapsedEdges int    `json:"collapsed_edges"`
+	Flows          uint64 `json:"flows"`
+	Overflow       uint64 `json:"overflow"`
+	Rejected       uint64 `json:"rejected"`
+	// ChurningLabels are the label keys dropped from workload identities as churning.
+	ChurningLabels []churningLabel `json:"churning_labels,omitempty"`
+	Lost           uint64          `json:"lost"`
+	DNSAnswers     int             `json:"dns_answers"`
+	From           *time.Time      `json:"from,omitempty"`
+	To             *time.Time      `json:"to,omitempty"`
+	CursorNodes    int             `json:"cursor_nodes"`
+}
+
+type churningLabel struct {
+	Namespace string `json:"namespace"`
+	Owner     string `json:"owner,omitempty"`
+	Key       string `json:"key"`
 }
 
 func newStatusCmd(g *globalOptions) *cobra.Command {
@@ -82,7 +91,10 @@ func runStatus(g *globalOptions, o *statusOptions, w io.Writer) (err error) {
 	}
 	st := storeStatus{
 		Path: o.db, Workloads: len(snap.Workloads), Edges: snap.EdgeCount(), Flows: snap.Flows,
-		Overflow: snap.Overflow, DNSAnswers: len(snap.DNS), CursorNodes: cur.Len(),
+		Overflow: snap.Overflow, Rejected: snap.Rejected, DNSAnswers: len(snap.DNS), CursorNodes: cur.Len(),
+	}
+	for _, l := range snap.Churning {
+		st.ChurningLabels = append(st.ChurningLabels, churningLabel(l))
 	}
 	if fi, err := os.Stat(o.db); err == nil {
 		st.SizeBytes = fi.Size()
@@ -119,6 +131,10 @@ func runStatus(g *globalOptions, o *statusOptions, w io.Writer) (err error) {
 	}
 	fmt.Fprintf(tw, "lost events:\t%d\n", st.Lost)
 	fmt.Fprintf(tw, "overflow:\t%d (observations dropped at a cap)\n", st.Overflow)
+	fmt.Fprintf(tw, "rejected:\t%d (malformed records dropped; the log names the first of each reason)\n", st.Rejected)
+	for _, l := range st.ChurningLabels {
+		fmt.Fprintf(tw, "churning label:\t%s in %s %s (dropped from the identity)\n", l.Key, l.Namespace, l.Owner)
+	}
 	fmt.Fprintf(tw, "dns answers:\t%d\n", st.DNSAnswers)
 	fmt.Fprintf(tw, "cursor nodes:\t%d\n", st.CursorNodes)
 	return tw.Flush()

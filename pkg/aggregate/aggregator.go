@@ -22,17 +22,24 @@ import (
 //
 // Both observations of one connection (client egress and server ingress) must already be
 // folded into one event by flows.Folder; the Aggregator counts every event it is given.
+// Every event is validated first (validate): a malformed record is dropped and counted by
+// reason, never stored. Workload identities lose their churning labels (churn) before they
+// are keyed.
+//
 // It is safe for concurrent use.
 type Aggregator struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *aggMetrics
+	now     func() time.Time // future timestamps are measured against it
 
 	// mu guards every field below.
 	mu        sync.Mutex
 	workloads map[string]*workloadState
-	edges     map[edgeID]*edgeState
-	groups    map[groupID]*group
+	// nsWorkloads counts workloads per namespace, for MaxWorkloadsPerNamespace.
+	nsWorkloads map[string]int
+	edges       map[edgeID]*edgeState
+	groups      map[groupID]*group
 	// peerEdges counts live edges per (workload, direction, peer) and cidrPeers the distinct
 	// CIDR peers per (workload, direction), for the MaxWorldPeers bound.
 	peerEdges map[peerID]int
@@ -50,17 +57,19 @@ type Aggregator struct {
 	dirtyLost      map[string]struct{}
 	totDirty       bool
 
-	// warned remembers which caps were already reported in the log, so a full cap warns once
-	// per process instead of once per flow; the overflow counter keeps counting.
+	// warned remembers which caps and rejection reasons were already reported in the log, so
+	// each warns once per process instead of once per flow; the counters keep counting.
 	warned map[string]bool
 
-	keys keyCache
+	keys  keyCache
+	churn churn
 }
 
 // totals are the store-wide counters.
 type totals struct {
 	Flows    uint64
 	Overflow uint64
+	Rejected uint64
 	From, To time.Time
 }
 
@@ -129,7 +138,9 @@ func NewAggregator(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Ag
 		cfg:          cfg.withDefaults(),
 		log:          log,
 		metrics:      newAggMetrics(reg),
+		now:          time.Now,
 		workloads:    make(map[string]*workloadState),
+		nsWorkloads:  make(map[string]int),
 		edges:        make(map[edgeID]*edgeState),
 		groups:       make(map[groupID]*group),
 		peerEdges:    make(map[peerID]int),
@@ -142,7 +153,15 @@ func NewAggregator(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Ag
 		dirtyLost:    make(map[string]struct{}),
 		warned:       make(map[string]bool),
 		keys:         newKeyCache(),
+		churn:        newChurn(cfg.withDefaults().MaxLabelValues),
 	}, nil
+}
+
+// SetClock replaces time.Now, against which future timestamps are rejected (tests).
+func (a *Aggregator) SetClock(now func() time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.now = now
 }
 
 // Len returns the number of workloads and edges held.
@@ -167,36 +186,87 @@ func (a *Aggregator) AddAll(ctx context.Context, src flows.Source) error {
 	}
 }
 
-// Add folds one event. Lost-events notices are summed per node; flows update the client's
-// egress edge and the server's ingress edge, for each end that is a workload.
-func (a *Aggregator) Add(ev *flows.Event) {
+// Add folds one event and reports whether it was accepted. A malformed event (validate) is
+// counted by reason and dropped. Lost-events notices are summed per node; flows update the
+// client's egress edge and the server's ingress edge, for each end that is a workload.
+//
+// Add may replace ev's peer labels with the workload identity they were stored under (without
+// churning labels), so that later consumers of the event key it as the store does.
+func (a *Aggregator) Add(ev *flows.Event) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if r := validate(ev, a.now()); r != nil {
+		a.reject(r)
+		return false
+	}
 	switch ev.Kind {
 	case flows.KindLost:
 		a.addLost(ev)
 	case flows.KindFlow:
 		a.addFlow(ev)
 	}
+	return true
 }
+
+// reject counts a malformed record; the first of each reason is logged with an excerpt.
+func (a *Aggregator) reject(r *rejection) {
+	a.tot.Rejected++
+	a.totDirty = true
+	a.metrics.rejected.WithLabelValues(r.reason).Inc()
+	if w := "reject:" + r.reason; !a.warned[w] {
+		a.warned[w] = true
+		a.log.Warn("malformed record dropped: further ones are counted, not logged",
+			"reason", r.reason, "excerpt", r.excerpt)
+	}
+}
+
+// lostNoNode keys the lost-events notices that name no node; bbolt refuses empty keys, and
+// parentheses never appear in a node name.
+const lostNoNode = "(no node)"
 
 func (a *Aggregator) addLost(ev *flows.Event) {
 	if ev.Lost == nil {
 		return
 	}
-	nl := a.lost[ev.Node]
+	node := ev.Node
+	if node == "" {
+		node = lostNoNode
+	}
+	nl := a.lost[node]
 	if nl == nil {
-		nl = &NodeLost{Node: ev.Node}
-		a.lost[ev.Node] = nl
+		nl = &NodeLost{Node: node}
+		a.lost[node] = nl
 	}
 	nl.Lost += ev.Lost.Count
 	if ev.Time.After(nl.Last) {
 		nl.Last = ev.Time
 	}
-	a.dirtyLost[ev.Node] = struct{}{}
+	a.dirtyLost[node] = struct{}{}
+}
+
+// canonical strips p's churning labels, and shows an identity not stored yet to the churn
+// detector, which may find a churning label in it and strip that too.
+func (a *Aggregator) canonical(p *flows.Peer) {
+	if p.Kind != flows.PeerWorkload {
+		return
+	}
+	a.churn.strip(p)
+	if _, ok := a.workloads[a.keys.workload(p).wkey]; ok {
+		return
+	}
+	for _, l := range a.churn.observe(p) {
+		a.metrics.churningLabels.Inc()
+		n := a.foldVariants(l)
+		a.log.Warn("label values churn within one workload: the label is dropped from its identity",
+			"namespace", l.Namespace, "owner", l.Owner, "label", l.Key, "values", a.cfg.MaxLabelValues+1,
+			"workloads_merged", n)
+	}
+	a.churn.strip(p)
 }
 
 func (a *Aggregator) addFlow(ev *flows.Event) {
+	a.canonical(&ev.Src)
+	a.canonical(&ev.Dst)
 	a.tot.Flows++
 	if a.tot.From.IsZero() || ev.Time.Before(a.tot.From) {
 		a.tot.From = ev.Time
@@ -280,6 +350,12 @@ func (a *Aggregator) touchWorkload(p *flows.Peer, ev *flows.Event) *workloadStat
 			a.overflow("workloads", a.cfg.MaxWorkloads)
 			return nil
 		}
+		// One namespace flooding new identities must not take the budget of the others.
+		if a.nsWorkloads[p.Namespace] >= a.cfg.MaxWorkloadsPerNamespace {
+			a.overflow("workloads-per-namespace", a.cfg.MaxWorkloadsPerNamespace)
+			return nil
+		}
+		a.nsWorkloads[p.Namespace]++
 		w = &workloadState{key: key, Workload: Workload{
 			Key:       WorkloadKey{Namespace: p.Namespace, Labels: slices.Clone(p.Labels)},
 			FirstSeen: ev.Time,
@@ -371,6 +447,10 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 		}
 		if len(a.edges) >= a.cfg.MaxEdges {
 			a.overflow("edges", a.cfg.MaxEdges)
+			return
+		}
+		if w.edges >= a.cfg.MaxEdgesPerWorkload {
+			a.overflow("edges-per-workload", a.cfg.MaxEdgesPerWorkload)
 			return
 		}
 		e = a.newEdge(w, id, EdgeKey{Workload: w.Key, Direction: dir, Peer: peer, Proto: proto, Port: port}, t)
@@ -600,23 +680,15 @@ func (a *Aggregator) Expire(cutoff time.Time) int {
 		if !e.LastSeen.Before(cutoff) {
 			continue
 		}
-		a.removeEdge(e)
-		gid := groupID{e.id.w, e.id.dir, e.id.peer, e.id.proto}
-		if g := a.groups[gid]; g != nil {
-			if e.id.collapsed {
-				g.collapsed = nil
-			} else {
-				g.ports = slices.DeleteFunc(g.ports, func(p uint16) bool { return p == e.id.port })
-			}
-			if g.collapsed == nil && len(g.ports) == 0 {
-				delete(a.groups, gid)
-			}
-		}
+		a.dropEdge(e)
 		n++
 	}
 	for k, w := range a.workloads {
 		if w.edges <= 0 && w.LastSeen.Before(cutoff) {
 			delete(a.workloads, k)
+			if a.nsWorkloads[w.Key.Namespace]--; a.nsWorkloads[w.Key.Namespace] <= 0 {
+				delete(a.nsWorkloads, w.Key.Namespace)
+			}
 			a.deletedWls[k] = struct{}{}
 			w.dirty = false
 		}
@@ -641,6 +713,8 @@ func (a *Aggregator) Snapshot() *Snapshot {
 		To:        a.tot.To,
 		Flows:     a.tot.Flows,
 		Overflow:  a.tot.Overflow,
+		Rejected:  a.tot.Rejected,
+		Churning:  a.churning(),
 		DNS:       make(map[string][]string, len(a.dns)),
 		dnsLast:   make(map[string]time.Time, len(a.dns)),
 	}
@@ -678,4 +752,13 @@ func (e Edge) clone() Edge {
 	e.DNSNames = slices.Clone(e.DNSNames)
 	e.HTTP = slices.Clone(e.HTTP)
 	return e
+}
+
+// churning returns the flagged churning labels, sorted.
+func (a *Aggregator) churning() []ChurningLabel {
+	out := slices.Clone(a.churn.order)
+	slices.SortFunc(out, func(x, y ChurningLabel) int {
+		return cmp.Or(strings.Compare(x.Namespace, y.Namespace), strings.Compare(x.Owner, y.Owner), strings.Compare(x.Key, y.Key))
+	})
+	return out
 }

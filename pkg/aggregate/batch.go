@@ -22,7 +22,14 @@ type Batch struct {
 	// Totals are the store-wide counts after this batch (not increments).
 	Flows    uint64
 	Overflow uint64
+	Rejected uint64
 	From, To time.Time
+	// Churning is the full list of churning labels when it changed since the previous batch;
+	// nil leaves the stored list as it was.
+	Churning []ChurningLabel
+	// Files are how far each plain input file was read, all of them, when one changed; nil
+	// leaves the stored marks as they were.
+	Files []flows.FileMark
 	// Cursor is the ingest position the batch brings the store to; nil leaves it as it was.
 	Cursor *flows.Cursor
 	// EdgeCount and WorkloadCount are the Aggregator's sizes, for the store's gauges.
@@ -46,7 +53,7 @@ func (a *Aggregator) TakeBatch() *Batch {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	b := &Batch{
-		Flows: a.tot.Flows, Overflow: a.tot.Overflow, From: a.tot.From, To: a.tot.To,
+		Flows: a.tot.Flows, Overflow: a.tot.Overflow, Rejected: a.tot.Rejected, From: a.tot.From, To: a.tot.To,
 		EdgeCount: len(a.edges), WorkloadCount: len(a.workloads),
 	}
 	for id, k := range a.deletedEdges {
@@ -88,6 +95,10 @@ func (a *Aggregator) TakeBatch() *Batch {
 		b.Lost = append(b.Lost, *a.lost[n])
 	}
 	clear(a.dirtyLost)
+	if a.churn.newFound {
+		b.Churning = a.churning()
+		a.churn.newFound = false
+	}
 	a.totDirty = false
 	return b
 }
@@ -104,7 +115,7 @@ func (a *Aggregator) Dirty() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.totDirty || len(a.dirtyEdges) > 0 || len(a.deletedEdges) > 0 || len(a.dirtyWorkloads) > 0 ||
-		len(a.deletedWls) > 0 || len(a.dirtyDNS) > 0 || len(a.dirtyLost) > 0
+		len(a.deletedWls) > 0 || len(a.dirtyDNS) > 0 || len(a.dirtyLost) > 0 || a.churn.newFound
 }
 
 // restore loads stored state into an empty Aggregator, rebuilding its indexes. Nothing
@@ -112,10 +123,17 @@ func (a *Aggregator) Dirty() bool {
 func (a *Aggregator) restore(s *Snapshot) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.tot = totals{Flows: s.Flows, Overflow: s.Overflow, From: s.From, To: s.To}
+	a.tot = totals{Flows: s.Flows, Overflow: s.Overflow, Rejected: s.Rejected, From: s.From, To: s.To}
 	for _, w := range s.Workloads {
 		key := w.Key.String()
 		a.workloads[key] = &workloadState{key: key, Workload: w}
+		a.nsWorkloads[w.Key.Namespace]++
+	}
+	for _, l := range s.Churning {
+		if _, ok := a.churn.flagged[l]; !ok {
+			a.churn.flagged[l] = struct{}{}
+			a.churn.order = append(a.churn.order, l)
+		}
 	}
 	for key, es := range s.Edges {
 		for _, e := range es {

@@ -25,6 +25,8 @@ var (
 	keyCursor  = []byte("cursor")
 	keyTotals  = []byte("totals")
 	keyCreated = []byte("created")
+	keyChurn   = []byte("churn")
+	keyFiles   = []byte("files")
 )
 
 // formatID marks a bbolt file as ours; a file without it is refused.
@@ -129,8 +131,24 @@ type lostRecord struct {
 type totalsRecord struct {
 	Flows    uint64 `json:"flows"`
 	Overflow uint64 `json:"overflow"`
+	Rejected uint64 `json:"rejected,omitempty"`
 	From     int64  `json:"from"`
 	To       int64  `json:"to"`
+}
+
+type fileMarkRecord struct {
+	Path   string `json:"path"`
+	Offset int64  `json:"offset"`
+	Line   int    `json:"line"`
+	Head   uint64 `json:"head"`
+	Tail   uint64 `json:"tail"`
+	Time   int64  `json:"time"`
+}
+
+type churnRecord struct {
+	Namespace string `json:"ns"`
+	Owner     string `json:"owner,omitempty"`
+	Key       string `json:"key"`
 }
 
 func nanos(t time.Time) int64 {

@@ -29,6 +29,17 @@ type Config struct {
 	MaxDNSAnswers int
 	// MaxNamesPerIP bounds the names one IP keeps in the DNS answer map.
 	MaxNamesPerIP int
+	// MaxWorkloadsPerNamespace caps the workloads of one namespace, so that one namespace
+	// flooding new identities cannot take the whole MaxWorkloads budget. Zero: a quarter of
+	// MaxWorkloads, but at least 250 (all of a smaller budget).
+	MaxWorkloadsPerNamespace int
+	// MaxEdgesPerWorkload caps the edges of one workload, for the same reason. Zero: a
+	// twentieth of MaxEdges, but at least 2,500 (all of a smaller budget).
+	MaxEdgesPerWorkload int
+	// MaxLabelValues is how many distinct values a label key may take within one workload
+	// (same namespace, owner and other labels) before it counts as churning and is dropped
+	// from the identity. Zero: 8.
+	MaxLabelValues int
 }
 
 // DefaultConfig returns the bounds used when a Config field is zero.
@@ -42,6 +53,10 @@ func DefaultConfig() Config {
 		MaxHTTPSamples: 32,
 		MaxDNSAnswers:  65_536,
 		MaxNamesPerIP:  8,
+		// A quarter and a twentieth of the budgets above, as withDefaults derives them.
+		MaxWorkloadsPerNamespace: 2_500,
+		MaxEdgesPerWorkload:      12_500,
+		MaxLabelValues:           8,
 	}
 }
 
@@ -55,7 +70,8 @@ func (c *Config) Validate() error {
 		{"max-ports", c.MaxPorts}, {"max-workloads", c.MaxWorkloads}, {"max-edges", c.MaxEdges},
 		{"max-world-peers", c.MaxWorldPeers}, {"max-dns-names", c.MaxDNSNames},
 		{"max-http-samples", c.MaxHTTPSamples}, {"max-dns-answers", c.MaxDNSAnswers},
-		{"max-names-per-ip", c.MaxNamesPerIP},
+		{"max-names-per-ip", c.MaxNamesPerIP}, {"max-workloads-per-namespace", c.MaxWorkloadsPerNamespace},
+		{"max-edges-per-workload", c.MaxEdgesPerWorkload}, {"max-label-values", c.MaxLabelValues},
 	} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %d: must not be negative", f.name, f.v))
@@ -71,11 +87,23 @@ func (c Config) withDefaults() Config {
 		{&c.MaxPorts, &d.MaxPorts}, {&c.MaxWorkloads, &d.MaxWorkloads}, {&c.MaxEdges, &d.MaxEdges},
 		{&c.MaxWorldPeers, &d.MaxWorldPeers}, {&c.MaxDNSNames, &d.MaxDNSNames},
 		{&c.MaxHTTPSamples, &d.MaxHTTPSamples}, {&c.MaxDNSAnswers, &d.MaxDNSAnswers},
-		{&c.MaxNamesPerIP, &d.MaxNamesPerIP},
+		{&c.MaxNamesPerIP, &d.MaxNamesPerIP}, {&c.MaxLabelValues, &d.MaxLabelValues},
 	} {
 		if *p.v == 0 {
 			*p.v = *p.d
 		}
 	}
+	if c.MaxWorkloadsPerNamespace == 0 {
+		c.MaxWorkloadsPerNamespace = fairShare(c.MaxWorkloads, 4, 250)
+	}
+	if c.MaxEdgesPerWorkload == 0 {
+		c.MaxEdgesPerWorkload = fairShare(c.MaxEdges, 20, 2_500)
+	}
 	return c
+}
+
+// fairShare is budget/parts, but at least floor (or the whole budget when it is smaller):
+// sharing matters once the budget is large enough to share.
+func fairShare(budget, parts, floor int) int {
+	return max(budget/parts, min(budget, floor))
 }

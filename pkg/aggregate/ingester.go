@@ -91,6 +91,9 @@ type Ingester struct {
 	// (Hubble's per-node order is not strict; recordings may be given in any order).
 	resume *flows.Cursor
 	cursor *flows.Cursor
+	// files tracks how far each plain input file was read (filemarks.go); Run's goroutine
+	// writes it, the committer reads the marks handed over with each batch.
+	files *fileTracker
 
 	beforeCommit func(*Lifecycle) error
 	afterCommit  func(CommitInfo)
@@ -124,7 +127,12 @@ func NewIngester(store *Store, agg *Aggregator, cfg IngesterConfig, log *slog.Lo
 	if err != nil {
 		return nil, err
 	}
-	return &Ingester{store: store, agg: agg, cfg: cfg, log: log, now: time.Now, resume: cur, cursor: cur.Clone()}, nil
+	marks, err := store.FileMarks()
+	if err != nil {
+		return nil, err
+	}
+	return &Ingester{store: store, agg: agg, cfg: cfg, log: log, now: time.Now, resume: cur, cursor: cur.Clone(),
+		files: newFileTracker(marks)}, nil
 }
 
 // SetClock replaces time.Now for retention (tests).
@@ -172,9 +180,10 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 	// Recv blocks; a receiving goroutine lets the loop commit on the interval while the
 	// stream is quiet. It ends when Recv fails, which it does once rctx is cancelled.
 	rctx, cancel := context.WithCancel(ctx)
-	events := make(chan *flows.Event, 1024)
+	events := make(chan received, 1024)
 	var srcErr error
 	var wg sync.WaitGroup
+	pos, _ := src.(flows.Positioner)
 	wg.Go(func() {
 		defer close(events)
 		for {
@@ -183,8 +192,12 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 				srcErr = err
 				return
 			}
+			r := received{ev: ev}
+			if pos != nil {
+				r.pos, r.hasPos = pos.Position()
+			}
 			select {
-			case events <- ev:
+			case events <- r:
 			case <-rctx.Done():
 				srcErr = rctx.Err()
 				return
@@ -241,7 +254,7 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 	pending := 0
 	for {
 		select {
-		case ev, ok := <-events:
+		case r, ok := <-events:
 			if !ok {
 				// The channel closes after srcErr is set.
 				if err := flush(); err != nil {
@@ -252,7 +265,11 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 				}
 				return fmt.Errorf("ingest: %w", srcErr)
 			}
-			if !in.apply(ev) {
+			applied := in.apply(r.ev)
+			if r.hasPos {
+				in.files.passed(r.pos, r.ev.Time)
+			}
+			if !applied {
 				continue
 			}
 			// Past maxDirty changed records a transaction gets slow (bbolt advises well under
@@ -284,20 +301,30 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 // maxDirty bounds the records one commit writes.
 const maxDirty = 20_000
 
-// pendingBatch is a batch taken from the aggregator with the cursor and event count it covers.
+// received is an event with the source position just past it, when the source has one.
+type received struct {
+	ev     *flows.Event
+	pos    flows.FilePos
+	hasPos bool
+}
+
+// pendingBatch is a batch taken from the aggregator with the cursor, event count and file
+// positions it covers.
 type pendingBatch struct {
 	b      *Batch
 	events uint64
+	files  []checkpoint
 }
 
 func (in *Ingester) take() pendingBatch {
 	b := in.agg.TakeBatch()
 	b.Cursor = in.cursor.Clone()
-	return pendingBatch{b: b, events: in.events.Load()}
+	return pendingBatch{b: b, events: in.events.Load(), files: in.files.safe()}
 }
 
 func (in *Ingester) commit(pb pendingBatch) error {
 	start := time.Now()
+	pb.b.Files = in.files.marks(pb.files, in.log)
 	if err := in.store.Commit(pb.b, in.beforeCommit); err != nil {
 		return err
 	}
@@ -309,15 +336,20 @@ func (in *Ingester) commit(pb pendingBatch) error {
 }
 
 // apply folds ev unless the stored cursor shows it applied before; it reports whether it did.
+// A record the Aggregator rejects as malformed does not move the cursor: one flow dated 2099
+// must not make every later real flow of its node look delivered (issue 15.4).
 func (in *Ingester) apply(ev *flows.Event) bool {
 	if in.resume.Seen(ev) {
 		in.skipped.Add(1)
 		return false
 	}
+	if !in.agg.Add(ev) {
+		return false
+	}
+	// After Add: the observer sees the identity the store keyed the event under.
 	if in.observe != nil {
 		in.observe(ev)
 	}
-	in.agg.Add(ev)
 	in.cursor.Advance(ev)
 	in.events.Add(1)
 	return true
@@ -326,6 +358,10 @@ func (in *Ingester) apply(ev *flows.Event) bool {
 // SetObserver installs a callback that sees every event the Ingester applies, after the
 // resume cursor dropped those the store already holds, on Run's goroutine. Call before Run.
 func (in *Ingester) SetObserver(fn func(*flows.Event)) { in.observe = fn }
+
+// FileMarks returns how far the store's last ingest read each plain input file: hand them to
+// the file source (flows.FileSource.ResumeFrom) so that a restart seeks instead of re-reading.
+func (in *Ingester) FileMarks() []flows.FileMark { return in.files.stored() }
 
 // Flush commits everything applied so far, with the cursor and the before-commit hook's
 // writes, in one transaction. Run commits on its own; Flush is for after Run returned (a

@@ -6,7 +6,9 @@ import (
 )
 
 type aggMetrics struct {
-	overflow *prometheus.CounterVec
+	overflow       *prometheus.CounterVec
+	rejected       *prometheus.CounterVec
+	churningLabels prometheus.Counter
 }
 
 func newAggMetrics(reg prometheus.Registerer) *aggMetrics {
@@ -15,6 +17,14 @@ func newAggMetrics(reg prometheus.Registerer) *aggMetrics {
 			Name: "recommender_aggregate_overflow_total",
 			Help: "Observations dropped because the workload or edge cap was reached, by cap.",
 		}, []string{"cap"}),
+		rejected: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "recommender_aggregate_rejected_total",
+			Help: "Malformed records dropped before aggregation, by reason (time, future, endpoint, port, identity, name, dns, http).",
+		}, []string{"reason"}),
+		churningLabels: promauto.With(reg).NewCounter(prometheus.CounterOpts{
+			Name: "recommender_aggregate_churning_labels_total",
+			Help: "Label keys found churning within one workload and dropped from its identity.",
+		}),
 	}
 }
 

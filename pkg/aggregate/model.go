@@ -159,6 +159,10 @@ type Snapshot struct {
 	Flows     uint64            // events aggregated in total
 	Lost      []NodeLost
 	Overflow  uint64 // observations dropped because a cap was reached
+	Rejected  uint64 // malformed records dropped, see recommender_aggregate_rejected_total
+	// Churning are the label keys dropped from workload identities because their values kept
+	// changing, sorted.
+	Churning []ChurningLabel
 	// DNS maps an external IP to the names DNS answers linked it to (lower case, no trailing dot).
 	DNS map[string][]string
 	// dnsLast is when each DNS entry was last confirmed; it lets a restored Aggregator keep

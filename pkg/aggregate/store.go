@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,7 +36,13 @@ var (
 	// ErrSchema is returned for a store written by a newer schema version, or an older one
 	// opened read-only (migration needs a write).
 	ErrSchema = errors.New("unsupported store schema")
+	// ErrFailed is returned by writes to a store that failed an integrity check after it was
+	// opened (a read found a damaged page): nothing more is written to it.
+	ErrFailed = errors.New("store failed an integrity check")
 )
+
+// corruptHint is the fix every command prints for a damaged store.
+const corruptHint = "it was left as it is: restore it from a backup, or move it away to start a new store"
 
 // DefaultLockTimeout is how long Open waits for another process to release the file.
 const DefaultLockTimeout = time.Second
@@ -62,6 +70,8 @@ type Store struct {
 	path    string
 	log     *slog.Logger
 	metrics *storeMetrics
+	// failed is set once a read found the file damaged; Commit then refuses (ErrFailed).
+	failed atomic.Bool
 }
 
 // migration upgrades a store from schema version from to from+1 inside one write transaction.
@@ -71,8 +81,9 @@ type migration func(tx *bolt.Tx) error
 var migrations []migration
 
 // Open opens the store at path, creating it when the file does not exist (unless ReadOnly).
-// An existing file is checked read-only first: a file that is locked, corrupt, foreign or from
-// a newer schema is reported and left byte-for-byte as it was.
+// An existing file is checked read-only first (checkIntegrity, then the schema): a file that is
+// locked, empty, damaged, foreign or from a newer schema is reported and left byte-for-byte as
+// it was, by read-only and read-write opens alike.
 func Open(path string, opts Options) (*Store, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultLockTimeout
@@ -93,28 +104,54 @@ func Open(path string, opts Options) (*Store, error) {
 	case st.IsDir():
 		return nil, fmt.Errorf("open store %s: is a directory", path)
 	case st.Size() == 0:
-		// bbolt writes its first pages into an empty file; an empty file holds nothing to lose.
-		if opts.ReadOnly {
-			return nil, fmt.Errorf("open store %s: %w (empty file)", path, ErrNotStore)
-		}
+		// bbolt would silently write a new store into it. An empty file is what a crash during
+		// creation or a failed copy leaves; either way the operator decides (issue 15.1).
+		return nil, fmt.Errorf("open store %s: %w (empty file); it was left as it is: remove it to start a new store, or restore it from a backup",
+			path, ErrNotStore)
 	default:
 		// Check before opening for writing: bbolt may write to a file it opens read-write
-		// (freelist sync), and a foreign file must stay untouched.
-		ro, err := s.openDB(bolt.Options{Timeout: opts.Timeout, ReadOnly: true})
-		if err != nil {
-			return nil, err
-		}
-		var empty bool
-		err = ro.View(func(tx *bolt.Tx) error {
-			var cerr error
-			empty, cerr = checkSchema(tx, opts.ReadOnly)
-			return cerr
+		// (freelist sync), and a damaged or foreign file must stay untouched.
+		var ro *bolt.DB
+		err := s.guard(func() error {
+			// First the size the meta page claims, before bbolt reads any other page: a
+			// truncated file says so instead of failing on whatever page is read first.
+			meta, err := s.openDB(bolt.Options{Timeout: opts.Timeout, ReadOnly: true})
+			if err != nil {
+				return err
+			}
+			err = meta.View(func(tx *bolt.Tx) error { return checkSize(tx, st.Size()) })
+			if cerr := meta.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+			// The freelist is loaded here, under guard, rather than by tx.Check's goroutine.
+			ro, err = s.openDB(bolt.Options{Timeout: opts.Timeout, ReadOnly: true, PreLoadFreelist: true})
+			if err != nil {
+				return err
+			}
+			var empty bool
+			err = ro.View(func(tx *bolt.Tx) error {
+				if err := checkIntegrity(tx, st.Size()); err != nil {
+					return err
+				}
+				var cerr error
+				empty, cerr = checkSchema(tx, opts.ReadOnly)
+				return cerr
+			})
+			if err == nil && empty && opts.ReadOnly {
+				err = fmt.Errorf("%w (bbolt file without data)", ErrNotStore)
+			}
+			return err
 		})
-		if err == nil && empty && opts.ReadOnly {
-			err = fmt.Errorf("%w (bbolt file without data)", ErrNotStore)
-		}
 		if err != nil {
-			ro.Close()
+			if ro != nil {
+				ro.Close()
+			}
+			if errors.Is(err, ErrLocked) {
+				return nil, err
+			}
 			return nil, fmt.Errorf("open store %s: %w", path, err)
 		}
 		if opts.ReadOnly {
@@ -127,13 +164,21 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 	}
 
-	db, err := s.openDB(bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync})
+	err = s.guard(func() error {
+		db, err := s.openDB(bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync, PreLoadFreelist: true})
+		if err != nil {
+			return err
+		}
+		s.db = db
+		return db.Update(s.initOrMigrate)
+	})
 	if err != nil {
-		return nil, err
-	}
-	s.db = db
-	if err := db.Update(s.initOrMigrate); err != nil {
-		db.Close()
+		if s.db != nil {
+			s.db.Close()
+		}
+		if errors.Is(err, ErrLocked) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	s.updateSize()
@@ -150,10 +195,102 @@ func (s *Store) openDB(o bolt.Options) (*bolt.DB, error) {
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("store %s is %w (waited %s; is `recommender run` or `ingest` using it?)", s.path, ErrLocked, o.Timeout)
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
-		return nil, fmt.Errorf("open store %s: %w (%v); it was left as it is: restore it from a backup, or move it away to start a new store",
-			s.path, ErrCorrupt, err)
+		return nil, fmt.Errorf("%w (%v); %s", ErrCorrupt, err, corruptHint)
 	}
-	return nil, fmt.Errorf("open store %s: %w", s.path, err)
+	return nil, err
+}
+
+// fullCheckLimit is the largest file bbolt's own consistency check (tx.Check: page references,
+// freelist, key order) runs on at open. Above it Open only walks every record (checkIntegrity),
+// which costs what loading the store costs anyway; bbolt's check adds a map entry per page and
+// would add seconds per gigabyte to every start.
+const fullCheckLimit = 256 << 20
+
+// checkIntegrity proves the file readable before anything uses it: the pages bbolt's meta page
+// claims lie inside the file (a truncated file would fault on the first read past its end),
+// every key and value of every bucket can be reached, and, up to fullCheckLimit, bbolt's own
+// consistency check passes. It must run under guard: on a damaged page bbolt panics or reads
+// outside its map, and guard turns either into ErrCorrupt.
+func checkIntegrity(tx *bolt.Tx, fileSize int64) error {
+	if err := checkSize(tx, fileSize); err != nil {
+		return err
+	}
+	var touched byte
+	var walk func(b *bolt.Bucket) error
+	walk = func(b *bolt.Bucket) error {
+		return b.ForEach(func(k, v []byte) error {
+			// Reading both ends of each slice is what faults when a damaged page points
+			// outside the file; the bytes in between are contiguous.
+			touched ^= k[0] ^ k[len(k)-1]
+			if v == nil {
+				if c := b.Bucket(k); c != nil {
+					return walk(c)
+				}
+				return nil
+			}
+			if len(v) > 0 {
+				touched ^= v[0] ^ v[len(v)-1]
+			}
+			return nil
+		})
+	}
+	err := tx.ForEach(func(name []byte, b *bolt.Bucket) error { return walk(b) })
+	if err != nil {
+		return fmt.Errorf("%w (%v); %s", ErrCorrupt, err, corruptHint)
+	}
+	_ = touched
+	if fileSize > fullCheckLimit {
+		return nil
+	}
+	var errs []string
+	for err := range tx.Check() {
+		if len(errs) < 3 {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w (%s); %s", ErrCorrupt, strings.Join(errs, "; "), corruptHint)
+	}
+	return nil
+}
+
+// checkSize compares the file with the size its meta page claims.
+func checkSize(tx *bolt.Tx, fileSize int64) error {
+	if tx.Size() > fileSize {
+		return fmt.Errorf("%w (truncated: the file is %d bytes, its meta page says %d); %s", ErrCorrupt, fileSize, tx.Size(), corruptHint)
+	}
+	return nil
+}
+
+// guard runs fn, which reads or writes the bbolt file, and turns a panic or memory fault inside
+// bbolt into ErrCorrupt. bbolt's meta pages carry a checksum, its other pages do not: on a
+// damaged page it panics ("assertion failed: Page expected to be ...") or follows a garbage
+// offset outside its map. Faults become panics only on the goroutine that asked for it
+// (debug.SetPanicOnFault), so every access to the file goes through guard on the goroutine that
+// makes it. After a recovered panic the store is marked failed and never written again: bbolt
+// rolled the transaction back, but the file is not to be trusted.
+func (s *Store) guard(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			s.failed.Store(true)
+			err = fmt.Errorf("%w (bbolt: %v); %s", ErrCorrupt, r, corruptHint)
+		}
+	}()
+	return fn()
+}
+
+// view runs fn in a read transaction under guard.
+func (s *Store) view(fn func(*bolt.Tx) error) error {
+	return s.guard(func() error { return s.db.View(fn) })
+}
+
+// update runs fn in a write transaction under guard, unless the store failed before.
+func (s *Store) update(fn func(*bolt.Tx) error) error {
+	if s.failed.Load() {
+		return fmt.Errorf("%w earlier; nothing more is written to it: %s", ErrFailed, corruptHint)
+	}
+	return s.guard(func() error { return s.db.Update(fn) })
 }
 
 // checkSchema verifies that tx belongs to one of our stores of a schema this code reads. It
@@ -252,7 +389,7 @@ func (s *Store) Close() error {
 
 // Check runs bbolt's consistency check over the whole file.
 func (s *Store) Check() error {
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view(func(tx *bolt.Tx) error {
 		var errs []error
 		for err := range tx.Check() {
 			errs = append(errs, err)
@@ -288,7 +425,7 @@ func (l *Lifecycle) Delete(workload string) error { return l.b.Delete([]byte(wor
 func (s *Store) Commit(b *Batch, hook func(*Lifecycle) error) error {
 	start := time.Now()
 	var size int64
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		if err := writeBatch(tx, b); err != nil {
 			return err
 		}
@@ -314,7 +451,7 @@ func (s *Store) Commit(b *Batch, hook func(*Lifecycle) error) error {
 // UpdateLifecycle writes lifecycle state alone in one fsynced transaction: for changes made
 // between batches, so a quiet stream still persists proposals and promotions.
 func (s *Store) UpdateLifecycle(hook func(*Lifecycle) error) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		return hook(&Lifecycle{b: tx.Bucket(bucketLifecycle)})
 	})
 	if err != nil {
@@ -380,12 +517,38 @@ func writeBatch(tx *bolt.Tx, b *Batch) error {
 			return fmt.Errorf("put lost %s: %w", l.Node, err)
 		}
 	}
-	v, err := json.Marshal(totalsRecord{Flows: b.Flows, Overflow: b.Overflow, From: nanos(b.From), To: nanos(b.To)})
+	v, err := json.Marshal(totalsRecord{Flows: b.Flows, Overflow: b.Overflow, Rejected: b.Rejected, From: nanos(b.From), To: nanos(b.To)})
 	if err != nil {
 		return err
 	}
 	if err := meta.Put(keyTotals, v); err != nil {
 		return fmt.Errorf("put totals: %w", err)
+	}
+	if b.Churning != nil {
+		recs := make([]churnRecord, len(b.Churning))
+		for i, l := range b.Churning {
+			recs[i] = churnRecord(l)
+		}
+		v, err := json.Marshal(recs)
+		if err != nil {
+			return err
+		}
+		if err := meta.Put(keyChurn, v); err != nil {
+			return fmt.Errorf("put churning labels: %w", err)
+		}
+	}
+	if b.Files != nil {
+		recs := make([]fileMarkRecord, len(b.Files))
+		for i, m := range b.Files {
+			recs[i] = fileMarkRecord{Path: m.Path, Offset: m.Offset, Line: m.Line, Head: m.Head, Tail: m.Tail, Time: nanos(m.Time)}
+		}
+		v, err := json.Marshal(recs)
+		if err != nil {
+			return err
+		}
+		if err := meta.Put(keyFiles, v); err != nil {
+			return fmt.Errorf("put file marks: %w", err)
+		}
 	}
 	if b.Cursor != nil {
 		c, err := b.Cursor.MarshalBinary()
@@ -402,7 +565,7 @@ func writeBatch(tx *bolt.Tx, b *Batch) error {
 // Cursor returns the ingest cursor committed with the last batch (empty for a new store).
 func (s *Store) Cursor() (*flows.Cursor, error) {
 	c := flows.NewCursor()
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketMeta).Get(keyCursor); v != nil {
 			return c.UnmarshalBinary(v)
 		}
@@ -414,18 +577,51 @@ func (s *Store) Cursor() (*flows.Cursor, error) {
 	return c, nil
 }
 
+// FileMarks returns how far the last ingest read each plain input file (empty for a new store).
+func (s *Store) FileMarks() ([]flows.FileMark, error) {
+	var marks []flows.FileMark
+	err := s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketMeta).Get(keyFiles)
+		if v == nil {
+			return nil
+		}
+		var recs []fileMarkRecord
+		if err := json.Unmarshal(v, &recs); err != nil {
+			return fmt.Errorf("decode file marks: %w", err)
+		}
+		for _, r := range recs {
+			marks = append(marks, flows.FileMark{FilePos: flows.FilePos{Path: r.Path, Offset: r.Offset, Line: r.Line},
+				Head: r.Head, Tail: r.Tail, Time: fromNanos(r.Time)})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read file marks from store %s: %w", s.path, err)
+	}
+	return marks, nil
+}
+
 // Snapshot reads the whole store in one read transaction: a consistent view even while
 // batches are committed. Workloads are sorted by key, each workload's edges by EdgeKey.
 func (s *Store) Snapshot() (*Snapshot, error) {
 	snap := &Snapshot{Edges: make(map[string][]Edge), DNS: make(map[string][]string), dnsLast: make(map[string]time.Time)}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		var t totalsRecord
 		if v := tx.Bucket(bucketMeta).Get(keyTotals); v != nil {
 			if err := json.Unmarshal(v, &t); err != nil {
 				return fmt.Errorf("decode totals: %w", err)
 			}
 		}
-		snap.Flows, snap.Overflow, snap.From, snap.To = t.Flows, t.Overflow, fromNanos(t.From), fromNanos(t.To)
+		snap.Flows, snap.Overflow, snap.Rejected, snap.From, snap.To = t.Flows, t.Overflow, t.Rejected, fromNanos(t.From), fromNanos(t.To)
+		if v := tx.Bucket(bucketMeta).Get(keyChurn); v != nil {
+			var recs []churnRecord
+			if err := json.Unmarshal(v, &recs); err != nil {
+				return fmt.Errorf("decode churning labels: %w", err)
+			}
+			for _, r := range recs {
+				snap.Churning = append(snap.Churning, ChurningLabel(r))
+			}
+		}
 		err := tx.Bucket(bucketWorkloads).ForEach(func(k, v []byte) error {
 			w, err := decodeWorkload(v)
 			if err != nil {
@@ -481,7 +677,7 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 func (s *Store) Workload(key string) (*Workload, []Edge, bool, error) {
 	var w *Workload
 	var edges []Edge
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketWorkloads).Get([]byte(key))
 		if v == nil {
 			return nil
@@ -511,7 +707,7 @@ func (s *Store) Workload(key string) (*Workload, []Edge, bool, error) {
 // Lifecycle returns a copy of the lifecycle value of a workload, or nil.
 func (s *Store) Lifecycle(workload string) ([]byte, error) {
 	var v []byte
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		v = bytes.Clone(tx.Bucket(bucketLifecycle).Get([]byte(workload)))
 		return nil
 	})
@@ -594,7 +790,7 @@ func Compact(src, dst string, opts Options) (before, after int64, err error) {
 		return 0, 0, fmt.Errorf("compact %s: create %s: %w", src, dst, err)
 	}
 	// 64 MiB per transaction keeps memory bounded on big stores.
-	if err := bolt.Compact(out, in.db, 64<<20); err != nil {
+	if err := in.guard(func() error { return bolt.Compact(out, in.db, 64<<20) }); err != nil {
 		out.Close()
 		return 0, 0, fmt.Errorf("compact %s into %s: %w", src, dst, err)
 	}

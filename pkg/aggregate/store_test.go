@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -204,7 +205,6 @@ func TestOpenRefuses(t *testing.T) {
 	tests := []struct {
 		name    string
 		make    func(t *testing.T, path string)
-		opts    Options
 		wantErr error
 		wantMsg string
 	}{
@@ -272,14 +272,42 @@ func TestOpenRefuses(t *testing.T) {
 			wantMsg: "newer recommender",
 		},
 		{
-			name: "empty file read-only",
+			name: "empty file",
 			make: func(t *testing.T, path string) {
 				if err := os.WriteFile(path, nil, 0o600); err != nil {
 					t.Fatal(err)
 				}
 			},
-			opts:    Options{ReadOnly: true},
 			wantErr: ErrNotStore,
+			wantMsg: "remove it to start a new store",
+		},
+		{
+			name:    "truncated to 16 KiB",
+			make:    func(t *testing.T, path string) { truncate(t, populated(t, path), 16<<10) },
+			wantErr: ErrCorrupt,
+			wantMsg: "truncated",
+		},
+		{
+			name:    "truncated to half its size",
+			make:    func(t *testing.T, path string) { p := populated(t, path); truncate(t, p, fileSize(t, p)/2) },
+			wantErr: ErrCorrupt,
+			wantMsg: "restore it from a backup",
+		},
+		{
+			name: "edges root page overwritten by random bytes",
+			make: func(t *testing.T, path string) {
+				overwritePage(t, populated(t, path), bucketRoot(t, path, bucketEdges), 1)
+			},
+			wantErr: ErrCorrupt,
+			wantMsg: "restore it from a backup",
+		},
+		{
+			name: "workloads root page overwritten by random bytes",
+			make: func(t *testing.T, path string) {
+				overwritePage(t, populated(t, path), bucketRoot(t, path, bucketWorkloads), 2)
+			},
+			wantErr: ErrCorrupt,
+			wantMsg: "restore it from a backup",
 		},
 	}
 	for _, tt := range tests {
@@ -287,7 +315,7 @@ func TestOpenRefuses(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "store.db")
 			tt.make(t, path)
 			before := stateOf(t, path)
-			for _, ro := range []bool{tt.opts.ReadOnly, true} {
+			for _, ro := range []bool{false, true} {
 				s, err := Open(path, Options{ReadOnly: ro})
 				if err == nil {
 					s.Close()
@@ -328,7 +356,7 @@ func TestOpenLocked(t *testing.T) {
 }
 
 // Ensure that a bbolt file without any bucket (creation interrupted before the first commit)
-// and an empty file become stores, and that a missing file is not created read-only.
+// becomes a store, and that a missing file is not created read-only.
 func TestOpenCompletesNewStore(t *testing.T) {
 	dir := t.TempDir()
 	bare := filepath.Join(dir, "bare.db")
@@ -337,18 +365,12 @@ func TestOpenCompletesNewStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	empty := filepath.Join(dir, "empty.db")
-	if err := os.WriteFile(empty, nil, 0o600); err != nil {
-		t.Fatal(err)
+	closeChecked(t, openStore(t, bare, Options{}))
+	s, err := Open(bare, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("reopen %s read-only: %v", bare, err)
 	}
-	for _, p := range []string{bare, empty} {
-		closeChecked(t, openStore(t, p, Options{}))
-		s, err := Open(p, Options{ReadOnly: true})
-		if err != nil {
-			t.Fatalf("reopen %s read-only: %v", p, err)
-		}
-		s.Close()
-	}
+	s.Close()
 	if _, err := Open(filepath.Join(dir, "missing.db"), Options{ReadOnly: true}); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Open(missing, read-only) = %v, want not exist", err)
 	}
@@ -392,7 +414,7 @@ func TestExpireAndCompact(t *testing.T) {
 	}
 	a := newAgg(t, Config{MaxPorts: 1 << 16})
 	for i := range 4000 {
-		a.Add(flow(i/200, web, api, flows.ProtoTCP, uint16(i)))
+		a.Add(flow(i/200, web, api, flows.ProtoTCP, uint16(i+1)))
 		if i%400 == 399 {
 			if err := s.Commit(a.TakeBatch(), nil); err != nil {
 				t.Fatal(err)
@@ -462,5 +484,144 @@ func TestStoreMetrics(t *testing.T) {
 	}
 	if got := gather(t, reg, "recommender_store_size_bytes", "", ""); got <= 0 {
 		t.Errorf("recommender_store_size_bytes = %v, want > 0", got)
+	}
+}
+
+// populated writes a store at path large enough that each bucket has pages of its own.
+func populated(t *testing.T, path string) string {
+	t.Helper()
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newAgg(t, Config{})
+	for i := range 600 {
+		a.Add(flow(i, workload("ns", fmt.Sprintf("k8s:app=c%d", i%40)), workload("ns", fmt.Sprintf("k8s:app=s%d", i%15)), flows.ProtoTCP, uint16(1000+i%20)))
+	}
+	if err := s.Commit(a.TakeBatch(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
+func truncate(t *testing.T, path string, size int64) {
+	t.Helper()
+	if err := os.Truncate(path, size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// bucketRoot returns the page holding the root of a top-level bucket.
+func bucketRoot(t *testing.T, path string, name []byte) int {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var root int
+	db.View(func(tx *bolt.Tx) error {
+		root = int(tx.Bucket(name).RootPage())
+		return nil
+	})
+	if root == 0 {
+		t.Fatalf("bucket %s is inline; the fixture needs more data", name)
+	}
+	return root
+}
+
+// overwritePage replaces one 4 KiB page of path with seeded random bytes.
+func overwritePage(t *testing.T, path string, page int, seed uint64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, os.Getpagesize())
+	r := rand.New(rand.NewPCG(seed, uint64(page)))
+	for i := range buf {
+		buf[i] = byte(r.Uint32())
+	}
+	if _, err := f.WriteAt(buf, int64(page*len(buf))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Ensure that any single page overwritten by random bytes either leaves a readable store or is
+// refused as ErrCorrupt by both opening paths, never panics, and is never written to.
+func TestOpenDamagedPages(t *testing.T) {
+	dir := t.TempDir()
+	pristine := populated(t, filepath.Join(dir, "pristine.db"))
+	orig, err := os.ReadFile(pristine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := len(orig) / os.Getpagesize()
+	refused := 0
+	for page := 2; page < pages; page++ {
+		path := filepath.Join(dir, fmt.Sprintf("page%d.db", page))
+		if err := os.WriteFile(path, orig, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		overwritePage(t, path, page, 7)
+		before := stateOf(t, path)
+		for _, ro := range []bool{true, false} {
+			s, err := Open(path, Options{ReadOnly: ro})
+			if err == nil {
+				if _, err := s.Snapshot(); err != nil && !errors.Is(err, ErrCorrupt) {
+					t.Errorf("page %d: Snapshot after Open(readOnly=%v) = %v, want nil or ErrCorrupt", page, ro, err)
+				}
+				s.Close()
+				continue
+			}
+			refused++
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) {
+				t.Errorf("page %d: Open(readOnly=%v) = %v, want ErrCorrupt naming the file", page, ro, err)
+			}
+			if after := stateOf(t, path); !bytes.Equal(before.data, after.data) {
+				t.Fatalf("page %d: Open(readOnly=%v) refused the file but wrote to it", page, ro)
+			}
+		}
+	}
+	if refused == 0 {
+		t.Error("no damaged page was detected")
+	}
+}
+
+// Ensure that damage found after Open (the file changed under a running store) is an error,
+// not a panic, and that the store then refuses to write.
+func TestStoreDamagedWhileOpen(t *testing.T) {
+	path := populated(t, filepath.Join(t.TempDir(), "store.db"))
+	root := bucketRoot(t, path, bucketEdges)
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	overwritePage(t, path, root, 3)
+	if _, err := s.Snapshot(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("Snapshot of a damaged store = %v, want ErrCorrupt naming %s", err, path)
+	}
+	before := stateOf(t, path)
+	a := newAgg(t, Config{})
+	a.Add(flow(1, web, api, flows.ProtoTCP, 80))
+	if err := s.Commit(a.TakeBatch(), nil); !errors.Is(err, ErrFailed) {
+		t.Errorf("Commit after damage = %v, want ErrFailed", err)
+	}
+	if after := stateOf(t, path); !bytes.Equal(before.data, after.data) {
+		t.Error("Commit wrote to a damaged store")
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
@@ -77,6 +78,12 @@ type FileSource struct {
 	line   int
 	closer io.Closer
 	r      *bufio.Reader
+	// plain counts the bytes read from the current file when it can be resumed (offset.go);
+	// resume holds the marks ResumeFrom was given, by absolute path.
+	plain     *countingFile
+	resume    map[string]FileMark
+	skipUntil time.Time
+	replayed  bool // the record Recv returned last is in the run after a resume mark
 
 	strict  protojson.UnmarshalOptions
 	lenient protojson.UnmarshalOptions
@@ -166,6 +173,7 @@ func (s *FileSource) Recv(ctx context.Context) (*Event, error) {
 			s.stats.Skipped.Add(1)
 			continue
 		}
+		s.replayed = s.resumed(ev)
 		if ev.Kind == KindLost {
 			s.stats.Lost.Add(ev.Lost.Count)
 		}
@@ -222,7 +230,7 @@ func (s *FileSource) next() error {
 		return io.EOF
 	}
 	p := s.cfg.Paths[s.idx]
-	s.name, s.line = p, 0
+	s.name, s.line, s.plain = p, 0, nil
 	var rc io.ReadCloser
 	if p == "-" {
 		s.name = "<stdin>"
@@ -232,7 +240,10 @@ func (s *FileSource) next() error {
 		if err != nil {
 			return fmt.Errorf("open flow file: %w", err)
 		}
-		rc = f
+		if rc, err = s.openPlain(f, p); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	br := bufio.NewReaderSize(rc, 256<<10)
 	magic, _ := br.Peek(2)
@@ -242,7 +253,7 @@ func (s *FileSource) next() error {
 			rc.Close()
 			return fmt.Errorf("%s: gzip: %w", s.name, err)
 		}
-		s.closer = multiCloser{zr, rc}
+		s.closer, s.plain = multiCloser{zr, rc}, nil
 		s.r = bufio.NewReaderSize(zr, 256<<10)
 		return nil
 	}

@@ -45,10 +45,12 @@ func (f *Folder) Recv(ctx context.Context) (*Event, error) {
 		if err != nil {
 			return nil, err
 		}
-		if ev.Kind != KindFlow {
+		replayed := f.replayed()
+		if ev.Kind != KindFlow && !replayed {
 			return ev, nil
 		}
-		if f.duplicate(ev) {
+		// A replayed record is learned (duplicate records it) but never delivered.
+		if dup := ev.Kind == KindFlow && f.duplicate(ev); dup || replayed {
 			if f.stats != nil {
 				f.stats.Skipped.Add(1)
 			}
@@ -94,4 +96,26 @@ func (f *Folder) duplicate(ev *Event) bool {
 	}
 	f.seen[k] = ev.Time
 	return false
+}
+
+// replayed asks a resumed FileSource whether its last record was accounted for before.
+func (f *Folder) replayed() bool {
+	r, ok := f.src.(interface{ Replayed() bool })
+	return ok && r.Replayed()
+}
+
+// Position forwards the wrapped source's position (Positioner). The Folder reads no further
+// than the event it returns, so the position is just past that event's record.
+func (f *Folder) Position() (FilePos, bool) {
+	if p, ok := f.src.(Positioner); ok {
+		return p.Position()
+	}
+	return FilePos{}, false
+}
+
+// ResumeFrom forwards resume marks to a wrapped FileSource; other sources ignore them.
+func (f *Folder) ResumeFrom(marks []FileMark) {
+	if r, ok := f.src.(interface{ ResumeFrom([]FileMark) }); ok {
+		r.ResumeFrom(marks)
+	}
 }

@@ -241,13 +241,13 @@ func l4(f *flowpb.Flow) (Protocol, uint16, uint16, role) {
 				r = roleClientFirst
 			}
 		}
-		return ProtoTCP, uint16(t.GetSourcePort()), uint16(t.GetDestinationPort()), r
+		return ProtoTCP, port16(t.GetSourcePort()), port16(t.GetDestinationPort()), r
 	case l.GetUDP() != nil:
 		u := l.GetUDP()
-		return ProtoUDP, uint16(u.GetSourcePort()), uint16(u.GetDestinationPort()), portRole(u.GetSourcePort(), u.GetDestinationPort())
+		return ProtoUDP, port16(u.GetSourcePort()), port16(u.GetDestinationPort()), portRole(u.GetSourcePort(), u.GetDestinationPort())
 	case l.GetSCTP() != nil:
 		s := l.GetSCTP()
-		return ProtoSCTP, uint16(s.GetSourcePort()), uint16(s.GetDestinationPort()), portRole(s.GetSourcePort(), s.GetDestinationPort())
+		return ProtoSCTP, port16(s.GetSourcePort()), port16(s.GetDestinationPort()), portRole(s.GetSourcePort(), s.GetDestinationPort())
 	case l.GetICMPv4() != nil:
 		typ := l.GetICMPv4().GetType()
 		r := roleUnknown
@@ -257,7 +257,7 @@ func l4(f *flowpb.Flow) (Protocol, uint16, uint16, role) {
 		case 0, 14, 16, 18:
 			r = roleServerFirst
 		}
-		return ProtoICMPv4, 0, uint16(typ), r
+		return ProtoICMPv4, 0, icmpType16(typ), r
 	case l.GetICMPv6() != nil:
 		typ := l.GetICMPv6().GetType()
 		r := roleUnknown
@@ -267,7 +267,7 @@ func l4(f *flowpb.Flow) (Protocol, uint16, uint16, role) {
 		case 129:
 			r = roleServerFirst
 		}
-		return ProtoICMPv6, 0, uint16(typ), r
+		return ProtoICMPv6, 0, icmpType16(typ), r
 	}
 	return ProtoUnknown, 0, 0, roleUnknown
 }

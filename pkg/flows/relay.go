@@ -412,11 +412,18 @@ func (s *RelaySource) open() error {
 	s.streamMu.Lock()
 	s.cancelStream = cancel
 	s.streamMu.Unlock()
-	// The dial timeout covers connecting and opening the stream, not the stream's life.
+	// The dial timeout covers connecting and opening the stream, not the stream's life. The
+	// call waits for the connection that long (WaitForReady): without it grpc fails the call
+	// on the first refused connect, and a Relay still starting was given up on in about two
+	// seconds whatever --timeout said (issue 15.8).
 	timer := time.AfterFunc(s.cfg.DialTimeout, cancel)
-	stream, err := s.client.GetFlows(sctx, req)
-	if !timer.Stop() && err == nil {
-		err = fmt.Errorf("no answer within %s", s.cfg.DialTimeout)
+	stream, err := s.client.GetFlows(sctx, req, grpc.WaitForReady(true))
+	if !timer.Stop() {
+		if err == nil {
+			err = fmt.Errorf("no answer within %s", s.cfg.DialTimeout)
+		} else {
+			err = fmt.Errorf("no answer within %s: %w", s.cfg.DialTimeout, err)
+		}
 	}
 	if err != nil {
 		s.closeStream()

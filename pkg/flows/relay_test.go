@@ -326,7 +326,9 @@ func TestRelayUnreachable(t *testing.T) {
 	}
 	addr := lis.Addr().String()
 	lis.Close()
-	src := newRelay(t, testRelayConfig(addr), nil)
+	cfg := testRelayConfig(addr)
+	cfg.DialTimeout = 100 * time.Millisecond // each attempt waits this long for the connection
+	src := newRelay(t, cfg, nil)
 	_, err = src.Recv(t.Context())
 	if err == nil || !strings.Contains(err.Error(), addr) {
 		t.Fatalf("Recv from a closed port = %v, want an error naming %s", err, addr)
@@ -363,6 +365,7 @@ func TestRelayFollowRetries(t *testing.T) {
 	sig := logSignal{msgs: make(chan string, 64)}
 	cfg := testRelayConfig(addr)
 	cfg.Follow = true
+	cfg.DialTimeout = 50 * time.Millisecond // each attempt waits this long for the connection
 	src := newRelay(t, cfg, slog.New(sig))
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -439,5 +442,51 @@ func TestRelayConfigValidate(t *testing.T) {
 				t.Errorf("Validate() = %v, want error containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// Ensure that a relay which refuses the first connection and starts listening later, within
+// the dial timeout, is waited for instead of given up on after one refused connect.
+func TestRelayWaitsForLateServer(t *testing.T) {
+	early, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := early.Addr().String()
+	tried := make(chan struct{})
+	go func() {
+		c, err := early.Accept() // the client's first attempt: drop it, like a relay not yet up
+		if err == nil {
+			c.Close()
+			close(tried)
+		}
+	}()
+	cfg := testRelayConfig(addr)
+	cfg.Retries = 1 // one attempt: only waiting within it can succeed
+	cfg.DialTimeout = time.Minute
+	src := newRelay(t, cfg, nil)
+	type result struct {
+		ev  *flows.Event
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		ev, err := src.Recv(t.Context())
+		got <- result{ev, err}
+	}()
+	select {
+	case <-tried:
+	case r := <-got:
+		t.Fatalf("Recv returned %v before the relay was up", r.err)
+	}
+	early.Close()
+	recs := genRecords(3)
+	rec, err := replay.NewRecording(recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, rec, replay.Options{}, addr)
+	if r := <-got; r.err != nil {
+		t.Fatalf("Recv = %v, want the first flow once the relay listens", r.err)
 	}
 }
