@@ -108,8 +108,9 @@ carry (named ports, HTTP headers) are listed as unknown and do not fail the chec
 				rep.add(ev, v)
 			}
 			s := src.stats.Snapshot()
-			fmt.Fprintf(cmd.ErrOrStderr(), "policies %d, flows evaluated %d, would be denied %d, unknown %d (skipped %d, malformed %d, lost %d)\n",
-				set.Len(), rep.evaluated, rep.denied, rep.unknown, s.Skipped, s.Malformed, s.Lost)
+			fmt.Fprintf(cmd.ErrOrStderr(), "policies %d, flows evaluated %d, would be denied %d, unknown %d (skipped %d: %s; malformed %d, lost %d)\n",
+				set.Len(), rep.evaluated, rep.denied, rep.unknown, s.Skipped, s.SkipText(), s.Malformed, s.Lost)
+			src.printUnresolved(cmd.ErrOrStderr())
 			if err := rep.write(cmd.OutOrStdout(), o.output); err != nil {
 				return fmt.Errorf("write output: %w", err)
 			}

@@ -76,7 +76,9 @@ skipped, malformed, lost) goes to stderr.`,
 			// Events are counted here: the source's own count includes observations the
 			// folder then drops (and counts as skipped).
 			s := src.stats.Snapshot()
-			fmt.Fprintf(cmd.ErrOrStderr(), "events %d, skipped %d, malformed %d, lost %d\n", printed, s.Skipped, s.Malformed, s.Lost)
+			s.Events = printed
+			fmt.Fprintln(cmd.ErrOrStderr(), s)
+			src.printUnresolved(cmd.ErrOrStderr())
 			return errors.Join(runErr, p.flush())
 		},
 	}
