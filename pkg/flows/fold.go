@@ -2,6 +2,7 @@ package flows
 
 import (
 	"context"
+	"strconv"
 	"time"
 )
 
@@ -106,7 +107,8 @@ func (f *Folder) duplicate(ev *Event) bool {
 				k.l7 += "\x00r"
 			}
 		} else if ev.L7 != nil && ev.L7.HTTP != nil {
-			k.l7 = ev.L7.HTTP.Method + " " + ev.L7.HTTP.Path
+			// The code keeps a response apart from its request: it is no second observation.
+			k.l7 = ev.L7.HTTP.Method + " " + ev.L7.HTTP.Path + " " + strconv.Itoa(int(ev.L7.HTTP.Code))
 		}
 	}
 	if ev.Time.Sub(f.lastSweep) > FoldWindow {
