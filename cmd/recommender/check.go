@@ -131,7 +131,7 @@ carry (named ports, HTTP headers) are listed as unknown and do not fail the chec
 				errs = append(errs, fmt.Errorf("%d flows in %d groups: %w", rep.denied, rep.deniedGroups(), errWouldDeny))
 			}
 			if len(rejected) > 0 {
-				errs = append(errs, fmt.Errorf("%d %w (listed above); the other %d were", len(rejected), errUnevaluable, set.Len()))
+				errs = append(errs, fmt.Errorf("%d %w (listed above); %d were evaluated", len(rejected), errUnevaluable, set.Len()))
 			}
 			return errors.Join(errs...)
 		},
