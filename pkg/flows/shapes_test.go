@@ -202,7 +202,8 @@ func TestUnreadableFile(t *testing.T) {
 		{"binary garbage", garbage, "no readable flow record"},
 		{"utf-16 with bom", utf16le(true), "UTF-16"},
 		{"utf-16 without bom", utf16le(false), "UTF-16"},
-		{"one good line among garbage", append(append([]byte("garbage\n"), good...), "{\"truncated\":\n"...), ""},
+		// A truncated object does not swallow the record on the next line.
+		{"one good line after garbage and a truncated object", append([]byte("garbage\n{\"flow\":{\"time\":\n"), good...), ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
