@@ -121,7 +121,7 @@ func runRecommend(ctx context.Context, g *globalOptions, o *recommendOptions, st
 		fmt.Fprintf(stdout, "input: %s\n", input)
 	}
 	if len(unresolved) > 0 {
-		fmt.Fprintf(stdout, "no selector written for %d pods known only by name (flows skipped as %s; see the report)\n", len(unresolved), flows.SkipNoIdentity)
+		fmt.Fprintf(stdout, "no selector written for %d workloads known only by pod name (flows skipped as %s; see the report)\n", len(unresolved), flows.SkipNoIdentity)
 	}
 	if res.Empty != "" {
 		fmt.Fprintf(stdout, "no policy: %s\n", res.Empty)

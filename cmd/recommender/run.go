@@ -263,7 +263,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	s := src.stats.Snapshot()
 	log.Info("flow source summary", "events", s.Events, "skipped", s.Skipped, "skipped_by_reason", s.SkipText(), "malformed", s.Malformed, "lost", s.Lost)
 	if pods := src.norm.Unresolved(); len(pods) > 0 {
-		log.Warn("no selector written for pods known only by name", "reason", flows.SkipNoIdentity, "pods", pods)
+		log.Warn("no selector written for workloads known only by pod name", "reason", flows.SkipNoIdentity, "workloads", pods)
 	}
 	return err
 }

@@ -94,12 +94,12 @@ func TestRecommendNamesSkips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"no_identity 2", "no selector written for 3 pods", "the flow source skipped 5 records"} {
+	for _, want := range []string{"no_identity 2", "no selector written for 3 workloads", "the flow source skipped 5 records"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, stdout)
 		}
 	}
-	for _, want := range []string{"## Skipped input records", "| no_identity | 2 |", "shop/web-6d5f8c7b9d-x2x4k: flow carries no labels", "The flow source skipped 5 records"} {
+	for _, want := range []string{"## Skipped input records", "| no_identity | 2 |", "shop/web (pods web-6d5f8c7b9d-x2x4k): flow carries no labels", "The flow source skipped 5 records"} {
 		if !strings.Contains(string(report), want) {
 			t.Errorf("REPORT.md lacks %q:\n%s", want, report)
 		}

@@ -114,7 +114,7 @@ func (b *builtSource) printUnresolved(w io.Writer) {
 	if len(pods) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "no selector written for %d pods known only by name (their flows are skipped as %s):\n", len(pods), flows.SkipNoIdentity)
+	fmt.Fprintf(w, "no selector written for %d workloads known only by pod name (their flows are skipped as %s):\n", len(pods), flows.SkipNoIdentity)
 	for _, p := range pods {
 		fmt.Fprintf(w, "  %s\n", p)
 	}

@@ -1,6 +1,7 @@
 package flows
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -23,10 +24,21 @@ type Normalizer struct {
 
 	// pods resolves pods that flows name without labels; nil refuses them all (offline).
 	pods PodResolver
-	// umu guards unresolved: namespace/pod of each pod refused for want of labels, with why.
+	// umu guards unresolved: per namespace/workload (guessed from pod names), the pods
+	// refused for want of labels and why.
 	umu        sync.Mutex
-	unresolved map[string]string
+	unresolved map[string]*refusal
 }
+
+// refusal is what Unresolved reports for one workload.
+type refusal struct {
+	why  string
+	pods []string // the first maxRefusedPods
+	n    int      // distinct pods seen
+}
+
+// maxRefusedPods bounds the pod names kept per refused workload.
+const maxRefusedPods = 3
 
 // PodResolver supplies the identity labels of a pod that a flow names only by namespace and
 // pod name: exporter output written with a field mask without labels, or a pod the L7 proxy
@@ -56,7 +68,7 @@ func NewNormalizer(f *LabelFilter) *Normalizer {
 	if f == nil {
 		f, _ = NewLabelFilter(nil, nil) // default patterns are constants and compile
 	}
-	return &Normalizer{labels: f, cache: make(map[uint32]labelsEntry), unresolved: make(map[string]string)}
+	return &Normalizer{labels: f, cache: make(map[uint32]labelsEntry), unresolved: make(map[string]*refusal)}
 }
 
 // WithResolver makes n resolve label-less pods through r (nil: refuse them). Call it before
@@ -66,26 +78,71 @@ func (n *Normalizer) WithResolver(r PodResolver) *Normalizer {
 	return n
 }
 
-// Unresolved lists the pods (at most maxUnresolved, sorted) whose flows were skipped with
-// SkipNoIdentity, each with why: "namespace/pod: why".
+// Unresolved lists, per workload (at most maxUnresolved, sorted), the pods whose flows were
+// skipped with SkipNoIdentity and why: "namespace/workload (pods p1, p2): why". The workload
+// is guessed from the pod names for this report only; it never becomes a selector.
 func (n *Normalizer) Unresolved() []string {
 	n.umu.Lock()
 	defer n.umu.Unlock()
 	out := make([]string, 0, len(n.unresolved))
-	for k, why := range n.unresolved {
-		out = append(out, k+": "+why)
+	for k, r := range n.unresolved {
+		pods := strings.Join(r.pods, ", ")
+		if more := r.n - len(r.pods); more > 0 {
+			pods += fmt.Sprintf(" and %d more", more)
+		}
+		out = append(out, fmt.Sprintf("%s (pods %s): %s", k, pods, r.why))
 	}
 	slices.Sort(out)
 	return out
 }
 
 func (n *Normalizer) refuse(ns, pod, why string) {
+	key := ns + "/" + ownerGuess(pod)
 	n.umu.Lock()
 	defer n.umu.Unlock()
-	if _, ok := n.unresolved[ns+"/"+pod]; ok || len(n.unresolved) >= maxUnresolved {
+	r := n.unresolved[key]
+	if r == nil {
+		if len(n.unresolved) >= maxUnresolved {
+			return
+		}
+		r = &refusal{why: why}
+		n.unresolved[key] = r
+	}
+	if slices.Contains(r.pods, pod) {
 		return
 	}
-	n.unresolved[ns+"/"+pod] = why
+	r.n++
+	if len(r.pods) < maxRefusedPods {
+		r.pods = append(r.pods, pod)
+		slices.Sort(r.pods)
+	}
+}
+
+// ownerGuess strips the suffixes Kubernetes controllers add to pod names: a ReplicaSet's
+// pod-template hash and the random five characters ("web-6d5f8c7b9d-x2x4k" -> "web"), or the
+// five characters alone (DaemonSet, Job: "node-local-dns-r99x7" -> "node-local-dns"). Both are
+// drawn from the alphabet of k8s.io/apimachinery's rand.String, which has no vowels.
+func ownerGuess(pod string) string {
+	parts := strings.Split(pod, "-")
+	isRand := func(s string, min, max int) bool {
+		if len(s) < min || len(s) > max {
+			return false
+		}
+		for _, c := range s {
+			if !strings.ContainsRune("bcdfghjklmnpqrstvwxz2456789", c) {
+				return false
+			}
+		}
+		return true
+	}
+	if len(parts) < 2 || !isRand(parts[len(parts)-1], 5, 5) {
+		return pod
+	}
+	parts = parts[:len(parts)-1]
+	if len(parts) >= 2 && isRand(parts[len(parts)-1], 6, 10) {
+		parts = parts[:len(parts)-1]
+	}
+	return strings.Join(parts, "-")
 }
 
 // Response normalizes one GetFlows response: a flow, or a lost-events notice. Node status

@@ -88,7 +88,7 @@ func TestShapes(t *testing.T) {
 				t.Errorf("events %+v, want the world-to-world ICMPv6 drop", evs)
 			}
 			got := n.Unresolved()
-			if len(got) != 3 || !strings.HasPrefix(got[0], "shop/api-5c9d7f6b8-q8w7e: flow carries no labels") || !strings.Contains(got[0], "not connected to the cluster") {
+			if len(got) != 3 || !strings.HasPrefix(got[0], "shop/api-5c9d7f6b8-q8w7e (pods api-5c9d7f6b8-q8w7e): flow carries no labels") || !strings.Contains(got[0], "not connected to the cluster") {
 				t.Errorf("Unresolved() = %q, want api, batch and web named with the reason", got)
 			}
 		}},
@@ -247,5 +247,21 @@ func TestFolderConnection(t *testing.T) {
 	}
 	if !slices.Equal(got, []bool{false, true}) {
 		t.Errorf("Connection of the two requests = %v, want [false true]", got)
+	}
+}
+
+// Ensure refused pods are grouped under the workload their names point to, for the report.
+func TestOwnerGuess(t *testing.T) {
+	for pod, want := range map[string]string{
+		"deathstar-7848d6c4d5-th9v2":      "deathstar",
+		"node-local-dns-r99x7":            "node-local-dns",
+		"productpage-v1-6b746f74dc-ffh56": "productpage-v1",
+		"xwing":                           "xwing",
+		"db-0":                            "db-0",
+		"api-5c9d7f6b8-q8w7e":             "api-5c9d7f6b8-q8w7e", // vowels: not a generated suffix
+	} {
+		if got := ownerGuess(pod); got != want {
+			t.Errorf("ownerGuess(%q) = %q, want %q", pod, got, want)
+		}
 	}
 }

@@ -120,7 +120,7 @@ func renderInput(w func(string, ...any), res *Result) {
 		w("- malformed: %s\n", mdEscape(m))
 	}
 	if len(res.Unresolved) > 0 {
-		w("No selector was written for these pods, known only by namespace and pod name (%s):\n\n", flows.SkipNoIdentity)
+		w("No selector was written for these workloads, whose pods are known only by namespace and pod name (%s):\n\n", flows.SkipNoIdentity)
 		for _, p := range res.Unresolved {
 			w("- %s\n", mdEscape(p))
 		}
