@@ -102,6 +102,9 @@ carry (named ports, HTTP headers) are listed as unknown and do not fail the chec
 			defer stop()
 
 			rep := newCheckReport()
+			for _, r := range rejected {
+				rep.rejected = append(rep.rejected, r.Error())
+			}
 			for {
 				ev, err := src.Recv(ctx)
 				if errors.Is(err, io.EOF) {
@@ -206,6 +209,8 @@ type checkReport struct {
 	// dropped counts flows the policies would deny that the recording shows dropped already.
 	dropped uint64
 	groups  map[checkKey]*checkGroup
+	// rejected names the policy documents that were not evaluated, and why.
+	rejected []string
 }
 
 func newCheckReport() *checkReport { return &checkReport{groups: make(map[checkKey]*checkGroup)} }
@@ -297,9 +302,11 @@ type checkJSON struct {
 	Evaluated uint64 `json:"evaluated"`
 	Denied    uint64 `json:"denied"`
 	// AlreadyDropped counts flows the policies would deny that the recording shows dropped.
-	AlreadyDropped uint64        `json:"already_dropped"`
-	Unknown        uint64        `json:"unknown"`
-	Groups         []*checkGroup `json:"groups"`
+	AlreadyDropped uint64 `json:"already_dropped"`
+	Unknown        uint64 `json:"unknown"`
+	// Rejected lists the policy documents that were not evaluated (file#doc, field, why).
+	Rejected []string      `json:"rejected,omitempty"`
+	Groups   []*checkGroup `json:"groups"`
 }
 
 func (r *checkReport) write(w io.Writer, format string) error {
@@ -307,7 +314,7 @@ func (r *checkReport) write(w io.Writer, format string) error {
 	if format == "json" {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(checkJSON{Evaluated: r.evaluated, Denied: r.denied, AlreadyDropped: r.dropped, Unknown: r.unknown, Groups: groups})
+		return enc.Encode(checkJSON{Evaluated: r.evaluated, Denied: r.denied, AlreadyDropped: r.dropped, Unknown: r.unknown, Rejected: r.rejected, Groups: groups})
 	}
 	if len(groups) == 0 {
 		_, err := fmt.Fprintf(w, "no flow would be denied (%d evaluated)\n", r.evaluated)

@@ -172,6 +172,8 @@ type jsonEvent struct {
 	Verdict    string    `json:"verdict,omitempty"`
 	DropReason string    `json:"drop_reason,omitempty"`
 	L7         *jsonL7   `json:"l7,omitempty"`
+	// Connection: an L7 request that stands for its connection (no L3/L4 record of it).
+	Connection bool      `json:"connection,omitempty"`
 	AllowedBy  []string  `json:"allowed_by,omitempty"`
 	DeniedBy   []string  `json:"denied_by,omitempty"`
 	Lost       *jsonLost `json:"lost,omitempty"`
@@ -227,6 +229,7 @@ func toJSONEvent(ev *flows.Event) jsonEvent {
 	j.Src, j.Dst = toJSONPeer(&ev.Src), toJSONPeer(&ev.Dst)
 	j.Proto, j.Port = ev.Proto.String(), ev.Port
 	j.Verdict, j.DropReason = ev.Verdict.String(), ev.DropReason
+	j.Connection = ev.Connection
 	if ev.L7 != nil {
 		j.L7 = &jsonL7{}
 		if d := ev.L7.DNS; d != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -64,6 +65,11 @@ func TestCheckRejectedDocuments(t *testing.T) {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
+	}
+	stdout, _, _ := runCmd(t.Context(), "check", "--policies", "testdata/shapes/rejected", "--flows", "testdata/shapes/dropped.jsonl", "-o", "json", "--log-level", "error")
+	var j checkJSON
+	if err := json.Unmarshal([]byte(stdout), &j); err != nil || len(j.Rejected) != 2 || j.AlreadyDropped != 1 {
+		t.Errorf("check -o json: %+v (err %v), want the 2 rejected documents and 1 already-dropped flow", j, err)
 	}
 	// Nothing left to evaluate is an error naming the documents, not a pass.
 	dir := t.TempDir()
