@@ -29,8 +29,10 @@ func newFlowsCmd(g *globalOptions) *cobra.Command {
 		Long: `flows reads a flow source and prints the events every later stage sees: client and
 server decided, replies skipped, both-end observations folded, labels reduced to the stable
 set. Without --follow it reads what the source holds now and exits (like 'hubble observe
---all'), so a recording and a relay serving it print the same events. A summary (events,
-skipped, malformed, lost) goes to stderr.`,
+--all'), so a recording and a relay serving it print the same events. A summary goes to
+stderr: events, records skipped by reason (README, Troubleshooting), malformed records with
+the first places (file:line), lost events, and the workloads whose pods the flows name
+without labels (no selector is guessed for them).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.output != "table" && o.output != "json" {
