@@ -2,6 +2,7 @@ package flows
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -33,12 +34,12 @@ type Normalizer struct {
 // refusal is what Unresolved reports for one workload.
 type refusal struct {
 	why  string
-	pods []string // the first maxRefusedPods
-	n    int      // distinct pods seen
+	pods map[string]struct{} // at most maxRefusedPods
+	more bool                // more pods than that were refused
 }
 
 // maxRefusedPods bounds the pod names kept per refused workload.
-const maxRefusedPods = 3
+const maxRefusedPods = 20
 
 // PodResolver supplies the identity labels of a pod that a flow names only by namespace and
 // pod name: exporter output written with a field mask without labels, or a pod the L7 proxy
@@ -51,7 +52,7 @@ type PodResolver interface {
 	PodLabels(namespace, pod string) (labels []string, workload string, ok bool)
 }
 
-// maxUnresolved bounds the refused pods a Normalizer remembers for reports.
+// maxUnresolved bounds the refused workloads a Normalizer remembers for reports.
 const maxUnresolved = 100
 
 type labelsEntry struct {
@@ -86,9 +87,9 @@ func (n *Normalizer) Unresolved() []string {
 	defer n.umu.Unlock()
 	out := make([]string, 0, len(n.unresolved))
 	for k, r := range n.unresolved {
-		pods := strings.Join(r.pods, ", ")
-		if more := r.n - len(r.pods); more > 0 {
-			pods += fmt.Sprintf(" and %d more", more)
+		pods := strings.Join(slices.Sorted(maps.Keys(r.pods)), ", ")
+		if r.more {
+			pods += " and more"
 		}
 		out = append(out, fmt.Sprintf("%s (pods %s): %s", k, pods, r.why))
 	}
@@ -105,17 +106,17 @@ func (n *Normalizer) refuse(ns, pod, why string) {
 		if len(n.unresolved) >= maxUnresolved {
 			return
 		}
-		r = &refusal{why: why}
+		r = &refusal{why: why, pods: make(map[string]struct{})}
 		n.unresolved[key] = r
 	}
-	if slices.Contains(r.pods, pod) {
+	if _, ok := r.pods[pod]; ok {
 		return
 	}
-	r.n++
-	if len(r.pods) < maxRefusedPods {
-		r.pods = append(r.pods, pod)
-		slices.Sort(r.pods)
+	if len(r.pods) >= maxRefusedPods {
+		r.more = true
+		return
 	}
+	r.pods[pod] = struct{}{}
 }
 
 // ownerGuess strips the suffixes Kubernetes controllers add to pod names: a ReplicaSet's
