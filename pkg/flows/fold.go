@@ -2,7 +2,6 @@ package flows
 
 import (
 	"context"
-	"strconv"
 	"time"
 )
 
@@ -107,8 +106,7 @@ func (f *Folder) duplicate(ev *Event) bool {
 				k.l7 += "\x00r"
 			}
 		} else if ev.L7 != nil && ev.L7.HTTP != nil {
-			// The code keeps a response apart from its request: it is no second observation.
-			k.l7 = ev.L7.HTTP.Method + " " + ev.L7.HTTP.Path + " " + strconv.Itoa(int(ev.L7.HTTP.Code))
+			k.l7 = ev.L7.HTTP.Method + " " + ev.L7.HTTP.Path
 		}
 	}
 	if ev.Time.Sub(f.lastSweep) > FoldWindow {

@@ -67,7 +67,8 @@ func TestShapes(t *testing.T) {
 				t.Errorf("%d requests, %d responses, want 3 and 3", req, res)
 			}
 		}},
-		{"l7-only-http.jsonl", nil, func(t *testing.T, evs []*Event, _ *Normalizer) {
+		// Responses fold into their requests (same connection, method and path).
+		{"l7-only-http.jsonl", map[SkipReason]uint64{SkipDuplicate: 3}, func(t *testing.T, evs []*Event, _ *Normalizer) {
 			conns := 0
 			for _, ev := range evs {
 				if ev.Connection {

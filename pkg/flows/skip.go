@@ -25,8 +25,9 @@ const (
 	// without labels, or a pod the proxy reported as reserved:world) and no cluster lookup
 	// resolved its labels. No selector is guessed for it; Normalizer.Unresolved names the pods.
 	SkipNoIdentity SkipReason = "no_identity"
-	// SkipDuplicate: the second observation of a connection (the other end's node, or the
-	// policy-verdict event of the same packet), folded by Folder.
+	// SkipDuplicate: the second observation of a connection (the other end's node, the
+	// policy-verdict event of the same packet, or the proxy's record of an HTTP response to a
+	// request just delivered), folded by Folder.
 	SkipDuplicate SkipReason = "duplicate"
 	// SkipResumed: a record delivered before a relay stream was resumed.
 	SkipResumed SkipReason = "resumed"
@@ -55,7 +56,7 @@ func (r SkipReason) Describe() string {
 	case SkipReply:
 		return "server-to-client half of a connection; its request is counted (expected)"
 	case SkipDuplicate:
-		return "second observation of a connection already counted (other node, or the policy-verdict event of the same packet; expected)"
+		return "second observation of a connection already counted (other node, the policy-verdict event of the same packet, or the HTTP response to a request; expected)"
 	case SkipEventType:
 		return "monitor event without policy evidence (debug, capture, sock); capture with --type trace --type drop --type policy-verdict --type l7"
 	case SkipNoFlow:
