@@ -26,6 +26,11 @@ const (
 // command's output lists them. It is distinct from errors that stopped the check.
 var errWouldDeny = errors.New("policies would deny observed flows")
 
+// errUnevaluable is returned by check when some policy documents were rejected (each is
+// listed on stderr with file, document and field) and the rest were evaluated; main exits
+// with status 2 for it unless a flow would also be denied.
+var errUnevaluable = errors.New("policy documents could not be evaluated")
+
 type checkOptions struct {
 	src      *sourceOptions
 	policies string
@@ -70,11 +75,18 @@ carry (named ports, HTTP headers) are listed as unknown and do not fail the chec
 			for _, s := range decoded.Skipped {
 				log.Info("skipping document that is not a Cilium policy", "path", s)
 			}
-			set, err := decoded.Build(o.audit)
-			if err != nil {
-				return fmt.Errorf("policies in %s: %w", o.policies, err)
+			set, buildErr := decoded.Build(o.audit)
+			if set == nil {
+				return buildErr
+			}
+			rejected := rejectedDocs(decoded, buildErr)
+			for _, r := range rejected {
+				fmt.Fprintf(cmd.ErrOrStderr(), "policy not evaluated: %v\n", r)
 			}
 			if set.Len() == 0 {
+				if len(rejected) > 0 {
+					return fmt.Errorf("no policy in %s could be evaluated (%d documents rejected): %w", o.policies, len(rejected), errors.Join(rejected...))
+				}
 				return fmt.Errorf("no CiliumClusterwideNetworkPolicy or CiliumNetworkPolicy in %s", o.policies)
 			}
 			for _, w := range set.Warnings() {
@@ -90,6 +102,9 @@ carry (named ports, HTTP headers) are listed as unknown and do not fail the chec
 			defer stop()
 
 			rep := newCheckReport()
+			for _, r := range rejected {
+				rep.rejected = append(rep.rejected, r.Error())
+			}
 			for {
 				ev, err := src.Recv(ctx)
 				if errors.Is(err, io.EOF) {
@@ -108,15 +123,20 @@ carry (named ports, HTTP headers) are listed as unknown and do not fail the chec
 				rep.add(ev, v)
 			}
 			s := src.stats.Snapshot()
-			fmt.Fprintf(cmd.ErrOrStderr(), "policies %d, flows evaluated %d, would be denied %d, unknown %d (skipped %d, malformed %d, lost %d)\n",
-				set.Len(), rep.evaluated, rep.denied, rep.unknown, s.Skipped, s.Malformed, s.Lost)
+			fmt.Fprintf(cmd.ErrOrStderr(), "policies %d (%d not evaluated), flows evaluated %d, would be denied %d, already dropped in the recording %d, unknown %d (skipped %d: %s; malformed %d, lost %d)\n",
+				set.Len(), len(rejected), rep.evaluated, rep.denied, rep.dropped, rep.unknown, s.Skipped, s.SkipText(), s.Malformed, s.Lost)
+			src.printUnresolved(cmd.ErrOrStderr())
 			if err := rep.write(cmd.OutOrStdout(), o.output); err != nil {
 				return fmt.Errorf("write output: %w", err)
 			}
+			var errs []error
 			if rep.denied > 0 {
-				return fmt.Errorf("%d flows in %d groups: %w", rep.denied, rep.deniedGroups(), errWouldDeny)
+				errs = append(errs, fmt.Errorf("%d flows in %d groups: %w", rep.denied, rep.deniedGroups(), errWouldDeny))
 			}
-			return nil
+			if len(rejected) > 0 {
+				errs = append(errs, fmt.Errorf("%d %w (listed above); %d were evaluated", len(rejected), errUnevaluable, set.Len()))
+			}
+			return errors.Join(errs...)
 		},
 	}
 	o.src.addFlags(cmd.Flags())
@@ -126,6 +146,25 @@ carry (named ports, HTTP headers) are listed as unknown and do not fail the chec
 	cmd.Flags().StringVarP(&o.output, flagOutput, "o", "table", "output format: table or json")
 	return cmd
 }
+
+// rejectedDocs lists every document that is not in the set: rejected by the decoder, or by
+// Cilium's own validation when the set was built.
+func rejectedDocs(d *audit.Decoded, buildErr error) []error {
+	var out []error
+	for _, r := range d.Rejected {
+		out = append(out, r)
+	}
+	if j, ok := buildErr.(interface{ Unwrap() []error }); ok {
+		out = append(out, j.Unwrap()...)
+	} else if buildErr != nil {
+		out = append(out, buildErr)
+	}
+	return out
+}
+
+// decisionAlreadyDropped groups the flows a policy would deny that the cluster dropped in
+// the recording anyway: the policy agrees with what is enforced, so they do not fail check.
+const decisionAlreadyDropped = "already-dropped"
 
 // checkGroup counts the flows that share one direction, workload, peer, port and verdict.
 type checkGroup struct {
@@ -167,7 +206,11 @@ type checkKey struct {
 
 type checkReport struct {
 	evaluated, denied, unknown uint64
-	groups                     map[checkKey]*checkGroup
+	// dropped counts flows the policies would deny that the recording shows dropped already.
+	dropped uint64
+	groups  map[checkKey]*checkGroup
+	// rejected names the policy documents that were not evaluated, and why.
+	rejected []string
 }
 
 func newCheckReport() *checkReport { return &checkReport{groups: make(map[checkKey]*checkGroup)} }
@@ -175,6 +218,9 @@ func newCheckReport() *checkReport { return &checkReport{groups: make(map[checkK
 func (r *checkReport) add(ev *flows.Event, v audit.Verdict) {
 	r.evaluated++
 	anyDenied, anyUnknown := false, false
+	// A flow the cluster dropped in the recording (a policy or the datapath) never reached
+	// its server: denying it too changes nothing, so it is reported apart and passes.
+	dropped := ev.Verdict == flows.VerdictDropped
 	for _, d := range []struct {
 		dir            flows.Direction
 		v              audit.DirectionVerdict
@@ -183,14 +229,18 @@ func (r *checkReport) add(ev *flows.Event, v audit.Verdict) {
 		if d.v.Decision != audit.DecisionDenied && d.v.Decision != audit.DecisionUnknown {
 			continue
 		}
+		decision := d.v.Decision.String()
+		if d.v.Decision == audit.DecisionDenied && dropped {
+			decision = decisionAlreadyDropped
+		}
 		anyDenied = anyDenied || d.v.Decision == audit.DecisionDenied
 		anyUnknown = anyUnknown || d.v.Decision == audit.DecisionUnknown
-		k := checkKey{dir: d.dir, workload: d.workload.Key(), peer: d.peer.Key(), proto: ev.Proto, port: ev.Port, verdict: d.v.String()}
+		k := checkKey{dir: d.dir, workload: d.workload.Key(), peer: d.peer.Key(), proto: ev.Proto, port: ev.Port, verdict: decision + " " + d.v.String()}
 		g, ok := r.groups[k]
 		if !ok {
 			g = &checkGroup{
 				Direction: d.dir.String(), Workload: toCheckPeer(d.workload), Peer: toCheckPeer(d.peer),
-				Port: ev.Port, Protocol: ev.Proto.String(), Decision: d.v.Decision.String(), Reason: d.v.Reason.String(),
+				Port: ev.Port, Protocol: ev.Proto.String(), Decision: decision, Reason: d.v.Reason.String(),
 				Detail: d.v.Detail, FirstSeen: ev.Time, LastSeen: ev.Time, key: k,
 			}
 			if d.v.Rule != nil {
@@ -206,7 +256,9 @@ func (r *checkReport) add(ev *flows.Event, v audit.Verdict) {
 			g.LastSeen = ev.Time
 		}
 	}
-	if anyDenied {
+	if anyDenied && dropped {
+		r.dropped++
+	} else if anyDenied {
 		r.denied++
 	} else if anyUnknown {
 		r.unknown++
@@ -230,9 +282,10 @@ func (r *checkReport) sorted() []*checkGroup {
 	for _, g := range r.groups {
 		out = append(out, g)
 	}
+	rank := map[string]int{audit.DecisionDenied.String(): 0, audit.DecisionUnknown.String(): 1, decisionAlreadyDropped: 2}
 	slices.SortFunc(out, func(a, b *checkGroup) int {
 		return cmp.Or(
-			cmp.Compare(a.Decision, b.Decision), // "denied" < "unknown"
+			cmp.Compare(rank[a.Decision], rank[b.Decision]),
 			cmp.Compare(b.Flows, a.Flows),
 			cmp.Compare(a.Direction, b.Direction),
 			cmp.Compare(a.key.workload, b.key.workload),
@@ -246,10 +299,14 @@ func (r *checkReport) sorted() []*checkGroup {
 }
 
 type checkJSON struct {
-	Evaluated uint64        `json:"evaluated"`
-	Denied    uint64        `json:"denied"`
-	Unknown   uint64        `json:"unknown"`
-	Groups    []*checkGroup `json:"groups"`
+	Evaluated uint64 `json:"evaluated"`
+	Denied    uint64 `json:"denied"`
+	// AlreadyDropped counts flows the policies would deny that the recording shows dropped.
+	AlreadyDropped uint64 `json:"already_dropped"`
+	Unknown        uint64 `json:"unknown"`
+	// Rejected lists the policy documents that were not evaluated (file#doc, field, why).
+	Rejected []string      `json:"rejected,omitempty"`
+	Groups   []*checkGroup `json:"groups"`
 }
 
 func (r *checkReport) write(w io.Writer, format string) error {
@@ -257,7 +314,7 @@ func (r *checkReport) write(w io.Writer, format string) error {
 	if format == "json" {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(checkJSON{Evaluated: r.evaluated, Denied: r.denied, Unknown: r.unknown, Groups: groups})
+		return enc.Encode(checkJSON{Evaluated: r.evaluated, Denied: r.denied, AlreadyDropped: r.dropped, Unknown: r.unknown, Rejected: r.rejected, Groups: groups})
 	}
 	if len(groups) == 0 {
 		_, err := fmt.Fprintf(w, "no flow would be denied (%d evaluated)\n", r.evaluated)

@@ -29,8 +29,10 @@ func newFlowsCmd(g *globalOptions) *cobra.Command {
 		Long: `flows reads a flow source and prints the events every later stage sees: client and
 server decided, replies skipped, both-end observations folded, labels reduced to the stable
 set. Without --follow it reads what the source holds now and exits (like 'hubble observe
---all'), so a recording and a relay serving it print the same events. A summary (events,
-skipped, malformed, lost) goes to stderr.`,
+--all'), so a recording and a relay serving it print the same events. A summary goes to
+stderr: events, records skipped by reason (README, Troubleshooting), malformed records with
+the first places (file:line), lost events, and the workloads whose pods the flows name
+without labels (no selector is guessed for them).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.output != "table" && o.output != "json" {
@@ -76,7 +78,9 @@ skipped, malformed, lost) goes to stderr.`,
 			// Events are counted here: the source's own count includes observations the
 			// folder then drops (and counts as skipped).
 			s := src.stats.Snapshot()
-			fmt.Fprintf(cmd.ErrOrStderr(), "events %d, skipped %d, malformed %d, lost %d\n", printed, s.Skipped, s.Malformed, s.Lost)
+			s.Events = printed
+			fmt.Fprintln(cmd.ErrOrStderr(), s)
+			src.printUnresolved(cmd.ErrOrStderr())
 			return errors.Join(runErr, p.flush())
 		},
 	}
@@ -170,6 +174,8 @@ type jsonEvent struct {
 	Verdict    string    `json:"verdict,omitempty"`
 	DropReason string    `json:"drop_reason,omitempty"`
 	L7         *jsonL7   `json:"l7,omitempty"`
+	// Connection: an L7 request that stands for its connection (no L3/L4 record of it).
+	Connection bool      `json:"connection,omitempty"`
 	AllowedBy  []string  `json:"allowed_by,omitempty"`
 	DeniedBy   []string  `json:"denied_by,omitempty"`
 	Lost       *jsonLost `json:"lost,omitempty"`
@@ -225,6 +231,7 @@ func toJSONEvent(ev *flows.Event) jsonEvent {
 	j.Src, j.Dst = toJSONPeer(&ev.Src), toJSONPeer(&ev.Dst)
 	j.Proto, j.Port = ev.Proto.String(), ev.Port
 	j.Verdict, j.DropReason = ev.Verdict.String(), ev.DropReason
+	j.Connection = ev.Connection
 	if ev.L7 != nil {
 		j.L7 = &jsonL7{}
 		if d := ev.L7.DNS; d != nil {

@@ -108,8 +108,9 @@ func runIngest(ctx context.Context, g *globalOptions, o *ingestOptions, stdout, 
 	st := in.Stats()
 	w, e := agg.Len()
 	sum := src.stats.Snapshot()
-	fmt.Fprintf(stdout, "ingested %d flows in %s (%.0f flows/s); skipped %d already stored, %d replies or duplicates, %d malformed\n",
-		st.Events, st.Elapsed.Round(time.Millisecond), st.Rate(), st.Skipped, sum.Skipped, sum.Malformed)
+	fmt.Fprintf(stdout, "ingested %d flows in %s (%.0f flows/s); skipped %d already stored, %d by the source (%s), %d malformed\n",
+		st.Events, st.Elapsed.Round(time.Millisecond), st.Rate(), st.Skipped, sum.Skipped, sum.SkipText(), sum.Malformed)
+	src.printUnresolved(stdout)
 	fmt.Fprintf(stdout, "store %s: %d workloads, %d edges\n", o.db, w, e)
 	return nil
 }

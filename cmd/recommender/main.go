@@ -16,5 +16,8 @@ func main() {
 	if !errors.Is(err, errDiffers) && !errors.Is(err, errWouldDeny) {
 		fmt.Fprintln(os.Stderr, "recommender:", err)
 	}
+	if errors.Is(err, errUnevaluable) && !errors.Is(err, errWouldDeny) {
+		os.Exit(2) // check: some policies were not evaluated, the rest passed
+	}
 	os.Exit(1)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/recommender/recommender/pkg/aggregate"
+	"github.com/recommender/recommender/pkg/flows"
 	"github.com/recommender/recommender/pkg/synth"
 )
 
@@ -92,10 +93,12 @@ func runRecommend(ctx context.Context, g *globalOptions, o *recommendOptions, st
 	defer stop()
 
 	var snap *aggregate.Snapshot
+	var input *flows.Summary
+	var unresolved []string
 	if o.db != "" {
 		snap, err = storeSnapshot(o.db, o.lockTimeout, log)
 	} else {
-		snap, err = sourceSnapshot(ctx, o.src, log)
+		snap, input, unresolved, err = sourceSnapshot(ctx, o.src, log)
 	}
 	if err != nil {
 		return err
@@ -104,6 +107,7 @@ func runRecommend(ctx context.Context, g *globalOptions, o *recommendOptions, st
 	if err != nil {
 		return err
 	}
+	res.Input, res.Unresolved = input, unresolved
 	sum, err := synth.WriteDir(o.out, res)
 	if err != nil {
 		return err
@@ -113,8 +117,17 @@ func runRecommend(ctx context.Context, g *globalOptions, o *recommendOptions, st
 	if len(sum.Removed) > 0 {
 		fmt.Fprintf(stdout, "removed %d policy files of earlier runs that are no longer proposed\n", len(sum.Removed))
 	}
+	if input != nil {
+		fmt.Fprintf(stdout, "input: %s\n", input)
+	}
+	if len(unresolved) > 0 {
+		fmt.Fprintf(stdout, "no selector written for %d workloads known only by pod name (flows skipped as %s; see the report)\n", len(unresolved), flows.SkipNoIdentity)
+	}
 	if res.Empty != "" {
 		fmt.Fprintf(stdout, "no policy: %s\n", res.Empty)
+		if input != nil && input.Skipped+input.Malformed > 0 {
+			fmt.Fprintf(stdout, "the flow source skipped %d records (%s) and found %d malformed\n", input.Skipped, input.SkipText(), input.Malformed)
+		}
 	}
 	fmt.Fprintf(stdout, "report: %s\n", sum.Report)
 	return nil
@@ -133,19 +146,21 @@ func storeSnapshot(path string, timeout time.Duration, log *slog.Logger) (*aggre
 	return snap, errors.Join(err, store.Close())
 }
 
-// sourceSnapshot reads the flow source to its end and aggregates it in memory.
-func sourceSnapshot(ctx context.Context, o *sourceOptions, log *slog.Logger) (*aggregate.Snapshot, error) {
+// sourceSnapshot reads the flow source to its end and aggregates it in memory. It returns
+// what the source skipped and the pods it wrote no selector for, for the report.
+func sourceSnapshot(ctx context.Context, o *sourceOptions, log *slog.Logger) (*aggregate.Snapshot, *flows.Summary, []string, error) {
 	src, err := o.build(log, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	defer src.Close()
 	agg, err := aggregate.NewAggregator(aggregate.Config{}, log, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	if err := agg.AddAll(ctx, src); err != nil {
-		return nil, fmt.Errorf("read flows: %w", err)
+		return nil, nil, nil, fmt.Errorf("read flows: %w", err)
 	}
-	return agg.Snapshot(), nil
+	sum := src.stats.Snapshot()
+	return agg.Snapshot(), &sum, src.norm.Unresolved(), nil
 }

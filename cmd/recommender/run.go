@@ -19,6 +19,7 @@ import (
 	"github.com/recommender/recommender/pkg/audit"
 	"github.com/recommender/recommender/pkg/cluster"
 	"github.com/recommender/recommender/pkg/daemon"
+	"github.com/recommender/recommender/pkg/flows"
 	"github.com/recommender/recommender/pkg/gitops"
 	"github.com/recommender/recommender/pkg/lifecycle"
 )
@@ -285,7 +286,15 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	if o.gitops.Enabled() {
 		log.Info("gitops delivery", "config", o.gitops.String())
 	}
-	return dm.Run(ctx)
+	err = dm.Run(ctx)
+	// What the source skipped is a metric while running (recommender_flows_skipped_total);
+	// at the end it is said once, with the pods no selector was written for.
+	s := src.stats.Snapshot()
+	log.Info("flow source summary", "events", s.Events, "skipped", s.Skipped, "skipped_by_reason", s.SkipText(), "malformed", s.Malformed, "lost", s.Lost)
+	if pods := src.norm.Unresolved(); len(pods) > 0 {
+		log.Warn("no selector written for workloads known only by pod name", "reason", flows.SkipNoIdentity, "workloads", pods)
+	}
+	return err
 }
 
 func effective(v, def int) int {

@@ -102,7 +102,22 @@ type builtSource struct {
 	stats *flows.Stats
 	// relay is the underlying relay source (state, cursor), nil when reading files.
 	relay *flows.RelaySource
+	// norm names the pods whose flows were skipped for want of labels.
+	norm  *flows.Normalizer
 	close func() error
+}
+
+// printUnresolved lists, per pod, the flows skipped because no selector could be written for
+// an end (flows.SkipNoIdentity): the user has to fix the capture or connect to the cluster.
+func (b *builtSource) printUnresolved(w io.Writer) {
+	pods := b.norm.Unresolved()
+	if len(pods) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "no selector written for %d workloads known only by pod name (their flows are skipped as %s):\n", len(pods), flows.SkipNoIdentity)
+	for _, p := range pods {
+		fmt.Fprintf(w, "  %s\n", p)
+	}
 }
 
 // Close releases files or the relay connection.
@@ -121,7 +136,7 @@ func (o *sourceOptions) build(log *slog.Logger, cursor *flows.Cursor) (*builtSou
 		if err != nil {
 			return nil, err
 		}
-		return &builtSource{Source: flows.NewFolder(fsrc, fsrc.Stats()), stats: fsrc.Stats(), close: fsrc.Close}, nil
+		return &builtSource{Source: flows.NewFolder(fsrc, fsrc.Stats()), stats: fsrc.Stats(), norm: norm, close: fsrc.Close}, nil
 	}
 	cfg := o.relay
 	cfg.Follow = o.follow
@@ -133,5 +148,5 @@ func (o *sourceOptions) build(log *slog.Logger, cursor *flows.Cursor) (*builtSou
 	if err != nil {
 		return nil, err
 	}
-	return &builtSource{Source: flows.NewFolder(rsrc, rsrc.Stats()), stats: rsrc.Stats(), relay: rsrc, close: rsrc.Close}, nil
+	return &builtSource{Source: flows.NewFolder(rsrc, rsrc.Stats()), stats: rsrc.Stats(), relay: rsrc, norm: norm, close: rsrc.Close}, nil
 }

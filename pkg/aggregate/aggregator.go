@@ -326,7 +326,9 @@ func countsOf(ev *flows.Event) Counts {
 	case flows.VerdictForwarded, flows.VerdictRedirected:
 		if ev.Type == flows.EventL7 {
 			c.L7 = 1
-		} else {
+		}
+		if ev.Type != flows.EventL7 || ev.Connection {
+			// An L7 request that is the only record of its connection counts as its trace.
 			c.Forwarded = 1
 		}
 	case flows.VerdictDropped:

@@ -3,12 +3,15 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -386,64 +389,239 @@ type Decoded struct {
 	CNPs  []*ciliumv2.CiliumNetworkPolicy
 	// Skipped names documents that are not Cilium policies ("file.yaml#2: kind ConfigMap").
 	Skipped []string
+	// Rejected lists the policy documents that could not be decoded, one error each; the
+	// other documents of the same file and directory are still read.
+	Rejected []*DocError
+
+	// ccnpAt and cnpAt locate CCNPs[i] and CNPs[i] ("file.yaml#2") when DecodeYAML read
+	// them, so Build names the document of a policy Cilium would reject.
+	ccnpAt, cnpAt []string
 }
+
+// DocError is one policy document the loader rejected: where it is, the field at fault
+// when it can be told, and why. A repository of hand-written policies often holds a few
+// documents this version of Cilium no longer accepts (a top-level description, Kafka rules);
+// each is reported on its own and the others are evaluated.
+type DocError struct {
+	// Where is "file.yaml#2": the file and the 1-based document index in it.
+	Where string
+	// Policy is "Kind/name" or "Kind/namespace/name" when the document got that far.
+	Policy string
+	// Field is the path of the offending field ("spec.ingress[0].toPorts[0].rules.kafka"),
+	// or "" when the error does not point at one. Several unknown fields are all listed,
+	// comma-separated, so one run names everything to fix in the document.
+	Field string
+	Err   error
+}
+
+func (e *DocError) Error() string {
+	if e.Where == "" && e.Policy == "" && e.Field == "" {
+		return e.Err.Error()
+	}
+	s := e.Where
+	if e.Policy != "" {
+		s += " (" + e.Policy + ")"
+	}
+	if e.Field != "" {
+		// The decoder's own message names only the first field, without its place.
+		return s + ": unknown field " + e.Field + " (not in the schema of this Cilium version: remove or fix it)"
+	}
+	return s + ": " + e.Err.Error()
+}
+
+func (e *DocError) Unwrap() error { return e.Err }
 
 // DecodeYAML reads multi-document YAML (or JSON) holding CCNPs, CNPs and their List kinds.
 // Fields unknown to the CRD are errors: a typo in a hand-edited policy must not silently widen
-// or narrow it. name locates errors ("file.yaml#2: ...").
+// or narrow it. name locates errors ("file.yaml#2: ..."). A document that cannot be decoded
+// is added to into.Rejected and reading goes on; the returned error joins those documents'
+// errors, or is the read error that stopped the file.
 func DecodeYAML(r io.Reader, name string, into *Decoded) error {
 	yr := k8syaml.NewYAMLReader(bufio.NewReader(r))
+	var errs []error
 	for doc := 1; ; doc++ {
 		raw, err := yr.Read()
 		if errors.Is(err, io.EOF) {
-			return nil
+			return errors.Join(errs...)
 		}
 		if err != nil {
-			return fmt.Errorf("%s#%d: read yaml: %w", name, doc, err)
+			return errors.Join(append(errs, fmt.Errorf("%s#%d: read yaml: %w", name, doc, err))...)
 		}
 		if len(bytes.TrimSpace(raw)) == 0 || isOnlyComments(raw) {
 			continue
 		}
-		var tm struct {
-			Kind string `json:"kind"`
-		}
-		if err := yaml.Unmarshal(raw, &tm); err != nil {
-			return fmt.Errorf("%s#%d: %w", name, doc, err)
-		}
 		where := fmt.Sprintf("%s#%d", name, doc)
-		switch tm.Kind {
-		case KindCCNP:
-			p := &ciliumv2.CiliumClusterwideNetworkPolicy{}
-			if err := yaml.UnmarshalStrict(raw, p); err != nil {
-				return fmt.Errorf("%s: %w", where, err)
-			}
-			into.CCNPs = append(into.CCNPs, p)
-		case KindCNP:
-			p := &ciliumv2.CiliumNetworkPolicy{}
-			if err := yaml.UnmarshalStrict(raw, p); err != nil {
-				return fmt.Errorf("%s: %w", where, err)
-			}
-			into.CNPs = append(into.CNPs, p)
-		case KindCCNP + "List":
-			l := &ciliumv2.CiliumClusterwideNetworkPolicyList{}
-			if err := yaml.UnmarshalStrict(raw, l); err != nil {
-				return fmt.Errorf("%s: %w", where, err)
-			}
-			for i := range l.Items {
-				into.CCNPs = append(into.CCNPs, &l.Items[i])
-			}
-		case KindCNP + "List":
-			l := &ciliumv2.CiliumNetworkPolicyList{}
-			if err := yaml.UnmarshalStrict(raw, l); err != nil {
-				return fmt.Errorf("%s: %w", where, err)
-			}
-			for i := range l.Items {
-				into.CNPs = append(into.CNPs, &l.Items[i])
-			}
-		default:
-			into.Skipped = append(into.Skipped, fmt.Sprintf("%s: kind %q", where, tm.Kind))
+		if derr := decodeDoc(raw, where, into); derr != nil {
+			into.Rejected = append(into.Rejected, derr)
+			errs = append(errs, derr)
 		}
 	}
+}
+
+// decodeDoc decodes one document into into, or says why it cannot.
+func decodeDoc(raw []byte, where string, into *Decoded) *DocError {
+	var tm struct {
+		Kind     string `json:"kind"`
+		Metadata struct {
+			Name      string `json:"name"`
+			Namespace string `json:"namespace"`
+		} `json:"metadata"`
+	}
+	if err := yaml.Unmarshal(raw, &tm); err != nil {
+		return &DocError{Where: where, Err: err}
+	}
+	policy := tm.Kind + "/" + tm.Metadata.Name
+	if tm.Metadata.Namespace != "" {
+		policy = tm.Kind + "/" + tm.Metadata.Namespace + "/" + tm.Metadata.Name
+	}
+	strict := func(into any) *DocError {
+		if err := yaml.UnmarshalStrict(raw, into); err != nil {
+			return &DocError{Where: where, Policy: policy, Field: unknownFieldPath(raw, into, err), Err: err}
+		}
+		return nil
+	}
+	switch tm.Kind {
+	case KindCCNP:
+		p := &ciliumv2.CiliumClusterwideNetworkPolicy{}
+		if err := strict(p); err != nil {
+			return err
+		}
+		into.CCNPs = append(into.CCNPs, p)
+		into.ccnpAt = append(into.ccnpAt, where)
+	case KindCNP:
+		p := &ciliumv2.CiliumNetworkPolicy{}
+		if err := strict(p); err != nil {
+			return err
+		}
+		into.CNPs = append(into.CNPs, p)
+		into.cnpAt = append(into.cnpAt, where)
+	case KindCCNP + "List":
+		l := &ciliumv2.CiliumClusterwideNetworkPolicyList{}
+		if err := strict(l); err != nil {
+			return err
+		}
+		for i := range l.Items {
+			into.CCNPs = append(into.CCNPs, &l.Items[i])
+			into.ccnpAt = append(into.ccnpAt, fmt.Sprintf("%s items[%d]", where, i))
+		}
+	case KindCNP + "List":
+		l := &ciliumv2.CiliumNetworkPolicyList{}
+		if err := strict(l); err != nil {
+			return err
+		}
+		for i := range l.Items {
+			into.CNPs = append(into.CNPs, &l.Items[i])
+			into.cnpAt = append(into.cnpAt, fmt.Sprintf("%s items[%d]", where, i))
+		}
+	default:
+		into.Skipped = append(into.Skipped, fmt.Sprintf("%s: kind %q", where, tm.Kind))
+	}
+	return nil
+}
+
+// unknownFieldRe finds the field name in encoding/json's DisallowUnknownFields error.
+var unknownFieldRe = regexp.MustCompile(`unknown field "([^"]+)"`)
+
+// unknownFieldPath returns the paths of the unknown fields of a document ("description,
+// spec.ingress[0].toPorts[0].rules.kafka"), found by walking it against the Go type it was
+// decoded into: encoding/json names only the first field, not where it is. "" when err is
+// not about an unknown field; the bare field name when the walk cannot place it (types with
+// their own UnmarshalJSON).
+func unknownFieldPath(raw []byte, target any, err error) string {
+	m := unknownFieldRe.FindStringSubmatch(err.Error())
+	if m == nil {
+		return ""
+	}
+	js, jerr := yaml.YAMLToJSON(raw)
+	if jerr != nil {
+		return m[1]
+	}
+	var doc any
+	if json.Unmarshal(js, &doc) != nil {
+		return m[1]
+	}
+	var paths []string
+	findUnknown(doc, reflect.TypeOf(target), "", &paths)
+	if len(paths) == 0 {
+		return m[1]
+	}
+	return strings.Join(paths, ", ")
+}
+
+var jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+
+// findUnknown walks v (decoded JSON) along t and appends the path of every key t has no
+// field for.
+func findUnknown(v any, t reflect.Type, path string, out *[]string) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(jsonUnmarshaler) {
+		return
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		switch t.Kind() {
+		case reflect.Struct:
+			fields := jsonFields(t)
+			for _, k := range slices.Sorted(maps.Keys(x)) {
+				if ft, ok := fields[k]; ok {
+					findUnknown(x[k], ft, joinPath(path, k), out)
+				} else {
+					*out = append(*out, joinPath(path, k))
+				}
+			}
+		case reflect.Map:
+			for _, k := range slices.Sorted(maps.Keys(x)) {
+				findUnknown(x[k], t.Elem(), joinPath(path, k), out)
+			}
+		}
+	case []any:
+		if t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
+			for i, e := range x {
+				findUnknown(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i), out)
+			}
+		}
+	}
+}
+
+func joinPath(path, k string) string {
+	if path == "" {
+		return k
+	}
+	return path + "." + k
+}
+
+// jsonFields maps the JSON names of a struct's fields to their types, with embedded and
+// ",inline" structs flattened as encoding/json and sigs.k8s.io/yaml do.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" {
+			continue
+		}
+		ft := f.Type
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if (f.Anonymous && name == "") || strings.Contains(opts, "inline") {
+			if ft.Kind() == reflect.Struct {
+				maps.Copy(out, jsonFields(ft))
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = f.Type
+	}
+	return out
 }
 
 func isOnlyComments(raw []byte) bool {
@@ -456,7 +634,10 @@ func isOnlyComments(raw []byte) bool {
 	return true
 }
 
-// LoadDir decodes every *.yaml, *.yml and *.json file under dir (recursively, in lexical order).
+// LoadDir decodes every *.yaml, *.yml and *.json file under dir (recursively, in lexical
+// order). Documents that cannot be decoded are listed in Decoded.Rejected, each with its file,
+// document index and field path, and do not stop the others; the error is for a directory or
+// file that cannot be read.
 func LoadDir(dir string) (*Decoded, error) {
 	d := &Decoded{}
 	err := filepath.WalkDir(dir, func(path string, de os.DirEntry, err error) error {
@@ -476,7 +657,12 @@ func LoadDir(dir string) (*Decoded, error) {
 			return err
 		}
 		defer f.Close()
-		return DecodeYAML(f, path, d)
+		rejected := len(d.Rejected)
+		if err := DecodeYAML(f, path, d); err != nil && len(d.Rejected) == rejected {
+			// Not a rejected document but a read error: the rest of the file is unknown.
+			d.Rejected = append(d.Rejected, &DocError{Where: path, Err: err})
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load policies from %s: %w", dir, err)
@@ -485,18 +671,29 @@ func LoadDir(dir string) (*Decoded, error) {
 }
 
 // Build compiles the decoded policies into a set. Invalid policies are left out and reported
-// together in the error (each wrapping ErrInvalidPolicy); the set holds the valid ones.
+// together in the error (each a *DocError wrapping ErrInvalidPolicy, located when DecodeYAML
+// read it); the set holds the valid ones.
 func (d *Decoded) Build(cfg Config) (*PolicySet, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	s := NewPolicySet(cfg)
 	var errs []error
-	for _, p := range d.CCNPs {
-		errs = append(errs, s.AddCCNP(p))
+	at := func(locs []string, i int) string {
+		if i < len(locs) {
+			return locs[i]
+		}
+		return ""
 	}
-	for _, p := range d.CNPs {
-		errs = append(errs, s.AddCNP(p))
+	for i, p := range d.CCNPs {
+		if err := s.AddCCNP(p); err != nil {
+			errs = append(errs, &DocError{Where: at(d.ccnpAt, i), Err: err}) // err names the policy
+		}
+	}
+	for i, p := range d.CNPs {
+		if err := s.AddCNP(p); err != nil {
+			errs = append(errs, &DocError{Where: at(d.cnpAt, i), Err: err})
+		}
 	}
 	return s, errors.Join(errs...)
 }

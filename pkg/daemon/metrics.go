@@ -3,6 +3,7 @@ package daemon
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"strings"
 
 	"github.com/recommender/recommender/pkg/flows"
 	"github.com/recommender/recommender/pkg/lifecycle"
@@ -84,10 +85,18 @@ func registerSourceStats(reg prometheus.Registerer, st *flows.Stats) {
 		Name: "recommender_flows_ingested_total",
 		Help: "Flow events received from the source and handed to aggregation.",
 	}, func() float64 { return float64(st.Events.Load()) })
-	f.NewCounterFunc(prometheus.CounterOpts{
-		Name: "recommender_flows_skipped_total",
-		Help: "Records received but not aggregated: replies, non-flow records, the second observation of a connection.",
-	}, func() float64 { return float64(st.Skipped.Load()) })
+	var names []string
+	for _, r := range flows.SkipReasons() {
+		names = append(names, string(r))
+	}
+	skipReasonList := strings.Join(names, ", ")
+	for _, r := range flows.SkipReasons() {
+		f.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "recommender_flows_skipped_total",
+			Help:        "Records received but not aggregated, by reason (" + skipReasonList + "; README, Troubleshooting, says what each means and how to fix the capture).",
+			ConstLabels: prometheus.Labels{"reason": string(r)},
+		}, func() float64 { return float64(st.SkippedBy(r)) })
+	}
 	f.NewCounterFunc(prometheus.CounterOpts{
 		Name: "recommender_flows_malformed_total",
 		Help: "Records that could not be decoded.",

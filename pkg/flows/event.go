@@ -255,6 +255,11 @@ type Event struct {
 	// Reply marks server-to-client packets; sources skip them, so consumers rarely see one.
 	Reply bool
 	L7    *L7
+	// Connection marks an L7 request that is the only proof of its connection: no L3/L4
+	// record of the same connection was delivered within FoldWindow before it (captures of
+	// L7 events alone). Consumers count it as they count a trace, keeping its L7 evidence.
+	// Folder sets it; responses never have it.
+	Connection bool
 
 	AllowedBy []PolicyRef
 	DeniedBy  []PolicyRef

@@ -18,6 +18,7 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // MaxLineBytes bounds one recorded line; a longer line is reported as malformed.
@@ -84,6 +85,19 @@ type FileSource struct {
 	resume    map[string]FileMark
 	skipUntil time.Time
 	replayed  bool // the record Recv returned last is in the run after a resume mark
+
+	// pending is a line read ahead while collecting a multi-line record, that starts the
+	// next record; pendingLine is its line number.
+	pending     []byte
+	pendingLine int
+	// Per file: records decoded and records malformed, and the first error, so a file of
+	// which nothing was readable fails (binary garbage, UTF-16) instead of passing as empty.
+	decoded, bad int
+	firstBad     error
+	hint         string
+	// lastTime is the time of the file's previous record that had one (or the file's
+	// modification time): records without time get it.
+	lastTime *timestamppb.Timestamp
 
 	strict  protojson.UnmarshalOptions
 	lenient protojson.UnmarshalOptions
@@ -170,7 +184,7 @@ func (s *FileSource) Recv(ctx context.Context) (*Event, error) {
 		}
 		ev, skip := s.norm.Response(resp)
 		if skip != SkipNone {
-			s.stats.Skipped.Add(1)
+			s.stats.Skip(skip)
 			continue
 		}
 		s.replayed = s.resumed(ev)
@@ -183,7 +197,7 @@ func (s *FileSource) Recv(ctx context.Context) (*Event, error) {
 }
 
 // RecvResponse returns the next decoded record, before normalization (the replay relay
-// serves these as they are).
+// serves these as they are). Records without a time get the time of the record before them.
 func (s *FileSource) RecvResponse(ctx context.Context) (*observerpb.GetFlowsResponse, error) {
 	for {
 		if err := ctx.Err(); err != nil {
@@ -194,36 +208,93 @@ func (s *FileSource) RecvResponse(ctx context.Context) (*observerpb.GetFlowsResp
 				return nil, err
 			}
 		}
-		line, err := s.readLine()
+		rec, at, err := s.readRecord()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				s.Close()
 				s.r = nil
+				if err := s.endOfFile(); err != nil {
+					return nil, err
+				}
 				continue
 			}
 			return nil, err
 		}
-		line = bytes.TrimSpace(line)
-		if len(line) == 0 {
-			continue
-		}
-		resp, err := s.decode(line)
+		resp, err := s.decode(rec)
 		if err != nil {
-			lerr := &LineError{File: s.name, Line: s.line, Err: err}
-			s.stats.Malformed.Add(1)
-			if s.cfg.Strict {
-				return nil, lerr
-			}
-			if s.log != nil {
-				s.log.Warn("skipping malformed flow record", "path", s.name, "line", s.line, "err", err)
+			if err := s.malformed(at, err); err != nil {
+				return nil, err
 			}
 			continue
 		}
+		s.decoded++
+		s.fillTime(resp)
 		return resp, nil
 	}
 }
 
-// next opens the next file, detecting gzip by its magic bytes.
+// maxMalformedLogs bounds the warnings per file; the rest are counted and summarized.
+const maxMalformedLogs = 5
+
+// malformed accounts one record that could not be decoded: an error with Strict, otherwise
+// counted, and logged for the first few of each file.
+func (s *FileSource) malformed(line int, err error) error {
+	lerr := &LineError{File: s.name, Line: line, Err: err}
+	s.bad++
+	if s.firstBad == nil {
+		s.firstBad = lerr
+	}
+	s.stats.malformed(lerr.Error())
+	if s.cfg.Strict {
+		return lerr
+	}
+	if s.log != nil && s.bad <= maxMalformedLogs {
+		s.log.Warn("skipping malformed flow record", "path", s.name, "line", line, "err", err)
+	}
+	return nil
+}
+
+// endOfFile checks the file just read: if it had records and none could be decoded, it is
+// not a recording (binary data, UTF-16, another format) and reading it as an empty one would
+// hide that.
+func (s *FileSource) endOfFile() error {
+	if s.log != nil && s.bad > maxMalformedLogs {
+		s.log.Warn("more malformed flow records", "path", s.name, "count", s.bad-maxMalformedLogs)
+	}
+	if s.decoded == 0 && s.bad > 0 {
+		msg := fmt.Sprintf("%s: no readable flow record in %d malformed records (first: %v)", s.name, s.bad, s.firstBad)
+		if s.hint != "" {
+			msg += "; " + s.hint
+		}
+		return errors.New(msg)
+	}
+	return nil
+}
+
+// fillTime gives a record without time (some exporters and hand-made files leave it out) the
+// time of the file's previous record, or else the file's modification time, so windows and
+// the resume cursor see a real time, never the zero time of 1970.
+func (s *FileSource) fillTime(resp *observerpb.GetFlowsResponse) {
+	f := resp.GetFlow()
+	t := resp.GetTime()
+	if t == nil && f != nil {
+		t = f.GetTime()
+	}
+	if t != nil {
+		s.lastTime = t
+	} else {
+		t = s.lastTime
+	}
+	if resp.Time == nil {
+		resp.Time = t
+	}
+	if f != nil && f.Time == nil {
+		f.Time = t
+	}
+}
+
+// next opens the next file, detecting gzip by its magic bytes and dropping a UTF-8
+// byte-order mark (Windows editors and PowerShell write one).
 func (s *FileSource) next() error {
 	s.idx++
 	if s.idx >= len(s.cfg.Paths) {
@@ -231,6 +302,8 @@ func (s *FileSource) next() error {
 	}
 	p := s.cfg.Paths[s.idx]
 	s.name, s.line, s.plain = p, 0, nil
+	s.pending, s.decoded, s.bad, s.firstBad, s.hint = nil, 0, 0, nil, ""
+	s.lastTime = timestamppb.Now()
 	var rc io.ReadCloser
 	if p == "-" {
 		s.name = "<stdin>"
@@ -239,6 +312,9 @@ func (s *FileSource) next() error {
 		f, err := os.Open(p)
 		if err != nil {
 			return fmt.Errorf("open flow file: %w", err)
+		}
+		if fi, err := f.Stat(); err == nil {
+			s.lastTime = timestamppb.New(fi.ModTime())
 		}
 		if rc, err = s.openPlain(f, p); err != nil {
 			f.Close()
@@ -255,11 +331,101 @@ func (s *FileSource) next() error {
 		}
 		s.closer, s.plain = multiCloser{zr, rc}, nil
 		s.r = bufio.NewReaderSize(zr, 256<<10)
-		return nil
+	} else {
+		s.closer = rc
+		s.r = br
 	}
-	s.closer = rc
-	s.r = br
+	head, _ := s.r.Peek(4)
+	switch {
+	case bytes.HasPrefix(head, []byte{0xef, 0xbb, 0xbf}):
+		s.r.Discard(3) //nolint:errcheck // the three bytes were peeked
+	case bytes.HasPrefix(head, []byte{0xff, 0xfe}), bytes.HasPrefix(head, []byte{0xfe, 0xff}),
+		len(head) == 4 && (head[1] == 0 && head[3] == 0 || head[0] == 0 && head[2] == 0):
+		s.hint = "the file looks UTF-16 encoded (PowerShell's > writes UTF-16); convert it to UTF-8, e.g. iconv -f UTF-16 -t UTF-8"
+	}
 	return nil
+}
+
+// readRecord returns the next JSON record and the line it starts on. A record is one line
+// (`hubble observe -o jsonpb`), or the lines of one pretty-printed object as `jq .` writes
+// it: a line opening an object that does not close on it continues until the braces
+// balance. A line starting with '{' in the first column while an object is still open
+// starts a new record, so a truncated line costs only itself.
+func (s *FileSource) readRecord() ([]byte, int, error) {
+	for {
+		line, at, err := s.takeLine()
+		if err != nil {
+			return nil, 0, err
+		}
+		rec := bytes.TrimSpace(line)
+		if len(rec) == 0 {
+			continue
+		}
+		depth := braceDepth(rec, 0)
+		if depth <= 0 {
+			return rec, at, nil
+		}
+		buf := append([]byte(nil), rec...)
+		for depth > 0 {
+			next, nat, err := s.takeLine()
+			if errors.Is(err, io.EOF) {
+				return buf, at, nil // truncated: decoding says so
+			}
+			if err != nil {
+				return nil, 0, err
+			}
+			if len(next) > 0 && next[0] == '{' {
+				s.pending, s.pendingLine = append([]byte(nil), next...), nat
+				return buf, at, nil
+			}
+			if len(buf)+len(next) > MaxLineBytes {
+				if err := s.tooLong(at); err != nil {
+					return nil, 0, err
+				}
+				buf, depth = nil, 0
+				break
+			}
+			next = bytes.TrimSpace(next)
+			buf = append(buf, next...)
+			depth = braceDepth(next, depth)
+		}
+		if buf != nil {
+			return buf, at, nil
+		}
+	}
+}
+
+// takeLine returns the line read ahead, if any, else the next line, with its number.
+func (s *FileSource) takeLine() ([]byte, int, error) {
+	if s.pending != nil {
+		l := s.pending
+		s.pending = nil
+		return l, s.pendingLine, nil
+	}
+	l, err := s.readLine()
+	return l, s.line, err
+}
+
+// braceDepth returns depth after the braces of line, ignoring those in JSON strings (which
+// cannot span lines).
+func braceDepth(line []byte, depth int) int {
+	in, esc := false, false
+	for _, c := range line {
+		switch {
+		case esc:
+			esc = false
+		case in && c == '\\':
+			esc = true
+		case c == '"':
+			in = !in
+		case in:
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return depth
 }
 
 type multiCloser []io.Closer
@@ -290,7 +456,7 @@ func (s *FileSource) readLine() ([]byte, error) {
 				line = append(long, chunk...)
 			}
 			if len(bytes.TrimSuffix(line, []byte{'\n'})) > MaxLineBytes {
-				if err := s.tooLong(); err != nil {
+				if err := s.tooLong(s.line); err != nil {
 					return nil, err
 				}
 				long = nil
@@ -301,7 +467,7 @@ func (s *FileSource) readLine() ([]byte, error) {
 			long = append(long, chunk...)
 			if len(long) > MaxLineBytes {
 				s.line++
-				if err := s.tooLong(); err != nil {
+				if err := s.tooLong(s.line); err != nil {
 					return nil, err
 				}
 				if err := s.skipLine(); err != nil {
@@ -315,17 +481,9 @@ func (s *FileSource) readLine() ([]byte, error) {
 	}
 }
 
-// tooLong accounts the current line as malformed for its length.
-func (s *FileSource) tooLong() error {
-	s.stats.Malformed.Add(1)
-	lerr := &LineError{File: s.name, Line: s.line, Err: fmt.Errorf("line longer than %d bytes", MaxLineBytes)}
-	if s.cfg.Strict {
-		return lerr
-	}
-	if s.log != nil {
-		s.log.Warn("skipping malformed flow record", "path", s.name, "line", s.line, "err", lerr.Err)
-	}
-	return nil
+// tooLong accounts the record starting at line as malformed for its length.
+func (s *FileSource) tooLong(line int) error {
+	return s.malformed(line, fmt.Errorf("record longer than %d bytes", MaxLineBytes))
 }
 
 func (s *FileSource) skipLine() error {
@@ -364,7 +522,7 @@ func DecodeLine(line []byte, strict, lenient protojson.UnmarshalOptions) (*obser
 	}
 	// Some tools write the bare flow object.
 	f := &flowpb.Flow{}
-	if ferr := lenient.Unmarshal(line, f); ferr == nil && f.GetTime() != nil && (f.GetSource() != nil || f.GetIP() != nil) {
+	if ferr := lenient.Unmarshal(line, f); ferr == nil && (f.GetSource() != nil || f.GetDestination() != nil || f.GetIP() != nil || f.GetL4() != nil) {
 		return &observerpb.GetFlowsResponse{
 			ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: f},
 			NodeName:      f.GetNodeName(),

@@ -20,8 +20,18 @@ type Folder struct {
 	stats *Stats
 	// seen maps a connection key to the flow time it was last delivered at; entries older than
 	// FoldWindow are swept as time advances, so memory follows the connection rate, not history.
-	seen      map[foldKey]time.Time
+	seen map[foldKey]time.Time
+	// l4 maps a connection (protocol, addresses, ports) to the flow time an L3/L4 record of it
+	// was last delivered at; an L7 request without such a record stands for its connection
+	// (Event.Connection). Swept with seen.
+	l4        map[connKey]time.Time
 	lastSweep time.Time
+}
+
+type connKey struct {
+	proto            Protocol
+	srcIP, dstIP     string
+	srcPort, dstPort uint16
 }
 
 type foldKey struct {
@@ -35,7 +45,7 @@ type foldKey struct {
 
 // NewFolder returns a Folder reading from src; skipped duplicates are counted in stats (may be nil).
 func NewFolder(src Source, stats *Stats) *Folder {
-	return &Folder{src: src, stats: stats, seen: make(map[foldKey]time.Time)}
+	return &Folder{src: src, stats: stats, seen: make(map[foldKey]time.Time), l4: make(map[connKey]time.Time)}
 }
 
 // Recv returns the next event that is not a second observation of an event already delivered.
@@ -49,15 +59,49 @@ func (f *Folder) Recv(ctx context.Context) (*Event, error) {
 		if ev.Kind != KindFlow && !replayed {
 			return ev, nil
 		}
+		if ev.Kind == KindFlow {
+			f.markConnection(ev)
+		}
 		// A replayed record is learned (duplicate records it) but never delivered.
 		if dup := ev.Kind == KindFlow && f.duplicate(ev); dup || replayed {
 			if f.stats != nil {
-				f.stats.Skipped.Add(1)
+				reason := SkipDuplicate
+				if replayed {
+					reason = SkipResumed
+				}
+				f.stats.Skip(reason)
 			}
 			continue
 		}
 		return ev, nil
 	}
+}
+
+// markConnection sets Event.Connection on an L7 request when no L3/L4 record of its
+// connection was delivered within FoldWindow before it. Captures of L7 events alone
+// (`hubble observe --type l7`, or a cluster where the proxy logs and traces are aggregated
+// away) hold no other proof of the connection; without the mark they would yield no edge.
+// Responses never stand for a connection: the request of the exchange does.
+func (f *Folder) markConnection(ev *Event) {
+	k := connKey{proto: ev.Proto, srcIP: ev.SrcAddr, dstIP: ev.DstAddr, srcPort: ev.SrcPort, dstPort: ev.Port}
+	if ev.Type != EventL7 {
+		f.l4[k] = ev.Time
+		return
+	}
+	if ev.L7 == nil || ev.Proto == ProtoUnknown || (ev.L7.DNS != nil && ev.L7.DNS.Response) || (ev.L7.HTTP != nil && ev.L7.HTTP.Code != 0) {
+		return
+	}
+	if t, ok := f.l4[k]; ok && absDuration(ev.Time.Sub(t)) <= FoldWindow {
+		return
+	}
+	ev.Connection = true
+}
+
+func absDuration(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
 }
 
 func (f *Folder) duplicate(ev *Event) bool {
@@ -77,6 +121,11 @@ func (f *Folder) duplicate(ev *Event) bool {
 		for key, t := range f.seen {
 			if ev.Time.Sub(t) > FoldWindow {
 				delete(f.seen, key)
+			}
+		}
+		for key, t := range f.l4 {
+			if ev.Time.Sub(t) > FoldWindow {
+				delete(f.l4, key)
 			}
 		}
 		f.lastSweep = ev.Time

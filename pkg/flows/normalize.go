@@ -1,24 +1,14 @@
 package flows
 
 import (
+	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
-)
-
-// SkipReason says why a Hubble record produced no Event. The empty reason means it was kept.
-type SkipReason string
-
-const (
-	SkipNone       SkipReason = ""
-	SkipReply      SkipReason = "reply"
-	SkipNoFlow     SkipReason = "not a flow"
-	SkipNoEndpoint SkipReason = "no endpoints"
-	SkipEventType  SkipReason = "event type"
-	SkipNoL4       SkipReason = "no l4"
 )
 
 // Normalizer turns Hubble records into Events: it decides client and server, skips replies,
@@ -32,7 +22,38 @@ type Normalizer struct {
 	// identity number reused for other labels (another cluster, a restart) is never wrong.
 	mu    sync.RWMutex
 	cache map[uint32]labelsEntry
+
+	// pods resolves pods that flows name without labels; nil refuses them all (offline).
+	pods PodResolver
+	// umu guards unresolved: per namespace/workload (guessed from pod names), the pods
+	// refused for want of labels and why.
+	umu        sync.Mutex
+	unresolved map[string]*refusal
 }
+
+// refusal is what Unresolved reports for one workload.
+type refusal struct {
+	why  string
+	pods map[string]struct{} // at most maxRefusedPods
+	more bool                // more pods than that were refused
+}
+
+// maxRefusedPods bounds the pod names kept per refused workload.
+const maxRefusedPods = 20
+
+// PodResolver supplies the identity labels of a pod that a flow names only by namespace and
+// pod name: exporter output written with a field mask without labels, or a pod the L7 proxy
+// reported as reserved:world. PodLabels must answer from memory (a table read from the
+// cluster beforehand), never block on the network: normalization runs on the flow path.
+type PodResolver interface {
+	// PodLabels returns the pod's labels with their source prefix ("k8s:app=web"), including
+	// k8s:io.kubernetes.pod.namespace, and its owner ("Deployment/web"); ok is false for a
+	// pod it does not know.
+	PodLabels(namespace, pod string) (labels []string, workload string, ok bool)
+}
+
+// maxUnresolved bounds the refused workloads a Normalizer remembers for reports.
+const maxUnresolved = 100
 
 type labelsEntry struct {
 	raw    []string
@@ -48,7 +69,81 @@ func NewNormalizer(f *LabelFilter) *Normalizer {
 	if f == nil {
 		f, _ = NewLabelFilter(nil, nil) // default patterns are constants and compile
 	}
-	return &Normalizer{labels: f, cache: make(map[uint32]labelsEntry)}
+	return &Normalizer{labels: f, cache: make(map[uint32]labelsEntry), unresolved: make(map[string]*refusal)}
+}
+
+// WithResolver makes n resolve label-less pods through r (nil: refuse them). Call it before
+// the first record is normalized.
+func (n *Normalizer) WithResolver(r PodResolver) *Normalizer {
+	n.pods = r
+	return n
+}
+
+// Unresolved lists, per workload (at most maxUnresolved, sorted), the pods whose flows were
+// skipped with SkipNoIdentity and why: "namespace/workload (pods p1, p2): why". The workload
+// is guessed from the pod names for this report only; it never becomes a selector.
+func (n *Normalizer) Unresolved() []string {
+	n.umu.Lock()
+	defer n.umu.Unlock()
+	out := make([]string, 0, len(n.unresolved))
+	for k, r := range n.unresolved {
+		pods := strings.Join(slices.Sorted(maps.Keys(r.pods)), ", ")
+		if r.more {
+			pods += " and more"
+		}
+		out = append(out, fmt.Sprintf("%s (pods %s): %s", k, pods, r.why))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (n *Normalizer) refuse(ns, pod, why string) {
+	key := ns + "/" + ownerGuess(pod)
+	n.umu.Lock()
+	defer n.umu.Unlock()
+	r := n.unresolved[key]
+	if r == nil {
+		if len(n.unresolved) >= maxUnresolved {
+			return
+		}
+		r = &refusal{why: why, pods: make(map[string]struct{})}
+		n.unresolved[key] = r
+	}
+	if _, ok := r.pods[pod]; ok {
+		return
+	}
+	if len(r.pods) >= maxRefusedPods {
+		r.more = true
+		return
+	}
+	r.pods[pod] = struct{}{}
+}
+
+// ownerGuess strips the suffixes Kubernetes controllers add to pod names: a ReplicaSet's
+// pod-template hash and the random five characters ("web-6d5f8c7b9d-x2x4k" -> "web"), or the
+// five characters alone (DaemonSet, Job: "node-local-dns-r99x7" -> "node-local-dns"). Both are
+// drawn from the alphabet of k8s.io/apimachinery's rand.String, which has no vowels.
+func ownerGuess(pod string) string {
+	parts := strings.Split(pod, "-")
+	isRand := func(s string, min, max int) bool {
+		if len(s) < min || len(s) > max {
+			return false
+		}
+		for _, c := range s {
+			if !strings.ContainsRune("bcdfghjklmnpqrstvwxz2456789", c) {
+				return false
+			}
+		}
+		return true
+	}
+	if len(parts) < 2 || !isRand(parts[len(parts)-1], 5, 5) {
+		return pod
+	}
+	parts = parts[:len(parts)-1]
+	if len(parts) >= 2 && isRand(parts[len(parts)-1], 6, 10) {
+		parts = parts[:len(parts)-1]
+	}
+	return strings.Join(parts, "-")
 }
 
 // Response normalizes one GetFlows response: a flow, or a lost-events notice. Node status
@@ -80,11 +175,16 @@ func (n *Normalizer) Flow(f *flowpb.Flow) (*Event, SkipReason) {
 		DropReason: dropReason(f),
 		Type:       eventTypeOf(f),
 	}
-	if ev.Type == EventUnknown {
-		return nil, SkipEventType
-	}
 	if f.GetSource() == nil && f.GetDestination() == nil {
 		return nil, SkipNoEndpoint
+	}
+	if ev.Type == EventUnknown {
+		if f.GetEventType() == nil && f.GetType() == flowpb.FlowType_UNKNOWN_TYPE {
+			// Nothing says what kind of event this is, and it has neither l4 nor l7 to infer
+			// it from (eventTypeOf would have): a field mask without them.
+			return nil, SkipNoL4
+		}
+		return nil, SkipEventType
 	}
 	ev.ID = flowID(f)
 
@@ -116,8 +216,12 @@ func (n *Normalizer) Flow(f *flowpb.Flow) (*Event, SkipReason) {
 
 	ev.Proto, ev.Port, ev.SrcPort = proto, dport, sport
 	ev.SrcAddr, ev.DstAddr = srcIP, dstIP
-	ev.Src = n.peer(src, srcIP, srcNames)
-	ev.Dst = n.peer(dst, dstIP, dstNames)
+	var srcOK, dstOK bool
+	ev.Src, srcOK = n.peer(src, srcIP, srcNames, true)
+	ev.Dst, dstOK = n.peer(dst, dstIP, dstNames, false) // both ends, so every refused pod is named
+	if !srcOK || !dstOK {
+		return nil, SkipNoIdentity
+	}
 	ev.Point = observationPoint(f)
 	ev.AllowedBy = policyRefs(f.GetEgressAllowedBy(), f.GetIngressAllowedBy())
 	ev.DeniedBy = policyRefs(f.GetEgressDeniedBy(), f.GetIngressDeniedBy())
@@ -186,11 +290,14 @@ func eventTypeOf(f *flowpb.Flow) EventType {
 	if f.GetEventType() != nil {
 		return EventUnknown // debug, capture and other monitor events carry no policy evidence
 	}
-	// Records without event_type (hand-made or old recordings): infer from the flow type.
-	switch f.GetType() {
-	case flowpb.FlowType_L7:
+	// Records without event_type (hand-made or old recordings): infer from the flow type, and
+	// without that either (exporter output written with a field mask that leaves out
+	// event_type and Type) from the fields present: an l7 record is a proxy record, l4 alone
+	// a trace or, dropped, a drop notification.
+	switch {
+	case f.GetType() == flowpb.FlowType_L7, f.GetType() == flowpb.FlowType_UNKNOWN_TYPE && f.GetL7() != nil:
 		return EventL7
-	case flowpb.FlowType_L3_L4:
+	case f.GetType() == flowpb.FlowType_L3_L4, f.GetType() == flowpb.FlowType_UNKNOWN_TYPE && f.GetL4() != nil:
 		if f.GetVerdict() == flowpb.Verdict_DROPPED {
 			return EventDrop
 		}
@@ -340,9 +447,21 @@ func splitURL(u string) (host, path string) {
 // (kube-apiserver traffic often also says host or remote-node).
 var entityPriority = []string{"kube-apiserver", "host", "remote-node", "health", "init", "ingress", "unmanaged", "world", "world-ipv4", "world-ipv6"}
 
-func (n *Normalizer) peer(ep *flowpb.Endpoint, ip string, names []string) Peer {
+// identityHost is Cilium's reserved identity of the local node. When the API server runs on
+// the node, that identity also carries reserved:kube-apiserver: connections a pod opens to it
+// are the API server's, but connections it opens (kubelet probes) are the host's.
+const identityHost = 1
+
+// peer classifies one end of a flow; client says it is the end that opened the connection.
+// It returns false when the end is a pod known only by namespace and pod name that the
+// resolver could not resolve: no selector can be written for it, and guessing one (or a /32
+// for a pod IP) would be wrong.
+func (n *Normalizer) peer(ep *flowpb.Endpoint, ip string, names []string, client bool) (Peer, bool) {
 	if ep == nil {
-		return Peer{Kind: PeerWorld, Entity: "world", IP: ip, Names: cleanNames(names)}
+		return Peer{Kind: PeerWorld, Entity: "world", IP: ip, Names: cleanNames(names)}, true
+	}
+	if client && ep.GetIdentity() == identityHost {
+		return Peer{Kind: PeerEntity, Entity: "host", Identity: identityHost}, true
 	}
 	var reserved []string
 	for _, l := range ep.GetLabels() {
@@ -354,12 +473,20 @@ func (n *Normalizer) peer(ep *flowpb.Endpoint, ip string, names []string) Peer {
 		for _, e := range entityPriority {
 			if slices.Contains(reserved, e) {
 				if strings.HasPrefix(e, "world") {
-					return Peer{Kind: PeerWorld, Entity: "world", IP: ip, Names: cleanNames(names), Identity: ep.GetIdentity()}
+					if ep.GetPodName() != "" && ep.GetNamespace() != "" {
+						// The proxy saw a pod (often one on another node) as world: the pod
+						// name says it is in the cluster, so it is neither world nor a CIDR.
+						return n.resolve(ep, "reported as reserved:world by the proxy")
+					}
+					return Peer{Kind: PeerWorld, Entity: "world", IP: ip, Names: cleanNames(names), Identity: ep.GetIdentity()}, true
 				}
-				return Peer{Kind: PeerEntity, Entity: e, Identity: ep.GetIdentity()}
+				return Peer{Kind: PeerEntity, Entity: e, Identity: ep.GetIdentity()}, true
 			}
 		}
-		return Peer{Kind: PeerEntity, Entity: reserved[0], Identity: ep.GetIdentity()}
+		return Peer{Kind: PeerEntity, Entity: reserved[0], Identity: ep.GetIdentity()}, true
+	}
+	if len(ep.GetLabels()) == 0 && ep.GetPodName() != "" && ep.GetNamespace() != "" {
+		return n.resolve(ep, "flow carries no labels (exporter field mask without labels?)")
 	}
 	labels, ns := n.filterLabels(ep.GetIdentity(), ep.GetLabels())
 	if ep.GetNamespace() != "" {
@@ -367,13 +494,29 @@ func (n *Normalizer) peer(ep *flowpb.Endpoint, ip string, names []string) Peer {
 	}
 	if ns == "" && len(labels) == 0 {
 		// Identity 2 without labels, or an endpoint Hubble could not resolve: outside the cluster.
-		return Peer{Kind: PeerWorld, Entity: "world", IP: ip, Names: cleanNames(names), Identity: ep.GetIdentity()}
+		return Peer{Kind: PeerWorld, Entity: "world", IP: ip, Names: cleanNames(names), Identity: ep.GetIdentity()}, true
 	}
 	p := Peer{Kind: PeerWorkload, Namespace: ns, Labels: labels, Identity: ep.GetIdentity()}
 	if ws := ep.GetWorkloads(); len(ws) > 0 {
 		p.Workload = ws[0].GetKind() + "/" + ws[0].GetName()
 	}
-	return p
+	return p, true
+}
+
+// resolve looks a label-less pod up through the resolver, or records the refusal.
+func (n *Normalizer) resolve(ep *flowpb.Endpoint, why string) (Peer, bool) {
+	ns, pod := ep.GetNamespace(), ep.GetPodName()
+	if n.pods == nil {
+		n.refuse(ns, pod, why+"; not connected to the cluster, so its labels are unknown")
+		return Peer{}, false
+	}
+	raw, workload, ok := n.pods.PodLabels(ns, pod)
+	if !ok {
+		n.refuse(ns, pod, why+"; the cluster has no such pod (any more)")
+		return Peer{}, false
+	}
+	labels, _ := n.labels.Filter(raw)
+	return Peer{Kind: PeerWorkload, Namespace: ns, Labels: labels, Workload: workload}, true
 }
 
 func (n *Normalizer) filterLabels(id uint32, raw []string) (Labels, string) {

@@ -376,11 +376,11 @@ func (s *RelaySource) Recv(ctx context.Context) (*Event, error) {
 		}
 		ev, skip := s.norm.Response(resp)
 		if skip != SkipNone {
-			s.stats.Skipped.Add(1)
+			s.stats.Skip(skip)
 			continue
 		}
 		if s.resume != nil && s.resume.Seen(ev) {
-			s.stats.Skipped.Add(1)
+			s.stats.Skip(SkipResumed)
 			continue
 		}
 		s.cursor.Advance(ev)

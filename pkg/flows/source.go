@@ -2,6 +2,9 @@ package flows
 
 import (
 	"context"
+	"fmt"
+	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -12,13 +15,49 @@ type Source interface {
 	Recv(ctx context.Context) (*Event, error)
 }
 
+// maxMalformedPlaces bounds the malformed-record locations Stats keeps for the summary.
+const maxMalformedPlaces = 3
+
 // Stats counts what a source read. Fields are updated atomically and may be read while the
 // source runs.
 type Stats struct {
 	Events    atomic.Uint64 // events delivered
-	Skipped   atomic.Uint64 // records read but not delivered (replies, non-flows, folded duplicates)
+	Skipped   atomic.Uint64 // records read but not delivered; the sum of the per-reason counts
 	Malformed atomic.Uint64 // records that could not be decoded
 	Lost      atomic.Uint64 // events Hubble reported lost (sum of lost-events notices)
+
+	// byReason counts Skipped per reason, indexed like SkipReasons.
+	byReason [len(skipReasons)]atomic.Uint64
+
+	// mu guards malformedAt, the first malformed records' places ("file:line: error").
+	mu          sync.Mutex
+	malformedAt []string
+}
+
+// Skip counts one record that produced no event, for reason r.
+func (s *Stats) Skip(r SkipReason) {
+	s.Skipped.Add(1)
+	if i := r.index(); i >= 0 {
+		s.byReason[i].Add(1)
+	}
+}
+
+// SkippedBy returns how many records were skipped for reason r.
+func (s *Stats) SkippedBy(r SkipReason) uint64 {
+	if i := r.index(); i >= 0 {
+		return s.byReason[i].Load()
+	}
+	return 0
+}
+
+// malformed counts one record that could not be decoded, keeping the first places.
+func (s *Stats) malformed(place string) {
+	s.Malformed.Add(1)
+	s.mu.Lock()
+	if len(s.malformedAt) < maxMalformedPlaces {
+		s.malformedAt = append(s.malformedAt, place)
+	}
+	s.mu.Unlock()
 }
 
 // Summary is a plain copy of Stats for printing.
@@ -27,9 +66,50 @@ type Summary struct {
 	Skipped   uint64 `json:"skipped"`
 	Malformed uint64 `json:"malformed"`
 	Lost      uint64 `json:"lost"`
+	// SkippedBy holds the non-zero per-reason counts of Skipped.
+	SkippedBy map[SkipReason]uint64 `json:"skipped_by_reason,omitempty"`
+	// MalformedAt names the first malformed records ("file:line: error").
+	MalformedAt []string `json:"malformed_at,omitempty"`
 }
 
 // Snapshot returns the current counts.
 func (s *Stats) Snapshot() Summary {
-	return Summary{Events: s.Events.Load(), Skipped: s.Skipped.Load(), Malformed: s.Malformed.Load(), Lost: s.Lost.Load()}
+	sum := Summary{Events: s.Events.Load(), Skipped: s.Skipped.Load(), Malformed: s.Malformed.Load(), Lost: s.Lost.Load()}
+	for i, r := range skipReasons {
+		if n := s.byReason[i].Load(); n > 0 {
+			if sum.SkippedBy == nil {
+				sum.SkippedBy = make(map[SkipReason]uint64)
+			}
+			sum.SkippedBy[r] = n
+		}
+	}
+	s.mu.Lock()
+	sum.MalformedAt = append([]string(nil), s.malformedAt...)
+	s.mu.Unlock()
+	return sum
+}
+
+// SkipText renders the per-reason skip counts in SkipReasons order ("reply 5, duplicate 7"),
+// or "none".
+func (s Summary) SkipText() string {
+	var parts []string
+	for _, r := range skipReasons {
+		if n := s.SkippedBy[r]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", r, n))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// String is the one-line summary the commands print: counts, skip reasons and the first
+// malformed places.
+func (s Summary) String() string {
+	out := fmt.Sprintf("events %d, skipped %d (%s), malformed %d, lost %d", s.Events, s.Skipped, s.SkipText(), s.Malformed, s.Lost)
+	if len(s.MalformedAt) > 0 {
+		out += "; first malformed: " + strings.Join(s.MalformedAt, "; ")
+	}
+	return out
 }

@@ -39,6 +39,9 @@ func RenderReport(res *Result) []byte {
 	w("%d policies, %d workloads skipped, %d findings flagged for review.\n\n", len(res.Proposals), len(res.Skipped), res.Flagged())
 	if res.Empty != "" {
 		w("**No policy was generated:** %s.\n\n", res.Empty)
+		if in := res.Input; in != nil && in.Skipped+in.Malformed > 0 {
+			w("The flow source skipped %d records (%s) and found %d malformed: see Skipped input records.\n\n", in.Skipped, in.SkipText(), in.Malformed)
+		}
 	}
 	if len(res.Lost) > 0 || res.Overflow > 0 {
 		w("## Incomplete observation\n\n")
@@ -92,7 +95,37 @@ func RenderReport(res *Result) []byte {
 		}
 		w("\n")
 	}
+	renderInput(w, res)
 	return b.Bytes()
+}
+
+// renderInput writes the records the flow source skipped, by reason with what each means,
+// the malformed ones, and the pods no selector was written for.
+func renderInput(w func(string, ...any), res *Result) {
+	in := res.Input
+	if in == nil || in.Skipped+in.Malformed == 0 && len(res.Unresolved) == 0 {
+		return
+	}
+	w("## Skipped input records\n\n%d events read, %d records skipped, %d malformed.\n\n", in.Events, in.Skipped, in.Malformed)
+	if in.Skipped > 0 {
+		w("| reason | records | meaning |\n|---|---:|---|\n")
+		for _, r := range flows.SkipReasons() {
+			if n := in.SkippedBy[r]; n > 0 {
+				w("| %s | %d | %s |\n", r, n, mdEscape(r.Describe()))
+			}
+		}
+		w("\n")
+	}
+	for _, m := range in.MalformedAt {
+		w("- malformed: %s\n", mdEscape(m))
+	}
+	if len(res.Unresolved) > 0 {
+		w("No selector was written for these workloads, whose pods are known only by namespace and pod name (%s):\n\n", flows.SkipNoIdentity)
+		for _, p := range res.Unresolved {
+			w("- %s\n", mdEscape(p))
+		}
+	}
+	w("\n")
 }
 
 func findingText(f Finding) string {

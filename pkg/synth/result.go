@@ -24,6 +24,12 @@ type Result struct {
 	Skipped   []Skip      // sorted by workload
 	// Empty says why no policy was produced; it is "" whenever Proposals is not empty.
 	Empty string
+
+	// Input is what the flow source read and skipped before aggregation, and Unresolved the
+	// pods it refused to write a selector for (flows.Normalizer.Unresolved). The command that
+	// read the source sets them; a store snapshot has neither.
+	Input      *flows.Summary
+	Unresolved []string
 }
 
 // Flagged is the number of review findings over all proposals.
