@@ -51,7 +51,12 @@ type Proposal struct {
 	Peers []PeerSummary
 	// Review lists everything a reviewer must look at before merging, sorted.
 	Review []Finding
-	// Unrestricted names the directions left without rules because no traffic was seen.
+	// Closed names the directions in which no traffic was seen and which the policy puts in
+	// default deny with nothing allowed (Config.QuietDirections deny): "closed for lack of
+	// traffic" in REPORT.md and in pull request bodies.
+	Closed []flows.Direction
+	// Unrestricted names the directions left without rules because no traffic was seen
+	// (Config.QuietDirections open).
 	Unrestricted []flows.Direction
 }
 

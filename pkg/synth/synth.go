@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cilium/cilium/pkg/policy/api"
+
 	"github.com/recommender/recommender/pkg/aggregate"
 	"github.com/recommender/recommender/pkg/flows"
 )
@@ -242,12 +244,32 @@ func (s *synthesizer) workload(wi *workloadInfo) (*Proposal, *Skip) {
 	p.Policy = b.policy(choice, disp)
 	p.Peers = b.summaries()
 	p.Review = b.findings()
-	for _, d := range []flows.Direction{flows.DirectionIngress, flows.DirectionEgress} {
-		if !b.has(d) {
-			p.Unrestricted = append(p.Unrestricted, d)
+	s.quiet(p)
+	return p, nil
+}
+
+// quiet closes or leaves open each direction in which the policy allows nothing. The workload
+// was observed long enough to be proposed, so silence in a direction is evidence too: a
+// CronJob nobody calls, a server that never dials out. Closing it is what least privilege
+// asks, and the audit window catches the traffic the observation missed, like any other rule.
+func (s *synthesizer) quiet(p *Proposal) {
+	spec := p.Policy.Spec
+	if len(spec.Ingress) == 0 {
+		if s.cfg.QuietDirections == QuietDeny {
+			spec.Ingress = []api.IngressRule{{}}
+			p.Closed = append(p.Closed, flows.DirectionIngress)
+		} else {
+			p.Unrestricted = append(p.Unrestricted, flows.DirectionIngress)
 		}
 	}
-	return p, nil
+	if len(spec.Egress) == 0 {
+		if s.cfg.QuietDirections == QuietDeny {
+			spec.Egress = []api.EgressRule{{}}
+			p.Closed = append(p.Closed, flows.DirectionEgress)
+		} else {
+			p.Unrestricted = append(p.Unrestricted, flows.DirectionEgress)
+		}
+	}
 }
 
 func fmtTime(t time.Time) string {
