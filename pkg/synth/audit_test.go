@@ -1,6 +1,9 @@
 package synth
 
 import (
+	"fmt"
+	"time"
+
 	"testing"
 
 	"github.com/recommender/recommender/pkg/aggregate"
@@ -148,4 +151,111 @@ func equalDirs(a, b []flows.Direction) bool {
 		}
 	}
 	return true
+}
+
+// Ensure co-existing versions get selectors that tell them apart (reviews-v1 may not call
+// ratings because v2 may), peers stay selected by the general selector, and a rollout to a
+// new version fails open: its pods are selected by no policy and their peers allow them.
+func TestCoexistingVersions(t *testing.T) {
+	res := synthesize(t, bookinfo(), DefaultConfig())
+	reviewsV4 := wl("bookinfo", "app=reviews", "version=v4")
+	runAuditCases(t, auditSet(t, res), []auditCase{
+		{name: "productpage->reviews-v1", src: wlPeer(productpage), dst: wlPeer(reviewsV1), proto: flows.ProtoTCP, port: 9080, allow: true},
+		{name: "productpage->reviews-v3", src: wlPeer(productpage), dst: wlPeer(reviewsV3), proto: flows.ProtoTCP, port: 9080, allow: true},
+		{name: "reviews-v2->ratings", src: wlPeer(reviewsV2), dst: wlPeer(ratings), proto: flows.ProtoTCP, port: 9080, allow: true},
+		{name: "reviews-v1->ratings", src: wlPeer(reviewsV1), dst: wlPeer(ratings), proto: flows.ProtoTCP, port: 9080},
+		// The rollout: v4 replaces v3 after the proposal.
+		{name: "productpage->reviews-v4", src: wlPeer(productpage), dst: wlPeer(reviewsV4), proto: flows.ProtoTCP, port: 9080, allow: true},
+		{name: "reviews-v4->ratings", src: wlPeer(reviewsV4), dst: wlPeer(ratings), proto: flows.ProtoTCP, port: 9080, allow: true},
+		{name: "reviews-v4->kube-apiserver (unselected: fail open)", src: wlPeer(reviewsV4), dst: entPeer("kube-apiserver"), proto: flows.ProtoTCP, port: 443, allow: true},
+	})
+	for _, p := range res.Proposals {
+		if p.Workload.Labels.String() == reviewsV1.Labels.String() {
+			if got := p.Policy.Spec.EndpointSelector.MatchLabels["k8s:version"]; got != "v1" {
+				t.Errorf("reviews-v1 selector %v: want k8s:version=v1 kept", p.Policy.Spec.EndpointSelector.MatchLabels)
+			}
+		}
+		for _, eg := range p.Policy.Spec.Egress {
+			for _, sel := range eg.ToEndpoints {
+				if _, ok := sel.MatchLabels["k8s:version"]; ok {
+					t.Errorf("%s: peer selector %v keeps the version label", p.Name, sel.MatchLabels)
+				}
+			}
+		}
+	}
+}
+
+// Ensure versions seen one after the other (a rollout that changed the label while
+// observing) share one selector, so the current version stays covered and nothing of the old
+// one is denied to it.
+func TestRolloutVersionsShareSelector(t *testing.T) {
+	b := newSnap().
+		workload(productpage, "Deployment/productpage-v1").
+		workload(reviewsV1, "Deployment/reviews-v1").
+		workload(reviewsV2, "Deployment/reviews-v2").
+		workload(ratings, "Deployment/ratings-v1").
+		conn(productpage, reviewsV1, flows.ProtoTCP, 9080, fwd(10)).
+		conn(productpage, reviewsV2, flows.ProtoTCP, 9080, fwd(10)).
+		conn(reviewsV2, ratings, flows.ProtoTCP, 9080, fwd(10))
+	b.wls[reviewsV1.String()].LastSeen = t0.Add(20 * time.Minute)
+	b.wls[reviewsV2.String()].FirstSeen = t0.Add(30 * time.Minute)
+	res := synthesize(t, b.build(), DefaultConfig())
+	sels := map[string]string{}
+	for _, p := range res.Proposals {
+		sels[p.Name] = fmt.Sprint(p.Policy.Spec.EndpointSelector.MatchLabels)
+	}
+	if sels["bookinfo-reviews-v1"] != sels["bookinfo-reviews-v2"] {
+		t.Errorf("selectors of versions seen one after the other differ: %s vs %s", sels["bookinfo-reviews-v1"], sels["bookinfo-reviews-v2"])
+	}
+	runAuditCases(t, auditSet(t, res), []auditCase{
+		{name: "reviews-v2->ratings", src: wlPeer(reviewsV2), dst: wlPeer(ratings), proto: flows.ProtoTCP, port: 9080, allow: true},
+		{name: "productpage->reviews-v2", src: wlPeer(productpage), dst: wlPeer(reviewsV2), proto: flows.ProtoTCP, port: 9080, allow: true},
+	})
+}
+
+// Ensure a client that was seen resolving over UDP only may fall back to TCP, as its
+// resolver's ingress allows (with and without visible lookups).
+func TestDNSFallbackToTCP(t *testing.T) {
+	lookups := wl("shop", "app=lookups")
+	snap := newSnap().
+		workload(frontend, "Deployment/frontend").
+		workload(lookups, "Deployment/lookups").
+		workload(coredns, "Deployment/coredns").
+		conn(frontend, coredns, flows.ProtoUDP, 53, fwd(5)).
+		conn(lookups, coredns, flows.ProtoUDP, 53, fwd(5), dnsNames("cart.shop.svc.cluster.local")).
+		build()
+	res := synthesize(t, snap, DefaultConfig())
+	var cases []auditCase
+	for _, c := range []aggregate.WorkloadKey{frontend, lookups} {
+		for _, proto := range []flows.Protocol{flows.ProtoUDP, flows.ProtoTCP} {
+			cases = append(cases, auditCase{name: c.Labels.String() + " 53/" + proto.String(), src: wlPeer(c), dst: wlPeer(coredns), proto: proto, port: 53, allow: true})
+		}
+	}
+	cases = append(cases, auditCase{name: "frontend 5353/UDP", src: wlPeer(frontend), dst: wlPeer(coredns), proto: flows.ProtoUDP, port: 5353})
+	runAuditCases(t, auditSet(t, res), cases)
+}
+
+// Ensure rules that name the same peers are merged: a client of three co-existing versions
+// has one rule towards the Service's selector, not three copies.
+func TestIdenticalRulesMerged(t *testing.T) {
+	res := synthesize(t, bookinfo(), DefaultConfig())
+	for _, p := range res.Proposals {
+		for i, a := range p.Policy.Spec.Egress {
+			for _, b := range p.Policy.Spec.Egress[i+1:] {
+				if fmt.Sprint(a.ToEndpoints, a.ToEntities, a.ToFQDNs, a.ToCIDRSet, len(a.ICMPs) > 0) == fmt.Sprint(b.ToEndpoints, b.ToEntities, b.ToFQDNs, b.ToCIDRSet, len(b.ICMPs) > 0) {
+					t.Errorf("%s: two egress rules for the same peers: %v", p.Name, a.ToEndpoints)
+				}
+			}
+		}
+		for i, a := range p.Policy.Spec.Ingress {
+			for _, b := range p.Policy.Spec.Ingress[i+1:] {
+				if fmt.Sprint(a.FromEndpoints, a.FromEntities, a.FromCIDRSet, len(a.ICMPs) > 0) == fmt.Sprint(b.FromEndpoints, b.FromEntities, b.FromCIDRSet, len(b.ICMPs) > 0) {
+					t.Errorf("%s: two ingress rules for the same peers: %v", p.Name, a.FromEndpoints)
+				}
+			}
+		}
+		if p.Name == "bookinfo-productpage-v1" && len(p.Policy.Spec.Egress) != 1 {
+			t.Errorf("%s: %d egress rules, want 1 towards app=reviews", p.Name, len(p.Policy.Spec.Egress))
+		}
+	}
 }

@@ -84,6 +84,9 @@ const (
 	FindingAuditOnly FindingKind = "audit-only"
 	// FindingSelectorOverlap: the workload's labels are a subset of another workload's.
 	FindingSelectorOverlap FindingKind = "selector-overlap"
+	// FindingVersionSelector: the subject selector keeps a version (or chart) label to tell
+	// co-existing workloads apart; a rollout changing it leaves new pods unselected (fail open).
+	FindingVersionSelector FindingKind = "version-selector"
 	// FindingEntity: a broad reserved entity (world, unmanaged, init, ingress) is allowed.
 	FindingEntity FindingKind = "broad-entity"
 	// FindingNoDNS: toFQDNs rules exist but no DNS server was seen, so the names cannot resolve under policy.

@@ -3,6 +3,7 @@ package synth
 import (
 	"cmp"
 	"fmt"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -164,10 +165,11 @@ func (b *builder) edge(e aggregate.Edge) {
 		if e.Direction == flows.DirectionEgress && len(e.DNSNames) > 0 {
 			b.dnsPeers[g.sortKey()] = true
 		}
-		if e.Direction == flows.DirectionIngress && pk == (portKey{proto: flows.ProtoUDP, port: 53}) {
+		if pk == (portKey{proto: flows.ProtoUDP, port: 53}) {
 			// A resolver that answers a peer over UDP must take its TCP lookups too: DNS falls
-			// back to TCP for answers too large for UDP (RFC 7766), and the peer's egress DNS
-			// rule allows both. Without it large answers fail only once enforced.
+			// back to TCP for answers too large for UDP (RFC 7766). Both ends allow both, the
+			// server's ingress and the client's egress (also when no lookup was visible and so
+			// no DNS rule is written); without it large answers fail only once enforced.
 			if tcp := (portKey{proto: flows.ProtoTCP, port: 53}); g.ports[tcp] == nil {
 				g.ports[tcp] = &portEvidence{}
 			}
@@ -506,10 +508,55 @@ func (b *builder) policy(choice selectorChoice, disp string) *v2.CiliumClusterwi
 			rule.Egress = append(rule.Egress, r)
 		}
 	}
+	rule.Ingress = mergeRules(rule.Ingress, func(r *api.IngressRule) (any, *api.PortRules, *api.ICMPRules) {
+		peer := *r
+		peer.ToPorts, peer.ICMPs = nil, nil
+		return peer, &r.ToPorts, &r.ICMPs
+	})
+	rule.Egress = mergeRules(rule.Egress, func(r *api.EgressRule) (any, *api.PortRules, *api.ICMPRules) {
+		peer := *r
+		peer.ToPorts, peer.ICMPs = nil, nil
+		return peer, &r.ToPorts, &r.ICMPs
+	})
 	return &v2.CiliumClusterwideNetworkPolicy{
 		TypeMeta: metav1.TypeMeta{APIVersion: v2.SchemeGroupVersion.String(), Kind: v2.CCNPKindDefinition},
 		Spec:     rule,
 	}
+}
+
+// mergeRules folds rules naming the same peers into the first of them, with the union of
+// their port and ICMP rules (identical ones once). Distinct observed peers can render to one
+// selector: the three versions of a canary are one peer (app=reviews) to their clients, and
+// three copies of one rule say nothing more than one. Port rules and ICMP rules stay in
+// separate rules, as Cilium requires.
+func mergeRules[R any](rules []R, parts func(*R) (peer any, ports *api.PortRules, icmps *api.ICMPRules)) []R {
+	var out []R
+	for _, r := range rules {
+		peer, ports, icmps := parts(&r)
+		merged := false
+		for i := range out {
+			opeer, oports, oicmps := parts(&out[i])
+			if (len(*oicmps) > 0) != (len(*icmps) > 0) || !reflect.DeepEqual(opeer, peer) {
+				continue
+			}
+			for _, pr := range *ports {
+				if !slices.ContainsFunc(*oports, func(x api.PortRule) bool { return reflect.DeepEqual(x, pr) }) {
+					*oports = append(*oports, pr)
+				}
+			}
+			for _, ir := range *icmps {
+				if !slices.ContainsFunc(*oicmps, func(x api.ICMPRule) bool { return reflect.DeepEqual(x, ir) }) {
+					*oicmps = append(*oicmps, ir)
+				}
+			}
+			merged = true
+			break
+		}
+		if !merged {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // summaries describes the grants for the report, in rule order.

@@ -210,6 +210,10 @@ func (s *synthesizer) workload(wi *workloadInfo) (*Proposal, *Skip) {
 	if err != nil {
 		return skip(SkipNoStableLabels, "%v; a namespace-wide selector would also select every future pod in %s", err, wi.key.Namespace)
 	}
+	choice = choice.separate(wi.key, func(o flows.Labels) bool {
+		other := s.infos[aggregate.WorkloadKey{Namespace: wi.key.Namespace, Labels: o}.String()]
+		return other != nil && !other.first.After(wi.last) && !wi.first.After(other.last)
+	})
 	b := newBuilder(s, wi)
 	for _, e := range wi.edges {
 		b.edge(e)
@@ -231,9 +235,15 @@ func (s *synthesizer) workload(wi *workloadInfo) (*Proposal, *Skip) {
 			detail += "; excluded with DoesNotExist on " + strings.Join(choice.absent, ", ")
 		}
 		if choice.shared {
-			detail += "; workloads that differ only in version or chart labels share this selector"
+			detail += "; workloads that differ only in version or chart labels and were not seen at the same time (a rollout) share this selector"
 		}
 		b.flag(Finding{Kind: FindingSelectorOverlap, Detail: detail})
+	}
+	if len(choice.kept) > 0 {
+		b.flag(Finding{Kind: FindingVersionSelector, Detail: fmt.Sprintf(
+			"the selector keeps %s to tell this workload from others that differ only in it and ran at the same time; "+
+				"pods of a rollout that changes it are selected by no policy until the next proposal (fail open: their peers still allow them)",
+			strings.Join(choice.kept, ", "))})
 	}
 	for _, n := range wi.nodes {
 		if l := s.lost[n]; l > 0 {

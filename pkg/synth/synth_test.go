@@ -111,6 +111,8 @@ func TestGoldenSnapshots(t *testing.T) {
 		cfg  Config
 	}{
 		{"shop", shop, DefaultConfig()},
+		{"bookinfo", bookinfo, DefaultConfig()},
+		{"bookinfo-l7", bookinfo, l7},
 		{"shop-l7", shop, l7},
 		{"shop-cidr24", shop, wide},
 		{"shop-too-little-evidence", shop, strict},
