@@ -259,3 +259,70 @@ func TestIdenticalRulesMerged(t *testing.T) {
 		}
 	}
 }
+
+// Ensure an L7 rule is not undone by an L4-only rule for the same peer and port in another
+// proposed policy selecting the same pods (versions seen one after the other share a
+// selector): both carry the HTTP rules, or, when one side's samples were truncated, neither
+// does and both are flagged.
+func TestL7NotUndoneByL4Elsewhere(t *testing.T) {
+	l7 := DefaultConfig()
+	l7.L7HTTP = true
+	build := func(truncated bool) *aggregate.Snapshot {
+		b := newSnap().
+			workload(productpage, "Deployment/productpage-v1").
+			workload(reviewsV1, "Deployment/reviews-v1").
+			workload(reviewsV2, "Deployment/reviews-v2").
+			conn(productpage, reviewsV1, flows.ProtoTCP, 9080, fwd(10), httpReq("GET", "/reviews/1"))
+		v2 := []edgeOpt{fwd(10)}
+		if truncated {
+			v2 = append(v2, httpReq("GET", "/reviews/2"), func(e *aggregate.Edge) { e.Truncated = true })
+		}
+		b.conn(productpage, reviewsV2, flows.ProtoTCP, 9080, v2...)
+		b.wls[reviewsV1.String()].LastSeen = t0.Add(20 * time.Minute)
+		b.wls[reviewsV2.String()].FirstSeen = t0.Add(30 * time.Minute)
+		return b.build()
+	}
+	pp := wlPeer(productpage)
+	t.Run("union", func(t *testing.T) {
+		res := synthesize(t, build(false), l7)
+		for _, p := range res.Proposals {
+			if p.Name == "bookinfo-productpage-v1" {
+				continue
+			}
+			if r := p.Policy.Spec.Ingress[0].ToPorts[0].Rules; r == nil || len(r.HTTP) != 1 {
+				t.Errorf("%s: HTTP rules %v, want 1", p.Name, r)
+			}
+		}
+		runAuditCases(t, auditSet(t, res), []auditCase{
+			{name: "GET /reviews/9 to v2", src: pp, dst: wlPeer(reviewsV2), proto: flows.ProtoTCP, port: 9080, method: "GET", path: "/reviews/9", allow: true},
+			{name: "GET /admin to v2", src: pp, dst: wlPeer(reviewsV2), proto: flows.ProtoTCP, port: 9080, method: "GET", path: "/admin"},
+			{name: "DELETE /reviews/1 to v1", src: pp, dst: wlPeer(reviewsV1), proto: flows.ProtoTCP, port: 9080, method: "DELETE", path: "/reviews/1"},
+		})
+	})
+	t.Run("truncated", func(t *testing.T) {
+		res := synthesize(t, build(true), l7)
+		for _, p := range res.Proposals {
+			if p.Name == "bookinfo-productpage-v1" {
+				continue
+			}
+			if r := p.Policy.Spec.Ingress[0].ToPorts[0].Rules; r != nil {
+				t.Errorf("%s: HTTP rules %v, want L4 only", p.Name, r)
+			}
+		}
+		if n := countFindings(res, FindingHTTPUndone); n != 1 {
+			t.Errorf("%d %s findings, want 1 (reviews-v1; v2 is flagged as truncated)", n, FindingHTTPUndone)
+		}
+	})
+}
+
+func countFindings(res *Result, kind FindingKind) int {
+	n := 0
+	for _, p := range res.Proposals {
+		for _, f := range p.Review {
+			if f.Kind == kind {
+				n++
+			}
+		}
+	}
+	return n
+}

@@ -95,6 +95,12 @@ const (
 	FindingUnexpressible FindingKind = "unexpressible"
 	// FindingHTTPWide: many distinct HTTP paths on one port.
 	FindingHTTPWide FindingKind = "http-many-paths"
+	// FindingHTTPQuery: the HTTP rules allow any query string on the allowed paths, because
+	// the observations hold none (Envoy matches the path rule against path and query).
+	FindingHTTPQuery FindingKind = "http-query-any"
+	// FindingHTTPUndone: another policy selecting the same pods allows the peer and port at L4
+	// only, so HTTP rules were not written here either.
+	FindingHTTPUndone FindingKind = "http-l4-elsewhere"
 	// FindingTruncated: the aggregator's bound on DNS names or HTTP samples was reached on an edge.
 	FindingTruncated FindingKind = "truncated-l7"
 	// FindingLostEvents: a node the workload ran on lost Hubble events in the window.

@@ -62,6 +62,9 @@ type portEvidence struct {
 	// httpTruncated: the aggregator stopped keeping new HTTP samples for an edge of this
 	// port, so rules written from them could deny paths that were seen.
 	httpTruncated bool
+	// l4Only: another policy selecting the same pods allows this peer and port without HTTP
+	// rules that could be written (reconcileL7), so none are written here either.
+	l4Only bool
 }
 
 // grant is everything allowed between the workload and one peer in one direction.
@@ -426,6 +429,9 @@ func (b *builder) l4(g *grant) (api.PortRules, api.ICMPRules) {
 				b.flag(Finding{Kind: FindingHTTPWide, Direction: g.dir, Peer: g.display, Ports: pk.String(), Detail: fmt.Sprintf(
 					"%d distinct method/path rules after generalizing numeric and UUID segments", len(hr))})
 			}
+			if slices.ContainsFunc(hr, func(r api.PortRuleHTTP) bool { return strings.HasSuffix(r.Path, querySuffix) }) {
+				b.flag(Finding{Kind: FindingHTTPQuery, Direction: g.dir, Peer: g.display, Ports: pk.String(), Detail: "query strings are not recorded, so the path rules allow any query string (Envoy matches path and query together)"})
+			}
 			httpRules = append(httpRules, api.PortRule{
 				Ports: []api.PortProtocol{{Port: strconv.Itoa(int(pk.port)), Protocol: api.ProtoTCP}},
 				Rules: &api.L7Rules{HTTP: hr},
@@ -454,7 +460,7 @@ func (b *builder) l4(g *grant) (api.PortRules, api.ICMPRules) {
 func (b *builder) httpPort(g *grant, pk portKey) bool {
 	ev := g.ports[pk]
 	return b.s.cfg.L7HTTP && g.dir == flows.DirectionIngress && pk.proto == flows.ProtoTCP && pk.end == 0 &&
-		!ev.httpTruncated && len(httpRulesFor(ev.http)) > 0
+		!ev.httpTruncated && !ev.l4Only && len(httpRulesFor(ev.http)) > 0
 }
 
 // policy renders the grants as one CCNP (without name and provenance, added by finish).

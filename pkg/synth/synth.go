@@ -63,14 +63,21 @@ func Synthesize(snap *aggregate.Snapshot, cfg Config) (*Result, error) {
 	for _, k := range keys {
 		owners[k] = infos[k].owners
 	}
-	var built []*Proposal
+	var drafts []*draft
 	for _, k := range keys {
-		p, skip := s.workload(infos[k])
+		d, skip := s.workload(infos[k])
 		if skip != nil {
 			res.Skipped = append(res.Skipped, *skip)
 			continue
 		}
-		built = append(built, p)
+		drafts = append(drafts, d)
+	}
+	if cfg.L7HTTP {
+		s.reconcileL7(drafts)
+	}
+	built := make([]*Proposal, 0, len(drafts))
+	for _, d := range drafts {
+		built = append(built, d.render(s))
 	}
 	assignNames(built, owners)
 	for _, p := range built {
@@ -193,10 +200,27 @@ func (s *synthesizer) display(k aggregate.WorkloadKey) string {
 	return k.Namespace + "/" + k.Labels.Short()
 }
 
-// workload builds the proposal of one workload, or says why it gets none.
-func (s *synthesizer) workload(wi *workloadInfo) (*Proposal, *Skip) {
+// draft is a proposal whose grants are known and whose policy is not rendered yet: rules of
+// one policy may still change because of another (reconcileL7).
+type draft struct {
+	p      *Proposal
+	b      *builder
+	choice selectorChoice
+}
+
+// render writes the draft's policy, peers and findings.
+func (d *draft) render(s *synthesizer) *Proposal {
+	d.p.Policy = d.b.policy(d.choice, d.p.Display)
+	d.p.Peers = d.b.summaries()
+	d.p.Review = d.b.findings()
+	s.quiet(d.p)
+	return d.p
+}
+
+// workload builds the draft proposal of one workload, or says why it gets none.
+func (s *synthesizer) workload(wi *workloadInfo) (*draft, *Skip) {
 	disp := s.display(wi.key)
-	skip := func(r SkipReason, format string, args ...any) (*Proposal, *Skip) {
+	skip := func(r SkipReason, format string, args ...any) (*draft, *Skip) {
 		return nil, &Skip{Workload: wi.key, Display: disp, Reason: r, Detail: fmt.Sprintf(format, args...)}
 	}
 	if wi.flows < s.cfg.MinFlows {
@@ -251,11 +275,7 @@ func (s *synthesizer) workload(wi *workloadInfo) (*Proposal, *Skip) {
 				"node %s lost %d Hubble events in the window: traffic of this workload may be missing", n, l)})
 		}
 	}
-	p.Policy = b.policy(choice, disp)
-	p.Peers = b.summaries()
-	p.Review = b.findings()
-	s.quiet(p)
-	return p, nil
+	return &draft{p: p, b: b, choice: choice}, nil
 }
 
 // quiet closes or leaves open each direction in which the policy allows nothing. The workload
