@@ -466,10 +466,10 @@ func TestHTTPRulesMatchWhatEnvoySees(t *testing.T) {
 			wantRules: 2,
 		},
 		{
-			name:  "uuids and digests keep their shape",
-			seen:  []aggregate.HTTPSample{{Method: "PUT", Path: "/cart/" + id + "/items"}, {Method: "GET", Path: "/blobs/" + sha}},
-			match: []string{"PUT /cart/00000000-1111-4222-8333-444444444444/items", "PUT /cart/" + id + "/items?x=1", "GET /blobs/" + strings.Repeat("a1", 32)},
-			never: []string{"PUT /cart/" + id, "PUT /cart/../admin/items", "PUT /cart/42/items", "GET /blobs/" + sha[:40], "GET /blobs/" + sha + "/raw", "GET /blobs/decade"},
+			name:      "uuids and digests keep their shape",
+			seen:      []aggregate.HTTPSample{{Method: "PUT", Path: "/cart/" + id + "/items"}, {Method: "GET", Path: "/blobs/" + sha}},
+			match:     []string{"PUT /cart/00000000-1111-4222-8333-444444444444/items", "PUT /cart/" + id + "/items?x=1", "GET /blobs/" + strings.Repeat("a1", 32)},
+			never:     []string{"PUT /cart/" + id, "PUT /cart/../admin/items", "PUT /cart/42/items", "GET /blobs/" + sha[:40], "GET /blobs/" + sha + "/raw", "GET /blobs/decade"},
 			wantRules: 2,
 		},
 		{
