@@ -358,15 +358,6 @@ func (b *builder) noAllowDetail() string {
 		b.dropped.policy, b.dropped.other)
 }
 
-func (b *builder) has(d flows.Direction) bool {
-	for _, g := range b.grants {
-		if g.dir == d {
-			return true
-		}
-	}
-	return false
-}
-
 func (b *builder) sortedGrants() []*grant {
 	gs := make([]*grant, 0, len(b.grants))
 	for _, g := range b.grants {
