@@ -2,6 +2,7 @@ package synth
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"slices"
@@ -505,16 +506,16 @@ func (b *builder) policy(choice selectorChoice, disp string) *v2.CiliumClusterwi
 			rule.Egress = append(rule.Egress, r)
 		}
 	}
-	rule.Ingress = mergeRules(rule.Ingress, func(r *api.IngressRule) (any, *api.PortRules, *api.ICMPRules) {
+	rule.Ingress = mergeRules(rule.Ingress, func(r *api.IngressRule) any {
 		peer := *r
 		peer.ToPorts, peer.ICMPs = nil, nil
-		return peer, &r.ToPorts, &r.ICMPs
-	})
-	rule.Egress = mergeRules(rule.Egress, func(r *api.EgressRule) (any, *api.PortRules, *api.ICMPRules) {
+		return peer
+	}, func(r *api.IngressRule) (*api.PortRules, *api.ICMPRules) { return &r.ToPorts, &r.ICMPs })
+	rule.Egress = mergeRules(rule.Egress, func(r *api.EgressRule) any {
 		peer := *r
 		peer.ToPorts, peer.ICMPs = nil, nil
-		return peer, &r.ToPorts, &r.ICMPs
-	})
+		return peer
+	}, func(r *api.EgressRule) (*api.PortRules, *api.ICMPRules) { return &r.ToPorts, &r.ICMPs })
 	return &v2.CiliumClusterwideNetworkPolicy{
 		TypeMeta: metav1.TypeMeta{APIVersion: v2.SchemeGroupVersion.String(), Kind: v2.CCNPKindDefinition},
 		Spec:     rule,
@@ -525,32 +526,35 @@ func (b *builder) policy(choice selectorChoice, disp string) *v2.CiliumClusterwi
 // their port and ICMP rules (identical ones once). Distinct observed peers can render to one
 // selector: the three versions of a canary are one peer (app=reviews) to their clients, and
 // three copies of one rule say nothing more than one. Port rules and ICMP rules stay in
-// separate rules, as Cilium requires.
-func mergeRules[R any](rules []R, parts func(*R) (peer any, ports *api.PortRules, icmps *api.ICMPRules)) []R {
+// separate rules, as Cilium requires. Rules are matched by the JSON of their peer part, so a
+// server with thousands of clients costs one encoding per rule, not a comparison per pair.
+func mergeRules[R any](rules []R, peerOf func(*R) any, lists func(*R) (*api.PortRules, *api.ICMPRules)) []R {
 	var out []R
+	index := map[string]int{} // peer JSON and rule kind -> position in out
 	for _, r := range rules {
-		peer, ports, icmps := parts(&r)
-		merged := false
-		for i := range out {
-			opeer, oports, oicmps := parts(&out[i])
-			if (len(*oicmps) > 0) != (len(*icmps) > 0) || !reflect.DeepEqual(opeer, peer) {
-				continue
-			}
-			for _, pr := range *ports {
-				if !slices.ContainsFunc(*oports, func(x api.PortRule) bool { return reflect.DeepEqual(x, pr) }) {
-					*oports = append(*oports, pr)
-				}
-			}
-			for _, ir := range *icmps {
-				if !slices.ContainsFunc(*oicmps, func(x api.ICMPRule) bool { return reflect.DeepEqual(x, ir) }) {
-					*oicmps = append(*oicmps, ir)
-				}
-			}
-			merged = true
-			break
+		ports, icmps := lists(&r)
+		peer, err := json.Marshal(peerOf(&r))
+		if err != nil {
+			out = append(out, r) // a policy API rule always encodes; never merge what cannot be compared
+			continue
 		}
-		if !merged {
+		key := fmt.Sprintf("%t\x00%s", len(*icmps) > 0, peer)
+		i, ok := index[key]
+		if !ok {
+			index[key] = len(out)
 			out = append(out, r)
+			continue
+		}
+		oports, oicmps := lists(&out[i])
+		for _, pr := range *ports {
+			if !slices.ContainsFunc(*oports, func(x api.PortRule) bool { return reflect.DeepEqual(x, pr) }) {
+				*oports = append(*oports, pr)
+			}
+		}
+		for _, ir := range *icmps {
+			if !slices.ContainsFunc(*oicmps, func(x api.ICMPRule) bool { return reflect.DeepEqual(x, ir) }) {
+				*oicmps = append(*oicmps, ir)
+			}
 		}
 	}
 	return out
