@@ -326,3 +326,23 @@ func countFindings(res *Result, kind FindingKind) int {
 	}
 	return n
 }
+
+// Ensure HTTP rules are not undone inside one policy either: two clients that render to one
+// selector (co-existing versions), one seen with HTTP and one without, share the HTTP rules.
+func TestL7NotUndoneWithinPolicy(t *testing.T) {
+	l7 := DefaultConfig()
+	l7.L7HTTP = true
+	snap := newSnap().
+		workload(reviewsV2, "Deployment/reviews-v2").
+		workload(reviewsV3, "Deployment/reviews-v3").
+		workload(ratings, "Deployment/ratings-v1").
+		conn(reviewsV2, ratings, flows.ProtoTCP, 9080, fwd(10), httpReq("GET", "/ratings/1")).
+		conn(reviewsV3, ratings, flows.ProtoTCP, 9080, fwd(10)).
+		build()
+	res := synthesize(t, snap, l7)
+	runAuditCases(t, auditSet(t, res), []auditCase{
+		{name: "v3 GET /ratings/7", src: wlPeer(reviewsV3), dst: wlPeer(ratings), proto: flows.ProtoTCP, port: 9080, method: "GET", path: "/ratings/7", allow: true},
+		{name: "v3 DELETE /ratings/7", src: wlPeer(reviewsV3), dst: wlPeer(ratings), proto: flows.ProtoTCP, port: 9080, method: "DELETE", path: "/ratings/7"},
+		{name: "v2 GET /admin", src: wlPeer(reviewsV2), dst: wlPeer(ratings), proto: flows.ProtoTCP, port: 9080, method: "GET", path: "/admin"},
+	})
+}

@@ -129,11 +129,12 @@ func httpRulesFor(samples []aggregate.HTTPSample) api.PortRulesHTTP {
 	return slices.CompactFunc(out, func(a, b api.PortRuleHTTP) bool { return a.Path == b.Path && a.Method == b.Method })
 }
 
-// reconcileL7 keeps HTTP rules from being undone across policies. Cilium unites the rules of
-// every policy that selects an endpoint, and a port allowed from a peer without L7 rules lets
-// every request through, whatever another policy's HTTP rules on that port say. So where drafts
-// select a common observed workload (versions seen one after the other share a selector) and
-// allow the same peer selector on the same port, some with HTTP rules and some without, all get
+// reconcileL7 keeps HTTP rules from being undone within and across policies. Cilium unites the
+// rules of every policy that selects an endpoint, and a port allowed from a peer without L7
+// rules lets every request through, whatever other HTTP rules on that port say. So where drafts
+// select a common observed workload (versions seen one after the other share a selector), or
+// one draft has grants whose peers render to one selector, and they allow the same peer
+// selector on the same port, some with HTTP rules and some without, all get
 // the union of their HTTP samples. When one has no rules because its samples were truncated,
 // all stay at L4 and are flagged: rules that cannot hold would read as protection.
 func (s *synthesizer) reconcileL7(drafts []*draft) {
@@ -149,7 +150,9 @@ func (s *synthesizer) reconcileL7(drafts []*draft) {
 				sel = append(sel, d)
 			}
 		}
-		if len(sel) > 1 {
+		// A single draft too: two observed peers can render to one selector (canary versions
+		// calling one server), and one of them may have been seen with HTTP and one without.
+		if len(sel) > 0 {
 			reconcileGroup(sel)
 		}
 	}

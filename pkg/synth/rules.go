@@ -419,7 +419,7 @@ func (b *builder) l4(g *grant) (api.PortRules, api.ICMPRules) {
 			hr := httpRulesFor(ev.http)
 			if len(hr) > maxHTTPRules {
 				b.flag(Finding{Kind: FindingHTTPWide, Direction: g.dir, Peer: g.display, Ports: pk.String(), Detail: fmt.Sprintf(
-					"%d distinct method/path rules after generalizing numeric and UUID segments", len(hr))})
+					"%d distinct method/path rules after generalizing numeric, UUID and digest segments", len(hr))})
 			}
 			if slices.ContainsFunc(hr, func(r api.PortRuleHTTP) bool { return strings.HasSuffix(r.Path, querySuffix) }) {
 				b.flag(Finding{Kind: FindingHTTPQuery, Direction: g.dir, Peer: g.display, Ports: pk.String(), Detail: "query strings are not recorded, so the path rules allow any query string (Envoy matches path and query together)"})
