@@ -346,3 +346,25 @@ func TestL7NotUndoneWithinPolicy(t *testing.T) {
 		{name: "v2 GET /admin", src: wlPeer(reviewsV2), dst: wlPeer(ratings), proto: flows.ProtoTCP, port: 9080, method: "GET", path: "/admin"},
 	})
 }
+
+// Ensure an edge seen only through the proxy (forwarded HTTP requests, no L3/L4 record, as in
+// captures of sidecar-injected pods) is allowed, so closing quiet directions does not deny it.
+func TestProxyOnlyEvidenceAllows(t *testing.T) {
+	proxyOnly := func(e *aggregate.Edge) { e.Counts.L7 = 1 }
+	snap := newSnap().
+		workload(productpage, "Deployment/productpage-v1").
+		workload(reviewsV2, "Deployment/reviews-v2").
+		workload(ratings, "Deployment/ratings-v1").
+		conn(productpage, reviewsV2, flows.ProtoTCP, 9080, fwd(10)).
+		conn(reviewsV2, ratings, flows.ProtoTCP, 9080, proxyOnly, httpReq("GET", "/ratings/0")).
+		conn(productpage, ratings, flows.ProtoTCP, 9080, fwd(3)).
+		build()
+	res := synthesize(t, snap, DefaultConfig())
+	if len(res.Proposals) != 3 {
+		t.Fatalf("%d proposals, want 3 (skipped: %v)", len(res.Proposals), res.Skipped)
+	}
+	runAuditCases(t, auditSet(t, res), []auditCase{
+		{name: "reviews-v2->ratings", src: wlPeer(reviewsV2), dst: wlPeer(ratings), proto: flows.ProtoTCP, port: 9080, allow: true},
+		{name: "reviews-v2->ratings 22", src: wlPeer(reviewsV2), dst: wlPeer(ratings), proto: flows.ProtoTCP, port: 22},
+	})
+}

@@ -11,7 +11,8 @@
 //
 // # Evidence
 //
-// Only observations that show the traffic flowing become allow rules: FORWARDED, and AUDIT
+// Only observations that show the traffic flowing become allow rules: FORWARDED (L3/L4, or
+// when no L3/L4 record of the edge exists, requests the proxy forwarded), and AUDIT
 // (an existing policy in audit mode would deny it, but the traffic ran and is part of how
 // the workload works). An edge with flows dropped by an enforced policy is never allowed
 // automatically, even when some of its flows were forwarded (the counts carry no order, and

@@ -115,6 +115,13 @@ func (b *builder) edge(e aggregate.Edge) {
 	}
 	peerDisp := b.peerDisplay(e.Peer)
 	allow := c.Forwarded + c.Audit
+	if allow == 0 {
+		// Only the proxy reported the traffic (its L3/L4 records were not captured, or named
+		// the peer by address): a forwarded request is traffic that ran. Without this, the
+		// edge of a client seen only through its sidecar or Cilium's proxy would be denied,
+		// and with quiet directions closed its whole egress with it.
+		allow = c.L7
+	}
 	if c.PolicyDrops > 0 {
 		// An enforced policy denies this edge (at least since some point in the window: the
 		// counts carry no order). Allowing it would widen what the cluster enforces now, so
