@@ -418,3 +418,28 @@ func TestRealCapturesSelfConsistent(t *testing.T) {
 		t.Errorf("%d flows evaluated against %d policies, want some of both", evaluated, len(res.Proposals))
 	}
 }
+
+// Ensure the semantic diff (recommender diff, pull request bodies) says a quiet direction is
+// closed, never "any peer on any port", and reports the change from open to closed.
+func TestDiffClosedDirection(t *testing.T) {
+	open := DefaultConfig()
+	open.QuietDirections = QuietOpen
+	old := policies(synthesize(t, shop(), open))
+	cur := policies(synthesize(t, shop(), DefaultConfig()))
+	var got []string
+	for _, d := range Diff(old, cur) {
+		if len(d.Removed) > 0 {
+			t.Errorf("%s: removed %v, want nothing removed by closing", d.Name, d.Removed)
+		}
+		for _, c := range d.Added {
+			got = append(got, d.Name+": "+c.String())
+		}
+	}
+	want := []string{
+		"kube-system-coredns: egress closed (default deny, nothing allowed)",
+		"shop-redis: egress closed (default deny, nothing allowed)",
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Diff(open, deny) added %q, want %q", got, want)
+	}
+}
