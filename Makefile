@@ -23,6 +23,10 @@ test: ## Run every test (installs and caches etcd, kube-apiserver, hubble CLI)
 bench: ## Run the benchmarks and print one benchstat-friendly table
 	bash scripts/bench.sh
 
+.PHONY: eval
+eval: ## Learn policies from a generated week, score them on later days and attacks (README table)
+	go run ./hack/eval
+
 .PHONY: demo
 demo: build ## Recommend policies from the bundled recorded flows into out/
 	$(BIN) recommend --flows testdata/flows/starwars.jsonl --flows testdata/flows/boutique.jsonl --out out

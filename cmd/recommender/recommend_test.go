@@ -51,6 +51,7 @@ func TestRecommendFlags(t *testing.T) {
 		{[]string{"recommend", "--db", "x.db", "--flows", "x.jsonl", "--out", "o"}, "exclude each other"},
 		{[]string{"recommend", "--flows", "x.jsonl", "--out", "o", "--l7", "kafka"}, "only http"},
 		{[]string{"recommend", "--flows", "x.jsonl", "--out", "o", "--cidr-prefix", "4"}, "--cidr-prefix-v4 4"},
+		{[]string{"recommend", "--flows", "x.jsonl", "--out", "o", "--quiet-directions", "closed"}, `--quiet-directions "closed": want deny or open`},
 		{[]string{"recommend", "stray", "--out", "o"}, "unexpected arguments"},
 		{[]string{"diff", "--old", "a"}, "--old and --new are required"},
 	} {

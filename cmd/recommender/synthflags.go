@@ -19,6 +19,7 @@ type synthOptions struct {
 	cidrV4     int
 	cidrV6     int
 	cluster    string
+	quiet      string
 }
 
 func (o *synthOptions) addFlags(f *pflag.FlagSet) {
@@ -30,6 +31,7 @@ func (o *synthOptions) addFlags(f *pflag.FlagSet) {
 	f.IntVar(&o.cidrV4, "cidr-prefix-v4", d.CIDRPrefixV4, "prefix length unnamed external IPv4 addresses are summarized to")
 	f.IntVar(&o.cidrV6, "cidr-prefix-v6", d.CIDRPrefixV6, "prefix length unnamed external IPv6 addresses are summarized to")
 	f.StringVar(&o.cluster, "cluster-name", d.ClusterName, "Cilium cluster name (cluster.name), used to validate and evaluate policies")
+	f.StringVar(&o.quiet, "quiet-directions", string(d.QuietDirections), `a direction in which a proposed workload was never seen talking: "deny" (default deny, nothing allowed) or "open" (no rules, unrestricted)`)
 }
 
 // config validates the flags and returns the synthesis config; changed reports whether a
@@ -45,6 +47,7 @@ func (o *synthOptions) config(changed func(string) bool) (synth.Config, error) {
 	cfg.MinFlows, cfg.MinObserve = o.minFlows, o.minObserve
 	cfg.CIDRPrefixV4, cfg.CIDRPrefixV6 = o.cidrV4, o.cidrV6
 	cfg.ClusterName = o.cluster
+	cfg.QuietDirections = synth.QuietMode(o.quiet)
 	if changed("cidr-prefix") {
 		if changed("cidr-prefix-v4") {
 			return cfg, errors.New("--cidr-prefix and --cidr-prefix-v4 exclude each other")

@@ -12,7 +12,10 @@
 //
 // Scenarios: Cilium's Star Wars demo (Starwars), Google's Online Boutique (Boutique, with
 // BoutiqueDay2 and BoutiqueNewConn for the audit lifecycle), and a synthetic cluster with size
-// knobs (Cluster) that streams records to a callback so benchmarks need no files.
+// knobs (Cluster) that streams records to a callback so benchmarks need no files, and a week
+// of bookinfo and a shop API with attacks on its last day (Week, WeekAttacks) for measuring
+// the accuracy of learned policies (issue 14, `make eval`); the week is generated in memory,
+// not committed.
 //
 // # Invariants
 //

@@ -22,7 +22,24 @@ type Config struct {
 	CIDRPrefixV6 int
 	// ClusterName is passed to Cilium's CCNP parser during validation.
 	ClusterName string
+	// QuietDirections decides what a proposed policy says about a direction in which the
+	// workload was never seen talking (--quiet-directions): QuietDeny closes it (default deny,
+	// nothing allowed), QuietOpen leaves it without rules and so unrestricted.
+	QuietDirections QuietMode
 }
+
+// QuietMode is what a policy does with a direction that had no observed traffic.
+type QuietMode string
+
+const (
+	// QuietDeny writes an empty rule (ingress: [{}] or egress: [{}]) for the direction: Cilium
+	// puts the endpoint in default deny there and allows nothing. A CronJob nobody calls
+	// then cannot be reached, and a server that never dials out cannot reach the API server
+	// or the internet once compromised (issue 14).
+	QuietDeny QuietMode = "deny"
+	// QuietOpen writes nothing for the direction, which leaves it unrestricted.
+	QuietOpen QuietMode = "open"
+)
 
 // DefaultConfig returns the defaults of the recommend command.
 func DefaultConfig() Config {
@@ -31,6 +48,8 @@ func DefaultConfig() Config {
 		CIDRPrefixV4: 32,
 		CIDRPrefixV6: 128,
 		ClusterName:  "default",
+
+		QuietDirections: QuietDeny,
 	}
 }
 
@@ -47,6 +66,9 @@ func (c Config) Validate() error {
 	}
 	if c.CIDRPrefixV6 < 32 || c.CIDRPrefixV6 > 128 {
 		errs = append(errs, fmt.Errorf("--cidr-prefix-v6 %d: want 32..128", c.CIDRPrefixV6))
+	}
+	if c.QuietDirections != QuietDeny && c.QuietDirections != QuietOpen {
+		errs = append(errs, fmt.Errorf("--quiet-directions %q: want %s or %s", c.QuietDirections, QuietDeny, QuietOpen))
 	}
 	if c.ClusterName == "" {
 		errs = append(errs, errors.New("cluster name must not be empty"))

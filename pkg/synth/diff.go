@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -24,7 +25,7 @@ const (
 // rule, when the port has L7 rules) in one direction. Two policies are equal when their
 // atoms are, whatever the order or grouping of their rules.
 type Change struct {
-	Direction string // "selects", "ingress", "egress", "ingress-deny", "egress-deny"
+	Direction string // "selects", "ingress", "egress", "ingress-deny", "egress-deny", "ingress-closed", "egress-closed"
 	Peer      string // the workload selector for "selects"; the peer otherwise
 	Port      string // "443/TCP", "1024-2048/TCP", "icmp IPv4 8", "any"
 	L7        string // "http GET /api/[0-9]+", "dns name api.example.com"; empty for L4
@@ -34,6 +35,9 @@ func (c Change) String() string {
 	switch c.Direction {
 	case "selects":
 		return "selects " + c.Peer
+	case closedIngress, closedEgress:
+		// An empty rule allows nothing: it only puts the direction in default deny.
+		return strings.TrimSuffix(c.Direction, "-closed") + " closed (default deny, nothing allowed)"
 	case "ingress", "ingress-deny":
 		s := c.Direction + " from " + c.Peer + " " + c.Port
 		if c.L7 != "" {
@@ -51,6 +55,13 @@ func (c Change) String() string {
 func compareChange(a, b Change) int {
 	return cmp.Or(cmp.Compare(a.Direction, b.Direction), cmp.Compare(a.Peer, b.Peer), cmp.Compare(a.Port, b.Port), cmp.Compare(a.L7, b.L7))
 }
+
+// Directions of the atom of an empty rule (ingress: [{}] / egress: [{}]): the direction is
+// closed, default deny with nothing allowed, not open to "any peer on any port".
+const (
+	closedIngress = "ingress-closed"
+	closedEgress  = "egress-closed"
+)
 
 // PolicyDiff is the semantic difference of one policy between two sets.
 type PolicyDiff struct {
@@ -122,6 +133,10 @@ func Atoms(p *v2.CiliumClusterwideNetworkPolicy) []Change {
 	for _, r := range rules {
 		out = append(out, Change{Direction: "selects", Peer: selectorString(&r.EndpointSelector)})
 		for _, in := range r.Ingress {
+			if reflect.DeepEqual(in, api.IngressRule{}) {
+				out = append(out, Change{Direction: closedIngress})
+				continue
+			}
 			c := in.IngressCommonRule
 			out = appendAtoms(out, "ingress", ingressPeers(&c), portAtoms(in.ToPorts, in.ICMPs))
 		}
@@ -130,6 +145,10 @@ func Atoms(p *v2.CiliumClusterwideNetworkPolicy) []Change {
 			out = appendAtoms(out, "ingress-deny", ingressPeers(&c), denyPortAtoms(in.ToPorts, in.ICMPs))
 		}
 		for _, eg := range r.Egress {
+			if reflect.DeepEqual(eg, api.EgressRule{}) {
+				out = append(out, Change{Direction: closedEgress})
+				continue
+			}
 			c := eg.EgressCommonRule
 			out = appendAtoms(out, "egress", egressPeers(&c, eg.ToFQDNs), portAtoms(eg.ToPorts, eg.ICMPs))
 		}

@@ -11,7 +11,8 @@
 //
 // # Evidence
 //
-// Only observations that show the traffic flowing become allow rules: FORWARDED, and AUDIT
+// Only observations that show the traffic flowing become allow rules: FORWARDED (L3/L4, or
+// when no L3/L4 record of the edge exists, requests the proxy forwarded), and AUDIT
 // (an existing policy in audit mode would deny it, but the traffic ran and is part of how
 // the workload works). An edge with flows dropped by an enforced policy is never allowed
 // automatically, even when some of its flows were forwarded (the counts carry no order, and
@@ -19,27 +20,59 @@
 // silently widen what the cluster enforces now. Such edges are listed in the report for
 // review instead. Other drops and other verdicts allow nothing either.
 //
-// A direction in which a workload was never seen talking gets no rules, so the policy does
-// not put it in default-deny for that direction; the report says so.
+// A direction in which a proposed workload was never seen talking is closed: the policy holds
+// one empty rule there (ingress: [{}] or egress: [{}]), which puts the endpoint in default deny
+// for that direction and allows nothing (Config.QuietDirections deny, the default). The
+// workload was observed long enough to be proposed, so the silence is evidence, and the audit
+// window catches what the observation missed like any other rule. Proposal.Closed and the
+// report list these directions; QuietOpen writes nothing for them (unrestricted) instead.
 //
 // # Selectors
 //
 // A workload is selected by its namespace (k8s:io.kubernetes.pod.namespace) and the
 // smallest set of its stable labels that no other workload observed in the namespace also
 // carries, preferring app.kubernetes.io/name, app and k8s-app. Version and chart labels are
-// never used. When even the full label set also selects another observed workload (whose
-// labels are a superset), DoesNotExist requirements on that workload's extra keys exclude it.
-// Peer workloads are selected with the same selector their own policy uses.
+// not used, with one exception below. When even the full label set also selects another
+// observed workload (whose labels are a superset), DoesNotExist requirements on that
+// workload's extra keys exclude it.
+//
+// Workloads that differ only in a version or chart label and were seen at the same time
+// (canaries: bookinfo's reviews v1, v2, v3) are told apart on the subject: its selector keeps
+// the distinguishing label (version first), or requires the other's key to be absent, so that
+// no version gets the union of the others' rules. Peers are selected by the general selector,
+// without it: a client that reaches the Service reaches every version. Workloads seen one after
+// the other (a rollout that changed the label while observing) keep sharing the general
+// selector. A rollout after the proposal that changes a kept label brings pods no policy
+// selects: they fail open (unrestricted until the next proposal), and their peers still allow
+// them because peer selectors never carry the label; never a false deny. The finding
+// version-selector says so on every policy concerned.
+//
+// Rules that name the same peers (distinct observed peers can share a selector) are merged
+// into one with the union of their ports.
 //
 // # DNS and names
 //
 // A workload that resolved names gets, towards each DNS server it was seen using (selected by
 // that server's observed labels, never by assumed kube-dns labels), port 53 over UDP and TCP
-// (TCP carries truncated answers) with rules.dns listing the names it looked up and the
+// (TCP carries truncated answers; a client seen on 53/UDP without visible lookups also gets
+// both, as its server's ingress does) with rules.dns listing the names it looked up and the
 // external names it reached. A family of at least dnsPatternMin sibling names under one
 // parent of two or more labels becomes a one-label wildcard (*.parent); everything else is
 // matchName. External names reached become toFQDNs matchName rules; an external address with
 // no known name becomes a toCIDRSet rule summarized to the configured prefix and flagged.
+//
+// # HTTP
+//
+// With Config.L7HTTP, ingress ports where the proxy saw HTTP get method and path rules. Envoy
+// matches both regular expressions against the whole header, and the path against the whole
+// :path, query string included. Methods are exact. Path segments that are numbers, UUIDs or
+// hex digests (16 digits or more, length kept) become patterns of that shape, everything else
+// is literal, and every path allows any query string: the observations keep none, so the port
+// is flagged http-query-any. gRPC method paths (POST /pkg.Service/Method) are exact.
+// Cilium unites the policies selecting an endpoint, so an L4-only allow of a peer and port in
+// one policy would undo another's HTTP rules for the same pods: such policies share the union
+// of their HTTP rules, or, when one side's samples were truncated, both stay at L4 and are
+// flagged (http-l4-elsewhere).
 //
 // # Determinism
 //

@@ -177,3 +177,34 @@ func shop() *aggregate.Snapshot {
 		dns("198.51.100.10", "api.stripe.com").
 		build()
 }
+
+// Istio's bookinfo: three versions of reviews run side by side and differ only in their
+// version label; v1 never calls ratings.
+var (
+	productpage = wl("bookinfo", "app=productpage", "version=v1")
+	reviewsV1   = wl("bookinfo", "app=reviews", "version=v1")
+	reviewsV2   = wl("bookinfo", "app=reviews", "version=v2")
+	reviewsV3   = wl("bookinfo", "app=reviews", "version=v3")
+	ratings     = wl("bookinfo", "app=ratings", "version=v1")
+	zipkin      = wl("observability", "app=zipkin")
+)
+
+// bookinfo is the canary case: co-existing versions, identical peers, HTTP on one port.
+func bookinfo() *aggregate.Snapshot {
+	b := newSnap().
+		workload(productpage, "Deployment/productpage-v1").
+		workload(reviewsV1, "Deployment/reviews-v1").
+		workload(reviewsV2, "Deployment/reviews-v2").
+		workload(reviewsV3, "Deployment/reviews-v3").
+		workload(ratings, "Deployment/ratings-v1").
+		workload(zipkin, "Deployment/zipkin")
+	for _, r := range []aggregate.WorkloadKey{reviewsV1, reviewsV2, reviewsV3} {
+		b.conn(productpage, r, flows.ProtoTCP, 9080, fwd(40), httpReq("GET", "/reviews/0"), httpReq("GET", "/reviews/17"))
+		// Every version talks (here to a tracing collector), so its egress is not closed for lack of traffic.
+		b.conn(r, zipkin, flows.ProtoTCP, 9411, fwd(5))
+	}
+	for _, r := range []aggregate.WorkloadKey{reviewsV2, reviewsV3} {
+		b.conn(r, ratings, flows.ProtoTCP, 9080, fwd(20), httpReq("GET", "/ratings/0"))
+	}
+	return b.build()
+}

@@ -2,6 +2,9 @@ package synth
 
 import (
 	"cmp"
+	"encoding/json"
+	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -9,6 +12,7 @@ import (
 	"github.com/cilium/cilium/pkg/policy/api"
 
 	"github.com/recommender/recommender/pkg/aggregate"
+	"github.com/recommender/recommender/pkg/flows"
 )
 
 // dnsPatternMin is how many sibling names (one label under the same parent) it takes before
@@ -62,21 +66,36 @@ func dnsRules(names []string, truncated bool) api.PortRulesDNS {
 var (
 	numericSegment = regexp.MustCompile(`^[0-9]+$`)
 	uuidSegment    = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-	methodToken    = regexp.MustCompile(`^[A-Z]+$`)
+	// hashSegment is a hex digest or object ID (16 digits or more: md5, sha1, sha256, Mongo
+	// ObjectIDs are 24); it must hold a digit, so that words made of a-f stay literal.
+	hashSegment = regexp.MustCompile(`^[0-9a-fA-F]{16,}$`)
+	digit       = regexp.MustCompile(`[0-9]`)
+	methodToken = regexp.MustCompile(`^[A-Z]+$`)
+	// grpcPath is a gRPC method, /package.Service/Method (gRPC over HTTP/2 always POSTs it).
+	grpcPath = regexp.MustCompile(`^/[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*/[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
 const (
 	numericPattern = `[0-9]+`
 	uuidPattern    = `[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}`
-	// querySuffix lets a request carry a query string. Envoy matches the regex against the
-	// whole :path, query included, and Hubble records were stored without their query (it
-	// holds identifiers and secrets), so the observed paths say nothing about it.
+	// querySuffix lets a request carry a query string. Cilium hands the path regex to Envoy,
+	// which matches it against the whole :path header, query included: without the suffix a
+	// rule for /api/orders denies /api/orders?id=42. The observations hold no query strings
+	// (pkg/flows drops them: they carry identifiers and secrets), so any query is allowed on an
+	// allowed path, and the port is flagged (FindingHTTPQuery).
 	querySuffix = `(\?.*)?`
 )
 
-// pathRegex generalizes a path conservatively: a segment made only of digits, or a UUID,
-// becomes a pattern for exactly that shape; everything else is matched literally.
-func pathRegex(path string) string {
+// isGRPC reports whether a request is a gRPC call, whose path is matched exactly.
+func isGRPC(method, path string) bool { return method == "POST" && grpcPath.MatchString(path) }
+
+// pathRegex generalizes a path conservatively: a segment made only of digits, a UUID or a hex
+// digest becomes a pattern for exactly that shape (digests keep their length); everything
+// else is matched literally. gRPC method paths are matched exactly, without a query.
+func pathRegex(method, path string) string {
+	if isGRPC(method, path) {
+		return regexp.QuoteMeta(path)
+	}
 	segs := strings.Split(path, "/")
 	for i, s := range segs {
 		switch {
@@ -84,6 +103,8 @@ func pathRegex(path string) string {
 			segs[i] = numericPattern
 		case uuidSegment.MatchString(s):
 			segs[i] = uuidPattern
+		case hashSegment.MatchString(s) && digit.MatchString(s):
+			segs[i] = fmt.Sprintf("[0-9a-fA-F]{%d}", len(s))
 		default:
 			segs[i] = regexp.QuoteMeta(s)
 		}
@@ -92,7 +113,7 @@ func pathRegex(path string) string {
 }
 
 // httpRulesFor writes the observed HTTP samples as rules: one per method and generalized
-// path, never a method that was not observed.
+// path, never a method that was not observed (methods are matched exactly).
 func httpRulesFor(samples []aggregate.HTTPSample) api.PortRulesHTTP {
 	var out api.PortRulesHTTP
 	for _, s := range samples {
@@ -100,10 +121,101 @@ func httpRulesFor(samples []aggregate.HTTPSample) api.PortRulesHTTP {
 		if !methodToken.MatchString(m) || !strings.HasPrefix(s.Path, "/") {
 			continue
 		}
-		out = append(out, api.PortRuleHTTP{Method: m, Path: pathRegex(s.Path)})
+		out = append(out, api.PortRuleHTTP{Method: m, Path: pathRegex(m, s.Path)})
 	}
 	slices.SortFunc(out, func(a, b api.PortRuleHTTP) int {
 		return cmp.Or(cmp.Compare(a.Path, b.Path), cmp.Compare(a.Method, b.Method))
 	})
 	return slices.CompactFunc(out, func(a, b api.PortRuleHTTP) bool { return a.Path == b.Path && a.Method == b.Method })
+}
+
+// reconcileL7 keeps HTTP rules from being undone within and across policies. Cilium unites the
+// rules of every policy that selects an endpoint, and a port allowed from a peer without L7
+// rules lets every request through, whatever other HTTP rules on that port say. So where drafts
+// select a common observed workload (versions seen one after the other share a selector), or
+// one draft has grants whose peers render to one selector, and they allow the same peer
+// selector on the same port, some with HTTP rules and some without, all get
+// the union of their HTTP samples. When one has no rules because its samples were truncated,
+// all stay at L4 and are flagged: rules that cannot hold would read as protection.
+func (s *synthesizer) reconcileL7(drafts []*draft) {
+	byNS := map[string][]*draft{}
+	for _, d := range drafts {
+		byNS[d.p.Workload.Namespace] = append(byNS[d.p.Workload.Namespace], d)
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.infos)) {
+		wi := s.infos[k]
+		var sel []*draft
+		for _, d := range byNS[wi.key.Namespace] {
+			if d.choice.selects(wi.key.Labels) {
+				sel = append(sel, d)
+			}
+		}
+		// A single draft too: two observed peers can render to one selector (canary versions
+		// calling one server), and one of them may have been seen with HTTP and one without.
+		if len(sel) > 0 {
+			reconcileGroup(sel)
+		}
+	}
+}
+
+// reconcileGroup reconciles the HTTP rules of drafts that select the same pods.
+func reconcileGroup(drafts []*draft) {
+	type slot struct {
+		b  *builder
+		g  *grant
+		pk portKey
+	}
+	slots := map[string][]slot{}
+	for _, d := range drafts {
+		for _, g := range d.b.sortedGrants() {
+			if g.dir != flows.DirectionIngress || g.selector == nil {
+				continue
+			}
+			sel, err := json.Marshal(g.selector)
+			if err != nil {
+				continue // an EndpointSelector always marshals
+			}
+			for _, pk := range sortedPorts(g) {
+				if pk.proto == flows.ProtoTCP && pk.end == 0 {
+					key := string(sel) + "\x00" + pk.String()
+					slots[key] = append(slots[key], slot{d.b, g, pk})
+				}
+			}
+		}
+	}
+	for _, key := range slices.Sorted(maps.Keys(slots)) {
+		group := slots[key]
+		var l7, l4, truncated bool
+		var samples []aggregate.HTTPSample
+		for _, sl := range group {
+			ev := sl.g.ports[sl.pk]
+			if sl.b.httpPort(sl.g, sl.pk) {
+				l7 = true
+			} else {
+				l4 = true
+			}
+			truncated = truncated || ev.httpTruncated
+			samples = append(samples, ev.http...)
+		}
+		if !l7 || !l4 {
+			continue
+		}
+		slices.SortFunc(samples, func(a, b aggregate.HTTPSample) int {
+			return cmp.Or(cmp.Compare(a.Method, b.Method), cmp.Compare(a.Path, b.Path))
+		})
+		samples = slices.CompactFunc(samples, func(a, b aggregate.HTTPSample) bool { return a.Method == b.Method && a.Path == b.Path })
+		for _, sl := range group {
+			ev := sl.g.ports[sl.pk]
+			if truncated {
+				had := sl.b.httpPort(sl.g, sl.pk)
+				ev.l4Only = true
+				if !had {
+					continue // flagged as truncated already
+				}
+				sl.b.flag(Finding{Kind: FindingHTTPUndone, Direction: flows.DirectionIngress, Peer: sl.g.display, Ports: sl.pk.String(), Detail: "another proposed policy selecting the same pods allows this peer and port at L4 (more HTTP requests than samples kept), which would undo HTTP rules here; the port is allowed at L4"})
+				continue
+			}
+			ev.http = slices.Clone(samples)
+		}
+	}
 }

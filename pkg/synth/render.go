@@ -77,6 +77,9 @@ func RenderReport(res *Result) []byte {
 			w("| %s | %s | %s | %d |\n", ps.Direction, mdEscape(ps.Peer), strings.Join(ps.Ports, ", "), ps.Flows)
 		}
 		w("\n")
+		for _, d := range p.Closed {
+			w("No %s traffic was observed: %s is closed for lack of traffic (default deny, nothing allowed; --quiet-directions=open leaves it unrestricted).\n\n", d, d)
+		}
 		for _, d := range p.Unrestricted {
 			w("No %s traffic was observed: %s is left unrestricted (no default deny).\n\n", d, d)
 		}

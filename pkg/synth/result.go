@@ -57,7 +57,12 @@ type Proposal struct {
 	Peers []PeerSummary
 	// Review lists everything a reviewer must look at before merging, sorted.
 	Review []Finding
-	// Unrestricted names the directions left without rules because no traffic was seen.
+	// Closed names the directions in which no traffic was seen and which the policy puts in
+	// default deny with nothing allowed (Config.QuietDirections deny): "closed for lack of
+	// traffic" in REPORT.md and in pull request bodies.
+	Closed []flows.Direction
+	// Unrestricted names the directions left without rules because no traffic was seen
+	// (Config.QuietDirections open).
 	Unrestricted []flows.Direction
 }
 
@@ -87,6 +92,9 @@ const (
 	FindingAuditOnly FindingKind = "audit-only"
 	// FindingSelectorOverlap: the workload's labels are a subset of another workload's.
 	FindingSelectorOverlap FindingKind = "selector-overlap"
+	// FindingVersionSelector: the subject selector keeps a version (or chart) label to tell
+	// co-existing workloads apart; a rollout changing it leaves new pods unselected (fail open).
+	FindingVersionSelector FindingKind = "version-selector"
 	// FindingEntity: a broad reserved entity (world, unmanaged, init, ingress) is allowed.
 	FindingEntity FindingKind = "broad-entity"
 	// FindingNoDNS: toFQDNs rules exist but no DNS server was seen, so the names cannot resolve under policy.
@@ -95,6 +103,12 @@ const (
 	FindingUnexpressible FindingKind = "unexpressible"
 	// FindingHTTPWide: many distinct HTTP paths on one port.
 	FindingHTTPWide FindingKind = "http-many-paths"
+	// FindingHTTPQuery: the HTTP rules allow any query string on the allowed paths, because
+	// the observations hold none (Envoy matches the path rule against path and query).
+	FindingHTTPQuery FindingKind = "http-query-any"
+	// FindingHTTPUndone: another policy selecting the same pods allows the peer and port at L4
+	// only, so HTTP rules were not written here either.
+	FindingHTTPUndone FindingKind = "http-l4-elsewhere"
 	// FindingTruncated: the aggregator's bound on DNS names or HTTP samples was reached on an edge.
 	FindingTruncated FindingKind = "truncated-l7"
 	// FindingLostEvents: a node the workload ran on lost Hubble events in the window.

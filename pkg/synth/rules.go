@@ -2,7 +2,9 @@ package synth
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,6 +64,9 @@ type portEvidence struct {
 	// httpTruncated: the aggregator stopped keeping new HTTP samples for an edge of this
 	// port, so rules written from them could deny paths that were seen.
 	httpTruncated bool
+	// l4Only: another policy selecting the same pods allows this peer and port without HTTP
+	// rules that could be written (reconcileL7), so none are written here either.
+	l4Only bool
 }
 
 // grant is everything allowed between the workload and one peer in one direction.
@@ -113,6 +118,13 @@ func (b *builder) edge(e aggregate.Edge) {
 	}
 	peerDisp := b.peerDisplay(e.Peer)
 	allow := c.Forwarded + c.Audit
+	if allow == 0 {
+		// Only the proxy reported the traffic (its L3/L4 records were not captured, or named
+		// the peer by address): a forwarded request is traffic that ran. Without this, the
+		// edge of a client seen only through its sidecar or Cilium's proxy would be denied,
+		// and with quiet directions closed its whole egress with it.
+		allow = c.L7
+	}
 	if c.PolicyDrops > 0 {
 		// An enforced policy denies this edge (at least since some point in the window: the
 		// counts carry no order). Allowing it would widen what the cluster enforces now, so
@@ -167,10 +179,11 @@ func (b *builder) edge(e aggregate.Edge) {
 		if e.Direction == flows.DirectionEgress && len(e.DNSNames) > 0 {
 			b.dnsPeers[g.sortKey()] = true
 		}
-		if e.Direction == flows.DirectionIngress && pk == (portKey{proto: flows.ProtoUDP, port: 53}) {
+		if pk == (portKey{proto: flows.ProtoUDP, port: 53}) {
 			// A resolver that answers a peer over UDP must take its TCP lookups too: DNS falls
-			// back to TCP for answers too large for UDP (RFC 7766), and the peer's egress DNS
-			// rule allows both. Without it large answers fail only once enforced.
+			// back to TCP for answers too large for UDP (RFC 7766). Both ends allow both, the
+			// server's ingress and the client's egress (also when no lookup was visible and so
+			// no DNS rule is written); without it large answers fail only once enforced.
 			if tcp := (portKey{proto: flows.ProtoTCP, port: 53}); g.ports[tcp] == nil {
 				g.ports[tcp] = &portEvidence{}
 			}
@@ -362,15 +375,6 @@ func (b *builder) noAllowDetail() string {
 		b.dropped.policy, b.dropped.other)
 }
 
-func (b *builder) has(d flows.Direction) bool {
-	for _, g := range b.grants {
-		if g.dir == d {
-			return true
-		}
-	}
-	return false
-}
-
 func (b *builder) sortedGrants() []*grant {
 	gs := make([]*grant, 0, len(b.grants))
 	for _, g := range b.grants {
@@ -431,7 +435,10 @@ func (b *builder) l4(g *grant) (api.PortRules, api.ICMPRules) {
 			hr := httpRulesFor(ev.http)
 			if len(hr) > maxHTTPRules {
 				b.flag(Finding{Kind: FindingHTTPWide, Direction: g.dir, Peer: g.display, Ports: pk.String(), Detail: fmt.Sprintf(
-					"%d distinct method/path rules after generalizing numeric and UUID segments", len(hr))})
+					"%d distinct method/path rules after generalizing numeric, UUID and digest segments", len(hr))})
+			}
+			if slices.ContainsFunc(hr, func(r api.PortRuleHTTP) bool { return strings.HasSuffix(r.Path, querySuffix) }) {
+				b.flag(Finding{Kind: FindingHTTPQuery, Direction: g.dir, Peer: g.display, Ports: pk.String(), Detail: "query strings are not recorded, so the path rules allow any query string (Envoy matches path and query together)"})
 			}
 			httpRules = append(httpRules, api.PortRule{
 				Ports: []api.PortProtocol{{Port: strconv.Itoa(int(pk.port)), Protocol: api.ProtoTCP}},
@@ -461,7 +468,7 @@ func (b *builder) l4(g *grant) (api.PortRules, api.ICMPRules) {
 func (b *builder) httpPort(g *grant, pk portKey) bool {
 	ev := g.ports[pk]
 	return b.s.cfg.L7HTTP && g.dir == flows.DirectionIngress && pk.proto == flows.ProtoTCP && pk.end == 0 &&
-		!ev.httpTruncated && len(httpRulesFor(ev.http)) > 0
+		!ev.httpTruncated && !ev.l4Only && len(httpRulesFor(ev.http)) > 0
 }
 
 // policy renders the grants as one CCNP (without name and provenance, added by finish).
@@ -515,10 +522,58 @@ func (b *builder) policy(choice selectorChoice, disp string) *v2.CiliumClusterwi
 			rule.Egress = append(rule.Egress, r)
 		}
 	}
+	rule.Ingress = mergeRules(rule.Ingress, func(r *api.IngressRule) any {
+		peer := *r
+		peer.ToPorts, peer.ICMPs = nil, nil
+		return peer
+	}, func(r *api.IngressRule) (*api.PortRules, *api.ICMPRules) { return &r.ToPorts, &r.ICMPs })
+	rule.Egress = mergeRules(rule.Egress, func(r *api.EgressRule) any {
+		peer := *r
+		peer.ToPorts, peer.ICMPs = nil, nil
+		return peer
+	}, func(r *api.EgressRule) (*api.PortRules, *api.ICMPRules) { return &r.ToPorts, &r.ICMPs })
 	return &v2.CiliumClusterwideNetworkPolicy{
 		TypeMeta: metav1.TypeMeta{APIVersion: v2.SchemeGroupVersion.String(), Kind: v2.CCNPKindDefinition},
 		Spec:     rule,
 	}
+}
+
+// mergeRules folds rules naming the same peers into the first of them, with the union of
+// their port and ICMP rules (identical ones once). Distinct observed peers can render to one
+// selector: the three versions of a canary are one peer (app=reviews) to their clients, and
+// three copies of one rule say nothing more than one. Port rules and ICMP rules stay in
+// separate rules, as Cilium requires. Rules are matched by the JSON of their peer part, so a
+// server with thousands of clients costs one encoding per rule, not a comparison per pair.
+func mergeRules[R any](rules []R, peerOf func(*R) any, lists func(*R) (*api.PortRules, *api.ICMPRules)) []R {
+	var out []R
+	index := map[string]int{} // peer JSON and rule kind -> position in out
+	for _, r := range rules {
+		ports, icmps := lists(&r)
+		peer, err := json.Marshal(peerOf(&r))
+		if err != nil {
+			out = append(out, r) // a policy API rule always encodes; never merge what cannot be compared
+			continue
+		}
+		key := fmt.Sprintf("%t\x00%s", len(*icmps) > 0, peer)
+		i, ok := index[key]
+		if !ok {
+			index[key] = len(out)
+			out = append(out, r)
+			continue
+		}
+		oports, oicmps := lists(&out[i])
+		for _, pr := range *ports {
+			if !slices.ContainsFunc(*oports, func(x api.PortRule) bool { return reflect.DeepEqual(x, pr) }) {
+				*oports = append(*oports, pr)
+			}
+		}
+		for _, ir := range *icmps {
+			if !slices.ContainsFunc(*oicmps, func(x api.ICMPRule) bool { return reflect.DeepEqual(x, ir) }) {
+				*oicmps = append(*oicmps, ir)
+			}
+		}
+	}
+	return out
 }
 
 // summaries describes the grants for the report, in rule order.

@@ -65,6 +65,12 @@ type selectorChoice struct {
 	absent  []string      // keys required to be absent (DoesNotExist)
 	overlap []string      // other workloads that the label set alone would also select
 	shared  bool          // some of them differ only in never-selected labels and stay selected
+	// sharedWith are the label sets of those workloads: only a version or chart label tells
+	// them apart.
+	sharedWith []flows.Labels
+	// kept are the never-selected labels (or "!key" for DoesNotExist) added to a subject
+	// selector to tell apart workloads of sharedWith seen at the same time.
+	kept []string
 }
 
 // universe holds the label sets of every workload observed, per namespace.
@@ -151,6 +157,7 @@ func (u universe) choose(w aggregate.WorkloadKey) (selectorChoice, error) {
 		choice.overlap = append(choice.overlap, w.Namespace+"/"+o.Short())
 		if len(extra) == 0 {
 			choice.shared = true
+			choice.sharedWith = append(choice.sharedWith, o)
 			continue
 		}
 		slices.SortFunc(extra, func(a, b parsedLabel) int {
@@ -161,6 +168,75 @@ func (u universe) choose(w aggregate.WorkloadKey) (selectorChoice, error) {
 	slices.Sort(choice.absent)
 	choice.absent = slices.Compact(choice.absent)
 	return choice, nil
+}
+
+// versionKey matches the never-selected keys that name a version; they are the first choice
+// to tell co-existing workloads apart (Istio's version: v1|v2|v3 canaries).
+var versionKey = regexp.MustCompile(`(^|[./])version$`)
+
+// separate narrows a subject selector so that it no longer selects the workloads of
+// c.sharedWith for which coexists holds: workloads that differ only in a never-selected label
+// (version, chart) and ran at the same time, such as canary versions of one Deployment. Each
+// would otherwise get the union of the others' rules. The label that tells them apart is
+// kept on the subject only; peers stay selected by the general selector, since a client that
+// reaches the Service reaches every version. Workloads seen one after the other (a rollout
+// that changed the label) keep sharing the selector, so the new version stays covered.
+func (c selectorChoice) separate(wk aggregate.WorkloadKey, coexists func(flows.Labels) bool) selectorChoice {
+	w := wk.Labels
+	var rest []flows.Labels
+	for _, o := range c.sharedWith {
+		if !coexists(o) {
+			rest = append(rest, o)
+			continue
+		}
+		c.overlap = slices.DeleteFunc(slices.Clone(c.overlap), func(s string) bool { return s == wk.Namespace+"/"+o.Short() })
+		if !c.selects(o) {
+			continue // an earlier label already excludes it
+		}
+		if p, ok := distinguishing(w, o); ok {
+			c.match = append(c.match, p)
+			c.kept = append(c.kept, p.bare+"="+p.value)
+		} else if k, ok := distinguishing(o, w); ok {
+			c.absent = append(c.absent, k.key)
+			c.kept = append(c.kept, "!"+k.bare)
+		}
+	}
+	slices.Sort(c.absent)
+	c.absent = slices.Compact(c.absent)
+	c.sharedWith = rest
+	c.shared = len(rest) > 0
+	return c
+}
+
+// selects reports whether the choice selects a workload with labels l.
+func (c selectorChoice) selects(l flows.Labels) bool {
+	if !contains(l, c.match) {
+		return false
+	}
+	for _, k := range c.absent {
+		for _, x := range l {
+			if parseLabel(x).key == k {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// distinguishing returns a never-selected label of w that o lacks, version keys first.
+func distinguishing(w, o flows.Labels) (parsedLabel, bool) {
+	var best parsedLabel
+	found := false
+	for _, l := range w {
+		p := parseLabel(l)
+		if eligible(p) || p.bare == flows.LabelNamespace || slices.Contains(o, l) {
+			continue
+		}
+		if !found || (versionKey.MatchString(p.bare) && !versionKey.MatchString(best.bare)) {
+			best, found = p, true
+		}
+	}
+	return best, found
 }
 
 // firstSubset returns the first subset of cands of the given size (in lexicographic order of

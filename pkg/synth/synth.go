@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cilium/cilium/pkg/policy/api"
+
 	"github.com/recommender/recommender/pkg/aggregate"
 	"github.com/recommender/recommender/pkg/flows"
 )
@@ -61,14 +63,21 @@ func Synthesize(snap *aggregate.Snapshot, cfg Config) (*Result, error) {
 	for _, k := range keys {
 		owners[k] = infos[k].owners
 	}
-	var built []*Proposal
+	var drafts []*draft
 	for _, k := range keys {
-		p, skip := s.workload(infos[k])
+		d, skip := s.workload(infos[k])
 		if skip != nil {
 			res.Skipped = append(res.Skipped, *skip)
 			continue
 		}
-		built = append(built, p)
+		drafts = append(drafts, d)
+	}
+	if cfg.L7HTTP {
+		s.reconcileL7(drafts)
+	}
+	built := make([]*Proposal, 0, len(drafts))
+	for _, d := range drafts {
+		built = append(built, d.render(s))
 	}
 	assignNames(built, owners)
 	for _, p := range built {
@@ -191,10 +200,27 @@ func (s *synthesizer) display(k aggregate.WorkloadKey) string {
 	return k.Namespace + "/" + k.Labels.Short()
 }
 
-// workload builds the proposal of one workload, or says why it gets none.
-func (s *synthesizer) workload(wi *workloadInfo) (*Proposal, *Skip) {
+// draft is a proposal whose grants are known and whose policy is not rendered yet: rules of
+// one policy may still change because of another (reconcileL7).
+type draft struct {
+	p      *Proposal
+	b      *builder
+	choice selectorChoice
+}
+
+// render writes the draft's policy, peers and findings.
+func (d *draft) render(s *synthesizer) *Proposal {
+	d.p.Policy = d.b.policy(d.choice, d.p.Display)
+	d.p.Peers = d.b.summaries()
+	d.p.Review = d.b.findings()
+	s.quiet(d.p)
+	return d.p
+}
+
+// workload builds the draft proposal of one workload, or says why it gets none.
+func (s *synthesizer) workload(wi *workloadInfo) (*draft, *Skip) {
 	disp := s.display(wi.key)
-	skip := func(r SkipReason, format string, args ...any) (*Proposal, *Skip) {
+	skip := func(r SkipReason, format string, args ...any) (*draft, *Skip) {
 		return nil, &Skip{Workload: wi.key, Display: disp, Reason: r, Detail: fmt.Sprintf(format, args...)}
 	}
 	if wi.flows < s.cfg.MinFlows {
@@ -208,6 +234,10 @@ func (s *synthesizer) workload(wi *workloadInfo) (*Proposal, *Skip) {
 	if err != nil {
 		return skip(SkipNoStableLabels, "%v; a namespace-wide selector would also select every future pod in %s", err, wi.key.Namespace)
 	}
+	choice = choice.separate(wi.key, func(o flows.Labels) bool {
+		other := s.infos[aggregate.WorkloadKey{Namespace: wi.key.Namespace, Labels: o}.String()]
+		return other != nil && !other.first.After(wi.last) && !wi.first.After(other.last)
+	})
 	b := newBuilder(s, wi)
 	for _, e := range wi.edges {
 		b.edge(e)
@@ -229,9 +259,15 @@ func (s *synthesizer) workload(wi *workloadInfo) (*Proposal, *Skip) {
 			detail += "; excluded with DoesNotExist on " + strings.Join(choice.absent, ", ")
 		}
 		if choice.shared {
-			detail += "; workloads that differ only in version or chart labels share this selector"
+			detail += "; workloads that differ only in version or chart labels and were not seen at the same time (a rollout) share this selector"
 		}
 		b.flag(Finding{Kind: FindingSelectorOverlap, Detail: detail})
+	}
+	if len(choice.kept) > 0 {
+		b.flag(Finding{Kind: FindingVersionSelector, Detail: fmt.Sprintf(
+			"the selector keeps %s to tell this workload from others that differ only in it and ran at the same time; "+
+				"pods of a rollout that changes it are selected by no policy until the next proposal (fail open: their peers still allow them)",
+			strings.Join(choice.kept, ", "))})
 	}
 	for _, n := range wi.nodes {
 		if l := s.lost[n]; l > 0 {
@@ -239,15 +275,31 @@ func (s *synthesizer) workload(wi *workloadInfo) (*Proposal, *Skip) {
 				"node %s lost %d Hubble events in the window: traffic of this workload may be missing", n, l)})
 		}
 	}
-	p.Policy = b.policy(choice, disp)
-	p.Peers = b.summaries()
-	p.Review = b.findings()
-	for _, d := range []flows.Direction{flows.DirectionIngress, flows.DirectionEgress} {
-		if !b.has(d) {
-			p.Unrestricted = append(p.Unrestricted, d)
+	return &draft{p: p, b: b, choice: choice}, nil
+}
+
+// quiet closes or leaves open each direction in which the policy allows nothing. The workload
+// was observed long enough to be proposed, so silence in a direction is evidence too: a
+// CronJob nobody calls, a server that never dials out. Closing it is what least privilege
+// asks, and the audit window catches the traffic the observation missed, like any other rule.
+func (s *synthesizer) quiet(p *Proposal) {
+	spec := p.Policy.Spec
+	if len(spec.Ingress) == 0 {
+		if s.cfg.QuietDirections == QuietDeny {
+			spec.Ingress = []api.IngressRule{{}}
+			p.Closed = append(p.Closed, flows.DirectionIngress)
+		} else {
+			p.Unrestricted = append(p.Unrestricted, flows.DirectionIngress)
 		}
 	}
-	return p, nil
+	if len(spec.Egress) == 0 {
+		if s.cfg.QuietDirections == QuietDeny {
+			spec.Egress = []api.EgressRule{{}}
+			p.Closed = append(p.Closed, flows.DirectionEgress)
+		} else {
+			p.Unrestricted = append(p.Unrestricted, flows.DirectionEgress)
+		}
+	}
 }
 
 func fmtTime(t time.Time) string {

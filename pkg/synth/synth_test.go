@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -111,6 +112,8 @@ func TestGoldenSnapshots(t *testing.T) {
 		cfg  Config
 	}{
 		{"shop", shop, DefaultConfig()},
+		{"bookinfo", bookinfo, DefaultConfig()},
+		{"bookinfo-l7", bookinfo, l7},
 		{"shop-l7", shop, l7},
 		{"shop-cidr24", shop, wide},
 		{"shop-too-little-evidence", shop, strict},
@@ -442,16 +445,78 @@ func TestNames(t *testing.T) {
 	}
 }
 
-func TestPathRegex(t *testing.T) {
-	for _, tc := range []struct{ path, want string }{
-		{"/", `/(\?.*)?`},
-		{"/api/v1/users/42", `/api/v1/users/[0-9]+(\?.*)?`},
-		{"/a.b/3fa85f64-5717-4562-b3fc-2c963f66afa6", `/a\.b/` + uuidPattern + `(\?.*)?`},
-		{"/v2/x1", `/v2/x1(\?.*)?`},
+// Ensure generated HTTP rules, compiled with Go's regexp (RE2, the engine family Envoy uses)
+// and anchored as Envoy anchors them (the whole :path, query included), match the requests
+// seen and reject requests that were not.
+func TestHTTPRulesMatchWhatEnvoySees(t *testing.T) {
+	const id = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+	const sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	for _, tc := range []struct {
+		name      string
+		seen      []aggregate.HTTPSample
+		match     []string // "METHOD :path"
+		never     []string
+		wantRules int
+	}{
+		{
+			name:      "numeric ids and query strings",
+			seen:      []aggregate.HTTPSample{{Method: "GET", Path: "/api/orders/42"}, {Method: "GET", Path: "/api/orders/7"}, {Method: "GET", Path: "/api/orders"}},
+			match:     []string{"GET /api/orders/42", "GET /api/orders/42?expand=items", "GET /api/orders/1234567", "GET /api/orders", "GET /api/orders?id=42&page=2"},
+			never:     []string{"GET /api/orders/42/cancel", "GET /api/orders/abc", "DELETE /api/orders/42", "get /api/orders/42", "GET /api/orders/", "GET /api/ordersX", "POST /api/orders", "GET /api/orders/42x", "GET /api/admin"},
+			wantRules: 2,
+		},
+		{
+			name:      "uuids and digests keep their shape",
+			seen:      []aggregate.HTTPSample{{Method: "PUT", Path: "/cart/" + id + "/items"}, {Method: "GET", Path: "/blobs/" + sha}},
+			match:     []string{"PUT /cart/00000000-1111-4222-8333-444444444444/items", "PUT /cart/" + id + "/items?x=1", "GET /blobs/" + strings.Repeat("a1", 32)},
+			never:     []string{"PUT /cart/" + id, "PUT /cart/../admin/items", "PUT /cart/42/items", "GET /blobs/" + sha[:40], "GET /blobs/" + sha + "/raw", "GET /blobs/decade"},
+			wantRules: 2,
+		},
+		{
+			name:      "words of hex letters stay literal",
+			seen:      []aggregate.HTTPSample{{Method: "GET", Path: "/feed/deadbeefdeadbeefcafe"}},
+			match:     []string{"GET /feed/deadbeefdeadbeefcafe"},
+			never:     []string{"GET /feed/0123456789abcdef0123"},
+			wantRules: 1,
+		},
+		{
+			name:      "grpc methods exact",
+			seen:      []aggregate.HTTPSample{{Method: "POST", Path: "/hipstershop.CartService/GetCart"}, {Method: "POST", Path: "/grpc.health.v1.Health/Check"}},
+			match:     []string{"POST /hipstershop.CartService/GetCart", "POST /grpc.health.v1.Health/Check"},
+			never:     []string{"POST /hipstershop.CartService/EmptyCart", "POST /hipstershop.CartService/GetCart?x=1", "GET /hipstershop.CartService/GetCart", "POST /hipstershopXCartService/GetCart", "POST /hipstershop.CartService/GetCartX"},
+			wantRules: 2,
+		},
 	} {
-		if got := pathRegex(tc.path); got != tc.want {
-			t.Errorf("pathRegex(%q) = %q, want %q", tc.path, got, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			rules := httpRulesFor(tc.seen)
+			if len(rules) != tc.wantRules {
+				t.Errorf("httpRulesFor(%v) = %d rules %v, want %d", tc.seen, len(rules), rules, tc.wantRules)
+			}
+			type compiled struct{ method, path *regexp.Regexp }
+			var res []compiled
+			for _, r := range rules {
+				res = append(res, compiled{regexp.MustCompile("^(?:" + r.Method + ")$"), regexp.MustCompile("^(?:" + r.Path + ")$")})
+			}
+			allows := func(req string) bool {
+				m, p, _ := strings.Cut(req, " ")
+				return slices.ContainsFunc(res, func(c compiled) bool { return c.method.MatchString(m) && c.path.MatchString(p) })
+			}
+			for _, s := range tc.seen {
+				if req := s.Method + " " + s.Path; !allows(req) {
+					t.Errorf("seen request %q does not match %v", req, rules)
+				}
+			}
+			for _, req := range tc.match {
+				if !allows(req) {
+					t.Errorf("%q does not match %v", req, rules)
+				}
+			}
+			for _, req := range tc.never {
+				if allows(req) {
+					t.Errorf("%q matches %v, want no match", req, rules)
+				}
+			}
+		})
 	}
 }
 

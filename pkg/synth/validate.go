@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -74,11 +75,17 @@ func checkScope(r *api.Rule) error {
 		return fmt.Errorf("%w: the selector has no namespace and would select workloads in every namespace", ErrSelectsNothing)
 	}
 	for i, in := range r.Ingress {
+		if len(r.Ingress) == 1 && reflect.DeepEqual(in, api.IngressRule{}) {
+			continue // closed for lack of traffic: default deny, nothing allowed
+		}
 		if err := checkPeers(in.FromEndpoints, in.FromEntities, in.FromCIDRSet, nil, in.ToPorts, len(in.ICMPs) > 0); err != nil {
 			return fmt.Errorf("ingress rule %d: %w", i, err)
 		}
 	}
 	for i, eg := range r.Egress {
+		if len(r.Egress) == 1 && reflect.DeepEqual(eg, api.EgressRule{}) {
+			continue
+		}
 		if err := checkPeers(eg.ToEndpoints, eg.ToEntities, eg.ToCIDRSet, eg.ToFQDNs, eg.ToPorts, len(eg.ICMPs) > 0); err != nil {
 			return fmt.Errorf("egress rule %d: %w", i, err)
 		}
