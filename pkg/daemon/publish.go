@@ -55,6 +55,9 @@ func (dm *Daemon) publish(ctx context.Context, states []state) error {
 				gp.Removed = append(gp.Removed, c.String())
 			}
 		}
+		for _, d := range p.Closed {
+			gp.Closed = append(gp.Closed, d.String())
+		}
 		for _, ps := range p.Peers {
 			gp.Evidence = append(gp.Evidence, gitops.RuleEvidence{
 				Rule:        ps.Direction.String() + " " + ps.Peer + " " + strings.Join(ps.Ports, ","),

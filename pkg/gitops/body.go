@@ -109,6 +109,10 @@ func writeSection(b *strings.Builder, c Change) {
 		b.WriteString("\nNo rule changed; the policy text did (labels, names or formatting).\n")
 	}
 
+	if len(p.Closed) > 0 {
+		fmt.Fprintf(b, "\n**Closed for lack of traffic:** %s: no flow was observed, so nothing is allowed (default deny). "+
+			"A workload that starts talking there shows up as would-be-denied flows in audit.\n", strings.Join(p.Closed, " and "))
+	}
 	b.WriteString("\n**Flows behind each rule**\n\n")
 	if len(p.Evidence) == 0 {
 		b.WriteString("No flow evidence recorded.\n")

@@ -32,7 +32,9 @@ func goldenChangeSet() ChangeSet {
 	backend.WouldDeny = []DeniedFlow{
 		{Peer: "cache/redis-0", Direction: "egress", Protocol: "TCP", Port: 6379, Count: 12},
 		{Peer: "world 203.0.113.7", Direction: "egress", Protocol: "ICMPv4", Count: 3},
+		{Peer: "reserved:kube-apiserver", Direction: "egress", Protocol: "TCP", Port: 443, Count: 1, Learned: true},
 	}
+	backend.Closed = []string{"ingress"}
 	backend.Window = Window{Start: t0.Add(24 * time.Hour), Clean: 90 * time.Minute, Required: 7 * 24 * time.Hour, FlowsSeen: 0}
 
 	payments := proposal("payments", StateEnforced, "c0ffee1")

@@ -39,6 +39,9 @@ type Proposal struct {
 	WouldDeny []DeniedFlow
 	// Window is the audit window status.
 	Window Window
+	// Closed names the directions ("ingress", "egress") the policy closes with default deny
+	// because no traffic was observed in them.
+	Closed []string
 }
 
 // RuleEvidence is the traffic observed for one rule.
