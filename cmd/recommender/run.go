@@ -233,7 +233,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 
 	deps := daemon.Deps{
 		Log: log, Registry: reg, Source: src, Stats: src.stats,
-		Store: store, Aggregator: agg, Ingester: in,
+		Store: store, Aggregator: agg, Ingester: in, Unresolved: src.norm.Unresolved,
 	}
 	if src.relay != nil {
 		deps.Relay = src.relay

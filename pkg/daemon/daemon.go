@@ -115,6 +115,9 @@ type Deps struct {
 	Publisher       Publisher
 	Elector         Elector
 	ClusterPolicies ClusterPolicies
+	// Unresolved lists the workloads whose pods the source could not name a selector for
+	// (flows.Normalizer.Unresolved), for REPORT.md; optional.
+	Unresolved func() []string
 }
 
 // Daemon is the running pipeline: source -> store -> synthesis -> audit -> delivery.
@@ -449,6 +452,11 @@ func (dm *Daemon) sync(ctx context.Context) (conflicts bool, err error) {
 	dm.auditor.update(res, snap, others)
 	var errs []error
 	if dm.cfg.OutDir != "" {
+		in := dm.d.Stats.Snapshot()
+		res.Input = &in
+		if dm.d.Unresolved != nil {
+			res.Unresolved = dm.d.Unresolved()
+		}
 		if _, err := synth.WriteDir(dm.cfg.OutDir, res); err != nil {
 			errs = append(errs, fmt.Errorf("write %s: %w", dm.cfg.OutDir, err))
 		}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,6 +40,14 @@ func TestOnceShardWritesOut(t *testing.T) {
 	want := []string{"REPORT.md", "kube-system-coredns.yaml", "ops-boutique-operator.yaml"}
 	if !slices.Equal(got, want) {
 		t.Errorf("--out holds %v, want %v", got, want)
+	}
+	// The daemon's report says what the source skipped, as recommend's does (issue 13).
+	report, err := os.ReadFile(filepath.Join(out, "REPORT.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(report), "## Skipped input records") || !strings.Contains(string(report), "| reply |") {
+		t.Errorf("daemon REPORT.md lacks the skipped input records:\n%s", report)
 	}
 	// The lifecycle made by the final sync was committed before Run returned.
 	snap, err := store.Snapshot()

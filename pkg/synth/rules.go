@@ -369,7 +369,20 @@ func mergeEvidence(a, b *portEvidence) *portEvidence {
 
 func (b *builder) noAllowDetail() string {
 	if b.dropped.policy == 0 && b.dropped.other == 0 {
-		return "no edge could be written as a rule (see the findings in the log)"
+		// A skipped workload has no policy to carry its findings: say them here.
+		if len(b.review) == 0 {
+			return "no edge could be written as a rule"
+		}
+		const shown = 3
+		var why []string
+		for i, f := range b.review {
+			if i == shown {
+				why = append(why, fmt.Sprintf("and %d more", len(b.review)-shown))
+				break
+			}
+			why = append(why, string(f.Kind)+findingText(f))
+		}
+		return "no edge could be written as a rule: " + strings.Join(why, "; ")
 	}
 	return fmt.Sprintf("nothing was forwarded: %d flows dropped by an enforced policy, %d dropped otherwise or with other verdicts; policy drops are never allowed automatically",
 		b.dropped.policy, b.dropped.other)

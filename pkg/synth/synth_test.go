@@ -710,3 +710,27 @@ func TestPolicyObjectStableUnderNewEvidence(t *testing.T) {
 		}
 	}
 }
+
+// Ensure a workload skipped because none of its edges could become a rule says why in the
+// report itself: it has no policy whose review could carry the findings (issue 13).
+func TestSkippedWorkloadNamesItsFindings(t *testing.T) {
+	snap := newSnap().
+		workload(frontend, "Deployment/frontend").
+		workload(cart, "Deployment/cart").
+		conn(frontend, cart, flows.ProtoUnknown, 0, fwd(10)).
+		build()
+	cfg := DefaultConfig()
+	cfg.MinObserve = 0
+	cfg.MinFlows = 1
+	res := synthesize(t, snap, cfg)
+	for _, s := range res.Skipped {
+		if s.Reason != SkipNoAllowedTraffic {
+			continue
+		}
+		if strings.Contains(s.Detail, "in the log") || !strings.Contains(s.Detail, "protocol cannot be written as a port rule") {
+			t.Errorf("skip detail of %s = %q, want the finding itself", s.Display, s.Detail)
+		}
+		return
+	}
+	t.Fatalf("no workload skipped for lack of allowed traffic: %+v", res.Skipped)
+}
