@@ -103,7 +103,7 @@ func runRecommend(ctx context.Context, g *globalOptions, o *recommendOptions, st
 	if err != nil {
 		return err
 	}
-	res, err := synth.Synthesize(snap, cfg)
+	res, err := synth.SynthesizeContext(ctx, snap, cfg)
 	if err != nil {
 		return err
 	}

@@ -417,6 +417,10 @@ func (dm *Daemon) syncOnce(ctx context.Context) {
 	defer dm.syncMu.Unlock()
 	conflicts, err := dm.sync(ctx)
 	switch {
+	case err != nil && ctx.Err() != nil:
+		// Stopped by shutdown: the final sync runs next with its own deadline.
+		dm.log.Info("sync interrupted by shutdown", "err", err)
+		return
 	case err != nil:
 		dm.m.syncs.WithLabelValues("error").Inc()
 		dm.log.Error("sync", "err", err)
@@ -434,7 +438,7 @@ func (dm *Daemon) syncOnce(ctx context.Context) {
 // has to look at (not owned, drift, refused prunes).
 func (dm *Daemon) sync(ctx context.Context) (conflicts bool, err error) {
 	snap := dm.d.Aggregator.Snapshot()
-	res, err := synth.Synthesize(snap, dm.cfg.Synth)
+	res, err := synth.SynthesizeContext(ctx, snap, dm.cfg.Synth)
 	if err != nil {
 		return false, err
 	}

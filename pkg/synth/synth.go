@@ -2,6 +2,7 @@ package synth
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -32,6 +33,12 @@ type workloadInfo struct {
 // reason, and a run without any proposal says why in Result.Empty. It returns an error only
 // for an invalid Config.
 func Synthesize(snap *aggregate.Snapshot, cfg Config) (*Result, error) {
+	return SynthesizeContext(context.Background(), snap, cfg)
+}
+
+// SynthesizeContext is Synthesize that stops when ctx ends (SIGTERM during a long synthesis
+// of a big store) and returns ctx's error. It checks ctx between workloads, the unit of work.
+func SynthesizeContext(ctx context.Context, snap *aggregate.Snapshot, cfg Config) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("synthesis config: %w", err)
 	}
@@ -65,6 +72,9 @@ func Synthesize(snap *aggregate.Snapshot, cfg Config) (*Result, error) {
 	}
 	var drafts []*draft
 	for _, k := range keys {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("synthesis: %w", err)
+		}
 		d, skip := s.workload(infos[k])
 		if skip != nil {
 			res.Skipped = append(res.Skipped, *skip)
@@ -81,6 +91,9 @@ func Synthesize(snap *aggregate.Snapshot, cfg Config) (*Result, error) {
 	}
 	assignNames(built, owners)
 	for _, p := range built {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("synthesis: %w", err)
+		}
 		if err := finish(p, cfg.ClusterName); err != nil {
 			res.Skipped = append(res.Skipped, Skip{Workload: p.Workload, Display: p.Display, Reason: SkipRefused, Detail: err.Error()})
 			continue

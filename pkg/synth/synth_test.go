@@ -2,6 +2,7 @@ package synth
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"os"
@@ -733,4 +734,15 @@ func TestSkippedWorkloadNamesItsFindings(t *testing.T) {
 		return
 	}
 	t.Fatalf("no workload skipped for lack of allowed traffic: %+v", res.Skipped)
+}
+
+// Ensure synthesis stops when its context ends, so SIGTERM is not held up by a big store
+// (issue 15).
+func TestSynthesizeContextCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	res, err := SynthesizeContext(ctx, shop(), DefaultConfig())
+	if !errors.Is(err, context.Canceled) || res != nil {
+		t.Errorf("SynthesizeContext(cancelled) = %v, %v; want context.Canceled and no result", res, err)
+	}
 }
