@@ -225,6 +225,11 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	// The relay reads from the oldest flow it holds; the Ingester drops what the store already
 	// has. Resuming the relay at the cursor instead would lose the first observation of a
 	// connection the Folder needs to fold its second one.
+	var pods *flows.LivePods
+	if o.needsCluster() {
+		pods = &flows.LivePods{}
+		o.src.pods = pods
+	}
 	src, err := o.src.build(log, nil)
 	if err != nil {
 		return err
@@ -249,7 +254,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		}
 	}
 	if o.needsCluster() {
-		if err := o.wireCluster(&deps, reg); err != nil {
+		if err := o.wireCluster(&deps, reg, pods); err != nil {
 			return err
 		}
 	}
@@ -305,7 +310,7 @@ func effective(v, def int) int {
 }
 
 // wireCluster connects to the API server for delivery, leader election and context.
-func (o *runOptions) wireCluster(deps *daemon.Deps, reg prometheus.Registerer) error {
+func (o *runOptions) wireCluster(deps *daemon.Deps, reg prometheus.Registerer, pods *flows.LivePods) error {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	if o.kubeconfig != "" {
 		rules.ExplicitPath = o.kubeconfig
@@ -347,8 +352,16 @@ func (o *runOptions) wireCluster(deps *daemon.Deps, reg prometheus.Registerer) e
 		}
 		deps.Applier = ap
 	}
+	reader := cluster.NewReader(kc.CoreV1(), kc.AppsV1(), dyn)
+	deps.RefreshPods = func(ctx context.Context) error {
+		ps, err := reader.Pods(ctx)
+		if err != nil {
+			return err
+		}
+		pods.Store(flows.NewPodTable(ps))
+		return nil
+	}
 	if o.clusterPolicies {
-		reader := cluster.NewReader(kc.CoreV1(), kc.AppsV1(), dyn)
 		deps.ClusterPolicies = func(ctx context.Context) (*audit.Decoded, error) {
 			ps, err := reader.Policies(ctx)
 			if err != nil {

@@ -42,6 +42,9 @@ type sourceOptions struct {
 	follow bool
 	// stdin is what "--flows -" reads (the command's input).
 	stdin io.Reader
+	// pods, set by a command connected to the cluster, names pods that flows carry without
+	// labels (a field-masked export, a pod the proxy saw as world).
+	pods flows.PodResolver
 
 	fs *pflag.FlagSet
 }
@@ -131,6 +134,9 @@ func (o *sourceOptions) build(log *slog.Logger, cursor *flows.Cursor) (*builtSou
 		return nil, fmt.Errorf("--%s/--%s: %w", flagLabelExclude, flagLabelInclude, err)
 	}
 	norm := flows.NewNormalizer(lf)
+	if o.pods != nil {
+		norm.WithResolver(o.pods)
+	}
 	if !o.fromRelay() {
 		fsrc, err := flows.NewFileSource(flows.FileConfig{Paths: o.files, Strict: o.strict, Stdin: o.stdin}, norm, log)
 		if err != nil {

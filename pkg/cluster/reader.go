@@ -14,6 +14,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+
+	"github.com/recommender/recommender/pkg/flows"
 )
 
 // Reader reads context from the cluster. It never writes.
@@ -50,7 +52,9 @@ type PodWorkload struct {
 	Namespace string
 	Pod       string
 	Labels    map[string]string
-	Workload  Workload
+	// ServiceAccount is spec.serviceAccountName: Cilium puts it in the pod's identity.
+	ServiceAccount string
+	Workload       Workload
 }
 
 // Policies are the Cilium policies already in the cluster.
@@ -109,10 +113,11 @@ func (r *Reader) PodWorkloads(ctx context.Context) ([]PodWorkload, error) {
 		}
 		for _, p := range list.Items {
 			out = append(out, PodWorkload{
-				Namespace: p.Namespace,
-				Pod:       p.Name,
-				Labels:    p.Labels,
-				Workload:  workloadOf(p.Namespace, p.Name, metav1.GetControllerOf(&p), rsOwners),
+				Namespace:      p.Namespace,
+				Pod:            p.Name,
+				Labels:         p.Labels,
+				ServiceAccount: p.Spec.ServiceAccountName,
+				Workload:       workloadOf(p.Namespace, p.Name, metav1.GetControllerOf(&p), rsOwners),
 			})
 		}
 		if opts.Continue = list.Continue; opts.Continue == "" {
@@ -122,6 +127,22 @@ func (r *Reader) PodWorkloads(ctx context.Context) ([]PodWorkload, error) {
 	slices.SortFunc(out, func(a, b PodWorkload) int {
 		return strings.Compare(a.Namespace+"/"+a.Pod, b.Namespace+"/"+b.Pod)
 	})
+	return out, nil
+}
+
+// Pods returns the cluster's pods as the flow source resolves them: the labels and owner of
+// pods that flows name only by namespace and pod name (a field-masked Hubble export, a pod
+// the L7 proxy reported as world).
+func (r *Reader) Pods(ctx context.Context) ([]flows.Pod, error) {
+	pws, err := r.PodWorkloads(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]flows.Pod, 0, len(pws))
+	for _, pw := range pws {
+		out = append(out, flows.Pod{Namespace: pw.Namespace, Name: pw.Pod, Labels: pw.Labels,
+			ServiceAccount: pw.ServiceAccount, Workload: pw.Workload.Kind + "/" + pw.Workload.Name})
+	}
 	return out, nil
 }
 

@@ -118,6 +118,9 @@ type Deps struct {
 	// Unresolved lists the workloads whose pods the source could not name a selector for
 	// (flows.Normalizer.Unresolved), for REPORT.md; optional.
 	Unresolved func() []string
+	// RefreshPods reads the cluster's pods again for the source's resolver of label-less pods
+	// (flows.LivePods); optional. It runs before every sync, the first one before any flow.
+	RefreshPods func(ctx context.Context) error
 }
 
 // Daemon is the running pipeline: source -> store -> synthesis -> audit -> delivery.
@@ -135,6 +138,8 @@ type Daemon struct {
 	// writeLifecycle and lifecycleWritten persist what a sync changed (lifecycleWriter).
 	writeLifecycle   func(*aggregate.Lifecycle) error
 	lifecycleWritten func()
+	// podsErr is the last error of RefreshPods ("" when it worked), to log changes only.
+	podsErr string
 	// electionErr is why this replica cannot campaign for the lease (nil when it can), for
 	// /readyz.
 	electionErr atomic.Pointer[error]
@@ -415,6 +420,7 @@ func (dm *Daemon) leader() bool { return dm.d.Elector == nil || dm.d.Elector.IsL
 func (dm *Daemon) syncOnce(ctx context.Context) {
 	dm.syncMu.Lock()
 	defer dm.syncMu.Unlock()
+	dm.refreshPods(ctx)
 	conflicts, err := dm.sync(ctx)
 	switch {
 	case err != nil && ctx.Err() != nil:
@@ -432,6 +438,26 @@ func (dm *Daemon) syncOnce(ctx context.Context) {
 		dm.m.syncs.WithLabelValues("ok").Inc()
 	}
 	dm.m.lastSync.SetToCurrentTime()
+}
+
+// refreshPods reads the cluster's pods for the resolver of label-less pods. A failure keeps
+// the previous table and is logged when it appears or changes.
+func (dm *Daemon) refreshPods(ctx context.Context) {
+	if dm.d.RefreshPods == nil {
+		return
+	}
+	msg := ""
+	if err := dm.d.RefreshPods(ctx); err != nil {
+		msg = err.Error()
+	}
+	if msg != dm.podsErr {
+		if msg != "" {
+			dm.log.Warn("read pods to resolve flows that carry no labels; those flows stay unresolved", "err", msg)
+		} else {
+			dm.log.Info("pods read: flows that carry no labels are resolved again")
+		}
+		dm.podsErr = msg
+	}
 }
 
 // sync runs one synthesis and delivery. conflicts reports that delivery left policies a human

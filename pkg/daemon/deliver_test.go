@@ -14,10 +14,15 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 
 	"github.com/recommender/recommender/internal/k8stest"
@@ -426,5 +431,122 @@ func filterLines(t *testing.T, from, to, substr string) {
 	}
 	if err := os.WriteFile(to, out, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Ensure flows that name pods only by namespace and pod name (a field-masked Hubble export)
+// become policies through the cluster's pods, read-only, with the selector a flow carrying
+// labels would have given (issue 13).
+func TestDeliveryResolvesLabelLessPods(t *testing.T) {
+	kube.Require(t)
+	core, err := corev1client.NewForConfig(kube.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apps, err := appsv1client.NewForConfig(kube.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn, err := dynamic.NewForConfig(kube.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if _, err := core.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	// Deployment -> ReplicaSet -> Pod, as the controllers (not running here) would have made them.
+	controller := func(kind, name string, uid types.UID) []metav1.OwnerReference {
+		yes := true
+		return []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: kind, Name: name, UID: uid, Controller: &yes}}
+	}
+	for _, p := range []struct{ app, hash, pod string }{{"web", "6d5f8c7b9d", "x2x4k"}, {"api", "5c9d7f6b8", "q8w7e"}} {
+		labels := map[string]string{"app": p.app}
+		tmpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+			Spec: corev1.PodSpec{ServiceAccountName: p.app, Containers: []corev1.Container{{Name: "c", Image: "example/c"}}}}
+		dep, err := apps.Deployments("shop").Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: p.app},
+			Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rsName := p.app + "-" + p.hash
+		rs, err := apps.ReplicaSets("shop").Create(ctx, &appsv1.ReplicaSet{
+			ObjectMeta: metav1.ObjectMeta{Name: rsName, OwnerReferences: controller("Deployment", p.app, dep.UID)},
+			Spec:       appsv1.ReplicaSetSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: rsName + "-" + p.pod, Labels: map[string]string{"app": p.app, "pod-template-hash": p.hash},
+				OwnerReferences: controller("ReplicaSet", rsName, rs.UID)},
+			Spec: tmpl.Spec,
+		}
+		if _, err := core.Pods("shop").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			bg := context.Background()
+			_ = core.Pods("shop").Delete(bg, pod.Name, metav1.DeleteOptions{})
+			_ = apps.ReplicaSets("shop").Delete(bg, rsName, metav1.DeleteOptions{})
+			_ = apps.Deployments("shop").Delete(bg, p.app, metav1.DeleteOptions{})
+		})
+	}
+	reader := cluster.NewReader(core, apps, dyn)
+	live := &flows.LivePods{}
+
+	dir := t.TempDir()
+	log := slog.New(slog.DiscardHandler)
+	reg := prometheus.NewPedanticRegistry()
+	store, err := aggregate.Open(filepath.Join(dir, "db"), aggregate.Options{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	agg, err := aggregate.NewAggregator(aggregate.Config{}, log, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := aggregate.NewIngester(store, agg, aggregate.IngesterConfig{BatchSize: 100, BatchInterval: time.Second}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	norm := flows.NewNormalizer(nil).WithResolver(live)
+	src, err := flows.NewFileSource(flows.FileConfig{Paths: []string{"../flows/testdata/shapes/exporter-fieldmask.jsonl"}}, norm, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	sc := synth.DefaultConfig()
+	sc.MinObserve, sc.MinFlows = 0, 1
+	out := filepath.Join(dir, "out")
+	dm, err := New(Config{SyncInterval: time.Hour, Once: true, OutDir: out, Lifecycle: lifecycle.DefaultConfig(), Synth: sc},
+		Deps{Log: log, Registry: reg, Source: flows.NewFolder(src, src.Stats()), Stats: src.Stats(),
+			Store: store, Aggregator: agg, Ingester: in,
+			RefreshPods: func(ctx context.Context) error {
+				ps, err := reader.Pods(ctx)
+				if err != nil {
+					return err
+				}
+				live.Store(flows.NewPodTable(ps))
+				return nil
+			}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dm.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	api, err := os.ReadFile(filepath.Join(out, "shop-api.yaml"))
+	if err != nil {
+		report, _ := os.ReadFile(filepath.Join(out, "REPORT.md"))
+		t.Fatalf("no policy for the resolved api pods: %v\n%s", err, report)
+	}
+	for _, want := range []string{"k8s:app: api", "k8s:app: web", `port: "8080"`, "shop/Deployment/api"} {
+		if !strings.Contains(string(api), want) {
+			t.Errorf("shop-api.yaml lacks %q:\n%s", want, api)
+		}
+	}
+	if strings.Contains(string(api), "pod-template-hash") {
+		t.Errorf("shop-api.yaml selects on pod-template-hash:\n%s", api)
 	}
 }

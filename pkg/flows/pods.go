@@ -3,6 +3,7 @@ package flows
 import (
 	"maps"
 	"slices"
+	"sync/atomic"
 )
 
 // Pod is what a PodTable knows of one pod, as read from the cluster.
@@ -55,4 +56,21 @@ const labelServiceAccount = "io.cilium.k8s.policy.serviceaccount"
 func (t *PodTable) PodLabels(namespace, pod string) ([]string, string, bool) {
 	e, ok := t.pods[namespace+"/"+pod]
 	return e.labels, e.workload, ok
+}
+
+// LivePods is a PodResolver whose table is replaced while the source runs: the daemon reads
+// the cluster's pods again on every sync, so pods created since resolve and deleted ones stop
+// resolving. Until the first Store nothing resolves. It is safe for concurrent use.
+type LivePods struct{ table atomic.Pointer[PodTable] }
+
+// Store makes t the table PodLabels answers from.
+func (l *LivePods) Store(t *PodTable) { l.table.Store(t) }
+
+// PodLabels implements PodResolver.
+func (l *LivePods) PodLabels(namespace, pod string) ([]string, string, bool) {
+	t := l.table.Load()
+	if t == nil {
+		return nil, "", false
+	}
+	return t.PodLabels(namespace, pod)
 }
