@@ -140,33 +140,17 @@ func (e *deliveryEnv) run(r replicaRun) *prometheus.Registry {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(t.Output(), nil))
 	}
-	reg := prometheus.NewPedanticRegistry()
-	store, err := aggregate.Open(r.db, aggregate.Options{Registerer: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	agg, err := aggregate.NewAggregator(aggregate.Config{}, log, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ic := aggregate.IngesterConfig{BatchSize: 100, BatchInterval: time.Second, Retention: r.retention}
+	ic := aggregate.IngesterConfig{Retention: r.retention}
 	if r.retention > 0 {
 		ic.SweepInterval = 10 * time.Millisecond // retention runs while the recording is read
-	}
-	in, err := aggregate.NewIngester(store, agg, ic, log)
-	if err != nil {
-		t.Fatal(err)
 	}
 	path := r.recording
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(recordings, path)
 	}
-	src, err := flows.NewFileSource(flows.FileConfig{Paths: []string{path}}, nil, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
+	reg := prometheus.NewPedanticRegistry()
+	deps, closeDeps := openDeps(t, depsConfig{db: r.db, recording: path, reg: reg, ingest: ic})
+	defer closeDeps()
 	cc := cluster.DefaultConfig()
 	cc.Apply = cluster.ApplyEnforce
 	if r.maxPruneRatio > 0 {
@@ -182,8 +166,7 @@ func (e *deliveryEnv) run(r replicaRun) *prometheus.Registry {
 	}
 	sc := synth.DefaultConfig()
 	sc.MinObserve = 0
-	deps := Deps{Log: log, Registry: reg, Source: flows.NewFolder(src, src.Stats()), Stats: src.Stats(),
-		Store: store, Aggregator: agg, Ingester: in, Applier: ap}
+	deps.Applier = ap
 	if r.elector != nil {
 		deps.Elector = r.elector
 	}
@@ -495,41 +478,21 @@ func TestDeliveryResolvesLabelLessPods(t *testing.T) {
 	live := &flows.LivePods{}
 
 	dir := t.TempDir()
-	log := slog.New(slog.DiscardHandler)
-	reg := prometheus.NewPedanticRegistry()
-	store, err := aggregate.Open(filepath.Join(dir, "db"), aggregate.Options{Registerer: reg})
-	if err != nil {
-		t.Fatal(err)
+	d, closeDeps := openDeps(t, depsConfig{db: filepath.Join(dir, "db"), recording: "../flows/testdata/shapes/exporter-fieldmask.jsonl",
+		norm: flows.NewNormalizer(nil).WithResolver(live)})
+	defer closeDeps()
+	d.RefreshPods = func(ctx context.Context) error {
+		ps, err := reader.Pods(ctx)
+		if err != nil {
+			return err
+		}
+		live.Store(flows.NewPodTable(ps))
+		return nil
 	}
-	defer store.Close()
-	agg, err := aggregate.NewAggregator(aggregate.Config{}, log, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := aggregate.NewIngester(store, agg, aggregate.IngesterConfig{BatchSize: 100, BatchInterval: time.Second}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	norm := flows.NewNormalizer(nil).WithResolver(live)
-	src, err := flows.NewFileSource(flows.FileConfig{Paths: []string{"../flows/testdata/shapes/exporter-fieldmask.jsonl"}}, norm, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
 	sc := synth.DefaultConfig()
 	sc.MinObserve, sc.MinFlows = 0, 1
 	out := filepath.Join(dir, "out")
-	dm, err := New(Config{SyncInterval: time.Hour, Once: true, OutDir: out, Lifecycle: lifecycle.DefaultConfig(), Synth: sc},
-		Deps{Log: log, Registry: reg, Source: flows.NewFolder(src, src.Stats()), Stats: src.Stats(),
-			Store: store, Aggregator: agg, Ingester: in,
-			RefreshPods: func(ctx context.Context) error {
-				ps, err := reader.Pods(ctx)
-				if err != nil {
-					return err
-				}
-				live.Store(flows.NewPodTable(ps))
-				return nil
-			}})
+	dm, err := New(Config{SyncInterval: time.Hour, Once: true, OutDir: out, Lifecycle: lifecycle.DefaultConfig(), Synth: sc}, d)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -18,9 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/recommender/recommender/pkg/aggregate"
 	"github.com/recommender/recommender/pkg/cluster"
-	"github.com/recommender/recommender/pkg/flows"
 	"github.com/recommender/recommender/pkg/gitops"
 	"github.com/recommender/recommender/pkg/lifecycle"
 	"github.com/recommender/recommender/pkg/synth"
@@ -75,36 +72,20 @@ func (r *policyRepo) merge(branch string) {
 // runWithGitOps runs the daemon once over a recording with --git-only delivery into repo.
 func runWithGitOps(t *testing.T, db, recording string, repo *policyRepo) *prometheus.Registry {
 	t.Helper()
-	log := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewPedanticRegistry()
-	store, err := aggregate.Open(db, aggregate.Options{Registerer: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	agg, err := aggregate.NewAggregator(aggregate.Config{}, log, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := aggregate.NewIngester(store, agg, aggregate.IngesterConfig{BatchSize: 100, BatchInterval: time.Second}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := flows.NewFileSource(flows.FileConfig{Paths: []string{recording}}, nil, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
+	d, closeDeps := openDeps(t, depsConfig{db: db, recording: recording, reg: reg})
+	defer closeDeps()
 	gc := gitops.DefaultConfig()
 	gc.GitURL, gc.GitWorkDir, gc.GitOnly, gc.PRInterval = repo.bare, t.TempDir(), true, 0
 	if err := gc.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	pub, err := gitops.New(gc, gitops.SystemClock{}, log, reg)
+	pub, err := gitops.New(gc, gitops.SystemClock{}, d.Log, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pub.Close()
+	d.Publisher = pub
 	sc := synth.DefaultConfig()
 	sc.MinObserve = 0
 	dm, err := New(Config{
@@ -112,8 +93,7 @@ func runWithGitOps(t *testing.T, db, recording string, repo *policyRepo) *promet
 		Once:         true,
 		Lifecycle:    lifecycle.Config{Window: time.Minute, MaxFlowGap: 5 * time.Minute, MinWindowFlows: 1, MaxLostRatio: 0.01, Learn: true},
 		Synth:        sc,
-	}, Deps{Log: log, Registry: reg, Source: flows.NewFolder(src, src.Stats()), Stats: src.Stats(),
-		Store: store, Aggregator: agg, Ingester: in, Publisher: pub})
+	}, d)
 	if err != nil {
 		t.Fatal(err)
 	}
