@@ -1,53 +1,19 @@
 package hubblecli
 
 import (
-	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
+
+	"github.com/recommender/recommender/internal/testbin"
 )
 
 // EnvBinary names the environment variable that points at a hubble binary to use.
 const EnvBinary = "RECOMMENDER_HUBBLE"
 
-// CachePath is where build.sh caches the binary: $RECOMMENDER_CACHE/bin/hubble, by default
-// ~/.cache/recommender/bin/hubble.
-func CachePath() string {
-	dir := os.Getenv("RECOMMENDER_CACHE")
-	if dir == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return ""
-		}
-		dir = filepath.Join(home, ".cache", "recommender")
-	}
-	return filepath.Join(dir, "bin", "hubble")
-}
-
-// BuildScript returns the path of build.sh in this source tree.
-func BuildScript() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "build.sh")
-}
-
-// Path returns the hubble binary: $RECOMMENDER_HUBBLE, else the build.sh cache. When there is
-// none, the test fails under CI=true (CI must run it) and is skipped otherwise, naming the
-// command that builds it.
+// Path returns the hubble binary: $RECOMMENDER_HUBBLE, else the build.sh cache (see testbin.Path).
 func Path(t testing.TB) string {
 	t.Helper()
-	candidates := []string{os.Getenv(EnvBinary), CachePath()}
-	for _, p := range candidates {
-		if p == "" {
-			continue
-		}
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	msg := "hubble CLI not found (" + EnvBinary + " or " + CachePath() + "); build it with " + BuildScript()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
+	_, file, _, _ := runtime.Caller(0)
+	return testbin.Path(t, "hubble", EnvBinary, filepath.Join(filepath.Dir(file), "build.sh"))
 }

@@ -23,13 +23,13 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+
+	"github.com/recommender/recommender/internal/testbin"
 )
 
 const (
 	// EnvEnable turns the integration tests on (any non-empty value but "0").
 	EnvEnable = "RECOMMENDER_K8S"
-	// EnvCache overrides the cache root; binaries live in its bin directory.
-	EnvCache = "RECOMMENDER_CACHE"
 
 	// adminUser is the name of the token user in system:masters.
 	adminUser = "k8stest-admin"
@@ -63,17 +63,7 @@ func Enabled() bool {
 }
 
 // BinDir is where build.sh caches etcd and kube-apiserver.
-func BinDir() string {
-	root := os.Getenv(EnvCache)
-	if root == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			home = os.TempDir()
-		}
-		root = filepath.Join(home, ".cache", "recommender")
-	}
-	return filepath.Join(root, "bin")
-}
+func BinDir() string { return testbin.CacheDir() }
 
 // Main runs m with a cluster in *c when Enabled, and stops it afterwards.
 // It returns the exit code for os.Exit. When no cluster is started, *c still
