@@ -6,12 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net/http"
 	"os"
 	"reflect"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -962,60 +960,38 @@ func TestSyncPreconditions(t *testing.T) {
 	}
 }
 
-// writeCounter counts the requests that change objects (PATCH, PUT, POST, DELETE) sent
-// through a rest.Config.
-type writeCounter struct{ n atomic.Int64 }
-
-func (w *writeCounter) config(t *testing.T) *rest.Config {
-	t.Helper()
-	cfg := rest.CopyConfig(env.Config)
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		return roundTripperFunc(func(r *http.Request) (*http.Response, error) {
-			if r.Method != http.MethodGet {
-				w.n.Add(1)
-			}
-			return rt.RoundTrip(r)
-		})
-	})
-	return cfg
-}
-
-type roundTripperFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
 // Ensure a sync whose policies are in the cluster already sends no write at all, and one
 // whose rules changed writes exactly that policy (issue 20: every write wakes every agent).
 func TestSyncWritesOnlyOnChange(t *testing.T) {
 	admin(t)
-	var writes writeCounter
-	c := newClients(t, writes.config(t))
+	var writes k8stest.Writes
+	c := newClients(t, writes.Wrap(env.Config))
 	a := newApplier(t, c.dyn, enforce(), nil)
 	web, api := testPolicy("quiet-web", "web", "80"), testPolicy("quiet-api", "api", "8080")
 	if _, err := a.Sync(t.Context(), plan(promoted(web, api))); err != nil {
 		t.Fatal(err)
 	}
-	if n := writes.n.Load(); n != 2 {
+	if n := writes.Count(); n != 2 {
 		t.Errorf("first Sync sent %d writes, want 2 creates", n)
 	}
 	for i := range 3 {
-		writes.n.Store(0)
+		writes.Reset()
 		res, err := a.Sync(t.Context(), plan(promoted(web, api)))
 		if err != nil {
 			t.Fatal(err)
 		}
 		wantActions(t, res, map[string]Action{"quiet-web": ActionUnchanged, "quiet-api": ActionUnchanged})
-		if n := writes.n.Load(); n != 0 {
+		if n := writes.Count(); n != 0 {
 			t.Errorf("Sync %d of an unchanged state sent %d writes, want 0", i+2, n)
 		}
 	}
-	writes.n.Store(0)
+	writes.Reset()
 	res, err := a.Sync(t.Context(), plan(promoted(testPolicy("quiet-web", "web", "443"), api)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantActions(t, res, map[string]Action{"quiet-web": ActionConfigured, "quiet-api": ActionUnchanged})
-	if n := writes.n.Load(); n != 1 {
+	if n := writes.Count(); n != 1 {
 		t.Errorf("Sync of one changed policy sent %d writes, want 1", n)
 	}
 }

@@ -4,12 +4,10 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,7 +21,6 @@ import (
 	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/rest"
 
 	"github.com/recommender/recommender/internal/k8stest"
 	"github.com/recommender/recommender/pkg/aggregate"
@@ -39,31 +36,11 @@ var kube *k8stest.Cluster
 
 func TestMain(m *testing.M) { os.Exit(k8stest.Main(m, &kube)) }
 
-// writeCounter counts the requests that change objects, sent through a rest.Config.
-type writeCounter struct{ n atomic.Int64 }
-
-func (w *writeCounter) wrap(cfg *rest.Config) *rest.Config {
-	cfg = rest.CopyConfig(cfg)
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		return roundTripperFunc(func(r *http.Request) (*http.Response, error) {
-			if r.Method != http.MethodGet && !strings.Contains(r.URL.Path, "/leases") {
-				w.n.Add(1)
-			}
-			return rt.RoundTrip(r)
-		})
-	})
-	return cfg
-}
-
-type roundTripperFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
 // deliveryEnv is the cluster side of a delivery test: clients, and the policies left to clean.
 type deliveryEnv struct {
 	t      *testing.T
 	dyn    dynamic.Interface
-	writes writeCounter
+	writes k8stest.Writes
 	// counted writes through the applier's client
 	counted dynamic.Interface
 	coord   coordinationv1client.CoordinationV1Interface
@@ -77,7 +54,7 @@ func newDeliveryEnv(t *testing.T) *deliveryEnv {
 	if e.dyn, err = dynamic.NewForConfig(kube.Config); err != nil {
 		t.Fatal(err)
 	}
-	if e.counted, err = dynamic.NewForConfig(e.writes.wrap(kube.Config)); err != nil {
+	if e.counted, err = dynamic.NewForConfig(e.writes.Wrap(kube.Config)); err != nil {
 		t.Fatal(err)
 	}
 	if e.coord, err = coordinationv1client.NewForConfig(kube.Config); err != nil {
@@ -262,7 +239,7 @@ func TestDeliveryDeletedStoreKeepsEnforcement(t *testing.T) {
 	}
 
 	// The restarted replica sees other traffic first: it knows none of the policies in force.
-	e.writes.n.Store(0)
+	e.writes.Reset()
 	reg := e.run(replicaRun{db: db, recording: "starwars.jsonl"})
 	after, _ := e.inCluster()
 	for name, rv := range before {
@@ -281,7 +258,7 @@ func TestDeliveryDeletedStoreKeepsEnforcement(t *testing.T) {
 	if err := os.Remove(db); err != nil {
 		t.Fatal(err)
 	}
-	e.writes.n.Store(0)
+	e.writes.Reset()
 	reg = e.run(replicaRun{db: db, recording: "boutique.jsonl"})
 	after, _ = e.inCluster()
 	for name, rv := range before {
@@ -289,7 +266,7 @@ func TestDeliveryDeletedStoreKeepsEnforcement(t *testing.T) {
 			t.Errorf("%s changed (%s -> %q) when a fresh store proposed the revision in force", name, rv, after[name])
 		}
 	}
-	if n := e.writes.n.Load(); n != 0 {
+	if n := e.writes.Count(); n != 0 {
 		t.Errorf("fresh store with the same traffic sent %d writes, want 0", n)
 	}
 	if got := gauge(t, reg, "recommender_workloads", map[string]string{"state": "enforced"}); int(got) != len(before) {
@@ -311,7 +288,7 @@ func TestDeliveryFreshReplicaTakingLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.writes.n.Store(0)
+	e.writes.Reset()
 	e.run(replicaRun{
 		db: filepath.Join(t.TempDir(), "b.db"), recording: "starwars.jsonl", elector: el,
 		until: func(g prometheus.Gatherer) bool {
@@ -340,7 +317,7 @@ func TestDeliveryStoreRestoredFromOldBackup(t *testing.T) {
 	before, _ := e.inCluster()
 
 	// The backup comes back; a day later's traffic moves its clock past a one-hour retention.
-	e.writes.n.Store(0)
+	e.writes.Reset()
 	reg := e.run(replicaRun{db: backup, recording: "boutique-newconn.jsonl", retention: time.Hour, warmup: 10 * time.Minute})
 	after, _ := e.inCluster()
 	for name, rv := range before {
@@ -348,7 +325,7 @@ func TestDeliveryStoreRestoredFromOldBackup(t *testing.T) {
 			t.Errorf("%s: resourceVersion %s -> %q after the restored store synced, want it untouched", name, rv, after[name])
 		}
 	}
-	if n := e.writes.n.Load(); n != 0 {
+	if n := e.writes.Count(); n != 0 {
 		t.Errorf("restored store sent %d writes, want none before --delivery-warmup", n)
 	}
 	if got := gauge(t, reg, "recommender_cluster_prunes_refused_total", nil); got != 0 {
