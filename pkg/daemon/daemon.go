@@ -156,51 +156,6 @@ func New(cfg Config, d Deps) (*Daemon, error) {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	m := newMetrics(d.Registry)
-	registerSourceStats(d.Registry, d.Stats)
-	f := promauto.With(d.Registry)
-	limits := f.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "recommender_store_limit",
-		Help: "Configured caps of the store (edges, workloads); compare with recommender_store_edges and recommender_store_workloads.",
-	}, []string{"kind"})
-	limits.WithLabelValues("edges").Set(float64(cfg.MaxEdges))
-	limits.WithLabelValues("workloads").Set(float64(cfg.MaxWorkloads))
-	var dm *Daemon
-	f.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "recommender_ingest_last_flow_timestamp_seconds",
-		Help: "Flow time (Unix seconds) of the newest event ingested: the clock windows and retention run on.",
-	}, func() float64 {
-		if t := dm.auditor.clock(); !t.IsZero() {
-			return float64(t.UnixNano()) / 1e9
-		}
-		return 0
-	})
-	if d.Relay != nil {
-		f.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "recommender_relay_connected",
-			Help: "1 while a Hubble Relay stream is open, else 0.",
-		}, func() float64 {
-			if d.Relay.State().Connected {
-				return 1
-			}
-			return 0
-		})
-		f.NewCounterFunc(prometheus.CounterOpts{
-			Name: "recommender_relay_reconnects_total",
-			Help: "Hubble Relay streams reopened after an error.",
-		}, func() float64 { return float64(d.Relay.State().Reconnects) })
-		f.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "recommender_ingest_lag_seconds",
-			Help: "Seconds between now and the time of the newest flow received from Hubble Relay.",
-		}, func() float64 {
-			last := d.Relay.State().LastEventTime
-			if last.IsZero() {
-				return 0
-			}
-			return time.Since(last).Seconds()
-		})
-	}
-
 	snap := d.Aggregator.Snapshot()
 	var records []*lifecycle.Record
 	for _, w := range snap.Workloads {
@@ -236,12 +191,58 @@ func New(cfg Config, d Deps) (*Daemon, error) {
 		}
 		machine.RestoreRetired(rs)
 	}
-	dm = &Daemon{
+	// Every failure is behind: register the metrics now, so a failed New leaves none behind
+	// and no collector captures a daemon that does not exist yet.
+	m := newMetrics(d.Registry)
+	registerSourceStats(d.Registry, d.Stats)
+	f := promauto.With(d.Registry)
+	limits := f.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "recommender_store_limit",
+		Help: "Configured caps of the store (edges, workloads); compare with recommender_store_edges and recommender_store_workloads.",
+	}, []string{"kind"})
+	limits.WithLabelValues("edges").Set(float64(cfg.MaxEdges))
+	limits.WithLabelValues("workloads").Set(float64(cfg.MaxWorkloads))
+	if d.Relay != nil {
+		f.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "recommender_relay_connected",
+			Help: "1 while a Hubble Relay stream is open, else 0.",
+		}, func() float64 {
+			if d.Relay.State().Connected {
+				return 1
+			}
+			return 0
+		})
+		f.NewCounterFunc(prometheus.CounterOpts{
+			Name: "recommender_relay_reconnects_total",
+			Help: "Hubble Relay streams reopened after an error.",
+		}, func() float64 { return float64(d.Relay.State().Reconnects) })
+		f.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "recommender_ingest_lag_seconds",
+			Help: "Seconds between now and the time of the newest flow received from Hubble Relay.",
+		}, func() float64 {
+			last := d.Relay.State().LastEventTime
+			if last.IsZero() {
+				return 0
+			}
+			return time.Since(last).Seconds()
+		})
+	}
+
+	dm := &Daemon{
 		cfg: cfg, d: d, log: d.Log, m: m,
 		auditor:   newAuditor(d.Log, m, cfg.Audit, machine),
 		published: make(map[string]*v2.CiliumClusterwideNetworkPolicy),
 	}
 	dm.auditor.now = snap.To
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "recommender_ingest_last_flow_timestamp_seconds",
+		Help: "Flow time (Unix seconds) of the newest event ingested: the clock windows and retention run on.",
+	}, func() float64 {
+		if t := dm.auditor.clock(); !t.IsZero() {
+			return float64(t.UnixNano()) / 1e9
+		}
+		return 0
+	})
 	dm.auditor.retireAfter = cfg.DeliveryWarmup
 	if len(cfg.Namespaces) > 0 {
 		dm.auditor.inShard = func(ns string) bool { return slices.Contains(cfg.Namespaces, ns) }

@@ -2,22 +2,15 @@ package daemon
 
 import (
 	"bytes"
-	"context"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/recommender/recommender/pkg/cluster"
 	"github.com/recommender/recommender/pkg/gitops"
 	"github.com/recommender/recommender/pkg/lifecycle"
 	"github.com/recommender/recommender/pkg/synth"
@@ -175,61 +168,5 @@ func golden(t *testing.T, name, got string) {
 	}
 	if got != string(want) {
 		t.Errorf("%s differs from %s (run with -update and review the diff):\n%s", name, path, got)
-	}
-}
-
-// forbiddenElector is an Elector whose service account may not use the Lease.
-type forbiddenElector struct{ calls atomic.Int64 }
-
-func (e *forbiddenElector) Run(ctx context.Context, _ func(context.Context)) error {
-	e.calls.Add(1)
-	return fmt.Errorf("%w: lease kube-system/recommender: forbidden", cluster.ErrLeaseForbidden)
-}
-
-func (e *forbiddenElector) IsLeader() bool { return false }
-
-// Ensure a replica that may not use the Lease says so on /readyz instead of retrying quietly
-// (issue 20), and keeps serving.
-func TestReadyzLeaseForbidden(t *testing.T) {
-	d := fileDeps(t, t.TempDir(), nil, "starwars.jsonl")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.MetricsListener = ln
-	el := &forbiddenElector{}
-	d.Elector = el
-	dm, err := New(Config{SyncInterval: time.Hour, Lifecycle: lifecycle.DefaultConfig(), Synth: synth.DefaultConfig()}, d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- dm.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run = %v", err)
-		}
-	}()
-	url := "http://" + ln.Addr().String() + "/readyz"
-	deadline := time.Now().Add(time.Minute)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), "leader election") &&
-				strings.Contains(string(body), "forbidden") {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz never reported the forbidden lease (last: %v)", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := el.calls.Load(); n != 1 {
-		t.Errorf("campaigned %d times right away, want 1 (then a long backoff)", n)
 	}
 }
