@@ -229,12 +229,7 @@ func (a *auditor) wouldDeny(ev *flows.Event, e end, key string, dv audit.Directi
 	a.m.wouldDeny.WithLabelValues(n.namespace, n.name, e.dir.String(), e.other.Kind.String()).Inc()
 	peer := e.other.String()
 	port := ev.PortString()
-	edge := key + "|" + e.dir.String() + "|" + e.other.Key() + "|" + port
-	if _, ok := a.logged[edge]; !ok {
-		if len(a.logged) >= maxLoggedEdges {
-			clear(a.logged)
-		}
-		a.logged[edge] = struct{}{}
+	if a.firstOnEdge(key + "|" + e.dir.String() + "|" + e.other.Key() + "|" + port) {
 		a.log.Warn("would-be-denied flow",
 			"workload", n.namespace+"/"+n.name, "direction", e.dir.String(), "peer", peer, "port", port,
 			"verdict", ev.Verdict.String(), "reason", dv.String(), "node", ev.Node, "time", ev.Time)
@@ -252,6 +247,19 @@ func (a *auditor) wouldDeny(ev *flows.Event, e end, key string, dv audit.Directi
 	}
 }
 
+// firstOnEdge reports whether edge is seen for the first time since the memory of logged edges
+// was last cleared (it holds at most maxLoggedEdges).
+func (a *auditor) firstOnEdge(edge string) bool {
+	if _, ok := a.logged[edge]; ok {
+		return false
+	}
+	if len(a.logged) >= maxLoggedEdges {
+		clear(a.logged)
+	}
+	a.logged[edge] = struct{}{}
+	return true
+}
+
 func (a *auditor) policyDrop(ev *flows.Event, ends []end) {
 	for _, e := range ends {
 		if e.self.Kind != flows.PeerWorkload {
@@ -267,9 +275,12 @@ func (a *auditor) policyDrop(ev *flows.Event, ends []end) {
 		}
 		n := a.names[key]
 		a.m.policyDrops.WithLabelValues(n.namespace, n.name, e.dir.String()).Inc()
-		a.log.Warn("enforced policy dropped a flow",
-			"workload", n.namespace+"/"+n.name, "direction", e.dir.String(), "peer", e.other.String(),
-			"port", ev.PortString(), "reason", ev.DropReason, "node", ev.Node)
+		// Logged once per edge: the counter carries the rest (a denied client retries a lot).
+		if a.firstOnEdge("drop|" + key + "|" + e.dir.String() + "|" + e.other.Key() + "|" + ev.PortString()) {
+			a.log.Warn("enforced policy dropped a flow",
+				"workload", n.namespace+"/"+n.name, "direction", e.dir.String(), "peer", e.other.String(),
+				"port", ev.PortString(), "reason", ev.DropReason, "node", ev.Node)
+		}
 		if tr := a.machine.PolicyDrop(key, ev.Time); tr != nil {
 			a.logTransition(*tr)
 		}

@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -181,5 +183,30 @@ func TestLifecycleWriterKeepsPendingOnFailure(t *testing.T) {
 	}
 	if len(a.pending) != 0 {
 		t.Errorf("pending after a successful commit = %d records, want 0", len(a.pending))
+	}
+}
+
+// Ensure repeated policy drops on one edge are counted each time but logged once (issue 17:
+// logs are per state change, not per flow).
+func TestAuditorLogsDropsOncePerEdge(t *testing.T) {
+	cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true}
+	a, m, snap := learn(t, cfg)
+	var logs bytes.Buffer
+	a.log = slog.New(slog.NewTextHandler(&logs, nil))
+	a.wall = func() time.Time { return base.Add(24 * time.Hour) }
+	a.observe(ev(2000, web, db, 5432, flows.VerdictForwarded))
+	a.observe(ev(2000+7200, web, db, 5432, flows.VerdictForwarded))
+	a.update(&synth.Result{}, snap, nil)
+	for i := range 5 {
+		a.observe(with(ev(9300+i, evil, db, 5432, flows.VerdictDropped), func(e *flows.Event) {
+			e.DropReason = "POLICY_DENIED"
+			e.Point = flows.DirectionIngress
+		}))
+	}
+	if got := counter(t, m.policyDrops); got != 5 {
+		t.Errorf("policy drops = %g, want 5", got)
+	}
+	if n := strings.Count(logs.String(), "enforced policy dropped a flow"); n != 1 {
+		t.Errorf("drop logged %d times, want once per edge:\n%s", n, logs.String())
 	}
 }
