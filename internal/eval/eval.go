@@ -25,16 +25,14 @@ import (
 type Case struct {
 	Name  string
 	Synth synth.Config
-	// Aggregate configures the aggregator the flows of the learning days are folded by.
-	Aggregate aggregate.Config
 	// LearnDays is how many days of the week policies are learned from; the rest is held out.
 	LearnDays int
 }
 
-// Cases are the configurations `make eval` reports: the defaults, with HTTP rules (with the
-// aggregator's default bound of HTTP samples per edge, and with one large enough for the
-// week's API, whose paths carry IDs), and with quiet directions left open (the behaviour
-// before issue 14).
+// Cases are the configurations `make eval` reports: the defaults, with HTTP rules, and with
+// quiet directions left open (the behaviour before issue 14). The flows of the learning days
+// are folded by an aggregator with its default bounds, as the daemon's are; the week's API
+// carries IDs in its paths, which the aggregator keeps as one HTTP sample per path shape.
 func Cases() []Case {
 	l7 := synth.DefaultConfig()
 	l7.L7HTTP = true
@@ -43,7 +41,6 @@ func Cases() []Case {
 	return []Case{
 		{Name: "default", Synth: synth.DefaultConfig(), LearnDays: 5},
 		{Name: "--l7 http", Synth: l7, LearnDays: 5},
-		{Name: "--l7 http, 100k HTTP samples/edge", Synth: l7, Aggregate: aggregate.Config{MaxHTTPSamples: 100_000}, LearnDays: 5},
 		{Name: "--quiet-directions=open", Synth: open, LearnDays: 5},
 	}
 }
@@ -148,7 +145,7 @@ func (s *sliceSource) Recv(ctx context.Context) (*flows.Event, error) {
 
 func score(c Case, week, attacks []*flows.Event) (*Result, error) {
 	split := flowgen.WeekStart.Add(time.Duration(c.LearnDays) * 24 * time.Hour)
-	agg, err := aggregate.NewAggregator(c.Aggregate, slog.New(slog.DiscardHandler), nil)
+	agg, err := aggregate.NewAggregator(aggregate.Config{}, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		return nil, err
 	}

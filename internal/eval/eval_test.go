@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/recommender/recommender/internal/flowgen"
+	"github.com/recommender/recommender/pkg/aggregate"
 	"github.com/recommender/recommender/pkg/audit"
 )
 
@@ -56,4 +57,36 @@ func TestRunTable(t *testing.T) {
 		t.Errorf("table:\n%s", b.String())
 	}
 	t.Log("\n" + b.String())
+}
+
+// Ensure the week's HTTP API, whose paths carry IDs, UUIDs and digests, fits the aggregator's
+// default bound of HTTP samples per edge: a truncated edge stays at L4 and lets every HTTP
+// attack on it through (issue 14), whatever synth could have written.
+func TestWeekHTTPSamplesFitDefaultBound(t *testing.T) {
+	week, err := events(t.Context(), flowgen.Week)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agg, err := aggregate.NewAggregator(aggregate.Config{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range week {
+		agg.Add(ev)
+	}
+	var http int
+	for _, es := range agg.Snapshot().Edges {
+		for _, e := range es {
+			if len(e.HTTP) == 0 {
+				continue
+			}
+			http++
+			if e.Truncated {
+				t.Errorf("edge %s %s %s %d: HTTP samples truncated at %d", e.Workload, e.Direction, e.Peer.Key(), e.Port, len(e.HTTP))
+			}
+		}
+	}
+	if http == 0 {
+		t.Fatal("no edge carries HTTP samples; the week lost its API")
+	}
 }

@@ -574,10 +574,22 @@ func (e *edgeState) merge(o *Edge, cfg Config) {
 	}
 }
 
+// addSample counts s in the sample of its method and path shape (flows.HTTPPathShape), so an
+// API with IDs in its paths takes one sample per route, not one per ID (issue 14). Only a new
+// shape counts against limit. The sample keeps the smallest path seen with its shape, so what
+// is stored does not depend on the order flows arrived in; synth writes the same rule for any
+// path of the shape.
 func (e *Edge) addSample(s HTTPSample, limit int) {
-	i, ok := slices.BinarySearchFunc(e.HTTP, s, compareSample)
+	shape := flows.HTTPPathShape(s.Method, s.Path)
+	i, ok := slices.BinarySearchFunc(e.HTTP, s.Method, func(h HTTPSample, method string) int {
+		if c := strings.Compare(h.Method, method); c != 0 {
+			return c
+		}
+		return strings.Compare(flows.HTTPPathShape(h.Method, h.Path), shape)
+	})
 	if ok {
 		e.HTTP[i].Count += s.Count
+		e.HTTP[i].Path = min(e.HTTP[i].Path, s.Path)
 		return
 	}
 	if len(e.HTTP) >= limit {
@@ -587,11 +599,14 @@ func (e *Edge) addSample(s HTTPSample, limit int) {
 	e.HTTP = slices.Insert(e.HTTP, i, s)
 }
 
-func compareSample(a, b HTTPSample) int {
-	if c := strings.Compare(a.Method, b.Method); c != 0 {
-		return c
+// reshapeSamples folds samples stored before they were kept by shape (one per raw path,
+// sorted by path) into one per shape, in the order addSample keeps.
+func (e *Edge) reshapeSamples() {
+	stored := e.HTTP
+	e.HTTP = nil
+	for _, s := range stored {
+		e.addSample(s, len(stored))
 	}
-	return strings.Compare(a.Path, b.Path)
 }
 
 // insertBounded inserts v into the sorted set s unless it is there or s is full.

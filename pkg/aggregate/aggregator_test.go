@@ -421,3 +421,120 @@ func TestAddAll(t *testing.T) {
 		t.Errorf("AddAll on a failing source = %v, want its error", err)
 	}
 }
+
+// httpRequest is an HTTP request from client to server on 8080/TCP.
+func httpRequest(sec int, client, server flows.Peer, method, path string) *flows.Event {
+	return with(flow(sec, client, server, flows.ProtoTCP, 8080), func(e *flows.Event) {
+		e.Type, e.L7 = flows.EventL7, &flows.L7{HTTP: &flows.HTTP{Method: method, Path: path}}
+	})
+}
+
+// Ensure HTTP samples are kept per method and path shape: paths that differ only in IDs are
+// one sample (issue 14: an API with IDs in its paths left every port at L4), while distinct
+// shapes still count against the bound.
+func TestAggregatorHTTPShapes(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		evs  func() []*flows.Event
+		want string // the server's ingress edge
+	}{
+		{
+			name: "10,000 ids in one route are one sample",
+			cfg:  Config{MaxHTTPSamples: 2},
+			evs: func() []*flows.Event {
+				var evs []*flows.Event
+				for i := range 10_000 {
+					evs = append(evs, httpRequest(i, web, api, "GET", fmt.Sprintf("/api/orders/%d", 10_000-i)))
+				}
+				return evs
+			},
+			want: "shop/k8s:app=api ingress workload:shop/k8s:app=web 8080/TCP l7=10000 http=GET:/api/orders/1:10000",
+		},
+		{
+			name: "uuids, digests and numbers by route; the smallest path stands for its shape",
+			cfg:  Config{MaxHTTPSamples: 3},
+			evs: func() []*flows.Event {
+				return []*flows.Event{
+					httpRequest(1, web, api, "PUT", "/carts/3fa85f64-5717-4562-b3fc-2c963f66afa6/items/7"),
+					httpRequest(2, web, api, "PUT", "/carts/00000000-1111-4222-8333-444444444444/items/12"),
+					httpRequest(3, web, api, "GET", "/blobs/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"),
+					httpRequest(4, web, api, "GET", "/blobs/"+strings.Repeat("a1", 32)),
+					httpRequest(5, web, api, "GET", "/blobs/42"),
+					httpRequest(6, web, api, "GET", "/blobs/7"),
+				}
+			},
+			want: "shop/k8s:app=api ingress workload:shop/k8s:app=web 8080/TCP l7=6" +
+				" http=GET:/blobs/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08:2 http=GET:/blobs/42:2" + // {hex64} sorts before {int}
+				" http=PUT:/carts/00000000-1111-4222-8333-444444444444/items/12:2",
+		},
+		{
+			name: "distinct shapes truncate at the bound",
+			cfg:  Config{MaxHTTPSamples: 2},
+			evs: func() []*flows.Event {
+				return []*flows.Event{
+					httpRequest(1, web, api, "GET", "/api/orders/1"),
+					httpRequest(2, web, api, "GET", "/api/users/1"),
+					httpRequest(3, web, api, "GET", "/api/users/2"),    // a known shape: counted
+					httpRequest(4, web, api, "GET", "/api/invoices/1"), // a third shape: dropped
+					httpRequest(5, web, api, "GET", "/api/orders/2"),
+				}
+			},
+			want: "shop/k8s:app=api ingress workload:shop/k8s:app=web 8080/TCP l7=5 http=GET:/api/orders/1:2 http=GET:/api/users/1:2 truncated",
+		},
+		{
+			name: "methods and grpc methods stay exact",
+			cfg:  Config{MaxHTTPSamples: 10},
+			evs: func() []*flows.Event {
+				return []*flows.Event{
+					httpRequest(1, web, api, "GET", "/api/orders/1"),
+					httpRequest(2, web, api, "DELETE", "/api/orders/2"),
+					httpRequest(3, web, api, "POST", "/pkg.Svc/deadbeefdeadbeef1234"),
+					httpRequest(4, web, api, "POST", "/pkg.Svc/deadbeefdeadbeef5678"),
+				}
+			},
+			want: "shop/k8s:app=api ingress workload:shop/k8s:app=web 8080/TCP l7=4 http=DELETE:/api/orders/2:1 http=GET:/api/orders/1:1" +
+				" http=POST:/pkg.Svc/deadbeefdeadbeef1234:1 http=POST:/pkg.Svc/deadbeefdeadbeef5678:1",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAgg(t, tc.cfg)
+			for _, ev := range tc.evs() {
+				a.Add(ev)
+			}
+			edges := a.Snapshot().Edges[api.Key()]
+			if len(edges) != 1 {
+				t.Fatalf("server has %d edges, want 1", len(edges))
+			}
+			if got := renderEdge(&edges[0]); got != tc.want {
+				t.Errorf("edge:\n%s\nwant:\n%s", got, tc.want)
+			}
+		})
+	}
+}
+
+// Ensure a store written when samples were kept per raw path loads as one sample per shape,
+// so later requests of a stored route find their sample instead of taking a new one.
+func TestAggregatorRestoresSamplesByShape(t *testing.T) {
+	a := newAgg(t, Config{MaxHTTPSamples: 2})
+	for i := range 2 {
+		a.Add(httpRequest(i, web, api, "GET", fmt.Sprintf("/api/orders/%d", i)))
+	}
+	snap := a.Snapshot()
+	// As an older aggregator stored them: sorted by path, one per path.
+	for _, es := range snap.Edges {
+		for i := range es {
+			es[i].HTTP = []HTTPSample{{Method: "GET", Path: "/api/orders/10", Count: 1}, {Method: "GET", Path: "/api/orders/9", Count: 1}}
+		}
+	}
+	b := newAgg(t, Config{MaxHTTPSamples: 2})
+	b.restore(snap)
+	b.Add(httpRequest(3, web, api, "GET", "/api/orders/8"))
+	b.Add(httpRequest(4, web, api, "GET", "/api/users/8"))
+	got := renderEdge(&b.Snapshot().Edges[api.Key()][0])
+	want := "shop/k8s:app=api ingress workload:shop/k8s:app=web 8080/TCP l7=4 http=GET:/api/orders/10:3 http=GET:/api/users/8:1"
+	if got != want {
+		t.Errorf("edge:\n%s\nwant:\n%s", got, want)
+	}
+}

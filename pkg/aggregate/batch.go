@@ -144,6 +144,7 @@ func (a *Aggregator) restore(s *Snapshot) {
 				id.port = 0
 			}
 			st := &edgeState{id: id, Edge: e}
+			st.reshapeSamples()
 			a.insertEdge(st)
 			g := a.groups[gid]
 			if g == nil {

@@ -22,7 +22,8 @@ type Config struct {
 	MaxWorldPeers int
 	// MaxDNSNames bounds the names kept per edge to a DNS server.
 	MaxDNSNames int
-	// MaxHTTPSamples bounds the distinct method+path samples kept per edge.
+	// MaxHTTPSamples bounds the samples kept per edge: distinct methods and path shapes
+	// (flows.HTTPPathShape), not distinct paths.
 	MaxHTTPSamples int
 	// MaxDNSAnswers bounds the IP -> names map learned from DNS answers; the entries seen least
 	// recently are evicted first.

@@ -20,7 +20,9 @@
 // External clients (ingress) are always CIDRs, since Cilium has no fromFQDNs.
 //
 // L7 records are evidence: DNS requests add the queried name to the client's egress edge to
-// its DNS server, DNS answers fill the IP -> names map, HTTP requests add method+path samples.
+// its DNS server, DNS answers fill the IP -> names map, HTTP requests add method+path samples,
+// one per method and path shape (flows.HTTPPathShape: /api/orders/42 and /api/orders/43 are
+// one sample), so the bound counts routes, not IDs.
 // Forwarded L7 records are counted apart (Counts.L7), since their L3/L4 trace already counted
 // the packet; an L7 request that is the only record of its connection (flows.Event.Connection:
 // captures of L7 events alone) is counted as Forwarded too.

@@ -93,7 +93,9 @@ func (c *Counts) add(o Counts) {
 	c.L7 += o.L7
 }
 
-// HTTPSample is one observed HTTP method and path on an edge, with how often it was seen.
+// HTTPSample is one observed HTTP method and path shape on an edge: Path is the smallest path
+// seen with that shape, Count how many requests had it. Stores written before samples were kept
+// by shape hold one sample per path; the Aggregator folds them when it loads a store.
 type HTTPSample struct {
 	Method string
 	Path   string
@@ -124,8 +126,8 @@ type Edge struct {
 	// DNSNames are the names the workload looked up over this edge (egress edges to a DNS
 	// server), sorted, at most Config.MaxDNSNames.
 	DNSNames []string
-	// HTTP holds method+path samples seen on the edge, sorted by method then path, at most
-	// Config.MaxHTTPSamples distinct ones.
+	// HTTP holds the HTTP requests seen on the edge, one sample per method and path shape
+	// (flows.HTTPPathShape), sorted by method then shape, at most Config.MaxHTTPSamples.
 	HTTP []HTTPSample
 	// Truncated says DNSNames or HTTP reached their bound and later distinct values were not kept.
 	Truncated bool

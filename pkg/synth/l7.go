@@ -63,17 +63,8 @@ func dnsRules(names []string, truncated bool) api.PortRulesDNS {
 	return slices.Compact(out)
 }
 
-var (
-	numericSegment = regexp.MustCompile(`^[0-9]+$`)
-	uuidSegment    = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-	// hashSegment is a hex digest or object ID (16 digits or more: md5, sha1, sha256, Mongo
-	// ObjectIDs are 24); it must hold a digit, so that words made of a-f stay literal.
-	hashSegment = regexp.MustCompile(`^[0-9a-fA-F]{16,}$`)
-	digit       = regexp.MustCompile(`[0-9]`)
-	methodToken = regexp.MustCompile(`^[A-Z]+$`)
-	// grpcPath is a gRPC method, /package.Service/Method (gRPC over HTTP/2 always POSTs it).
-	grpcPath = regexp.MustCompile(`^/[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*/[A-Za-z_][A-Za-z0-9_]*$`)
-)
+// methodToken is an HTTP method as rules write it (matched exactly).
+var methodToken = regexp.MustCompile(`^[A-Z]+$`)
 
 const (
 	numericPattern = `[0-9]+`
@@ -86,24 +77,23 @@ const (
 	querySuffix = `(\?.*)?`
 )
 
-// isGRPC reports whether a request is a gRPC call, whose path is matched exactly.
-func isGRPC(method, path string) bool { return method == "POST" && grpcPath.MatchString(path) }
-
-// pathRegex generalizes a path conservatively: a segment made only of digits, a UUID or a hex
-// digest becomes a pattern for exactly that shape (digests keep their length); everything
-// else is matched literally. gRPC method paths are matched exactly, without a query.
+// pathRegex generalizes a path conservatively, segment by segment as flows.PathSegmentKind
+// classifies them (the aggregator keeps one sample per flows.HTTPPathShape, so paths of one
+// shape get one rule): digits only, a UUID or a hex digest becomes a pattern for exactly that
+// shape (digests keep their length); everything else is matched literally. gRPC method paths
+// are matched exactly, without a query.
 func pathRegex(method, path string) string {
-	if isGRPC(method, path) {
+	if flows.IsGRPCPath(method, path) {
 		return regexp.QuoteMeta(path)
 	}
 	segs := strings.Split(path, "/")
 	for i, s := range segs {
-		switch {
-		case numericSegment.MatchString(s):
+		switch flows.PathSegmentKind(s) {
+		case flows.SegmentNumber:
 			segs[i] = numericPattern
-		case uuidSegment.MatchString(s):
+		case flows.SegmentUUID:
 			segs[i] = uuidPattern
-		case hashSegment.MatchString(s) && digit.MatchString(s):
+		case flows.SegmentHex:
 			segs[i] = fmt.Sprintf("[0-9a-fA-F]{%d}", len(s))
 		default:
 			segs[i] = regexp.QuoteMeta(s)
@@ -212,7 +202,7 @@ func reconcileGroup(drafts []*draft) {
 				if !had {
 					continue // flagged as truncated already
 				}
-				sl.b.flag(Finding{Kind: FindingHTTPUndone, Direction: flows.DirectionIngress, Peer: sl.g.display, Ports: sl.pk.String(), Detail: "another proposed policy selecting the same pods allows this peer and port at L4 (more HTTP requests than samples kept), which would undo HTTP rules here; the port is allowed at L4"})
+				sl.b.flag(Finding{Kind: FindingHTTPUndone, Direction: flows.DirectionIngress, Peer: sl.g.display, Ports: sl.pk.String(), Detail: "another proposed policy selecting the same pods allows this peer and port at L4 (more distinct HTTP method and path shapes than samples kept), which would undo HTTP rules here; the port is allowed at L4"})
 				continue
 			}
 			ev.http = slices.Clone(samples)

@@ -521,6 +521,32 @@ func TestHTTPRulesMatchWhatEnvoySees(t *testing.T) {
 	}
 }
 
+// Ensure two requests get the same path rule exactly when flows.HTTPPathShape gives them the
+// same shape: the aggregator keeps one sample per shape, so a shape that merged paths synth
+// tells apart would lose rules, and one that split them would waste the samples kept.
+func TestPathRegexFollowsShape(t *testing.T) {
+	const sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	reqs := [][2]string{
+		{"GET", "/"}, {"GET", "/api/orders"}, {"GET", "/api/orders/42"}, {"GET", "/api/orders/7"},
+		{"get", "/api/orders/7"}, {"GET", "/api/orders/42/"}, {"GET", "/api/orders/abc"},
+		{"PUT", "/cart/3fa85f64-5717-4562-b3fc-2c963f66afa6/items"}, {"PUT", "/cart/00000000-1111-4222-8333-444444444444/items"},
+		{"GET", "/blobs/" + sha}, {"GET", "/blobs/" + strings.Repeat("a1", 32)}, {"GET", "/blobs/" + sha[:40]},
+		{"GET", "/feed/deadbeefdeadbeefcafe"}, {"GET", "/a/{int}"}, {"GET", "/a/1"},
+		{"POST", "/hipstershop.CartService/GetCart"}, {"POST", "/pkg.Svc/deadbeefdeadbeef1234"}, {"POST", "/pkg.Svc/deadbeefdeadbeef5678"},
+		{"GET", "/pkg.Svc/deadbeefdeadbeef1234"}, {"GET", "/pkg.Svc/deadbeefdeadbeef5678"},
+	}
+	for i, a := range reqs {
+		for _, b := range reqs[i+1:] {
+			sameShape := flows.HTTPPathShape(a[0], a[1]) == flows.HTTPPathShape(b[0], b[1])
+			sameRule := pathRegex(strings.ToUpper(a[0]), a[1]) == pathRegex(strings.ToUpper(b[0]), b[1])
+			if sameShape != sameRule {
+				t.Errorf("%v and %v: same shape %t, same path rule %t (%q, %q)", a, b, sameShape, sameRule,
+					pathRegex(strings.ToUpper(a[0]), a[1]), pathRegex(strings.ToUpper(b[0]), b[1]))
+			}
+		}
+	}
+}
+
 func TestDNSRules(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
