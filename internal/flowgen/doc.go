@@ -17,6 +17,10 @@
 // the accuracy of learned policies (issue 14, `make eval`); the week is generated in memory,
 // not committed.
 //
+// LabelFlood (issue 15.6) is the exception to the protobuf shapes: a flows.Source of events
+// already normalized, one flow in two from a Deployment with a new version label each time,
+// for the benchmarks of the store and of the sync after it.
+//
 // # Invariants
 //
 // Output depends only on the scenario and its configuration: randomness comes from a PCG

@@ -1,53 +1,20 @@
 package aggregate
 
 import (
-	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
 
-	"github.com/recommender/recommender/pkg/flows"
+	"github.com/recommender/recommender/internal/flowgen"
 )
 
-// floodSource is the label flood of issue 15.6: every other flow comes from one Deployment
-// with a new version label each time; the rest is ordinary traffic over 100 x 50 workloads.
-// After n flows one new, legitimate workload sends one flow.
-type floodSource struct {
-	n, i int
-	bg   *synthetic
-}
-
-func (s *floodSource) Recv(ctx context.Context) (*flows.Event, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	switch {
-	case s.i < s.n && s.i%2 == 0:
-		s.i++
-		ev := floodEvent(s.i)
-		ev.Time = at(s.i / 1000)
-		return ev, nil
-	case s.i < s.n:
-		s.i++
-		ev := s.bg.event(s.i)
-		ev.Time = at(s.i / 1000)
-		return ev, nil
-	case s.i == s.n:
-		s.i++
-		late := workload("shop", "k8s:app=late")
-		late.Workload = "Deployment/late"
-		return flow(s.n/1000+1, late, api, flows.ProtoTCP, 8443), nil
-	}
-	return nil, io.EOF
-}
-
-// BenchmarkLabelFlood ingests the flood into a fresh store with the default caps and reads
-// the result back as a sync does (Store.Snapshot). It reports peak RSS, store size, the
-// ingest and snapshot times, and the workloads stored; it fails if the late workload was not
-// stored or the churning label not found. 1M flows with BENCH_FULL=1, 200k otherwise:
+// BenchmarkLabelFlood ingests the flood (flowgen.LabelFlood) into a fresh store with the
+// default caps and reads the result back as a sync does (Store.Snapshot). It reports peak RSS,
+// store size, the ingest and snapshot times, and the workloads stored; it fails if the late
+// workload was not stored or the churning label not found. 1M flows with BENCH_FULL=1, 200k otherwise (the
+// sync's time on the same flood: pkg/synth BenchmarkLabelFloodSync):
 //
 //	BENCH_FULL=1 go test ./pkg/aggregate -run '^$' -bench BenchmarkLabelFlood -benchtime 1x
 func BenchmarkLabelFlood(b *testing.B) {
@@ -72,7 +39,7 @@ func BenchmarkLabelFlood(b *testing.B) {
 		}
 		b.StartTimer()
 		start := time.Now()
-		if err := in.Run(b.Context(), &floodSource{n: n, bg: newSynthetic(100, 50, n)}); err != nil {
+		if err := in.Run(b.Context(), flowgen.NewLabelFlood(n)); err != nil {
 			b.Fatal(err)
 		}
 		ingest = time.Since(start)
