@@ -22,15 +22,6 @@ const (
 	flagAllowLocalhost = "allow-localhost"
 )
 
-// errWouldDeny is returned by check when the policies would deny some of the flows; the
-// command's output lists them. It is distinct from errors that stopped the check.
-var errWouldDeny = errors.New("policies would deny observed flows")
-
-// errUnevaluable is returned by check when some policy documents were rejected (each is
-// listed on stderr with file, document and field) and the rest were evaluated; main exits
-// with status 2 for it unless a flow would also be denied.
-var errUnevaluable = errors.New("policy documents could not be evaluated")
-
 type checkOptions struct {
 	src      *sourceOptions
 	policies string
@@ -50,13 +41,14 @@ client's egress and the server's ingress. It lists the flows the policies would 
 by direction, workload, peer and port, with counts and the rule or default that decides, and
 exits with an error when there is any. Flows whose verdict depends on facts a flow does not
 carry (named ports, HTTP headers) are listed as unknown and do not fail the check.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: flowArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.src.files = append(o.src.files, args...)
 			if o.policies == "" {
 				return fmt.Errorf("--%s is required", flagPolicies)
 			}
-			if o.output != "table" && o.output != "json" {
-				return fmt.Errorf("--%s %q: want table or json", flagOutput, o.output)
+			if err := validateOutput(o.output); err != nil {
+				return err
 			}
 			if err := o.audit.Validate(); err != nil {
 				return fmt.Errorf("--%s: %w", flagAllowLocalhost, err)
@@ -85,6 +77,7 @@ carry (named ports, HTTP headers) are listed as unknown and do not fail the chec
 			}
 			if set.Len() == 0 {
 				if len(rejected) > 0 {
+					// The check did not run: an error (exit 2), not a finding.
 					return fmt.Errorf("no policy in %s could be evaluated (%d documents rejected): %w", o.policies, len(rejected), errors.Join(rejected...))
 				}
 				return fmt.Errorf("no CiliumClusterwideNetworkPolicy or CiliumNetworkPolicy in %s", o.policies)
@@ -93,13 +86,13 @@ carry (named ports, HTTP headers) are listed as unknown and do not fail the chec
 				log.Warn("policy construct not evaluated", "detail", w)
 			}
 			o.src.stdin = cmd.InOrStdin()
-			src, err := o.src.build(log, nil)
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			src, err := o.src.build(ctx, log, nil)
 			if err != nil {
 				return err
 			}
 			defer src.Close()
-			ctx, stop := signalContext(cmd.Context())
-			defer stop()
 
 			rep := newCheckReport()
 			for _, r := range rejected {

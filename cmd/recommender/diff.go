@@ -11,10 +11,6 @@ import (
 	"github.com/recommender/recommender/pkg/synth"
 )
 
-// errDiffers is returned by diff when the policy sets differ; main turns it into exit code 1
-// without printing it, like diff(1).
-var errDiffers = errors.New("policies differ")
-
 // diffOptions are the flags of `recommender diff`.
 type diffOptions struct {
 	old, new string

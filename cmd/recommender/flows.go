@@ -14,7 +14,24 @@ import (
 	"github.com/spf13/cobra"
 )
 
-const flagOutput = "output"
+const (
+	flagOutput = "output"
+	flagFollow = "follow"
+)
+
+// The one -o vocabulary of every command that prints a report.
+const (
+	outputTable = "table"
+	outputJSON  = "json"
+)
+
+// validateOutput checks an -o value.
+func validateOutput(format string) error {
+	if format != outputTable && format != outputJSON {
+		return fmt.Errorf("-o/--%s %q: want %s or %s", flagOutput, format, outputTable, outputJSON)
+	}
+	return nil
+}
 
 type flowsOptions struct {
 	src    *sourceOptions
@@ -33,10 +50,11 @@ set. Without --follow it reads what the source holds now and exits (like 'hubble
 stderr: events, records skipped by reason (README, Troubleshooting), malformed records with
 the first places (file:line), lost events, and the workloads whose pods the flows name
 without labels (no selector is guessed for them).`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.output != "table" && o.output != "json" {
-				return fmt.Errorf("--%s %q: want table or json", flagOutput, o.output)
+		Args: flowArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.src.files = append(o.src.files, args...)
+			if err := validateOutput(o.output); err != nil {
+				return err
 			}
 			if err := o.src.validate(); err != nil {
 				return err
@@ -49,13 +67,13 @@ without labels (no selector is guessed for them).`,
 				return err
 			}
 			o.src.stdin = cmd.InOrStdin()
-			src, err := o.src.build(log, nil)
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			src, err := o.src.build(ctx, log, nil)
 			if err != nil {
 				return err
 			}
 			defer src.Close()
-			ctx, stop := signalContext(cmd.Context())
-			defer stop()
 
 			p := newEventPrinter(cmd.OutOrStdout(), o.output)
 			var runErr error

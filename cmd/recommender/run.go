@@ -86,8 +86,9 @@ Policies are delivered to --out, to the cluster (--apply=enforce, leader only) a
 GitOps pull requests (--git-url). SIGTERM commits the last batch before exiting.`,
 		Example: `  recommender run --hubble-server hubble-relay.kube-system.svc:80 --db /var/lib/recommender/recommender.db
   recommender run --flows testdata/flows --db /tmp/r.db --once --window 10m --out out/`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: flowArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.src.files = append(o.src.files, args...)
 			return runDaemon(cmd.Context(), g, o, cmd)
 		},
 	}
@@ -225,7 +226,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	// The relay reads from the oldest flow it holds; the Ingester drops what the store already
 	// has. Resuming the relay at the cursor instead would lose the first observation of a
 	// connection the Folder needs to fold its second one.
-	src, err := o.src.build(log, nil)
+	src, err := o.src.build(ctx, log, nil)
 	if err != nil {
 		return err
 	}

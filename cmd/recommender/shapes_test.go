@@ -50,7 +50,7 @@ func TestCheckAlreadyDropped(t *testing.T) {
 }
 
 // Ensure each rejected policy document is named with file, document index and field path,
-// the others are evaluated, and the exit status says some were not (errUnevaluable, exit 2).
+// the others are evaluated, and the exit status says some were not (errUnevaluable, exit 1).
 func TestCheckRejectedDocuments(t *testing.T) {
 	_, stderr, err := runCmd(t.Context(), "check", "--policies", "testdata/shapes/rejected", "--flows", "testdata/shapes/dropped.jsonl", "--log-level", "error")
 	if !errors.Is(err, errUnevaluable) || errors.Is(err, errWouldDeny) {

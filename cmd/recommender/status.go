@@ -49,7 +49,7 @@ type churningLabel struct {
 func newStatusCmd(g *globalOptions) *cobra.Command {
 	o := &statusOptions{}
 	cmd := &cobra.Command{
-		Use:   "status --db PATH [-o text|json]",
+		Use:   "status --db PATH [-o table|json]",
 		Short: "Summarize the store: workloads, edges, counts, time range",
 		Long: `status opens the store read-only and prints what it holds. It needs the file lock, so it
 waits (--lock-timeout) and then fails while a run or ingest writes to the store.`,
@@ -60,7 +60,7 @@ waits (--lock-timeout) and then fails while a run or ingest writes to the store.
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.db, "db", "", "store file")
-	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json")
+	f.StringVarP(&o.output, flagOutput, "o", outputTable, "output format: table or json")
 	f.DurationVar(&o.lockTimeout, "lock-timeout", aggregate.DefaultLockTimeout, "how long to wait for another process to release the store")
 	return cmd
 }
@@ -69,8 +69,8 @@ func runStatus(g *globalOptions, o *statusOptions, w io.Writer) (err error) {
 	if o.db == "" {
 		return errors.New("--db is required")
 	}
-	if o.output != "text" && o.output != "json" {
-		return fmt.Errorf("-o %q: want text or json", o.output)
+	if err := validateOutput(o.output); err != nil {
+		return err
 	}
 	log, err := g.stderrLogger()
 	if err != nil {
