@@ -349,7 +349,7 @@ func (o *runOptions) wireCluster(deps *daemon.Deps, reg prometheus.Registerer) e
 		deps.Applier = ap
 	}
 	if o.clusterPolicies {
-		reader := cluster.NewReader(kc.CoreV1(), kc.AppsV1(), dyn)
+		reader := cluster.NewReader(dyn)
 		deps.ClusterPolicies = func(ctx context.Context) (*audit.Decoded, error) {
 			ps, err := reader.Policies(ctx)
 			if err != nil {

@@ -12,140 +12,23 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
-	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 )
 
-// Reader reads context from the cluster. It never writes.
+// Reader reads the Cilium policies already in the cluster, for shadow evaluation. It never
+// writes, and reads nothing else: deploy/rbac.yaml grants it list on CNPs and CCNPs only.
 type Reader struct {
-	core corev1client.CoreV1Interface
-	apps appsv1client.AppsV1Interface
-	dyn  dynamic.Interface
+	dyn dynamic.Interface
 }
 
-// NewReader returns a Reader using the given clients.
-func NewReader(core corev1client.CoreV1Interface, apps appsv1client.AppsV1Interface, dyn dynamic.Interface) *Reader {
-	return &Reader{core: core, apps: apps, dyn: dyn}
-}
-
-// Namespace is a namespace and its labels.
-type Namespace struct {
-	Name   string
-	Labels map[string]string
-}
-
-// Workload is what a pod belongs to, named as users know it.
-type Workload struct {
-	Namespace string
-	// Kind is Deployment, StatefulSet, DaemonSet, ReplicaSet (no owning
-	// Deployment), Job, another controller kind, or Pod for a bare pod.
-	Kind string
-	Name string
-}
-
-func (w Workload) String() string { return w.Namespace + "/" + strings.ToLower(w.Kind) + "/" + w.Name }
-
-// PodWorkload ties a pod to its workload.
-type PodWorkload struct {
-	Namespace string
-	Pod       string
-	Labels    map[string]string
-	Workload  Workload
+// NewReader returns a Reader using the given client.
+func NewReader(dyn dynamic.Interface) *Reader {
+	return &Reader{dyn: dyn}
 }
 
 // Policies are the Cilium policies already in the cluster.
 type Policies struct {
 	CNPs  []*ciliumv2.CiliumNetworkPolicy
 	CCNPs []*ciliumv2.CiliumClusterwideNetworkPolicy
-}
-
-// Namespaces lists all namespaces, sorted by name.
-func (r *Reader) Namespaces(ctx context.Context) ([]Namespace, error) {
-	var out []Namespace
-	opts := metav1.ListOptions{Limit: listPage}
-	for {
-		list, err := r.core.Namespaces().List(ctx, opts)
-		if err != nil {
-			return nil, fmt.Errorf("list namespaces: %w", err)
-		}
-		for _, ns := range list.Items {
-			out = append(out, Namespace{Name: ns.Name, Labels: ns.Labels})
-		}
-		if opts.Continue = list.Continue; opts.Continue == "" {
-			break
-		}
-	}
-	slices.SortFunc(out, func(a, b Namespace) int { return strings.Compare(a.Name, b.Name) })
-	return out, nil
-}
-
-// PodWorkloads lists all pods with the workload each belongs to, sorted by
-// namespace and pod name. A pod owned by a ReplicaSet is named after the
-// ReplicaSet's Deployment, so names survive rollouts.
-func (r *Reader) PodWorkloads(ctx context.Context) ([]PodWorkload, error) {
-	rsOwners := map[string]metav1.OwnerReference{} // namespace/name -> controller
-	opts := metav1.ListOptions{Limit: listPage}
-	for {
-		list, err := r.apps.ReplicaSets(metav1.NamespaceAll).List(ctx, opts)
-		if err != nil {
-			return nil, fmt.Errorf("list replicasets: %w", err)
-		}
-		for _, rs := range list.Items {
-			if ref := metav1.GetControllerOf(&rs); ref != nil {
-				rsOwners[rs.Namespace+"/"+rs.Name] = *ref
-			}
-		}
-		if opts.Continue = list.Continue; opts.Continue == "" {
-			break
-		}
-	}
-
-	var out []PodWorkload
-	opts = metav1.ListOptions{Limit: listPage}
-	for {
-		list, err := r.core.Pods(metav1.NamespaceAll).List(ctx, opts)
-		if err != nil {
-			return nil, fmt.Errorf("list pods: %w", err)
-		}
-		for _, p := range list.Items {
-			out = append(out, PodWorkload{
-				Namespace: p.Namespace,
-				Pod:       p.Name,
-				Labels:    p.Labels,
-				Workload:  workloadOf(p.Namespace, p.Name, metav1.GetControllerOf(&p), rsOwners),
-			})
-		}
-		if opts.Continue = list.Continue; opts.Continue == "" {
-			break
-		}
-	}
-	slices.SortFunc(out, func(a, b PodWorkload) int {
-		return strings.Compare(a.Namespace+"/"+a.Pod, b.Namespace+"/"+b.Pod)
-	})
-	return out, nil
-}
-
-// workloadOf names a pod's workload from its controller reference, following
-// ReplicaSets to their Deployment through rsOwners (namespace/name ->
-// controller reference).
-func workloadOf(namespace, pod string, ctrl *metav1.OwnerReference, rsOwners map[string]metav1.OwnerReference) Workload {
-	if ctrl == nil {
-		return Workload{Namespace: namespace, Kind: "Pod", Name: pod}
-	}
-	if ctrl.Kind == "ReplicaSet" && apiGroup(ctrl.APIVersion) == "apps" {
-		if up, ok := rsOwners[namespace+"/"+ctrl.Name]; ok && up.Kind == "Deployment" && apiGroup(up.APIVersion) == "apps" {
-			return Workload{Namespace: namespace, Kind: up.Kind, Name: up.Name}
-		}
-	}
-	return Workload{Namespace: namespace, Kind: ctrl.Kind, Name: ctrl.Name}
-}
-
-func apiGroup(apiVersion string) string {
-	gv, err := schema.ParseGroupVersion(apiVersion)
-	if err != nil {
-		return ""
-	}
-	return gv.Group
 }
 
 // Policies lists the CNPs and CCNPs in the cluster, ours included, sorted by
