@@ -98,22 +98,19 @@ carry (named ports, HTTP headers) are listed as unknown and do not fail the chec
 			for _, r := range rejected {
 				rep.rejected = append(rep.rejected, r.Error())
 			}
-			for {
-				ev, err := src.Recv(ctx)
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return fmt.Errorf("read flows: %w", err)
-				}
+			err = readEach(ctx, src, func(ev *flows.Event) error {
 				if ev.Kind != flows.KindFlow {
-					continue
+					return nil
 				}
 				v, err := set.Evaluate(ev)
 				if err != nil {
 					return fmt.Errorf("evaluate flow: %w", err)
 				}
 				rep.add(ev, v)
+				return nil
+			})
+			if err != nil {
+				return err // interrupted too: a partial check is no pass
 			}
 			s := src.stats.Snapshot()
 			fmt.Fprintf(cmd.ErrOrStderr(), "policies %d (%d not evaluated), flows evaluated %d, would be denied %d, already dropped in the recording %d, unknown %d (skipped %d: %s; malformed %d, lost %d)\n",

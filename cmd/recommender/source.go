@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -165,6 +166,26 @@ func (o *sourceOptions) build(ctx context.Context, log *slog.Logger, cursor *flo
 		return nil, err
 	}
 	return &builtSource{Source: flows.NewFolder(rsrc, rsrc.Stats()), stats: rsrc.Stats(), relay: rsrc, norm: norm, close: rsrc.Close}, nil
+}
+
+// readEach is the one read loop of the commands that consume events themselves (flows,
+// check): it calls fn with every event of src and returns nil at the source's end, ctx's
+// error when ctx ended first, and otherwise the first error of src or fn.
+func readEach(ctx context.Context, src flows.Source, fn func(*flows.Event) error) error {
+	for {
+		ev, err := src.Recv(ctx)
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case err != nil && ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil:
+			return fmt.Errorf("read flows: %w", err)
+		}
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
 }
 
 // ctxReader reads r in a goroutine of its own so that a Read ends when ctx does: a read of a
