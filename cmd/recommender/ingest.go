@@ -33,8 +33,9 @@ func newIngestCmd(g *globalOptions) *cobra.Command {
 Relay holds now, folds them into workload edges and commits them to the store in batches.
 It resumes from the store's cursor: flows already stored are skipped, so ingesting the
 same input twice counts it once. Interrupting it (Ctrl-C) commits what was read.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: flowArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.src.files = append(o.src.files, args...)
 			o.src.stdin = cmd.InOrStdin()
 			return runIngest(cmd.Context(), g, o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
@@ -89,7 +90,7 @@ func runIngest(ctx context.Context, g *globalOptions, o *ingestOptions, stdout, 
 	// The source reads everything (no relay cursor): the Ingester skips what the store holds
 	// after the Folder, which must see both observations of a connection to fold them. A
 	// cursor given to the relay would drop the first before the Folder, and count the second.
-	src, err := o.src.build(log, nil)
+	src, err := o.src.build(ctx, log, nil)
 	if err != nil {
 		return err
 	}

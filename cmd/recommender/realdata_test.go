@@ -14,6 +14,7 @@ import (
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/recommender/recommender/pkg/audit"
+	"github.com/recommender/recommender/pkg/flows"
 )
 
 // realdata returns the directory of captures and policies written by others on real clusters
@@ -74,15 +75,15 @@ func podTraffic(t *testing.T, events string) bool {
 	sc := bufio.NewScanner(strings.NewReader(events))
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
-		var ev jsonEvent
+		var ev flows.JSONEvent
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 			t.Fatalf("flows -o json line: %v", err)
 		}
 		if ev.Src == nil || ev.Dst == nil {
 			continue
 		}
-		pod := func(p *jsonPeer) bool { return p.Kind == "workload" }
-		podOrWorld := func(p *jsonPeer) bool { return p.Kind == "workload" || p.Kind == "world" }
+		pod := func(p *flows.JSONPeer) bool { return p.Kind == "workload" }
+		podOrWorld := func(p *flows.JSONPeer) bool { return p.Kind == "workload" || p.Kind == "world" }
 		if pod(ev.Src) && podOrWorld(ev.Dst) || pod(ev.Dst) && podOrWorld(ev.Src) {
 			return true
 		}

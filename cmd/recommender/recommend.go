@@ -38,14 +38,7 @@ everything flagged for review) into --out, removing policy files of earlier runs
 no longer proposed. Identical input gives byte-identical output.`,
 		Example: `  recommender recommend --flows testdata/flows/*.jsonl --out out/
   recommender recommend --db recommender.db --out policies/ --min-flows 20 --min-observe 72h --l7 http`,
-		// A shell glob after --flows (--flows testdata/flows/*.jsonl) expands to several
-		// words; the words after the first are more recordings, not stray arguments.
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 && !cmd.Flags().Changed(flagFlows) {
-				return fmt.Errorf("unexpected arguments %q: recordings go after --%s", args, flagFlows)
-			}
-			return nil
-		},
+		Args: flowArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.src.files = append(o.src.files, args...)
 			o.src.stdin = cmd.InOrStdin()
@@ -149,7 +142,7 @@ func storeSnapshot(path string, timeout time.Duration, log *slog.Logger) (*aggre
 // sourceSnapshot reads the flow source to its end and aggregates it in memory. It returns
 // what the source skipped and the pods it wrote no selector for, for the report.
 func sourceSnapshot(ctx context.Context, o *sourceOptions, log *slog.Logger) (*aggregate.Snapshot, *flows.Summary, []string, error) {
-	src, err := o.build(log, nil)
+	src, err := o.build(ctx, log, nil)
 	if err != nil {
 		return nil, nil, nil, err
 	}

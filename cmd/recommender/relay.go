@@ -12,7 +12,9 @@ const (
 	flagListen = "listen"
 	flagRate   = "rate"
 	flagLoop   = "loop"
-	flagFollow = "follow"
+	// flagKeepOpen is relay's own: --follow (flows) means "keep reading new flows", which a
+	// server does not do; this keeps its clients' follow streams open at the recording's end.
+	flagKeepOpen = "keep-open"
 )
 
 type relayOptions struct {
@@ -25,15 +27,16 @@ type relayOptions struct {
 func newRelayCmd(g *globalOptions) *cobra.Command {
 	o := &relayOptions{}
 	cmd := &cobra.Command{
-		Use:   "relay --flows FILE... [--listen ADDR] [--rate N] [--loop] [--follow]",
+		Use:   "relay --flows FILE... [--listen ADDR] [--rate N] [--loop] [--keep-open]",
 		Short: "Serve recorded flows over the Hubble Relay (Observer) gRPC API",
 		Long: `relay is a Hubble Relay stand-in: it serves recorded flows (hubble observe -o jsonpb)
 over the real Observer gRPC API, so 'hubble observe --server ADDR' and 'recommender
 --hubble-server ADDR' read them as from a cluster. GetFlows honors number, first, follow,
 since, until and the common allow/deny filters; ServerStatus and GetNodes describe the
 recording.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: flowArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.files = append(o.files, args...)
 			if len(o.files) == 0 {
 				return fmt.Errorf("--%s is required", flagFlows)
 			}
@@ -71,6 +74,6 @@ recording.`,
 	fs.StringVar(&o.listen, flagListen, "127.0.0.1:4245", "address to serve the Observer API on")
 	fs.Float64Var(&o.replay.Rate, flagRate, 0, "release flows at this many per second, like live traffic (0: all at once, as fast as clients read)")
 	fs.BoolVar(&o.replay.Loop, flagLoop, false, "replay forever, shifting each pass forward in time")
-	fs.BoolVar(&o.replay.Follow, flagFollow, false, "keep follow streams open after the recording ends instead of ending them")
+	fs.BoolVar(&o.replay.Follow, flagKeepOpen, false, "keep follow streams open after the recording ends instead of ending them")
 	return cmd
 }

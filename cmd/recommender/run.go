@@ -86,8 +86,9 @@ Policies are delivered to --out, to the cluster (--apply=enforce, leader only) a
 GitOps pull requests (--git-url). SIGTERM commits the last batch before exiting.`,
 		Example: `  recommender run --hubble-server hubble-relay.kube-system.svc:80 --db /var/lib/recommender/recommender.db
   recommender run --flows testdata/flows --db /tmp/r.db --once --window 10m --out out/`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: flowArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.src.files = append(o.src.files, args...)
 			return runDaemon(cmd.Context(), g, o, cmd)
 		},
 	}
@@ -230,7 +231,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		pods = &flows.LivePods{}
 		o.src.pods = pods
 	}
-	src, err := o.src.build(log, nil)
+	src, err := o.src.build(ctx, log, nil)
 	if err != nil {
 		return err
 	}

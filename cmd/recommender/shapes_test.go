@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/recommender/recommender/pkg/audit"
 )
 
 const shapeFlows = "../../pkg/flows/testdata/shapes"
@@ -50,7 +52,7 @@ func TestCheckAlreadyDropped(t *testing.T) {
 }
 
 // Ensure each rejected policy document is named with file, document index and field path,
-// the others are evaluated, and the exit status says some were not (errUnevaluable, exit 2).
+// the others are evaluated, and the exit status says some were not (errUnevaluable, exit 1).
 func TestCheckRejectedDocuments(t *testing.T) {
 	_, stderr, err := runCmd(t.Context(), "check", "--policies", "testdata/shapes/rejected", "--flows", "testdata/shapes/dropped.jsonl", "--log-level", "error")
 	if !errors.Is(err, errUnevaluable) || errors.Is(err, errWouldDeny) {
@@ -67,7 +69,7 @@ func TestCheckRejectedDocuments(t *testing.T) {
 		}
 	}
 	stdout, _, _ := runCmd(t.Context(), "check", "--policies", "testdata/shapes/rejected", "--flows", "testdata/shapes/dropped.jsonl", "-o", "json", "--log-level", "error")
-	var j checkJSON
+	var j audit.ReportJSON
 	if err := json.Unmarshal([]byte(stdout), &j); err != nil || len(j.Rejected) != 2 || j.AlreadyDropped != 1 {
 		t.Errorf("check -o json: %+v (err %v), want the 2 rejected documents and 1 already-dropped flow", j, err)
 	}

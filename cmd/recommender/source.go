@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/recommender/recommender/pkg/flows"
-	"github.com/spf13/pflag"
 )
 
 // Flags of the flow source, shared by every command that reads flows. Relay flags keep the
@@ -72,6 +77,17 @@ func (o *sourceOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.relay.Nodes, flagNodeName, nil, "shard: only flows observed on these nodes (filtered by Hubble Relay)")
 }
 
+// flowArgs accepts arguments as more recordings when --flows was given: a shell glob after
+// --flows (--flows testdata/flows/*.jsonl) expands to several words, and the words after the
+// first are recordings too, not stray arguments. Every command taking --flows uses it and
+// appends args to its files.
+func flowArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 && !cmd.Flags().Changed(flagFlows) {
+		return fmt.Errorf("unexpected arguments %q: recordings go after --%s", args, flagFlows)
+	}
+	return nil
+}
+
 // fromRelay reports whether the source is Hubble Relay rather than files.
 func (o *sourceOptions) fromRelay() bool { return len(o.files) == 0 }
 
@@ -127,8 +143,9 @@ func (b *builtSource) printUnresolved(w io.Writer) {
 func (b *builtSource) Close() error { return b.close() }
 
 // build opens the source. cursor (may be nil) resumes a relay read where a previous run
-// stopped; files are always read whole.
-func (o *sourceOptions) build(log *slog.Logger, cursor *flows.Cursor) (*builtSource, error) {
+// stopped; files are always read whole. ctx is the command's root context: when it ends, a
+// read of stdin ends too.
+func (o *sourceOptions) build(ctx context.Context, log *slog.Logger, cursor *flows.Cursor) (*builtSource, error) {
 	lf, err := flows.NewLabelFilter(o.labelExclude, o.labelInclude)
 	if err != nil {
 		return nil, fmt.Errorf("--%s/--%s: %w", flagLabelExclude, flagLabelInclude, err)
@@ -138,7 +155,7 @@ func (o *sourceOptions) build(log *slog.Logger, cursor *flows.Cursor) (*builtSou
 		norm.WithResolver(o.pods)
 	}
 	if !o.fromRelay() {
-		fsrc, err := flows.NewFileSource(flows.FileConfig{Paths: o.files, Strict: o.strict, Stdin: o.stdin}, norm, log)
+		fsrc, err := flows.NewFileSource(flows.FileConfig{Paths: o.files, Strict: o.strict, Stdin: newCtxReader(ctx, o.stdin)}, norm, log)
 		if err != nil {
 			return nil, err
 		}
@@ -155,4 +172,83 @@ func (o *sourceOptions) build(log *slog.Logger, cursor *flows.Cursor) (*builtSou
 		return nil, err
 	}
 	return &builtSource{Source: flows.NewFolder(rsrc, rsrc.Stats()), stats: rsrc.Stats(), relay: rsrc, norm: norm, close: rsrc.Close}, nil
+}
+
+// readEach is the one read loop of the commands that consume events themselves (flows,
+// check): it calls fn with every event of src and returns nil at the source's end, ctx's
+// error when ctx ended first, and otherwise the first error of src or fn.
+func readEach(ctx context.Context, src flows.Source, fn func(*flows.Event) error) error {
+	for {
+		ev, err := src.Recv(ctx)
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case err != nil && ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil:
+			return fmt.Errorf("read flows: %w", err)
+		}
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+}
+
+// ctxReader reads r in a goroutine of its own so that a Read ends when ctx does: a read of a
+// quiet pipe (sleep 30 | recommender ingest --flows -) blocks in the kernel, where SIGTERM
+// cannot reach it. The goroutine stays blocked in that read until r delivers or the process
+// exits; it is started on the first Read, so a command that never reads stdin starts none.
+type ctxReader struct {
+	ctx  context.Context
+	r    io.Reader
+	once sync.Once
+	// data carries what the goroutine read; it is closed after err is set.
+	data chan []byte
+	err  error
+	// rest is what the last chunk holds beyond what Read has returned.
+	rest []byte
+}
+
+func newCtxReader(ctx context.Context, r io.Reader) io.Reader {
+	if r == nil {
+		return nil // flows.FileSource reads os.Stdin then; commands always set stdin
+	}
+	return &ctxReader{ctx: ctx, r: r, data: make(chan []byte)}
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	c.once.Do(func() { go c.pump() })
+	if len(c.rest) == 0 {
+		select {
+		case <-c.ctx.Done():
+			return 0, c.ctx.Err()
+		case b, ok := <-c.data:
+			if !ok {
+				return 0, c.err
+			}
+			c.rest = b
+		}
+	}
+	n := copy(p, c.rest)
+	c.rest = c.rest[n:]
+	return n, nil
+}
+
+func (c *ctxReader) pump() {
+	for {
+		buf := make([]byte, 64<<10)
+		n, err := c.r.Read(buf)
+		if n > 0 {
+			select {
+			case c.data <- buf[:n]:
+			case <-c.ctx.Done():
+				return
+			}
+		}
+		if err != nil {
+			c.err = err
+			close(c.data)
+			return
+		}
+	}
 }

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"reflect"
 	"slices"
@@ -18,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -28,10 +31,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
+	authorizationv1client "k8s.io/client-go/kubernetes/typed/authorization/v1"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
 	"github.com/recommender/recommender/internal/k8stest"
@@ -601,8 +606,8 @@ func unique(prefix string) string {
 	return prefix + "-" + strings.ToLower(rand.Text()[:8])
 }
 
-// readerFixture creates a fresh namespace with pods owned the ways the
-// Reader resolves, one CNP and one CCNP, and returns the namespace.
+// readerFixture creates a fresh namespace with one CNP and one CCNP, and
+// returns the namespace.
 func readerFixture(t *testing.T, c clients, prefix string) string {
 	t.Helper()
 	ns := unique(prefix)
@@ -664,15 +669,6 @@ func readerFixture(t *testing.T, c clients, prefix string) string {
 func checkReader(t *testing.T, r *Reader, ns string) {
 	t.Helper()
 	ctx := t.Context()
-	nss, err := r.Namespaces(ctx)
-	if err != nil {
-		t.Fatalf("Namespaces() = %v", err)
-	}
-	i := slices.IndexFunc(nss, func(n Namespace) bool { return n.Name == ns })
-	if i < 0 || nss[i].Labels["team"] != "shop" {
-		t.Errorf("Namespaces() = %v, want %s with team=shop", nss, ns)
-	}
-
 	pws, err := r.PodWorkloads(ctx)
 	if err != nil {
 		t.Fatalf("PodWorkloads() = %v", err)
@@ -696,7 +692,7 @@ func checkReader(t *testing.T, r *Reader, ns string) {
 	if err != nil {
 		t.Fatalf("Policies() = %v", err)
 	}
-	i = slices.IndexFunc(pol.CNPs, func(p *ciliumv2.CiliumNetworkPolicy) bool { return p.Namespace == ns && p.Name == "existing" })
+	i := slices.IndexFunc(pol.CNPs, func(p *ciliumv2.CiliumNetworkPolicy) bool { return p.Namespace == ns && p.Name == "existing" })
 	if i < 0 {
 		t.Fatalf("Policies().CNPs has no %s/existing (%d policies)", ns, len(pol.CNPs))
 	}
@@ -712,8 +708,7 @@ func checkReader(t *testing.T, r *Reader, ns string) {
 	}
 }
 
-// Ensure pods are named after their Deployment/StatefulSet and existing
-// Cilium policies come back as Cilium's types.
+// Ensure existing Cilium policies come back as Cilium's types.
 func TestReader(t *testing.T) {
 	c := admin(t)
 	ns := readerFixture(t, c, "reader")
@@ -760,37 +755,56 @@ func applyManifest(t *testing.T, dyn dynamic.Interface, path string) {
 	}
 }
 
-// Ensure deploy/rbac.yaml lets the service account do everything the daemon
-// does, and no more: no Secrets, no other Lease, no other namespace.
-func TestRBAC(t *testing.T) {
-	c := admin(t)
-	applyManifest(t, c.dyn, "../../deploy/rbac.yaml")
-	ns := readerFixture(t, c, "rbac")
+// errLeaseKept is returned by rbacCalls when the elector could not release its
+// Lease (an update the service account may not make).
+var errLeaseKept = errors.New("lease not released")
 
-	sa := rest.CopyConfig(env.Config)
-	sa.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:kube-system:recommender"}
-	as := newClients(t, sa)
+// errForbiddenSeen is returned by rbacCalls when the API server answered a call
+// 403 that the caller retries rather than returns (the elector's create).
+var errForbiddenSeen = errors.New("forbidden")
 
-	// Delivery: create, patch (update and no-op), prune, dry-run.
+// rbacCalls makes, with the clients as, every call the daemon makes to the API
+// server, and returns the first failure: delivery of CCNPs (create and update
+// by server-side apply, prune, server-side dry run), the policies read for
+// shadow evaluation, and leader election on its Lease. Each run starts from
+// nothing of its own (fresh policy names, no Lease: c deletes it), so every
+// verb is exercised every time. forbidden receives the 403 answers as's
+// transport saw.
+func rbacCalls(ctx context.Context, t *testing.T, c, as clients, forbidden <-chan string, run int) error {
+	select {
+	case <-forbidden: // from an earlier run
+	default:
+	}
+	name := func(s string) string { return fmt.Sprintf("rbac%d-%s", run, s) }
 	a := newApplier(t, as.dyn, enforce(), nil)
-	if _, err := a.Sync(t.Context(), plan(promoted(testPolicy("rbac-a", "web", "80"), testPolicy("rbac-b", "api", "8080")))); err != nil {
-		t.Fatalf("Sync() as the service account = %v", err)
+	if _, err := a.Sync(ctx, plan(promoted(testPolicy(name("a"), "web", "80"), testPolicy(name("b"), "api", "8080")))); err != nil {
+		return fmt.Errorf("first sync: %w", err)
 	}
-	res, err := a.Sync(t.Context(), plan(promoted(testPolicy("rbac-a", "web", "443")), testPolicy("rbac-b", "api", "8080")))
+	res, err := a.Sync(ctx, plan(promoted(testPolicy(name("a"), "web", "443")), testPolicy(name("b"), "api", "8080")))
 	if err != nil {
-		t.Fatalf("second Sync() as the service account = %v", err)
+		return fmt.Errorf("second sync: %w", err)
 	}
-	// The fixture's rbac-existing CCNP is not ours: never pruned.
-	wantActions(t, res, map[string]Action{"rbac-a": ActionConfigured, "rbac-b": ActionPruned})
+	for n, want := range map[string]Action{name("a"): ActionConfigured, name("b"): ActionPruned} {
+		if i := slices.IndexFunc(res.Changes, func(c Change) bool { return c.Name == n }); i < 0 || res.Changes[i].Action != want {
+			return fmt.Errorf("second sync: %s not %s: %+v", n, want, res.Changes)
+		}
+	}
 	dry := newApplier(t, as.dyn, Config{Apply: ApplyOff, DryRun: DryRunServer}, nil)
-	if _, err := dry.Sync(t.Context(), plan(promoted(testPolicy("rbac-c", "db", "5432")))); err != nil {
-		t.Fatalf("dry-run Sync() as the service account = %v", err)
+	if _, err := dry.Sync(ctx, plan(promoted(testPolicy(name("a"), "web", "443"), testPolicy(name("c"), "db", "5432")))); err != nil {
+		return fmt.Errorf("dry-run sync: %w", err)
+	}
+	reader := NewReader(as.core, as.apps, as.dyn)
+	if _, err := reader.Policies(ctx); err != nil {
+		return fmt.Errorf("read policies: %w", err)
+	}
+	// run resolves label-less pods through their owners (flows.LivePods).
+	if _, err := reader.Pods(ctx); err != nil {
+		return fmt.Errorf("read pods: %w", err)
 	}
 
-	// Context for reports and shadow evaluation.
-	checkReader(t, NewReader(as.core, as.apps, as.dyn), ns)
-
-	// Leader election on the Lease rbac.yaml grants.
+	if err := c.coord.Leases("kube-system").Delete(ctx, "recommender", metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
 	cfg := DefaultElectionConfig("rbac-replica")
 	cfg.RetryPeriod = 100 * time.Millisecond
 	e, err := NewElector(as.coord, cfg, testLogger(t), nil)
@@ -798,21 +812,119 @@ func TestRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	led := make(chan struct{})
-	ctx, cancel := context.WithCancel(t.Context())
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	runErr := make(chan error, 1)
-	go func() { runErr <- e.Run(ctx, func(context.Context) { close(led) }) }()
-	await(t, led, "the service account leading")
+	go func() { runErr <- e.Run(ectx, func(context.Context) { close(led) }) }()
+	select {
+	case <-led:
+	case err := <-runErr:
+		return fmt.Errorf("leader election: %w", err)
+	case call := <-forbidden:
+		return fmt.Errorf("leader election: %s: %w", call, errForbiddenSeen)
+	case <-time.After(time.Minute): // generous: a replica with the Lease to itself leads at once
+		return errors.New("leader election: not leading within a minute")
+	}
 	cancel()
 	if err := <-runErr; err != nil {
-		t.Errorf("Elector.Run() as the service account = %v", err)
+		return fmt.Errorf("leader election: %w", err)
 	}
-	lease, err := c.coord.Leases("kube-system").Get(t.Context(), "recommender", metav1.GetOptions{})
+	lease, err := c.coord.Leases("kube-system").Get(ctx, "recommender", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if h := lease.Spec.HolderIdentity; h == nil || *h != "" {
-		t.Errorf("lease holder after release = %v, want empty (released with an update)", h)
+		return fmt.Errorf("leader election: holder %q after the end: %w", ptr.Deref(h, "<nil>"), errLeaseKept)
 	}
+	return nil
+}
+
+// rbacRoles returns the ClusterRole and the Role of deploy/rbac.yaml.
+func rbacRoles(t *testing.T, path string) []*unstructured.Unstructured {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*unstructured.Unstructured
+	for doc := range strings.SplitSeq(string(raw), "\n---\n") {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			t.Fatal(err)
+		}
+		if k := u.GetKind(); k == "ClusterRole" || k == "Role" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// applyObject server-side applies one RBAC object as the test's field manager.
+func applyObject(t *testing.T, dyn dynamic.Interface, u *unstructured.Unstructured) {
+	t.Helper()
+	body, err := json.Marshal(u.Object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	force := true
+	if _, err := dyn.Resource(rbacResources[u.GetKind()]).Namespace(u.GetNamespace()).Patch(context.Background(), u.GetName(), types.ApplyPatchType, body,
+		metav1.PatchOptions{FieldManager: "rbac-test", Force: &force}); err != nil {
+		t.Fatalf("apply %s %s: %v", u.GetKind(), u.GetName(), err)
+	}
+}
+
+// awaitAccess waits until the authorizer (whose RBAC cache follows the API
+// with a delay) answers allowed for the service account's attrs.
+func awaitAccess(t *testing.T, attrs authorizationv1.ResourceAttributes, allowed bool) {
+	t.Helper()
+	authz, err := authorizationv1client.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Polled: no event says the authorizer's cache caught up.
+	err = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		r, err := authz.SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: rbacServiceAccount, Groups: []string{"system:serviceaccounts", "system:authenticated"}, ResourceAttributes: &attrs,
+		}}, metav1.CreateOptions{})
+		return err == nil && r.Status.Allowed == allowed, err
+	})
+	if err != nil {
+		t.Fatalf("access %+v allowed=%t: %v", attrs, allowed, err)
+	}
+}
+
+const rbacServiceAccount = "system:serviceaccount:kube-system:recommender"
+
+// Ensure deploy/rbac.yaml is least privilege for the daemon, proven as its
+// service account: sufficient (every call the daemon makes succeeds), needed
+// (without any one granted verb, some call is forbidden), and nothing more
+// (no Secrets, pods, other Leases, other namespaces).
+func TestRBAC(t *testing.T) {
+	c := admin(t)
+	applyManifest(t, c.dyn, "../../deploy/rbac.yaml")
+	ns := readerFixture(t, c, "rbac")
+	sa := rest.CopyConfig(env.Config)
+	sa.Impersonate = rest.ImpersonationConfig{UserName: rbacServiceAccount}
+	forbidden := make(chan string, 1)
+	sa.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(r)
+			if err == nil && resp.StatusCode == http.StatusForbidden {
+				select {
+				case forbidden <- r.Method + " " + r.URL.Path:
+				default:
+				}
+			}
+			return resp, err
+		})
+	}
+	as := newClients(t, sa)
+
+	// Sufficient.
+	if err := rbacCalls(t.Context(), t, c, as, forbidden, 0); err != nil {
+		t.Fatalf("the daemon's calls as the service account: %v", err)
+	}
+	checkReader(t, NewReader(as.core, as.apps, as.dyn), ns)
 
 	// And nothing else.
 	denied := []struct {
@@ -827,8 +939,19 @@ func TestRBAC(t *testing.T) {
 			_, err := as.core.Secrets(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
 			return err
 		}},
-		{"update a pod", func(ctx context.Context) error {
-			_, err := as.core.Pods(ns).Update(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "debug", Namespace: ns}}, metav1.UpdateOptions{})
+		{"get a pod", func(ctx context.Context) error {
+			_, err := as.core.Pods(ns).Get(ctx, "debug", metav1.GetOptions{})
+			return err
+		}},
+		{"list namespaces", func(ctx context.Context) error {
+			_, err := as.core.Namespaces().List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"watch CCNPs", func(ctx context.Context) error {
+			w, err := as.dyn.Resource(CCNPResource).Watch(ctx, metav1.ListOptions{})
+			if err == nil {
+				w.Stop()
+			}
 			return err
 		}},
 		{"create a CNP", func(ctx context.Context) error {
@@ -841,7 +964,7 @@ func TestRBAC(t *testing.T) {
 			return err
 		}},
 		{"update a CCNP (only apply is granted)", func(ctx context.Context) error {
-			u := getCCNP(t, c.dyn, "rbac-a")
+			u := getCCNP(t, c.dyn, "rbac0-a")
 			_, err := as.dyn.Resource(CCNPResource).Update(ctx, u, metav1.UpdateOptions{})
 			return err
 		}},
@@ -863,6 +986,61 @@ func TestRBAC(t *testing.T) {
 			t.Errorf("%s as the service account = %v, want Forbidden", d.what, err)
 		}
 	}
+
+	// Needed: each verb taken away in turn, and put back.
+	run := 0
+	for _, role := range rbacRoles(t, "../../deploy/rbac.yaml") {
+		rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
+		for ri, r := range rules {
+			rule := r.(map[string]any)
+			verbs, _, _ := unstructured.NestedStringSlice(rule, "verbs")
+			groups, _, _ := unstructured.NestedStringSlice(rule, "apiGroups")
+			resources, _, _ := unstructured.NestedStringSlice(rule, "resources")
+			names, _, _ := unstructured.NestedStringSlice(rule, "resourceNames")
+			for vi, verb := range verbs {
+				for _, res := range resources {
+					attrs := authorizationv1.ResourceAttributes{Namespace: role.GetNamespace(), Group: groups[0], Resource: res, Verb: verb}
+					if len(names) > 0 {
+						attrs.Name = names[0]
+					}
+					t.Run(fmt.Sprintf("%s %s %s", role.GetKind(), res, verb), func(t *testing.T) {
+						without := role.DeepCopy()
+						rs, _, _ := unstructured.NestedSlice(without.Object, "rules")
+						cut := rs[ri].(map[string]any)
+						cut["verbs"] = toAny(slices.Delete(slices.Clone(verbs), vi, vi+1))
+						if len(verbs) == 1 {
+							rs = slices.Delete(rs, ri, ri+1)
+						}
+						if err := unstructured.SetNestedSlice(without.Object, rs, "rules"); err != nil {
+							t.Fatal(err)
+						}
+						applyObject(t, c.dyn, without)
+						defer func() {
+							applyObject(t, c.dyn, role)
+							awaitAccess(t, attrs, true)
+						}()
+						awaitAccess(t, attrs, false)
+						run++
+						err := rbacCalls(t.Context(), t, c, as, forbidden, run)
+						if !apierrors.IsForbidden(err) && !errors.Is(err, ErrLeaseForbidden) && !errors.Is(err, errLeaseKept) && !errors.Is(err, errForbiddenSeen) {
+							t.Errorf("without %s on %s the daemon's calls = %v, want forbidden: the verb is granted but not needed", verb, res, err)
+						} else {
+							t.Logf("without it: %v", err)
+						}
+					})
+				}
+			}
+		}
+	}
+}
+
+// toAny converts verbs for an unstructured object.
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
 }
 
 // hookGate is a Gate that runs a hook on its n-th call, which lets a test
@@ -1117,3 +1295,7 @@ func TestLeaderElectionForbidden(t *testing.T) {
 	}
 	_ = c
 }
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

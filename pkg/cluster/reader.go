@@ -18,7 +18,10 @@ import (
 	"github.com/recommender/recommender/pkg/flows"
 )
 
-// Reader reads context from the cluster. It never writes.
+// Reader reads context from the cluster: the Cilium policies already there, for shadow
+// evaluation, and the pods with their owners, to resolve pods that flows name only by
+// namespace and pod name. It never writes; deploy/rbac.yaml grants it list on CNPs, CCNPs,
+// pods and replicasets.
 type Reader struct {
 	core corev1client.CoreV1Interface
 	apps appsv1client.AppsV1Interface
@@ -28,12 +31,6 @@ type Reader struct {
 // NewReader returns a Reader using the given clients.
 func NewReader(core corev1client.CoreV1Interface, apps appsv1client.AppsV1Interface, dyn dynamic.Interface) *Reader {
 	return &Reader{core: core, apps: apps, dyn: dyn}
-}
-
-// Namespace is a namespace and its labels.
-type Namespace struct {
-	Name   string
-	Labels map[string]string
 }
 
 // Workload is what a pod belongs to, named as users know it.
@@ -61,26 +58,6 @@ type PodWorkload struct {
 type Policies struct {
 	CNPs  []*ciliumv2.CiliumNetworkPolicy
 	CCNPs []*ciliumv2.CiliumClusterwideNetworkPolicy
-}
-
-// Namespaces lists all namespaces, sorted by name.
-func (r *Reader) Namespaces(ctx context.Context) ([]Namespace, error) {
-	var out []Namespace
-	opts := metav1.ListOptions{Limit: listPage}
-	for {
-		list, err := r.core.Namespaces().List(ctx, opts)
-		if err != nil {
-			return nil, fmt.Errorf("list namespaces: %w", err)
-		}
-		for _, ns := range list.Items {
-			out = append(out, Namespace{Name: ns.Name, Labels: ns.Labels})
-		}
-		if opts.Continue = list.Continue; opts.Continue == "" {
-			break
-		}
-	}
-	slices.SortFunc(out, func(a, b Namespace) int { return strings.Compare(a.Name, b.Name) })
-	return out, nil
 }
 
 // PodWorkloads lists all pods with the workload each belongs to, sorted by

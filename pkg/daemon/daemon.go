@@ -269,21 +269,22 @@ func (dm *Daemon) Run(ctx context.Context) error {
 	defer stopServing()
 	ingestDone := make(chan struct{})
 
-	var serveErrs = make(chan error, 2)
-	serve := func(ln net.Listener, withPprof bool) {
-		go func() {
-			serveErrs <- serveHTTP(serveCtx, ln, newMux(dm.d.Registry, dm.readiness(), withPprof, dm.statusHandler()))
-		}()
-	}
-	servers := 0
+	var servers []httpServer
 	if dm.d.MetricsListener != nil {
-		serve(dm.d.MetricsListener, false)
-		servers++
+		servers = append(servers, httpServer{dm.d.MetricsListener, newMux(dm.d.Registry, dm.readiness(), false, dm.statusHandler())})
 	}
 	if dm.d.PprofListener != nil {
-		serve(dm.d.PprofListener, true)
-		servers++
+		servers = append(servers, httpServer{dm.d.PprofListener, newMux(dm.d.Registry, dm.readiness(), true, dm.statusHandler())})
 	}
+	httpFailed, httpDone := serveAll(serveCtx, servers)
+	g.Go(func() error {
+		select {
+		case <-gctx.Done():
+			return nil
+		case err := <-httpFailed:
+			return err
+		}
+	})
 
 	// Propose from what the store holds before the first flow is evaluated: after a restart the
 	// revisions under audit must be in the evaluator, or their flows would pass unchecked.
@@ -328,12 +329,7 @@ func (dm *Daemon) Run(ctx context.Context) error {
 	cancel()
 	err = errors.Join(err, dm.d.Ingester.Flush())
 	stopServing()
-	for range servers {
-		if serr := <-serveErrs; serr != nil {
-			err = errors.Join(err, serr)
-		}
-	}
-	return err
+	return errors.Join(err, httpDone())
 }
 
 // errOnceDone ends the errgroup when a finite source is exhausted in Once mode.

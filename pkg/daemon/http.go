@@ -73,5 +73,37 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
 	return nil
 }
 
+// httpServer is one listener of the daemon and what it serves.
+type httpServer struct {
+	ln net.Listener
+	h  http.Handler
+}
+
+// serveAll serves every listener until ctx ends. A server that stops before then (its
+// listener was closed or fails to accept) is sent on failed at once: the daemon must stop
+// rather than run on without /metrics and /readyz, which is how it is watched. wait, called
+// after ctx ended, returns the errors of the servers' shutdowns.
+func serveAll(ctx context.Context, servers []httpServer) (failed <-chan error, wait func() error) {
+	fail := make(chan error, len(servers))
+	done := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() {
+			err := serveHTTP(ctx, s.ln, s.h)
+			if err != nil && ctx.Err() == nil {
+				fail <- err
+				err = nil
+			}
+			done <- err
+		}()
+	}
+	return fail, func() error {
+		var errs []error
+		for range servers {
+			errs = append(errs, <-done)
+		}
+		return errors.Join(errs...)
+	}
+}
+
 // shutdownTimeout bounds the HTTP server's graceful shutdown.
 const shutdownTimeout = 5 * time.Second

@@ -233,11 +233,8 @@ func (s *FileSource) RecvResponse(ctx context.Context) (*observerpb.GetFlowsResp
 	}
 }
 
-// maxMalformedLogs bounds the warnings per file; the rest are counted and summarized.
-const maxMalformedLogs = 5
-
 // malformed accounts one record that could not be decoded: an error with Strict, otherwise
-// counted, and logged for the first few of each file.
+// counted, and logged once per file (the first): Stats has how many.
 func (s *FileSource) malformed(line int, err error) error {
 	lerr := &LineError{File: s.name, Line: line, Err: err}
 	s.bad++
@@ -248,8 +245,8 @@ func (s *FileSource) malformed(line int, err error) error {
 	if s.cfg.Strict {
 		return lerr
 	}
-	if s.log != nil && s.bad <= maxMalformedLogs {
-		s.log.Warn("skipping malformed flow record", "path", s.name, "line", line, "err", err)
+	if s.log != nil && s.bad == 1 {
+		s.log.Warn("skipping malformed flow records; the rest of this file's are counted", "path", s.name, "line", line, "err", err)
 	}
 	return nil
 }
@@ -258,9 +255,6 @@ func (s *FileSource) malformed(line int, err error) error {
 // not a recording (binary data, UTF-16, another format) and reading it as an empty one would
 // hide that.
 func (s *FileSource) endOfFile() error {
-	if s.log != nil && s.bad > maxMalformedLogs {
-		s.log.Warn("more malformed flow records", "path", s.name, "count", s.bad-maxMalformedLogs)
-	}
 	if s.decoded == 0 && s.bad > 0 {
 		msg := fmt.Sprintf("%s: no readable flow record in %d malformed records (first: %v)", s.name, s.bad, s.firstBad)
 		if s.hint != "" {

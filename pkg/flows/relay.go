@@ -20,9 +20,11 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -43,6 +45,20 @@ const tlsPrefix = "tls://"
 
 // ErrRelayClosed is returned by Recv after Close.
 var ErrRelayClosed = errors.New("relay source closed")
+
+// ErrRelayRefused is returned by Recv, at once and also when following, when Hubble Relay
+// answers with a code retrying cannot heal (see refused): a wrong token or certificate, a
+// server that is no Relay, a request it cannot take. Retrying would only hide it in logs.
+var ErrRelayRefused = errors.New("hubble relay refused the request")
+
+// refused reports whether err carries a gRPC code that no retry can heal.
+func refused(err error) bool {
+	switch status.Code(err) {
+	case codes.Unauthenticated, codes.PermissionDenied, codes.Unimplemented, codes.InvalidArgument:
+		return true
+	}
+	return false
+}
 
 // RelayConfig configures a RelaySource. Field names follow the hubble CLI flags.
 type RelayConfig struct {
@@ -465,6 +481,11 @@ func (s *RelaySource) fail(ctx context.Context, err error) error {
 	s.closeStream()
 	s.failures++
 	werr := fmt.Errorf("hubble relay %s: %w", s.addr, err)
+	if refused(err) {
+		werr = fmt.Errorf("hubble relay %s: %w: %w", s.addr, ErrRelayRefused, err)
+		s.setErr(werr)
+		return werr
+	}
 	s.setErr(werr)
 	if !s.cfg.Follow && s.cfg.Retries > 0 && s.failures >= s.cfg.Retries {
 		return werr

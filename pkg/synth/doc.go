@@ -7,7 +7,7 @@
 // own refusal of policies that select nothing or allow everything), the review report, and
 // the semantic diff between two policy sets. It does not read flows, open the store or talk
 // to a cluster: Synthesize is pure (Snapshot + Config in, Result out). The only I/O lives in
-// write.go (WriteDir, ReadDir), used by the commands.
+// write.go (WriteDir), used by the commands; audit.LoadDir reads a policy directory back.
 //
 // # Evidence
 //

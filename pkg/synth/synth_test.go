@@ -634,13 +634,21 @@ func TestWriteReadDir(t *testing.T) {
 	if strings.Contains(string(raw), "status:") {
 		t.Error("shop-frontend.yaml has a status")
 	}
-	back, err := ReadDir(dir)
+	var back []*v2.CiliumClusterwideNetworkPolicy
+	paths, err := yamlFiles(dir)
 	if err != nil {
-		t.Fatalf("ReadDir: %v", err)
+		t.Fatal(err)
+	}
+	for _, p := range paths {
+		ps, err := readFile(p)
+		if err != nil {
+			t.Fatalf("read back %s: %v", p, err)
+		}
+		back = append(back, ps...)
 	}
 	// mine.yaml (not ours) was kept and is read back too.
 	if len(back) != len(res.Proposals)+1 {
-		t.Fatalf("ReadDir read %d policies, want %d", len(back), len(res.Proposals)+1)
+		t.Fatalf("read back %d policies, want %d", len(back), len(res.Proposals)+1)
 	}
 	if d := Diff(policies(res), back); len(d) != 1 || d[0].Name != "gone" || d[0].Status != DiffAdded {
 		t.Errorf("Diff(written, read back) = %+v, want only the foreign policy", d)

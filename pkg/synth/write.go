@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	v2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"sigs.k8s.io/yaml"
@@ -103,31 +102,8 @@ func yamlFiles(dir string) ([]string, error) {
 	return out, nil
 }
 
-// ReadDir reads every CiliumClusterwideNetworkPolicy in the *.yaml and *.yml files of dir
-// (several documents per file allowed; other kinds are ignored), sorted by name. A missing
-// directory is an error; an empty one yields no policies.
-func ReadDir(dir string) ([]*v2.CiliumClusterwideNetworkPolicy, error) {
-	paths, err := yamlFiles(dir)
-	if err != nil {
-		return nil, err
-	}
-	var out []*v2.CiliumClusterwideNetworkPolicy
-	for _, path := range paths {
-		ps, err := readFile(path)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, ps...)
-	}
-	slices.SortFunc(out, func(a, b *v2.CiliumClusterwideNetworkPolicy) int { return strings.Compare(a.Name, b.Name) })
-	for i := 1; i < len(out); i++ {
-		if out[i].Name == out[i-1].Name {
-			return nil, fmt.Errorf("read policy directory %s: policy %s is defined twice", dir, out[i].Name)
-		}
-	}
-	return out, nil
-}
-
+// readFile reads the CCNPs of one YAML file; WriteDir uses it to tell its own files from
+// others'. Reading a policy directory is audit.LoadDir's job (diff and check share it).
 func readFile(path string) ([]*v2.CiliumClusterwideNetworkPolicy, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {

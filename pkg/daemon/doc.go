@@ -1,0 +1,28 @@
+// Package daemon is `recommender run`: it wires the stages the command built into one
+// long-running process and owns what no single stage can, nothing more.
+//
+// What it owns:
+//
+//   - The goroutines and their exits. Run starts, under one errgroup, the ingest loop (the
+//     flow source into the store, pkg/aggregate's Ingester), the sync loop, the leader
+//     campaign (Deps.Elector) and the HTTP servers; the first error stops all, and shutdown
+//     runs in one written order: the source stops, a final sync, the last batch, cursor and
+//     lifecycle state are committed, then HTTP stops. The store is the caller's to close.
+//   - The sync loop, every Config.SyncInterval: synthesize proposals from the store's
+//     snapshot (pkg/synth), hand them to the audit bookkeeping, and deliver what is due — to
+//     Config.OutDir, to the cluster (Deps.Applier, leader only) and as pull requests
+//     (Deps.Publisher).
+//   - The audit bookkeeping (auditor.go): every stored flow evaluated against the revisions
+//     in audit (pkg/audit), would-be-denied edges counted and logged once per edge, and the
+//     lifecycle transitions (pkg/lifecycle) persisted with the store's commits.
+//   - HTTP (http.go, status.go): /metrics from Deps.Registry, /healthz, /readyz (every
+//     ReadinessCheck passes), the read-only status page at /, and pprof on its own listener.
+//     The listeners come from the command, bound before Run; one that stops serving fails
+//     the daemon, since /readyz and /metrics are how it is watched.
+//   - The daemon's own metrics (metrics.go, documented in docs/metrics.md).
+//
+// What it does not own: flag parsing and building the stages (cmd/recommender), signals
+// (the command's root context), the meaning of a flow, an edge or a policy (the stage
+// packages), and any Kubernetes or git call (pkg/cluster, pkg/gitops behind the small
+// interfaces of daemon.go).
+package daemon
