@@ -50,7 +50,7 @@ func reserved(id uint32, labels ...string) *flowpb.Endpoint {
 }
 
 var (
-	webLabels = Labels{"k8s:app=web", "k8s:io.cilium.k8s.policy.serviceaccount=web"}
+	webLabels = Labels{"k8s:app=web", "k8s:io.cilium.k8s.policy.cluster=default", "k8s:io.cilium.k8s.policy.serviceaccount=web"}
 	apiLabels = Labels{"k8s:app=api", "k8s:io.cilium.k8s.policy.serviceaccount=api"}
 )
 
@@ -336,7 +336,7 @@ func TestNormalizePeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev, _ = NewNormalizer(lf).Flow(trace(web(), api(), tcp(43210, 8080, syn)))
-	if want := (Labels{"k8s:app=web", "k8s:pod-template-hash=7d9f8b6c4"}); !slices.Equal(ev.Src.Labels, want) {
+	if want := (Labels{"k8s:app=web", "k8s:io.cilium.k8s.policy.cluster=default", "k8s:pod-template-hash=7d9f8b6c4"}); !slices.Equal(ev.Src.Labels, want) {
 		t.Errorf("Src.Labels with user filter = %v, want %v", ev.Src.Labels, want)
 	}
 }

@@ -258,15 +258,15 @@ func TestSelector(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u := universe{}
-			u.add(tc.w.Namespace, tc.w.Labels)
+			u.add("", tc.w)
 			for _, o := range tc.others {
-				u.add(o.Namespace, o.Labels)
+				u.add("", o)
 			}
-			c, err := u.choose(tc.w)
+			c, err := u.choose("", tc.w)
 			if err != nil {
 				t.Fatalf("choose(%s): %v", tc.w, err)
 			}
-			sel := c.endpointSelector(tc.w.Namespace)
+			sel := c.endpointSelector(tc.w.Namespace, "")
 			if got := selectorString(&sel); got != tc.want {
 				t.Errorf("choose(%s) = %s, want %s", tc.w, got, tc.want)
 			}
