@@ -30,7 +30,7 @@ func (o *synthOptions) addFlags(f *pflag.FlagSet) {
 	f.IntVar(&o.cidrPrefix, "cidr-prefix", 0, "prefix length for unnamed external IPv4 addresses (shorthand for --cidr-prefix-v4)")
 	f.IntVar(&o.cidrV4, "cidr-prefix-v4", d.CIDRPrefixV4, "prefix length unnamed external IPv4 addresses are summarized to")
 	f.IntVar(&o.cidrV6, "cidr-prefix-v6", d.CIDRPrefixV6, "prefix length unnamed external IPv6 addresses are summarized to")
-	f.StringVar(&o.cluster, "cluster-name", d.ClusterName, "Cilium cluster name (cluster.name), used to validate and evaluate policies")
+	f.StringVar(&o.cluster, "cluster-name", d.ClusterName, "Cilium cluster name (cluster.name): policies are proposed for this cluster's workloads and peers are selected by cluster; empty takes it from the flows, and is an error for flows of a ClusterMesh (docs/clustermesh.md)")
 	f.StringVar(&o.quiet, "quiet-directions", string(d.QuietDirections), `a direction in which a proposed workload was never seen talking: "deny" (default deny, nothing allowed) or "open" (no rules, unrestricted)`)
 }
 
