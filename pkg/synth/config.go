@@ -35,6 +35,9 @@ type Config struct {
 	// workload was never seen talking (--quiet-directions): QuietDeny closes it (default deny,
 	// nothing allowed), QuietOpen leaves it without rules and so unrestricted.
 	QuietDirections QuietMode
+	// DNSSubdomainWildcard allows "**." DNS patterns, which match one or more labels
+	// (--dns-subdomain-wildcard). Only Cilium 1.19 and newer support them; never on by default.
+	DNSSubdomainWildcard bool
 }
 
 // QuietMode is what a policy does with a direction that had no observed traffic.

@@ -422,7 +422,7 @@ func (b *builder) l4(g *grant) (api.PortRules, api.ICMPRules) {
 		case pk == dnsPortKey:
 			prs = append(prs, api.PortRule{
 				Ports: []api.PortProtocol{{Port: "53", Protocol: api.ProtoTCP}, {Port: "53", Protocol: api.ProtoUDP}},
-				Rules: &api.L7Rules{DNS: dnsRules(b.dnsNames, b.dnsTruncated)},
+				Rules: &api.L7Rules{DNS: dnsRules(b.dnsNames, b.dnsTruncated, b.s.cfg.DNSSubdomainWildcard)},
 			})
 		case pk.proto.IsICMP():
 			fam := api.IPv4Family
