@@ -37,9 +37,6 @@ const (
 	AllowLocalhostPolicy = "policy"
 )
 
-// DefaultClusterName is Cilium's cluster-name default.
-const DefaultClusterName = "default"
-
 // Config describes the cluster the policies are evaluated for.
 type Config struct {
 	// ClusterName is the Cilium cluster name. Cilium scopes peer selectors that name no
