@@ -240,7 +240,7 @@ func TestCrossCheckCiliumEngine(t *testing.T) {
 
 func crossCheck(t *testing.T, cfg audit.Config, policyCluster string) {
 	ids := crossEndpoints()
-	sets := 16
+	sets := 10
 	if testing.Short() {
 		sets = 4
 	}
