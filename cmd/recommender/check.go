@@ -125,7 +125,7 @@ carry (named ports, HTTP headers) are listed as unknown and do not fail the chec
 	}
 	o.src.addFlags(cmd.Flags())
 	cmd.Flags().StringVar(&o.policies, flagPolicies, "", "directory of CiliumClusterwideNetworkPolicy/CiliumNetworkPolicy YAML or JSON files (read recursively)")
-	cmd.Flags().StringVar(&o.audit.ClusterName, flagClusterName, audit.DefaultClusterName, "Cilium cluster name (scopes peer selectors and the cluster entity)")
+	cmd.Flags().StringVar(&o.audit.ClusterName, flagClusterName, "", "Cilium cluster name (scopes peer selectors and the cluster entity; workloads of other clusters are peers only); empty evaluates the flows as one cluster, so set it for flows of a ClusterMesh")
 	cmd.Flags().StringVar(&o.audit.AllowLocalhost, flagAllowLocalhost, audit.AllowLocalhostAlways, "as Cilium's --allow-localhost on Kubernetes: always (the node reaches its pods) or policy")
 	cmd.Flags().StringVarP(&o.output, flagOutput, "o", "table", "output format: table or json")
 	return cmd

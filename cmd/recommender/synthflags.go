@@ -20,6 +20,7 @@ type synthOptions struct {
 	cidrV6     int
 	cluster    string
 	quiet      string
+	dnsDeep    bool
 }
 
 func (o *synthOptions) addFlags(f *pflag.FlagSet) {
@@ -30,7 +31,8 @@ func (o *synthOptions) addFlags(f *pflag.FlagSet) {
 	f.IntVar(&o.cidrPrefix, "cidr-prefix", 0, "prefix length for unnamed external IPv4 addresses (shorthand for --cidr-prefix-v4)")
 	f.IntVar(&o.cidrV4, "cidr-prefix-v4", d.CIDRPrefixV4, "prefix length unnamed external IPv4 addresses are summarized to")
 	f.IntVar(&o.cidrV6, "cidr-prefix-v6", d.CIDRPrefixV6, "prefix length unnamed external IPv6 addresses are summarized to")
-	f.StringVar(&o.cluster, "cluster-name", d.ClusterName, "Cilium cluster name (cluster.name), used to validate and evaluate policies")
+	f.StringVar(&o.cluster, "cluster-name", d.ClusterName, "Cilium cluster name (cluster.name): policies are proposed for this cluster's workloads and peers are selected by cluster; empty takes it from the flows, and is an error for flows of a ClusterMesh (docs/clustermesh.md)")
+	f.BoolVar(&o.dnsDeep, "dns-subdomain-wildcard", false, `the target Cilium is 1.19 or newer: names resolved in several subdomains of one domain may become a "**." DNS pattern (older agents would not match them)`)
 	f.StringVar(&o.quiet, "quiet-directions", string(d.QuietDirections), `a direction in which a proposed workload was never seen talking: "deny" (default deny, nothing allowed) or "open" (no rules, unrestricted)`)
 }
 
@@ -48,6 +50,7 @@ func (o *synthOptions) config(changed func(string) bool) (synth.Config, error) {
 	cfg.CIDRPrefixV4, cfg.CIDRPrefixV6 = o.cidrV4, o.cidrV6
 	cfg.ClusterName = o.cluster
 	cfg.QuietDirections = synth.QuietMode(o.quiet)
+	cfg.DNSSubdomainWildcard = o.dnsDeep
 	if changed("cidr-prefix") {
 		if changed("cidr-prefix-v4") {
 			return cfg, errors.New("--cidr-prefix and --cidr-prefix-v4 exclude each other")

@@ -1,6 +1,7 @@
 package flowgen
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -96,6 +97,8 @@ type Peer struct {
 	Names []string
 	// host marks the node itself: reserved:host on its own node, reserved:remote-node elsewhere.
 	host bool
+	// cluster is the ClusterMesh cluster of a pod ("" is clusterName).
+	cluster string
 }
 
 // endpoint renders the peer as Hubble shows it on node obs.
@@ -113,7 +116,7 @@ func (p *Peer) endpoint(obs *Node) *flowpb.Endpoint {
 		PodName:   p.PodName,
 	}
 	if p.Namespace != "" {
-		ep.ClusterName = clusterName
+		ep.ClusterName = cmp.Or(p.cluster, clusterName)
 	}
 	// Endpoint IDs are node-local: Hubble knows them only for endpoints on its own node.
 	if p.Node != nil && p.Node == obs {
@@ -133,7 +136,11 @@ const clusterName = "default"
 // Cluster holds nodes and allocates addresses and identities.
 type Cluster struct {
 	Nodes []*Node
-	rng   *rand.Rand
+	// name is the cluster's cluster.name; idBase its ClusterMesh cluster ID shifted into the
+	// high bits of its identities, as Cilium allocates them in a mesh.
+	name   string
+	idBase uint32
+	rng    *rand.Rand
 	// ids maps a canonical label set to its identity; used holds allocated numbers.
 	ids  map[string]uint32
 	used map[uint32]bool
@@ -141,7 +148,7 @@ type Cluster struct {
 
 // newCluster makes n nodes named name(i) with node IPs nodeNet.<i+2>.
 func newCluster(rng *rand.Rand, nodeNames []string, nodeNet string) *Cluster {
-	c := &Cluster{rng: rng, ids: map[string]uint32{}, used: map[uint32]bool{}}
+	c := &Cluster{name: clusterName, rng: rng, ids: map[string]uint32{}, used: map[uint32]bool{}}
 	for i, name := range nodeNames {
 		// Pod CIDRs wrap after 10.244.255.0/24: very large synthetic clusters share them.
 		n := &Node{Name: name, IP: fmt.Sprintf("%s.%d", nodeNet, 2+i%250), podNet: i % 256, nextIP: 10, nextEP: 100}
@@ -164,7 +171,7 @@ func (c *Cluster) identity(labels []string) uint32 {
 	}
 	h := fnv.New32a()
 	h.Write([]byte(key))
-	id := 256 + h.Sum32()%65000
+	id := c.idBase + 256 + h.Sum32()%65000
 	for c.used[id] {
 		id++
 	}
@@ -210,7 +217,7 @@ func (c *Cluster) rollout(w *Workload, replicas, first int) {
 		p := &Peer{
 			IP: fmt.Sprintf("10.244.%d.%d", n.podNet, n.nextIP), Node: n,
 			Namespace: w.Namespace, Labels: labels, Identity: c.identity(labels),
-			EndpointID: n.nextEP,
+			EndpointID: n.nextEP, cluster: c.name,
 		}
 		n.nextIP++
 		if n.nextIP >= 250 {
@@ -240,7 +247,7 @@ func (c *Cluster) podLabels(w *Workload, hash string) []string {
 	}
 	ls = append(ls,
 		"k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name="+w.Namespace,
-		"k8s:io.cilium.k8s.policy.cluster="+clusterName,
+		"k8s:io.cilium.k8s.policy.cluster="+c.name,
 		"k8s:io.cilium.k8s.policy.serviceaccount="+w.ServiceAccount,
 		"k8s:io.kubernetes.pod.namespace="+w.Namespace,
 	)

@@ -115,18 +115,18 @@ func TestRecordingsNormalize(t *testing.T) {
 	}
 	cases := map[string]want{
 		"starwars.jsonl": {drops: true, httpL7: true, edges: []string{
-			"default/k8s:app.kubernetes.io/name=tiefighter,k8s:class=tiefighter,k8s:io.cilium.k8s.policy.serviceaccount=default,k8s:org=empire -> default/k8s:app.kubernetes.io/name=deathstar,k8s:class=deathstar,k8s:io.cilium.k8s.policy.serviceaccount=default,k8s:org=empire 80/TCP",
+			"default/k8s:app.kubernetes.io/name=tiefighter,k8s:class=tiefighter,k8s:io.cilium.k8s.policy.cluster=default,k8s:io.cilium.k8s.policy.serviceaccount=default,k8s:org=empire -> default/k8s:app.kubernetes.io/name=deathstar,k8s:class=deathstar,k8s:io.cilium.k8s.policy.cluster=default,k8s:io.cilium.k8s.policy.serviceaccount=default,k8s:org=empire 80/TCP",
 			"entity:health -> entity:health 8/ICMPv4",
 			"entity:health -> entity:health 4240/TCP",
 		}},
 		"boutique.jsonl": {lost: true, drops: true, audit: true, dnsL7: true, httpL7: true, edges: []string{
-			"boutique/k8s:app=cartservice,k8s:io.cilium.k8s.policy.serviceaccount=cartservice -> boutique/k8s:app=redis-cart,k8s:io.cilium.k8s.policy.serviceaccount=redis-cart 6379/TCP",
-			"ops/k8s:app.kubernetes.io/name=boutique-operator,k8s:io.cilium.k8s.policy.serviceaccount=boutique-operator -> entity:kube-apiserver 443/TCP",
-			"ops/k8s:app.kubernetes.io/name=boutique-operator,k8s:io.cilium.k8s.policy.serviceaccount=boutique-operator -> world:140.82.121.6 443/TCP",
-			"entity:host -> boutique/k8s:app=frontend,k8s:io.cilium.k8s.policy.serviceaccount=frontend 8080/TCP",
-			"entity:remote-node -> boutique/k8s:app=frontend,k8s:io.cilium.k8s.policy.serviceaccount=frontend 8080/TCP",
-			"boutique/k8s:app=checkoutservice,k8s:io.cilium.k8s.policy.serviceaccount=checkoutservice -> boutique/k8s:app=emailservice,k8s:io.cilium.k8s.policy.serviceaccount=emailservice 8080/TCP",
-			"boutique/k8s:app=frontend,k8s:io.cilium.k8s.policy.serviceaccount=frontend -> kube-system/k8s:io.cilium.k8s.policy.serviceaccount=coredns,k8s:k8s-app=kube-dns 53/UDP",
+			"boutique/k8s:app=cartservice,k8s:io.cilium.k8s.policy.cluster=default,k8s:io.cilium.k8s.policy.serviceaccount=cartservice -> boutique/k8s:app=redis-cart,k8s:io.cilium.k8s.policy.cluster=default,k8s:io.cilium.k8s.policy.serviceaccount=redis-cart 6379/TCP",
+			"ops/k8s:app.kubernetes.io/name=boutique-operator,k8s:io.cilium.k8s.policy.cluster=default,k8s:io.cilium.k8s.policy.serviceaccount=boutique-operator -> entity:kube-apiserver 443/TCP",
+			"ops/k8s:app.kubernetes.io/name=boutique-operator,k8s:io.cilium.k8s.policy.cluster=default,k8s:io.cilium.k8s.policy.serviceaccount=boutique-operator -> world:140.82.121.6 443/TCP",
+			"entity:host -> boutique/k8s:app=frontend,k8s:io.cilium.k8s.policy.cluster=default,k8s:io.cilium.k8s.policy.serviceaccount=frontend 8080/TCP",
+			"entity:remote-node -> boutique/k8s:app=frontend,k8s:io.cilium.k8s.policy.cluster=default,k8s:io.cilium.k8s.policy.serviceaccount=frontend 8080/TCP",
+			"boutique/k8s:app=checkoutservice,k8s:io.cilium.k8s.policy.cluster=default,k8s:io.cilium.k8s.policy.serviceaccount=checkoutservice -> boutique/k8s:app=emailservice,k8s:io.cilium.k8s.policy.cluster=default,k8s:io.cilium.k8s.policy.serviceaccount=emailservice 8080/TCP",
+			"boutique/k8s:app=frontend,k8s:io.cilium.k8s.policy.cluster=default,k8s:io.cilium.k8s.policy.serviceaccount=frontend -> kube-system/k8s:io.cilium.k8s.policy.cluster=default,k8s:io.cilium.k8s.policy.serviceaccount=coredns,k8s:k8s-app=kube-dns 53/UDP",
 		}},
 		"boutique-day2.jsonl":    {dnsL7: true, httpL7: true},
 		"boutique-newconn.jsonl": {dnsL7: true, httpL7: true},
@@ -207,7 +207,7 @@ func TestBoutiqueLifecycleFiles(t *testing.T) {
 		}
 		want := map[string]int{}
 		if name == "boutique-newconn.jsonl" {
-			want["boutique/k8s:app=recommendationservice,k8s:io.cilium.k8s.policy.serviceaccount=recommendationservice -> entity:kube-apiserver 443/TCP"] = 1
+			want["boutique/k8s:app=recommendationservice,k8s:io.cilium.k8s.policy.cluster=default,k8s:io.cilium.k8s.policy.serviceaccount=recommendationservice -> entity:kube-apiserver 443/TCP"] = 1
 		}
 		if len(newEdges) != len(want) {
 			t.Errorf("%s: new edges %v, want %v", name, newEdges, want)

@@ -32,26 +32,34 @@ type xEndpoint struct {
 	peer flows.Peer
 }
 
+// The two clusters of the cross-check's mesh: policies are evaluated for the local one.
+const (
+	xLocal  = "east"
+	xRemote = "west"
+)
+
 func crossEndpoints() []xEndpoint {
 	var out []xEndpoint
 	nid := identity.NumericIdentity(1000)
-	for _, ns := range []string{"shop", "billing"} {
-		for _, app := range []string{"web", "db", "frontend"} {
-			nid++
-			// The labels Cilium gives a pod: its own, its namespace, the namespace's name label,
-			// the cluster and the service account.
-			lbls := labels.ParseLabelArray(
-				"k8s:app="+app,
-				"k8s:io.kubernetes.pod.namespace="+ns,
-				"k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name="+ns,
-				"k8s:io.cilium.k8s.policy.cluster=default",
-				"k8s:io.cilium.k8s.policy.serviceaccount=default",
-			)
-			out = append(out, xEndpoint{
-				id: identity.NewIdentityFromLabelArray(nid, lbls),
-				peer: flows.Peer{Kind: flows.PeerWorkload, Namespace: ns,
-					Labels: flows.NewLabels("k8s:app="+app, "k8s:io.cilium.k8s.policy.serviceaccount=default")},
-			})
+	for _, cluster := range []string{xLocal, xRemote} {
+		for _, ns := range []string{"shop", "billing"} {
+			for _, app := range []string{"web", "db", "frontend"} {
+				nid++
+				// The labels Cilium gives a pod: its own, its namespace, the namespace's name
+				// label, the cluster and the service account. Flows carry the cluster label too.
+				lbls := labels.ParseLabelArray(
+					"k8s:app="+app,
+					"k8s:io.kubernetes.pod.namespace="+ns,
+					"k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name="+ns,
+					"k8s:io.cilium.k8s.policy.cluster="+cluster,
+					"k8s:io.cilium.k8s.policy.serviceaccount=default",
+				)
+				out = append(out, xEndpoint{
+					id: identity.NewIdentityFromLabelArray(nid, lbls),
+					peer: flows.Peer{Kind: flows.PeerWorkload, Namespace: ns,
+						Labels: flows.NewLabels("k8s:app="+app, "k8s:io.cilium.k8s.policy.cluster="+cluster, "k8s:io.cilium.k8s.policy.serviceaccount=default")},
+				})
+			}
 		}
 	}
 	for _, e := range []struct {
@@ -93,9 +101,14 @@ func (g policyGen) peer(dir string) string {
 	if dir == "egress" {
 		ep, ent, cidr, cidrSet = "toEndpoints", "toEntities", "toCIDR", "toCIDRSet"
 	}
-	switch g.r.IntN(8) {
+	switch g.r.IntN(10) {
 	case 0:
 		return ep + ": [{matchLabels: {app: " + g.pick("web", "db", "frontend") + "}}]"
+	case 8:
+		// A peer in a named cluster, as recommender writes them (issue 16).
+		return ep + ": [{matchLabels: {app: " + g.pick("web", "db") + ", io.cilium.k8s.policy.cluster: " + g.pick(xLocal, xRemote) + "}}]"
+	case 9:
+		return ep + ": [{matchLabels: {k8s:io.kubernetes.pod.namespace: " + g.pick("shop", "billing") + ", k8s:io.cilium.k8s.policy.cluster: " + g.pick(xLocal, xRemote) + "}}]"
 	case 1:
 		return ep + ": [{matchLabels: {app: " + g.pick("web", "db") + ", k8s:io.kubernetes.pod.namespace: " + g.pick("shop", "billing") + "}}]"
 	case 2:
@@ -103,7 +116,7 @@ func (g policyGen) peer(dir string) string {
 	case 3:
 		return ep + ": [{}]"
 	case 4:
-		return ent + ": [" + g.pick("world", "cluster", "all", "remote-node", "host", "kube-apiserver") + "]"
+		return ent + ": [" + g.pick("world", "cluster", "all", "remote-node", "host", "kube-apiserver", "cluster") + "]"
 	case 5:
 		return cidr + ": [" + g.pick("10.0.0.0/8", "10.1.0.0/16", "192.0.2.0/24") + "]"
 	case 6:
@@ -172,7 +185,8 @@ func (g policyGen) policy(i int) string {
 }
 
 // ciliumRepo loads the decoded policies into Cilium's own policy repository.
-func ciliumRepo(t *testing.T, d *audit.Decoded, ids []xEndpoint) (*policy.Repository, identitymanager.IDManager) {
+// policyCluster is what the agent passes to Parse (cmtypes.LocalClusterNameForPolicies).
+func ciliumRepo(t *testing.T, d *audit.Decoded, ids []xEndpoint, policyCluster string) (*policy.Repository, identitymanager.IDManager) {
 	t.Helper()
 	logger := slog.New(slog.DiscardHandler)
 	idmap := identity.IdentityMap{}
@@ -185,14 +199,14 @@ func ciliumRepo(t *testing.T, d *audit.Decoded, ids []xEndpoint) (*policy.Reposi
 	idmgr.Subscribe(testpolicy.SelectorCacheObserver{Cache: repo.GetSubjectSelectorCache()})
 	var rules api.Rules
 	for _, p := range d.CCNPs {
-		rs, err := p.DeepCopy().Parse(logger, "default")
+		rs, err := p.DeepCopy().Parse(logger, policyCluster)
 		if err != nil {
 			t.Fatalf("cilium parse %s: %v", p.Name, err)
 		}
 		rules = append(rules, rs...)
 	}
 	for _, p := range d.CNPs {
-		rs, err := p.DeepCopy().Parse(logger, "default")
+		rs, err := p.DeepCopy().Parse(logger, policyCluster)
 		if err != nil {
 			t.Fatalf("cilium parse %s: %v", p.Name, err)
 		}
@@ -203,19 +217,35 @@ func ciliumRepo(t *testing.T, d *audit.Decoded, ids []xEndpoint) (*policy.Reposi
 }
 
 // Ensure our verdicts equal Cilium's own engine (policy.LookupFlow) for random policy sets over
-// every pair of endpoints, several ports, TCP and UDP. ICMP is left out: LookupFlow cannot
-// check it. Directions whose endpoint is not a workload are not compared (we do not evaluate
-// host or world as policy subjects).
+// every pair of endpoints of a two-cluster mesh, several ports, TCP and UDP, under both
+// settings of policy-default-local-cluster (issue 16). ICMP is left out: LookupFlow cannot
+// check it. Directions whose endpoint is not a local workload are not compared (we do not
+// evaluate host or world as policy subjects, and another cluster enforces its own policies).
 func TestCrossCheckCiliumEngine(t *testing.T) {
-	api.InitEntities("default") // what the agent does at start; the engine reads it
+	api.InitEntities(xLocal) // what the agent does at start; the engine reads it
 	option.Config.UnsafeDaemonConfigOption.AllowLocalhost = option.AllowLocalhostAlways
+	for _, tc := range []struct {
+		name          string
+		anyCluster    bool
+		policyCluster string
+	}{
+		{"policy-default-local-cluster=true", false, xLocal},
+		{"policy-default-local-cluster=false", true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			crossCheck(t, audit.Config{ClusterName: xLocal, PolicyAnyCluster: tc.anyCluster}, tc.policyCluster)
+		})
+	}
+}
+
+func crossCheck(t *testing.T, cfg audit.Config, policyCluster string) {
 	ids := crossEndpoints()
-	sets := 60
+	sets := 10
 	if testing.Short() {
-		sets = 10
+		sets = 4
 	}
 	r := rand.New(rand.NewPCG(6, 1))
-	compared, denied := 0, 0
+	compared, denied, remote := 0, 0, 0
 	for set := range sets {
 		g := policyGen{r}
 		var docs []string
@@ -227,11 +257,11 @@ func TestCrossCheckCiliumEngine(t *testing.T) {
 		if err := audit.DecodeYAML(strings.NewReader(yamlText), fmt.Sprintf("set%d", set), d); err != nil {
 			t.Fatalf("set %d: %v\n%s", set, err, yamlText)
 		}
-		ours, err := d.Build(audit.Config{})
+		ours, err := d.Build(cfg)
 		if err != nil {
 			t.Fatalf("set %d: %v\n%s", set, err, yamlText)
 		}
-		repo, idmgr := ciliumRepo(t, d, ids)
+		repo, idmgr := ciliumRepo(t, d, ids, policyCluster)
 		logger := slog.New(slog.DiscardHandler)
 		failures := 0
 		for _, src := range ids {
@@ -263,6 +293,9 @@ func TestCrossCheckCiliumEngine(t *testing.T) {
 							if c.want != types.DecisionAllowed {
 								denied++
 							}
+							if src.peer.Labels.Cluster() == xRemote || dst.peer.Labels.Cluster() == xRemote {
+								remote++
+							}
 							if (c.ours.Decision == audit.DecisionAllowed) != (c.want == types.DecisionAllowed) {
 								failures++
 								if failures <= 5 {
@@ -282,5 +315,8 @@ func TestCrossCheckCiliumEngine(t *testing.T) {
 	if denied < compared/10 || denied > compared*9/10 {
 		t.Errorf("cilium denied %d of %d direction verdicts; the generator should give a mix", denied, compared)
 	}
-	t.Logf("compared %d direction verdicts (%d denied) over %d policy sets", compared, denied, sets)
+	if remote < compared/10 {
+		t.Errorf("%d of %d verdicts involve the remote cluster; the mesh is not exercised", remote, compared)
+	}
+	t.Logf("compared %d direction verdicts (%d denied, %d with a remote peer) over %d policy sets", compared, denied, remote, sets)
 }

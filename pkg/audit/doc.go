@@ -18,8 +18,12 @@
 // # Semantics
 //
 // Src of an Event is the client and Dst the server, so a flow is evaluated at the client's
-// egress and the server's ingress. A side that is not a workload (an entity or the world) is
-// not a policy subject: DecisionNotApplicable. Per direction (see PolicySet.decide):
+// egress and the server's ingress. A side that is not a workload (an entity or the world), or
+// a workload of another cluster of a ClusterMesh (its own agents enforce it), is not a policy
+// subject: DecisionNotApplicable. Peer selectors without a cluster select the local cluster
+// (Config.ClusterName) unless Config.PolicyAnyCluster, as the agent's
+// policy-default-local-cluster; a flow peer is in the cluster its labels name. Per direction
+// (see PolicySet.decide):
 //
 //   - The rules of all policies whose endpointSelector selects the workload are united. With
 //     none, the direction is not enforced (allowed, not-selected).

@@ -63,10 +63,13 @@ const (
 	ReasonL7Denied
 	// ReasonUnresolved: see DecisionUnknown.
 	ReasonUnresolved
+	// ReasonRemoteCluster: the endpoint runs in another cluster of the mesh, whose agents
+	// enforce their own policies there (DecisionNotApplicable).
+	ReasonRemoteCluster
 )
 
 var reasonNames = [...]string{"", "not-workload", "not-selected", "allow-rule", "default-allow", "localhost",
-	"deny-rule", "default-deny", "l7-denied", "unresolved"}
+	"deny-rule", "default-deny", "l7-denied", "unresolved", "remote-cluster"}
 
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {
@@ -200,16 +203,22 @@ func (s *PolicySet) Evaluate(ev *flows.Event) (Verdict, error) {
 	dst := s.idx.peer(&ev.Dst)
 	q := query{proto: ev.Proto, port: ev.Port, l7: ev.L7, names: ev.Dst.Names}
 	var v Verdict
-	if src.workload {
+	switch {
+	case src.remote:
+		v.Egress = DirectionVerdict{Decision: DecisionNotApplicable, Reason: ReasonRemoteCluster}
+	case src.workload:
 		q.peer = dst
 		v.Egress = s.decide(s.idx.selected(src, flows.DirectionEgress), &q, flows.DirectionEgress)
-	} else {
+	default:
 		v.Egress = DirectionVerdict{Decision: DecisionNotApplicable, Reason: ReasonNotWorkload}
 	}
-	if dst.workload {
+	switch {
+	case dst.remote:
+		v.Ingress = DirectionVerdict{Decision: DecisionNotApplicable, Reason: ReasonRemoteCluster}
+	case dst.workload:
 		q.peer, q.names = src, nil
 		v.Ingress = s.decide(s.idx.selected(dst, flows.DirectionIngress), &q, flows.DirectionIngress)
-	} else {
+	default:
 		v.Ingress = DirectionVerdict{Decision: DecisionNotApplicable, Reason: ReasonNotWorkload}
 	}
 	return v, nil

@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+	slim_metav1 "github.com/cilium/cilium/pkg/k8s/slim/k8s/apis/meta/v1"
 	"github.com/cilium/cilium/pkg/labels"
 	"github.com/cilium/cilium/pkg/policy/api"
 	"github.com/cilium/cilium/pkg/policy/types"
@@ -36,23 +37,36 @@ const (
 	AllowLocalhostPolicy = "policy"
 )
 
-// DefaultClusterName is Cilium's cluster-name default.
-const DefaultClusterName = "default"
-
 // Config describes the cluster the policies are evaluated for.
 type Config struct {
-	// ClusterName is the Cilium cluster name. Cilium scopes peer selectors to the local
-	// cluster, and the "cluster" entity means the endpoints of this cluster.
+	// ClusterName is the Cilium cluster name. Cilium scopes peer selectors that name no
+	// cluster to the local cluster (unless PolicyAnyCluster), the "cluster" entity means the
+	// endpoints of this cluster, flow peers whose labels name no cluster are taken to be in
+	// it, and workloads of other clusters are never policy subjects here.
+	//
+	// Empty means the local cluster is not known (a daemon started without --cluster-name):
+	// the set is evaluated as for a single cluster, every workload is local and selectors are
+	// not scoped to a cluster. A ClusterMesh needs the name.
 	ClusterName string
+	// PolicyAnyCluster mirrors the agent option policy-default-local-cluster=false, the
+	// default of Cilium 1.18 and older: a peer selector that names no cluster selects
+	// endpoints of every cluster of the mesh. False is Cilium 1.19+: the local cluster only.
+	PolicyAnyCluster bool
 	// AllowLocalhost is "always" (default) or "policy".
 	AllowLocalhost string
 }
 
+// policyCluster is the cluster name Cilium's parser scopes selectors to, as the agent's
+// cmtypes.LocalClusterNameForPolicies: "" (any cluster) under policy-default-local-cluster=false.
+func (c Config) policyCluster() string {
+	if c.PolicyAnyCluster {
+		return ""
+	}
+	return c.ClusterName
+}
+
 // Validate checks the configuration and fills defaults.
 func (c *Config) Validate() error {
-	if c.ClusterName == "" {
-		c.ClusterName = DefaultClusterName
-	}
 	switch c.AllowLocalhost {
 	case "":
 		c.AllowLocalhost = AllowLocalhostAlways
@@ -111,7 +125,7 @@ func (s *PolicySet) Warnings() []string { return s.warnings }
 // modified.
 func (s *PolicySet) AddCCNP(p *ciliumv2.CiliumClusterwideNetworkPolicy) error {
 	p = p.DeepCopy() // Parse sanitizes, and sanitizing mutates the spec
-	rules, err := p.Parse(slog.New(slog.DiscardHandler), s.cfg.ClusterName)
+	rules, err := p.Parse(slog.New(slog.DiscardHandler), s.cfg.policyCluster())
 	if err != nil {
 		return fmt.Errorf("%s/%s: %w: %w", KindCCNP, p.Name, ErrInvalidPolicy, err)
 	}
@@ -127,7 +141,7 @@ func (s *PolicySet) AddCNP(p *ciliumv2.CiliumNetworkPolicy) error {
 		// The API server defaults it; files often leave it out.
 		p.Namespace = "default"
 	}
-	rules, err := p.Parse(slog.New(slog.DiscardHandler), s.cfg.ClusterName)
+	rules, err := p.Parse(slog.New(slog.DiscardHandler), s.cfg.policyCluster())
 	if err != nil {
 		return fmt.Errorf("%s/%s/%s: %w: %w", KindCNP, p.Namespace, p.Name, ErrInvalidPolicy, err)
 	}
@@ -189,6 +203,11 @@ func (s *PolicySet) addRule(base RuleRef, r *api.Rule) {
 // reserved identities plus every endpoint labelled with the cluster name.
 func (s *PolicySet) expandClusterEntity(r *api.Rule) {
 	clusterES := api.NewESFromLabels(labels.NewLabel(clusterLabelKey, s.cfg.ClusterName, labels.LabelSourceK8s))
+	if s.cfg.ClusterName == "" {
+		// One cluster, every workload in it: any endpoint with a namespace (not world).
+		clusterES = api.NewESFromMatchRequirements(nil, []slim_metav1.LabelSelectorRequirement{
+			{Key: "k8s:" + flows.LabelNamespace, Operator: slim_metav1.LabelSelectorOpExists}})
+	}
 	expand := func(ents api.EntitySlice) (api.EntitySlice, bool) {
 		if !slices.Contains(ents, api.EntityCluster) {
 			return ents, false
@@ -707,10 +726,14 @@ const (
 
 // workloadLabels returns the identity labels Cilium would give a pod of the workload: its
 // stable labels plus namespace, namespace name label (Kubernetes sets kubernetes.io/metadata.name
-// on every namespace) and cluster.
+// on every namespace) and cluster: the cluster its labels name (issue 16: flows of a
+// ClusterMesh carry it), else the local one.
 func workloadLabels(p *flows.Peer, cluster string) labels.LabelArray {
+	if c := p.Labels.Cluster(); c != "" {
+		cluster = c
+	}
 	out := make(labels.LabelArray, 0, len(p.Labels)+3)
-	for _, l := range p.Labels {
+	for _, l := range p.Labels.WithoutCluster() {
 		lbl := labels.ParseLabel(l)
 		if lbl.Source == labels.LabelSourceUnspec {
 			lbl.Source = labels.LabelSourceK8s
@@ -720,7 +743,11 @@ func workloadLabels(p *flows.Peer, cluster string) labels.LabelArray {
 	out = append(out,
 		labels.NewLabel(flows.LabelNamespace, p.Namespace, labels.LabelSourceK8s),
 		labels.NewLabel(namespaceNameLabelKey, p.Namespace, labels.LabelSourceK8s),
-		labels.NewLabel(clusterLabelKey, cluster, labels.LabelSourceK8s),
 	)
+	// Without a local cluster name and without the label on the flow the cluster is
+	// unknown; the label is left out rather than guessed (see Config.ClusterName).
+	if cluster != "" {
+		out = append(out, labels.NewLabel(clusterLabelKey, cluster, labels.LabelSourceK8s))
+	}
 	return out.Sort()
 }

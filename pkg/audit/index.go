@@ -15,7 +15,9 @@ const maxCached = 1 << 16
 
 // peerInfo is one end of a flow as Cilium's selectors see it.
 type peerInfo struct {
-	workload  bool
+	workload bool
+	// remote marks a workload of another cluster of the mesh: a peer, never a subject here.
+	remote    bool
 	world     bool
 	localHost bool
 	key       string
@@ -154,6 +156,8 @@ func (x *index) peer(p *flows.Peer) *peerInfo {
 	if p.Kind == flows.PeerWorkload {
 		pi.workload = true
 		pi.labels = workloadLabels(p, x.set.cfg.ClusterName)
+		c := p.Labels.Cluster()
+		pi.remote = c != "" && x.set.cfg.ClusterName != "" && c != x.set.cfg.ClusterName
 	} else {
 		pi.localHost = p.Entity == labels.IDNameHost
 		pi.labels = labels.LabelArray{labels.NewLabel(p.Entity, "", labels.LabelSourceReserved)}

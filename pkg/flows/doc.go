@@ -8,7 +8,8 @@
 //
 // Src is always the client and Dst the server, decided from is_reply (or the deprecated
 // reply), TCP flags and ports, never from traffic_direction alone. Labels are reduced to the
-// stable set (LabelFilter). Reserved identities become entities; identity 1 opening a
+// stable set (LabelFilter), which keeps the cluster label (k8s:io.cilium.k8s.policy.cluster):
+// in a ClusterMesh it tells two clusters' workloads apart. Reserved identities become entities; identity 1 opening a
 // connection is the host even when it also carries reserved:kube-apiserver (kubelet probes).
 // Records without event_type get their kind from the fields present (exporter field masks).
 //

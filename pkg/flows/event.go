@@ -261,8 +261,14 @@ type Event struct {
 	// Folder sets it; responses never have it.
 	Connection bool
 
+	// AllowedBy and DeniedBy are the policies Hubble names on policy verdicts
+	// (ingress/egress_allowed_by, ingress/egress_denied_by; audited flows land in DeniedBy):
+	// the attribution of a policy drop.
 	AllowedBy []PolicyRef
 	DeniedBy  []PolicyRef
+	// PolicyLog holds the spec.log values of the policies that matched the flow (Hubble's
+	// policy_log, Cilium 1.18+), sorted and unique; empty when none of them sets one.
+	PolicyLog []string
 
 	Lost *Lost
 }

@@ -55,12 +55,33 @@ func SplitSource(label string) (source, keyValue string) {
 	return label[:colon], label[colon+1:]
 }
 
-// Cilium's identity label keys that carry namespace facts rather than pod labels.
+// Cilium's identity label keys that carry namespace and cluster facts rather than pod labels.
 const (
 	LabelNamespace = "io.kubernetes.pod.namespace"
 	labelNSLabels  = "io.cilium.k8s.namespace.labels."
-	labelCluster   = "io.cilium.k8s.policy.cluster"
+	// LabelCluster names the ClusterMesh cluster of an endpoint; Cilium gives it to every
+	// identity. It is kept in Labels (issue 16): the same pod labels in two clusters of a mesh
+	// are two workloads, and a selector for a peer in another cluster must name that cluster.
+	LabelCluster = "io.cilium.k8s.policy.cluster"
 )
+
+// Cluster returns the cluster the labels name, "" when they name none (recordings made
+// without the label, pods resolved from the local cluster).
+func (l Labels) Cluster() string {
+	v, _ := l.Get(LabelCluster)
+	return v
+}
+
+// WithoutCluster returns the labels without the cluster label; l is not modified.
+func (l Labels) WithoutCluster() Labels {
+	out := make(Labels, 0, len(l))
+	for _, s := range l {
+		if _, kv := SplitSource(s); !strings.HasPrefix(kv, LabelCluster+"=") {
+			out = append(out, s)
+		}
+	}
+	return out
+}
 
 // DefaultExcludedLabels are the label keys (regular expressions over the key, without the
 // source prefix) that never identify a workload: they change on every rollout, name single
@@ -83,7 +104,6 @@ var DefaultExcludedLabels = []string{
 	`^helm\.sh/chart$`,
 	`^app\.kubernetes\.io/version$`,
 	`^io\.cilium\.k8s\.namespace\.labels\.`,
-	`^io\.cilium\.k8s\.policy\.cluster$`,
 	`^io\.kubernetes\.pod\.namespace$`,
 	`^annotation\.`,
 }

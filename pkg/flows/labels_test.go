@@ -56,6 +56,7 @@ func TestLabelFilter(t *testing.T) {
 		"container:com.docker.image=web",
 		"k8s:app.kubernetes.io/name=web",
 		"k8s:app=web",
+		"k8s:io.cilium.k8s.policy.cluster=default", // kept: the same labels in two clusters are two workloads
 		"k8s:io.cilium.k8s.policy.serviceaccount=web",
 		"k8s:tier=frontend",
 	}
@@ -70,7 +71,7 @@ func TestLabelFilter(t *testing.T) {
 		{"include wins over a default exclusion", nil, []string{`^app\.kubernetes\.io/version$`},
 			NewLabels(append(slices.Clone(stable), "k8s:app.kubernetes.io/version=v1.2.3")...)},
 		{"include wins over a user exclusion", []string{`^app`}, []string{`^app$`},
-			Labels{"container:com.docker.image=web", "k8s:app=web", "k8s:io.cilium.k8s.policy.serviceaccount=web", "k8s:tier=frontend"}},
+			Labels{"container:com.docker.image=web", "k8s:app=web", "k8s:io.cilium.k8s.policy.cluster=default", "k8s:io.cilium.k8s.policy.serviceaccount=web", "k8s:tier=frontend"}},
 		{"include cannot bring back reserved labels", nil, []string{`.*`}, nil},
 	}
 	for _, tc := range cases {
@@ -123,5 +124,19 @@ func TestLabels(t *testing.T) {
 	}
 	if _, ok := l.Get("c"); ok {
 		t.Error("Get(c) found a label")
+	}
+}
+
+// Ensure the cluster a workload's labels name is found, and that removing it leaves the rest.
+func TestLabelsCluster(t *testing.T) {
+	l := NewLabels("k8s:app=web", "k8s:io.cilium.k8s.policy.cluster=west", "k8s:io.cilium.k8s.policy.serviceaccount=web")
+	if got := l.Cluster(); got != "west" {
+		t.Errorf("Cluster() = %q, want west", got)
+	}
+	if got, want := l.WithoutCluster(), (Labels{"k8s:app=web", "k8s:io.cilium.k8s.policy.serviceaccount=web"}); !slices.Equal(got, want) {
+		t.Errorf("WithoutCluster() = %v, want %v", got, want)
+	}
+	if got := NewLabels("k8s:app=web").Cluster(); got != "" {
+		t.Errorf("Cluster() without the label = %q, want empty", got)
 	}
 }

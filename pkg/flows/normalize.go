@@ -225,6 +225,9 @@ func (n *Normalizer) Flow(f *flowpb.Flow) (*Event, SkipReason) {
 	ev.Point = observationPoint(f)
 	ev.AllowedBy = policyRefs(f.GetEgressAllowedBy(), f.GetIngressAllowedBy())
 	ev.DeniedBy = policyRefs(f.GetEgressDeniedBy(), f.GetIngressDeniedBy())
+	if l := f.GetPolicyLog(); len(l) > 0 {
+		ev.PolicyLog = slices.Compact(slices.Sorted(slices.Values(l)))
+	}
 	return ev, SkipNone
 }
 

@@ -50,7 +50,7 @@ func reserved(id uint32, labels ...string) *flowpb.Endpoint {
 }
 
 var (
-	webLabels = Labels{"k8s:app=web", "k8s:io.cilium.k8s.policy.serviceaccount=web"}
+	webLabels = Labels{"k8s:app=web", "k8s:io.cilium.k8s.policy.cluster=default", "k8s:io.cilium.k8s.policy.serviceaccount=web"}
 	apiLabels = Labels{"k8s:app=api", "k8s:io.cilium.k8s.policy.serviceaccount=api"}
 )
 
@@ -336,7 +336,7 @@ func TestNormalizePeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev, _ = NewNormalizer(lf).Flow(trace(web(), api(), tcp(43210, 8080, syn)))
-	if want := (Labels{"k8s:app=web", "k8s:pod-template-hash=7d9f8b6c4"}); !slices.Equal(ev.Src.Labels, want) {
+	if want := (Labels{"k8s:app=web", "k8s:io.cilium.k8s.policy.cluster=default", "k8s:pod-template-hash=7d9f8b6c4"}); !slices.Equal(ev.Src.Labels, want) {
 		t.Errorf("Src.Labels with user filter = %v, want %v", ev.Src.Labels, want)
 	}
 }
@@ -402,7 +402,8 @@ func TestNormalizeL7(t *testing.T) {
 
 func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
 
-// Ensure allowed_by and denied_by of both directions become policy refs.
+// Ensure allowed_by and denied_by of both directions become policy refs, and policy_log values
+// are kept.
 func TestNormalizePolicyRefs(t *testing.T) {
 	rule1 := &flowpb.Policy{Kind: "CiliumNetworkPolicy", Namespace: "default", Name: "rule1"}
 	ccnp := &flowpb.Policy{Kind: "CiliumClusterwideNetworkPolicy", Name: "dns-visibility"}
@@ -412,8 +413,12 @@ func TestNormalizePolicyRefs(t *testing.T) {
 		f.EgressAllowedBy = []*flowpb.Policy{ccnp}
 		f.IngressAllowedBy = []*flowpb.Policy{rule1}
 		f.IngressDeniedBy = []*flowpb.Policy{deny}
+		f.PolicyLog = []string{"ops-deny", "audit-web", "ops-deny"}
 	})
 	ev, _ := NewNormalizer(nil).Flow(f)
+	if want := []string{"audit-web", "ops-deny"}; !slices.Equal(ev.PolicyLog, want) {
+		t.Errorf("PolicyLog = %v, want %v (sorted, unique)", ev.PolicyLog, want)
+	}
 	wantAllowed := []PolicyRef{{"CiliumClusterwideNetworkPolicy", "", "dns-visibility"}, {"CiliumNetworkPolicy", "default", "rule1"}}
 	if !slices.Equal(ev.AllowedBy, wantAllowed) {
 		t.Errorf("AllowedBy = %v, want %v", ev.AllowedBy, wantAllowed)

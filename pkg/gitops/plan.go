@@ -106,7 +106,7 @@ func makePlan(gitPath string, base map[string][]byte, cs ChangeSet) plan {
 			files[enforcedPath] = content
 			ch := Change{Policy: p.Name, Op: OpPromote, From: auditPath, To: enforcedPath, Proposal: p}
 			pl.Promotions = append(pl.Promotions, branchSpec{
-				Branch:     PromotionBranch(p.Name),
+				Branch:     scopedBranch(gitPath, PromotionBranch(p.Name)),
 				Kind:       KindPromotion,
 				Files:      files,
 				Changes:    []Change{ch},
@@ -143,7 +143,7 @@ func makePlan(gitPath string, base map[string][]byte, cs ChangeSet) plan {
 	}
 	slices.SortStableFunc(changes, func(a, b Change) int { return strings.Compare(a.Policy, b.Policy) })
 	pl.Proposals = branchSpec{
-		Branch:     ProposalsBranch,
+		Branch:     scopedBranch(gitPath, ProposalsBranch),
 		Kind:       KindProposals,
 		Files:      desired,
 		Changes:    changes,

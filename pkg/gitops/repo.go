@@ -30,6 +30,17 @@ const (
 // PromotionBranch is the branch of the promotion pull request of one policy.
 func PromotionBranch(policy string) string { return promotePrefix + policy }
 
+// Branch names of a git path other than the default one carry it ("clusters/east" ->
+// "recommender/clusters-east/proposals"): daemons of a ClusterMesh share one repository with
+// --git-path clusters/<name>, and must never push each other's branches (issue 16).
+func scopedBranch(gitPath, branch string) string {
+	p := path.Clean(gitPath)
+	if p == DefaultConfig().GitPath {
+		return branch
+	}
+	return branchPrefix + strings.ReplaceAll(p, "/", "-") + "/" + strings.TrimPrefix(branch, branchPrefix)
+}
+
 // Repo writes policy files to branches of the policy repository with the git binary.
 // It keeps one working clone; its methods must not be called concurrently.
 type Repo struct {

@@ -377,45 +377,46 @@ func TestProxyOnlyEvidenceAllows(t *testing.T) {
 const realdata = "../../../shared/realdata/flows"
 
 // Ensure policies learned from real captures (GKE and kind bookinfo with proxies) deny none of
-// the flows they were learned from, with quiet directions closed and HTTP rules on.
+// the flows they were learned from, with quiet directions closed and HTTP rules on. Each
+// capture is learned on its own: they come from different clusters (kind-kind, GKE's default),
+// and one daemon proposes for one cluster.
 func TestRealCapturesSelfConsistent(t *testing.T) {
-	var paths []string
 	for _, n := range []string{"hubble-otel-basic-sample-400-tcp-flows.jsonl", "hubble-otel-basic-sample-400-udp-flows.jsonl", "hubble-otel-basic-sample-348-http-flows.jsonl"} {
 		p := filepath.Join(realdata, n)
 		if _, err := os.Stat(p); err != nil {
 			t.Skipf("real captures not available: %v", err)
 		}
-		paths = append(paths, p)
-	}
-	l7 := DefaultConfig()
-	l7.L7HTTP = true
-	res := synthesize(t, recordingSnapshot(t, paths...), l7)
-	set := auditSet(t, res)
-	log := slog.New(slog.DiscardHandler)
-	src, err := flows.NewFileSource(flows.FileConfig{Paths: paths}, nil, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	evaluated := 0
-	for {
-		ev, err := src.Recv(t.Context())
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ev.Kind != flows.KindFlow {
-			continue
-		}
-		evaluated++
-		if v, err := set.Evaluate(ev); err != nil || v.Denied() {
-			t.Errorf("%s -> %s %s: denied (egress %s, ingress %s, err %v)", ev.Src.String(), ev.Dst.String(), ev.PortString(), v.Egress, v.Ingress, err)
-		}
-	}
-	if evaluated == 0 || len(res.Proposals) == 0 {
-		t.Errorf("%d flows evaluated against %d policies, want some of both", evaluated, len(res.Proposals))
+		t.Run(n, func(t *testing.T) {
+			l7 := DefaultConfig()
+			l7.L7HTTP = true
+			res := synthesize(t, recordingSnapshot(t, p), l7)
+			set := auditSet(t, res)
+			src, err := flows.NewFileSource(flows.FileConfig{Paths: []string{p}}, nil, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			evaluated := 0
+			for {
+				ev, err := src.Recv(t.Context())
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ev.Kind != flows.KindFlow {
+					continue
+				}
+				evaluated++
+				if v, err := set.Evaluate(ev); err != nil || v.Denied() {
+					t.Errorf("%s -> %s %s: denied (egress %s, ingress %s, err %v)", ev.Src.String(), ev.Dst.String(), ev.PortString(), v.Egress, v.Ingress, err)
+				}
+			}
+			if evaluated == 0 || len(res.Proposals) == 0 {
+				t.Errorf("%d flows evaluated against %d policies, want some of both", evaluated, len(res.Proposals))
+			}
+		})
 	}
 }
 

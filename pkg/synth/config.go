@@ -3,8 +3,13 @@ package synth
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
 )
+
+// clusterNameChars is what Cilium accepts as cluster.name (pkg/clustermesh/types
+// ValidateClusterName): lower case alphanumerics and '-', starting and ending alphanumeric.
+var clusterNameChars = regexp.MustCompile(`^([a-z0-9][-a-z0-9]{0,30})?[a-z0-9]$`)
 
 // Config controls synthesis. Field names follow the recommend command's flags.
 type Config struct {
@@ -20,12 +25,19 @@ type Config struct {
 	// name are summarized to (--cidr-prefix-v4, --cidr-prefix-v6).
 	CIDRPrefixV4 int
 	CIDRPrefixV6 int
-	// ClusterName is passed to Cilium's CCNP parser during validation.
+	// ClusterName is the Cilium cluster (cluster.name) the policies are proposed for
+	// (--cluster-name). Empty takes it from the flows when all their workloads name one
+	// cluster; flows of several clusters (a ClusterMesh) without it are an error
+	// (ErrClusterMesh). Only workloads of this cluster get policies, and peer selectors name
+	// their cluster explicitly (see docs/clustermesh.md).
 	ClusterName string
 	// QuietDirections decides what a proposed policy says about a direction in which the
 	// workload was never seen talking (--quiet-directions): QuietDeny closes it (default deny,
 	// nothing allowed), QuietOpen leaves it without rules and so unrestricted.
 	QuietDirections QuietMode
+	// DNSSubdomainWildcard allows "**." DNS patterns, which match one or more labels
+	// (--dns-subdomain-wildcard). Only Cilium 1.19 and newer support them; never on by default.
+	DNSSubdomainWildcard bool
 }
 
 // QuietMode is what a policy does with a direction that had no observed traffic.
@@ -47,7 +59,6 @@ func DefaultConfig() Config {
 		MinFlows:     1,
 		CIDRPrefixV4: 32,
 		CIDRPrefixV6: 128,
-		ClusterName:  "default",
 
 		QuietDirections: QuietDeny,
 	}
@@ -70,8 +81,8 @@ func (c Config) Validate() error {
 	if c.QuietDirections != QuietDeny && c.QuietDirections != QuietOpen {
 		errs = append(errs, fmt.Errorf("--quiet-directions %q: want %s or %s", c.QuietDirections, QuietDeny, QuietOpen))
 	}
-	if c.ClusterName == "" {
-		errs = append(errs, errors.New("cluster name must not be empty"))
+	if c.ClusterName != "" && !clusterNameChars.MatchString(c.ClusterName) {
+		errs = append(errs, fmt.Errorf("--cluster-name %q: want lower case letters, digits and '-', at most 32 characters, as Cilium's cluster.name", c.ClusterName))
 	}
 	return errors.Join(errs...)
 }

@@ -324,17 +324,22 @@ func cidrPeers(cs api.CIDRSlice, set api.CIDRRuleSlice) []string {
 }
 
 // selectorString renders a selector readably and canonically: "ns/app=web,!version" for a
-// selector with a namespace, "{app=web}" otherwise; the usual "k8s:" source is dropped.
+// selector with a namespace, "{app=web}" otherwise, followed by " (cluster east)" when it
+// names a cluster; the usual "k8s:" source is dropped.
 func selectorString(s *api.EndpointSelector) string {
 	if s.LabelSelector == nil {
 		return "{all}"
 	}
 	trim := func(k string) string { return strings.TrimPrefix(k, "k8s:") }
-	ns := ""
+	ns, cluster := "", ""
 	var parts []string
 	for k, v := range s.MatchLabels {
 		if k == namespaceKey {
 			ns = v
+			continue
+		}
+		if k == clusterKey {
+			cluster = " (cluster " + v + ")"
 			continue
 		}
 		parts = append(parts, trim(k)+"="+v)
@@ -353,7 +358,7 @@ func selectorString(s *api.EndpointSelector) string {
 	slices.Sort(parts)
 	body := strings.Join(parts, ",")
 	if ns != "" {
-		return ns + "/" + cmp.Or(body, "*")
+		return ns + "/" + cmp.Or(body, "*") + cluster
 	}
-	return "{" + body + "}"
+	return "{" + body + "}" + cluster
 }

@@ -50,6 +50,16 @@
 // Rules that name the same peers (distinct observed peers can share a selector) are merged
 // into one with the union of their ports.
 //
+// # ClusterMesh
+//
+// Identity labels carry the endpoint's cluster (k8s:io.cilium.k8s.policy.cluster), and
+// workloads keep it: the same labels in two clusters are two workloads. Only workloads of the
+// local cluster (Config.ClusterName, else the one cluster the flows name; several without it
+// is ErrClusterMesh) get policies; the others are peers, skipped with SkipRemoteCluster. Peer
+// selectors name the peer's cluster whenever one is known, the local one included, so that a
+// policy means the same whatever policy-default-local-cluster says (false on Cilium 1.18 and
+// older, true from 1.19); subject selectors name none. See docs/clustermesh.md.
+//
 // # DNS and names
 //
 // A workload that resolved names gets, towards each DNS server it was seen using (selected by

@@ -32,7 +32,13 @@ var matchNameChars = regexp.MustCompile(`^[-a-zA-Z0-9_.]+$`)
 // matchName otherwise.
 // With truncated set (the name list is incomplete) it allows every lookup instead: the DNS
 // rule only lets names resolve, toFQDNs rules still decide what can be reached.
-func dnsRules(names []string, truncated bool) api.PortRulesDNS {
+//
+// With subdomains (Config.DNSSubdomainWildcard: the target Cilium is 1.19 or newer, where
+// "**." matches one or more labels), the names still exact after that which share an ancestor
+// of at least two labels two levels up, under different parents, become "**.ancestor" when
+// there are at least dnsPatternMin of them. Older agents read "**" as "*", which would not
+// match the deeper names, so this is never done by default.
+func dnsRules(names []string, truncated, subdomains bool) api.PortRulesDNS {
 	if truncated {
 		return api.PortRulesDNS{{MatchPattern: "*"}}
 	}
@@ -48,14 +54,32 @@ func dnsRules(names []string, truncated bool) api.PortRulesDNS {
 		byParent[parent] = append(byParent[parent], n)
 	}
 	var out api.PortRulesDNS
+	var exact []string
 	for parent, ns := range byParent {
 		if parent != "" && len(ns) >= dnsPatternMin {
 			out = append(out, api.PortRuleDNS{MatchPattern: "*." + parent})
 			continue
 		}
-		for _, n := range ns {
-			out = append(out, api.PortRuleDNS{MatchName: n})
+		exact = append(exact, ns...)
+	}
+	if subdomains {
+		byAncestor := map[string][]string{}
+		for _, n := range exact {
+			parts := strings.SplitN(n, ".", 3)
+			if len(parts) == 3 && strings.Contains(parts[2], ".") {
+				byAncestor[parts[2]] = append(byAncestor[parts[2]], n)
+			}
 		}
+		for anc, ns := range byAncestor {
+			if len(ns) < dnsPatternMin {
+				continue
+			}
+			out = append(out, api.PortRuleDNS{MatchPattern: "**." + anc})
+			exact = slices.DeleteFunc(exact, func(n string) bool { return slices.Contains(ns, n) })
+		}
+	}
+	for _, n := range exact {
+		out = append(out, api.PortRuleDNS{MatchName: n})
 	}
 	slices.SortFunc(out, func(a, b api.PortRuleDNS) int {
 		return cmp.Or(cmp.Compare(a.MatchName+a.MatchPattern, b.MatchName+b.MatchPattern), cmp.Compare(a.MatchPattern, b.MatchPattern))

@@ -19,6 +19,9 @@ type Result struct {
 	// observations was not fully seen, and the report says so.
 	Lost     []aggregate.NodeLost
 	Overflow uint64
+	// Cluster is the cluster the proposals are for: Config.ClusterName, or the one the flows
+	// name; "" when neither names one. The evaluator must use the same (audit.Config.ClusterName).
+	Cluster string
 
 	Proposals []*Proposal // sorted by Name
 	Skipped   []Skip      // sorted by workload
@@ -138,6 +141,9 @@ const (
 	SkipNoStableLabels SkipReason = "no stable labels"
 	// SkipRefused: the policy failed validation or would select nothing or allow everything.
 	SkipRefused SkipReason = "refused"
+	// SkipRemoteCluster: the workload runs in another cluster of the mesh; that cluster's
+	// daemon proposes its policy, here it is only a peer.
+	SkipRemoteCluster SkipReason = "other cluster"
 )
 
 // Skip is a workload that got no policy.

@@ -55,8 +55,9 @@ func parseLabel(l string) parsedLabel {
 // eligible reports whether a label may appear in a selector. Churny labels were already
 // removed by the user's label filter upstream (which may deliberately include some);
 // version and chart labels are removed here whatever that filter says.
+// The cluster label is never chosen to tell workloads apart: endpointSelector adds it on its own.
 func eligible(p parsedLabel) bool {
-	return !neverSelect.MatchString(p.bare) && p.bare != flows.LabelNamespace
+	return !neverSelect.MatchString(p.bare) && p.bare != flows.LabelNamespace && p.bare != flows.LabelCluster
 }
 
 // selectorChoice is the selector chosen for a workload.
@@ -73,16 +74,23 @@ type selectorChoice struct {
 	kept []string
 }
 
-// universe holds the label sets of every workload observed, per namespace.
+// universe holds the label sets of every workload observed, per cluster and namespace: a
+// selector names both, so only workloads of the same cluster and namespace compete for it.
 type universe map[string][]flows.Labels
 
-func (u universe) add(ns string, l flows.Labels) {
-	for _, have := range u[ns] {
-		if slices.Equal(have, l) {
+// scope is the universe key of a workload; labels naming no cluster are the local cluster's.
+func scope(local string, w aggregate.WorkloadKey) string {
+	return cmp.Or(w.Labels.Cluster(), local) + "\x00" + w.Namespace
+}
+
+func (u universe) add(local string, w aggregate.WorkloadKey) {
+	k := scope(local, w)
+	for _, have := range u[k] {
+		if slices.Equal(have, w.Labels) {
 			return
 		}
 	}
-	u[ns] = append(u[ns], l)
+	u[k] = append(u[k], w.Labels)
 }
 
 // contains reports whether every label in sub is in set.
@@ -98,7 +106,7 @@ func contains(set flows.Labels, sub []parsedLabel) bool {
 // choose picks the smallest set of eligible labels of w that selects no other observed
 // workload of its namespace, preferring well-known application keys. It fails when the
 // workload has no eligible label.
-func (u universe) choose(w aggregate.WorkloadKey) (selectorChoice, error) {
+func (u universe) choose(local string, w aggregate.WorkloadKey) (selectorChoice, error) {
 	var cands []parsedLabel
 	for _, l := range w.Labels {
 		if p := parseLabel(l); eligible(p) {
@@ -112,7 +120,7 @@ func (u universe) choose(w aggregate.WorkloadKey) (selectorChoice, error) {
 		return cmp.Or(cmp.Compare(a.rank, b.rank), cmp.Compare(a.raw, b.raw))
 	})
 	var others []flows.Labels
-	for _, o := range u[w.Namespace] {
+	for _, o := range u[scope(local, w)] {
 		if !slices.Equal(o, w.Labels) {
 			others = append(others, o)
 		}
@@ -269,9 +277,20 @@ func firstSubset(cands []parsedLabel, size int, ok func([]parsedLabel) bool) []p
 	}
 }
 
-// endpointSelector renders the choice as a Cilium selector including the namespace.
-func (c selectorChoice) endpointSelector(ns string) api.EndpointSelector {
+// clusterKey is the selector key of the cluster an endpoint runs in.
+const clusterKey = "k8s:" + flows.LabelCluster
+
+// endpointSelector renders the choice as a Cilium selector including the namespace, and the
+// cluster when one is given. Peer selectors always name their cluster when it is known, the
+// local one included (issue 16): Cilium 1.19+ reads a selector without a cluster as the local
+// cluster, 1.18 and older (policy-default-local-cluster=false) as every cluster of the mesh,
+// and only an explicit cluster means the same on both. Subject selectors get none: a policy
+// only ever applies to endpoints of the cluster it is loaded into.
+func (c selectorChoice) endpointSelector(ns, cluster string) api.EndpointSelector {
 	ml := map[string]string{namespaceKey: ns}
+	if cluster != "" {
+		ml[clusterKey] = cluster
+	}
 	for _, p := range c.match {
 		ml[p.key] = p.value
 	}

@@ -3,6 +3,7 @@ package synth
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -47,11 +48,16 @@ func SynthesizeContext(ctx context.Context, snap *aggregate.Snapshot, cfg Config
 	}
 	res := &Result{From: snap.From, To: snap.To, Flows: snap.Flows, Lost: snap.Lost, Overflow: snap.Overflow}
 	infos := collect(snap)
+	local, err := localCluster(cfg.ClusterName, infos)
+	if err != nil {
+		return nil, err
+	}
+	res.Cluster = local
 	u := universe{}
 	for _, wi := range infos {
-		u.add(wi.key.Namespace, wi.key.Labels)
+		u.add(local, wi.key)
 	}
-	s := &synthesizer{cfg: cfg, snap: snap, u: u, infos: infos, lost: map[string]uint64{}}
+	s := &synthesizer{cfg: cfg, local: local, snap: snap, u: u, infos: infos, lost: map[string]uint64{}}
 	for _, l := range snap.Lost {
 		s.lost[l.Node] += l.Lost
 	}
@@ -75,6 +81,12 @@ func SynthesizeContext(ctx context.Context, snap *aggregate.Snapshot, cfg Config
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("synthesis: %w", err)
 		}
+		if c := infos[k].key.Labels.Cluster(); c != "" && c != local {
+			// Another cluster's daemon proposes its policies (issue 16): here it is a peer only.
+			res.Skipped = append(res.Skipped, Skip{Workload: infos[k].key, Display: s.display(infos[k].key),
+				Reason: SkipRemoteCluster, Detail: fmt.Sprintf("the workload runs in cluster %s, this daemon proposes policies for cluster %s", c, local)})
+			continue
+		}
 		d, skip := s.workload(infos[k])
 		if skip != nil {
 			res.Skipped = append(res.Skipped, *skip)
@@ -94,7 +106,7 @@ func SynthesizeContext(ctx context.Context, snap *aggregate.Snapshot, cfg Config
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("synthesis: %w", err)
 		}
-		if err := finish(p, cfg.ClusterName); err != nil {
+		if err := finish(p, local); err != nil {
 			res.Skipped = append(res.Skipped, Skip{Workload: p.Workload, Display: p.Display, Reason: SkipRefused, Detail: err.Error()})
 			continue
 		}
@@ -187,7 +199,10 @@ func collect(snap *aggregate.Snapshot) map[string]*workloadInfo {
 
 // synthesizer holds the indexes one run shares between workloads.
 type synthesizer struct {
-	cfg        Config
+	cfg Config
+	// local is the cluster the proposals are for ("" when neither the configuration nor the
+	// flows name one: selectors then name no cluster, as before ClusterMesh support).
+	local      string
 	snap       *aggregate.Snapshot
 	u          universe
 	infos      map[string]*workloadInfo
@@ -195,8 +210,16 @@ type synthesizer struct {
 	reverseDNS map[string][]string // name -> external IPs DNS answers gave for it
 }
 
-// display is the workload as humans know it.
+// display is the workload as humans know it; a workload of another cluster is prefixed with
+// its cluster ("west/shop/web").
 func (s *synthesizer) display(k aggregate.WorkloadKey) string {
+	if c := k.Labels.Cluster(); c != "" && c != s.local {
+		return c + "/" + s.localDisplay(k)
+	}
+	return s.localDisplay(k)
+}
+
+func (s *synthesizer) localDisplay(k aggregate.WorkloadKey) string {
 	if wi, ok := s.infos[k.String()]; ok && len(wi.owners) > 0 {
 		return k.Namespace + "/" + slices.Sorted(slices.Values(wi.owners))[0]
 	}
@@ -210,7 +233,7 @@ func (s *synthesizer) display(k aggregate.WorkloadKey) string {
 	if best.raw != "" {
 		return k.Namespace + "/" + best.bare + "=" + best.value
 	}
-	return k.Namespace + "/" + k.Labels.Short()
+	return k.Namespace + "/" + k.Labels.WithoutCluster().Short()
 }
 
 // draft is a proposal whose grants are known and whose policy is not rendered yet: rules of
@@ -243,7 +266,7 @@ func (s *synthesizer) workload(wi *workloadInfo) (*draft, *Skip) {
 		return skip(SkipShortObservation, "observed for %s (%s to %s), --min-observe is %s",
 			d.Round(time.Second), fmtTime(wi.first), fmtTime(wi.last), s.cfg.MinObserve)
 	}
-	choice, err := s.u.choose(wi.key)
+	choice, err := s.u.choose(s.local, wi.key)
 	if err != nil {
 		return skip(SkipNoStableLabels, "%v; a namespace-wide selector would also select every future pod in %s", err, wi.key.Namespace)
 	}
@@ -373,3 +396,32 @@ func addrOf(cidr string) string {
 
 // discardLogger is handed to Cilium's parser, whose logging is of no use here.
 var discardLogger = slog.New(slog.DiscardHandler)
+
+// ErrClusterMesh is returned by Synthesize when the flows hold workloads of several clusters
+// (a ClusterMesh) and Config.ClusterName does not say which one the policies are for.
+var ErrClusterMesh = errors.New("flows of several clusters")
+
+// localCluster decides the cluster the proposals are for: the configured one, else the one
+// every workload of the flows names. Workloads whose labels name no cluster (recordings made
+// without identity labels, pods resolved from the local API server) count as local.
+func localCluster(configured string, infos map[string]*workloadInfo) (string, error) {
+	if configured != "" {
+		return configured, nil
+	}
+	seen := map[string]bool{}
+	for _, wi := range infos {
+		if c := wi.key.Labels.Cluster(); c != "" {
+			seen[c] = true
+		}
+	}
+	switch len(seen) {
+	case 0:
+		return "", nil
+	case 1:
+		for c := range seen {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("%w (%s), a ClusterMesh: set --cluster-name to the cluster this daemon proposes policies for",
+		ErrClusterMesh, strings.Join(slices.Sorted(maps.Keys(seen)), ", "))
+}

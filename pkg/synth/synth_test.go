@@ -259,15 +259,15 @@ func TestSelector(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u := universe{}
-			u.add(tc.w.Namespace, tc.w.Labels)
+			u.add("", tc.w)
 			for _, o := range tc.others {
-				u.add(o.Namespace, o.Labels)
+				u.add("", o)
 			}
-			c, err := u.choose(tc.w)
+			c, err := u.choose("", tc.w)
 			if err != nil {
 				t.Fatalf("choose(%s): %v", tc.w, err)
 			}
-			sel := c.endpointSelector(tc.w.Namespace)
+			sel := c.endpointSelector(tc.w.Namespace, "")
 			if got := selectorString(&sel); got != tc.want {
 				t.Errorf("choose(%s) = %s, want %s", tc.w, got, tc.want)
 			}
@@ -549,20 +549,29 @@ func TestPathRegexFollowsShape(t *testing.T) {
 
 func TestDNSRules(t *testing.T) {
 	for _, tc := range []struct {
-		name      string
-		names     []string
-		truncated bool
-		want      []string
+		name       string
+		names      []string
+		truncated  bool
+		subdomains bool
+		want       []string
 	}{
-		{"few names stay exact", []string{"a.example.com", "b.example.com"}, false, []string{"name a.example.com", "name b.example.com"}},
-		{"family becomes one-label pattern", []string{"a.ns.svc.cluster.local", "b.ns.svc.cluster.local", "c.ns.svc.cluster.local", "x.org"}, false,
+		{"few names stay exact", []string{"a.example.com", "b.example.com"}, false, false, []string{"name a.example.com", "name b.example.com"}},
+		{"family becomes one-label pattern", []string{"a.ns.svc.cluster.local", "b.ns.svc.cluster.local", "c.ns.svc.cluster.local", "x.org"}, false, false,
 			[]string{"pattern *.ns.svc.cluster.local", "name x.org"}},
-		{"never a pattern on a one-label parent", []string{"a.com", "b.com", "c.com"}, false, []string{"name a.com", "name b.com", "name c.com"}},
-		{"truncated allows every lookup", []string{"a.com"}, true, []string{"pattern *"}},
+		{"never a pattern on a one-label parent", []string{"a.com", "b.com", "c.com"}, false, false, []string{"name a.com", "name b.com", "name c.com"}},
+		{"truncated allows every lookup", []string{"a.com"}, true, false, []string{"pattern *"}},
+		{"subdomains stay exact without the flag", []string{"a.x.example.com", "b.y.example.com", "c.z.example.com"}, false, false,
+			[]string{"name a.x.example.com", "name b.y.example.com", "name c.z.example.com"}},
+		{"subdomains under one ancestor become **. with the flag", []string{"a.x.example.com", "b.y.example.com", "c.z.example.com", "x.org"}, false, true,
+			[]string{"pattern **.example.com", "name x.org"}},
+		{"**. never on a one-label ancestor", []string{"a.x.com", "b.y.com", "c.z.com"}, false, true,
+			[]string{"name a.x.com", "name b.y.com", "name c.z.com"}},
+		{"one-label families keep *. with the flag", []string{"a.ns.svc.cluster.local", "b.ns.svc.cluster.local", "c.ns.svc.cluster.local"}, false, true,
+			[]string{"pattern *.ns.svc.cluster.local"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []string
-			for _, r := range dnsRules(tc.names, tc.truncated) {
+			for _, r := range dnsRules(tc.names, tc.truncated, tc.subdomains) {
 				if r.MatchName != "" {
 					got = append(got, "name "+r.MatchName)
 				} else {
