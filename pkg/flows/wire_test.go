@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -12,6 +13,9 @@ import (
 	"testing"
 
 	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -470,4 +474,83 @@ func BenchmarkDecode(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// bytesCodec lets a test server send prepared bytes, valid protobuf or not.
+type bytesCodec struct{}
+
+func (bytesCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if b, ok := v.([]byte); ok {
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	return protoCodec.Marshal(v)
+}
+func (bytesCodec) Unmarshal(d mem.BufferSlice, v any) error { return protoCodec.Unmarshal(d, v) }
+func (bytesCodec) Name() string                             { return "proto" }
+
+// Ensure that a record that does not decode is counted as malformed and skipped, and the
+// stream goes on: a failed stream would be resumed into the same record forever.
+func TestRelaySkipsUndecodableRecord(t *testing.T) {
+	var good []byte
+	norm := NewNormalizer(nil)
+	for _, r := range readRecords(t, "../../testdata/flows/starwars.jsonl") {
+		if _, skip := norm.Response(r); skip == SkipNone && r.GetFlow() != nil {
+			var err error
+			if good, err = proto.Marshal(r); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	// A flow whose node_name (field 11) is not UTF-8: proto.Unmarshal refuses it.
+	bad := protowire.AppendTag(nil, 1, protowire.BytesType)
+	bad = protowire.AppendBytes(bad, protowire.AppendBytes(protowire.AppendTag(nil, 11, protowire.BytesType), []byte{0xff, 0xfe}))
+	if err := proto.Unmarshal(bad, &observerpb.GetFlowsResponse{}); err == nil {
+		t.Fatal("the bad record decodes")
+	}
+	srv := grpc.NewServer(grpc.ForceServerCodecV2(bytesCodec{}))
+	srv.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "observer.Observer",
+		HandlerType: (*any)(nil),
+		Streams: []grpc.StreamDesc{{StreamName: "GetFlows", ServerStreams: true, Handler: func(_ any, s grpc.ServerStream) error {
+			if err := s.RecvMsg(&observerpb.GetFlowsRequest{}); err != nil {
+				return err
+			}
+			for _, b := range [][]byte{good, bad, good} {
+				if err := s.SendMsg(b); err != nil {
+					return err
+				}
+			}
+			return nil
+		}}},
+	}, struct{}{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis) //nolint:errcheck // ends with Stop
+	defer srv.Stop()
+
+	src, err := NewRelaySource(RelayConfig{Server: lis.Addr().String(), Retries: 1}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	n := 0
+	for {
+		_, err := src.Recv(t.Context())
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	s := src.Stats().Snapshot()
+	// The two good records are the same flow: the second is a resumed duplicate only after a
+	// reconnect, which must not happen here.
+	if n != 2 || s.Malformed != 1 || src.State().Reconnects != 0 {
+		t.Errorf("events %d, malformed %d, reconnects %d; want 2, 1, 0 (%s)", n, s.Malformed, src.State().Reconnects, s)
+	}
 }
