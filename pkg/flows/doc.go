@@ -26,6 +26,15 @@
 // An L7 request with no L3/L4 record of its connection within FoldWindow stands for its
 // connection (Event.Connection), so captures of L7 events alone give edges; responses never do.
 //
+// # Relay decoding
+//
+// The relay source decodes only the fields the Normalizer reads (WireFields), straight from
+// the wire into messages reused from record to record, and decodes a record in full when it
+// has anything the fast path does not handle (wire.go). The Normalizer must therefore not
+// keep pointers into a Flow after it returns; the tests in wire_test.go fail when it reads a
+// field outside WireFields or keeps such a pointer. A record that does not decode is counted
+// as malformed and skipped; the stream goes on.
+//
 // # Recordings
 //
 // FileSource reads `hubble observe -o jsonpb` lines, bare Flow objects, pretty-printed

@@ -200,10 +200,11 @@ type RelaySource struct {
 	norm *Normalizer
 	log  *slog.Logger
 
-	conn   *grpc.ClientConn
-	client observerpb.ObserverClient
+	conn *grpc.ClientConn
 
-	stream grpc.ServerStreamingClient[observerpb.GetFlowsResponse]
+	// stream is a GetFlows stream decoded by wireCodec into wire (issue 19).
+	stream grpc.ClientStream
+	wire   wireResponse
 	// streamMu guards cancelStream, which ctx's AfterFunc calls from another goroutine.
 	streamMu     sync.Mutex
 	cancelStream context.CancelFunc
@@ -270,8 +271,8 @@ func NewRelaySource(cfg RelayConfig, norm *Normalizer, log *slog.Logger) (*Relay
 	}
 	s := &RelaySource{
 		cfg: cfg, addr: addr, norm: norm, log: log.With("relay", addr),
-		conn: conn, client: observerpb.NewObserverClient(conn),
-		cursor: NewCursor(),
+		conn:   conn,
+		cursor: NewCursor(), wire: wireResponse{dec: newWireDecoder()},
 	}
 	if cfg.Cursor != nil {
 		s.cursor = cfg.Cursor.Clone()
@@ -368,7 +369,7 @@ func (s *RelaySource) Recv(ctx context.Context) (*Event, error) {
 				continue
 			}
 		}
-		resp, err := s.stream.Recv()
+		err := s.stream.RecvMsg(&s.wire)
 		if err != nil {
 			s.closeStream()
 			if ctx.Err() != nil {
@@ -390,7 +391,11 @@ func (s *RelaySource) Recv(ctx context.Context) (*Event, error) {
 			s.failures, s.backoff = 0, 0
 			s.setErr(nil)
 		}
-		ev, skip := s.norm.Response(resp)
+		if s.wire.err != nil {
+			s.stats.malformed(fmt.Sprintf("%s: %v", s.addr, s.wire.err))
+			continue
+		}
+		ev, skip := s.norm.Response(s.wire.resp)
 		if skip != SkipNone {
 			s.stats.Skip(skip)
 			continue
@@ -433,7 +438,7 @@ func (s *RelaySource) open() error {
 	// on the first refused connect, and a Relay still starting was given up on in about two
 	// seconds whatever --timeout said (issue 15.8).
 	timer := time.AfterFunc(s.cfg.DialTimeout, cancel)
-	stream, err := s.client.GetFlows(sctx, req, grpc.WaitForReady(true))
+	stream, err := s.getFlows(sctx, req)
 	if !timer.Stop() {
 		if err == nil {
 			err = fmt.Errorf("no answer within %s", s.cfg.DialTimeout)
@@ -453,6 +458,22 @@ func (s *RelaySource) open() error {
 	s.opened++
 	s.connected.Store(true)
 	return nil
+}
+
+// getFlows opens GetFlows as the generated client does, with the selective decoder's codec.
+func (s *RelaySource) getFlows(ctx context.Context, req *observerpb.GetFlowsRequest) (grpc.ClientStream, error) {
+	stream, err := s.conn.NewStream(ctx, getFlowsStream, observerpb.Observer_GetFlows_FullMethodName,
+		grpc.StaticMethod(), grpc.WaitForReady(true), grpc.ForceCodecV2(wireCodec{}))
+	if err != nil {
+		return nil, err
+	}
+	if err := stream.SendMsg(req); err != nil {
+		return nil, err
+	}
+	if err := stream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return stream, nil
 }
 
 // abort cancels the current stream from any goroutine (ctx's AfterFunc); Recv notices on
