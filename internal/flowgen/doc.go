@@ -17,9 +17,9 @@
 // the accuracy of learned policies (issue 14, `make eval`); the week is generated in memory,
 // not committed.
 //
-// LabelFlood (issue 15.6) is the exception to the protobuf shapes: a flows.Source of events
-// already normalized, one flow in two from a Deployment with a new version label each time,
-// for the benchmarks of the store and of the sync after it.
+// Package flood beside it holds LabelFlood (issue 15.6), the exception to the protobuf shapes:
+// a flows.Source of events already normalized. It is a package of its own so that flowgen
+// never imports pkg/flows, whose tests use flowgen.
 //
 // # Invariants
 //

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/recommender/recommender/internal/flowgen"
+	"github.com/recommender/recommender/internal/flowgen/flood"
 )
 
-// BenchmarkLabelFlood ingests the flood (flowgen.LabelFlood) into a fresh store with the
+// BenchmarkLabelFlood ingests the flood (flood.LabelFlood) into a fresh store with the
 // default caps and reads the result back as a sync does (Store.Snapshot). It reports peak RSS,
 // store size, the ingest and snapshot times, and the workloads stored; it fails if the late
 // workload was not stored or the churning label not found. 1M flows with BENCH_FULL=1, 200k otherwise (the
@@ -39,7 +39,7 @@ func BenchmarkLabelFlood(b *testing.B) {
 		}
 		b.StartTimer()
 		start := time.Now()
-		if err := in.Run(b.Context(), flowgen.NewLabelFlood(n)); err != nil {
+		if err := in.Run(b.Context(), flood.NewLabelFlood(n)); err != nil {
 			b.Fatal(err)
 		}
 		ingest = time.Since(start)

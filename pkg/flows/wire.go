@@ -47,6 +47,7 @@ var WireFields = map[string][]string{
 		"source_names", "destination_names", "l7", "reply", "event_type", "traffic_direction",
 		"trace_observation_point", "drop_reason_desc", "is_reply",
 		"egress_allowed_by", "ingress_allowed_by", "egress_denied_by", "ingress_denied_by",
+		"policy_log",
 	},
 	"flow.LostEvent":             {"source", "num_events_lost", "cpu"},
 	"flow.IP":                    {"source", "destination"},
@@ -476,6 +477,13 @@ func (d *wireDecoder) flow(b []byte, f *flowpb.Flow) error {
 					}
 					return nil
 				})
+			}
+		case 21006: // policy_log
+			if err = wireType(typ, protowire.BytesType); err == nil {
+				var s string
+				if s, err = d.str(v); err == nil {
+					f.PolicyLog = append(f.PolicyLog, s)
+				}
 			}
 		case 21001, 21002, 21004, 21005: // egress/ingress allowed/denied by
 			if err = wireType(typ, protowire.BytesType); err == nil {

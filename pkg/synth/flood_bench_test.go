@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/recommender/recommender/internal/flowgen"
+	"github.com/recommender/recommender/internal/flowgen/flood"
 	"github.com/recommender/recommender/pkg/aggregate"
 )
 
@@ -34,7 +34,7 @@ func peakRSS(b *testing.B) uint64 {
 }
 
 // BenchmarkLabelFloodSync is a daemon's sync after the label flood of issue 15.6
-// (flowgen.LabelFlood, the flood pkg/aggregate BenchmarkLabelFlood ingests): ingest into a
+// (flood.LabelFlood, the flood pkg/aggregate BenchmarkLabelFlood ingests): ingest into a
 // fresh store with the default caps, read it back (Store.Snapshot), then synthesize every
 // policy (SynthesizeContext, default config). It reports the three times, peak RSS, store
 // size, workloads and policies; it fails unless the late workload and the flooded one get a
@@ -68,7 +68,7 @@ func BenchmarkLabelFloodSync(b *testing.B) {
 		}
 		b.StartTimer()
 		start := time.Now()
-		if err := in.Run(b.Context(), flowgen.NewLabelFlood(n)); err != nil {
+		if err := in.Run(b.Context(), flood.NewLabelFlood(n)); err != nil {
 			b.Fatal(err)
 		}
 		ingest = time.Since(start)

@@ -1,4 +1,7 @@
-package flowgen
+// Package flood generates a label flood for benchmarks and tests: one flow in two from a
+// Deployment that gets a new version label each time (issue 15.6). It is apart from flowgen so
+// that flowgen never imports pkg/flows, whose own tests use flowgen.
+package flood
 
 import (
 	"context"

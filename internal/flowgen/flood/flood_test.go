@@ -1,4 +1,4 @@
-package flowgen
+package flood
 
 import (
 	"errors"
