@@ -81,9 +81,9 @@ type auditor struct {
 	wall func() time.Time
 	// inShard reports whether a namespace belongs to this daemon's shard.
 	inShard func(ns string) bool
-	// retireAfter is how long the process must have observed before a workload leaving the
-	// store retires its policy (the daemon's --delivery-warmup).
-	retireAfter time.Duration
+	// warmup is how long the process must have observed before a workload leaving the store
+	// retires its policy and delivery may be destructive (the daemon's --delivery-warmup).
+	warmup time.Duration
 	// firstEvent is the wall time this process observed its first flow: how long the replica
 	// has watched the cluster, whatever its store holds.
 	firstEvent time.Time
@@ -351,7 +351,7 @@ func (a *auditor) propose(res *synth.Result, snap *aggregate.Snapshot) ([]lifecy
 	}
 	// A workload that left the store is retired (delivery may prune its policy) only when this
 	// process has watched long enough to call that evidence; before, its policy stays.
-	retire := a.observedForLocked(a.retireAfter)
+	retire := a.warmedUpLocked()
 	for _, r := range a.machine.Records() {
 		if present[r.Workload] {
 			continue
@@ -552,16 +552,16 @@ func (a *auditor) states() []state {
 	return out
 }
 
-// observedFor reports whether this process has observed flows for at least d (always when d
-// is 0).
-func (a *auditor) observedFor(d time.Duration) bool {
+// warmedUp reports whether this process has observed flows for at least the warm-up (always
+// when it is 0): until then it retires nothing and delivers nothing destructive.
+func (a *auditor) warmedUp() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.observedForLocked(d)
+	return a.warmedUpLocked()
 }
 
-func (a *auditor) observedForLocked(d time.Duration) bool {
-	return d <= 0 || (!a.firstEvent.IsZero() && a.wall().Sub(a.firstEvent) >= d)
+func (a *auditor) warmedUpLocked() bool {
+	return a.warmup <= 0 || (!a.firstEvent.IsZero() && a.wall().Sub(a.firstEvent) >= a.warmup)
 }
 
 // retirements returns the policies this store retired and delivery has not settled yet.

@@ -243,7 +243,7 @@ func New(cfg Config, d Deps) (*Daemon, error) {
 		}
 		return 0
 	})
-	dm.auditor.retireAfter = cfg.DeliveryWarmup
+	dm.auditor.warmup = cfg.DeliveryWarmup
 	if len(cfg.Namespaces) > 0 {
 		dm.auditor.inShard = func(ns string) bool { return slices.Contains(cfg.Namespaces, ns) }
 	}
@@ -521,7 +521,7 @@ func (dm *Daemon) apply(ctx context.Context) (conflicts bool, err error) {
 	states := dm.auditor.states()
 	plan := cluster.Plan{
 		Desired:     make([]cluster.Desired, 0, len(states)),
-		Destructive: dm.auditor.observedFor(dm.cfg.DeliveryWarmup),
+		Destructive: dm.auditor.warmedUp(),
 	}
 	for i := range states {
 		d, err := states[i].deliverable()
