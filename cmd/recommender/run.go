@@ -222,10 +222,6 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	if err != nil {
 		return err
 	}
-	in, err := aggregate.NewIngester(store, agg, aggregate.IngesterConfig{BatchSize: o.batchSize, BatchInterval: o.batchInterval, Retention: o.retention}, log)
-	if err != nil {
-		return err
-	}
 	// The relay reads from the oldest flow it holds; the Ingester drops what the store already
 	// has. Resuming the relay at the cursor instead would lose the first observation of a
 	// connection the Folder needs to fold its second one.
@@ -240,11 +236,13 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	}
 	defer func() { err = errors.Join(err, src.Close()) }()
 
+	flows.RegisterMetrics(reg, src.stats)
 	deps := daemon.Deps{
 		Log: log, Registry: reg, Source: src, Stats: src.stats,
-		Store: store, Aggregator: agg, Ingester: in, Unresolved: src.norm.Unresolved,
+		Store: store, Aggregator: agg, Unresolved: src.norm.Unresolved,
 	}
 	if src.relay != nil {
+		src.relay.RegisterMetrics(reg)
 		deps.Relay = src.relay
 	}
 	if o.metricsAddr != "" {
@@ -279,8 +277,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		Lifecycle:      o.lifecycle,
 		Synth:          synthCfg,
 		Audit:          audit.Config{ClusterName: synthCfg.ClusterName, PolicyAnyCluster: !o.policyDefaultLocal, AllowLocalhost: o.allowLocalhost},
-		MaxEdges:       effective(o.store.MaxEdges, aggregate.DefaultConfig().MaxEdges),
-		MaxWorkloads:   effective(o.store.MaxWorkloads, aggregate.DefaultConfig().MaxWorkloads),
+		Ingest:         aggregate.IngesterConfig{BatchSize: o.batchSize, BatchInterval: o.batchInterval, Retention: o.retention},
 		DeliveryWarmup: o.deliveryWarmup,
 	}, deps)
 	if err != nil {
@@ -304,13 +301,6 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		log.Warn("no selector written for workloads known only by pod name", "reason", flows.SkipNoIdentity, "workloads", pods)
 	}
 	return err
-}
-
-func effective(v, def int) int {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 // wireCluster connects to the API server for delivery, leader election and context.

@@ -16,14 +16,15 @@ var heavy = []string{
 }
 
 var later = map[string][]string{
-	"pkg/flows":     {"pkg/aggregate", "pkg/synth", "pkg/audit", "pkg/lifecycle", "pkg/cluster", "pkg/gitops", "pkg/daemon", "pkg/replay"},
-	"pkg/replay":    {"pkg/aggregate", "pkg/synth", "pkg/audit", "pkg/lifecycle", "pkg/cluster", "pkg/gitops", "pkg/daemon"},
-	"pkg/aggregate": {"pkg/synth", "pkg/audit", "pkg/lifecycle", "pkg/cluster", "pkg/gitops", "pkg/daemon", "pkg/replay"},
-	"pkg/synth":     {"pkg/audit", "pkg/lifecycle", "pkg/cluster", "pkg/gitops", "pkg/daemon", "pkg/replay"},
-	"pkg/audit":     {"pkg/lifecycle", "pkg/cluster", "pkg/gitops", "pkg/daemon", "pkg/replay"},
-	"pkg/lifecycle": {"pkg/audit", "pkg/cluster", "pkg/gitops", "pkg/daemon", "pkg/replay"},
-	"pkg/cluster":   {"pkg/audit", "pkg/lifecycle", "pkg/gitops", "pkg/daemon", "pkg/replay"},
-	"pkg/gitops":    {"pkg/audit", "pkg/lifecycle", "pkg/cluster", "pkg/daemon", "pkg/replay"},
+	"pkg/flows":     {"pkg/aggregate", "pkg/synth", "pkg/audit", "pkg/lifecycle", "pkg/auditor", "pkg/cluster", "pkg/gitops", "pkg/daemon", "pkg/replay"},
+	"pkg/replay":    {"pkg/aggregate", "pkg/synth", "pkg/audit", "pkg/lifecycle", "pkg/auditor", "pkg/cluster", "pkg/gitops", "pkg/daemon"},
+	"pkg/aggregate": {"pkg/synth", "pkg/audit", "pkg/lifecycle", "pkg/auditor", "pkg/cluster", "pkg/gitops", "pkg/daemon", "pkg/replay"},
+	"pkg/synth":     {"pkg/audit", "pkg/lifecycle", "pkg/auditor", "pkg/cluster", "pkg/gitops", "pkg/daemon", "pkg/replay"},
+	"pkg/audit":     {"pkg/lifecycle", "pkg/auditor", "pkg/cluster", "pkg/gitops", "pkg/daemon", "pkg/replay"},
+	"pkg/lifecycle": {"pkg/audit", "pkg/auditor", "pkg/cluster", "pkg/gitops", "pkg/daemon", "pkg/replay"},
+	"pkg/auditor":   {"pkg/cluster", "pkg/gitops", "pkg/daemon", "pkg/replay"},
+	"pkg/cluster":   {"pkg/audit", "pkg/lifecycle", "pkg/auditor", "pkg/gitops", "pkg/daemon", "pkg/replay"},
+	"pkg/gitops":    {"pkg/audit", "pkg/lifecycle", "pkg/auditor", "pkg/cluster", "pkg/daemon", "pkg/replay"},
 	"pkg/daemon":    {"pkg/replay"},
 }
 

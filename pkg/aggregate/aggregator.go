@@ -137,7 +137,7 @@ func NewAggregator(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Ag
 	return &Aggregator{
 		cfg:          cfg.withDefaults(),
 		log:          log,
-		metrics:      newAggMetrics(reg),
+		metrics:      newAggMetrics(reg, cfg.withDefaults()),
 		now:          time.Now,
 		workloads:    make(map[string]*workloadState),
 		nsWorkloads:  make(map[string]int),

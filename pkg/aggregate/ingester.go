@@ -27,6 +27,24 @@ type IngesterConfig struct {
 	Retention time.Duration
 	// SweepInterval is how often retention runs; zero means a tenth of Retention, at least a minute.
 	SweepInterval time.Duration
+	// Hooks are the later stages' callbacks; each may be nil.
+	Hooks IngestHooks
+}
+
+// IngestHooks let a later stage see what an Ingester applies and persist its own state in the
+// Ingester's commits, so that state and the batch that produced it reach the disk together:
+// after a crash, no event is both past the stored cursor and missing from the hook's state.
+type IngestHooks struct {
+	// Observe sees every event the Ingester applies, after the resume cursor dropped those the
+	// store already holds, on Run's goroutine.
+	Observe func(*flows.Event)
+	// BeforeCommit runs inside each commit's transaction, on the one goroutine that commits:
+	// what it writes commits with the batch, or not at all.
+	BeforeCommit func(*Lifecycle) error
+	// AfterCommit runs once a batch is on disk, on the same goroutine.
+	AfterCommit func(CommitInfo)
+	// Clock is retention's time base; nil is time.Now.
+	Clock func() time.Time
 }
 
 // Defaults for IngesterConfig.
@@ -83,8 +101,7 @@ type Ingester struct {
 	cfg   IngesterConfig
 	log   *slog.Logger
 	now   func() time.Time
-	// observe sees each applied event (SetObserver); nil when unset.
-	observe func(*flows.Event)
+	hooks IngestHooks
 	// resume is the stored cursor the Ingester started from: events it has seen are skipped.
 	// cursor advances with every event applied and is committed with each batch. Checking
 	// against the advancing cursor instead would drop events that arrive out of time order
@@ -95,8 +112,12 @@ type Ingester struct {
 	// writes it, the committer reads the marks handed over with each batch.
 	files *fileTracker
 
-	beforeCommit func(*Lifecycle) error
-	afterCommit  func(CommitInfo)
+	// mu makes a Commit outside Run exclusive with Run's commits. requests is non-nil while
+	// Run runs: a Commit then asks Run's loop, and stopped closes once Run has committed its
+	// last batch.
+	mu       sync.Mutex
+	requests chan chan error
+	stopped  chan struct{}
 
 	events  atomic.Uint64
 	skipped atomic.Uint64
@@ -131,18 +152,12 @@ func NewIngester(store *Store, agg *Aggregator, cfg IngesterConfig, log *slog.Lo
 	if err != nil {
 		return nil, err
 	}
-	return &Ingester{store: store, agg: agg, cfg: cfg, log: log, now: time.Now, resume: cur, cursor: cur.Clone(),
+	now := cfg.Hooks.Clock
+	if now == nil {
+		now = time.Now
+	}
+	return &Ingester{store: store, agg: agg, cfg: cfg, log: log, now: now, hooks: cfg.Hooks, resume: cur, cursor: cur.Clone(),
 		files: newFileTracker(marks)}, nil
-}
-
-// SetClock replaces time.Now for retention (tests).
-func (in *Ingester) SetClock(now func() time.Time) { in.now = now }
-
-// SetHooks installs callbacks around commits: before runs inside each commit's transaction
-// (lifecycle state written there is committed with the batch); after runs once a batch is on
-// disk. Either may be nil. Call before Run.
-func (in *Ingester) SetHooks(before func(*Lifecycle) error, after func(CommitInfo)) {
-	in.beforeCommit, in.afterCommit = before, after
 }
 
 // Cursor returns the position the store held when the Ingester was made. Do not hand it to
@@ -171,11 +186,23 @@ func (in *Ingester) Stats() IngestStats {
 //
 // Commits run on their own goroutine, one at a time, while the next batch is aggregated: a
 // crash loses at most the batch being committed and the one being built. The commit hooks
-// run on that goroutine.
+// run on that goroutine, and Commit calls made while Run runs are served by it too.
 func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 	in.started.Store(time.Now().UnixNano())
 	in.ended.Store(0)
 	defer func() { in.ended.Store(time.Now().UnixNano()) }()
+
+	requests := make(chan chan error)
+	in.mu.Lock()
+	in.requests, in.stopped = requests, make(chan struct{})
+	in.mu.Unlock()
+	// Deferred first, so it runs last: after the committer finished, Commit commits directly.
+	defer func() {
+		in.mu.Lock()
+		close(in.stopped)
+		in.requests, in.stopped = nil, nil
+		in.mu.Unlock()
+	}()
 
 	// Recv blocks; a receiving goroutine lets the loop commit on the interval while the
 	// stream is quiet. It ends when Recv fails, which it does once rctx is cancelled.
@@ -216,19 +243,27 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 	var cwg sync.WaitGroup
 	cwg.Go(func() {
 		for pb := range batches {
-			if err := in.commit(pb); err != nil {
+			err := in.commit(pb)
+			pb.answer(err)
+			if err != nil {
 				commitErr <- err
-				for range batches { // drop the rest; Run returns the error
+				for pb := range batches { // drop the rest; Run returns the error
+					pb.answer(err)
 				}
 				return
 			}
 		}
 	})
-	flush := func() error {
+	// flush hands the batch built so far to the committer; reply, when not nil, gets the
+	// commit's result.
+	flush := func(reply chan error) error {
+		pb := in.take()
+		pb.reply = reply
 		select {
-		case batches <- in.take():
+		case batches <- pb:
 			return nil
 		case err := <-commitErr:
+			pb.answer(err)
 			return err
 		}
 	}
@@ -257,7 +292,7 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 		case r, ok := <-events:
 			if !ok {
 				// The channel closes after srcErr is set.
-				if err := flush(); err != nil {
+				if err := flush(nil); err != nil {
 					return err
 				}
 				if errors.Is(srcErr, io.EOF) || (ctx.Err() != nil && errors.Is(srcErr, ctx.Err())) {
@@ -275,21 +310,26 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 			// Past maxDirty changed records a transaction gets slow (bbolt advises well under
 			// 100,000 random writes per transaction); the check is cheap, but not free.
 			if pending++; pending >= in.cfg.BatchSize || (pending%1024 == 0 && in.agg.Pending() >= maxDirty) {
-				if err := flush(); err != nil {
+				if err := flush(nil); err != nil {
 					return err
 				}
 				pending = 0
 			}
+		case reply := <-requests:
+			if err := flush(reply); err != nil {
+				return err
+			}
+			pending = 0
 		case <-tick.C:
 			if in.agg.Dirty() {
-				if err := flush(); err != nil {
+				if err := flush(nil); err != nil {
 					return err
 				}
 				pending = 0
 			}
 		case <-sweep:
 			if in.sweep() > 0 {
-				if err := flush(); err != nil {
+				if err := flush(nil); err != nil {
 					return err
 				}
 				pending = 0
@@ -314,6 +354,14 @@ type pendingBatch struct {
 	b      *Batch
 	events uint64
 	files  []checkpoint
+	// reply, when not nil, is the Commit call waiting for this batch (buffered: one answer).
+	reply chan error
+}
+
+func (pb pendingBatch) answer(err error) {
+	if pb.reply != nil {
+		pb.reply <- err
+	}
 }
 
 func (in *Ingester) take() pendingBatch {
@@ -325,12 +373,12 @@ func (in *Ingester) take() pendingBatch {
 func (in *Ingester) commit(pb pendingBatch) error {
 	start := time.Now()
 	pb.b.Files = in.files.marks(pb.files, in.log)
-	if err := in.store.Commit(pb.b, in.beforeCommit); err != nil {
+	if err := in.store.Commit(pb.b, in.hooks.BeforeCommit); err != nil {
 		return err
 	}
 	in.commits.Add(1)
-	if in.afterCommit != nil {
-		in.afterCommit(CommitInfo{Events: pb.events, Edges: pb.b.EdgeCount, Duration: time.Since(start)})
+	if in.hooks.AfterCommit != nil {
+		in.hooks.AfterCommit(CommitInfo{Events: pb.events, Edges: pb.b.EdgeCount, Duration: time.Since(start)})
 	}
 	return nil
 }
@@ -347,26 +395,48 @@ func (in *Ingester) apply(ev *flows.Event) bool {
 		return false
 	}
 	// After Add: the observer sees the identity the store keyed the event under.
-	if in.observe != nil {
-		in.observe(ev)
+	if in.hooks.Observe != nil {
+		in.hooks.Observe(ev)
 	}
 	in.cursor.Advance(ev)
 	in.events.Add(1)
 	return true
 }
 
-// SetObserver installs a callback that sees every event the Ingester applies, after the
-// resume cursor dropped those the store already holds, on Run's goroutine. Call before Run.
-func (in *Ingester) SetObserver(fn func(*flows.Event)) { in.observe = fn }
-
 // FileMarks returns how far the store's last ingest read each plain input file: hand them to
 // the file source (flows.FileSource.ResumeFrom) so that a restart seeks instead of re-reading.
 func (in *Ingester) FileMarks() []flows.FileMark { return in.files.stored() }
 
-// Flush commits everything applied so far, with the cursor and the before-commit hook's
-// writes, in one transaction. Run commits on its own; Flush is for after Run returned (a
-// final commit of lifecycle state) and must not be called while Run runs.
-func (in *Ingester) Flush() error { return in.commit(in.take()) }
+// Commit commits everything applied so far, with the cursor and the before-commit hook's
+// writes, in one transaction, and returns once it is on disk: a later stage calls it to
+// persist state it changed while no batch was due (a quiet stream). While Run runs, Run's
+// committer does it, so every commit, and every call of the hooks, comes from one goroutine
+// at a time. If ctx ends first, Commit returns ctx.Err() and the commit may still happen.
+func (in *Ingester) Commit(ctx context.Context) error {
+	for {
+		in.mu.Lock()
+		requests, stopped := in.requests, in.stopped
+		if requests == nil {
+			defer in.mu.Unlock()
+			return in.commit(in.take())
+		}
+		in.mu.Unlock()
+		reply := make(chan error, 1)
+		select {
+		case requests <- reply:
+			select {
+			case err := <-reply:
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		case <-stopped:
+			// Run ended meanwhile: commit directly.
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
 
 // sweep expires what retention no longer covers; the removals go out with the next commit.
 func (in *Ingester) sweep() int {

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -39,9 +40,9 @@ func TestIngesterRun(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "store.db")
 	s := openStore(t, path, Options{})
 	evs := mixedEvents()
-	in := newIngester(t, s, IngesterConfig{BatchSize: 4, BatchInterval: time.Hour})
 	var commits []uint64
-	in.SetHooks(nil, func(c CommitInfo) { commits = append(commits, c.Events) })
+	in := newIngester(t, s, IngesterConfig{BatchSize: 4, BatchInterval: time.Hour,
+		Hooks: IngestHooks{AfterCommit: func(c CommitInfo) { commits = append(commits, c.Events) }}})
 	if err := in.Run(t.Context(), &sliceSource{evs: evs}); err != nil {
 		t.Fatal(err)
 	}
@@ -145,8 +146,8 @@ func TestIngesterRetention(t *testing.T) {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	in := newIngester(t, s, IngesterConfig{Retention: time.Hour})
-	in.SetClock(func() time.Time { return at(3600 + 1800) })
+	in := newIngester(t, s, IngesterConfig{Retention: time.Hour,
+		Hooks: IngestHooks{Clock: func() time.Time { return at(3600 + 1800) }}})
 	if err := in.Run(t.Context(), &sliceSource{}); err != nil {
 		t.Fatal(err)
 	}
@@ -200,8 +201,8 @@ func TestDurabilityChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := newIngester(t, s, IngesterConfig{BatchSize: 40, BatchInterval: time.Hour})
-	in.SetHooks(nil, func(c CommitInfo) { fmt.Printf("committed %d\n", c.Events) })
+	in := newIngester(t, s, IngesterConfig{BatchSize: 40, BatchInterval: time.Hour,
+		Hooks: IngestHooks{AfterCommit: func(c CommitInfo) { fmt.Printf("committed %d\n", c.Events) }}})
 	if err := in.Run(t.Context(), fileSource(t, input)); err != nil {
 		t.Fatal(err)
 	}
@@ -440,5 +441,86 @@ func TestIngesterResumeFromFileMark(t *testing.T) {
 	writeJSONPB(t, dir, other)
 	if n := ingest(t, s, path); n != 3000 {
 		t.Errorf("ingest of a rewritten file read %d events, want all 3000", n)
+	}
+}
+
+// quietSource hands out its events, then blocks as a live stream with no traffic does.
+type quietSource struct{ evs []*flows.Event }
+
+func (s *quietSource) Recv(ctx context.Context) (*flows.Event, error) {
+	if len(s.evs) == 0 {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	ev := s.evs[0]
+	s.evs = s.evs[1:]
+	return ev, nil
+}
+
+// Ensure that Commit persists what a quiet stream applied without waiting for a batch, with
+// the before-commit hook's writes in the same transaction, and that the hook is never run by
+// two commits at once: while Run runs, Run's committer serves Commit; before and after, Commit
+// commits itself.
+func TestIngesterCommit(t *testing.T) {
+	s := openStore(t, "", Options{})
+	evs := mixedEvents()
+	var inHook, overlaps, hookRuns atomic.Int64
+	applied := make(chan struct{})
+	var seen int
+	hooks := IngestHooks{
+		Observe: func(*flows.Event) {
+			if seen++; seen == len(evs) {
+				close(applied)
+			}
+		},
+		BeforeCommit: func(l *Lifecycle) error {
+			if inHook.Add(1) > 1 {
+				overlaps.Add(1)
+			}
+			defer inHook.Add(-1)
+			return l.Put("runs", []byte(fmt.Sprint(hookRuns.Add(1))))
+		},
+	}
+	in := newIngester(t, s, IngesterConfig{BatchSize: 1 << 20, BatchInterval: time.Hour, Hooks: hooks})
+	if err := in.Commit(t.Context()); err != nil {
+		t.Fatalf("Commit before Run: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- in.Run(ctx, &quietSource{evs: evs}) }()
+	<-applied
+	// Commits from several goroutines at once, as a sync loop and a new leader's sync may.
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() { errs <- in.Commit(t.Context()) }()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatalf("Commit while running: %v", err)
+		}
+	}
+	snap, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Workloads) == 0 {
+		t.Fatal("Commit returned before the applied events were on disk")
+	}
+	if v, err := s.Lifecycle("runs"); err != nil || string(v) != fmt.Sprint(hookRuns.Load()) {
+		t.Errorf("hook state on disk = %q (%v), want the last run %d", v, err, hookRuns.Load())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	before := hookRuns.Load()
+	if err := in.Commit(t.Context()); err != nil {
+		t.Fatalf("Commit after Run: %v", err)
+	}
+	if hookRuns.Load() != before+1 {
+		t.Errorf("Commit after Run ran the hook %d times, want once", hookRuns.Load()-before)
+	}
+	if n := overlaps.Load(); n > 0 {
+		t.Errorf("before-commit hook ran concurrently %d times", n)
 	}
 }

@@ -11,7 +11,15 @@ type aggMetrics struct {
 	churningLabels prometheus.Counter
 }
 
-func newAggMetrics(reg prometheus.Registerer) *aggMetrics {
+// newAggMetrics registers the aggregator's series; cfg's caps are published as they are, so
+// alerts compare the store's size with them.
+func newAggMetrics(reg prometheus.Registerer, cfg Config) *aggMetrics {
+	limits := promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
+		Name: "recommender_store_limit",
+		Help: "Configured caps of the store (edges, workloads); compare with recommender_store_edges and recommender_store_workloads.",
+	}, []string{"kind"})
+	limits.WithLabelValues("edges").Set(float64(cfg.MaxEdges))
+	limits.WithLabelValues("workloads").Set(float64(cfg.MaxWorkloads))
 	return &aggMetrics{
 		overflow: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: "recommender_aggregate_overflow_total",

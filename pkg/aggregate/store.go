@@ -714,6 +714,21 @@ func (s *Store) Lifecycle(workload string) ([]byte, error) {
 	return v, err
 }
 
+// Lifecycles returns a copy of every value in the lifecycle bucket, by key.
+func (s *Store) Lifecycles() (map[string][]byte, error) {
+	out := make(map[string][]byte)
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLifecycle).ForEach(func(k, v []byte) error {
+			out[string(k)] = bytes.Clone(v)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read lifecycle from store %s: %w", s.path, err)
+	}
+	return out, nil
+}
+
 // Load fills an empty Aggregator with the stored state and returns the stored cursor: the
 // starting point of an ingest that continues this store.
 func (s *Store) Load(a *Aggregator) (*flows.Cursor, error) {

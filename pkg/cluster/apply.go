@@ -222,6 +222,18 @@ func (a *Applier) Owned(ctx context.Context) ([]*ciliumv2.CiliumClusterwideNetwo
 	return out, nil
 }
 
+// Enforced returns the policies that were applied to be enforced: what a leader may adopt.
+// One applied as audit (Cilium in policy-audit-mode) proved nothing.
+func Enforced(policies []*ciliumv2.CiliumClusterwideNetworkPolicy) []*ciliumv2.CiliumClusterwideNetworkPolicy {
+	var out []*ciliumv2.CiliumClusterwideNetworkPolicy
+	for _, p := range policies {
+		if p.Annotations[AnnotationLifecycle] != LifecycleAudit {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // Sync makes the cluster hold plan.Desired and prunes what plan.Retired
 // names, under the ownership rules of the package doc. It writes only what
 // changed: a policy whose revision, labels and annotations are in the

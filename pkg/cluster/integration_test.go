@@ -1296,6 +1296,47 @@ func TestLeaderElectionForbidden(t *testing.T) {
 	_ = c
 }
 
+// Ensure a service account that may read the Lease but not create it gets ErrLeaseForbidden
+// at once, naming the verb, instead of client-go retrying the create forever.
+func TestLeaderElectionCreateForbidden(t *testing.T) {
+	c := admin(t)
+	const user = "system:serviceaccount:default:lease-reader"
+	for _, obj := range []map[string]any{
+		{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": map[string]any{"name": "lease-reader", "namespace": "default"},
+			"rules": []any{map[string]any{"apiGroups": []any{"coordination.k8s.io"}, "resources": []any{"leases"}, "verbs": []any{"get"}}}},
+		{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": map[string]any{"name": "lease-reader", "namespace": "default"},
+			"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lease-reader"},
+			"subjects": []any{map[string]any{"kind": "User", "name": user}}},
+	} {
+		applyObject(t, c.dyn, &unstructured.Unstructured{Object: obj})
+	}
+	sa := rest.CopyConfig(env.Config)
+	sa.Impersonate = rest.ImpersonationConfig{UserName: user}
+	as := newClients(t, sa)
+	cfg := DefaultElectionConfig("reader-replica")
+	cfg.Namespace, cfg.Name = "default", "create-forbidden"
+	e, err := NewElector(as.coord, cfg, testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The role binding takes effect when the authorizer's cache has it: wait for the get to
+	// be allowed, then check what the create gets.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err = e.Run(t.Context(), func(context.Context) { t.Error("lead called without the right to create the lease") })
+		if !strings.Contains(fmt.Sprint(err), "get lease") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // polling the authorizer's cache, not a wait for a time
+	}
+	if !errors.Is(err, ErrLeaseForbidden) || !strings.Contains(err.Error(), "create lease default/create-forbidden") {
+		t.Errorf("Run() with get only = %v, want ErrLeaseForbidden naming the create", err)
+	}
+	if _, err := c.coord.Leases("default").Get(t.Context(), "create-forbidden", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the dry run created the lease (get = %v)", err)
+	}
+}
+
 type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

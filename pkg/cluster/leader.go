@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -104,18 +105,38 @@ func (c ElectionConfig) TakeoverBound() time.Duration {
 	return c.LeaseDuration + c.RetryPeriod + c.RetryPeriod*2/10
 }
 
-// preflight reads the Lease once so that missing rights are one clear error
-// instead of client-go retrying and logging "forbidden" every RetryPeriod.
+// preflight checks the rights on the Lease once, so that missing rights are one clear error
+// instead of client-go retrying and logging "forbidden" every RetryPeriod: it reads the Lease,
+// then asks the API server to create it (when absent) or update it (when present) as a dry
+// run, which authorizes the write without making it.
 func (e *Elector) preflight(ctx context.Context) error {
-	_, err := e.leases.Leases(e.cfg.Namespace).Get(ctx, e.cfg.Name, metav1.GetOptions{})
+	leases := e.leases.Leases(e.cfg.Namespace)
+	dryRun := []string{metav1.DryRunAll}
+	cur, err := leases.Get(ctx, e.cfg.Name, metav1.GetOptions{})
+	verb := "get"
 	switch {
-	case err == nil, apierrors.IsNotFound(err):
+	case apierrors.IsNotFound(err):
+		verb = "create"
+		_, err = leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: e.cfg.Name, Namespace: e.cfg.Namespace}},
+			metav1.CreateOptions{DryRun: dryRun})
+		if apierrors.IsAlreadyExists(err) {
+			err = nil // another replica created it meanwhile
+		}
+	case err == nil:
+		verb = "update"
+		_, err = leases.Update(ctx, cur, metav1.UpdateOptions{DryRun: dryRun})
+		if apierrors.IsConflict(err) {
+			err = nil // renewed meanwhile: the right was checked before the conflict
+		}
+	}
+	switch {
+	case err == nil:
 		return nil
 	case apierrors.IsForbidden(err):
-		return fmt.Errorf("%w: lease %s/%s: %v (the service account needs get, create and update on this Lease: a Role in namespace %s, see deploy/rbac.yaml)",
-			ErrLeaseForbidden, e.cfg.Namespace, e.cfg.Name, err, e.cfg.Namespace)
+		return fmt.Errorf("%w: %s lease %s/%s: %v (the service account needs get, create and update on this Lease: a Role in namespace %s, see deploy/rbac.yaml)",
+			ErrLeaseForbidden, verb, e.cfg.Namespace, e.cfg.Name, err, e.cfg.Namespace)
 	default:
-		return fmt.Errorf("leader election: read lease %s/%s: %w", e.cfg.Namespace, e.cfg.Name, err)
+		return fmt.Errorf("leader election: %s lease %s/%s: %w", verb, e.cfg.Namespace, e.cfg.Name, err)
 	}
 }
 

@@ -233,10 +233,6 @@ func newBenchDaemon(b *testing.B, dbPath, relayAddr string, o benchOptions) *ben
 	if err != nil {
 		b.Fatal(err)
 	}
-	in, err := aggregate.NewIngester(store, agg, aggregate.IngesterConfig{Retention: 30 * 24 * time.Hour}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
 	rc := flows.DefaultRelayConfig()
 	rc.Server, rc.Follow = relayAddr, !o.once
 	rs, err := flows.NewRelaySource(rc, nil, nil)
@@ -255,9 +251,8 @@ func newBenchDaemon(b *testing.B, dbPath, relayAddr string, o benchOptions) *ben
 		Lifecycle:    lc,
 		Synth:        synth.DefaultConfig(),
 		Audit:        audit.Config{},
-		MaxEdges:     aggregate.DefaultConfig().MaxEdges,
-		MaxWorkloads: aggregate.DefaultConfig().MaxWorkloads,
-	}, Deps{Log: o.log, Registry: reg, Source: src, Stats: rs.Stats(), Relay: rs, Store: store, Aggregator: agg, Ingester: in})
+		Ingest:       aggregate.IngesterConfig{Retention: 30 * 24 * time.Hour},
+	}, Deps{Log: o.log, Registry: reg, Source: src, Stats: rs.Stats(), Relay: rs, Store: store, Aggregator: agg})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -300,13 +295,9 @@ func (d *benchDaemon) waitSynced(b *testing.B) {
 	}
 }
 
-// evaluated returns once the auditor finished the flow it is evaluating: it counts every
-// end of a flow under its lock, so the next read of the counters sees the whole flow.
-func (d *benchDaemon) evaluated() {
-	d.dm.auditor.mu.Lock()
-	//lint:ignore SA2001 an empty critical section is the point: wait for observe to finish
-	d.dm.auditor.mu.Unlock()
-}
+// evaluated returns once the auditor finished the flows handed to it, so the next read of
+// the counters sees the whole flow.
+func (d *benchDaemon) evaluated() { d.dm.audit.Drain() }
 
 // learnedStore has a daemon learn one pass of the synthetic cluster from a replay relay and
 // propose policies for it (the final sync); every workload is then in audit. It returns the

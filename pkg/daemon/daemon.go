@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,11 +13,11 @@ import (
 
 	v2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/recommender/recommender/pkg/aggregate"
 	"github.com/recommender/recommender/pkg/audit"
+	"github.com/recommender/recommender/pkg/auditor"
 	"github.com/recommender/recommender/pkg/cluster"
 	"github.com/recommender/recommender/pkg/flows"
 	"github.com/recommender/recommender/pkg/gitops"
@@ -41,8 +40,9 @@ type Config struct {
 	// Namespaces is the daemon's shard (--namespace): it proposes policies only for workloads
 	// in them, so daemons sharding a cluster by namespace never write the same policy.
 	Namespaces []string
-	// MaxEdges and MaxWorkloads are the store caps, published as limit gauges for alerts.
-	MaxEdges, MaxWorkloads int
+	// Ingest configures the Ingester the daemon runs over Deps.Store and Deps.Aggregator
+	// (--batch-size, --batch-interval, --retention); its hooks are the audit stage's.
+	Ingest aggregate.IngesterConfig
 	// DeliveryWarmup is how long this replica must have observed flows before it makes a
 	// destructive write to the cluster: a prune, or a new revision over one in force
 	// (--delivery-warmup). A replica whose store is new or was lost learns first.
@@ -55,11 +55,14 @@ func (c *Config) Validate() error {
 	if c.SyncInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--sync-interval %s: must be positive", c.SyncInterval))
 	}
-	if c.DeliveryWarmup < 0 {
-		errs = append(errs, fmt.Errorf("--delivery-warmup %s: must not be negative", c.DeliveryWarmup))
-	}
-	errs = append(errs, c.Lifecycle.Validate(), c.Synth.Validate(), c.Audit.Validate())
+	ac := c.auditConfig()
+	errs = append(errs, ac.Validate(), c.Synth.Validate(), c.Ingest.Validate())
 	return errors.Join(errs...)
+}
+
+// auditConfig is the audit stage's part of the configuration.
+func (c *Config) auditConfig() auditor.Config {
+	return auditor.Config{Lifecycle: c.Lifecycle, Audit: c.Audit, Namespaces: c.Namespaces, Warmup: c.DeliveryWarmup}
 }
 
 // RelayState is what the daemon reads from a live relay source.
@@ -96,17 +99,20 @@ type Registry interface {
 }
 
 // Deps are the concrete stages the command built. Source, Stats, Store, Aggregator and
-// Ingester are required; the rest are optional.
+// Registry are required; the rest are optional.
 type Deps struct {
 	Log      *slog.Logger
 	Registry Registry
 	Source   flows.Source
-	Stats    *flows.Stats
-	Relay    RelayState
-	// Store, Aggregator and Ingester: the Ingester was made over both and holds the cursor.
+	// Stats are the source's counters, for REPORT.md (their metrics are the source's own:
+	// flows.RegisterMetrics).
+	Stats *flows.Stats
+	// Relay, for a live relay source, is its connection state for /readyz.
+	Relay RelayState
+	// Store and Aggregator: the daemon runs an Ingester over both (Config.Ingest), which
+	// loads the store into the aggregator.
 	Store      *aggregate.Store
 	Aggregator *aggregate.Aggregator
-	Ingester   *aggregate.Ingester
 	// MetricsListener serves /metrics, /healthz, /readyz and the status page (/); PprofListener
 	// serves pprof.
 	MetricsListener net.Listener
@@ -125,19 +131,17 @@ type Deps struct {
 
 // Daemon is the running pipeline: source -> store -> synthesis -> audit -> delivery.
 type Daemon struct {
-	cfg     Config
-	d       Deps
-	log     *slog.Logger
-	m       *metrics
-	auditor *auditor
+	cfg   Config
+	d     Deps
+	log   *slog.Logger
+	m     *metrics
+	audit *auditor.Auditor
+	in    *aggregate.Ingester
 	// syncMu serializes sync runs (the ticker and a new leader's first sync) and guards
 	// published.
 	syncMu sync.Mutex
 	// published remembers the policies last handed to GitOps, for the rule diff in PR bodies.
 	published map[string]*v2.CiliumClusterwideNetworkPolicy
-	// writeLifecycle and lifecycleWritten persist what a sync changed (lifecycleWriter).
-	writeLifecycle   func(*aggregate.Lifecycle) error
-	lifecycleWritten func()
 	// podsErr is the last error of RefreshPods ("" when it worked), to log changes only.
 	podsErr string
 	// electionErr is why this replica cannot campaign for the lease (nil when it can), for
@@ -145,118 +149,36 @@ type Daemon struct {
 	electionErr atomic.Pointer[error]
 }
 
-// New checks cfg and deps and loads the lifecycle records the store holds.
+// New checks cfg and deps, builds the audit stage over the store's lifecycle state and the
+// Ingester with the audit stage's hooks, and registers the daemon's own metrics. It fails
+// before registering anything when the store's state cannot be read.
 func New(cfg Config, d Deps) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if d.Source == nil || d.Stats == nil || d.Store == nil || d.Aggregator == nil || d.Ingester == nil || d.Registry == nil {
-		return nil, errors.New("daemon: source, stats, store, aggregator, ingester and registry are required")
+	if d.Source == nil || d.Stats == nil || d.Store == nil || d.Aggregator == nil || d.Registry == nil {
+		return nil, errors.New("daemon: source, stats, store, aggregator and registry are required")
 	}
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	snap := d.Aggregator.Snapshot()
-	var records []*lifecycle.Record
-	for _, w := range snap.Workloads {
-		b, err := d.Store.Lifecycle(w.Key.String())
-		if err != nil {
-			return nil, fmt.Errorf("load lifecycle of %s: %w", w.Key, err)
-		}
-		if b == nil {
-			continue
-		}
-		r, err := lifecycle.UnmarshalRecord(b)
-		if err != nil {
-			return nil, fmt.Errorf("store %s: %w", d.Store.Path(), err)
-		}
-		records = append(records, r)
+	// The audit stage's metrics are registered once its state loaded: a failed New leaves
+	// none behind. The Ingester registers none.
+	aud, err := auditor.New(cfg.auditConfig(), d.Store, d.Log, d.Registry)
+	if err != nil {
+		return nil, err
 	}
-	machine := lifecycle.New(cfg.Lifecycle, records)
-	if b, err := d.Store.Lifecycle(nodeTotalsKey); err != nil {
-		return nil, fmt.Errorf("load node totals: %w", err)
-	} else if b != nil {
-		var t lifecycle.NodeTotals
-		if err := json.Unmarshal(b, &t); err != nil {
-			return nil, fmt.Errorf("store %s: decode node totals: %w", d.Store.Path(), err)
-		}
-		machine.RestoreTotals(t)
+	ic := cfg.Ingest
+	ic.Hooks = aud.Hooks()
+	in, err := aggregate.NewIngester(d.Store, d.Aggregator, ic, d.Log)
+	if err != nil {
+		return nil, err
 	}
-	if b, err := d.Store.Lifecycle(retiredKey); err != nil {
-		return nil, fmt.Errorf("load retired policies: %w", err)
-	} else if b != nil {
-		var rs []lifecycle.Retirement
-		if err := json.Unmarshal(b, &rs); err != nil {
-			return nil, fmt.Errorf("store %s: decode retired policies: %w", d.Store.Path(), err)
-		}
-		machine.RestoreRetired(rs)
-	}
-	// Every failure is behind: register the metrics now, so a failed New leaves none behind
-	// and no collector captures a daemon that does not exist yet.
-	m := newMetrics(d.Registry)
-	registerSourceStats(d.Registry, d.Stats)
-	f := promauto.With(d.Registry)
-	limits := f.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "recommender_store_limit",
-		Help: "Configured caps of the store (edges, workloads); compare with recommender_store_edges and recommender_store_workloads.",
-	}, []string{"kind"})
-	limits.WithLabelValues("edges").Set(float64(cfg.MaxEdges))
-	limits.WithLabelValues("workloads").Set(float64(cfg.MaxWorkloads))
-	if d.Relay != nil {
-		f.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "recommender_relay_connected",
-			Help: "1 while a Hubble Relay stream is open, else 0.",
-		}, func() float64 {
-			if d.Relay.State().Connected {
-				return 1
-			}
-			return 0
-		})
-		f.NewCounterFunc(prometheus.CounterOpts{
-			Name: "recommender_relay_reconnects_total",
-			Help: "Hubble Relay streams reopened after an error.",
-		}, func() float64 { return float64(d.Relay.State().Reconnects) })
-		f.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "recommender_ingest_lag_seconds",
-			Help: "Seconds between now and the time of the newest flow received from Hubble Relay.",
-		}, func() float64 {
-			last := d.Relay.State().LastEventTime
-			if last.IsZero() {
-				return 0
-			}
-			return time.Since(last).Seconds()
-		})
-	}
-
-	dm := &Daemon{
-		cfg: cfg, d: d, log: d.Log, m: m,
-		auditor:   newAuditor(d.Log, m, cfg.Audit, machine),
+	return &Daemon{
+		cfg: cfg, d: d, log: d.Log, m: newMetrics(d.Registry),
+		audit: aud, in: in,
 		published: make(map[string]*v2.CiliumClusterwideNetworkPolicy),
-	}
-	dm.auditor.now = snap.To
-	f.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "recommender_ingest_last_flow_timestamp_seconds",
-		Help: "Flow time (Unix seconds) of the newest event ingested: the clock windows and retention run on.",
-	}, func() float64 {
-		if t := dm.auditor.clock(); !t.IsZero() {
-			return float64(t.UnixNano()) / 1e9
-		}
-		return 0
-	})
-	dm.auditor.warmup = cfg.DeliveryWarmup
-	if len(cfg.Namespaces) > 0 {
-		dm.auditor.inShard = func(ns string) bool { return slices.Contains(cfg.Namespaces, ns) }
-	}
-	// The auditor sees exactly the events the store takes: what the store already holds (a
-	// relay re-sending its buffer after a restart) is evidence counted once, not twice.
-	d.Ingester.SetObserver(dm.auditor.observe)
-	write, done := dm.auditor.lifecycleWriter()
-	d.Ingester.SetHooks(write, func(aggregate.CommitInfo) { done() })
-	dm.writeLifecycle, dm.lifecycleWritten = dm.auditor.lifecycleWriter()
-	// Retention runs on the flow clock too: an edge expires when the cluster has moved on
-	// without it, not because a recording is older than the wall clock.
-	d.Ingester.SetClock(dm.auditor.clock)
-	return dm, nil
+	}, nil
 }
 
 // Run runs the pipeline until ctx ends (or, with Once, the source ends) and shuts down in
@@ -292,7 +214,7 @@ func (dm *Daemon) Run(ctx context.Context) error {
 
 	g.Go(func() error {
 		defer close(ingestDone)
-		err := dm.d.Ingester.Run(gctx, dm.d.Source)
+		err := dm.in.Run(gctx, dm.d.Source)
 		if err != nil {
 			return fmt.Errorf("ingest: %w", err)
 		}
@@ -323,11 +245,11 @@ func (dm *Daemon) Run(ctx context.Context) error {
 		err = nil
 	}
 	// Final sync over everything ingested (the recording's end, or the last batch before a
-	// shutdown), then commit the lifecycle changes it made.
+	// shutdown), then commit what is left with the lifecycle changes it made.
 	fctx, cancel := context.WithTimeout(context.Background(), finalSyncTimeout)
 	dm.syncOnce(fctx)
 	cancel()
-	err = errors.Join(err, dm.d.Ingester.Flush())
+	err = errors.Join(err, dm.in.Commit(context.Background()))
 	stopServing()
 	return errors.Join(err, httpDone())
 }
@@ -476,7 +398,7 @@ func (dm *Daemon) sync(ctx context.Context) (conflicts bool, err error) {
 			dm.log.Warn("read cluster policies; shadow evaluation uses the proposals only", "err", err)
 		}
 	}
-	dm.auditor.update(res, snap, others)
+	dm.audit.Update(res, snap, others)
 	var errs []error
 	if dm.cfg.OutDir != "" {
 		in := dm.d.Stats.Snapshot()
@@ -495,15 +417,14 @@ func (dm *Daemon) sync(ctx context.Context) (conflicts bool, err error) {
 			errs = append(errs, err)
 		}
 		if dm.d.Publisher != nil {
-			errs = append(errs, dm.publish(ctx, dm.auditor.states()))
+			errs = append(errs, dm.publish(ctx, dm.audit.States()))
 		}
 	}
 	// Commit what the sync changed (promotions, adoptions, settled retirements) now: on a quiet
-	// stream no batch would carry it.
-	if err := dm.d.Store.UpdateLifecycle(dm.writeLifecycle); err != nil {
-		errs = append(errs, err)
-	} else {
-		dm.lifecycleWritten()
+	// stream no batch would carry it. The Ingester commits it, as it commits every lifecycle
+	// change: one writer.
+	if err := dm.in.Commit(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("commit lifecycle: %w", err))
 	}
 	return conflicts, errors.Join(errs...)
 }
@@ -517,33 +438,30 @@ func (dm *Daemon) apply(ctx context.Context) (conflicts bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("apply to cluster: %w", err)
 	}
-	dm.auditor.adopt(owned)
-	states := dm.auditor.states()
+	dm.audit.Adopt(cluster.Enforced(owned))
+	states := dm.audit.States()
 	plan := cluster.Plan{
 		Desired:     make([]cluster.Desired, 0, len(states)),
-		Destructive: dm.auditor.warmedUp(),
+		Destructive: dm.audit.WarmedUp(),
 	}
 	for i := range states {
-		d, err := states[i].deliverable()
+		d, err := deliverableOf(&states[i])
 		if err != nil {
 			return false, err
 		}
 		plan.Desired = append(plan.Desired, cluster.Desired{Policy: d.policy, Promoted: d.promoted})
 	}
-	for _, r := range dm.auditor.retirements() {
+	for _, r := range dm.audit.Retirements() {
 		cr := cluster.Retired{Name: r.Policy}
 		for _, rev := range r.Revisions {
-			cr.Revisions = append(cr.Revisions, revisionPrefix+rev)
+			cr.Revisions = append(cr.Revisions, synth.RevisionPrefix+rev)
 		}
 		plan.Retired = append(plan.Retired, cr)
 	}
 	res, err := dm.d.Applier.Sync(ctx, plan)
-	dm.auditor.settle(res.Settled)
+	dm.audit.Settle(res.Settled)
 	if err != nil {
 		return false, fmt.Errorf("apply to cluster: %w", err)
 	}
 	return len(res.Conflicts()) > 0, nil
 }
-
-// revisionPrefix is how the revision annotation spells a synth revision.
-const revisionPrefix = "sha256:"

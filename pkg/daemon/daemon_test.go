@@ -124,10 +124,6 @@ func startDaemon(t *testing.T, dbPath, relayAddr string, syncInterval time.Durat
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := aggregate.NewIngester(store, agg, aggregate.IngesterConfig{BatchSize: 100, BatchInterval: 20 * time.Millisecond}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rc := flows.DefaultRelayConfig()
 	rc.Server, rc.Follow = relayAddr, true
 	rc.BackoffInitial, rc.BackoffMax = 10*time.Millisecond, 50*time.Millisecond
@@ -135,6 +131,8 @@ func startDaemon(t *testing.T, dbPath, relayAddr string, syncInterval time.Durat
 	if err != nil {
 		t.Fatal(err)
 	}
+	flows.RegisterMetrics(reg, rs.Stats())
+	rs.RegisterMetrics(reg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -146,10 +144,10 @@ func startDaemon(t *testing.T, dbPath, relayAddr string, syncInterval time.Durat
 		Lifecycle:    lifecycle.Config{Window: time.Minute, MaxFlowGap: 5 * time.Minute, MinWindowFlows: 1, MaxLostRatio: 0.01, Learn: true},
 		Synth:        sc,
 		Audit:        audit.Config{},
-		MaxEdges:     1000, MaxWorkloads: 100,
+		Ingest:       aggregate.IngesterConfig{BatchSize: 100, BatchInterval: 20 * time.Millisecond},
 	}, Deps{
 		Log: log, Registry: reg, Source: flows.NewFolder(rs, rs.Stats()), Stats: rs.Stats(), Relay: rs,
-		Store: store, Aggregator: agg, Ingester: in, MetricsListener: ln,
+		Store: store, Aggregator: agg, MetricsListener: ln,
 	})
 	if err != nil {
 		t.Fatal(err)

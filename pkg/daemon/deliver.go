@@ -6,6 +6,7 @@ import (
 	v2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"sigs.k8s.io/yaml"
 
+	"github.com/recommender/recommender/pkg/auditor"
 	"github.com/recommender/recommender/pkg/lifecycle"
 	"github.com/recommender/recommender/pkg/synth"
 )
@@ -23,14 +24,15 @@ type deliverable struct {
 	promoted bool
 }
 
-func (s *state) deliverable() (deliverable, error) {
-	p := s.proposal
-	if s.record.State != lifecycle.Enforced && len(s.record.EnforcedPolicy) > 0 {
+// deliverableOf returns what delivery writes for a workload's audit state.
+func deliverableOf(s *auditor.State) (deliverable, error) {
+	p := s.Proposal
+	if s.Record.State != lifecycle.Enforced && len(s.Record.EnforcedPolicy) > 0 {
 		var old v2.CiliumClusterwideNetworkPolicy
-		if err := yaml.Unmarshal(s.record.EnforcedPolicy, &old); err != nil {
+		if err := yaml.Unmarshal(s.Record.EnforcedPolicy, &old); err != nil {
 			return deliverable{}, fmt.Errorf("decode enforced policy of %s: %w", p.Name, err)
 		}
-		return deliverable{name: old.Name, policy: &old, yaml: s.record.EnforcedPolicy,
+		return deliverable{name: old.Name, policy: &old, yaml: s.Record.EnforcedPolicy,
 			revision: old.Annotations[synth.AnnotationRevision], promoted: true}, nil
 	}
 	y, err := synth.MarshalPolicy(p.Policy)
@@ -38,5 +40,5 @@ func (s *state) deliverable() (deliverable, error) {
 		return deliverable{}, fmt.Errorf("render %s: %w", p.Name, err)
 	}
 	return deliverable{name: p.Name, policy: p.Policy, yaml: y, revision: p.Revision,
-		promoted: s.record.State == lifecycle.Enforced}, nil
+		promoted: s.Record.State == lifecycle.Enforced}, nil
 }

@@ -126,7 +126,7 @@ func (e *deliveryEnv) run(r replicaRun) *prometheus.Registry {
 		path = filepath.Join(recordings, path)
 	}
 	reg := prometheus.NewPedanticRegistry()
-	deps, closeDeps := openDeps(t, depsConfig{db: r.db, recording: path, reg: reg, ingest: ic})
+	deps, closeDeps := openDeps(t, depsConfig{db: r.db, recording: path, reg: reg})
 	defer closeDeps()
 	cc := cluster.DefaultConfig()
 	cc.Apply = cluster.ApplyEnforce
@@ -159,6 +159,7 @@ func (e *deliveryEnv) run(r replicaRun) *prometheus.Registry {
 		Lifecycle:      lifecycle.Config{Window: time.Minute, MaxFlowGap: 5 * time.Minute, MinWindowFlows: 1, MaxLostRatio: 0.01, Learn: true},
 		Synth:          sc,
 		DeliveryWarmup: r.warmup,
+		Ingest:         ic,
 	}, deps)
 	if err != nil {
 		t.Fatal(err)

@@ -3,23 +3,24 @@
 //
 // What it owns:
 //
+//   - Building the Ingester (pkg/aggregate) over the command's store and aggregator with the
+//     audit stage's hooks (pkg/auditor), so the audit stage sees every stored event and its
+//     state commits with the batches.
 //   - The goroutines and their exits. Run starts, under one errgroup, the ingest loop (the
 //     flow source into the store, pkg/aggregate's Ingester), the sync loop, the leader
 //     campaign (Deps.Elector) and the HTTP servers; the first error stops all, and shutdown
 //     runs in one written order: the source stops, a final sync, the last batch, cursor and
 //     lifecycle state are committed, then HTTP stops. The store is the caller's to close.
 //   - The sync loop, every Config.SyncInterval: synthesize proposals from the store's
-//     snapshot (pkg/synth), hand them to the audit bookkeeping, and deliver what is due — to
-//     Config.OutDir, to the cluster (Deps.Applier, leader only) and as pull requests
-//     (Deps.Publisher).
-//   - The audit bookkeeping (auditor.go): every stored flow evaluated against the revisions
-//     in audit (pkg/audit), would-be-denied edges counted and logged once per edge, and the
-//     lifecycle transitions (pkg/lifecycle) persisted with the store's commits.
+//     snapshot (pkg/synth), hand them to the audit stage (pkg/auditor), deliver what is due —
+//     to Config.OutDir, to the cluster (Deps.Applier, leader only) and as pull requests
+//     (Deps.Publisher) — and have the Ingester commit what the sync changed.
 //   - HTTP (http.go, status.go): /metrics from Deps.Registry, /healthz, /readyz (every
 //     ReadinessCheck passes), the read-only status page at /, and pprof on its own listener.
 //     The listeners come from the command, bound before Run; one that stops serving fails
 //     the daemon, since /readyz and /metrics are how it is watched.
-//   - The daemon's own metrics (metrics.go, documented in docs/metrics.md).
+//   - The sync loop's metrics (metrics.go, documented in docs/metrics.md); every stage
+//     registers its own.
 //
 // What it does not own: flag parsing and building the stages (cmd/recommender), signals
 // (the command's root context), the meaning of a flow, an edge or a policy (the stage

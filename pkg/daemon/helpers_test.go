@@ -4,7 +4,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -27,8 +26,6 @@ type depsConfig struct {
 	db, recording string
 	// reg gets the stages' metrics; nil: a new pedantic registry.
 	reg Registry
-	// ingest configures the Ingester; zero: batches of 100 or every second.
-	ingest aggregate.IngesterConfig
 	// norm normalizes the recording; nil: the default Normalizer.
 	norm *flows.Normalizer
 }
@@ -51,15 +48,6 @@ func openDeps(t *testing.T, cfg depsConfig) (Deps, func()) {
 		store.Close()
 		t.Fatal(err)
 	}
-	ic := cfg.ingest
-	if ic.BatchSize == 0 {
-		ic.BatchSize, ic.BatchInterval = 100, time.Second
-	}
-	in, err := aggregate.NewIngester(store, agg, ic, log)
-	if err != nil {
-		store.Close()
-		t.Fatal(err)
-	}
 	src, err := flows.NewFileSource(flows.FileConfig{Paths: []string{cfg.recording}}, cfg.norm, log)
 	if err != nil {
 		store.Close()
@@ -69,6 +57,7 @@ func openDeps(t *testing.T, cfg depsConfig) (Deps, func()) {
 		src.Close()
 		store.Close()
 	}
+	flows.RegisterMetrics(reg, src.Stats())
 	return Deps{Log: log, Registry: reg, Source: flows.NewFolder(src, src.Stats()), Stats: src.Stats(),
-		Store: store, Aggregator: agg, Ingester: in}, closeDeps
+		Store: store, Aggregator: agg}, closeDeps
 }

@@ -6,19 +6,20 @@ import (
 	"strings"
 
 	v2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+	"github.com/recommender/recommender/pkg/auditor"
 	"github.com/recommender/recommender/pkg/gitops"
 	"github.com/recommender/recommender/pkg/synth"
 )
 
 // publish maps the proposals and their audit state into a GitOps change set. The publisher
 // itself batches (--pr-interval) and skips unchanged revisions.
-func (dm *Daemon) publish(ctx context.Context, states []state) error {
+func (dm *Daemon) publish(ctx context.Context, states []auditor.State) error {
 	cs := make(gitops.ChangeSet, 0, len(states))
 	sent := make(map[string]*v2.CiliumClusterwideNetworkPolicy, len(states))
 	for i := range states {
 		s := &states[i]
-		p := s.proposal
-		d, err := s.deliverable()
+		p := s.Proposal
+		d, err := deliverableOf(s)
 		if err != nil {
 			return err
 		}
@@ -28,15 +29,15 @@ func (dm *Daemon) publish(ctx context.Context, states []state) error {
 			YAML:     d.yaml,
 			Revision: d.revision,
 			Window: gitops.Window{
-				Start:     s.record.WindowStart,
-				Clean:     s.clean,
+				Start:     s.Record.WindowStart,
+				Clean:     s.Clean,
 				Required:  dm.cfg.Lifecycle.Window,
-				FlowsSeen: s.record.WindowFlows,
+				FlowsSeen: s.Record.WindowFlows,
 			},
 		}
 		if d.promoted {
 			gp.State = gitops.StateEnforced
-			if r := s.record; !r.PromotedWindowStart.IsZero() {
+			if r := s.Record; !r.PromotedWindowStart.IsZero() {
 				// The window that promoted the revision in force, not the one running now.
 				gp.Window = gitops.Window{Start: r.PromotedWindowStart, Clean: r.EnforcedAt.Sub(r.PromotedWindowStart),
 					Required: dm.cfg.Lifecycle.Window, FlowsSeen: r.PromotedWindowFlows}
@@ -67,11 +68,11 @@ func (dm *Daemon) publish(ctx context.Context, states []state) error {
 				SamplePeers: []string{ps.Peer},
 			})
 		}
-		for _, de := range s.denied {
+		for _, de := range s.Denied {
 			gp.WouldDeny = append(gp.WouldDeny, gitops.DeniedFlow{Peer: de.Peer, Direction: de.Direction.String(),
 				Protocol: de.Proto.String(), Port: de.Port, Count: de.Count})
 		}
-		for _, de := range s.record.Learned {
+		for _, de := range s.Record.Learned {
 			gp.WouldDeny = append(gp.WouldDeny, gitops.DeniedFlow{Peer: de.Peer, Direction: de.Direction,
 				Protocol: de.Protocol, Port: de.Port, Count: de.Count, Learned: true})
 		}

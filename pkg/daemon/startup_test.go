@@ -81,7 +81,7 @@ func TestNewFailsWithoutRegistering(t *testing.T) {
 	dir := t.TempDir()
 	reg := prometheus.NewPedanticRegistry()
 	d := fileDeps(t, dir, reg, "starwars.jsonl")
-	if err := d.Store.UpdateLifecycle(func(l *aggregate.Lifecycle) error { return l.Put(nodeTotalsKey, []byte("not json")) }); err != nil {
+	if err := d.Store.UpdateLifecycle(func(l *aggregate.Lifecycle) error { return l.Put("~node-totals", []byte("not json")) }); err != nil {
 		t.Fatal(err)
 	}
 	before, err := reg.Gather()

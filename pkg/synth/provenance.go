@@ -31,6 +31,8 @@ const (
 	AnnotationRevision = annotationPrefix + "revision"
 	// AnnotationReview is the number of findings flagged for review.
 	AnnotationReview = annotationPrefix + "review-findings"
+	// RevisionPrefix starts the value of AnnotationRevision; the rest is the Revision.
+	RevisionPrefix = "sha256:"
 )
 
 // Revision returns the sha256 (hex) of the canonical JSON of a rule. encoding/json writes
@@ -55,7 +57,7 @@ func finish(p *Proposal, clusterName string) error {
 	p.Policy.Labels = map[string]string{LabelManagedBy: ManagedByValue}
 	p.Policy.Annotations = map[string]string{
 		AnnotationWorkload: p.Display,
-		AnnotationRevision: "sha256:" + rev,
+		AnnotationRevision: RevisionPrefix + rev,
 		AnnotationReview:   strconv.Itoa(len(p.Review)),
 	}
 	return Validate(p.Policy, clusterName)

@@ -1,4 +1,4 @@
-package daemon
+package flows_test
 
 import (
 	"testing"
@@ -12,7 +12,7 @@ import (
 func TestSourceStatsSkippedByReason(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	st := &flows.Stats{}
-	registerSourceStats(reg, st)
+	flows.RegisterMetrics(reg, st)
 	st.Skip(flows.SkipReply)
 	st.Skip(flows.SkipReply)
 	st.Skip(flows.SkipNoIdentity)

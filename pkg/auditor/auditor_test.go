@@ -1,4 +1,4 @@
-package daemon
+package auditor
 
 import (
 	"bytes"
@@ -13,7 +13,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/recommender/recommender/pkg/aggregate"
-	"github.com/recommender/recommender/pkg/audit"
 	"github.com/recommender/recommender/pkg/flows"
 	"github.com/recommender/recommender/pkg/lifecycle"
 	"github.com/recommender/recommender/pkg/synth"
@@ -33,7 +32,7 @@ func ev(sec int, src, dst flows.Peer, port uint16, v flows.Verdict) *flows.Event
 }
 
 // learn proposes policies for web -> db:5432 and puts both workloads in audit.
-func learn(t *testing.T, cfg lifecycle.Config) (*auditor, *metrics, *aggregate.Snapshot) {
+func learn(t *testing.T, cfg lifecycle.Config) (*Auditor, *metrics, *aggregate.Snapshot) {
 	t.Helper()
 	agg, err := aggregate.NewAggregator(aggregate.Config{}, nil, nil)
 	if err != nil {
@@ -48,13 +47,26 @@ func learn(t *testing.T, cfg lifecycle.Config) (*auditor, *metrics, *aggregate.S
 	if err != nil || len(res.Proposals) != 2 {
 		t.Fatalf("Synthesize = %d proposals, %v; want 2 (%s)", len(res.Proposals), err, res.Empty)
 	}
-	m := newMetrics(prometheus.NewPedanticRegistry())
-	a := newAuditor(slog.New(slog.DiscardHandler), m, audit.Config{}, lifecycle.New(cfg, nil))
+	a, err := New(Config{Lifecycle: cfg}, emptyStore(t), nil, prometheus.NewPedanticRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
 	snap := agg.Snapshot()
-	if trs := a.update(res, snap, nil); len(trs) != 2 {
+	if trs := a.Update(res, snap, nil); len(trs) != 2 {
 		t.Fatalf("update = %d transitions, want 2 proposals", len(trs))
 	}
-	return a, m, snap
+	return a, a.m, snap
+}
+
+// emptyStore returns a new store in the test's directory.
+func emptyStore(t *testing.T) *aggregate.Store {
+	t.Helper()
+	store, err := aggregate.Open(filepath.Join(t.TempDir(), "db"), aggregate.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store
 }
 
 func counter(t *testing.T, c prometheus.Collector) float64 {
@@ -99,7 +111,7 @@ func TestAuditorVerdicts(t *testing.T) {
 			cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true}
 			a, m, _ := learn(t, cfg)
 			for _, e := range tt.events {
-				a.observe(e)
+				a.Observe(e)
 			}
 			if got := counter(t, m.wouldDeny); got != tt.wouldDeny {
 				t.Errorf("would-deny = %g, want %g", got, tt.wouldDeny)
@@ -123,12 +135,12 @@ func TestAuditorLifecycle(t *testing.T) {
 	cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true, DemoteOnDrop: true}
 	a, m, snap := learn(t, cfg)
 	a.wall = func() time.Time { return base.Add(24 * time.Hour) }
-	a.observe(ev(2000, web, db, 5432, flows.VerdictForwarded))
-	a.observe(ev(2000+7200, web, db, 5432, flows.VerdictForwarded)) // two hours of flow time later
-	if trs := a.update(&synth.Result{}, snap, nil); len(trs) != 2 {
+	a.Observe(ev(2000, web, db, 5432, flows.VerdictForwarded))
+	a.Observe(ev(2000+7200, web, db, 5432, flows.VerdictForwarded)) // two hours of flow time later
+	if trs := a.Update(&synth.Result{}, snap, nil); len(trs) != 2 {
 		t.Fatalf("update after a clean window = %v, want two promotions", trs)
 	}
-	a.observe(with(ev(9300, evil, db, 5432, flows.VerdictDropped), func(e *flows.Event) {
+	a.Observe(with(ev(9300, evil, db, 5432, flows.VerdictDropped), func(e *flows.Event) {
 		e.DropReason = "POLICY_DENIED"
 		e.Point = flows.DirectionIngress
 	}))
@@ -144,26 +156,22 @@ func TestAuditorLifecycle(t *testing.T) {
 
 	cfg.Learn = false
 	a, _, _ = learn(t, cfg)
-	a.observe(ev(2000, evil, db, 5432, flows.VerdictForwarded))
+	a.Observe(ev(2000, evil, db, 5432, flows.VerdictForwarded))
 	if r := a.machine.Record("shop/k8s:app=db"); !r.Held {
 		t.Errorf("db after a would-be-denied flow with Learn off: held = false, want true")
 	}
 }
 
 // Ensure a lifecycle change survives a failed commit: it stays pending and the next commit
-// writes it, even when nothing changed in between.
-func TestLifecycleWriterKeepsPendingOnFailure(t *testing.T) {
+// writes it, even when nothing changed in between; and that a record written is read back by
+// the next process's New.
+func TestPersistKeepsPendingOnFailure(t *testing.T) {
 	cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true}
 	a, _, _ := learn(t, cfg)
-	store, err := aggregate.Open(filepath.Join(t.TempDir(), "db"), aggregate.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	write, done := a.lifecycleWriter()
+	store := emptyStore(t)
 	failed := errors.New("disk full")
 	if err := store.UpdateLifecycle(func(l *aggregate.Lifecycle) error {
-		if err := write(l); err != nil {
+		if err := a.persist(l); err != nil {
 			return err
 		}
 		return failed
@@ -173,16 +181,63 @@ func TestLifecycleWriterKeepsPendingOnFailure(t *testing.T) {
 	if b, _ := store.Lifecycle("shop/k8s:app=db"); b != nil {
 		t.Fatalf("a rolled-back commit left a record: %s", b)
 	}
-	if err := store.UpdateLifecycle(write); err != nil {
+	if err := store.UpdateLifecycle(a.persist); err != nil {
 		t.Fatal(err)
 	}
-	done()
+	a.persisted()
 	b, err := store.Lifecycle("shop/k8s:app=db")
 	if err != nil || b == nil {
 		t.Fatalf("record after the retry = %q, %v; want it written", b, err)
 	}
 	if len(a.pending) != 0 {
 		t.Errorf("pending after a successful commit = %d records, want 0", len(a.pending))
+	}
+	again, err := New(Config{Lifecycle: cfg}, store, nil, prometheus.NewPedanticRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := again.machine.Record("shop/k8s:app=db"); r == nil || r.State != lifecycle.Audit {
+		t.Errorf("record read back = %+v, want db in audit", r)
+	}
+}
+
+// Ensure a workload forgotten and tracked again before the next commit keeps its record: the
+// commit must not delete what is live.
+func TestPersistForgetThenTrack(t *testing.T) {
+	cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true}
+	a, _, snap := learn(t, cfg)
+	store := emptyStore(t)
+	if err := store.UpdateLifecycle(a.persist); err != nil {
+		t.Fatal(err)
+	}
+	a.persisted()
+	a.Update(&synth.Result{}, &aggregate.Snapshot{To: snap.To}, nil) // both left the store: forgotten (warm-up 0 retires)
+	a.Update(&synth.Result{}, snap, nil)                             // and came back
+	if err := store.UpdateLifecycle(a.persist); err != nil {
+		t.Fatal(err)
+	}
+	a.persisted()
+	if b, err := store.Lifecycle("shop/k8s:app=db"); err != nil || b == nil {
+		t.Errorf("record of a workload back in the store = %q, %v; want it kept", b, err)
+	}
+}
+
+// Ensure a store whose lifecycle state cannot be decoded is an error that names the store and
+// the record, and registers no metric.
+func TestNewCorruptLifecycle(t *testing.T) {
+	for _, key := range []string{"shop/k8s:app=db", nodeTotalsKey, retiredKey} {
+		store := emptyStore(t)
+		if err := store.UpdateLifecycle(func(l *aggregate.Lifecycle) error { return l.Put(key, []byte("not json")) }); err != nil {
+			t.Fatal(err)
+		}
+		reg := prometheus.NewPedanticRegistry()
+		_, err := New(Config{Lifecycle: lifecycle.DefaultConfig()}, store, nil, reg)
+		if err == nil || !strings.Contains(err.Error(), store.Path()) {
+			t.Errorf("%s: New = %v, want an error naming the store", key, err)
+		}
+		if mfs, _ := reg.Gather(); len(mfs) != 0 {
+			t.Errorf("%s: a failed New registered %d metric families", key, len(mfs))
+		}
 	}
 }
 
@@ -194,11 +249,11 @@ func TestAuditorLogsDropsOncePerEdge(t *testing.T) {
 	var logs bytes.Buffer
 	a.log = slog.New(slog.NewTextHandler(&logs, nil))
 	a.wall = func() time.Time { return base.Add(24 * time.Hour) }
-	a.observe(ev(2000, web, db, 5432, flows.VerdictForwarded))
-	a.observe(ev(2000+7200, web, db, 5432, flows.VerdictForwarded))
-	a.update(&synth.Result{}, snap, nil)
+	a.Observe(ev(2000, web, db, 5432, flows.VerdictForwarded))
+	a.Observe(ev(2000+7200, web, db, 5432, flows.VerdictForwarded))
+	a.Update(&synth.Result{}, snap, nil)
 	for i := range 5 {
-		a.observe(with(ev(9300+i, evil, db, 5432, flows.VerdictDropped), func(e *flows.Event) {
+		a.Observe(with(ev(9300+i, evil, db, 5432, flows.VerdictDropped), func(e *flows.Event) {
 			e.DropReason = "POLICY_DENIED"
 			e.Point = flows.DirectionIngress
 		}))

@@ -1,0 +1,341 @@
+package auditor
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/recommender/recommender/pkg/aggregate"
+	"github.com/recommender/recommender/pkg/audit"
+	"github.com/recommender/recommender/pkg/flows"
+	"github.com/recommender/recommender/pkg/lifecycle"
+	"github.com/recommender/recommender/pkg/synth"
+)
+
+// Bounds of what the auditor remembers about would-be-denied flows.
+const (
+	maxLoggedEdges     = 10000 // edges already logged once; cleared when full
+	maxDeniedPerTarget = 20    // distinct would-be-denied edges kept per workload for reviews
+	// maxClockSkew is how far ahead of the wall clock a flow's time may be and still advance
+	// the flow clock.
+	maxClockSkew = 5 * time.Minute
+)
+
+// DeniedEdge is one would-be-denied edge of a workload in its current window.
+type DeniedEdge struct {
+	Direction flows.Direction
+	Peer      string
+	Proto     flows.Protocol
+	Port      uint16
+	Count     uint64
+	Last      time.Time // flow time of the newest one, for the status page
+}
+
+// Config holds the audit stage's settings.
+type Config struct {
+	Lifecycle lifecycle.Config
+	Audit     audit.Config
+	// Namespaces is the daemon's shard (--namespace): only workloads in them get a lifecycle;
+	// empty is every namespace.
+	Namespaces []string
+	// Warmup is how long the process must have observed flows before a workload leaving the
+	// store retires its policy and delivery may be destructive (--delivery-warmup).
+	Warmup time.Duration
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Warmup < 0 {
+		errs = append(errs, fmt.Errorf("--delivery-warmup %s: must not be negative", c.Warmup))
+	}
+	errs = append(errs, c.Lifecycle.Validate(), c.Audit.Validate())
+	return errors.Join(errs...)
+}
+
+// Auditor shadow-evaluates every flow against the revisions under audit (and enforced ones,
+// for drops), drives the lifecycle and keeps the audit metrics. Observe runs on the ingest
+// goroutine for each event; Update on the sync loop; the persistence hooks on the Ingester's
+// committer. All methods are safe for concurrent use.
+type Auditor struct {
+	log  *slog.Logger
+	m    *metrics
+	eval *audit.Evaluator
+	cfg  Config
+
+	// mu guards everything below.
+	mu      sync.Mutex
+	machine *lifecycle.Machine
+	// current holds, per workload key, the proposal whose revision is audited or enforced.
+	current map[string]*synth.Proposal
+	// names holds the metric labels of workloads with a proposal.
+	names  map[string]workloadName
+	logged map[string]struct{}
+	denied map[string][]DeniedEdge
+	// history holds the newest revisions per workload for the status page.
+	history revisionHistory
+	// now is the newest flow time seen: the lifecycle's clock, so windows are measured in
+	// observed time and a replayed recording promotes as the live cluster would have.
+	now time.Time
+	// pending and pendingGone hold lifecycle changes written by a commit not yet known to
+	// have succeeded (persist.go).
+	pending     map[string]*lifecycle.Record
+	pendingGone map[string]bool
+	// keys caches workload keys by label slice (keyOf).
+	keys map[keyCacheKey]string
+	// wall is the wall clock (tests replace it).
+	wall func() time.Time
+	// firstEvent is the wall time this process observed its first flow: how long the replica
+	// has watched the cluster, whatever its store holds.
+	firstEvent time.Time
+}
+
+// New loads the lifecycle state the store holds and registers the audit metrics on reg. It
+// fails, registering nothing, when the stored state cannot be read.
+func New(cfg Config, store Store, log *slog.Logger, reg prometheus.Registerer) (*Auditor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	machine, err := load(cfg.Lifecycle, store)
+	if err != nil {
+		return nil, err
+	}
+	a := &Auditor{
+		log:         log,
+		cfg:         cfg,
+		eval:        audit.NewEvaluator(nil, log),
+		machine:     machine,
+		current:     make(map[string]*synth.Proposal),
+		names:       make(map[string]workloadName),
+		logged:      make(map[string]struct{}),
+		denied:      make(map[string][]DeniedEdge),
+		history:     make(revisionHistory),
+		keys:        make(map[keyCacheKey]string),
+		pending:     make(map[string]*lifecycle.Record),
+		pendingGone: make(map[string]bool),
+		wall:        time.Now,
+	}
+	a.m = newMetrics(reg, a.Clock)
+	a.m.setStates(machine.Counts())
+	return a, nil
+}
+
+// Hooks are what the Ingester calls: every applied event is observed, the lifecycle state is
+// written inside each commit, and retention runs on the flow clock (an edge expires when the
+// cluster has moved on without it, not because a recording is older than the wall clock).
+// The auditor thus sees exactly the events the store takes: what the store already holds (a
+// relay re-sending its buffer after a restart) is evidence counted once, not twice.
+func (a *Auditor) Hooks() aggregate.IngestHooks {
+	return aggregate.IngestHooks{
+		Observe:      a.Observe,
+		BeforeCommit: a.persist,
+		AfterCommit:  func(aggregate.CommitInfo) { a.persisted() },
+		Clock:        a.Clock,
+	}
+}
+
+type workloadName struct{ namespace, name string }
+
+// Drain returns once every event handed to Observe so far is accounted in the metrics and the
+// lifecycle.
+func (a *Auditor) Drain() {
+	a.mu.Lock()
+	//lint:ignore SA2001 an empty critical section is the point: Observe accounts under mu
+	a.mu.Unlock()
+}
+
+// Clock returns the newest flow time seen, the time base of windows and retention.
+func (a *Auditor) Clock() time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.now
+}
+
+// keyOf returns the workload key of a peer. The normalizer hands out one shared label slice
+// per identity, so the key is cached by that slice: building it costs an allocation per flow
+// end otherwise. The cache is cleared when it outgrows maxKeyCache (identities churn).
+func (a *Auditor) keyOf(p *flows.Peer) string {
+	if len(p.Labels) == 0 {
+		return aggregate.WorkloadKey{Namespace: p.Namespace}.String()
+	}
+	ck := keyCacheKey{ns: p.Namespace, first: &p.Labels[0], n: len(p.Labels)}
+	if k, ok := a.keys[ck]; ok {
+		return k
+	}
+	if len(a.keys) >= maxKeyCache {
+		clear(a.keys)
+	}
+	k := aggregate.WorkloadKey{Namespace: p.Namespace, Labels: p.Labels}.String()
+	a.keys[ck] = k
+	return k
+}
+
+type keyCacheKey struct {
+	ns    string
+	first *string
+	n     int
+}
+
+const maxKeyCache = 1 << 16
+
+// end is one side of a flow that a policy may govern.
+type end struct {
+	dir   flows.Direction
+	self  *flows.Peer
+	other *flows.Peer
+}
+
+// Observe accounts one event: lost-event totals per node, enforced-policy drops, Cilium's own
+// AUDIT verdicts, and the shadow verdict of the revision each workload end is audited with.
+func (a *Auditor) Observe(ev *flows.Event) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.firstEvent.IsZero() {
+		a.firstEvent = a.wall()
+	}
+	// A node whose clock runs ahead must not move every window and the retention forward.
+	if ev.Time.After(a.now) && ev.Time.Before(a.wall().Add(maxClockSkew)) {
+		if n := a.machine.Advance(a.now, ev.Time); n > 0 {
+			a.log.Info("flow clock jumped: the unseen time does not count towards windows",
+				"from", a.now, "to", ev.Time, "windows", n)
+		}
+		a.now = ev.Time
+	}
+	if ev.Kind == flows.KindLost {
+		if ev.Lost != nil {
+			a.machine.NodeLost(ev.Node, ev.Lost.Count)
+		}
+		return
+	}
+	a.machine.NodeEvent(ev.Node)
+	ends := []end{{flows.DirectionEgress, &ev.Src, &ev.Dst}, {flows.DirectionIngress, &ev.Dst, &ev.Src}}
+
+	switch ev.Verdict {
+	case flows.VerdictDropped:
+		if flows.IsPolicyDrop(ev.DropReason) {
+			a.policyDrop(ev, ends)
+		}
+		return // dropped traffic does not work today: no policy can break it
+	case flows.VerdictError:
+		return
+	}
+
+	var verdict audit.Verdict
+	evaluated := false
+	for _, e := range ends {
+		if e.self.Kind != flows.PeerWorkload {
+			continue
+		}
+		key := a.keyOf(e.self)
+		rec := a.machine.Record(key)
+		if rec == nil || rec.State == lifecycle.Observing || a.current[key] == nil {
+			continue
+		}
+		if !evaluated {
+			v, err := a.eval.Evaluate(ev)
+			if err != nil && !errors.Is(err, audit.ErrNotFlow) {
+				a.log.Debug("evaluate flow", "err", err)
+			}
+			verdict, evaluated = v, true
+		}
+		dv := verdict.Get(e.dir)
+		// Cilium in policy-audit-mode reports AUDIT where its enforced policy would deny: the
+		// same evidence as our own shadow verdict, counted once.
+		ciliumAudit := ev.Verdict == flows.VerdictAudit && (ev.Point == e.dir || ev.Point == flows.DirectionUnknown)
+		if ciliumAudit {
+			n := a.names[key]
+			a.m.auditDeny.WithLabelValues(n.namespace, n.name, e.dir.String()).Inc()
+		}
+		if dv.Decision == audit.DecisionUnknown && !ciliumAudit {
+			continue // the flow lacks the facts to decide (a named port, a header): not evidence either way
+		}
+		denied := dv.Denied() || ciliumAudit
+		if denied {
+			a.wouldDeny(ev, e, key, dv)
+		}
+		a.machine.Evaluated(key, ev.Node, denied, ev.Time)
+	}
+}
+
+func (a *Auditor) wouldDeny(ev *flows.Event, e end, key string, dv audit.DirectionVerdict) {
+	n := a.names[key]
+	a.m.wouldDeny.WithLabelValues(n.namespace, n.name, e.dir.String(), e.other.Kind.String()).Inc()
+	peer := e.other.String()
+	port := ev.PortString()
+	if a.firstOnEdge(key + "|" + e.dir.String() + "|" + e.other.Key() + "|" + port) {
+		a.log.Warn("would-be-denied flow",
+			"workload", n.namespace+"/"+n.name, "direction", e.dir.String(), "peer", peer, "port", port,
+			"verdict", ev.Verdict.String(), "reason", dv.String(), "node", ev.Node, "time", ev.Time)
+	}
+	ds := a.denied[key]
+	for i := range ds {
+		if ds[i].Direction == e.dir && ds[i].Peer == peer && ds[i].Proto == ev.Proto && ds[i].Port == ev.Port {
+			ds[i].Count++
+			ds[i].Last = ev.Time
+			return
+		}
+	}
+	if len(ds) < maxDeniedPerTarget {
+		a.denied[key] = append(ds, DeniedEdge{Direction: e.dir, Peer: peer, Proto: ev.Proto, Port: ev.Port, Count: 1, Last: ev.Time})
+	}
+}
+
+// firstOnEdge reports whether edge is seen for the first time since the memory of logged edges
+// was last cleared (it holds at most maxLoggedEdges).
+func (a *Auditor) firstOnEdge(edge string) bool {
+	if _, ok := a.logged[edge]; ok {
+		return false
+	}
+	if len(a.logged) >= maxLoggedEdges {
+		clear(a.logged)
+	}
+	a.logged[edge] = struct{}{}
+	return true
+}
+
+func (a *Auditor) policyDrop(ev *flows.Event, ends []end) {
+	for _, e := range ends {
+		if e.self.Kind != flows.PeerWorkload {
+			continue
+		}
+		if ev.Point != flows.DirectionUnknown && ev.Point != e.dir {
+			continue
+		}
+		key := a.keyOf(e.self)
+		rec := a.machine.Record(key)
+		if rec == nil || rec.State != lifecycle.Enforced {
+			continue
+		}
+		n := a.names[key]
+		a.m.policyDrops.WithLabelValues(n.namespace, n.name, e.dir.String()).Inc()
+		// Logged once per edge: the counter carries the rest (a denied client retries a lot).
+		if a.firstOnEdge("drop|" + key + "|" + e.dir.String() + "|" + e.other.Key() + "|" + ev.PortString()) {
+			a.log.Warn("enforced policy dropped a flow",
+				"workload", n.namespace+"/"+n.name, "direction", e.dir.String(), "peer", e.other.String(),
+				"port", ev.PortString(), "reason", ev.DropReason, "node", ev.Node)
+		}
+		if tr := a.machine.PolicyDrop(key, ev.Time); tr != nil {
+			a.logTransition(*tr)
+		}
+	}
+}
+
+func (a *Auditor) logTransition(tr lifecycle.Transition) {
+	n := a.names[tr.Workload]
+	a.log.Info("policy lifecycle", "workload", n.namespace+"/"+n.name, "from", string(tr.From), "to", string(tr.To),
+		"revision", ShortRevision(tr.Revision), "reason", tr.Reason)
+}
+
+// ShortRevision is the first 12 hex digits of a revision, as logs and the status page show it.
+func ShortRevision(r string) string {
+	if len(r) > 12 {
+		return r[:12]
+	}
+	return r
+}
