@@ -126,7 +126,7 @@ GitOps pull requests (--git-url). SIGTERM commits the last batch before exiting.
 	f.StringVar(&o.leaseName, "leader-elect-name", "recommender", "name of the leader election Lease")
 	f.BoolVar(&o.clusterPolicies, "cluster-policies", true, "with a cluster connection: include the cluster's existing CNPs/CCNPs in shadow evaluation")
 	f.StringVar(&o.allowLocalhost, "allow-localhost", audit.AllowLocalhostAlways, "Cilium's allow-localhost setting: always (host may reach local pods) or policy")
-	f.BoolVar(&o.policyDefaultLocal, "policy-default-local-cluster", true, "Cilium's policy-default-local-cluster setting: peer selectors without a cluster select the local cluster only (1.19+ default); false audits as Cilium 1.18 and older, where they select every cluster of the mesh")
+	f.BoolVar(&o.policyDefaultLocal, flagPolicyDefaultLocal, true, helpPolicyDefaultLocal)
 	f.DurationVar(&o.deliveryWarmup, "delivery-warmup", 10*time.Minute, "observe flows this long after start before any destructive write to the cluster (pruning, a new revision over one in force) and before a workload leaving the store retires its policy")
 	f.Float64Var(&o.cluster.MaxPruneRatio, "max-prune-ratio", cluster.DefaultMaxPruneRatio, "refuse (and alert on) a sync that would prune more than this fraction of the policies recommender owns (one prune is always allowed)")
 	f.BoolVar(&o.cluster.ForceConflicts, "force-conflicts", false, "take back owned policies another field manager changed (kubectl edit); off: report the drift and leave them")
