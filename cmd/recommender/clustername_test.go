@@ -6,11 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/recommender/recommender/internal/flowgen"
 )
 
 // Ensure the local cluster name follows Cilium's configuration when it can be read: taken when
@@ -80,5 +87,64 @@ func TestLocalClusterName(t *testing.T) {
 				t.Errorf("logged %q, want one line saying %q", logs.String(), tt.wantLog)
 			}
 		})
+	}
+}
+
+// Ensure run connected to a cluster takes the local cluster's name from Cilium's cilium-config:
+// a mesh recording without --cluster-name gets east's proposals only (and is refused without
+// the ConfigMap), and a --cluster-name naming another cluster stops the start with both
+// names (real kube-apiserver).
+func TestRunClusterNameFromCilium(t *testing.T) {
+	kube.Require(t)
+	kc, err := kubernetes.NewForConfig(kube.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := "cilium-run"
+	if _, err := kc.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cilium-config", Namespace: ns},
+		Data: map[string]string{"cluster-name": flowgen.MeshEast, "cluster-id": "1"}}
+	if _, err := kc.CoreV1().ConfigMaps(ns).Create(t.Context(), cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mesh := meshFile(t)
+	run := func(extra ...string) (string, string, error) {
+		dir := t.TempDir()
+		out := filepath.Join(dir, "out")
+		args := append([]string{"run", "--flows", mesh, "--once", "--db", filepath.Join(dir, "r.db"), "--metrics-addr", "",
+			"--out", out, "--kubeconfig", kube.Kubeconfig, "--cilium-namespace", ns, "--log-level", "error"}, extra...)
+		_, stderr, err := runCmd(t.Context(), args...)
+		return out, stderr, err
+	}
+
+	out, stderr, err := run()
+	if err != nil {
+		t.Fatalf("run without --cluster-name: %v\n%s", err, stderr)
+	}
+	yamls, _ := filepath.Glob(filepath.Join(out, "*.yaml"))
+	var names []string
+	for _, y := range yamls {
+		names = append(names, strings.TrimSuffix(filepath.Base(y), ".yaml"))
+	}
+	// east runs frontend, cart and coredns; redis and prober run in west only.
+	if !slices.Contains(names, "shop-frontend") || slices.Contains(names, "shop-redis") || slices.Contains(names, "ops-prober") {
+		t.Errorf("proposals %v, want east's (shop-frontend) and none of west's (shop-redis, ops-prober)", names)
+	}
+
+	// Without cilium-config (another namespace) the name comes from the flows, as without a
+	// cluster: synthesis refuses the mesh (the daemon logs it) and proposes nothing.
+	noConfig, stderr, err := run("--cilium-namespace", "default")
+	if err != nil {
+		t.Fatalf("run without cilium-config: %v\n%s", err, stderr)
+	}
+	if yamls, _ := filepath.Glob(filepath.Join(noConfig, "*.yaml")); len(yamls) != 0 {
+		t.Errorf("run without cilium-config or --cluster-name on a mesh proposed %v, want nothing", yamls)
+	}
+
+	_, _, err = run("--cluster-name", flowgen.MeshWest)
+	if err == nil || !strings.Contains(err.Error(), `--cluster-name "west"`) || !strings.Contains(err.Error(), `cluster-name "east"`) {
+		t.Errorf("run --cluster-name west against Cilium's east = %v, want an error naming both", err)
 	}
 }
