@@ -40,9 +40,9 @@ type Config struct {
 	DNSSubdomainWildcard bool
 	// PolicyLog sets spec.log.value on every generated policy to LogValue of its name
 	// (--policy-log). Cilium 1.18 and newer copy it into the policy_log of the Hubble flows
-	// whose verdict a rule of the policy decided. Off by default: the CRDs of older agents
-	// have no such field (the API server refuses the apply), and the value is carried by every
-	// flow the policy allows (docs/clustermesh.md, "Drop attribution").
+	// a rule of the policy allowed. Off by default: the CRDs of older agents do not declare
+	// the field, every flow the policy allows carries the value, and it changes every
+	// revision (docs/clustermesh.md, "Drop attribution").
 	PolicyLog bool
 }
 
