@@ -14,13 +14,18 @@ const (
 	flagPolicies       = "policies"
 	flagClusterName    = "cluster-name"
 	flagAllowLocalhost = "allow-localhost"
+	// flagPolicyDefaultLocal mirrors the Cilium agent option of the same name (issue 16), on
+	// run and check alike.
+	flagPolicyDefaultLocal = "policy-default-local-cluster"
+	helpPolicyDefaultLocal = "Cilium's policy-default-local-cluster setting: peer selectors without a cluster select the local cluster only (1.19+ default); false audits as Cilium 1.18 and older, where they select every cluster of the mesh"
 )
 
 type checkOptions struct {
-	src      *sourceOptions
-	policies string
-	audit    audit.Config
-	output   string
+	src                *sourceOptions
+	policies           string
+	audit              audit.Config
+	policyDefaultLocal bool
+	output             string
 }
 
 func newCheckCmd(g *globalOptions) *cobra.Command {
@@ -44,6 +49,7 @@ carry (named ports, HTTP headers) are listed as unknown and do not fail the chec
 			if err := validateOutput(o.output); err != nil {
 				return err
 			}
+			o.audit.PolicyAnyCluster = !o.policyDefaultLocal
 			if err := o.audit.Validate(); err != nil {
 				return fmt.Errorf("--%s: %w", flagAllowLocalhost, err)
 			}
@@ -126,6 +132,7 @@ carry (named ports, HTTP headers) are listed as unknown and do not fail the chec
 	o.src.addFlags(cmd.Flags())
 	cmd.Flags().StringVar(&o.policies, flagPolicies, "", "directory of CiliumClusterwideNetworkPolicy/CiliumNetworkPolicy YAML or JSON files (read recursively)")
 	cmd.Flags().StringVar(&o.audit.ClusterName, flagClusterName, "", "Cilium cluster name (scopes peer selectors and the cluster entity; workloads of other clusters are peers only); empty evaluates the flows as one cluster, so set it for flows of a ClusterMesh")
+	cmd.Flags().BoolVar(&o.policyDefaultLocal, flagPolicyDefaultLocal, true, helpPolicyDefaultLocal)
 	cmd.Flags().StringVar(&o.audit.AllowLocalhost, flagAllowLocalhost, audit.AllowLocalhostAlways, "as Cilium's --allow-localhost on Kubernetes: always (the node reaches its pods) or policy")
 	cmd.Flags().StringVarP(&o.output, flagOutput, "o", "table", "output format: table or json")
 	return cmd

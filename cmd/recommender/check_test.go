@@ -4,8 +4,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/recommender/recommender/internal/flowgen"
 )
 
 const (
@@ -84,4 +87,94 @@ func TestCheckErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// meshFile writes flowgen's two-cluster mesh as a recording of the mesh's relay.
+func meshFile(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "mesh.jsonl")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := flowgen.Mesh(flowgen.JSONL(f)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// proberToFrontend is a hand-written policy whose peer selector names no cluster: west's
+// prober reaches east's frontend under policy-default-local-cluster=false (Cilium 1.18 and
+// older) and not under true (1.19+).
+const proberToFrontend = `apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata:
+  name: frontend-from-prober
+spec:
+  endpointSelector:
+    matchLabels:
+      k8s:app: frontend
+      k8s:io.kubernetes.pod.namespace: shop
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        k8s:app: prober
+        k8s:io.kubernetes.pod.namespace: ops
+    toPorts:
+    - ports:
+      - port: "80"
+        protocol: TCP
+`
+
+// Ensure check follows --policy-default-local-cluster on a two-cluster mesh: a selector that
+// names no cluster allows a remote peer only under false, and generated policies, which name
+// their peers' clusters, give the same verdicts under both.
+func TestCheckMeshPolicyDefaultLocalCluster(t *testing.T) {
+	mesh := meshFile(t)
+	hand := t.TempDir()
+	if err := os.WriteFile(filepath.Join(hand, "policy.yaml"), []byte(proberToFrontend), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	generated := filepath.Join(t.TempDir(), "out")
+	if out, err := execute(t, "recommend", "--flows", mesh, "--cluster-name", flowgen.MeshEast, "--out", generated, "--log-level", "error"); err != nil {
+		t.Fatalf("recommend: %v\n%s", err, out)
+	}
+	check := func(policies string, local bool) (string, string, error) {
+		return runCmd(t.Context(), "check", "--flows", mesh, "--policies", policies, "--cluster-name", flowgen.MeshEast,
+			"--policy-default-local-cluster="+strconv.FormatBool(local), "-o", "json", "--log-level", "error")
+	}
+
+	t.Run("hand-written", func(t *testing.T) {
+		if out, _, err := check(hand, false); err != nil {
+			t.Errorf("check =false: %v, want west's prober allowed by a selector without a cluster\n%s", err, out)
+		}
+		out, _, err := check(hand, true)
+		if !errors.Is(err, errWouldDeny) {
+			t.Fatalf("check =true: %v, want errWouldDeny: the selector selects the local cluster only\n%s", err, out)
+		}
+		for _, want := range []string{"prober", "frontend", `"port": 80`} {
+			if !strings.Contains(out, want) {
+				t.Errorf("check =true output does not name %s:\n%s", want, out)
+			}
+		}
+	})
+	t.Run("generated", func(t *testing.T) {
+		var outs, summaries [2]string
+		for i, local := range []bool{false, true} {
+			out, summary, err := check(generated, local)
+			if err != nil {
+				t.Fatalf("check =%t: %v, want every recorded flow allowed\n%s%s", local, err, summary, out)
+			}
+			outs[i], summaries[i] = out, summary
+		}
+		if outs[0] != outs[1] || summaries[0] != summaries[1] {
+			t.Errorf("generated policies evaluate differently:\n=false: %s%s\n=true: %s%s", summaries[0], outs[0], summaries[1], outs[1])
+		}
+		if strings.Contains(summaries[0], "flows evaluated 0,") {
+			t.Errorf("no flow evaluated: %s", summaries[0])
+		}
+	})
 }

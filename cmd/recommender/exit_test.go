@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/recommender/recommender/internal/k8stest"
 )
 
 // envMainArgs makes the test binary run the command line it holds (one argument per line)
@@ -24,8 +26,12 @@ func TestMain(m *testing.M) {
 	if args, ok := os.LookupEnv(envMainArgs); ok {
 		os.Exit(run(context.Background(), strings.Split(args, "\n"), os.Stdin, os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	os.Exit(k8stest.Main(m, &kube))
 }
+
+// kube is the real kube-apiserver of the tests that connect `run` to a cluster
+// (RECOMMENDER_K8S=1); the others ignore it.
+var kube *k8stest.Cluster
 
 // Ensure the exit status is decided by the error's type: findings (alone, wrapped or joined)
 // are 1, anything else is 2, even joined with a finding.

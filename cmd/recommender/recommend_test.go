@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/recommender/recommender/pkg/synth"
 )
 
 // Ensure the README's quick start works on the bundled recordings with no cluster: a shell
@@ -57,6 +59,43 @@ func TestRecommendFlags(t *testing.T) {
 	} {
 		if _, err := execute(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// Ensure --policy-log writes spec.log with each policy's LogValue, and that without it no
+// policy carries one (the default leaves the policies, and so their revisions, as before).
+func TestRecommendPolicyLog(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "flows", "*.jsonl"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("recordings: %v %v", files, err)
+	}
+	for _, on := range []bool{false, true} {
+		out := filepath.Join(t.TempDir(), "out")
+		args := append(append([]string{"recommend", "--flows"}, files...), "--out", out)
+		if on {
+			args = append(args, "--policy-log")
+		}
+		if stdout, err := execute(t, args...); err != nil {
+			t.Fatalf("recommend --policy-log=%t: %v\n%s", on, err, stdout)
+		}
+		yamls, _ := filepath.Glob(filepath.Join(out, "*.yaml"))
+		if len(yamls) == 0 {
+			t.Fatal("no policy written")
+		}
+		for _, y := range yamls {
+			b, err := os.ReadFile(y)
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := strings.TrimSuffix(filepath.Base(y), ".yaml")
+			want := "\n  log:\n    value: " + synth.LogValue(name) + "\n"
+			if got := strings.Contains(string(b), want); got != on {
+				t.Errorf("--policy-log=%t: %s has %q: %t, want %t", on, y, want, got, on)
+			}
+			if !on && strings.Contains(string(b), "\n  log:") {
+				t.Errorf("%s has spec.log without --policy-log", y)
+			}
 		}
 	}
 }

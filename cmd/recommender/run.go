@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -22,6 +24,7 @@ import (
 	"github.com/recommender/recommender/pkg/flows"
 	"github.com/recommender/recommender/pkg/gitops"
 	"github.com/recommender/recommender/pkg/lifecycle"
+	"github.com/recommender/recommender/pkg/synth"
 )
 
 // runOptions are the flags of `recommender run`.
@@ -58,6 +61,9 @@ type runOptions struct {
 	deliveryWarmup     time.Duration
 	kube               kubeOptions
 	gitops             gitops.Config
+
+	// ciliumNamespace holds Cilium's cilium-config, where the local cluster name is read from.
+	ciliumNamespace string
 }
 
 // kubeOptions are the client settings of every Kubernetes API call.
@@ -124,9 +130,10 @@ GitOps pull requests (--git-url). SIGTERM commits the last batch before exiting.
 	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader with a Lease: only the leader writes to the cluster and opens pull requests")
 	f.StringVar(&o.leaseNamespace, "leader-elect-namespace", "kube-system", "namespace of the leader election Lease")
 	f.StringVar(&o.leaseName, "leader-elect-name", "recommender", "name of the leader election Lease")
+	f.StringVar(&o.ciliumNamespace, "cilium-namespace", "kube-system", "with a cluster connection: namespace of Cilium's ConfigMap cilium-config, whose cluster-name is the local cluster's name (must match --cluster-name when both are set)")
 	f.BoolVar(&o.clusterPolicies, "cluster-policies", true, "with a cluster connection: include the cluster's existing CNPs/CCNPs in shadow evaluation")
 	f.StringVar(&o.allowLocalhost, "allow-localhost", audit.AllowLocalhostAlways, "Cilium's allow-localhost setting: always (host may reach local pods) or policy")
-	f.BoolVar(&o.policyDefaultLocal, "policy-default-local-cluster", true, "Cilium's policy-default-local-cluster setting: peer selectors without a cluster select the local cluster only (1.19+ default); false audits as Cilium 1.18 and older, where they select every cluster of the mesh")
+	f.BoolVar(&o.policyDefaultLocal, flagPolicyDefaultLocal, true, helpPolicyDefaultLocal)
 	f.DurationVar(&o.deliveryWarmup, "delivery-warmup", 10*time.Minute, "observe flows this long after start before any destructive write to the cluster (pruning, a new revision over one in force) and before a workload leaving the store retires its policy")
 	f.Float64Var(&o.cluster.MaxPruneRatio, "max-prune-ratio", cluster.DefaultMaxPruneRatio, "refuse (and alert on) a sync that would prune more than this fraction of the policies recommender owns (one prune is always allowed)")
 	f.BoolVar(&o.cluster.ForceConflicts, "force-conflicts", false, "take back owned policies another field manager changed (kubectl edit); off: report the drift and leave them")
@@ -256,7 +263,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		}
 	}
 	if o.needsCluster() {
-		if err := o.wireCluster(&deps, reg, pods); err != nil {
+		if err := o.wireCluster(ctx, &deps, reg, pods, &synthCfg); err != nil {
 			return err
 		}
 	}
@@ -303,8 +310,9 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	return err
 }
 
-// wireCluster connects to the API server for delivery, leader election and context.
-func (o *runOptions) wireCluster(deps *daemon.Deps, reg prometheus.Registerer, pods *flows.LivePods) error {
+// wireCluster connects to the API server for delivery, leader election and context, and
+// settles synthCfg's cluster name with Cilium's.
+func (o *runOptions) wireCluster(ctx context.Context, deps *daemon.Deps, reg prometheus.Registerer, pods *flows.LivePods, synthCfg *synth.Config) error {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	if o.kubeconfig != "" {
 		rules.ExplicitPath = o.kubeconfig
@@ -347,6 +355,11 @@ func (o *runOptions) wireCluster(deps *daemon.Deps, reg prometheus.Registerer, p
 		deps.Applier = ap
 	}
 	reader := cluster.NewReader(kc.CoreV1(), kc.AppsV1(), dyn)
+	name, err := localClusterName(ctx, synthCfg.ClusterName, o.ciliumNamespace, reader.CiliumClusterName, log)
+	if err != nil {
+		return err
+	}
+	synthCfg.ClusterName = name
 	deps.RefreshPods = func(ctx context.Context) error {
 		ps, err := reader.Pods(ctx)
 		if err != nil {
@@ -366,4 +379,33 @@ func (o *runOptions) wireCluster(deps *daemon.Deps, reg prometheus.Registerer, p
 	}
 	log.Info("connected to kubernetes", "host", rc.Host, "leaderElect", o.leaderElect)
 	return nil
+}
+
+// localClusterName settles the name of the cluster policies are proposed for (issue 16) with
+// the one Cilium's agents use, read by cilium (Reader.CiliumClusterName) from namespace:
+// flag (--cluster-name) unset takes Cilium's, and a flag that names another cluster is an
+// error, since every selector would name the wrong cluster. Without Cilium's configuration
+// (no cilium-config there, or no Role to read it) it logs why once and returns flag, so the
+// name comes from the flag or, unset, from the flows, as without a cluster connection.
+// Other errors stop the start: guessing could propose policies for the wrong cluster.
+func localClusterName(ctx context.Context, flag, namespace string, cilium func(context.Context, string) (string, error), log *slog.Logger) (string, error) {
+	name, err := cilium(ctx, namespace)
+	switch {
+	case apierrors.IsNotFound(err) || apierrors.IsForbidden(err):
+		log.Warn("cilium configuration not readable: the cluster name comes from --cluster-name or the flows",
+			"configmap", namespace+"/"+cluster.CiliumConfigMap, "cluster_name", flag, "err", err)
+		return flag, nil
+	case err != nil:
+		return "", fmt.Errorf("cluster name from Cilium's configuration (--cilium-namespace %s): %w", namespace, err)
+	case name == "":
+		log.Warn("cilium configuration names no cluster: the cluster name comes from --cluster-name or the flows",
+			"configmap", namespace+"/"+cluster.CiliumConfigMap, "cluster_name", flag)
+		return flag, nil
+	case flag != "" && flag != name:
+		return "", fmt.Errorf("--cluster-name %q differs from Cilium's cluster-name %q (configmap %s/%s): policies would select peers of the wrong cluster", flag, name, namespace, cluster.CiliumConfigMap)
+	}
+	if flag == "" {
+		log.Info("cluster name from cilium configuration", "cluster_name", name, "configmap", namespace+"/"+cluster.CiliumConfigMap)
+	}
+	return name, nil
 }

@@ -146,6 +146,7 @@ func TestChartRejectsInvalidValues(t *testing.T) {
 		{"numeric tag", []string{"image.tag=1"}, "at '/image/tag': got number, want string"},
 		{"flag without dashes", []string{"extraArgs[0]=learn=false"}, "at '/extraArgs/0': 'learn=false' does not match pattern"},
 		{"port out of range", []string{"metricsPort=70000"}, "at '/metricsPort': maximum: got 70,000, want 65,535"},
+		{"cilium namespace not a name", []string{"cilium.namespace=Kube_System"}, "at '/cilium/namespace': 'Kube_System' does not match pattern"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := []string{"template", "recommender", chartDir}

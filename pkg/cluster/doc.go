@@ -13,7 +13,8 @@
 //     ingest and evaluate; only the leader writes. Writes stop the moment the
 //     lease is lost.
 //   - Reader: read-only context (namespaces, pods and their owning workloads,
-//     existing CNPs and CCNPs) returned as plain data or Cilium's own types.
+//     existing CNPs and CCNPs, the cluster name in Cilium's cilium-config)
+//     returned as plain data or Cilium's own types.
 //
 // It does not decide what to apply: synthesis and the audit lifecycle do, and
 // the daemon passes the result to Sync.
@@ -72,7 +73,8 @@
 // # RBAC
 //
 // deploy/rbac.yaml grants exactly what this package uses: CCNPs
-// get/list/watch/create/patch/delete, CNPs get/list/watch, namespaces and pods
-// get/list/watch, replicasets list, and leases get/create/update in the
-// daemon's namespace. A test checks it through impersonation.
+// get/list/create/patch/delete, CNPs, pods and replicasets list, and create on
+// leases and get/update on its own Lease in the daemon's namespace; deploy/rbac-cilium-config.yaml grants get on the one
+// ConfigMap cilium-config in Cilium's namespace. A test checks them through
+// impersonation.
 package cluster

@@ -801,6 +801,10 @@ func rbacCalls(ctx context.Context, t *testing.T, c, as clients, forbidden <-cha
 	if _, err := reader.Pods(ctx); err != nil {
 		return fmt.Errorf("read pods: %w", err)
 	}
+	// run takes the local cluster's name from Cilium's configuration.
+	if _, err := reader.CiliumClusterName(ctx, "kube-system"); err != nil {
+		return fmt.Errorf("read cilium's cluster name: %w", err)
+	}
 
 	if err := c.coord.Leases("kube-system").Delete(ctx, "recommender", metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		t.Fatal(err)
@@ -895,14 +899,21 @@ func awaitAccess(t *testing.T, attrs authorizationv1.ResourceAttributes, allowed
 
 const rbacServiceAccount = "system:serviceaccount:kube-system:recommender"
 
-// Ensure deploy/rbac.yaml is least privilege for the daemon, proven as its
-// service account: sufficient (every call the daemon makes succeeds), needed
-// (without any one granted verb, some call is forbidden), and nothing more
-// (no Secrets, pods, other Leases, other namespaces).
+// rbacManifests are the RBAC files of deploy/ that TestRBAC proves together.
+var rbacManifests = []string{"../../deploy/rbac.yaml", "../../deploy/rbac-cilium-config.yaml"}
+
+// Ensure deploy/rbac.yaml and deploy/rbac-cilium-config.yaml are least privilege
+// for the daemon, proven as its service account: sufficient (every call the
+// daemon makes succeeds), needed (without any one granted verb, some call is
+// forbidden), and nothing more (no Secrets, pods, other Leases or ConfigMaps,
+// other namespaces).
 func TestRBAC(t *testing.T) {
 	c := admin(t)
-	applyManifest(t, c.dyn, "../../deploy/rbac.yaml")
+	for _, m := range rbacManifests {
+		applyManifest(t, c.dyn, m)
+	}
 	ns := readerFixture(t, c, "rbac")
+	ciliumConfigFixture(t, c, "kube-system", map[string]string{"cluster-name": "east"})
 	sa := rest.CopyConfig(env.Config)
 	sa.Impersonate = rest.ImpersonationConfig{UserName: rbacServiceAccount}
 	forbidden := make(chan string, 1)
@@ -925,6 +936,9 @@ func TestRBAC(t *testing.T) {
 		t.Fatalf("the daemon's calls as the service account: %v", err)
 	}
 	checkReader(t, NewReader(as.core, as.apps, as.dyn), ns)
+	if name, err := NewReader(as.core, as.apps, as.dyn).CiliumClusterName(t.Context(), "kube-system"); err != nil || name != "east" {
+		t.Errorf("CiliumClusterName as the service account = %q, %v; want east", name, err)
+	}
 
 	// And nothing else.
 	denied := []struct {
@@ -976,6 +990,26 @@ func TestRBAC(t *testing.T) {
 			_, err := as.coord.Leases("default").Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "recommender"}}, metav1.CreateOptions{})
 			return err
 		}},
+		{"get another configmap in cilium's namespace", func(ctx context.Context) error {
+			_, err := as.core.ConfigMaps("kube-system").Get(ctx, "extension-apiserver-authentication", metav1.GetOptions{})
+			return err
+		}},
+		{"list configmaps in cilium's namespace", func(ctx context.Context) error {
+			_, err := as.core.ConfigMaps("kube-system").List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"get cilium-config in another namespace", func(ctx context.Context) error {
+			_, err := as.core.ConfigMaps(ns).Get(ctx, CiliumConfigMap, metav1.GetOptions{})
+			return err
+		}},
+		{"update cilium-config", func(ctx context.Context) error {
+			cm, err := c.core.ConfigMaps("kube-system").Get(ctx, CiliumConfigMap, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = as.core.ConfigMaps("kube-system").Update(ctx, cm, metav1.UpdateOptions{})
+			return err
+		}},
 		{"get a deployment", func(ctx context.Context) error {
 			_, err := as.apps.Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
 			return err
@@ -989,7 +1023,11 @@ func TestRBAC(t *testing.T) {
 
 	// Needed: each verb taken away in turn, and put back.
 	run := 0
-	for _, role := range rbacRoles(t, "../../deploy/rbac.yaml") {
+	var roles []*unstructured.Unstructured
+	for _, m := range rbacManifests {
+		roles = append(roles, rbacRoles(t, m)...)
+	}
+	for _, role := range roles {
 		rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
 		for ri, r := range rules {
 			rule := r.(map[string]any)

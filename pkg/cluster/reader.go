@@ -20,8 +20,9 @@ import (
 
 // Reader reads context from the cluster: the Cilium policies already there, for shadow
 // evaluation, and the pods with their owners, to resolve pods that flows name only by
-// namespace and pod name. It never writes; deploy/rbac.yaml grants it list on CNPs, CCNPs,
-// pods and replicasets.
+// namespace and pod name, and the local cluster's name from Cilium's configuration. It never
+// writes; deploy/rbac.yaml grants it list on CNPs, CCNPs, pods and replicasets, and
+// deploy/rbac-cilium-config.yaml get on Cilium's ConfigMap.
 type Reader struct {
 	core corev1client.CoreV1Interface
 	apps appsv1client.AppsV1Interface
@@ -211,4 +212,36 @@ func decode(u *unstructured.Unstructured, into any) error {
 		return fmt.Errorf("decode %s %s: %w", u.GetKind(), u.GetName(), err)
 	}
 	return nil
+}
+
+// Cilium's agent configuration as its Helm chart writes it (install/kubernetes/cilium,
+// templates/cilium-configmap.yaml): ConfigMap cilium-config in the namespace Cilium runs in
+// (the chart's namespaceOverride, else the release namespace; kube-system in Cilium's install
+// guides), key cluster-name from the value cluster.name.
+const (
+	// CiliumConfigMap is the name of Cilium's agent configuration ConfigMap.
+	CiliumConfigMap = "cilium-config"
+	// ciliumClusterNameKey is the agent option cluster-name (pkg/clustermesh/types OptClusterName).
+	ciliumClusterNameKey = "cluster-name"
+	// ciliumDefaultClusterName is what an agent without the option uses (pkg/defaults
+	// ClusterName) and the chart's default cluster.name.
+	ciliumDefaultClusterName = "default"
+)
+
+// CiliumClusterName returns the cluster name Cilium's agents use, read from the cilium-config
+// ConfigMap in namespace: the name in every identity's io.cilium.k8s.policy.cluster label. A
+// ConfigMap without the key means the agent's default, "default". The request has the
+// client's timeout, as every read of the Reader. Errors wrap the API's, so
+// apierrors.IsNotFound (no such ConfigMap: not installed by the chart, another namespace) and
+// apierrors.IsForbidden (no Role grants get on it) tell those apart from a failure.
+func (r *Reader) CiliumClusterName(ctx context.Context, namespace string) (string, error) {
+	cm, err := r.core.ConfigMaps(namespace).Get(ctx, CiliumConfigMap, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("read configmap %s/%s: %w", namespace, CiliumConfigMap, err)
+	}
+	name, ok := cm.Data[ciliumClusterNameKey]
+	if !ok {
+		return ciliumDefaultClusterName, nil
+	}
+	return name, nil
 }

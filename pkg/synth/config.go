@@ -38,6 +38,12 @@ type Config struct {
 	// DNSSubdomainWildcard allows "**." DNS patterns, which match one or more labels
 	// (--dns-subdomain-wildcard). Only Cilium 1.19 and newer support them; never on by default.
 	DNSSubdomainWildcard bool
+	// PolicyLog sets spec.log.value on every generated policy to LogValue of its name
+	// (--policy-log). Cilium 1.18 and newer copy it into the policy_log of the Hubble flows
+	// a rule of the policy allowed. Off by default: the CRDs of older agents do not declare
+	// the field, every flow the policy allows carries the value, and it changes every
+	// revision (docs/clustermesh.md, "Drop attribution").
+	PolicyLog bool
 }
 
 // QuietMode is what a policy does with a direction that had no observed traffic.

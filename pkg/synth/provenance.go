@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/cilium/cilium/pkg/policy/api"
 )
@@ -44,6 +45,23 @@ func Revision(r *api.Rule) (string, error) {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:]), nil
+}
+
+// maxLogValue is Cilium's limit on spec.log.value: "limited to 32 printable characters"
+// (pkg/policy/api LogConfig; the CRD says maxLength 32, pattern ^\PC*$).
+const maxLogValue = 32
+
+// LogValue is the spec.log.value Config.PolicyLog writes on the policy named name: the name
+// itself when it fits Cilium's 32 characters, else its first characters, '-' and a short hash
+// of the whole name, so distinct names keep distinct values. It is a function of the name
+// alone: a reader of Hubble's policy_log maps a value back to one of our policies by
+// computing LogValue of the names it owns.
+func LogValue(name string) string {
+	if len(name) <= maxLogValue {
+		return name
+	}
+	h := shortHash(name)
+	return strings.TrimRight(name[:maxLogValue-len(h)-1], "-") + "-" + h
 }
 
 // finish names, labels, annotates and validates a built proposal.

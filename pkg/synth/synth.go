@@ -106,6 +106,10 @@ func SynthesizeContext(ctx context.Context, snap *aggregate.Snapshot, cfg Config
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("synthesis: %w", err)
 		}
+		if cfg.PolicyLog {
+			// Set before finish: the value is part of the rules, so of the revision.
+			p.Policy.Spec.Log = api.LogConfig{Value: LogValue(p.Name)}
+		}
 		if err := finish(p, local); err != nil {
 			res.Skipped = append(res.Skipped, Skip{Workload: p.Workload, Display: p.Display, Reason: SkipRefused, Detail: err.Error()})
 			continue

@@ -107,6 +107,8 @@ func TestGoldenSnapshots(t *testing.T) {
 	strict.MinObserve = 2 * time.Hour
 	wide := DefaultConfig()
 	wide.CIDRPrefixV4 = 24
+	logged := DefaultConfig()
+	logged.PolicyLog = true
 	for _, tc := range []struct {
 		name string
 		snap func() *aggregate.Snapshot
@@ -118,6 +120,7 @@ func TestGoldenSnapshots(t *testing.T) {
 		{"shop-l7", shop, l7},
 		{"shop-cidr24", shop, wide},
 		{"shop-too-little-evidence", shop, strict},
+		{"policy-log", policyLogSnap, logged},
 		{"empty", func() *aggregate.Snapshot { return nil }, DefaultConfig()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
