@@ -14,14 +14,18 @@ import (
 // ReportFile is the name of the report WriteDir writes next to the policies.
 const ReportFile = "REPORT.md"
 
+// GraphFile is the name of the graph of all proposed policies WriteDir writes next to them.
+const GraphFile = "GRAPH.md"
+
 // WriteSummary says what WriteDir did.
 type WriteSummary struct {
 	Written []string // policy files written, sorted
 	Removed []string // files of recommender-managed policies no longer proposed, sorted
 	Report  string   // path of REPORT.md
+	Graph   string   // path of GRAPH.md
 }
 
-// WriteDir writes one <name>.yaml per proposal and REPORT.md into dir (created if needed).
+// WriteDir writes one <name>.yaml per proposal, REPORT.md and GRAPH.md into dir (created if needed).
 // YAML files of earlier runs that hold a recommender-managed policy no longer proposed are
 // removed, so that applying the directory never re-applies a stale policy; files recommender
 // did not generate are left alone.
@@ -59,6 +63,10 @@ func WriteDir(dir string, res *Result) (*WriteSummary, error) {
 	sum.Report = filepath.Join(dir, ReportFile)
 	if err := os.WriteFile(sum.Report, RenderReport(res), 0o644); err != nil {
 		return nil, fmt.Errorf("write report: %w", err)
+	}
+	sum.Graph = filepath.Join(dir, GraphFile)
+	if err := os.WriteFile(sum.Graph, RenderGraph(res), 0o644); err != nil {
+		return nil, fmt.Errorf("write graph: %w", err)
 	}
 	return sum, nil
 }
@@ -109,20 +117,31 @@ func readFile(path string) ([]*v2.CiliumClusterwideNetworkPolicy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read policy: %w", err)
 	}
+	ps, err := ParsePolicies(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return ps, nil
+}
+
+// ParsePolicies reads the CCNPs of a YAML stream (documents of other kinds are skipped), as
+// MarshalPolicy writes them; unknown fields are an error. gitops reads a proposal's YAML back
+// with it to draw the policy.
+func ParsePolicies(raw []byte) ([]*v2.CiliumClusterwideNetworkPolicy, error) {
 	var out []*v2.CiliumClusterwideNetworkPolicy
 	for i, doc := range splitDocuments(raw) {
 		var meta struct {
 			Kind string `json:"kind"`
 		}
 		if err := yaml.Unmarshal(doc, &meta); err != nil {
-			return nil, fmt.Errorf("%s: document %d: %w", path, i+1, err)
+			return nil, fmt.Errorf("document %d: %w", i+1, err)
 		}
 		if meta.Kind != v2.CCNPKindDefinition {
 			continue
 		}
 		p := &v2.CiliumClusterwideNetworkPolicy{}
 		if err := yaml.UnmarshalStrict(doc, p); err != nil {
-			return nil, fmt.Errorf("%s: document %d: %w", path, i+1, err)
+			return nil, fmt.Errorf("document %d: %w", i+1, err)
 		}
 		out = append(out, p)
 	}
