@@ -91,7 +91,8 @@ type Graph struct {
 // pointing at its egress peers, each edge labelled with its ports and L7 rules. added and
 // removed (the rules changed since the previous revision, as Diff returns them) mark edges
 // and nodes; removed rules are drawn too, so the picture shows what the change takes away.
-// A removed atom the policy still holds is drawn as kept.
+// A removed atom the policy still holds is drawn as kept; a policy all of whose atoms are
+// added (a new one) is drawn unmarked.
 func PolicyGraph(p *v2.CiliumClusterwideNetworkPolicy, added, removed []Change) *Graph {
 	b := newGraphBuilder()
 	subject := b.node("subject", NodeSubject, "")
@@ -118,6 +119,12 @@ func PolicyGraph(p *v2.CiliumClusterwideNetworkPolicy, added, removed []Change) 
 		}
 	}
 	slices.SortFunc(rules, func(a, b GraphRule) int { return compareChange(a.Change, b.Change) })
+	if !slices.ContainsFunc(rules, func(r GraphRule) bool { return r.Mark != MarkAdded }) {
+		// A new policy: every rule is added, and painting all of it green says nothing.
+		for i := range rules {
+			rules[i].Mark = MarkKept
+		}
+	}
 	for _, r := range rules {
 		switch r.Direction {
 		case "selects":
