@@ -125,6 +125,20 @@ func PolicyGraph(p *v2.CiliumClusterwideNetworkPolicy, added, removed []Change) 
 			rules[i].Mark = MarkKept
 		}
 	}
+	// Peer selectors name their cluster (issue 16). When they all name the same one, the
+	// subject says it once instead of every peer.
+	clusters := map[string]bool{}
+	for _, r := range rules {
+		if _, c, ok := cutCluster(r.Peer); ok && r.Direction != "selects" {
+			clusters[c] = true
+		}
+	}
+	var cluster string
+	if len(clusters) == 1 {
+		for c := range clusters {
+			cluster, b.trim = c, " (cluster "+c+")"
+		}
+	}
 	for _, r := range rules {
 		switch r.Direction {
 		case "selects":
@@ -151,7 +165,19 @@ func PolicyGraph(p *v2.CiliumClusterwideNetworkPolicy, added, removed []Change) 
 			}
 		}
 	}
+	if cluster != "" {
+		subject.Lines = append(subject.Lines, "peers in cluster "+cluster)
+	}
 	return b.finish(MaxPolicyGraphEdges, true)
+}
+
+// cutCluster splits the " (cluster name)" selectorString appends from a peer.
+func cutCluster(peer string) (string, string, bool) {
+	i := strings.LastIndex(peer, " (cluster ")
+	if i < 0 || !strings.HasSuffix(peer, ")") {
+		return peer, "", false
+	}
+	return peer[:i], peer[i+len(" (cluster ") : len(peer)-1], true
 }
 
 // ClusterGraph draws every proposal of a result as one graph: workloads as nodes grouped by
@@ -182,6 +208,7 @@ func ClusterGraph(res *Result) *Graph {
 	local := ""
 	if res.Cluster != "" {
 		local = " (cluster " + res.Cluster + ")"
+		b.trim = local // RenderGraph names the cluster once
 	}
 	for _, s := range subjects {
 		for _, a := range s.atoms {
@@ -213,6 +240,7 @@ func isDeny(dir string) bool    { return strings.HasSuffix(dir, "-deny") }
 type graphBuilder struct {
 	nodes map[string]*GraphNode // key -> node; the key is kept in ID until finish
 	edges map[string]*GraphEdge // from key, to key, deny -> edge
+	trim  string                // suffix left out of peer labels (the one cluster all name)
 }
 
 func newGraphBuilder() *graphBuilder {
@@ -244,7 +272,7 @@ func (b *graphBuilder) peer(name string) *GraphNode {
 		kind, ns = NodeWorkload, strings.SplitN(name, "/", 2)[0]
 	}
 	n := b.node("peer\x00"+name, kind, ns)
-	n.Lines = []string{name}
+	n.Lines = []string{strings.TrimSuffix(name, b.trim)}
 	return n
 }
 

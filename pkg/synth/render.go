@@ -114,7 +114,11 @@ const GraphLegend = "the workload is the double-edged box, ingress peers point a
 func RenderGraph(res *Result) []byte {
 	var b bytes.Buffer
 	b.WriteString("# Proposed policies as a graph\n\n")
-	fmt.Fprintf(&b, "Observation window: %s to %s, %d flows, %d policies. ", fmtTime(res.From), fmtTime(res.To), res.Flows, len(res.Proposals))
+	fmt.Fprintf(&b, "Observation window: %s to %s, %d flows, %d policies", fmtTime(res.From), fmtTime(res.To), res.Flows, len(res.Proposals))
+	if res.Cluster != "" {
+		fmt.Fprintf(&b, " for cluster %s (peers of other clusters name theirs)", res.Cluster)
+	}
+	b.WriteString(". ")
 	if len(res.Proposals) == 0 {
 		b.WriteString("No policy was proposed: see REPORT.md for why.\n")
 		return b.Bytes()
