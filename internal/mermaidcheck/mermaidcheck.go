@@ -18,7 +18,8 @@ import (
 // EnvScript names the environment variable that points at the check.mjs build.sh installs.
 const EnvScript = "RECOMMENDER_MERMAID"
 
-// GitHub renders Mermaid with its default limits: a diagram above them is not drawn at all.
+// Mermaid's default limits (mermaid 11 config maxEdges, maxTextSize): above them it draws an
+// error instead of the diagram.
 const (
 	maxEdges    = 500
 	maxTextSize = 50000

@@ -11,9 +11,9 @@ import (
 	v2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 )
 
-// Bounds of a drawn graph. GitHub renders Mermaid with its defaults (at most 500 edges and
-// 50,000 characters of diagram text); a picture of hundreds of peers says nothing anyway, and
-// the tables next to it stay complete.
+// Bounds of a drawn graph, well within Mermaid's default limits (500 edges, 50,000 characters
+// of diagram text), above which it draws an error instead of the diagram. A picture of
+// hundreds of peers says nothing anyway, and the tables next to it stay complete.
 const (
 	// MaxPolicyGraphEdges is the number of peers (edges) one policy's graph draws; the rest
 	// become one "+N more" node per direction. Changed edges are drawn first.
