@@ -9,6 +9,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	v2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+	"sigs.k8s.io/yaml"
+
 	"github.com/recommender/recommender/pkg/synth"
 )
 
@@ -191,15 +194,16 @@ type drawing struct {
 }
 
 // draw builds the graph of a proposal from its YAML, marking the rules Added and Removed name;
-// nil when there is nothing to draw (no proposal, a policy allowing nothing, YAML that holds no
-// CiliumClusterwideNetworkPolicy). Added and Removed are the strings synth.Change.String
+// nil when there is nothing to draw (no proposal, a policy allowing nothing, YAML that is no
+// Cilium policy). Added and Removed are the strings synth.Change.String
 // wrote; one that does not read back is left out of the picture and counted.
 func draw(p *Proposal) *drawing {
 	if p == nil {
 		return nil
 	}
-	ps, err := synth.ParsePolicies(p.YAML)
-	if err != nil || len(ps) != 1 {
+	// The rules are what is drawn, and a CiliumNetworkPolicy holds them in the same fields.
+	var pol v2.CiliumClusterwideNetworkPolicy
+	if err := yaml.Unmarshal(p.YAML, &pol); err != nil || pol.Kind != v2.CCNPKindDefinition && pol.Kind != v2.CNPKindDefinition {
 		return nil
 	}
 	d := &drawing{}
@@ -215,7 +219,7 @@ func draw(p *Proposal) *drawing {
 		}
 		return out
 	}
-	d.graph = synth.PolicyGraph(ps[0], parse(p.Added), parse(p.Removed))
+	d.graph = synth.PolicyGraph(&pol, parse(p.Added), parse(p.Removed))
 	if len(d.graph.Edges) == 0 {
 		return nil
 	}

@@ -333,3 +333,25 @@ func TestPRBodyGraphs(t *testing.T) {
 	}
 	mermaidcheck.Parse(t, blocks)
 }
+
+// Ensure that a proposal is drawn from either Cilium policy kind's YAML and that anything
+// else, or a policy that allows nothing, is not drawn.
+func TestDrawKinds(t *testing.T) {
+	cnp := strings.Replace(paymentsYAML, "kind: CiliumClusterwideNetworkPolicy", "kind: CiliumNetworkPolicy", 1)
+	for _, tc := range []struct {
+		name, yaml string
+		drawn      bool
+	}{
+		{"ccnp", paymentsYAML, true},
+		{"cnp", cnp, true},
+		{"other kind", strings.Replace(paymentsYAML, "kind: CiliumClusterwideNetworkPolicy", "kind: ConfigMap", 1), false},
+		{"no rules", "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata:\n  name: x\nspec: {}\n", false},
+		{"not yaml", "{", false},
+	} {
+		p := proposal("payments", StateAudit, "r1")
+		p.YAML = []byte(tc.yaml)
+		if d := draw(&p); (d != nil) != tc.drawn {
+			t.Errorf("draw(%s) = %v, want drawn %t", tc.name, d, tc.drawn)
+		}
+	}
+}

@@ -31,11 +31,10 @@ const (
 type GraphMark uint8
 
 const (
-	MarkKept GraphMark = iota
-	MarkAdded
-	MarkRemoved
-	// MarkChanged is an edge some of whose rules were added or removed.
-	MarkChanged
+	MarkKept    GraphMark = iota // unchanged, or nothing is marked
+	MarkAdded                    // added by the change
+	MarkRemoved                  // removed by the change, drawn dashed
+	MarkChanged                  // an edge some of whose rules were added or removed
 )
 
 // NodeKind is what a node stands for; each kind has its own shape.
@@ -78,11 +77,11 @@ type GraphEdge struct {
 }
 
 // Graph is a picture of what policies allow: who may talk to whom, on which ports. It is a
-// model built from the policies' atoms (the same the semantic diff compares), rendered as
-// Mermaid by Mermaid.
+// model built from the policies' atoms (the same the semantic diff compares); Graph.Mermaid
+// renders it.
 type Graph struct {
-	Nodes []GraphNode // subjects first, then by kind and label
-	Edges []GraphEdge // changed first (pull requests), then by direction and peer
+	Nodes []GraphNode // by kind (subjects first), namespace and label
+	Edges []GraphEdge // changed first (a policy's graph), then by their ends
 	// Omitted is the number of edges the bound left out; "+N more" nodes say how many.
 	Omitted int
 }
@@ -129,7 +128,7 @@ func PolicyGraph(p *v2.CiliumClusterwideNetworkPolicy, added, removed []Change) 
 	// subject says it once instead of every peer.
 	clusters := map[string]bool{}
 	for _, r := range rules {
-		if _, c, ok := cutCluster(r.Peer); ok && r.Direction != "selects" {
+		if c, ok := peerCluster(r.Peer); ok && r.Direction != "selects" {
 			clusters[c] = true
 		}
 	}
@@ -171,13 +170,14 @@ func PolicyGraph(p *v2.CiliumClusterwideNetworkPolicy, added, removed []Change) 
 	return b.finish(MaxPolicyGraphEdges, true)
 }
 
-// cutCluster splits the " (cluster name)" selectorString appends from a peer.
-func cutCluster(peer string) (string, string, bool) {
+// peerCluster returns the cluster a peer selector names (the " (cluster name)" selectorString
+// appends).
+func peerCluster(peer string) (string, bool) {
 	i := strings.LastIndex(peer, " (cluster ")
 	if i < 0 || !strings.HasSuffix(peer, ")") {
-		return peer, "", false
+		return "", false
 	}
-	return peer[:i], peer[i+len(" (cluster ") : len(peer)-1], true
+	return peer[i+len(" (cluster ") : len(peer)-1], true
 }
 
 // ClusterGraph draws every proposal of a result as one graph: workloads as nodes grouped by

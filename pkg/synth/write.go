@@ -117,31 +117,20 @@ func readFile(path string) ([]*v2.CiliumClusterwideNetworkPolicy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read policy: %w", err)
 	}
-	ps, err := ParsePolicies(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return ps, nil
-}
-
-// ParsePolicies reads the CCNPs of a YAML stream (documents of other kinds are skipped), as
-// MarshalPolicy writes them; unknown fields are an error. gitops reads a proposal's YAML back
-// with it to draw the policy.
-func ParsePolicies(raw []byte) ([]*v2.CiliumClusterwideNetworkPolicy, error) {
 	var out []*v2.CiliumClusterwideNetworkPolicy
 	for i, doc := range splitDocuments(raw) {
 		var meta struct {
 			Kind string `json:"kind"`
 		}
 		if err := yaml.Unmarshal(doc, &meta); err != nil {
-			return nil, fmt.Errorf("document %d: %w", i+1, err)
+			return nil, fmt.Errorf("%s: document %d: %w", path, i+1, err)
 		}
 		if meta.Kind != v2.CCNPKindDefinition {
 			continue
 		}
 		p := &v2.CiliumClusterwideNetworkPolicy{}
 		if err := yaml.UnmarshalStrict(doc, p); err != nil {
-			return nil, fmt.Errorf("document %d: %w", i+1, err)
+			return nil, fmt.Errorf("%s: document %d: %w", path, i+1, err)
 		}
 		out = append(out, p)
 	}
