@@ -59,7 +59,7 @@ func renderBody(kind Kind, changes []Change, graphs map[string]*drawing, note st
 	}
 	b.WriteString(note)
 	if len(graphs) > 0 {
-		fmt.Fprintf(&b, "Each policy's graph shows what it allows: %s. "+
+		fmt.Fprintf(&b, "Each policy's graph shows what it allows: ingress peers point at the workload, it points at its egress peers; %s. "+
 			"In changed policies, thick green edges and green peers are added, dashed red ones removed, "+
 			"and `+` or `−` before a port marks a port added to or removed from a peer that stays.\n\n", synth.GraphLegend)
 	}

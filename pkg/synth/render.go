@@ -55,7 +55,8 @@ func RenderReport(res *Result) []byte {
 	}
 	if len(res.Proposals) > 0 {
 		w("## Policies\n\n")
-		w("%s draws all of them as one graph; each policy's own graph follows its table (%s).\n\n", GraphFile, GraphLegend)
+		w("%s draws all of them as one graph; each policy's own graph follows its table: ingress peers point at the workload, "+
+			"it points at its egress peers (%s).\n\n", GraphFile, GraphLegend)
 		w("| policy | workload | flows | ingress peers | egress peers | review |\n|---|---|---:|---:|---:|---:|\n")
 		for _, p := range res.Proposals {
 			in, eg := 0, 0
@@ -106,8 +107,8 @@ func RenderReport(res *Result) []byte {
 }
 
 // GraphLegend says how to read a graph's shapes, for the text next to it.
-const GraphLegend = "the workload is the double-edged box, ingress peers point at it and it points at its egress peers; " +
-	"boxes are workloads, hexagons entities, slanted boxes CIDRs, rounded ends DNS names; edges carry ports and L7 rule counts"
+const GraphLegend = "double-edged boxes are the workloads the policies select, plain boxes other endpoint selectors, " +
+	"hexagons entities, slanted boxes CIDRs, rounded ends DNS names; edges carry ports and L7 rule counts"
 
 // RenderGraph writes GRAPH.md: every proposed policy in one Mermaid graph, workloads grouped
 // by namespace, at most MaxClusterGraphEdges connections.
