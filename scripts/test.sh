@@ -35,6 +35,14 @@ log "building test binaries (cached in $RECOMMENDER_CACHE/bin)"
 bash internal/hubblecli/build.sh
 bash internal/k8stest/build.sh
 bash internal/helmcli/build.sh
+# Mermaid's own parser (npm), an extra check of the graphs in reports and PR bodies; optional:
+# without it the structural check still runs and the parser checks skip, saying so.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+	RECOMMENDER_MERMAID=$(bash internal/mermaidcheck/build.sh) && export RECOMMENDER_MERMAID ||
+		log "mermaid could not be installed: the Mermaid parser checks will skip"
+else
+	log "node and npm not found: the Mermaid parser checks will skip"
+fi
 
 export RECOMMENDER_HUBBLE="$RECOMMENDER_CACHE/bin/hubble"
 export RECOMMENDER_HELM="$RECOMMENDER_CACHE/bin/helm"

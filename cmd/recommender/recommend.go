@@ -29,13 +29,14 @@ func newRecommendCmd(g *globalOptions) *cobra.Command {
 	o := &recommendOptions{src: newSourceOptions()}
 	cmd := &cobra.Command{
 		Use:   "recommend (--flows FILE... | --db PATH | --hubble-server ADDR) --out DIR",
-		Short: "Write least-privilege CiliumClusterwideNetworkPolicies and REPORT.md from observed flows",
+		Short: "Write least-privilege CiliumClusterwideNetworkPolicies, REPORT.md and GRAPH.md from observed flows",
 		Long: `recommend turns observed traffic into one CiliumClusterwideNetworkPolicy per workload:
 from recorded flows (--flows, aggregated in memory), from the store the daemon or 'ingest'
 fills (--db), or from what Hubble Relay holds now. It writes <namespace>-<workload>.yaml
-for each policy and REPORT.md (peers, ports, flow counts, skipped workloads and why,
-everything flagged for review) into --out, removing policy files of earlier runs that are
-no longer proposed. Identical input gives byte-identical output.`,
+for each policy, REPORT.md (peers, ports, flow counts, skipped workloads and why,
+everything flagged for review, a Mermaid graph of each policy) and GRAPH.md (one Mermaid
+graph of all proposed policies, grouped by namespace) into --out, removing policy files of
+earlier runs that are no longer proposed. Identical input gives byte-identical output.`,
 		Example: `  recommender recommend --flows testdata/flows/*.jsonl --out out/
   recommender recommend --db recommender.db --out policies/ --min-flows 20 --min-observe 72h --l7 http`,
 		Args: flowArgs,
@@ -48,7 +49,7 @@ no longer proposed. Identical input gives byte-identical output.`,
 	f := cmd.Flags()
 	o.src.addFlags(f)
 	f.StringVar(&o.db, "db", "", "read the aggregated store instead of a flow source")
-	f.StringVar(&o.out, "out", "", "directory for the policies and REPORT.md (created if missing)")
+	f.StringVar(&o.out, "out", "", "directory for the policies, REPORT.md and GRAPH.md (created if missing)")
 	o.synth.addFlags(f)
 	f.DurationVar(&o.lockTimeout, "lock-timeout", aggregate.DefaultLockTimeout, "with --db: how long to wait for another process to release the store")
 	return cmd
@@ -123,6 +124,7 @@ func runRecommend(ctx context.Context, g *globalOptions, o *recommendOptions, st
 		}
 	}
 	fmt.Fprintf(stdout, "report: %s\n", sum.Report)
+	fmt.Fprintf(stdout, "graph: %s\n", sum.Graph)
 	return nil
 }
 

@@ -7,11 +7,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/recommender/recommender/internal/mermaidcheck"
 	"github.com/recommender/recommender/pkg/synth"
 )
 
 // Ensure the README's quick start works on the bundled recordings with no cluster: a shell
-// glob after --flows, a summary on stdout, one YAML per policy and REPORT.md.
+// glob after --flows, a summary on stdout, one YAML per policy, REPORT.md and GRAPH.md with
+// well-formed graphs.
 func TestRecommendQuickStart(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "flows", "*.jsonl"))
 	if err != nil || len(files) < 2 {
@@ -29,8 +31,15 @@ func TestRecommendQuickStart(t *testing.T) {
 	if len(yamls) == 0 {
 		t.Fatal("no policy written")
 	}
-	if _, err := os.Stat(filepath.Join(out, "REPORT.md")); err != nil {
-		t.Fatal(err)
+	for _, doc := range []string{"REPORT.md", "GRAPH.md"} {
+		raw, err := os.ReadFile(filepath.Join(out, doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mermaidcheck.CheckDocument(t, doc, string(raw), 1)
+	}
+	if !strings.Contains(stdout, "graph: "+filepath.Join(out, "GRAPH.md")) {
+		t.Errorf("summary = %q, want the graph's path", stdout)
 	}
 	// diff: a directory against itself is equal (exit 0), against an empty one it differs.
 	if got, err := execute(t, "diff", "--old", out, "--new", out); err != nil || got != "" {

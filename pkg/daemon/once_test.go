@@ -37,7 +37,7 @@ func TestOnceShardWritesOut(t *testing.T) {
 	for _, e := range entries {
 		got = append(got, e.Name())
 	}
-	want := []string{"REPORT.md", "kube-system-coredns.yaml", "ops-boutique-operator.yaml"}
+	want := []string{"GRAPH.md", "REPORT.md", "kube-system-coredns.yaml", "ops-boutique-operator.yaml"}
 	if !slices.Equal(got, want) {
 		t.Errorf("--out holds %v, want %v", got, want)
 	}

@@ -8,6 +8,11 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	v2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+	"sigs.k8s.io/yaml"
+
+	"github.com/recommender/recommender/pkg/synth"
 )
 
 // Limits that keep a pull request body readable and under GitHub's 65,536-character maximum.
@@ -20,9 +25,26 @@ const (
 	truncatedBodyNotes = "\n\n_The description was cut to fit GitHub's size limit; the policy files in this branch are complete._\n"
 )
 
-// prBody renders the pull request description: the review of a change set, policy by policy.
-// The output depends only on the changes (sorted by policy), never on map order or the clock.
+// prBody renders the pull request description: the review of a change set, policy by policy,
+// each with a graph of what it allows. The output depends only on the changes (sorted by
+// policy), never on map order or the clock. When the graphs would push the text past GitHub's
+// limit, the body is written without them: every policy's rules and evidence matter more.
 func prBody(kind Kind, changes []Change) string {
+	graphs := map[string]*drawing{}
+	for _, c := range changes {
+		if d := draw(c.Proposal); d != nil {
+			graphs[c.Policy] = d
+		}
+	}
+	body := renderBody(kind, changes, graphs, "")
+	if len(graphs) > 0 && utf8.RuneCountInString(body) > maxBodyRunes {
+		body = renderBody(kind, changes, nil, "_The graphs of the policies are left out: with them the description would exceed GitHub's size limit. "+
+			"REPORT.md, written with --out, draws them._\n\n")
+	}
+	return truncateBody(body)
+}
+
+func renderBody(kind Kind, changes []Change, graphs map[string]*drawing, note string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "<!-- recommender:%s -->\n", kind)
 	fmt.Fprintf(&b, "%s%s -->\n", fingerprintMarker, changesFingerprint(changes))
@@ -35,6 +57,12 @@ func prBody(kind Kind, changes []Change) string {
 		b.WriteString("Policies in `audit/` are shadow-evaluated against live traffic and are promoted to `enforced/` ")
 		b.WriteString("by a separate pull request once their audit window is clean.\n\n")
 	}
+	b.WriteString(note)
+	if len(graphs) > 0 {
+		fmt.Fprintf(&b, "Each policy's graph shows what it allows: ingress peers point at the workload, it points at its egress peers; %s. "+
+			"In changed policies, thick green edges and green peers are added, dashed red ones removed, "+
+			"and `+` or `−` before a port marks a port added to or removed from a peer that stays.\n\n", synth.GraphLegend)
+	}
 	b.WriteString("| Policy | Change | Revision | Audit window |\n|---|---|---|---|\n")
 	for _, c := range changes {
 		rev, window := "", ""
@@ -44,11 +72,11 @@ func prBody(kind Kind, changes []Change) string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", code(c.Policy), cell(changeText(c)), rev, window)
 	}
 	for _, c := range changes {
-		writeSection(&b, c)
+		writeSection(&b, c, graphs[c.Policy])
 	}
 	b.WriteString("\n---\n<sub>Maintained by recommender: it force-pushes this branch and rewrites this description when the proposal changes. ")
 	b.WriteString("Review the policy files; edits to them are replaced by the next update.</sub>\n")
-	return truncateBody(b.String())
+	return b.String()
 }
 
 // fingerprintMarker starts the body line naming what the body describes: the policies, their
@@ -91,7 +119,7 @@ func changeText(c Change) string {
 	}
 }
 
-func writeSection(b *strings.Builder, c Change) {
+func writeSection(b *strings.Builder, c Change, d *drawing) {
 	fmt.Fprintf(b, "\n## %s\n\n", code(c.Policy))
 	p := c.Proposal
 	if p == nil {
@@ -109,6 +137,17 @@ func writeSection(b *strings.Builder, c Change) {
 		b.WriteString("\nNo rule changed; the policy text did (labels, names or formatting).\n")
 	}
 
+	if d != nil {
+		b.WriteString("\n**Allowed peers and ports**\n\n")
+		b.WriteString(d.graph.Mermaid())
+		if d.undrawn > 0 {
+			verb := "rules are"
+			if d.undrawn == 1 {
+				verb = "rule is"
+			}
+			fmt.Fprintf(b, "\n_%d changed %s not drawn (not in the form the recommender writes): see the lists above._\n", d.undrawn, verb)
+		}
+	}
 	if len(p.Closed) > 0 {
 		fmt.Fprintf(b, "\n**Closed for lack of traffic:** %s: no flow was observed, so nothing is allowed (default deny). "+
 			"A workload that starts talking there shows up as would-be-denied flows in audit.\n", strings.Join(p.Closed, " and "))
@@ -146,6 +185,45 @@ func writeSection(b *strings.Builder, c Change) {
 	}
 
 	fmt.Fprintf(b, "\n**Audit window:** %s\n", windowLong(p.Window))
+}
+
+// drawing is the graph of one proposal and the number of changed rules it could not place.
+type drawing struct {
+	graph   *synth.Graph
+	undrawn int
+}
+
+// draw builds the graph of a proposal from its YAML, marking the rules Added and Removed name;
+// nil when there is nothing to draw (no proposal, a policy allowing nothing, YAML that is no
+// Cilium policy). Added and Removed are the strings synth.Change.String
+// wrote; one that does not read back is left out of the picture and counted.
+func draw(p *Proposal) *drawing {
+	if p == nil {
+		return nil
+	}
+	// The rules are what is drawn, and a CiliumNetworkPolicy holds them in the same fields.
+	var pol v2.CiliumClusterwideNetworkPolicy
+	if err := yaml.Unmarshal(p.YAML, &pol); err != nil || pol.Kind != v2.CCNPKindDefinition && pol.Kind != v2.CNPKindDefinition {
+		return nil
+	}
+	d := &drawing{}
+	parse := func(rules []string) []synth.Change {
+		var out []synth.Change
+		for _, r := range rules {
+			c, err := synth.ParseChange(r)
+			if err != nil {
+				d.undrawn++
+				continue
+			}
+			out = append(out, c)
+		}
+		return out
+	}
+	d.graph = synth.PolicyGraph(&pol, parse(p.Added), parse(p.Removed))
+	if len(d.graph.Edges) == 0 {
+		return nil
+	}
+	return d
 }
 
 func writeRules(b *strings.Builder, heading string, rules []string) {
@@ -260,6 +338,9 @@ func cell(s string) string {
 	return strings.ReplaceAll(s, "|", `\|`)
 }
 
+// truncateBody cuts an oversized body at a line end. A cut inside a fenced block (a graph)
+// moves back to before the fence, so that the note is not swallowed by an unclosed block and
+// no half graph is drawn.
 func truncateBody(s string) string {
 	if utf8.RuneCountInString(s) <= maxBodyRunes {
 		return s
@@ -267,7 +348,25 @@ func truncateBody(s string) string {
 	r := []rune(s)[:maxBodyRunes]
 	cut := string(r)
 	if i := strings.LastIndexByte(cut, '\n'); i > 0 {
-		cut = cut[:i]
+		cut = cut[:i+1]
 	}
-	return cut + truncatedBodyNotes
+	open := -1 // offset of the line opening the fence the cut is inside
+	for off := 0; off < len(cut); {
+		end := strings.IndexByte(cut[off:], '\n')
+		if end < 0 {
+			break
+		}
+		if strings.HasPrefix(cut[off:off+end], "```") {
+			if open < 0 {
+				open = off
+			} else {
+				open = -1
+			}
+		}
+		off += end + 1
+	}
+	if open >= 0 {
+		cut = cut[:open]
+	}
+	return strings.TrimRight(cut, "\n") + truncatedBodyNotes
 }

@@ -1,9 +1,10 @@
 // Package gitops delivers proposed network policies as reviewable pull requests: it keeps a policy
 // repository's branches up to date with the git binary and opens or updates pull requests through
 // the GitHub REST API (google/go-github). It is the sink at the end of
-// flows -> aggregate -> synth -> audit -> gitops and imports none of those stages: the caller maps
-// synthesis and audit results into a ChangeSet of Proposals (name, state, YAML, revision, rule diff,
-// flow evidence, would-be-denied flows, audit window).
+// flows -> aggregate -> synth -> audit -> gitops: the caller maps synthesis and audit results into a
+// ChangeSet of Proposals (name, state, YAML, revision, rule diff, flow evidence, would-be-denied
+// flows, audit window). The only stage it imports is synth, to draw each proposal's YAML and rule
+// diff as a Mermaid graph in the pull request body (synth.PolicyGraph); it decides nothing from them.
 //
 // # Use
 //

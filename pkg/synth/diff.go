@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -50,6 +51,61 @@ func (c Change) String() string {
 		s += " " + c.L7
 	}
 	return s
+}
+
+// ParseChange reads back what Change.String wrote. Pull requests carry rule changes as those
+// strings (gitops.Proposal.Added, Removed); the graph of a pull request needs them as atoms to
+// draw removed rules, which the new policy no longer holds. Peers may hold spaces and so may
+// ports ("icmp IPv4 8", "any port"), but a port never starts a peer and always has one of
+// the shapes portString and icmpAtoms write, followed by nothing or by an L7 rule ("http ...",
+// "dns ..."): the first place after the peer's first word where such a port starts splits
+// peer from port.
+func ParseChange(s string) (Change, error) {
+	if peer, ok := strings.CutPrefix(s, "selects "); ok {
+		return Change{Direction: "selects", Peer: peer}, nil
+	}
+	for _, dir := range []string{closedIngress, closedEgress} {
+		if s == (Change{Direction: dir}).String() {
+			return Change{Direction: dir}, nil
+		}
+	}
+	for _, d := range []struct{ dir, word string }{{"ingress-deny", " from "}, {"ingress", " from "}, {"egress-deny", " to "}, {"egress", " to "}} {
+		rest, ok := strings.CutPrefix(s, d.dir+d.word)
+		if !ok {
+			continue
+		}
+		words := strings.Split(rest, " ")
+		for i := 1; i < len(words); i++ {
+			if port, l7, ok := splitPort(words[i:]); ok {
+				return Change{Direction: d.dir, Peer: strings.Join(words[:i], " "), Port: port, L7: l7}, nil
+			}
+		}
+		return Change{}, fmt.Errorf("rule %q: no port after the peer", s)
+	}
+	return Change{}, fmt.Errorf("rule %q: not a rule as Change.String writes it", s)
+}
+
+// portWord is a port as portString writes it: number, range or name, then the protocol.
+var portWord = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(-[0-9]+)?/[A-Z]+$`)
+
+// splitPort reads a port and an optional L7 rule from words; ok is false when words do not
+// start with a port or go on with something that is not an L7 rule.
+func splitPort(words []string) (port, l7 string, ok bool) {
+	n := 0
+	switch {
+	case portWord.MatchString(words[0]):
+		n = 1
+	case words[0] == "icmp" && len(words) >= 3:
+		n = 3
+	case words[0] == "any" && len(words) >= 2 && words[1] == "port":
+		n = 2
+	default:
+		return "", "", false
+	}
+	if rest := words[n:]; len(rest) > 0 && rest[0] != "http" && rest[0] != "dns" {
+		return "", "", false
+	}
+	return strings.Join(words[:n], " "), strings.Join(words[n:], " "), true
 }
 
 func compareChange(a, b Change) int {

@@ -4,10 +4,11 @@
 // It owns: choosing the selector of each workload, turning edges into ingress/egress rules
 // (endpoints, entities, FQDNs, CIDRs, ports, DNS and HTTP L7 rules), naming and provenance,
 // validation (Cilium's Rule.Sanitize and CCNP.Parse, the CCNP CRD's OpenAPI schema, and our
-// own refusal of policies that select nothing or allow everything), the review report, and
-// the semantic diff between two policy sets. It does not read flows, open the store or talk
-// to a cluster: Synthesize is pure (Snapshot + Config in, Result out). The only I/O lives in
-// write.go (WriteDir), used by the commands; audit.LoadDir reads a policy directory back.
+// own refusal of policies that select nothing or allow everything), the review report, the
+// semantic diff between two policy sets, and graphs of them (graph.go). It does not read
+// flows, open the store or talk to a cluster: Synthesize is pure (Snapshot + Config in, Result out). The only I/O lives in
+// write.go (WriteDir: policies, REPORT.md, GRAPH.md), used by the commands; audit.LoadDir
+// reads a policy directory back.
 //
 // # Evidence
 //
@@ -83,6 +84,18 @@
 // one policy would undo another's HTTP rules for the same pods: such policies share the union
 // of their HTTP rules, or, when one side's samples were truncated, both stay at L4 and are
 // flagged (http-l4-elsewhere).
+//
+// # Graphs
+//
+// PolicyGraph and ClusterGraph turn policies into a Graph (nodes, edges, marks) built from
+// their atoms, the same Diff compares, and Graph.Mermaid renders it as a ```mermaid block:
+// REPORT.md draws each policy, GRAPH.md all of them grouped by namespace, and gitops each
+// policy of a pull request with the rules the change adds and removes marked. Node ids are
+// n0, n1, ... in sorted order; labels are quoted and every character outside a small safe set
+// is a Mermaid entity, so no selector, name or annotation can break the diagram. A policy
+// graph draws at most MaxPolicyGraphEdges edges (changed ones first) and GRAPH.md at most
+// MaxClusterGraphEdges, counting the rest in "+N more" nodes: well within Mermaid's default
+// limits (500 edges, 50,000 characters), above which it draws an error instead of the diagram.
 //
 // # Determinism
 //

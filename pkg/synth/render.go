@@ -55,6 +55,8 @@ func RenderReport(res *Result) []byte {
 	}
 	if len(res.Proposals) > 0 {
 		w("## Policies\n\n")
+		w("%s draws all of them as one graph; each policy's own graph follows its table: ingress peers point at the workload, "+
+			"it points at its egress peers (%s).\n\n", GraphFile, GraphLegend)
 		w("| policy | workload | flows | ingress peers | egress peers | review |\n|---|---|---:|---:|---:|---:|\n")
 		for _, p := range res.Proposals {
 			in, eg := 0, 0
@@ -83,6 +85,8 @@ func RenderReport(res *Result) []byte {
 		for _, d := range p.Unrestricted {
 			w("No %s traffic was observed: %s is left unrestricted (no default deny).\n\n", d, d)
 		}
+		b.WriteString(PolicyGraph(p.Policy, nil, nil).Mermaid())
+		b.WriteString("\n")
 		if len(p.Review) > 0 {
 			w("Review:\n\n")
 			for _, f := range p.Review {
@@ -99,6 +103,31 @@ func RenderReport(res *Result) []byte {
 		w("\n")
 	}
 	renderInput(w, res)
+	return b.Bytes()
+}
+
+// GraphLegend says how to read a graph's shapes, for the text next to it.
+const GraphLegend = "double-edged boxes are the workloads the policies select, plain boxes other endpoint selectors, " +
+	"hexagons entities, slanted boxes CIDRs, rounded ends DNS names; edges carry ports and L7 rule counts"
+
+// RenderGraph writes GRAPH.md: every proposed policy in one Mermaid graph, workloads grouped
+// by namespace, at most MaxClusterGraphEdges connections.
+func RenderGraph(res *Result) []byte {
+	var b bytes.Buffer
+	b.WriteString("# Proposed policies as a graph\n\n")
+	fmt.Fprintf(&b, "Observation window: %s to %s, %d flows, %d policies", fmtTime(res.From), fmtTime(res.To), res.Flows, len(res.Proposals))
+	if res.Cluster != "" {
+		fmt.Fprintf(&b, " for cluster %s (peers of other clusters name theirs)", res.Cluster)
+	}
+	b.WriteString(". ")
+	if len(res.Proposals) == 0 {
+		b.WriteString("No policy was proposed: see REPORT.md for why.\n")
+		return b.Bytes()
+	}
+	fmt.Fprintf(&b, "Each edge is a connection a policy allows, from client to server (%s; namespaces are the frames). ", GraphLegend)
+	b.WriteString("A peer selector that equals a proposed workload's own selector is drawn as that workload. ")
+	fmt.Fprintf(&b, "At most %d connections are drawn; REPORT.md lists every rule.\n\n", MaxClusterGraphEdges)
+	b.WriteString(ClusterGraph(res).Mermaid())
 	return b.Bytes()
 }
 

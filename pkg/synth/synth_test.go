@@ -24,7 +24,7 @@ import (
 
 var update = flag.Bool("update", false, "update .golden files")
 
-// renderAll is the golden form of a result: every policy file, then the report.
+// renderAll is the golden form of a result: every policy file, then the report and the graph.
 func renderAll(t *testing.T, res *Result) []byte {
 	t.Helper()
 	var b bytes.Buffer
@@ -38,6 +38,8 @@ func renderAll(t *testing.T, res *Result) []byte {
 	}
 	b.WriteString("# ---- " + ReportFile + "\n")
 	b.Write(RenderReport(res))
+	b.WriteString("# ---- " + GraphFile + "\n")
+	b.Write(RenderGraph(res))
 	return b.Bytes()
 }
 

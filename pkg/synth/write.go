@@ -14,14 +14,18 @@ import (
 // ReportFile is the name of the report WriteDir writes next to the policies.
 const ReportFile = "REPORT.md"
 
+// GraphFile is the name of the graph of all proposed policies WriteDir writes next to them.
+const GraphFile = "GRAPH.md"
+
 // WriteSummary says what WriteDir did.
 type WriteSummary struct {
 	Written []string // policy files written, sorted
 	Removed []string // files of recommender-managed policies no longer proposed, sorted
 	Report  string   // path of REPORT.md
+	Graph   string   // path of GRAPH.md
 }
 
-// WriteDir writes one <name>.yaml per proposal and REPORT.md into dir (created if needed).
+// WriteDir writes one <name>.yaml per proposal, REPORT.md and GRAPH.md into dir (created if needed).
 // YAML files of earlier runs that hold a recommender-managed policy no longer proposed are
 // removed, so that applying the directory never re-applies a stale policy; files recommender
 // did not generate are left alone.
@@ -59,6 +63,10 @@ func WriteDir(dir string, res *Result) (*WriteSummary, error) {
 	sum.Report = filepath.Join(dir, ReportFile)
 	if err := os.WriteFile(sum.Report, RenderReport(res), 0o644); err != nil {
 		return nil, fmt.Errorf("write report: %w", err)
+	}
+	sum.Graph = filepath.Join(dir, GraphFile)
+	if err := os.WriteFile(sum.Graph, RenderGraph(res), 0o644); err != nil {
+		return nil, fmt.Errorf("write graph: %w", err)
 	}
 	return sum, nil
 }
