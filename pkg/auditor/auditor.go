@@ -75,6 +75,8 @@ type Auditor struct {
 	names  map[string]workloadName
 	logged map[string]struct{}
 	denied map[string][]DeniedEdge
+	// drops holds the policy drops per workload since its current revision was proposed.
+	drops map[string][]DroppedEdge
 	// history holds the newest revisions per workload for the status page.
 	history revisionHistory
 	// now is the newest flow time seen: the lifecycle's clock, so windows are measured in
@@ -115,6 +117,7 @@ func New(cfg Config, store Store, log *slog.Logger, reg prometheus.Registerer) (
 		names:       make(map[string]workloadName),
 		logged:      make(map[string]struct{}),
 		denied:      make(map[string][]DeniedEdge),
+		drops:       make(map[string][]DroppedEdge),
 		history:     make(revisionHistory),
 		keys:        make(map[keyCacheKey]string),
 		pending:     make(map[string]*lifecycle.Record),
@@ -297,33 +300,6 @@ func (a *Auditor) firstOnEdge(edge string) bool {
 	}
 	a.logged[edge] = struct{}{}
 	return true
-}
-
-func (a *Auditor) policyDrop(ev *flows.Event, ends []end) {
-	for _, e := range ends {
-		if e.self.Kind != flows.PeerWorkload {
-			continue
-		}
-		if ev.Point != flows.DirectionUnknown && ev.Point != e.dir {
-			continue
-		}
-		key := a.keyOf(e.self)
-		rec := a.machine.Record(key)
-		if rec == nil || rec.State != lifecycle.Enforced {
-			continue
-		}
-		n := a.names[key]
-		a.m.policyDrops.WithLabelValues(n.namespace, n.name, e.dir.String()).Inc()
-		// Logged once per edge: the counter carries the rest (a denied client retries a lot).
-		if a.firstOnEdge("drop|" + key + "|" + e.dir.String() + "|" + e.other.Key() + "|" + ev.PortString()) {
-			a.log.Warn("enforced policy dropped a flow",
-				"workload", n.namespace+"/"+n.name, "direction", e.dir.String(), "peer", e.other.String(),
-				"port", ev.PortString(), "reason", ev.DropReason, "node", ev.Node)
-		}
-		if tr := a.machine.PolicyDrop(key, ev.Time); tr != nil {
-			a.logTransition(*tr)
-		}
-	}
 }
 
 func (a *Auditor) logTransition(tr lifecycle.Transition) {

@@ -265,3 +265,73 @@ func TestAuditorLogsDropsOncePerEdge(t *testing.T) {
 		t.Errorf("drop logged %d times, want once per edge:\n%s", n, logs.String())
 	}
 }
+
+// Ensure a policy drop after enforcement is blamed on the policy the flow names, or, when it
+// names none, on what its drop reason says: a default deny blames the policy in force, an
+// explicit deny or authentication rule (never generated) another policy; only a drop blamed
+// on ours counts against it and demotes it.
+func TestAuditorDropAttribution(t *testing.T) {
+	const ours = "shop-db"
+	drop := func(reason string, f func(*flows.Event)) *flows.Event {
+		return with(ev(9300, evil, db, 5432, flows.VerdictDropped), func(e *flows.Event) {
+			e.DropReason = reason
+			e.Point = flows.DirectionIngress
+			if f != nil {
+				f(e)
+			}
+		})
+	}
+	tests := []struct {
+		name              string
+		ev                *flows.Event
+		ours, foreign     float64
+		policy, blamedWhy string
+	}{
+		{"default deny blames the policy in force", drop("POLICY_DENIED", nil), 1, 0, ours, AttributedDefaultDeny},
+		{"Hubble names our policy", drop("POLICY_DENIED", func(e *flows.Event) {
+			e.DeniedBy = []flows.PolicyRef{{Kind: "CiliumClusterwideNetworkPolicy", Name: ours}}
+		}), 1, 0, ours, AttributedByHubble},
+		{"our spec.log value in policy_log", drop("POLICY_DENIED", func(e *flows.Event) { e.PolicyLog = []string{ours} }), 1, 0, ours, AttributedByHubble},
+		{"Hubble names another policy", drop("POLICY_DENY", func(e *flows.Event) {
+			e.DeniedBy = []flows.PolicyRef{{Kind: "CiliumNetworkPolicy", Namespace: "shop", Name: "block-evil"}}
+		}), 0, 1, "CiliumNetworkPolicy/shop/block-evil", AttributedByHubble},
+		{"an unnamed explicit deny is another policy's", drop("POLICY_DENY", nil), 0, 1, "deny rule", AttributedDenyRule},
+		{"authentication is another policy's", drop("AUTH_REQUIRED", nil), 0, 1, "authentication rule", AttributedAuthRequired},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true, DemoteOnDrop: true}
+			a, m, snap := learn(t, cfg)
+			a.wall = func() time.Time { return base.Add(24 * time.Hour) }
+			a.Observe(ev(2000, web, db, 5432, flows.VerdictForwarded))
+			a.Observe(ev(2000+7200, web, db, 5432, flows.VerdictForwarded))
+			a.Update(&synth.Result{}, snap, nil)
+			if p := a.machine.Record("shop/k8s:app=db").Policy; p != ours {
+				t.Fatalf("db's policy is %q, want %q", p, ours)
+			}
+			a.Observe(tt.ev)
+			if got := counter(t, m.policyDrops); got != tt.ours {
+				t.Errorf("drops blamed on ours = %g, want %g", got, tt.ours)
+			}
+			if got := counter(t, m.foreignDrops); got != tt.foreign {
+				t.Errorf("drops blamed on others = %g, want %g", got, tt.foreign)
+			}
+			wantState := lifecycle.Enforced
+			if tt.ours > 0 {
+				wantState = lifecycle.Audit // --demote-on-drop
+			}
+			if got := a.machine.Record("shop/k8s:app=db").State; got != wantState {
+				t.Errorf("db after the drop = %s, want %s", got, wantState)
+			}
+			var drops []DroppedEdge
+			for _, s := range a.States() {
+				if s.Key == "shop/k8s:app=db" {
+					drops = s.Drops
+				}
+			}
+			if len(drops) != 1 || drops[0].Policy != tt.policy || drops[0].Attribution != tt.blamedWhy || drops[0].Ours != (tt.ours > 0) {
+				t.Errorf("drops = %+v, want one blamed on %s (%s)", drops, tt.policy, tt.blamedWhy)
+			}
+		})
+	}
+}

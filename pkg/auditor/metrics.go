@@ -11,14 +11,15 @@ import (
 
 // metrics are the audit stage's series: verdicts, drops and lifecycle (docs/metrics.md).
 type metrics struct {
-	wouldDeny   *prometheus.CounterVec
-	policyDrops *prometheus.CounterVec
-	auditDeny   *prometheus.CounterVec
-	workloads   *prometheus.GaugeVec
-	held        prometheus.Gauge
-	clean       *prometheus.GaugeVec
-	revisions   prometheus.Counter
-	promotions  prometheus.Counter
+	wouldDeny    *prometheus.CounterVec
+	policyDrops  *prometheus.CounterVec
+	foreignDrops *prometheus.CounterVec
+	auditDeny    *prometheus.CounterVec
+	workloads    *prometheus.GaugeVec
+	held         prometheus.Gauge
+	clean        *prometheus.GaugeVec
+	revisions    prometheus.Counter
+	promotions   prometheus.Counter
 }
 
 // newMetrics registers the series on reg; clock is the flow clock (Auditor.Clock).
@@ -44,8 +45,12 @@ func newMetrics(reg prometheus.Registerer, clock func() time.Time) *metrics {
 		}, []string{"namespace", "workload", "direction"}),
 		policyDrops: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "recommender_policy_drops_total",
-			Help: "Flows of workloads with an enforced policy that Cilium dropped for policy reasons, by workload and direction.",
-		}, []string{"namespace", "workload", "direction"}),
+			Help: "Flows of workloads with a generated policy in force that Cilium dropped for policy reasons and that are blamed on that policy (named by Hubble, or a default deny), by workload, direction and policy.",
+		}, []string{"namespace", "workload", "direction", "policy"}),
+		foreignDrops: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "recommender_foreign_policy_drops_total",
+			Help: "Flows of workloads with a generated policy in force that Cilium dropped because of another policy (named by Hubble, or an explicit deny or authentication rule, which generated policies never contain), by workload, direction and that policy.",
+		}, []string{"namespace", "workload", "direction", "policy"}),
 		workloads: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "recommender_workloads",
 			Help: "Workloads per lifecycle state (observing, audit, enforced).",

@@ -80,6 +80,7 @@ func (a *Auditor) propose(res *synth.Result, snap *aggregate.Snapshot) ([]lifecy
 		delete(a.current, r.Workload)
 		delete(a.names, r.Workload)
 		delete(a.denied, r.Workload)
+		delete(a.drops, r.Workload)
 		delete(a.history, r.Workload)
 	}
 	var out []lifecycle.Transition
@@ -101,6 +102,7 @@ func (a *Auditor) propose(res *synth.Result, snap *aggregate.Snapshot) ([]lifecy
 			// What the replaced revision would have denied is evidence for the one that learned it.
 			a.machine.Learn(key, lifecycleEdges(a.denied[key]))
 			delete(a.denied, key)
+			delete(a.drops, key)
 			out = append(out, *tr)
 			a.logTransition(*tr)
 			continue
@@ -177,6 +179,9 @@ type State struct {
 	Record   lifecycle.Record
 	// Denied holds the distinct would-be-denied flows of the current revision.
 	Denied []DeniedEdge
+	// Drops holds the distinct policy drops since the current revision was proposed, each with
+	// the policy it is blamed on.
+	Drops []DroppedEdge
 	// Clean is how long the current window has been clean.
 	Clean time.Duration
 }
@@ -192,7 +197,7 @@ func (a *Auditor) States() []State {
 			continue
 		}
 		out = append(out, State{Key: key, Proposal: a.current[key], Record: *rec,
-			Denied: slices.Clone(a.denied[key]), Clean: a.machine.Clean(key, a.now)})
+			Denied: slices.Clone(a.denied[key]), Drops: slices.Clone(a.drops[key]), Clean: a.machine.Clean(key, a.now)})
 	}
 	slices.SortFunc(out, func(x, y State) int { return strings.Compare(x.Proposal.Name, y.Proposal.Name) })
 	return out

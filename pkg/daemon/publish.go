@@ -72,6 +72,10 @@ func (dm *Daemon) publish(ctx context.Context, states []auditor.State) error {
 			gp.WouldDeny = append(gp.WouldDeny, gitops.DeniedFlow{Peer: de.Peer, Direction: de.Direction.String(),
 				Protocol: de.Proto.String(), Port: de.Port, Count: de.Count})
 		}
+		for _, d := range s.Drops {
+			gp.Dropped = append(gp.Dropped, gitops.DroppedFlow{Peer: d.Peer, Direction: d.Direction.String(),
+				Protocol: d.Proto.String(), Port: d.Port, Count: d.Count, Policy: d.Policy, Ours: d.Ours, Attribution: d.Attribution})
+		}
 		for _, de := range s.Record.Learned {
 			gp.WouldDeny = append(gp.WouldDeny, gitops.DeniedFlow{Peer: de.Peer, Direction: de.Direction,
 				Protocol: de.Protocol, Port: de.Port, Count: de.Count, Learned: true})

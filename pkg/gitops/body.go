@@ -184,6 +184,22 @@ func writeSection(b *strings.Builder, c Change, d *drawing) {
 		}
 	}
 
+	if len(p.Dropped) > 0 {
+		b.WriteString("\n**Dropped by Cilium while in force**\n\n| Peer | Direction | Port | Flows | Blamed on |\n|---|---|---|---:|---|\n")
+		for i, d := range p.Dropped {
+			if i == maxListedDenied {
+				fmt.Fprintf(b, "| _%d more peers_ | | | | |\n", len(p.Dropped)-i)
+				break
+			}
+			blamed := "this policy (" + d.Attribution + ")"
+			if !d.Ours {
+				blamed = code(d.Policy) + ", not this policy (" + d.Attribution + ")"
+			}
+			fmt.Fprintf(b, "| %s | %s | %s | %d | %s |\n", code(d.Peer), cell(d.Direction),
+				port(DeniedFlow{Protocol: d.Protocol, Port: d.Port}), d.Count, cell(blamed))
+		}
+	}
+
 	fmt.Fprintf(b, "\n**Audit window:** %s\n", windowLong(p.Window))
 }
 

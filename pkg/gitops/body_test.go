@@ -55,6 +55,12 @@ func goldenChangeSet() ChangeSet {
 	payments.Added = []string{"ingress from shop/app=checkout 9000/TCP"}
 	payments.Evidence = []RuleEvidence{{Rule: "ingress shop/Deployment/checkout 9000/TCP", Flows: 40211, FirstSeen: t0, LastSeen: t0.Add(7 * 24 * time.Hour)}}
 	payments.Window = Window{Start: t0, Clean: 7*24*time.Hour + 3*time.Hour, Required: 7 * 24 * time.Hour, FlowsSeen: 40211}
+	payments.Dropped = []DroppedFlow{
+		{Peer: "shop/Deployment/fraud-check", Direction: "ingress", Protocol: "TCP", Port: 9000, Count: 12, Policy: "payments", Ours: true,
+			Attribution: "default deny: no rule allowed the flow"},
+		{Peer: "world", Direction: "ingress", Protocol: "TCP", Port: 9000, Count: 3, Policy: "CiliumNetworkPolicy/shop/block-world",
+			Attribution: "named by Hubble"},
+	}
 
 	return ChangeSet{frontend, backend, payments, proposal("search", StateAudit, "5e5e5e5")}
 }

@@ -37,6 +37,9 @@ type Proposal struct {
 	Evidence []RuleEvidence
 	// WouldDeny lists flows seen during audit that the policy would have denied.
 	WouldDeny []DeniedFlow
+	// Dropped lists flows Cilium dropped for policy reasons while the policy was in force,
+	// each with the policy the drop is blamed on.
+	Dropped []DroppedFlow
 	// Window is the audit window status.
 	Window Window
 	// Closed names the directions ("ingress", "egress") the policy closes with default deny
@@ -63,6 +66,20 @@ type DeniedFlow struct {
 	// Learned says the flow was seen against an earlier revision and this one allows it: the
 	// window restarted, and the edge was learned.
 	Learned bool
+}
+
+// DroppedFlow is traffic Cilium dropped for policy reasons while the policy was in force.
+type DroppedFlow struct {
+	Peer      string
+	Direction string // ingress or egress
+	Protocol  string
+	Port      uint16
+	Count     uint64
+	// Policy is the policy the drop is blamed on; Ours says it is this one.
+	Policy string
+	Ours   bool
+	// Attribution says how the blame was decided ("named by Hubble", "default deny: ...").
+	Attribution string
 }
 
 // Window is the audit window of a policy.
