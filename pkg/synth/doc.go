@@ -8,6 +8,8 @@
 // the semantic diff between two policy sets. It does not read flows, open the store or talk
 // to a cluster: Synthesize is pure (Snapshot + Config in, Result out). The only I/O lives in
 // write.go (WriteDir), used by the commands; audit.LoadDir reads a policy directory back.
+// Proposals are CCNPs; with Config.PolicyKind KindCNP the edges render them as
+// CiliumNetworkPolicies (see Namespaced output).
 //
 // # Evidence
 //
@@ -83,6 +85,19 @@
 // one policy would undo another's HTTP rules for the same pods: such policies share the union
 // of their HTTP rules, or, when one side's samples were truncated, both stay at L4 and are
 // flagged (http-l4-elsewhere).
+//
+// # Namespaced output
+//
+// Config.PolicyKind KindCNP (--policy-kind CiliumNetworkPolicy) writes each proposal as a
+// CiliumNetworkPolicy in its workload's namespace. Synthesis does not change: Proposal.Policy
+// stays a CCNP, and the edges render it with AsCNP (WriteDir lays files out as
+// <namespace>/<name>.yaml; pkg/cluster and pkg/gitops do the same). Meaning is kept because
+// every generated selector already names its namespace, and Cilium's ParseToCiliumRule leaves
+// a selector naming one (or a reserved label) alone in both kinds; AsCNP writes out the
+// "any namespace" Cilium implies in a CCNP for any peer selector that names none, so
+// hand-written or adopted policies keep theirs too. FromCNP is the way back. Entities, CIDRs
+// and FQDNs are not namespaced. Tests prove it on every flow of the recordings with the
+// evaluator and with Cilium's parser.
 //
 // # Determinism
 //

@@ -45,7 +45,7 @@ func Revision(r *api.Rule) (string, error) {
 }
 
 // finish names, labels, annotates and validates a built proposal.
-func finish(p *Proposal, clusterName string) error {
+func finish(p *Proposal, clusterName string, kind PolicyKind) error {
 	rev, err := Revision(p.Policy.Spec)
 	if err != nil {
 		return err
@@ -58,5 +58,11 @@ func finish(p *Proposal, clusterName string) error {
 		AnnotationRevision: "sha256:" + rev,
 		AnnotationReview:   strconv.Itoa(len(p.Review)),
 	}
-	return Validate(p.Policy, clusterName)
+	if err := Validate(p.Policy, clusterName); err != nil {
+		return err
+	}
+	if kind.Namespaced() {
+		return ValidateCNP(p.Policy, clusterName)
+	}
+	return nil
 }
