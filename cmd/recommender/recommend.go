@@ -35,9 +35,12 @@ from recorded flows (--flows, aggregated in memory), from the store the daemon o
 fills (--db), or from what Hubble Relay holds now. It writes <namespace>-<workload>.yaml
 for each policy and REPORT.md (peers, ports, flow counts, skipped workloads and why,
 everything flagged for review) into --out, removing policy files of earlier runs that are
-no longer proposed. Identical input gives byte-identical output.`,
+no longer proposed. Identical input gives byte-identical output. With --policy-kind
+CiliumNetworkPolicy each policy is a CNP in its workload's namespace, written as
+<namespace>/<namespace>-<workload>.yaml.`,
 		Example: `  recommender recommend --flows testdata/flows/*.jsonl --out out/
-  recommender recommend --db recommender.db --out policies/ --min-flows 20 --min-observe 72h --l7 http`,
+  recommender recommend --db recommender.db --out policies/ --min-flows 20 --min-observe 72h --l7 http
+  recommender recommend --flows flows.jsonl --policy-kind CiliumNetworkPolicy --out policies/`,
 		Args: flowArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.src.files = append(o.src.files, args...)
