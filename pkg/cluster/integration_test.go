@@ -785,15 +785,18 @@ func rbacCalls(ctx context.Context, t *testing.T, m rbacMode, c, as clients, for
 	}
 	name := func(s string) string { return fmt.Sprintf("rbac%d-%s", run, s) }
 	testPolicy := m.policy
-	a := newApplier(t, as.dyn, m.apply(enforce()), nil)
-	if _, err := a.Sync(ctx, plan(promoted(testPolicy(name("a"), "web", "80"), testPolicy(name("b"), "api", "8080")))); err != nil {
+	// Two prunes: a mode writing in two namespaces prunes in each (rbacMode.policy).
+	cfg := enforce()
+	cfg.MaxPruneRatio = 1
+	a := newApplier(t, as.dyn, m.apply(cfg), nil)
+	if _, err := a.Sync(ctx, plan(promoted(testPolicy(name("a"), "web", "80"), testPolicy(name("b"), "api", "8080"), testPolicy(name("d"), "db", "5432")))); err != nil {
 		return fmt.Errorf("first sync: %w", err)
 	}
-	res, err := a.Sync(ctx, plan(promoted(testPolicy(name("a"), "web", "443")), testPolicy(name("b"), "api", "8080")))
+	res, err := a.Sync(ctx, plan(promoted(testPolicy(name("a"), "web", "443")), testPolicy(name("b"), "api", "8080"), testPolicy(name("d"), "db", "5432")))
 	if err != nil {
 		return fmt.Errorf("second sync: %w", err)
 	}
-	for n, want := range map[string]Action{name("a"): ActionConfigured, name("b"): ActionPruned} {
+	for n, want := range map[string]Action{name("a"): ActionConfigured, name("b"): ActionPruned, name("d"): ActionPruned} {
 		if i := slices.IndexFunc(res.Changes, func(c Change) bool { return c.Name == n }); i < 0 || res.Changes[i].Action != want {
 			return fmt.Errorf("second sync: %s not %s: %+v", n, want, res.Changes)
 		}
@@ -814,10 +817,10 @@ func rbacCalls(ctx context.Context, t *testing.T, m rbacMode, c, as clients, for
 	if err := c.coord.Leases(m.namespace).Delete(ctx, "recommender", metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		t.Fatal(err)
 	}
-	cfg := DefaultElectionConfig("rbac-replica")
-	cfg.Namespace = m.namespace
-	cfg.RetryPeriod = 100 * time.Millisecond
-	e, err := NewElector(as.coord, cfg, testLogger(t), nil)
+	ecfg := DefaultElectionConfig("rbac-replica")
+	ecfg.Namespace = m.namespace
+	ecfg.RetryPeriod = 100 * time.Millisecond
+	e, err := NewElector(as.coord, ecfg, testLogger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -911,6 +914,8 @@ type rbacMode struct {
 	reader func(*Reader) *Reader
 	// policy builds the mode's test policies.
 	policy func(name, app, port string) *ciliumv2.CiliumClusterwideNetworkPolicy
+	// others are further namespaces the mode writes in.
+	others []string
 }
 
 func (m rbacMode) serviceAccount() string {
@@ -949,6 +954,51 @@ var rbacModes = []rbacMode{
 			return nsPolicy(namespacedTeam, name, app, port)
 		},
 	},
+	{
+		// The chart writing CNPs in every namespace: a ClusterRole.
+		name:      "chart-cnp",
+		manifest:  chartGolden("cnp"),
+		namespace: "kube-system",
+		apply: func(c Config) Config {
+			c.PolicyKind = synth.KindCNP
+			return c
+		},
+		reader: func(r *Reader) *Reader { return r },
+		policy: func(name, app, port string) *ciliumv2.CiliumClusterwideNetworkPolicy {
+			return nsPolicy(namespacedTeam, name, app, port)
+		},
+	},
+	{
+		// The chart for two namespaces: a Role in each, every verb needed in each (policies a
+		// and b in the first, d and the dry run's c in the second, one prune in both).
+		name:      "chart-namespaces",
+		manifest:  chartGolden("namespaces"),
+		namespace: namespacedTeam,
+		apply: func(c Config) Config {
+			c.PolicyKind, c.Namespaces = synth.KindCNP, []string{namespacedTeam, namespacedTeam + "-staging"}
+			return c
+		},
+		reader: func(r *Reader) *Reader { return r.Scoped([]string{namespacedTeam, namespacedTeam + "-staging"}) },
+		policy: func(name, app, port string) *ciliumv2.CiliumClusterwideNetworkPolicy {
+			if strings.HasSuffix(name, "-a") || strings.HasSuffix(name, "-b") {
+				return nsPolicy(namespacedTeam, name, app, port)
+			}
+			return nsPolicy(namespacedTeam+"-staging", name, app, port)
+		},
+		others: []string{namespacedTeam + "-staging"},
+	},
+}
+
+// chartGolden reads what the chart renders for a value set (internal/deploycheck keeps the
+// golden files equal to helm template's output).
+func chartGolden(name string) func(t *testing.T) []byte {
+	return func(t *testing.T) []byte {
+		raw, err := os.ReadFile("../../internal/deploycheck/testdata/chart/" + name + ".golden")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
 }
 
 // kustomize renders a kustomization with kubectl, which the test machines have.
@@ -980,17 +1030,20 @@ func TestRBAC(t *testing.T) {
 
 func testRBAC(t *testing.T, m rbacMode) {
 	c := admin(t)
-	if _, err := c.core.Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: m.namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
+	for _, n := range append([]string{m.namespace, namespacedTeam}, m.others...) {
+		if _, err := c.core.Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { deleteCNPs(t, c, n) })
 	}
-	t.Cleanup(func() { deleteCNPs(t, c, m.namespace) })
 	manifest := m.manifest(t)
 	applyManifest(t, c.dyn, m.name, manifest)
 	roles := rbacRoles(t, manifest)
 	if m.namespace != "kube-system" {
+		scope := append([]string{m.namespace}, m.others...)
 		for _, r := range roles {
-			if r.GetKind() != "Role" || r.GetNamespace() != m.namespace {
-				t.Errorf("%s: %s %s/%s: a namespaced daemon's rights must all be Roles in %s", m.name, r.GetKind(), r.GetNamespace(), r.GetName(), m.namespace)
+			if r.GetKind() != "Role" || !slices.Contains(scope, r.GetNamespace()) {
+				t.Errorf("%s: %s %s/%s: a namespaced daemon's rights must all be Roles in %v", m.name, r.GetKind(), r.GetNamespace(), r.GetName(), scope)
 			}
 		}
 	}
@@ -1017,6 +1070,7 @@ func testRBAC(t *testing.T, m rbacMode) {
 		})
 	}
 	as := newClients(t, sa)
+	kind := m.apply(Config{}) // the policy kind and namespaces of the mode
 
 	// Sufficient.
 	if err := rbacCalls(t.Context(), t, m, c, as, forbidden, 0); err != nil {
@@ -1066,16 +1120,20 @@ func testRBAC(t *testing.T, m rbacMode) {
 			return err
 		}},
 		{"update a policy (only apply is granted)", func(ctx context.Context) error {
-			if m.namespace == "kube-system" {
+			if !kind.PolicyKind.Namespaced() {
 				u := getCCNP(t, c.dyn, "rbac0-a")
 				_, err := as.dyn.Resource(CCNPResource).Update(ctx, u, metav1.UpdateOptions{})
 				return err
 			}
-			u, err := c.dyn.Resource(CNPResource).Namespace(ns).Get(ctx, "rbac0-a", metav1.GetOptions{})
+			pns, err := synth.PolicyNamespace(m.policy("rbac0-a", "web", "80"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = as.dyn.Resource(CNPResource).Namespace(ns).Update(ctx, u, metav1.UpdateOptions{})
+			u, err := c.dyn.Resource(CNPResource).Namespace(pns).Get(ctx, "rbac0-a", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = as.dyn.Resource(CNPResource).Namespace(pns).Update(ctx, u, metav1.UpdateOptions{})
 			return err
 		}},
 		{"get another lease", func(ctx context.Context) error {
@@ -1090,6 +1148,15 @@ func testRBAC(t *testing.T, m rbacMode) {
 			_, err := as.apps.Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
 			return err
 		}},
+	}
+	if kind.PolicyKind.Namespaced() && len(kind.Namespaces) == 0 {
+		// CNPs of every namespace are this mode's job.
+		denied = slices.DeleteFunc(denied, func(d struct {
+			what string
+			call func(context.Context) error
+		}) bool {
+			return d.what == "create a CNP in another namespace"
+		})
 	}
 	if m.namespace != "kube-system" {
 		// Nothing cluster-wide, nothing in other namespaces.
@@ -1142,7 +1209,11 @@ func testRBAC(t *testing.T, m rbacMode) {
 					if len(names) > 0 {
 						attrs.Name = names[0]
 					}
-					t.Run(fmt.Sprintf("%s %s %s", role.GetKind(), res, verb), func(t *testing.T) {
+					where := role.GetKind()
+					if ns := role.GetNamespace(); ns != "" && len(m.others) > 0 {
+						where += " " + ns
+					}
+					t.Run(fmt.Sprintf("%s %s %s", where, res, verb), func(t *testing.T) {
 						without := role.DeepCopy()
 						rs, _, _ := unstructured.NestedSlice(without.Object, "rules")
 						cut := rs[ri].(map[string]any)
