@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"time"
 
+	v2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
@@ -396,7 +398,13 @@ func (o *runOptions) wireCluster(deps *daemon.Deps, reg prometheus.Registerer, p
 			if err != nil {
 				return nil, err
 			}
-			return &audit.Decoded{CCNPs: ps.CCNPs, CNPs: ps.CNPs}, nil
+			// Our own CNPs (--policy-kind CiliumNetworkPolicy) are older revisions of what is
+			// under audit: the proposal stands for them, as it does for our CCNPs (which the
+			// auditor leaves out itself).
+			cnps := slices.DeleteFunc(ps.CNPs, func(p *v2.CiliumNetworkPolicy) bool {
+				return p.Labels[synth.LabelManagedBy] == synth.ManagedByValue
+			})
+			return &audit.Decoded{CCNPs: ps.CCNPs, CNPs: cnps}, nil
 		}
 	}
 	log.Info("connected to kubernetes", "host", rc.Host, "leaderElect", o.leaderElect)
