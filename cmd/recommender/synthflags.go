@@ -37,7 +37,7 @@ func (o *synthOptions) addFlags(f *pflag.FlagSet) {
 	f.IntVar(&o.cidrV6, "cidr-prefix-v6", d.CIDRPrefixV6, "prefix length unnamed external IPv6 addresses are summarized to")
 	f.StringVar(&o.cluster, "cluster-name", d.ClusterName, "Cilium cluster name (cluster.name): policies are proposed for this cluster's workloads and peers are selected by cluster; empty takes it from the flows, and is an error for flows of a ClusterMesh (docs/clustermesh.md)")
 	f.BoolVar(&o.dnsDeep, "dns-subdomain-wildcard", false, `the target Cilium is 1.19 or newer: names resolved in several subdomains of one domain may become a "**." DNS pattern (older agents would not match them)`)
-	f.StringVar(&o.kind, flagPolicyKind, string(d.PolicyKind), `write policies as "CiliumClusterwideNetworkPolicy" or "CiliumNetworkPolicy" (one per workload in its namespace, <out>/<namespace>/<name>.yaml; peers in other namespaces keep their meaning)`)
+	f.StringVar(&o.kind, flagPolicyKind, string(d.PolicyKind), `write policies as "CiliumClusterwideNetworkPolicy" or "CiliumNetworkPolicy" (one per workload in its namespace, written as NAMESPACE/NAME.yaml; peers in other namespaces keep their meaning)`)
 	f.StringVar(&o.quiet, "quiet-directions", string(d.QuietDirections), `a direction in which a proposed workload was never seen talking: "deny" (default deny, nothing allowed) or "open" (no rules, unrestricted)`)
 }
 
