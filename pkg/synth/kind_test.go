@@ -39,6 +39,21 @@ func kindCases() []kindCase {
 		{name: "all", paths: bundled("*.jsonl")},
 		{name: "mesh-east", paths: mesh, cluster: flowgen.MeshEast},
 		{name: "mesh-west", paths: mesh, cluster: flowgen.MeshWest},
+		// Real captures (kind and GKE), each learned on its own as in TestRealCapturesSelfConsistent.
+		{name: "real-tcp", paths: real("hubble-otel-basic-sample-400-tcp-flows.jsonl")},
+		{name: "real-udp", paths: real("hubble-otel-basic-sample-400-udp-flows.jsonl")},
+		{name: "real-http", paths: real("hubble-otel-basic-sample-348-http-flows.jsonl"), l7: true},
+	}
+}
+
+// real returns the path of a real capture, skipping the test where they are not available.
+func real(name string) func(t *testing.T) []string {
+	return func(t *testing.T) []string {
+		p := filepath.Join(realdata, name)
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("real captures not available: %v", err)
+		}
+		return []string{p}
 	}
 }
 
