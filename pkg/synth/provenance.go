@@ -62,7 +62,7 @@ func finish(p *Proposal, clusterName string, kind PolicyKind) error {
 		return err
 	}
 	if kind.Namespaced() {
-		return ValidateCNP(p.Policy, clusterName)
+		return validateCNP(p.Policy, clusterName)
 	}
 	return nil
 }

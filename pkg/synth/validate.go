@@ -56,10 +56,10 @@ func Validate(p *v2.CiliumClusterwideNetworkPolicy, clusterName string) error {
 	return nil
 }
 
-// ValidateCNP checks that a policy renders as a CiliumNetworkPolicy (AsCNP) that Cilium's
+// validateCNP checks that a policy renders as a CiliumNetworkPolicy (AsCNP) that Cilium's
 // CNP parser accepts. Validate checks the rules themselves; the CNP CRD's spec schema is the
 // CCNP one's.
-func ValidateCNP(p *v2.CiliumClusterwideNetworkPolicy, clusterName string) error {
+func validateCNP(p *v2.CiliumClusterwideNetworkPolicy, clusterName string) error {
 	c, err := AsCNP(p)
 	if err != nil {
 		return err
