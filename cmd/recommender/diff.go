@@ -64,7 +64,8 @@ func runDiff(o *diffOptions, stdout io.Writer) error {
 
 // readPolicyDir reads a policy directory as check does (audit.LoadDir: recursive, YAML or
 // JSON, CCNPs and CNPs), so diff and check agree on what a directory holds. A CNP is compared
-// under "namespace/name", which no CCNP name can be. A document that cannot be read is an
+// under "namespace/name", which no CCNP name can be, with its selectors scoped as Cilium scopes
+// them (synth.FromCNP). A document that cannot be read is an
 // error: a diff that leaves it out would report a change that is not there.
 func readPolicyDir(dir string) ([]*v2.CiliumClusterwideNetworkPolicy, error) {
 	d, err := audit.LoadDir(dir)
@@ -80,7 +81,9 @@ func readPolicyDir(dir string) ([]*v2.CiliumClusterwideNetworkPolicy, error) {
 	}
 	out := slices.Clone(d.CCNPs)
 	for _, p := range d.CNPs {
-		c := &v2.CiliumClusterwideNetworkPolicy{TypeMeta: p.TypeMeta, ObjectMeta: *p.ObjectMeta.DeepCopy(), Spec: p.Spec, Specs: p.Specs}
+		// In its clusterwide form a CNP's selectors name the namespace Cilium gives them, so
+		// its atoms mean what they say.
+		c := synth.FromCNP(p)
 		c.Name = p.Namespace + "/" + p.Name
 		out = append(out, c)
 	}

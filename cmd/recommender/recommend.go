@@ -36,9 +36,12 @@ fills (--db), or from what Hubble Relay holds now. It writes <namespace>-<worklo
 for each policy, REPORT.md (peers, ports, flow counts, skipped workloads and why,
 everything flagged for review, a Mermaid graph of each policy) and GRAPH.md (one Mermaid
 graph of all proposed policies, grouped by namespace) into --out, removing policy files of
-earlier runs that are no longer proposed. Identical input gives byte-identical output.`,
+earlier runs that are no longer proposed. Identical input gives byte-identical output. With
+--policy-kind CiliumNetworkPolicy each policy is a CNP in its workload's namespace, written as
+<namespace>/<namespace>-<workload>.yaml.`,
 		Example: `  recommender recommend --flows testdata/flows/*.jsonl --out out/
-  recommender recommend --db recommender.db --out policies/ --min-flows 20 --min-observe 72h --l7 http`,
+  recommender recommend --db recommender.db --out policies/ --min-flows 20 --min-observe 72h --l7 http
+  recommender recommend --flows flows.jsonl --policy-kind CiliumNetworkPolicy --out policies/`,
 		Args: flowArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.src.files = append(o.src.files, args...)

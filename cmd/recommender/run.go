@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"time"
 
+	v2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
@@ -160,6 +162,10 @@ func (o *runOptions) validate() error {
 	}
 	o.cluster.Apply = cluster.ApplyMode(o.apply)
 	o.cluster.DryRun = cluster.DryRunMode(o.dryRun)
+	o.cluster.PolicyKind = synth.PolicyKind(o.synth.kind)
+	if o.namespaced() {
+		o.cluster.Namespaces = o.src.relay.Namespaces
+	}
 	if err := o.cluster.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -168,10 +174,16 @@ func (o *runOptions) validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if (len(o.src.relay.Namespaces) > 0 || len(o.src.relay.Nodes) > 0) && (o.applies() || o.gitops.Enabled()) {
+	switch {
+	case len(o.src.relay.Nodes) > 0 && (o.applies() || o.gitops.Enabled()),
+		len(o.src.relay.Namespaces) > 0 && o.gitops.Enabled(),
+		len(o.src.relay.Namespaces) > 0 && o.applies() && !o.namespaced():
 		// Pruning in the cluster and the files of the policy repository are owned per daemon:
-		// shards delivering side by side would delete each other's policies.
-		errs = append(errs, fmt.Errorf("--%s/--%s shard what a daemon observes; a shard cannot also deliver (--apply, --dry-run, --git-url): write proposals with --out and review or merge them", flagNamespace, flagNodeName))
+		// shards delivering side by side would delete each other's policies. CNPs of a
+		// --namespace shard are the exception: the applier lists, owns and prunes only the CNPs
+		// of its namespaces (issue 18).
+		errs = append(errs, fmt.Errorf("--%s/--%s shard what a daemon observes; a shard cannot also deliver (--apply, --dry-run, --git-url) except a --%s shard applying --%s %s to its namespaces: write proposals with --out and review or merge them",
+			flagNamespace, flagNodeName, flagNamespace, flagPolicyKind, synth.KindCNP))
 	}
 	if o.syncInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--sync-interval %s: must be positive", o.syncInterval))
@@ -187,6 +199,13 @@ func (o *runOptions) validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// namespaced reports whether the daemon runs for its --namespace list only, writing CNPs: it
+// then reads and writes in those namespaces alone, with the namespaced Roles of
+// deploy/namespaced, and never lists anything cluster-wide.
+func (o *runOptions) namespaced() bool {
+	return synth.PolicyKind(o.synth.kind).Namespaced() && len(o.src.relay.Namespaces) > 0
 }
 
 // needsCluster reports whether the flags ask for a Kubernetes connection.
@@ -355,11 +374,21 @@ func (o *runOptions) wireCluster(ctx context.Context, deps *daemon.Deps, reg pro
 		deps.Applier = ap
 	}
 	reader := cluster.NewReader(kc.CoreV1(), kc.AppsV1(), dyn)
-	name, err := localClusterName(ctx, synthCfg.ClusterName, o.ciliumNamespace, reader.CiliumClusterName, log)
-	if err != nil {
-		return err
+	if o.namespaced() {
+		// No cluster-wide read: pods of other namespaces stay unresolved, and the cluster's
+		// CCNPs (cluster-scoped) are not part of shadow evaluation.
+		reader = reader.Scoped(o.src.relay.Namespaces)
+		log.Info("namespaced mode: reading pods and CiliumNetworkPolicies of these namespaces only; shadow evaluation leaves the cluster's CiliumClusterwideNetworkPolicies out",
+			"namespaces", o.src.relay.Namespaces)
+	} else {
+		// Cilium's configuration is in its namespace, which a team's namespaced daemon may not
+		// read: there the name comes from --cluster-name or the flows.
+		name, err := localClusterName(ctx, synthCfg.ClusterName, o.ciliumNamespace, reader.CiliumClusterName, log)
+		if err != nil {
+			return err
+		}
+		synthCfg.ClusterName = name
 	}
-	synthCfg.ClusterName = name
 	deps.RefreshPods = func(ctx context.Context) error {
 		ps, err := reader.Pods(ctx)
 		if err != nil {
@@ -374,7 +403,13 @@ func (o *runOptions) wireCluster(ctx context.Context, deps *daemon.Deps, reg pro
 			if err != nil {
 				return nil, err
 			}
-			return &audit.Decoded{CCNPs: ps.CCNPs, CNPs: ps.CNPs}, nil
+			// Our own CNPs (--policy-kind CiliumNetworkPolicy) are older revisions of what is
+			// under audit: the proposal stands for them, as it does for our CCNPs (which the
+			// auditor leaves out itself).
+			cnps := slices.DeleteFunc(ps.CNPs, func(p *v2.CiliumNetworkPolicy) bool {
+				return p.Labels[synth.LabelManagedBy] == synth.ManagedByValue
+			})
+			return &audit.Decoded{CCNPs: ps.CCNPs, CNPs: cnps}, nil
 		}
 	}
 	log.Info("connected to kubernetes", "host", rc.Host, "leaderElect", o.leaderElect)

@@ -3,8 +3,14 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/recommender/recommender/pkg/cluster"
+	"github.com/recommender/recommender/pkg/lifecycle"
+	"github.com/recommender/recommender/pkg/synth"
 )
 
 // Ensure `run` refuses bad flag combinations before it creates the store or opens a port,
@@ -22,6 +28,9 @@ func TestRunFlagErrors(t *testing.T) {
 		{"lost ratio above 1", []string{"--flows", "../../testdata/flows", "--max-lost-ratio", "2"}, "--max-lost-ratio 2"},
 		{"unknown apply mode", []string{"--flows", "../../testdata/flows", "--apply", "yes"}, "apply"},
 		{"delivering shard", []string{"--namespace", "shop", "--apply", "enforce"}, "a shard cannot also deliver"},
+		{"namespaced shard to git", []string{"--namespace", "shop", "--policy-kind", "CiliumNetworkPolicy", "--git-url", "https://github.com/a/b.git", "--git-only"}, "a shard cannot also deliver"},
+		{"node shard applying CNPs", []string{"--node-name", "n1", "--policy-kind", "CiliumNetworkPolicy", "--apply", "enforce"}, "a shard cannot also deliver"},
+		{"unknown policy kind", []string{"--flows", "../../testdata/flows", "--policy-kind", "NetworkPolicy"}, "--policy-kind"},
 		{"files and relay", []string{"--flows", "../../testdata/flows", "--hubble-server", "127.0.0.1:4245"}, "exclude each other"},
 	}
 	for _, tt := range tests {
@@ -39,5 +48,23 @@ func TestRunFlagErrors(t *testing.T) {
 				t.Errorf("run %v created the store before refusing its flags", tt.args)
 			}
 		})
+	}
+}
+
+// Ensure a --namespace shard writing CiliumNetworkPolicies may deliver to the cluster (its
+// applier owns the CNPs of its namespaces only), and reaches the cluster connection.
+func TestRunNamespacedShardDelivers(t *testing.T) {
+	o := &runOptions{src: newSourceOptions(), cluster: cluster.DefaultConfig()}
+	o.db, o.batchSize, o.batchInterval, o.syncInterval = "r.db", 1, time.Second, time.Minute
+	o.kube = kubeOptions{qps: 1, burst: 1, timeout: time.Second}
+	o.lifecycle = lifecycle.DefaultConfig()
+	o.apply, o.dryRun = string(cluster.ApplyEnforce), string(cluster.DryRunNone)
+	o.src.relay.Namespaces = []string{"shop", "bank"}
+	o.synth.kind = string(synth.KindCNP)
+	if err := o.validate(); err != nil {
+		t.Fatalf("validate() = %v, want a namespaced CNP shard to be allowed to apply", err)
+	}
+	if !o.namespaced() || !slices.Equal(o.cluster.Namespaces, []string{"shop", "bank"}) || o.cluster.PolicyKind != synth.KindCNP {
+		t.Errorf("cluster config = %+v, want CNPs in shop and bank", o.cluster)
 	}
 }

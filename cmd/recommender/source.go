@@ -73,7 +73,7 @@ func (o *sourceOptions) addFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.strict, flagStrict, false, "with --flows: fail on the first malformed line instead of skipping and counting it")
 	fs.StringSliceVar(&o.labelExclude, flagLabelExclude, nil, "regular expressions over label keys to drop from workload identities, in addition to the defaults")
 	fs.StringSliceVar(&o.labelInclude, flagLabelInclude, nil, "regular expressions over label keys to keep even when excluded")
-	fs.StringSliceVar(&o.relay.Namespaces, flagNamespace, nil, "shard: only flows from or to pods of these namespaces (filtered by Hubble Relay)")
+	fs.StringSliceVar(&o.relay.Namespaces, flagNamespace, nil, "shard: only flows from or to pods of these namespaces (filtered by Hubble Relay); with --policy-kind CiliumNetworkPolicy, run also reads and applies in these namespaces only, with namespaced rights (deploy/namespaced)")
 	fs.StringSliceVar(&o.relay.Nodes, flagNodeName, nil, "shard: only flows observed on these nodes (filtered by Hubble Relay)")
 }
 

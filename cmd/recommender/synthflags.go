@@ -22,7 +22,11 @@ type synthOptions struct {
 	quiet      string
 	dnsDeep    bool
 	policyLog  bool
+	kind       string
 }
+
+// flagPolicyKind names the kind proposals are written as; run hands it to delivery too.
+const flagPolicyKind = "policy-kind"
 
 func (o *synthOptions) addFlags(f *pflag.FlagSet) {
 	d := synth.DefaultConfig()
@@ -35,6 +39,7 @@ func (o *synthOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.cluster, "cluster-name", d.ClusterName, "Cilium cluster name (cluster.name): policies are proposed for this cluster's workloads and peers are selected by cluster; empty takes it from the flows, and is an error for flows of a ClusterMesh (docs/clustermesh.md)")
 	f.BoolVar(&o.dnsDeep, "dns-subdomain-wildcard", false, `the target Cilium is 1.19 or newer: names resolved in several subdomains of one domain may become a "**." DNS pattern (older agents would not match them)`)
 	f.BoolVar(&o.policyLog, "policy-log", d.PolicyLog, `write spec.log (the policy's name, at most 32 characters) on generated policies: Hubble's policy_log then names the policy on the flows it allows; needs Cilium 1.18+ CRDs and changes every revision (docs/clustermesh.md)`)
+	f.StringVar(&o.kind, flagPolicyKind, string(d.PolicyKind), `write policies as "CiliumClusterwideNetworkPolicy" or "CiliumNetworkPolicy" (one per workload in its namespace, written as NAMESPACE/NAME.yaml; peers in other namespaces keep their meaning)`)
 	f.StringVar(&o.quiet, "quiet-directions", string(d.QuietDirections), `a direction in which a proposed workload was never seen talking: "deny" (default deny, nothing allowed) or "open" (no rules, unrestricted)`)
 }
 
@@ -54,6 +59,7 @@ func (o *synthOptions) config(changed func(string) bool) (synth.Config, error) {
 	cfg.QuietDirections = synth.QuietMode(o.quiet)
 	cfg.DNSSubdomainWildcard = o.dnsDeep
 	cfg.PolicyLog = o.policyLog
+	cfg.PolicyKind = synth.PolicyKind(o.kind)
 	if changed("cidr-prefix") {
 		if changed("cidr-prefix-v4") {
 			return cfg, errors.New("--cidr-prefix and --cidr-prefix-v4 exclude each other")

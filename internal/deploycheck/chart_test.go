@@ -41,14 +41,33 @@ func helm(t *testing.T, args ...string) ([]byte, error) {
 }
 
 // chartCase is one set of values the chart is rendered with: testdata/chart/<name>.yaml
-// (none for "default"), rendered as release in namespace.
-type chartCase struct{ name, release, namespace string }
+// (none for "default"), rendered as release in namespace; others are further namespaces
+// it puts objects in (namespaces: [...]).
+type chartCase struct {
+	name, release, namespace string
+	others                   []string
+}
 
 var chartCases = []chartCase{
-	{"default", "recommender", "kube-system"},
-	{"gitops", "recommender", "kube-system"},
-	{"minimal", "policy", "recommender-system"},
-	{"custom-network", "recommender", "cilium"},
+	{"default", "recommender", "kube-system", nil},
+	{"gitops", "recommender", "kube-system", nil},
+	{"minimal", "policy", "recommender-system", nil},
+	{"custom-network", "recommender", "cilium", nil},
+	{"namespaced", "recommender", "team-a", nil},
+	{"namespaces", "recommender", "team-a", []string{"team-a-staging"}},
+	{"cnp", "recommender", "kube-system", nil},
+}
+
+// chartCaseNamed returns the chart case of that name.
+func chartCaseNamed(t *testing.T, name string) chartCase {
+	t.Helper()
+	for _, c := range chartCases {
+		if c.name == name {
+			return c
+		}
+	}
+	t.Fatalf("no chart case %s", name)
+	return chartCase{}
 }
 
 func (c chartCase) render(t *testing.T) []byte {
@@ -147,6 +166,10 @@ func TestChartRejectsInvalidValues(t *testing.T) {
 		{"flag without dashes", []string{"extraArgs[0]=learn=false"}, "at '/extraArgs/0': 'learn=false' does not match pattern"},
 		{"port out of range", []string{"metricsPort=70000"}, "at '/metricsPort': maximum: got 70,000, want 65,535"},
 		{"cilium namespace not a name", []string{"cilium.namespace=Kube_System"}, "at '/cilium/namespace': 'Kube_System' does not match pattern"},
+		{"unknown policy kind", []string{"policyKind=NetworkPolicy"}, "at '/policyKind': value must be one of 'CiliumClusterwideNetworkPolicy', 'CiliumNetworkPolicy'"},
+		{"namespaces of CCNPs", []string{"namespaces[0]=shop"}, "at '/policyKind': value must be 'CiliumNetworkPolicy'"},
+		{"bad namespace", []string{"policyKind=CiliumNetworkPolicy", "namespaces[0]=Shop"}, "at '/namespaces/0': 'Shop' does not match pattern"},
+		{"namespaces with gitops", []string{"policyKind=CiliumNetworkPolicy", "namespaces[0]=shop", "gitops.enabled=true", "gitops.url=https://github.com/a/b.git", "gitops.gitOnly=true"}, "at '/gitops/enabled': value must be false"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := []string{"template", "recommender", chartDir}
@@ -193,15 +216,42 @@ func objectKey(o map[string]any) string {
 }
 
 // Ensure deploy/ and the chart never drift: the kustomize base renders exactly the objects
-// the chart renders with its default values as release "recommender" in kube-system, apart
-// from Helm's own labels.
+// the chart renders with its default values as release "recommender" in kube-system, and a
+// kustomization using deploy/namespaced in team-a (testdata/namespaced) exactly what the chart
+// renders with namespaces: [team-a] in team-a, apart from Helm's own labels.
 func TestChartMatchesKustomize(t *testing.T) {
+	for _, tc := range []struct{ kustomization, chart string }{
+		{deployDir, "default"},
+		{"testdata/namespaced", "namespaced"},
+	} {
+		t.Run(tc.chart, func(t *testing.T) {
+			// The component names the daemon's namespace through the pod's environment; the chart
+			// lists it.
+			rendered := bytes.ReplaceAll(kubectl(t, "kustomize", tc.kustomization), []byte("--namespace=$(POD_NAMESPACE)"), []byte("--namespace=team-a"))
+			charted := docs(t, chartCaseNamed(t, tc.chart).render(t))
+			if tc.chart == "namespaced" {
+				// The component drops the base's namespaceSelector (kube-system): a ServiceMonitor
+				// without one scrapes its own namespace, which is what the chart names.
+				for _, o := range charted {
+					if o["kind"] == "ServiceMonitor" {
+						delete(o["spec"].(map[string]any), "namespaceSelector")
+					}
+				}
+			}
+			compareRenders(t, docs(t, rendered), charted)
+		})
+	}
+}
+
+// compareRenders reports every object that is not the same in both renders.
+func compareRenders(t *testing.T, kustomized, charted []map[string]any) {
+	t.Helper()
 	want := map[string]map[string]any{}
-	for _, o := range docs(t, kubectl(t, "kustomize", deployDir)) {
+	for _, o := range kustomized {
 		want[objectKey(o)] = normalize(o).(map[string]any)
 	}
 	got := map[string]map[string]any{}
-	for _, o := range docs(t, chartCases[0].render(t)) {
+	for _, o := range charted {
 		got[objectKey(o)] = normalize(o).(map[string]any)
 	}
 	for k, w := range want {
@@ -255,7 +305,11 @@ func TestChartServerDryRun(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
 			ns := filepath.Join(dir, "namespace.yaml")
-			if err := os.WriteFile(ns, []byte("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: "+c.namespace+"\n"), 0o644); err != nil {
+			var nsDocs []string
+			for _, n := range append([]string{c.namespace}, c.others...) {
+				nsDocs = append(nsDocs, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: "+n+"\n")
+			}
+			if err := os.WriteFile(ns, []byte(strings.Join(nsDocs, "---\n")), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			kubectl(t, kc, "apply", "-f", ns)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -221,5 +222,48 @@ func TestServerDryRun(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("dry run output lacks %s:\n%s", want, got)
 		}
+	}
+}
+
+// Ensure a kustomization using deploy/namespaced (testdata/namespaced: namespace team-a) runs
+// the daemon for its own namespace with no cluster-scoped object at all, writing CNPs, and that
+// the API server accepts it (server-side dry run).
+func TestNamespacedKustomization(t *testing.T) {
+	const kustomization = "testdata/namespaced"
+	objs := docs(t, kubectl(t, "kustomize", kustomization))
+	roles := 0
+	for _, o := range objs {
+		kind, ns := o["kind"].(string), get(o, "metadata", "namespace")
+		if ns != "team-a" {
+			t.Errorf("%s %v is in namespace %v, want team-a (nothing cluster-scoped)", kind, get(o, "metadata", "name"), ns)
+		}
+		if kind == "Role" {
+			roles++
+		}
+		if kind != "StatefulSet" {
+			continue
+		}
+		args := fmt.Sprint(get(o, "spec", "template", "spec", "containers").([]any)[0].(map[string]any)["args"])
+		for _, want := range []string{"--policy-kind=CiliumNetworkPolicy", "--namespace=$(POD_NAMESPACE)", "--leader-elect-namespace=$(POD_NAMESPACE)"} {
+			if !strings.Contains(args, want) {
+				t.Errorf("StatefulSet args %s lack %s", args, want)
+			}
+		}
+	}
+	if roles != 2 {
+		t.Errorf("%d Roles, want 2 (policies, leader election)", roles)
+	}
+
+	env.Require(t)
+	installMonitoringCRDs(t)
+	kc := "--kubeconfig=" + env.Kubeconfig
+	ns := filepath.Join(t.TempDir(), "namespace.yaml")
+	if err := os.WriteFile(ns, []byte("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, kc, "apply", "-f", ns)
+	got := string(kubectl(t, kc, "apply", "--dry-run=server", "-k", kustomization))
+	if n := strings.Count(got, "(server dry run)"); n != len(objs) {
+		t.Errorf("dry run accepted %d objects, want %d:\n%s", n, len(objs), got)
 	}
 }

@@ -50,9 +50,10 @@ const (
 )
 
 var (
-	// CCNPResource is the resource Sync writes.
+	// CCNPResource is the resource Sync writes by default.
 	CCNPResource = schema.GroupVersionResource{Group: "cilium.io", Version: "v2", Resource: "ciliumclusterwidenetworkpolicies"}
-	// CNPResource is read for context only.
+	// CNPResource is the resource Sync writes with Config.PolicyKind synth.KindCNP, and
+	// read for context.
 	CNPResource = schema.GroupVersionResource{Group: "cilium.io", Version: "v2", Resource: "ciliumnetworkpolicies"}
 )
 
@@ -131,8 +132,10 @@ const (
 
 // Change is the outcome for one policy.
 type Change struct {
-	Name   string
-	Action Action
+	Name string
+	// Namespace is the CiliumNetworkPolicy's namespace; "" for a CCNP.
+	Namespace string
+	Action    Action
 	// Err is a *NotOwnedError for ActionNotOwned, a *DriftError for
 	// ActionDrift, the API error for ActionFailed and ErrPruneRefused for
 	// ActionPruneRefused.
@@ -173,18 +176,48 @@ func (r Result) Conflicts() []Change {
 	return out
 }
 
-// Applier writes the desired CCNPs with server-side apply. It is safe for
-// use by one goroutine at a time; the daemon calls Sync from one loop.
+// Applier writes the desired policies with server-side apply: as CCNPs, or
+// with Config.PolicyKind synth.KindCNP as CiliumNetworkPolicies in their
+// workloads' namespaces (synth.AsCNP), under the same ownership rules. The
+// caller's policies are CCNPs either way (Desired, Owned): the kind is this
+// package's business. It is safe for use by one goroutine at a time; the
+// daemon calls Sync from one loop.
 type Applier struct {
-	ccnps   dynamic.NamespaceableResourceInterface
+	// res is the resource written: CCNPResource or CNPResource.
+	res     dynamic.NamespaceableResourceInterface
 	cfg     Config
 	gate    Gate
 	log     *slog.Logger
 	m       *metrics
 	backoff wait.Backoff
-	// reported holds the last action logged at Warn or Info per policy, so a
-	// conflict or a kept policy is logged when it appears, not on every sync.
+	// reported holds the last action logged at Warn or Info per policy (by
+	// key), so a conflict or a kept policy is logged when it appears, not on
+	// every sync.
 	reported map[string]Action
+}
+
+// target is a desired policy and the namespace it goes to ("" for a CCNP).
+type target struct {
+	Desired
+	ns string
+}
+
+// key identifies a policy object: its name for a CCNP, namespace/name for a CNP.
+func key(ns, name string) string {
+	if ns == "" {
+		return name
+	}
+	return ns + "/" + name
+}
+
+func keyOf(u *unstructured.Unstructured) string { return key(u.GetNamespace(), u.GetName()) }
+
+// client is the resource interface for objects in namespace ns ("" for a CCNP).
+func (a *Applier) client(ns string) dynamic.ResourceInterface {
+	if ns == "" {
+		return a.res
+	}
+	return a.res.Namespace(ns)
 }
 
 // NewApplier returns an Applier writing through dyn. gate is consulted
@@ -194,23 +227,37 @@ func NewApplier(dyn dynamic.Interface, cfg Config, gate Gate, log *slog.Logger, 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	gvr := CCNPResource
+	if cfg.PolicyKind.Namespaced() {
+		gvr = CNPResource
+	}
 	return &Applier{
-		ccnps: dyn.Resource(CCNPResource), cfg: cfg, gate: gate, log: log, m: newMetrics(reg),
+		res: dyn.Resource(gvr), cfg: cfg, gate: gate, log: log, m: newMetrics(reg),
 		backoff: defaultBackoff, reported: make(map[string]Action),
 	}, nil
 }
 
-// Owned returns our policies in the cluster, sorted by name: what a new
-// leader adopts as the state in force before it changes anything.
+// Owned returns our policies in the cluster (in Config.Namespaces, when
+// set), sorted by namespace and name: what a new leader adopts as the state
+// in force before it changes anything. CNPs are returned in their
+// clusterwide form (synth.FromCNP), as the caller keeps its policies.
 func (a *Applier) Owned(ctx context.Context) ([]*ciliumv2.CiliumClusterwideNetworkPolicy, error) {
 	listed, err := a.list(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var out []*ciliumv2.CiliumClusterwideNetworkPolicy
-	for _, name := range sortedNames(listed) {
-		u := listed[name]
+	for _, k := range sortedNames(listed) {
+		u := listed[k]
 		if !owned(u) {
+			continue
+		}
+		if a.cfg.PolicyKind.Namespaced() {
+			var c ciliumv2.CiliumNetworkPolicy
+			if err := decode(u, &c); err != nil {
+				return nil, err
+			}
+			out = append(out, synth.FromCNP(&c))
 			continue
 		}
 		var p ciliumv2.CiliumClusterwideNetworkPolicy
@@ -247,7 +294,7 @@ func (a *Applier) Sync(ctx context.Context, plan Plan) (Result, error) {
 	if a.cfg.Apply == ApplyOff && !res.DryRun {
 		return res, ErrApplyDisabled
 	}
-	sorted, err := checkDesired(plan.Desired)
+	sorted, err := a.checkDesired(plan.Desired)
 	if err != nil {
 		return res, err
 	}
@@ -260,43 +307,44 @@ func (a *Applier) Sync(ctx context.Context, plan Plan) (Result, error) {
 	}
 
 	var errs []error
-	desired := make(map[string]bool, len(sorted))
+	desired := make(map[string]bool, len(sorted))      // by key
+	desiredNames := make(map[string]bool, len(sorted)) // by name, as Retired names policies
 	for _, d := range sorted {
-		name := d.Policy.Name
-		desired[name] = true
+		name, k := d.Policy.Name, key(d.ns, d.Policy.Name)
+		desired[k], desiredNames[name] = true, true
 		if !a.cfg.admits(d.Promoted) {
-			ch, err := a.hold(ctx, d.Policy, listed[name])
+			ch, err := a.hold(ctx, d, listed[k])
 			if fatal(ctx, err) {
 				return res, err
 			}
 			if err != nil {
-				ch = Change{Name: name, Action: ActionFailed, Err: err}
-				errs = append(errs, fmt.Errorf("withdraw ciliumclusterwidenetworkpolicy %s: %w", name, err))
+				ch = Change{Name: name, Namespace: d.ns, Action: ActionFailed, Err: err}
+				errs = append(errs, fmt.Errorf("withdraw %s: %w", objectName(d.ns, name), err))
 			}
 			res.Changes = append(res.Changes, ch)
 			continue
 		}
-		ch, err := a.applyOne(ctx, d.Policy, d.Promoted, listed[name], plan.Destructive)
+		ch, err := a.applyOne(ctx, d, listed[k], plan.Destructive)
 		if fatal(ctx, err) {
 			return res, err
 		}
 		if err != nil {
-			ch = Change{Name: name, Action: ActionFailed, Err: err}
-			errs = append(errs, fmt.Errorf("apply ciliumclusterwidenetworkpolicy %s: %w", name, err))
+			ch = Change{Name: name, Namespace: d.ns, Action: ActionFailed, Err: err}
+			errs = append(errs, fmt.Errorf("apply %s: %w", objectName(d.ns, name), err))
 		}
 		res.Changes = append(res.Changes, ch)
 	}
 
-	prunes, err := a.prune(ctx, plan, listed, desired, &res)
+	prunes, err := a.prune(ctx, plan, listed, desiredNames, &res)
 	if err != nil {
 		if fatal(ctx, err) {
 			return res, err
 		}
 		errs = append(errs, err)
 	}
-	for _, name := range sortedNames(listed) {
-		if u := listed[name]; owned(u) && !desired[name] && !prunes[name] {
-			res.Changes = append(res.Changes, Change{Name: name, Action: ActionKept})
+	for _, k := range sortedNames(listed) {
+		if u := listed[k]; owned(u) && !desired[k] && !prunes[k] {
+			res.Changes = append(res.Changes, Change{Name: u.GetName(), Namespace: u.GetNamespace(), Action: ActionKept})
 		}
 	}
 	a.report(res)
@@ -305,34 +353,49 @@ func (a *Applier) Sync(ctx context.Context, plan Plan) (Result, error) {
 
 // prune deletes the retired policies that are still ours at a revision the
 // store delivered, unless the plan is not destructive or there are more of
-// them than MaxPruneRatio allows. It returns the names it handled.
+// them than MaxPruneRatio allows. A retired name matches our object of that
+// name in whichever listed namespace it is (CNPs). It returns the keys it
+// handled.
 func (a *Applier) prune(ctx context.Context, plan Plan, listed map[string]*unstructured.Unstructured, desired map[string]bool, res *Result) (map[string]bool, error) {
 	handled := make(map[string]bool)
-	var candidates []string
+	byName := make(map[string][]string) // name -> keys of our listed objects of that name
+	for _, k := range sortedNames(listed) {
+		if u := listed[k]; owned(u) {
+			byName[u.GetName()] = append(byName[u.GetName()], k)
+		}
+	}
+	var candidates []string // keys
 	for _, r := range sortedRetired(plan.Retired) {
 		if desired[r.Name] {
 			continue // proposed again: not retired any more
 		}
-		cur := listed[r.Name]
-		switch {
-		case cur == nil || !owned(cur):
-			res.Settled = append(res.Settled, r.Name)
-		case !slices.Contains(r.Revisions, revisionOf(cur)):
-			// Written with knowledge this store lacks: kept, and reported as such.
-			res.Settled = append(res.Settled, r.Name)
-		default:
-			candidates = append(candidates, r.Name)
+		var mine []string
+		for _, k := range byName[r.Name] {
+			// Another revision was written with knowledge this store lacks: kept, and
+			// reported as such.
+			if slices.Contains(r.Revisions, revisionOf(listed[k])) {
+				mine = append(mine, k)
+			}
 		}
+		if len(mine) == 0 {
+			res.Settled = append(res.Settled, r.Name)
+			continue
+		}
+		candidates = append(candidates, mine...)
 	}
 	if len(candidates) == 0 {
 		return handled, nil
 	}
-	for _, name := range candidates {
-		handled[name] = true
+	for _, k := range candidates {
+		handled[k] = true
+	}
+	change := func(k string, act Action, err error) Change {
+		u := listed[k]
+		return Change{Name: u.GetName(), Namespace: u.GetNamespace(), Action: act, Err: err}
 	}
 	if !plan.Destructive {
-		for _, name := range candidates {
-			res.Changes = append(res.Changes, Change{Name: name, Action: ActionDeferred})
+		for _, k := range candidates {
+			res.Changes = append(res.Changes, change(k, ActionDeferred, nil))
 		}
 		return handled, nil
 	}
@@ -345,24 +408,25 @@ func (a *Applier) prune(ctx context.Context, plan Plan, listed map[string]*unstr
 	if limit := a.cfg.pruneLimit(ownedCount); len(candidates) > limit {
 		err := fmt.Errorf("%w: %d of %d owned policies retired in one sync, at most %d allowed (--max-prune-ratio %g)",
 			ErrPruneRefused, len(candidates), ownedCount, limit, a.cfg.MaxPruneRatio)
-		for _, name := range candidates {
-			res.Changes = append(res.Changes, Change{Name: name, Action: ActionPruneRefused, Err: err})
+		for _, k := range candidates {
+			res.Changes = append(res.Changes, change(k, ActionPruneRefused, err))
 		}
 		a.m.pruneRefused.Inc()
 		return handled, err
 	}
 	var errs []error
-	for _, name := range candidates {
-		ch, err := a.pruneOne(ctx, name)
+	for _, k := range candidates {
+		u := listed[k]
+		ch, err := a.pruneOne(ctx, u.GetNamespace(), u.GetName())
 		if fatal(ctx, err) {
 			return handled, err
 		}
 		if err != nil {
-			res.Changes = append(res.Changes, Change{Name: name, Action: ActionFailed, Err: err})
-			errs = append(errs, fmt.Errorf("prune ciliumclusterwidenetworkpolicy %s: %w", name, err))
+			res.Changes = append(res.Changes, change(k, ActionFailed, err))
+			errs = append(errs, fmt.Errorf("prune %s: %w", objectName(u.GetNamespace(), u.GetName()), err))
 			continue
 		}
-		res.Settled = append(res.Settled, name)
+		res.Settled = append(res.Settled, u.GetName())
 		if ch.Action != "" {
 			res.Changes = append(res.Changes, ch)
 		}
@@ -385,12 +449,13 @@ func sortedNames(m map[string]*unstructured.Unstructured) []string {
 	return names
 }
 
-// checkDesired rejects input Sync cannot apply and sorts it by name so
-// results and logs are stable.
-func checkDesired(desired []Desired) ([]Desired, error) {
-	sorted := slices.Clone(desired)
-	seen := make(map[string]bool, len(sorted))
-	for i, d := range sorted {
+// checkDesired rejects input Sync cannot apply, finds each policy's
+// namespace (CNPs), and sorts them by namespace and name so results and
+// logs are stable.
+func (a *Applier) checkDesired(desired []Desired) ([]target, error) {
+	sorted := make([]target, 0, len(desired))
+	seen := make(map[string]bool, len(desired))
+	for i, d := range desired {
 		switch {
 		case d.Policy == nil:
 			return nil, fmt.Errorf("desired policy %d: nil", i)
@@ -400,8 +465,20 @@ func checkDesired(desired []Desired) ([]Desired, error) {
 			return nil, fmt.Errorf("desired policy %s: name given twice", d.Policy.Name)
 		}
 		seen[d.Policy.Name] = true
+		t := target{Desired: d}
+		if a.cfg.PolicyKind.Namespaced() {
+			ns, err := synth.PolicyNamespace(d.Policy)
+			if err != nil {
+				return nil, fmt.Errorf("desired policy %s: %w", d.Policy.Name, err)
+			}
+			if !a.cfg.inScope(ns) {
+				return nil, fmt.Errorf("desired policy %s: namespace %s is not one of --namespace %v", d.Policy.Name, ns, a.cfg.Namespaces)
+			}
+			t.ns = ns
+		}
+		sorted = append(sorted, t)
 	}
-	slices.SortFunc(sorted, func(x, y Desired) int { return strings.Compare(x.Policy.Name, y.Policy.Name) })
+	slices.SortFunc(sorted, func(x, y target) int { return strings.Compare(key(x.ns, x.Policy.Name), key(y.ns, y.Policy.Name)) })
 	return sorted, nil
 }
 
@@ -409,15 +486,16 @@ func checkDesired(desired []Desired) ([]Desired, error) {
 // object as the Sync's list saw it (nil: absent). See the package doc for why
 // existing objects are applied with a resourceVersion precondition and new
 // ones without force.
-func (a *Applier) applyOne(ctx context.Context, p *ciliumv2.CiliumClusterwideNetworkPolicy, promoted bool, cur *unstructured.Unstructured, destructive bool) (Change, error) {
-	ch := Change{Name: p.Name}
+func (a *Applier) applyOne(ctx context.Context, t target, cur *unstructured.Unstructured, destructive bool) (Change, error) {
+	p, rc := t.Policy, a.client(t.ns)
+	ch := Change{Name: p.Name, Namespace: t.ns}
 	fresh := false // the listed copy is used for the first try only
 	err := retry.OnError(a.backoff, retriable, func() error {
 		if err := a.checkLeader(); err != nil {
 			return err
 		}
 		if fresh {
-			got, err := a.ccnps.Get(ctx, p.Name, metav1.GetOptions{})
+			got, err := rc.Get(ctx, p.Name, metav1.GetOptions{})
 			switch {
 			case apierrors.IsNotFound(err):
 				cur = nil
@@ -430,14 +508,14 @@ func (a *Applier) applyOne(ctx context.Context, p *ciliumv2.CiliumClusterwideNet
 		fresh = true
 		if cur != nil && !owned(cur) {
 			ch.Action = ActionNotOwned
-			ch.Err = &NotOwnedError{Name: p.Name, ManagedBy: cur.GetLabels()[ManagedByLabel]}
+			ch.Err = &NotOwnedError{Name: p.Name, Namespace: t.ns, ManagedBy: cur.GetLabels()[ManagedByLabel]}
 			return nil
 		}
 		rv := ""
 		if cur != nil {
 			rv = cur.GetResourceVersion()
 		}
-		body, want, err := encode(p, promoted, rv)
+		body, want, err := encode(p, t.Promoted, rv, a.cfg.PolicyKind)
 		if err != nil {
 			return err
 		}
@@ -453,7 +531,7 @@ func (a *Applier) applyOne(ctx context.Context, p *ciliumv2.CiliumClusterwideNet
 			case revisionOf(cur) == revisionOf(want):
 				// Same revision, other rules: somebody edited our policy.
 				if !a.cfg.ForceConflicts {
-					ch.Action, ch.Err = ActionDrift, &DriftError{Name: p.Name, Managers: otherManagers(cur)}
+					ch.Action, ch.Err = ActionDrift, &DriftError{Name: p.Name, Namespace: t.ns, Managers: otherManagers(cur)}
 					return nil
 				}
 				reverting = true
@@ -469,15 +547,15 @@ func (a *Applier) applyOne(ctx context.Context, p *ciliumv2.CiliumClusterwideNet
 		if err := a.checkLeader(); err != nil {
 			return err
 		}
-		out, err := a.ccnps.Patch(ctx, p.Name, types.ApplyPatchType, body, opts)
+		out, err := rc.Patch(ctx, p.Name, types.ApplyPatchType, body, opts)
 		if cur != nil && isFieldManagerConflict(err) {
-			now, gerr := a.ccnps.Get(ctx, p.Name, metav1.GetOptions{})
+			now, gerr := rc.Get(ctx, p.Name, metav1.GetOptions{})
 			if gerr != nil || now.GetResourceVersion() != cur.GetResourceVersion() {
 				return err // it changed meanwhile: look again
 			}
 			// Another manager owns fields of the new revision: that is drift
 			// too, and taking them over is the operator's call.
-			ch.Action, ch.Err = ActionDrift, &DriftError{Name: p.Name, Managers: otherManagers(cur), Err: err}
+			ch.Action, ch.Err = ActionDrift, &DriftError{Name: p.Name, Namespace: t.ns, Managers: otherManagers(cur), Err: err}
 			return nil
 		}
 		if err != nil {
@@ -497,12 +575,12 @@ func (a *Applier) applyOne(ctx context.Context, p *ciliumv2.CiliumClusterwideNet
 // force is never withdrawn for a newer one in audit), except a policy applied
 // as audit while Cilium ran in policy-audit-mode and never proven: enforcing
 // it now would skip its window, so it is taken out.
-func (a *Applier) hold(ctx context.Context, p *ciliumv2.CiliumClusterwideNetworkPolicy, cur *unstructured.Unstructured) (Change, error) {
-	held := Change{Name: p.Name, Action: ActionHeld}
+func (a *Applier) hold(ctx context.Context, t target, cur *unstructured.Unstructured) (Change, error) {
+	held := Change{Name: t.Policy.Name, Namespace: t.ns, Action: ActionHeld}
 	if cur == nil || !owned(cur) || lifecycleOf(cur) != LifecycleAudit {
 		return held, nil
 	}
-	ch, err := a.pruneOne(ctx, p.Name)
+	ch, err := a.pruneOne(ctx, t.ns, t.Policy.Name)
 	if err != nil || ch.Action == "" {
 		return held, err
 	}
@@ -583,15 +661,17 @@ func isFieldManagerConflict(err error) bool {
 	return false
 }
 
-// pruneOne deletes the named object if it is still ours. It returns an
-// empty Change when the object vanished or stopped being ours meanwhile.
-func (a *Applier) pruneOne(ctx context.Context, name string) (Change, error) {
+// pruneOne deletes the named object (in namespace ns, for a CNP) if it is
+// still ours. It returns an empty Change when the object vanished or stopped
+// being ours meanwhile.
+func (a *Applier) pruneOne(ctx context.Context, ns, name string) (Change, error) {
 	var ch Change
+	rc := a.client(ns)
 	err := retry.OnError(a.backoff, retriable, func() error {
 		if err := a.checkLeader(); err != nil {
 			return err
 		}
-		cur, err := a.ccnps.Get(ctx, name, metav1.GetOptions{})
+		cur, err := rc.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
@@ -609,43 +689,62 @@ func (a *Applier) pruneOne(ctx context.Context, name string) (Change, error) {
 		if err := a.checkLeader(); err != nil {
 			return err
 		}
-		err = a.ccnps.Delete(ctx, name, opts)
+		err = rc.Delete(ctx, name, opts)
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		ch = Change{Name: name, Action: ActionPruned}
+		ch = Change{Name: name, Namespace: ns, Action: ActionPruned}
 		return nil
 	})
 	return ch, err
 }
 
-// list returns every CCNP in the cluster by name: ours, to adopt, keep or
-// prune, and the others, whose names we must not take.
+// list returns every policy of the kind Sync writes by key: every CCNP, or
+// the CNPs of Config.Namespaces (of all namespaces when none is set). Ours
+// are there to adopt, keep or prune, the others because their names must not
+// be taken.
 func (a *Applier) list(ctx context.Context) (map[string]*unstructured.Unstructured, error) {
 	out := make(map[string]*unstructured.Unstructured)
-	err := retry.OnError(a.backoff, retriable, func() error {
-		clear(out)
-		opts := metav1.ListOptions{Limit: listPage}
-		for {
-			list, err := a.ccnps.List(ctx, opts)
-			if err != nil {
-				return err
+	scopes := []string{""} // CCNPs, or CNPs of every namespace
+	if a.cfg.PolicyKind.Namespaced() && len(a.cfg.Namespaces) > 0 {
+		scopes = a.cfg.Namespaces
+	}
+	for _, ns := range scopes {
+		err := retry.OnError(a.backoff, retriable, func() error {
+			maps.DeleteFunc(out, func(_ string, u *unstructured.Unstructured) bool { return u.GetNamespace() == ns || ns == "" })
+			opts := metav1.ListOptions{Limit: listPage}
+			for {
+				list, err := a.client(ns).List(ctx, opts)
+				if err != nil {
+					return err
+				}
+				for i := range list.Items {
+					out[keyOf(&list.Items[i])] = &list.Items[i]
+				}
+				if opts.Continue = list.GetContinue(); opts.Continue == "" {
+					return nil
+				}
 			}
-			for i := range list.Items {
-				out[list.Items[i].GetName()] = &list.Items[i]
+		})
+		if err != nil {
+			if ns != "" {
+				return nil, fmt.Errorf("list %s in %s: %w", a.resource(), ns, err)
 			}
-			if opts.Continue = list.GetContinue(); opts.Continue == "" {
-				return nil
-			}
+			return nil, fmt.Errorf("list %s: %w", a.resource(), err)
 		}
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list ciliumclusterwidenetworkpolicies: %w", err)
 	}
 	return out, nil
+}
+
+// resource is the plural resource name Sync writes, for messages.
+func (a *Applier) resource() string {
+	if a.cfg.PolicyKind.Namespaced() {
+		return CNPResource.Resource
+	}
+	return CCNPResource.Resource
 }
 
 func (a *Applier) checkLeader() error {
@@ -670,34 +769,39 @@ func (a *Applier) report(res Result) {
 	seen := make(map[string]bool, len(res.Changes))
 	for _, ch := range res.Changes {
 		counts[ch.Action]++
-		seen[ch.Name] = true
-		prev := a.reported[ch.Name]
-		a.reported[ch.Name] = ch.Action
+		k := key(ch.Namespace, ch.Name)
+		seen[k] = true
+		prev := a.reported[k]
+		a.reported[k] = ch.Action
+		log := a.log
+		if ch.Namespace != "" {
+			log = log.With("namespace", ch.Namespace)
+		}
 		switch ch.Action {
 		case ActionCreated, ActionConfigured, ActionPruned, ActionDriftReverted:
 			if !res.DryRun {
 				a.m.writes.WithLabelValues(string(ch.Action)).Inc()
 			}
-			a.log.Info("policy "+string(ch.Action), "policy", ch.Name, "dry_run", res.DryRun)
+			log.Info("policy "+string(ch.Action), "policy", ch.Name, "dry_run", res.DryRun)
 		case ActionFailed:
 			a.m.failures.Inc()
-			a.log.Warn("policy not applied", "policy", ch.Name, "action", ch.Action, "err", ch.Err)
+			log.Warn("policy not applied", "policy", ch.Name, "action", ch.Action, "err", ch.Err)
 		case ActionNotOwned, ActionDrift, ActionPruneRefused:
 			if prev != ch.Action {
-				a.log.Warn("policy conflict", "policy", ch.Name, "action", ch.Action, "err", ch.Err)
+				log.Warn("policy conflict", "policy", ch.Name, "action", ch.Action, "err", ch.Err)
 			}
 		case ActionKept:
 			if prev != ch.Action {
-				a.log.Info("policy kept: in the cluster, not proposed by this replica's store; adopted as it is",
+				log.Info("policy kept: in the cluster, not proposed by this replica's store; adopted as it is",
 					"policy", ch.Name)
 			}
 		case ActionDeferred:
 			if prev != ch.Action {
-				a.log.Info("policy change deferred until the replica has observed long enough (--delivery-warmup)",
+				log.Info("policy change deferred until the replica has observed long enough (--delivery-warmup)",
 					"policy", ch.Name)
 			}
 		default:
-			a.log.Debug("policy "+string(ch.Action), "policy", ch.Name, "dry_run", res.DryRun)
+			log.Debug("policy "+string(ch.Action), "policy", ch.Name, "dry_run", res.DryRun)
 		}
 	}
 	for name := range a.reported {
@@ -720,8 +824,9 @@ func owned(obj *unstructured.Unstructured) bool {
 // decodes to: our label added, the revision annotation set (computed from
 // the spec when p lacks it), the lifecycle annotation set from promoted,
 // server-set metadata and the empty status dropped, resourceVersion set to rv
-// (a precondition) when not empty.
-func encode(p *ciliumv2.CiliumClusterwideNetworkPolicy, promoted bool, rv string) ([]byte, *unstructured.Unstructured, error) {
+// (a precondition) when not empty; rendered as a CNP in its namespace
+// (synth.AsCNP) when kind is synth.KindCNP.
+func encode(p *ciliumv2.CiliumClusterwideNetworkPolicy, promoted bool, rv string, kind synth.PolicyKind) ([]byte, *unstructured.Unstructured, error) {
 	obj := p.DeepCopy()
 	obj.APIVersion = CCNPResource.GroupVersion().String()
 	obj.Kind = "CiliumClusterwideNetworkPolicy"
@@ -747,7 +852,16 @@ func encode(p *ciliumv2.CiliumClusterwideNetworkPolicy, promoted bool, rv string
 	if promoted {
 		obj.Annotations[AnnotationLifecycle] = LifecycleEnforced
 	}
-	raw, err := json.Marshal(obj)
+	var apply any = obj
+	if kind.Namespaced() {
+		c, err := synth.AsCNP(obj)
+		if err != nil {
+			return nil, nil, fmt.Errorf("encode policy %s: %w", p.Name, err)
+		}
+		c.ResourceVersion = rv
+		apply = c
+	}
+	raw, err := json.Marshal(apply)
 	if err != nil {
 		return nil, nil, fmt.Errorf("encode policy %s: %w", p.Name, err)
 	}

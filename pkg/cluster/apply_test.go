@@ -23,6 +23,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
+
+	"github.com/recommender/recommender/pkg/synth"
 )
 
 var discard = slog.New(slog.DiscardHandler)
@@ -60,6 +62,10 @@ func TestConfigValidate(t *testing.T) {
 		{"empty apply", Config{DryRun: DryRunNone}, false},
 		{"unknown apply", Config{Apply: "on", DryRun: DryRunNone}, false},
 		{"client dry-run", Config{Apply: ApplyEnforce, DryRun: "client"}, false},
+		{"cnp in namespaces", Config{Apply: ApplyEnforce, DryRun: DryRunNone, PolicyKind: synth.KindCNP, Namespaces: []string{"shop"}}, true},
+		{"ccnp in namespaces", Config{Apply: ApplyEnforce, DryRun: DryRunNone, Namespaces: []string{"shop"}}, false},
+		{"unknown kind", Config{Apply: ApplyEnforce, DryRun: DryRunNone, PolicyKind: "NetworkPolicy"}, false},
+		{"empty namespace", Config{Apply: ApplyEnforce, DryRun: DryRunNone, PolicyKind: synth.KindCNP, Namespaces: []string{""}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -90,28 +96,37 @@ func TestSyncApplyOff(t *testing.T) {
 	}
 }
 
-// Ensure input that cannot be applied is rejected before any write.
+// Ensure input that cannot be applied is rejected before any write, and that CNPs get the
+// namespace their selector names, within --namespace.
 func TestCheckDesired(t *testing.T) {
+	other := testPolicy("a", "x", "1")
+	other.Spec.EndpointSelector = api.NewESFromLabels(labels.NewLabel("app", "x", labels.LabelSourceK8s),
+		labels.NewLabel("io.kubernetes.pod.namespace", "bank", labels.LabelSourceK8s))
+	cnp := Config{PolicyKind: synth.KindCNP}
+	scoped := Config{PolicyKind: synth.KindCNP, Namespaces: []string{"shop"}}
 	tests := []struct {
 		name    string
+		cfg     Config
 		desired []Desired
 		want    []string
 		wantErr bool
 	}{
-		{"sorted by name", []Desired{{Policy: testPolicy("b", "x", "1")}, {Policy: testPolicy("a", "x", "1")}}, []string{"a", "b"}, false},
-		{"nil policy", []Desired{{}}, nil, true},
-		{"no name", []Desired{{Policy: testPolicy("", "x", "1")}}, nil, true},
-		{"duplicate", []Desired{{Policy: testPolicy("a", "x", "1")}, {Policy: testPolicy("a", "y", "2")}}, nil, true},
+		{"sorted by name", Config{}, []Desired{{Policy: testPolicy("b", "x", "1")}, {Policy: testPolicy("a", "x", "1")}}, []string{"a", "b"}, false},
+		{"nil policy", Config{}, []Desired{{}}, nil, true},
+		{"no name", Config{}, []Desired{{Policy: testPolicy("", "x", "1")}}, nil, true},
+		{"duplicate", Config{}, []Desired{{Policy: testPolicy("a", "x", "1")}, {Policy: testPolicy("a", "y", "2")}}, nil, true},
+		{"cnp sorted by namespace", cnp, []Desired{{Policy: testPolicy("b", "x", "1")}, {Policy: other}}, []string{"bank/a", "shop/b"}, false},
+		{"cnp outside --namespace", scoped, []Desired{{Policy: testPolicy("b", "x", "1")}, {Policy: other}}, nil, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := checkDesired(tt.desired)
+			got, err := (&Applier{cfg: tt.cfg}).checkDesired(tt.desired)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("checkDesired() error = %v, want error %v", err, tt.wantErr)
 			}
 			var names []string
 			for _, d := range got {
-				names = append(names, d.Policy.Name)
+				names = append(names, key(d.ns, d.Policy.Name))
 			}
 			if !reflect.DeepEqual(names, tt.want) {
 				t.Errorf("checkDesired() names = %v, want %v", names, tt.want)
@@ -126,9 +141,12 @@ func TestEncode(t *testing.T) {
 	p.UID = "u1"
 	p.ResourceVersion = "7"
 	p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
-	for _, rv := range []string{"", "42"} {
-		t.Run("rv="+rv, func(t *testing.T) {
-			body, _, err := encode(p, true, rv)
+	for _, tc := range []struct {
+		rv, kind, namespace string
+	}{{"", "CiliumClusterwideNetworkPolicy", ""}, {"42", "CiliumClusterwideNetworkPolicy", ""}, {"", "CiliumNetworkPolicy", "shop"}, {"42", "CiliumNetworkPolicy", "shop"}} {
+		rv := tc.rv
+		t.Run(tc.kind+"/rv="+rv, func(t *testing.T) {
+			body, _, err := encode(p, true, rv, synth.PolicyKind(tc.kind))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -137,8 +155,11 @@ func TestEncode(t *testing.T) {
 				t.Fatal(err)
 			}
 			u := unstructured.Unstructured{Object: m}
-			if got, want := u.GetAPIVersion()+"/"+u.GetKind(), "cilium.io/v2/CiliumClusterwideNetworkPolicy"; got != want {
+			if got, want := u.GetAPIVersion()+"/"+u.GetKind(), "cilium.io/v2/"+tc.kind; got != want {
 				t.Errorf("encode() type = %s, want %s", got, want)
+			}
+			if got := u.GetNamespace(); got != tc.namespace {
+				t.Errorf("encode() namespace = %q, want %q", got, tc.namespace)
 			}
 			wantLabels := map[string]string{ManagedByLabel: ManagedByValue, "app.kubernetes.io/part-of": "shop"}
 			if got := u.GetLabels(); !reflect.DeepEqual(got, wantLabels) {

@@ -1,6 +1,12 @@
 package cluster
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/recommender/recommender/pkg/synth"
+)
 
 // ApplyMode says whether Sync writes to the cluster (flag --apply).
 type ApplyMode string
@@ -40,6 +46,14 @@ type Config struct {
 	// zero), or none at all. A store that lost its memory retires
 	// everything at once; a healthy one retires a few at a time.
 	MaxPruneRatio float64
+	// PolicyKind is --policy-kind: synth.KindCCNP (also the zero value) writes
+	// CiliumClusterwideNetworkPolicies, synth.KindCNP one CiliumNetworkPolicy
+	// per workload in the workload's namespace, with the same ownership rules.
+	PolicyKind synth.PolicyKind
+	// Namespaces is --namespace with synth.KindCNP: Sync lists, writes,
+	// adopts and prunes CNPs in these namespaces only, with namespaced rights
+	// (deploy/namespaced). Empty: every namespace (a cluster-wide list).
+	Namespaces []string
 }
 
 // DefaultConfig is what the flags default to.
@@ -65,7 +79,21 @@ func (c Config) Validate() error {
 	if c.MaxPruneRatio < 0 || c.MaxPruneRatio > 1 {
 		return fmt.Errorf("--max-prune-ratio %g: must be within [0, 1]", c.MaxPruneRatio)
 	}
+	if err := c.PolicyKind.Validate(); err != nil {
+		return err
+	}
+	if len(c.Namespaces) > 0 && !c.PolicyKind.Namespaced() {
+		return errors.New("--namespace with delivery needs --policy-kind CiliumNetworkPolicy: CCNPs are cluster-scoped")
+	}
+	if slices.Contains(c.Namespaces, "") {
+		return errors.New("--namespace: empty namespace name")
+	}
 	return nil
+}
+
+// inScope reports whether Sync may touch policies in namespace ns.
+func (c Config) inScope(ns string) bool {
+	return len(c.Namespaces) == 0 || slices.Contains(c.Namespaces, ns)
 }
 
 // pruneLimit is how many of owned policies one Sync may delete: the ratio's

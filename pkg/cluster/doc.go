@@ -6,7 +6,14 @@
 //
 //   - Applier: server-side apply (field manager "recommender") of
 //     CiliumClusterwideNetworkPolicies through the dynamic client, with the
-//     ownership rules below, dry-run, retries and pruning. Sync is idempotent:
+//     ownership rules below, dry-run, retries and pruning. With
+//     Config.PolicyKind synth.KindCNP it writes CiliumNetworkPolicies instead,
+//     each in the namespace its endpointSelector names (synth.AsCNP), under the
+//     same rules; Config.Namespaces (--namespace) confines it to those
+//     namespaces: it lists, adopts, keeps and prunes only their CNPs and
+//     refuses a policy for any other, so a team's daemon needs no
+//     cluster-wide right and two teams' daemons never touch each other's
+//     policies. The caller's policies stay CCNPs (Desired, Owned). Sync is idempotent:
 //     the daemon calls it with the whole desired state on start and after
 //     every change, so a crash mid-apply converges on the next call.
 //   - Elector: leader election on a coordination.k8s.io Lease. All replicas
@@ -14,7 +21,8 @@
 //     lease is lost.
 //   - Reader: read-only context (namespaces, pods and their owning workloads,
 //     existing CNPs and CCNPs, the cluster name in Cilium's cilium-config)
-//     returned as plain data or Cilium's own types.
+//     returned as plain data or Cilium's own types; Reader.Scoped reads given
+//     namespaces only (and no CCNPs).
 //
 // It does not decide what to apply: synthesis and the audit lifecycle do, and
 // the daemon passes the result to Sync.
@@ -74,7 +82,9 @@
 //
 // deploy/rbac.yaml grants exactly what this package uses: CCNPs
 // get/list/create/patch/delete, CNPs, pods and replicasets list, and create on
-// leases and get/update on its own Lease in the daemon's namespace; deploy/rbac-cilium-config.yaml grants get on the one
-// ConfigMap cilium-config in Cilium's namespace. A test checks them through
-// impersonation.
+// leases and get/update on its own Lease in the daemon's namespace;
+// deploy/rbac-cilium-config.yaml grants get on the one ConfigMap cilium-config in
+// Cilium's namespace. deploy/namespaced (CNPs of the daemon's own namespace) grants
+// only Roles: CNPs get/list/create/patch/delete, pods and replicasets list there,
+// and the Lease. TestRBAC proves both needed and sufficient through impersonation.
 package cluster

@@ -32,15 +32,26 @@ var (
 // the cluster without our managed-by label. Sync leaves it alone.
 type NotOwnedError struct {
 	Name string
+	// Namespace is the CiliumNetworkPolicy's namespace; "" for a CCNP.
+	Namespace string
 	// ManagedBy is the object's app.kubernetes.io/managed-by label, if any.
 	ManagedBy string
 }
 
 func (e *NotOwnedError) Error() string {
 	if e.ManagedBy == "" {
-		return fmt.Sprintf("ciliumclusterwidenetworkpolicy %s exists and is not managed by recommender", e.Name)
+		return fmt.Sprintf("%s exists and is not managed by recommender", objectName(e.Namespace, e.Name))
 	}
-	return fmt.Sprintf("ciliumclusterwidenetworkpolicy %s exists and is managed by %q, not recommender", e.Name, e.ManagedBy)
+	return fmt.Sprintf("%s exists and is managed by %q, not recommender", objectName(e.Namespace, e.Name), e.ManagedBy)
+}
+
+// objectName names a policy object in messages: "ciliumclusterwidenetworkpolicy name" or
+// "ciliumnetworkpolicy namespace/name".
+func objectName(ns, name string) string {
+	if ns == "" {
+		return "ciliumclusterwidenetworkpolicy " + name
+	}
+	return "ciliumnetworkpolicy " + ns + "/" + name
 }
 
 // Is makes errors.Is(err, ErrNotOwned) match.
@@ -51,6 +62,8 @@ func (e *NotOwnedError) Is(target error) bool { return target == ErrNotOwned }
 // Config.ForceConflicts.
 type DriftError struct {
 	Name string
+	// Namespace is the CiliumNetworkPolicy's namespace; "" for a CCNP.
+	Namespace string
 	// Managers are the object's field managers other than ours.
 	Managers []string
 	// Err is the API server's apply conflict, when the drift was found by one.
@@ -58,7 +71,7 @@ type DriftError struct {
 }
 
 func (e *DriftError) Error() string {
-	msg := fmt.Sprintf("ciliumclusterwidenetworkpolicy %s was changed by another field manager %v; left as it is (--force-conflicts takes it back)", e.Name, e.Managers)
+	msg := fmt.Sprintf("%s was changed by another field manager %v; left as it is (--force-conflicts takes it back)", objectName(e.Namespace, e.Name), e.Managers)
 	if e.Err != nil {
 		msg += ": " + e.Err.Error()
 	}

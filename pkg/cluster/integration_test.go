@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"reflect"
 	"slices"
 	"strings"
@@ -619,6 +620,22 @@ func readerFixture(t *testing.T, c clients, prefix string) string {
 		// Without a controller-manager the namespace stays Terminating; its name is unique.
 		_ = c.core.Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 	})
+	readerObjects(t, c, ns)
+	return ns
+}
+
+// readerObjects creates in ns what checkReader expects: a ReplicaSet of a Deployment, three
+// pods, one CNP, and one CCNP named <ns>-existing. Objects left by an earlier run in a
+// namespace that outlives tests are reused.
+func readerObjects(t *testing.T, c clients, ns string) {
+	t.Helper()
+	ctx := t.Context()
+	created := func(err error) {
+		t.Helper()
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
 	ctrl := func(apiVersion, kind, name string) []metav1.OwnerReference {
 		yes := true
 		return []metav1.OwnerReference{{APIVersion: apiVersion, Kind: kind, Name: name, UID: types.UID(kind + "-" + name), Controller: &yes}}
@@ -633,9 +650,8 @@ func readerFixture(t *testing.T, c clients, prefix string) string {
 			},
 		},
 	}
-	if _, err := c.apps.ReplicaSets(ns).Create(ctx, rs, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	_, err := c.apps.ReplicaSets(ns).Create(ctx, rs, metav1.CreateOptions{})
+	created(err)
 	pods := []*corev1.Pod{
 		{ObjectMeta: metav1.ObjectMeta{Name: "web-7d9f-abcde", Labels: map[string]string{"app": "web"}, OwnerReferences: ctrl("apps/v1", "ReplicaSet", "web-7d9f")}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "db-0", Labels: map[string]string{"app": "db"}, OwnerReferences: ctrl("apps/v1", "StatefulSet", "db")}},
@@ -644,24 +660,20 @@ func readerFixture(t *testing.T, c clients, prefix string) string {
 	for _, p := range pods {
 		p.Namespace = ns
 		p.Spec = corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "c"}}}
-		if _, err := c.core.Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		_, err := c.core.Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+		created(err)
 	}
 	cnp := &ciliumv2.CiliumNetworkPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "cilium.io/v2", Kind: "CiliumNetworkPolicy"},
 		ObjectMeta: metav1.ObjectMeta{Name: "existing", Namespace: ns},
 		Spec:       testPolicy("", "web", "80").Spec,
 	}
-	if _, err := c.dyn.Resource(CNPResource).Namespace(ns).Create(ctx, toUnstructured(t, cnp), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	_, err = c.dyn.Resource(CNPResource).Namespace(ns).Create(ctx, toUnstructured(t, cnp), metav1.CreateOptions{})
+	created(err)
 	ccnp := testPolicy(ns+"-existing", "db", "5432")
 	ccnp.APIVersion, ccnp.Kind = "cilium.io/v2", "CiliumClusterwideNetworkPolicy"
-	if _, err := c.dyn.Resource(CCNPResource).Create(ctx, toUnstructured(t, ccnp), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return ns
+	_, err = c.dyn.Resource(CCNPResource).Create(ctx, toUnstructured(t, ccnp), metav1.CreateOptions{})
+	created(err)
 }
 
 // checkReader reads the fixture in ns through r and compares it with what
@@ -724,13 +736,9 @@ var rbacResources = map[string]schema.GroupVersionResource{
 	"RoleBinding":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
 }
 
-// applyManifest server-side applies every document of a YAML file.
-func applyManifest(t *testing.T, dyn dynamic.Interface, path string) {
+// applyManifest server-side applies every RBAC document of a YAML stream.
+func applyManifest(t *testing.T, dyn dynamic.Interface, path string, raw []byte) {
 	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for doc := range strings.SplitSeq(string(raw), "\n---\n") {
 		var u unstructured.Unstructured
 		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
@@ -741,7 +749,7 @@ func applyManifest(t *testing.T, dyn dynamic.Interface, path string) {
 		}
 		gvr, ok := rbacResources[u.GetKind()]
 		if !ok {
-			t.Fatalf("%s: unexpected kind %s", path, u.GetKind())
+			continue // the rest of a rendered kustomization
 		}
 		body, err := json.Marshal(u.Object)
 		if err != nil {
@@ -770,30 +778,34 @@ var errForbiddenSeen = errors.New("forbidden")
 // nothing of its own (fresh policy names, no Lease: c deletes it), so every
 // verb is exercised every time. forbidden receives the 403 answers as's
 // transport saw.
-func rbacCalls(ctx context.Context, t *testing.T, c, as clients, forbidden <-chan string, run int) error {
+func rbacCalls(ctx context.Context, t *testing.T, m rbacMode, c, as clients, forbidden <-chan string, run int) error {
 	select {
 	case <-forbidden: // from an earlier run
 	default:
 	}
 	name := func(s string) string { return fmt.Sprintf("rbac%d-%s", run, s) }
-	a := newApplier(t, as.dyn, enforce(), nil)
-	if _, err := a.Sync(ctx, plan(promoted(testPolicy(name("a"), "web", "80"), testPolicy(name("b"), "api", "8080")))); err != nil {
+	testPolicy := m.policy
+	// Two prunes: a mode writing in two namespaces prunes in each (rbacMode.policy).
+	cfg := enforce()
+	cfg.MaxPruneRatio = 1
+	a := newApplier(t, as.dyn, m.apply(cfg), nil)
+	if _, err := a.Sync(ctx, plan(promoted(testPolicy(name("a"), "web", "80"), testPolicy(name("b"), "api", "8080"), testPolicy(name("d"), "db", "5432")))); err != nil {
 		return fmt.Errorf("first sync: %w", err)
 	}
-	res, err := a.Sync(ctx, plan(promoted(testPolicy(name("a"), "web", "443")), testPolicy(name("b"), "api", "8080")))
+	res, err := a.Sync(ctx, plan(promoted(testPolicy(name("a"), "web", "443")), testPolicy(name("b"), "api", "8080"), testPolicy(name("d"), "db", "5432")))
 	if err != nil {
 		return fmt.Errorf("second sync: %w", err)
 	}
-	for n, want := range map[string]Action{name("a"): ActionConfigured, name("b"): ActionPruned} {
+	for n, want := range map[string]Action{name("a"): ActionConfigured, name("b"): ActionPruned, name("d"): ActionPruned} {
 		if i := slices.IndexFunc(res.Changes, func(c Change) bool { return c.Name == n }); i < 0 || res.Changes[i].Action != want {
 			return fmt.Errorf("second sync: %s not %s: %+v", n, want, res.Changes)
 		}
 	}
-	dry := newApplier(t, as.dyn, Config{Apply: ApplyOff, DryRun: DryRunServer}, nil)
+	dry := newApplier(t, as.dyn, m.apply(Config{Apply: ApplyOff, DryRun: DryRunServer}), nil)
 	if _, err := dry.Sync(ctx, plan(promoted(testPolicy(name("a"), "web", "443"), testPolicy(name("c"), "db", "5432")))); err != nil {
 		return fmt.Errorf("dry-run sync: %w", err)
 	}
-	reader := NewReader(as.core, as.apps, as.dyn)
+	reader := m.reader(NewReader(as.core, as.apps, as.dyn))
 	if _, err := reader.Policies(ctx); err != nil {
 		return fmt.Errorf("read policies: %w", err)
 	}
@@ -802,16 +814,19 @@ func rbacCalls(ctx context.Context, t *testing.T, c, as clients, forbidden <-cha
 		return fmt.Errorf("read pods: %w", err)
 	}
 	// run takes the local cluster's name from Cilium's configuration.
-	if _, err := reader.CiliumClusterName(ctx, "kube-system"); err != nil {
-		return fmt.Errorf("read cilium's cluster name: %w", err)
+	if m.namespace == "kube-system" { // a team's daemon reads nothing in Cilium's namespace
+		if _, err := reader.CiliumClusterName(ctx, "kube-system"); err != nil {
+			return fmt.Errorf("read cilium's cluster name: %w", err)
+		}
 	}
 
-	if err := c.coord.Leases("kube-system").Delete(ctx, "recommender", metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+	if err := c.coord.Leases(m.namespace).Delete(ctx, "recommender", metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		t.Fatal(err)
 	}
-	cfg := DefaultElectionConfig("rbac-replica")
-	cfg.RetryPeriod = 100 * time.Millisecond
-	e, err := NewElector(as.coord, cfg, testLogger(t), nil)
+	ecfg := DefaultElectionConfig("rbac-replica")
+	ecfg.Namespace = m.namespace
+	ecfg.RetryPeriod = 100 * time.Millisecond
+	e, err := NewElector(as.coord, ecfg, testLogger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -833,7 +848,7 @@ func rbacCalls(ctx context.Context, t *testing.T, c, as clients, forbidden <-cha
 	if err := <-runErr; err != nil {
 		return fmt.Errorf("leader election: %w", err)
 	}
-	lease, err := c.coord.Leases("kube-system").Get(ctx, "recommender", metav1.GetOptions{})
+	lease, err := c.coord.Leases(m.namespace).Get(ctx, "recommender", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -843,13 +858,9 @@ func rbacCalls(ctx context.Context, t *testing.T, c, as clients, forbidden <-cha
 	return nil
 }
 
-// rbacRoles returns the ClusterRole and the Role of deploy/rbac.yaml.
-func rbacRoles(t *testing.T, path string) []*unstructured.Unstructured {
+// rbacRoles returns the ClusterRoles and Roles of a manifest.
+func rbacRoles(t *testing.T, raw []byte) []*unstructured.Unstructured {
 	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []*unstructured.Unstructured
 	for doc := range strings.SplitSeq(string(raw), "\n---\n") {
 		u := &unstructured.Unstructured{}
@@ -879,7 +890,7 @@ func applyObject(t *testing.T, dyn dynamic.Interface, u *unstructured.Unstructur
 
 // awaitAccess waits until the authorizer (whose RBAC cache follows the API
 // with a delay) answers allowed for the service account's attrs.
-func awaitAccess(t *testing.T, attrs authorizationv1.ResourceAttributes, allowed bool) {
+func awaitAccess(t *testing.T, user string, attrs authorizationv1.ResourceAttributes, allowed bool) {
 	t.Helper()
 	authz, err := authorizationv1client.NewForConfig(env.Config)
 	if err != nil {
@@ -888,7 +899,7 @@ func awaitAccess(t *testing.T, attrs authorizationv1.ResourceAttributes, allowed
 	// Polled: no event says the authorizer's cache caught up.
 	err = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		r, err := authz.SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-			User: rbacServiceAccount, Groups: []string{"system:serviceaccounts", "system:authenticated"}, ResourceAttributes: &attrs,
+			User: user, Groups: []string{"system:serviceaccounts", "system:authenticated"}, ResourceAttributes: &attrs,
 		}}, metav1.CreateOptions{})
 		return err == nil && r.Status.Allowed == allowed, err
 	})
@@ -897,25 +908,166 @@ func awaitAccess(t *testing.T, attrs authorizationv1.ResourceAttributes, allowed
 	}
 }
 
-const rbacServiceAccount = "system:serviceaccount:kube-system:recommender"
+// rbacMode is one way to run the daemon with the RBAC that goes with it.
+type rbacMode struct {
+	name string
+	// manifest is the YAML holding the RBAC objects (others are skipped).
+	manifest func(t *testing.T) []byte
+	// namespace is the daemon's own (its ServiceAccount and Lease).
+	namespace string
+	// apply turns a delivery Config into the mode's; reader scopes the Reader.
+	apply  func(Config) Config
+	reader func(*Reader) *Reader
+	// policy builds the mode's test policies.
+	policy func(name, app, port string) *ciliumv2.CiliumClusterwideNetworkPolicy
+	// others are further namespaces the mode writes in.
+	others []string
+}
 
-// rbacManifests are the RBAC files of deploy/ that TestRBAC proves together.
-var rbacManifests = []string{"../../deploy/rbac.yaml", "../../deploy/rbac-cilium-config.yaml"}
+func (m rbacMode) serviceAccount() string {
+	return "system:serviceaccount:" + m.namespace + ":recommender"
+}
 
-// Ensure deploy/rbac.yaml and deploy/rbac-cilium-config.yaml are least privilege
-// for the daemon, proven as its service account: sufficient (every call the
-// daemon makes succeeds), needed (without any one granted verb, some call is
-// forbidden), and nothing more (no Secrets, pods, other Leases or ConfigMaps,
-// other namespaces).
-func TestRBAC(t *testing.T) {
-	c := admin(t)
-	for _, m := range rbacManifests {
-		applyManifest(t, c.dyn, m)
+// namespacedTeam is the namespace internal/deploycheck/testdata/namespaced runs the daemon in.
+const namespacedTeam = "team-a"
+
+var rbacModes = []rbacMode{
+	{
+		name: "clusterwide",
+		manifest: func(t *testing.T) []byte {
+			var all []byte
+			for _, f := range []string{"../../deploy/rbac.yaml", "../../deploy/rbac-cilium-config.yaml"} {
+				raw, err := os.ReadFile(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				all = append(append(all, "\n---\n"...), raw...)
+			}
+			return all
+		},
+		namespace: "kube-system",
+		apply:     func(c Config) Config { return c },
+		reader:    func(r *Reader) *Reader { return r },
+		policy:    testPolicy,
+	},
+	{
+		// deploy/namespaced, as a team's kustomization uses it.
+		name:      "namespaced",
+		manifest:  func(t *testing.T) []byte { return kustomize(t, "../../internal/deploycheck/testdata/namespaced") },
+		namespace: namespacedTeam,
+		apply: func(c Config) Config {
+			c.PolicyKind, c.Namespaces = synth.KindCNP, []string{namespacedTeam}
+			return c
+		},
+		reader: func(r *Reader) *Reader { return r.Scoped([]string{namespacedTeam}) },
+		policy: func(name, app, port string) *ciliumv2.CiliumClusterwideNetworkPolicy {
+			return nsPolicy(namespacedTeam, name, app, port)
+		},
+	},
+	{
+		// The chart writing CNPs in every namespace: a ClusterRole.
+		name:      "chart-cnp",
+		manifest:  chartGolden("cnp"),
+		namespace: "kube-system",
+		apply: func(c Config) Config {
+			c.PolicyKind = synth.KindCNP
+			return c
+		},
+		reader: func(r *Reader) *Reader { return r },
+		policy: func(name, app, port string) *ciliumv2.CiliumClusterwideNetworkPolicy {
+			return nsPolicy(namespacedTeam, name, app, port)
+		},
+	},
+	{
+		// The chart for two namespaces: a Role in each, every verb needed in each (policies a
+		// and b in the first, d and the dry run's c in the second, one prune in both).
+		name:      "chart-namespaces",
+		manifest:  chartGolden("namespaces"),
+		namespace: namespacedTeam,
+		apply: func(c Config) Config {
+			c.PolicyKind, c.Namespaces = synth.KindCNP, []string{namespacedTeam, namespacedTeam + "-staging"}
+			return c
+		},
+		reader: func(r *Reader) *Reader { return r.Scoped([]string{namespacedTeam, namespacedTeam + "-staging"}) },
+		policy: func(name, app, port string) *ciliumv2.CiliumClusterwideNetworkPolicy {
+			if strings.HasSuffix(name, "-a") || strings.HasSuffix(name, "-b") {
+				return nsPolicy(namespacedTeam, name, app, port)
+			}
+			return nsPolicy(namespacedTeam+"-staging", name, app, port)
+		},
+		others: []string{namespacedTeam + "-staging"},
+	},
+}
+
+// chartGolden reads what the chart renders for a value set (internal/deploycheck keeps the
+// golden files equal to helm template's output).
+func chartGolden(name string) func(t *testing.T) []byte {
+	return func(t *testing.T) []byte {
+		raw, err := os.ReadFile("../../internal/deploycheck/testdata/chart/" + name + ".golden")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
 	}
-	ns := readerFixture(t, c, "rbac")
+}
+
+// kustomize renders a kustomization with kubectl, which the test machines have.
+func kustomize(t *testing.T, dir string) []byte {
+	t.Helper()
+	if _, err := exec.LookPath("kubectl"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("kubectl not found")
+		}
+		t.Skip("kubectl not found")
+	}
+	out, err := exec.CommandContext(t.Context(), "kubectl", "kustomize", dir).Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize %s: %v", dir, err)
+	}
+	return out
+}
+
+// Ensure the RBAC of each way to run the daemon is least privilege, proven as its service
+// account: sufficient (every call the daemon makes succeeds), needed (without any one granted
+// verb, some call is forbidden), and nothing more (no Secrets, pods, other Leases, other
+// namespaces). deploy/rbac.yaml for the clusterwide daemon; deploy/namespaced for a team's
+// daemon writing CNPs in its own namespace, which must need no cluster-wide right at all.
+// deploy/rbac-cilium-config.yaml (the cluster name from Cilium's ConfigMap) with the first.
+func TestRBAC(t *testing.T) {
+	for _, m := range rbacModes {
+		t.Run(m.name, func(t *testing.T) { testRBAC(t, m) })
+	}
+}
+
+func testRBAC(t *testing.T, m rbacMode) {
+	c := admin(t)
+	for _, n := range append([]string{m.namespace, namespacedTeam}, m.others...) {
+		if _, err := c.core.Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { deleteCNPs(t, c, n) })
+	}
+	manifest := m.manifest(t)
+	applyManifest(t, c.dyn, m.name, manifest)
+	roles := rbacRoles(t, manifest)
+	if m.namespace != "kube-system" {
+		scope := append([]string{m.namespace}, m.others...)
+		for _, r := range roles {
+			if r.GetKind() != "Role" || !slices.Contains(scope, r.GetNamespace()) {
+				t.Errorf("%s: %s %s/%s: a namespaced daemon's rights must all be Roles in %v", m.name, r.GetKind(), r.GetNamespace(), r.GetName(), scope)
+			}
+		}
+	}
+	// ns is where the daemon reads pods and policies; other is a namespace it has no business in.
+	other := readerFixture(t, c, "rbac")
+	ns := other
+	if m.namespace != "kube-system" {
+		ns = m.namespace
+		readerObjects(t, c, ns)
+	}
 	ciliumConfigFixture(t, c, "kube-system", map[string]string{"cluster-name": "east"})
 	sa := rest.CopyConfig(env.Config)
-	sa.Impersonate = rest.ImpersonationConfig{UserName: rbacServiceAccount}
+	sa.Impersonate = rest.ImpersonationConfig{UserName: m.serviceAccount()}
 	forbidden := make(chan string, 1)
 	sa.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripperFunc(func(r *http.Request) (*http.Response, error) {
@@ -930,14 +1082,19 @@ func TestRBAC(t *testing.T) {
 		})
 	}
 	as := newClients(t, sa)
+	kind := m.apply(Config{}) // the policy kind and namespaces of the mode
 
 	// Sufficient.
-	if err := rbacCalls(t.Context(), t, c, as, forbidden, 0); err != nil {
+	if err := rbacCalls(t.Context(), t, m, c, as, forbidden, 0); err != nil {
 		t.Fatalf("the daemon's calls as the service account: %v", err)
 	}
-	checkReader(t, NewReader(as.core, as.apps, as.dyn), ns)
-	if name, err := NewReader(as.core, as.apps, as.dyn).CiliumClusterName(t.Context(), "kube-system"); err != nil || name != "east" {
-		t.Errorf("CiliumClusterName as the service account = %q, %v; want east", name, err)
+	if m.namespace == "kube-system" {
+		checkReader(t, NewReader(as.core, as.apps, as.dyn), ns)
+		if name, err := NewReader(as.core, as.apps, as.dyn).CiliumClusterName(t.Context(), "kube-system"); err != nil || name != "east" {
+			t.Errorf("CiliumClusterName as the service account = %q, %v; want east", name, err)
+		}
+	} else {
+		checkScopedReader(t, m.reader(NewReader(as.core, as.apps, as.dyn)), ns)
 	}
 
 	// And nothing else.
@@ -968,18 +1125,30 @@ func TestRBAC(t *testing.T) {
 			}
 			return err
 		}},
-		{"create a CNP", func(ctx context.Context) error {
+		{"create a CNP in another namespace", func(ctx context.Context) error {
 			cnp := &ciliumv2.CiliumNetworkPolicy{
 				TypeMeta:   metav1.TypeMeta{APIVersion: "cilium.io/v2", Kind: "CiliumNetworkPolicy"},
-				ObjectMeta: metav1.ObjectMeta{Name: "sneaky", Namespace: ns},
+				ObjectMeta: metav1.ObjectMeta{Name: "sneaky", Namespace: other},
 				Spec:       testPolicy("", "web", "80").Spec,
 			}
-			_, err := as.dyn.Resource(CNPResource).Namespace(ns).Create(ctx, toUnstructured(t, cnp), metav1.CreateOptions{})
+			_, err := as.dyn.Resource(CNPResource).Namespace(other).Create(ctx, toUnstructured(t, cnp), metav1.CreateOptions{})
 			return err
 		}},
-		{"update a CCNP (only apply is granted)", func(ctx context.Context) error {
-			u := getCCNP(t, c.dyn, "rbac0-a")
-			_, err := as.dyn.Resource(CCNPResource).Update(ctx, u, metav1.UpdateOptions{})
+		{"update a policy (only apply is granted)", func(ctx context.Context) error {
+			if !kind.PolicyKind.Namespaced() {
+				u := getCCNP(t, c.dyn, "rbac0-a")
+				_, err := as.dyn.Resource(CCNPResource).Update(ctx, u, metav1.UpdateOptions{})
+				return err
+			}
+			pns, err := synth.PolicyNamespace(m.policy("rbac0-a", "web", "80"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			u, err := c.dyn.Resource(CNPResource).Namespace(pns).Get(ctx, "rbac0-a", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = as.dyn.Resource(CNPResource).Namespace(pns).Update(ctx, u, metav1.UpdateOptions{})
 			return err
 		}},
 		{"get another lease", func(ctx context.Context) error {
@@ -1015,6 +1184,44 @@ func TestRBAC(t *testing.T) {
 			return err
 		}},
 	}
+	if kind.PolicyKind.Namespaced() && len(kind.Namespaces) == 0 {
+		// CNPs of every namespace are this mode's job.
+		denied = slices.DeleteFunc(denied, func(d struct {
+			what string
+			call func(context.Context) error
+		}) bool {
+			return d.what == "create a CNP in another namespace"
+		})
+	}
+	if m.namespace != "kube-system" {
+		// Nothing cluster-wide, nothing in other namespaces.
+		denied = append(denied, []struct {
+			what string
+			call func(context.Context) error
+		}{
+			{"list pods of all namespaces", func(ctx context.Context) error {
+				_, err := as.core.Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+				return err
+			}},
+			{"list pods of another namespace", func(ctx context.Context) error {
+				_, err := as.core.Pods(other).List(ctx, metav1.ListOptions{})
+				return err
+			}},
+			{"list CNPs of all namespaces", func(ctx context.Context) error {
+				_, err := as.dyn.Resource(CNPResource).List(ctx, metav1.ListOptions{})
+				return err
+			}},
+			{"list CCNPs", func(ctx context.Context) error {
+				_, err := as.dyn.Resource(CCNPResource).List(ctx, metav1.ListOptions{})
+				return err
+			}},
+			{"apply a CCNP", func(ctx context.Context) error {
+				_, err := as.dyn.Resource(CCNPResource).Patch(ctx, "sneaky", types.ApplyPatchType, []byte(`{"apiVersion":"cilium.io/v2","kind":"CiliumClusterwideNetworkPolicy","metadata":{"name":"sneaky"}}`),
+					metav1.PatchOptions{FieldManager: FieldManager})
+				return err
+			}},
+		}...)
+	}
 	for _, d := range denied {
 		if err := d.call(t.Context()); !apierrors.IsForbidden(err) {
 			t.Errorf("%s as the service account = %v, want Forbidden", d.what, err)
@@ -1023,10 +1230,6 @@ func TestRBAC(t *testing.T) {
 
 	// Needed: each verb taken away in turn, and put back.
 	run := 0
-	var roles []*unstructured.Unstructured
-	for _, m := range rbacManifests {
-		roles = append(roles, rbacRoles(t, m)...)
-	}
 	for _, role := range roles {
 		rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
 		for ri, r := range rules {
@@ -1041,7 +1244,11 @@ func TestRBAC(t *testing.T) {
 					if len(names) > 0 {
 						attrs.Name = names[0]
 					}
-					t.Run(fmt.Sprintf("%s %s %s", role.GetKind(), res, verb), func(t *testing.T) {
+					where := role.GetKind()
+					if ns := role.GetNamespace(); ns != "" && len(m.others) > 0 {
+						where += " " + ns
+					}
+					t.Run(fmt.Sprintf("%s %s %s", where, res, verb), func(t *testing.T) {
 						without := role.DeepCopy()
 						rs, _, _ := unstructured.NestedSlice(without.Object, "rules")
 						cut := rs[ri].(map[string]any)
@@ -1055,11 +1262,11 @@ func TestRBAC(t *testing.T) {
 						applyObject(t, c.dyn, without)
 						defer func() {
 							applyObject(t, c.dyn, role)
-							awaitAccess(t, attrs, true)
+							awaitAccess(t, m.serviceAccount(), attrs, true)
 						}()
-						awaitAccess(t, attrs, false)
+						awaitAccess(t, m.serviceAccount(), attrs, false)
 						run++
-						err := rbacCalls(t.Context(), t, c, as, forbidden, run)
+						err := rbacCalls(t.Context(), t, m, c, as, forbidden, run)
 						if !apierrors.IsForbidden(err) && !errors.Is(err, ErrLeaseForbidden) && !errors.Is(err, errLeaseKept) && !errors.Is(err, errForbiddenSeen) {
 							t.Errorf("without %s on %s the daemon's calls = %v, want forbidden: the verb is granted but not needed", verb, res, err)
 						} else {

@@ -21,17 +21,38 @@ import (
 // Reader reads context from the cluster: the Cilium policies already there, for shadow
 // evaluation, and the pods with their owners, to resolve pods that flows name only by
 // namespace and pod name, and the local cluster's name from Cilium's configuration. It never
-// writes; deploy/rbac.yaml grants it list on CNPs, CCNPs, pods and replicasets, and
-// deploy/rbac-cilium-config.yaml get on Cilium's ConfigMap.
+// writes; deploy/rbac.yaml grants it list on CNPs, CCNPs, pods and replicasets,
+// deploy/rbac-cilium-config.yaml get on Cilium's ConfigMap, and deploy/namespaced the
+// same lists within namespaces (Scoped).
 type Reader struct {
 	core corev1client.CoreV1Interface
 	apps appsv1client.AppsV1Interface
 	dyn  dynamic.Interface
+	// namespaces, when set, are the only ones read (Scoped).
+	namespaces []string
 }
 
 // NewReader returns a Reader using the given clients.
 func NewReader(core corev1client.CoreV1Interface, apps appsv1client.AppsV1Interface, dyn dynamic.Interface) *Reader {
 	return &Reader{core: core, apps: apps, dyn: dyn}
+}
+
+// Scoped returns a Reader that reads in the given namespaces only, with the namespaced
+// rights of deploy/namespaced (a team's own namespaces, issue 18): their pods, ReplicaSets and
+// CNPs, and no CCNPs, which are cluster-scoped and need a ClusterRole to list. Pods of other
+// namespaces are not resolved, and shadow evaluation does not see the cluster's CCNPs.
+func (r *Reader) Scoped(namespaces []string) *Reader {
+	out := *r
+	out.namespaces = slices.Clone(namespaces)
+	return &out
+}
+
+// scopes is what each list call runs over: the scoped namespaces, or all at once.
+func (r *Reader) scopes() []string {
+	if len(r.namespaces) > 0 {
+		return r.namespaces
+	}
+	return []string{metav1.NamespaceAll}
 }
 
 // Workload is what a pod belongs to, named as users know it.
@@ -66,40 +87,44 @@ type Policies struct {
 // ReplicaSet's Deployment, so names survive rollouts.
 func (r *Reader) PodWorkloads(ctx context.Context) ([]PodWorkload, error) {
 	rsOwners := map[string]metav1.OwnerReference{} // namespace/name -> controller
-	opts := metav1.ListOptions{Limit: listPage}
-	for {
-		list, err := r.apps.ReplicaSets(metav1.NamespaceAll).List(ctx, opts)
-		if err != nil {
-			return nil, fmt.Errorf("list replicasets: %w", err)
-		}
-		for _, rs := range list.Items {
-			if ref := metav1.GetControllerOf(&rs); ref != nil {
-				rsOwners[rs.Namespace+"/"+rs.Name] = *ref
+	for _, ns := range r.scopes() {
+		opts := metav1.ListOptions{Limit: listPage}
+		for {
+			list, err := r.apps.ReplicaSets(ns).List(ctx, opts)
+			if err != nil {
+				return nil, fmt.Errorf("list replicasets%s: %w", inNamespace(ns), err)
 			}
-		}
-		if opts.Continue = list.Continue; opts.Continue == "" {
-			break
+			for _, rs := range list.Items {
+				if ref := metav1.GetControllerOf(&rs); ref != nil {
+					rsOwners[rs.Namespace+"/"+rs.Name] = *ref
+				}
+			}
+			if opts.Continue = list.Continue; opts.Continue == "" {
+				break
+			}
 		}
 	}
 
 	var out []PodWorkload
-	opts = metav1.ListOptions{Limit: listPage}
-	for {
-		list, err := r.core.Pods(metav1.NamespaceAll).List(ctx, opts)
-		if err != nil {
-			return nil, fmt.Errorf("list pods: %w", err)
-		}
-		for _, p := range list.Items {
-			out = append(out, PodWorkload{
-				Namespace:      p.Namespace,
-				Pod:            p.Name,
-				Labels:         p.Labels,
-				ServiceAccount: p.Spec.ServiceAccountName,
-				Workload:       workloadOf(p.Namespace, p.Name, metav1.GetControllerOf(&p), rsOwners),
-			})
-		}
-		if opts.Continue = list.Continue; opts.Continue == "" {
-			break
+	for _, ns := range r.scopes() {
+		opts := metav1.ListOptions{Limit: listPage}
+		for {
+			list, err := r.core.Pods(ns).List(ctx, opts)
+			if err != nil {
+				return nil, fmt.Errorf("list pods%s: %w", inNamespace(ns), err)
+			}
+			for _, p := range list.Items {
+				out = append(out, PodWorkload{
+					Namespace:      p.Namespace,
+					Pod:            p.Name,
+					Labels:         p.Labels,
+					ServiceAccount: p.Spec.ServiceAccountName,
+					Workload:       workloadOf(p.Namespace, p.Name, metav1.GetControllerOf(&p), rsOwners),
+				})
+			}
+			if opts.Continue = list.Continue; opts.Continue == "" {
+				break
+			}
 		}
 	}
 	slices.SortFunc(out, func(a, b PodWorkload) int {
@@ -149,21 +174,30 @@ func apiGroup(apiVersion string) string {
 
 // Policies lists the CNPs and CCNPs in the cluster, ours included, sorted by
 // namespace and name, so shadow evaluation can account for what Cilium
-// already enforces.
+// already enforces. A Scoped reader lists the CNPs of its namespaces and no
+// CCNPs.
 func (r *Reader) Policies(ctx context.Context) (Policies, error) {
 	var p Policies
-	err := listDecoded(ctx, r.dyn, CNPResource, func(u *unstructured.Unstructured) error {
-		var cnp ciliumv2.CiliumNetworkPolicy
-		if err := decode(u, &cnp); err != nil {
-			return err
+	for _, ns := range r.scopes() {
+		err := listDecoded(ctx, r.dyn.Resource(CNPResource).Namespace(ns), CNPResource.Resource+inNamespace(ns), func(u *unstructured.Unstructured) error {
+			var cnp ciliumv2.CiliumNetworkPolicy
+			if err := decode(u, &cnp); err != nil {
+				return err
+			}
+			p.CNPs = append(p.CNPs, &cnp)
+			return nil
+		})
+		if err != nil {
+			return Policies{}, err
 		}
-		p.CNPs = append(p.CNPs, &cnp)
-		return nil
-	})
-	if err != nil {
-		return Policies{}, err
 	}
-	err = listDecoded(ctx, r.dyn, CCNPResource, func(u *unstructured.Unstructured) error {
+	if len(r.namespaces) > 0 {
+		slices.SortFunc(p.CNPs, func(a, b *ciliumv2.CiliumNetworkPolicy) int {
+			return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+		})
+		return p, nil
+	}
+	err := listDecoded(ctx, r.dyn.Resource(CCNPResource), CCNPResource.Resource, func(u *unstructured.Unstructured) error {
 		var ccnp ciliumv2.CiliumClusterwideNetworkPolicy
 		if err := decode(u, &ccnp); err != nil {
 			return err
@@ -183,12 +217,21 @@ func (r *Reader) Policies(ctx context.Context) (Policies, error) {
 	return p, nil
 }
 
-func listDecoded(ctx context.Context, dyn dynamic.Interface, gvr schema.GroupVersionResource, add func(*unstructured.Unstructured) error) error {
+// inNamespace is " in <ns>" for messages about a namespaced list, "" for all namespaces.
+func inNamespace(ns string) string {
+	if ns == metav1.NamespaceAll {
+		return ""
+	}
+	return " in " + ns
+}
+
+// listDecoded pages through a list of rc; what names it in errors.
+func listDecoded(ctx context.Context, rc dynamic.ResourceInterface, what string, add func(*unstructured.Unstructured) error) error {
 	opts := metav1.ListOptions{Limit: listPage}
 	for {
-		list, err := dyn.Resource(gvr).List(ctx, opts)
+		list, err := rc.List(ctx, opts)
 		if err != nil {
-			return fmt.Errorf("list %s: %w", gvr.Resource, err)
+			return fmt.Errorf("list %s: %w", what, err)
 		}
 		for i := range list.Items {
 			if err := add(&list.Items[i]); err != nil {

@@ -104,6 +104,9 @@ type replicaRun struct {
 	retention     time.Duration
 	maxPruneRatio float64
 	elector       *cluster.Elector
+	// kind and namespaces are --policy-kind and --namespace (CNPs in those namespaces only).
+	kind       synth.PolicyKind
+	namespaces []string
 	// until, when set, runs the daemon (not --once) until it returns true on the registry.
 	until func(prometheus.Gatherer) bool
 }
@@ -133,6 +136,7 @@ func (e *deliveryEnv) run(r replicaRun) *prometheus.Registry {
 	if r.maxPruneRatio > 0 {
 		cc.MaxPruneRatio = r.maxPruneRatio
 	}
+	cc.PolicyKind, cc.Namespaces = r.kind, r.namespaces
 	var gate cluster.Gate
 	if r.elector != nil {
 		gate = r.elector
@@ -143,6 +147,9 @@ func (e *deliveryEnv) run(r replicaRun) *prometheus.Registry {
 	}
 	sc := synth.DefaultConfig()
 	sc.MinObserve = 0
+	if r.kind != "" {
+		sc.PolicyKind = r.kind
+	}
 	deps.Applier = ap
 	if r.elector != nil {
 		deps.Elector = r.elector
@@ -160,6 +167,7 @@ func (e *deliveryEnv) run(r replicaRun) *prometheus.Registry {
 		Synth:          sc,
 		DeliveryWarmup: r.warmup,
 		Ingest:         ic,
+		Namespaces:     r.namespaces,
 	}, deps)
 	if err != nil {
 		t.Fatal(err)
@@ -489,5 +497,77 @@ func TestDeliveryResolvesLabelLessPods(t *testing.T) {
 	}
 	if strings.Contains(string(api), "pod-template-hash") {
 		t.Errorf("shop-api.yaml selects on pod-template-hash:\n%s", api)
+	}
+}
+
+// Ensure a daemon for one namespace writing CiliumNetworkPolicies (a team's, issue 18) learns,
+// promotes and applies CNPs in that namespace only, and that a replica whose store was deleted
+// adopts them from the cluster with no write at all, as it does CCNPs.
+func TestDeliveryNamespacedCNPs(t *testing.T) {
+	e := newDeliveryEnv(t)
+	const ns = "boutique"
+	core, err := corev1client.NewForConfig(kube.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := core.Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	cnps := e.dyn.Resource(cluster.CNPResource).Namespace(ns)
+	t.Cleanup(func() {
+		if err := cnps.DeleteCollection(context.Background(), metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	inNamespace := func() (map[string]string, int) {
+		t.Helper()
+		list, err := cnps.List(t.Context(), metav1.ListOptions{LabelSelector: synth.LabelManagedBy + "=" + synth.ManagedByValue})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, enforced := map[string]string{}, 0
+		for _, it := range list.Items {
+			out[it.GetName()] = it.GetResourceVersion()
+			if it.GetAnnotations()[cluster.AnnotationLifecycle] == cluster.LifecycleEnforced {
+				enforced++
+			}
+		}
+		return out, enforced
+	}
+	db := filepath.Join(t.TempDir(), "a.db")
+	team := func(recording string) replicaRun {
+		return replicaRun{db: db, recording: recording, kind: synth.KindCNP, namespaces: []string{ns}}
+	}
+	e.run(team("boutique.jsonl"))
+	e.run(team("boutique-day2.jsonl"))
+	before, enforced := inNamespace()
+	if enforced < 5 || enforced != len(before) {
+		t.Fatalf("after a clean window %s holds %d CNPs, %d enforced; want at least 5, all enforced", ns, len(before), enforced)
+	}
+	if ccnps, _ := e.inCluster(); len(ccnps) != 0 {
+		t.Errorf("CCNPs written in CNP mode: %v", ccnps)
+	}
+	for name := range before {
+		if !strings.HasPrefix(name, ns+"-") {
+			t.Errorf("CNP %s in %s is not one of %s's workloads", name, ns, ns)
+		}
+	}
+
+	if err := os.Remove(db); err != nil {
+		t.Fatal(err)
+	}
+	e.writes.Reset()
+	reg := e.run(team("boutique.jsonl"))
+	after, _ := inNamespace()
+	for name, rv := range before {
+		if after[name] != rv {
+			t.Errorf("%s changed (%s -> %q) when a fresh store proposed the revision in force", name, rv, after[name])
+		}
+	}
+	if n := e.writes.Count(); n != 0 {
+		t.Errorf("fresh store with the same traffic sent %d writes, want 0", n)
+	}
+	if got := gauge(t, reg, "recommender_workloads", map[string]string{"state": "enforced"}); int(got) != len(before) {
+		t.Errorf("recommender_workloads{state=enforced} = %v after adoption, want %d", got, len(before))
 	}
 }

@@ -65,6 +65,12 @@ func (r *policyRepo) merge(branch string) {
 // runWithGitOps runs the daemon once over a recording with --git-only delivery into repo.
 func runWithGitOps(t *testing.T, db, recording string, repo *policyRepo) *prometheus.Registry {
 	t.Helper()
+	return runWithGitOpsKind(t, db, recording, repo, synth.KindCCNP)
+}
+
+// runWithGitOpsKind is runWithGitOps writing policies of kind (--policy-kind).
+func runWithGitOpsKind(t *testing.T, db, recording string, repo *policyRepo, kind synth.PolicyKind) *prometheus.Registry {
+	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	d, closeDeps := openDeps(t, depsConfig{db: db, recording: recording, reg: reg})
 	defer closeDeps()
@@ -80,7 +86,7 @@ func runWithGitOps(t *testing.T, db, recording string, repo *policyRepo) *promet
 	defer pub.Close()
 	d.Publisher = pub
 	sc := synth.DefaultConfig()
-	sc.MinObserve = 0
+	sc.MinObserve, sc.PolicyKind = 0, kind
 	dm, err := New(Config{
 		SyncInterval: time.Hour, // synced at the recording's start and end only
 		Once:         true,
@@ -168,5 +174,32 @@ func golden(t *testing.T, name, got string) {
 	}
 	if got != string(want) {
 		t.Errorf("%s differs from %s (run with -update and review the diff):\n%s", name, path, got)
+	}
+}
+
+// Ensure --policy-kind CiliumNetworkPolicy publishes each policy as a CNP in its workload's
+// namespace directory (<git-path>/<namespace>/audit/<name>.yaml), the file a team applies.
+func TestGitOpsNamespaced(t *testing.T) {
+	repo := newPolicyRepo(t)
+	runWithGitOpsKind(t, filepath.Join(t.TempDir(), "store.db"), filepath.Join(recordings, "boutique.jsonl"), repo, synth.KindCNP)
+	files := strings.Fields(repo.git("--git-dir", repo.bare, "ls-tree", "-r", "--name-only", gitops.ProposalsBranch))
+	policies := 0
+	for _, f := range files {
+		if !strings.HasSuffix(f, ".yaml") {
+			continue
+		}
+		policies++
+		parts := strings.Split(f, "/") // policies/<namespace>/audit/<name>.yaml
+		if len(parts) != 4 || parts[2] != "audit" {
+			t.Errorf("policy file %s, want policies/<namespace>/audit/<name>.yaml", f)
+			continue
+		}
+		body := repo.show(gitops.ProposalsBranch, f)
+		if !strings.Contains(body, "kind: CiliumNetworkPolicy") || !strings.Contains(body, "  namespace: "+parts[1]+"\n") {
+			t.Errorf("%s is not a CiliumNetworkPolicy in %s:\n%s", f, parts[1], body)
+		}
+	}
+	if policies == 0 {
+		t.Errorf("no policy files on %s: %v", gitops.ProposalsBranch, files)
 	}
 }

@@ -35,6 +35,15 @@ func (dm *Daemon) publish(ctx context.Context, states []auditor.State) error {
 				FlowsSeen: s.Record.WindowFlows,
 			},
 		}
+		if dm.cfg.Synth.PolicyKind.Namespaced() {
+			// The repository holds what the cluster gets: a CNP in the workload's namespace.
+			if gp.Namespace, err = synth.PolicyNamespace(d.policy); err != nil {
+				return err
+			}
+			if gp.YAML, err = synth.MarshalAs(d.policy, synth.KindCNP); err != nil {
+				return fmt.Errorf("render %s: %w", d.name, err)
+			}
+		}
 		if d.promoted {
 			gp.State = gitops.StateEnforced
 			if r := s.Record; !r.PromotedWindowStart.IsZero() {

@@ -22,7 +22,11 @@
 //
 // # Repository layout
 //
-// One file per policy, <git-path>/audit/<name>.yaml or <git-path>/enforced/<name>.yaml by state. Every
+// One file per policy, <git-path>/audit/<name>.yaml or <git-path>/enforced/<name>.yaml by state;
+// a CiliumNetworkPolicy (Proposal.Namespace set, --policy-kind CiliumNetworkPolicy) lives in its
+// namespace's directory, <git-path>/<namespace>/audit/<name>.yaml or .../enforced/<name>.yaml, so
+// each team's policies sit below one directory it can own (CODEOWNERS, a path-scoped Argo CD or Flux
+// source) and a promotion stays within it. Every
 // file starts with a "# Managed by recommender" header naming the policy and its revision; only files
 // with that header are ours: we rewrite, move and delete them, and never touch any other file.
 // A policy of ours that is missing from the change set is deleted.

@@ -61,12 +61,31 @@ func render(p *Proposal) []byte {
 	return b.Bytes()
 }
 
-func policyPath(gitPath string, s State, name string) string {
-	return path.Join(gitPath, string(s), name+".yaml")
+// policyPath is where a policy's file lives: <git-path>/<state>/<name>.yaml, or
+// <git-path>/<namespace>/<state>/<name>.yaml for a CiliumNetworkPolicy.
+func policyPath(gitPath string, s State, ns, name string) string {
+	return path.Join(gitPath, ns, string(s), name+".yaml")
 }
 
 // policyOf is the policy name of a managed file path.
 func policyOf(p string) string { return strings.TrimSuffix(path.Base(p), ".yaml") }
+
+// policyKeyOf is "<namespace>/<name>" for a namespaced policy file (policyPath), the name
+// otherwise: a CNP and a CCNP of one name (after --policy-kind changed) are two policies.
+func policyKeyOf(gitPath, p string) string {
+	dir := path.Dir(path.Dir(p)) // <git-path> or <git-path>/<namespace>
+	if dir == path.Clean(gitPath) {
+		return policyOf(p)
+	}
+	return path.Base(dir) + "/" + policyOf(p)
+}
+
+func (p *Proposal) key() string {
+	if p.Namespace == "" {
+		return p.Name
+	}
+	return p.Namespace + "/" + p.Name
+}
 
 // plan is what a change set means for the repository, given the managed files on the base branch.
 type plan struct {
@@ -92,7 +111,7 @@ func makePlan(gitPath string, base map[string][]byte, cs ChangeSet) plan {
 	for i := range cs {
 		p := &cs[i]
 		content := render(p)
-		auditPath, enforcedPath := policyPath(gitPath, StateAudit, p.Name), policyPath(gitPath, StateEnforced, p.Name)
+		auditPath, enforcedPath := policyPath(gitPath, StateAudit, p.Namespace, p.Name), policyPath(gitPath, StateEnforced, p.Namespace, p.Name)
 		_, inAudit := base[auditPath]
 		_, inEnforced := base[enforcedPath]
 		target, other := auditPath, enforcedPath
@@ -131,15 +150,18 @@ func makePlan(gitPath string, base map[string][]byte, cs ChangeSet) plan {
 			changes = append(changes, Change{Policy: p.Name, Op: OpUpdate, From: target, To: target, Proposal: p})
 		}
 	}
+	proposed := make(map[string]bool, len(cs))
+	for i := range cs {
+		proposed[cs[i].key()] = true
+	}
 	for _, f := range slices.Sorted(maps.Keys(base)) {
 		if _, ok := desired[f]; ok {
 			continue
 		}
-		name := policyOf(f)
-		if _, proposed := slices.BinarySearchFunc(cs, name, func(p Proposal, n string) int { return strings.Compare(p.Name, n) }); proposed {
+		if proposed[policyKeyOf(gitPath, f)] {
 			continue // the other file of a demoted or promoted policy: reported with it
 		}
-		changes = append(changes, Change{Policy: name, Op: OpRemove, From: f})
+		changes = append(changes, Change{Policy: policyOf(f), Op: OpRemove, From: f})
 	}
 	slices.SortStableFunc(changes, func(a, b Change) int { return strings.Compare(a.Policy, b.Policy) })
 	pl.Proposals = branchSpec{

@@ -25,6 +25,11 @@ const (
 type Proposal struct {
 	// Name is the policy's metadata.name; the file is <name>.yaml.
 	Name string
+	// Namespace is a CiliumNetworkPolicy's namespace, "" for a CCNP. A namespaced policy's
+	// file is <git-path>/<namespace>/audit/<name>.yaml (or enforced/): each namespace's
+	// policies sit under one directory a team can own (CODEOWNERS, a path-scoped Argo CD or
+	// Flux source) while the files of the whole cluster stay in one tree.
+	Namespace string
 	// State picks audit/ or enforced/.
 	State State
 	// YAML is the rendered policy, written as is below a managed-by header.
@@ -104,14 +109,21 @@ type ChangeSet []Proposal
 // policyName is a DNS-1123 subdomain: what Kubernetes accepts as metadata.name, and safe as a file name.
 var policyName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 
+// namespaceName is a DNS-1123 label: what Kubernetes accepts as a namespace.
+var namespaceName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
 // normalize checks the change set and returns a copy sorted by name, so that input order never
-// changes a commit or a PR body.
+// changes a commit or a PR body. Names are unique across namespaces: one policy, one
+// promotion branch.
 func (cs ChangeSet) normalize() (ChangeSet, error) {
 	out := slices.Clone(cs)
 	slices.SortFunc(out, func(a, b Proposal) int { return strings.Compare(a.Name, b.Name) })
 	for i, p := range out {
 		if len(p.Name) > 253 || !policyName.MatchString(p.Name) {
 			return nil, fmt.Errorf("proposal %q: %w", p.Name, ErrInvalidName)
+		}
+		if p.Namespace != "" && !namespaceName.MatchString(p.Namespace) {
+			return nil, fmt.Errorf("proposal %q: namespace %q: %w", p.Name, p.Namespace, ErrInvalidName)
 		}
 		if i > 0 && out[i-1].Name == p.Name {
 			return nil, fmt.Errorf("proposal %q: %w", p.Name, ErrDuplicateName)
@@ -136,7 +148,7 @@ func (cs ChangeSet) fingerprint() string {
 			sum := sha256.Sum256(p.YAML)
 			rev = hex.EncodeToString(sum[:])
 		}
-		fmt.Fprintf(h, "%s\x00%s\x00%s\n", p.Name, p.State, rev)
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\n", p.Namespace, p.Name, p.State, rev)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }

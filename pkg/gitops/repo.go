@@ -160,15 +160,10 @@ func (s *session) revParse(ctx context.Context, rev string) (string, bool, error
 	return strings.TrimSpace(out), true, nil
 }
 
-// managedDirs are the repository-relative directories policy files live in.
-func (r *Repo) managedDirs() []string {
-	return []string{path.Join(r.cfg.GitPath, string(StateAudit)), path.Join(r.cfg.GitPath, string(StateEnforced))}
-}
-
 // baseFiles returns the managed policy files on the base branch, by repository-relative path.
 func (s *session) baseFiles(ctx context.Context) (map[string][]byte, error) {
 	base := s.r.baseRef()
-	out, err := s.g.run(ctx, append([]string{"ls-tree", "-r", "-z", "--name-only", base, "--"}, s.r.managedDirs()...)...)
+	out, err := s.g.run(ctx, "ls-tree", "-r", "-z", "--name-only", base, "--", path.Clean(s.r.cfg.GitPath))
 	if err != nil {
 		return nil, err
 	}
@@ -215,12 +210,20 @@ func (s *session) baseFiles(ctx context.Context) (map[string][]byte, error) {
 	return files, nil
 }
 
-// isPolicyFile reports whether a repository path is a policy file directly in audit/ or enforced/.
+// isPolicyFile reports whether a repository path is a policy file directly in
+// <git-path>/audit/ or <git-path>/enforced/, or in <git-path>/<namespace>/audit/ or enforced/
+// (CiliumNetworkPolicies).
 func isPolicyFile(gitPath, p string) bool {
 	dir, file := path.Split(p)
 	dir = strings.TrimSuffix(dir, "/")
-	return strings.HasSuffix(file, ".yaml") &&
-		(dir == path.Join(gitPath, string(StateAudit)) || dir == path.Join(gitPath, string(StateEnforced)))
+	if !strings.HasSuffix(file, ".yaml") {
+		return false
+	}
+	if st := path.Base(dir); st != string(StateAudit) && st != string(StateEnforced) {
+		return false
+	}
+	parent, root := path.Dir(dir), path.Clean(gitPath)
+	return parent == root || (path.Dir(parent) == root && namespaceName.MatchString(path.Base(parent)))
 }
 
 // branchSpec is what one branch must hold: the complete set of managed policy files (managed files
@@ -292,7 +295,8 @@ func (s *session) write(ctx context.Context, spec branchSpec) (branchWrite, erro
 		return res, err
 	}
 	// Only policy files decide: the report the remote branch carries is not a change.
-	if _, err := s.g.run(ctx, append([]string{"diff", "--cached", "--quiet", base, "--"}, s.r.managedDirs()...)...); err == nil {
+	root := path.Clean(s.r.cfg.GitPath)
+	if _, err := s.g.run(ctx, "diff", "--cached", "--quiet", base, "--", root, ":(exclude,glob)"+path.Join(root, "reports", "*.md")); err == nil {
 		res.Empty = true
 		_, err := s.g.run(ctx, "reset", "--quiet", "--hard", base)
 		return res, err
@@ -366,7 +370,24 @@ func (s *session) rebaseConflict(ctx context.Context, branch string, rebaseErr e
 
 // applyFiles makes the managed files of the work tree equal to files.
 func (s *session) applyFiles(files map[string][]byte) error {
-	for _, d := range s.r.managedDirs() {
+	// Policy files sit two or three levels below the git path (isPolicyFile).
+	root := path.Clean(s.r.cfg.GitPath)
+	var dirs []string
+	for _, st := range []State{StateAudit, StateEnforced} {
+		dirs = append(dirs, path.Join(root, string(st)))
+	}
+	nss, err := os.ReadDir(filepath.Join(s.r.dir, filepath.FromSlash(root)))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("read %s: %w", root, err)
+	}
+	for _, e := range nss {
+		if e.IsDir() && namespaceName.MatchString(e.Name()) {
+			for _, st := range []State{StateAudit, StateEnforced} {
+				dirs = append(dirs, path.Join(root, e.Name(), string(st)))
+			}
+		}
+	}
+	for _, d := range dirs {
 		entries, err := os.ReadDir(filepath.Join(s.r.dir, filepath.FromSlash(d)))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue

@@ -2,6 +2,7 @@ package gitops
 
 import (
 	"errors"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -328,5 +329,56 @@ func TestPublishNothingIntoEmptyRepository(t *testing.T) {
 	res := mustPublish(t, p, ChangeSet{})
 	if br := branchResult(t, res, ProposalsBranch); !br.Empty || br.Pushed {
 		t.Errorf("proposals branch = %+v, want empty and not pushed", br)
+	}
+}
+
+// nsProposal is a CiliumNetworkPolicy proposal in namespace ns.
+func nsProposal(ns, name string, state State, rev string) Proposal {
+	p := proposal(name, state, rev)
+	p.Namespace = ns
+	p.YAML = []byte("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: " + name + "\n  namespace: " + ns + "\nspec: {}\n")
+	return p
+}
+
+// Ensure CiliumNetworkPolicies land per namespace (<git-path>/<namespace>/audit|enforced/), are
+// promoted within their namespace, and that switching from CCNPs removes the clusterwide files
+// of ours while leaving others' files, in any namespace directory, alone.
+func TestPublishNamespacedLayout(t *testing.T) {
+	remote := newTestRemote(t)
+	remote.commitFile(t, "policies/shop/audit/handwritten.yaml", "kind: CiliumNetworkPolicy\n", "hand-written policy")
+	p := newTestPublisher(t, testConfig(t, remote.bare), newFakeClock())
+	mustPublish(t, p, ChangeSet{proposal("shop-web", StateAudit, "r1")})
+	remote.merge(t, ProposalsBranch)
+
+	res := mustPublish(t, p, ChangeSet{nsProposal("shop", "shop-web", StateAudit, "r1"), nsProposal("bank", "bank-api", StateEnforced, "r2")})
+	br := branchResult(t, res, ProposalsBranch)
+	want := []string{"README.md", "policies/bank/enforced/bank-api.yaml", "policies/reports/proposals.md",
+		"policies/shop/audit/handwritten.yaml", "policies/shop/audit/shop-web.yaml"}
+	if got := remote.tree(t, ProposalsBranch); !slices.Equal(got, want) {
+		t.Errorf("files = %v, want %v", got, want)
+	}
+	ops := map[string]Op{}
+	for _, c := range br.Changes {
+		ops[c.From+">"+c.To] = c.Op
+	}
+	wantOps := map[string]Op{
+		">policies/bank/enforced/bank-api.yaml": OpAdd,
+		">policies/shop/audit/shop-web.yaml":    OpAdd,
+		"policies/audit/shop-web.yaml>":         OpRemove, // the CCNP of the same name is another policy
+	}
+	if !maps.Equal(ops, wantOps) {
+		t.Errorf("changes = %v, want %v", ops, wantOps)
+	}
+	remote.merge(t, ProposalsBranch)
+
+	res = mustPublish(t, p, ChangeSet{nsProposal("shop", "shop-web", StateEnforced, "r1"), nsProposal("bank", "bank-api", StateEnforced, "r2")})
+	promo := branchResult(t, res, PromotionBranch("shop-web"))
+	if len(promo.Changes) != 1 || promo.Changes[0].From != "policies/shop/audit/shop-web.yaml" || promo.Changes[0].To != "policies/shop/enforced/shop-web.yaml" {
+		t.Errorf("promotion = %+v, want shop/audit -> shop/enforced", promo.Changes)
+	}
+
+	bad := nsProposal("Shop", "x", StateAudit, "r")
+	if _, err := p.Publish(t.Context(), ChangeSet{bad}); !errors.Is(err, ErrInvalidName) {
+		t.Errorf("Publish with namespace %q = %v, want ErrInvalidName", bad.Namespace, err)
 	}
 }

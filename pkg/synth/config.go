@@ -44,6 +44,10 @@ type Config struct {
 	// the field, every flow the policy allows carries the value, and it changes every
 	// revision (docs/clustermesh.md, "Drop attribution").
 	PolicyLog bool
+	// PolicyKind is the kind proposals are written as (--policy-kind): KindCCNP (also the
+	// zero value) or KindCNP, one CiliumNetworkPolicy in each workload's namespace. Synthesis
+	// is the same for both; with KindCNP every proposal is also checked by Cilium's CNP parser.
+	PolicyKind PolicyKind
 }
 
 // QuietMode is what a policy does with a direction that had no observed traffic.
@@ -67,6 +71,7 @@ func DefaultConfig() Config {
 		CIDRPrefixV6: 128,
 
 		QuietDirections: QuietDeny,
+		PolicyKind:      KindCCNP,
 	}
 }
 
@@ -89,6 +94,9 @@ func (c Config) Validate() error {
 	}
 	if c.ClusterName != "" && !clusterNameChars.MatchString(c.ClusterName) {
 		errs = append(errs, fmt.Errorf("--cluster-name %q: want lower case letters, digits and '-', at most 32 characters, as Cilium's cluster.name", c.ClusterName))
+	}
+	if err := c.PolicyKind.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -9,6 +9,8 @@
 // flows, open the store or talk to a cluster: Synthesize is pure (Snapshot + Config in, Result out). The only I/O lives in
 // write.go (WriteDir: policies, REPORT.md, GRAPH.md), used by the commands; audit.LoadDir
 // reads a policy directory back.
+// Proposals are CCNPs; with Config.PolicyKind KindCNP the edges render them as
+// CiliumNetworkPolicies (see Namespaced output).
 //
 // # Evidence
 //
@@ -96,6 +98,19 @@
 // graph draws at most MaxPolicyGraphEdges edges (changed ones first) and GRAPH.md at most
 // MaxClusterGraphEdges, counting the rest in "+N more" nodes: well within Mermaid's default
 // limits (500 edges, 50,000 characters), above which it draws an error instead of the diagram.
+//
+// # Namespaced output
+//
+// Config.PolicyKind KindCNP (--policy-kind CiliumNetworkPolicy) writes each proposal as a
+// CiliumNetworkPolicy in its workload's namespace. Synthesis does not change: Proposal.Policy
+// stays a CCNP, and the edges render it with AsCNP (WriteDir lays files out as
+// <namespace>/<name>.yaml; pkg/cluster and pkg/gitops do the same). Meaning is kept because
+// every generated selector already names its namespace, and Cilium's ParseToCiliumRule leaves
+// a selector naming one (or a reserved label) alone in both kinds; AsCNP writes out the
+// "any namespace" Cilium implies in a CCNP for any peer selector that names none, so
+// hand-written or adopted policies keep theirs too. FromCNP is the way back. Entities, CIDRs
+// and FQDNs are not namespaced. Tests prove it on every flow of the recordings with the
+// evaluator and with Cilium's parser.
 //
 // # Determinism
 //

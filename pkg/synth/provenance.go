@@ -65,7 +65,7 @@ func LogValue(name string) string {
 }
 
 // finish names, labels, annotates and validates a built proposal.
-func finish(p *Proposal, clusterName string) error {
+func finish(p *Proposal, clusterName string, kind PolicyKind) error {
 	rev, err := Revision(p.Policy.Spec)
 	if err != nil {
 		return err
@@ -78,5 +78,11 @@ func finish(p *Proposal, clusterName string) error {
 		AnnotationRevision: RevisionPrefix + rev,
 		AnnotationReview:   strconv.Itoa(len(p.Review)),
 	}
-	return Validate(p.Policy, clusterName)
+	if err := Validate(p.Policy, clusterName); err != nil {
+		return err
+	}
+	if kind.Namespaced() {
+		return validateCNP(p.Policy, clusterName)
+	}
+	return nil
 }

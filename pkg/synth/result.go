@@ -22,6 +22,9 @@ type Result struct {
 	// Cluster is the cluster the proposals are for: Config.ClusterName, or the one the flows
 	// name; "" when neither names one. The evaluator must use the same (audit.Config.ClusterName).
 	Cluster string
+	// Kind is the kind the proposals are written as (Config.PolicyKind): WriteDir, the
+	// applier and GitOps render Proposal.Policy as a CNP when it is KindCNP.
+	Kind PolicyKind
 
 	Proposals []*Proposal // sorted by Name
 	Skipped   []Skip      // sorted by workload
@@ -50,7 +53,8 @@ type Proposal struct {
 	// Display is the workload as humans know it ("default/Deployment/web").
 	Display string
 	Name    string
-	Policy  *v2.CiliumClusterwideNetworkPolicy
+	// Policy is the proposal as a CCNP whatever Result.Kind is; AsCNP renders it as a CNP.
+	Policy *v2.CiliumClusterwideNetworkPolicy
 	// Revision is the sha256 (hex) of the canonical JSON of Policy.Spec.
 	Revision  string
 	Flows     uint64

@@ -46,7 +46,7 @@ func SynthesizeContext(ctx context.Context, snap *aggregate.Snapshot, cfg Config
 	if snap == nil {
 		snap = &aggregate.Snapshot{}
 	}
-	res := &Result{From: snap.From, To: snap.To, Flows: snap.Flows, Lost: snap.Lost, Overflow: snap.Overflow}
+	res := &Result{From: snap.From, To: snap.To, Flows: snap.Flows, Lost: snap.Lost, Overflow: snap.Overflow, Kind: cmp.Or(cfg.PolicyKind, KindCCNP)}
 	infos := collect(snap)
 	local, err := localCluster(cfg.ClusterName, infos)
 	if err != nil {
@@ -110,7 +110,7 @@ func SynthesizeContext(ctx context.Context, snap *aggregate.Snapshot, cfg Config
 			// Set before finish: the value is part of the rules, so of the revision.
 			p.Policy.Spec.Log = api.LogConfig{Value: LogValue(p.Name)}
 		}
-		if err := finish(p, local); err != nil {
+		if err := finish(p, local, res.Kind); err != nil {
 			res.Skipped = append(res.Skipped, Skip{Workload: p.Workload, Display: p.Display, Reason: SkipRefused, Detail: err.Error()})
 			continue
 		}

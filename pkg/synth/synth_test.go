@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/recommender/recommender/pkg/aggregate"
+	policyaudit "github.com/recommender/recommender/pkg/audit"
 	"github.com/recommender/recommender/pkg/flows"
 )
 
@@ -648,18 +649,11 @@ func TestWriteReadDir(t *testing.T) {
 	if strings.Contains(string(raw), "status:") {
 		t.Error("shop-frontend.yaml has a status")
 	}
-	var back []*v2.CiliumClusterwideNetworkPolicy
-	paths, err := yamlFiles(dir)
-	if err != nil {
-		t.Fatal(err)
+	decoded, err := policyaudit.LoadDir(dir)
+	if err != nil || len(decoded.Rejected) > 0 {
+		t.Fatalf("read back: %v %v", err, decoded.Rejected)
 	}
-	for _, p := range paths {
-		ps, err := readFile(p)
-		if err != nil {
-			t.Fatalf("read back %s: %v", p, err)
-		}
-		back = append(back, ps...)
-	}
+	back := decoded.CCNPs
 	// mine.yaml (not ours) was kept and is read back too.
 	if len(back) != len(res.Proposals)+1 {
 		t.Fatalf("read back %d policies, want %d", len(back), len(res.Proposals)+1)

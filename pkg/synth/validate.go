@@ -56,6 +56,20 @@ func Validate(p *v2.CiliumClusterwideNetworkPolicy, clusterName string) error {
 	return nil
 }
 
+// validateCNP checks that a policy renders as a CiliumNetworkPolicy (AsCNP) that Cilium's
+// CNP parser accepts. Validate checks the rules themselves; the CNP CRD's spec schema is the
+// CCNP one's.
+func validateCNP(p *v2.CiliumClusterwideNetworkPolicy, clusterName string) error {
+	c, err := AsCNP(p)
+	if err != nil {
+		return err
+	}
+	if _, err := c.Parse(discardLogger, clusterName); err != nil {
+		return fmt.Errorf("%w: parse as CiliumNetworkPolicy: %w", ErrCilium, err)
+	}
+	return nil
+}
+
 // checkScope refuses rules that select nothing specific or allow everything.
 func checkScope(r *api.Rule) error {
 	sel := r.EndpointSelector
@@ -193,7 +207,7 @@ func validateSchema(p *v2.CiliumClusterwideNetworkPolicy) error {
 	if err != nil {
 		return err
 	}
-	obj, err := objectJSON(p)
+	obj, err := objectJSON(p, p.Name)
 	if err != nil {
 		return err
 	}
@@ -214,14 +228,14 @@ func validateSchema(p *v2.CiliumClusterwideNetworkPolicy) error {
 }
 
 // objectJSON is the policy as generic JSON, the way the API server decodes it, without status.
-func objectJSON(p *v2.CiliumClusterwideNetworkPolicy) (map[string]any, error) {
+func objectJSON(p any, name string) (map[string]any, error) {
 	b, err := json.Marshal(p)
 	if err != nil {
-		return nil, fmt.Errorf("encode policy %s: %w", p.Name, err)
+		return nil, fmt.Errorf("encode policy %s: %w", name, err)
 	}
 	var obj map[string]any
 	if err := json.Unmarshal(b, &obj); err != nil {
-		return nil, fmt.Errorf("decode policy %s: %w", p.Name, err)
+		return nil, fmt.Errorf("decode policy %s: %w", name, err)
 	}
 	delete(obj, "status")
 	return obj, nil

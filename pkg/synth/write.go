@@ -25,10 +25,13 @@ type WriteSummary struct {
 	Graph   string   // path of GRAPH.md
 }
 
-// WriteDir writes one <name>.yaml per proposal, REPORT.md and GRAPH.md into dir (created if needed).
-// YAML files of earlier runs that hold a recommender-managed policy no longer proposed are
-// removed, so that applying the directory never re-applies a stale policy; files recommender
-// did not generate are left alone.
+// WriteDir writes one policy file per proposal, REPORT.md and GRAPH.md into dir (created if needed):
+// <name>.yaml for CCNPs, <namespace>/<name>.yaml for CNPs (Result.Kind), the layout
+// `kubectl apply -R -f` and the check and diff commands read. Files of earlier runs that hold
+// a recommender-managed policy no longer proposed (in dir or one of its namespace
+// directories, of either kind) are removed, and a namespace directory left empty with them,
+// so that applying the directory never re-applies a stale policy; files recommender did not
+// generate are left alone.
 func WriteDir(dir string, res *Result) (*WriteSummary, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create output directory: %w", err)
@@ -36,17 +39,28 @@ func WriteDir(dir string, res *Result) (*WriteSummary, error) {
 	sum := &WriteSummary{}
 	keep := map[string]bool{}
 	for _, p := range res.Proposals {
-		b, err := MarshalPolicy(p.Policy)
+		b, err := MarshalAs(p.Policy, res.Kind)
 		if err != nil {
 			return nil, err
 		}
 		path := filepath.Join(dir, p.Name+".yaml")
+		if res.Kind.Namespaced() {
+			ns, err := PolicyNamespace(p.Policy)
+			if err != nil {
+				return nil, err
+			}
+			if err := os.MkdirAll(filepath.Join(dir, ns), 0o755); err != nil {
+				return nil, fmt.Errorf("create namespace directory: %w", err)
+			}
+			path = filepath.Join(dir, ns, p.Name+".yaml")
+		}
 		if err := os.WriteFile(path, b, 0o644); err != nil {
 			return nil, fmt.Errorf("write policy: %w", err)
 		}
 		keep[path] = true
 		sum.Written = append(sum.Written, path)
 	}
+	slices.Sort(sum.Written)
 	stale, err := managedFiles(dir)
 	if err != nil {
 		return nil, err
@@ -59,6 +73,13 @@ func WriteDir(dir string, res *Result) (*WriteSummary, error) {
 			return nil, fmt.Errorf("remove stale policy: %w", err)
 		}
 		sum.Removed = append(sum.Removed, path)
+		if sub := filepath.Dir(path); sub != filepath.Clean(dir) {
+			if rest, err := os.ReadDir(sub); err == nil && len(rest) == 0 {
+				if err := os.Remove(sub); err != nil {
+					return nil, fmt.Errorf("remove empty namespace directory: %w", err)
+				}
+			}
+		}
 	}
 	sum.Report = filepath.Join(dir, ReportFile)
 	if err := os.WriteFile(sum.Report, RenderReport(res), 0o644); err != nil {
@@ -71,24 +92,40 @@ func WriteDir(dir string, res *Result) (*WriteSummary, error) {
 	return sum, nil
 }
 
-// managedFiles lists the YAML files in dir that hold a recommender-managed CCNP.
+// managedFiles lists the YAML files in dir and its immediate subdirectories (the namespace
+// directories of CNPs) that hold recommender-managed CCNPs or CNPs only, sorted.
 func managedFiles(dir string) ([]string, error) {
 	paths, err := yamlFiles(dir)
 	if err != nil {
 		return nil, err
 	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read policy directory: %w", err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		sub, err := yamlFiles(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		paths = append(paths, sub...)
+	}
 	var out []string
 	for _, path := range paths {
-		ps, err := readFile(path)
+		labels, err := readFile(path)
 		if err != nil {
-			continue // not ours to judge: a file we cannot read as a CCNP is left alone
+			continue // not ours to judge: a file we cannot read as a policy is left alone
 		}
-		if len(ps) > 0 && slices.IndexFunc(ps, func(p *v2.CiliumClusterwideNetworkPolicy) bool {
-			return p.Labels[LabelManagedBy] != ManagedByValue
+		if len(labels) > 0 && slices.IndexFunc(labels, func(l map[string]string) bool {
+			return l[LabelManagedBy] != ManagedByValue
 		}) < 0 {
 			out = append(out, path)
 		}
 	}
+	slices.Sort(out)
 	return out, nil
 }
 
@@ -110,14 +147,15 @@ func yamlFiles(dir string) ([]string, error) {
 	return out, nil
 }
 
-// readFile reads the CCNPs of one YAML file; WriteDir uses it to tell its own files from
-// others'. Reading a policy directory is audit.LoadDir's job (diff and check share it).
-func readFile(path string) ([]*v2.CiliumClusterwideNetworkPolicy, error) {
+// readFile returns the labels of the CCNPs and CNPs of one YAML file; WriteDir uses it to
+// tell its own files from others'. Reading a policy directory is audit.LoadDir's job (diff
+// and check share it).
+func readFile(path string) ([]map[string]string, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read policy: %w", err)
 	}
-	var out []*v2.CiliumClusterwideNetworkPolicy
+	var out []map[string]string
 	for i, doc := range splitDocuments(raw) {
 		var meta struct {
 			Kind string `json:"kind"`
@@ -125,14 +163,19 @@ func readFile(path string) ([]*v2.CiliumClusterwideNetworkPolicy, error) {
 		if err := yaml.Unmarshal(doc, &meta); err != nil {
 			return nil, fmt.Errorf("%s: document %d: %w", path, i+1, err)
 		}
-		if meta.Kind != v2.CCNPKindDefinition {
+		var obj interface{ GetLabels() map[string]string }
+		switch meta.Kind {
+		case v2.CCNPKindDefinition:
+			obj = &v2.CiliumClusterwideNetworkPolicy{}
+		case v2.CNPKindDefinition:
+			obj = &v2.CiliumNetworkPolicy{}
+		default:
 			continue
 		}
-		p := &v2.CiliumClusterwideNetworkPolicy{}
-		if err := yaml.UnmarshalStrict(doc, p); err != nil {
+		if err := yaml.UnmarshalStrict(doc, obj); err != nil {
 			return nil, fmt.Errorf("%s: document %d: %w", path, i+1, err)
 		}
-		out = append(out, p)
+		out = append(out, obj.GetLabels())
 	}
 	return out, nil
 }
