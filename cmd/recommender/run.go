@@ -7,10 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"slices"
 	"time"
 
-	v2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
@@ -403,13 +401,7 @@ func (o *runOptions) wireCluster(ctx context.Context, deps *daemon.Deps, reg pro
 			if err != nil {
 				return nil, err
 			}
-			// Our own CNPs (--policy-kind CiliumNetworkPolicy) are older revisions of what is
-			// under audit: the proposal stands for them, as it does for our CCNPs (which the
-			// auditor leaves out itself).
-			cnps := slices.DeleteFunc(ps.CNPs, func(p *v2.CiliumNetworkPolicy) bool {
-				return p.Labels[synth.LabelManagedBy] == synth.ManagedByValue
-			})
-			return &audit.Decoded{CCNPs: ps.CCNPs, CNPs: cnps}, nil
+			return &audit.Decoded{CCNPs: ps.CCNPs, CNPs: ps.CNPs}, nil
 		}
 	}
 	log.Info("connected to kubernetes", "host", rc.Host, "leaderElect", o.leaderElect)

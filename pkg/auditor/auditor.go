@@ -44,6 +44,9 @@ type Config struct {
 	// Warmup is how long the process must have observed flows before a workload leaving the
 	// store retires its policy and delivery may be destructive (--delivery-warmup).
 	Warmup time.Duration
+	// Kind is the kind proposals are delivered as (--policy-kind): they are evaluated, and
+	// shown on the status page, as that kind.
+	Kind synth.PolicyKind
 }
 
 // Validate checks the configuration.

@@ -3,16 +3,20 @@ package auditor
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	v2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"sigs.k8s.io/yaml"
 
 	"github.com/recommender/recommender/pkg/aggregate"
+	"github.com/recommender/recommender/pkg/audit"
 	"github.com/recommender/recommender/pkg/flows"
 	"github.com/recommender/recommender/pkg/lifecycle"
 	"github.com/recommender/recommender/pkg/synth"
@@ -331,6 +335,54 @@ func TestAuditorDropAttribution(t *testing.T) {
 			}
 			if len(drops) != 1 || drops[0].Policy != tt.policy || drops[0].Attribution != tt.blamedWhy || drops[0].Ours != (tt.ours > 0) {
 				t.Errorf("drops = %+v, want one blamed on %s (%s)", drops, tt.policy, tt.blamedWhy)
+			}
+		})
+	}
+}
+
+// Ensure the cluster's own copies of our policies (older revisions, of either kind) are left
+// out of shadow evaluation: they would allow what the revision under audit is judged without.
+// A policy somebody else wrote is evaluated with ours.
+func TestAuditorIgnoresOurPoliciesInCluster(t *testing.T) {
+	const cnpYAML = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: allow-evil
+  namespace: shop
+  labels: {%s}
+spec:
+  endpointSelector:
+    matchLabels: {k8s:app: db}
+  ingress:
+  - fromEndpoints:
+    - matchLabels: {k8s:app: evil}
+    toPorts:
+    - ports: [{port: "5432", protocol: TCP}]
+`
+	for _, tc := range []struct {
+		labels    string
+		wouldDeny float64
+	}{
+		{labels: "app.kubernetes.io/managed-by: recommender", wouldDeny: 1},
+		{labels: "team: shop", wouldDeny: 0},
+	} {
+		t.Run(tc.labels, func(t *testing.T) {
+			cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true}
+			a, m, snap := learn(t, cfg)
+			var cnp v2.CiliumNetworkPolicy
+			if err := yaml.Unmarshal([]byte(fmt.Sprintf(cnpYAML, tc.labels)), &cnp); err != nil {
+				t.Fatal(err)
+			}
+			sc := synth.DefaultConfig()
+			sc.MinObserve = 0
+			res, err := synth.Synthesize(snap, sc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.Update(res, snap, &audit.Decoded{CNPs: []*v2.CiliumNetworkPolicy{&cnp}})
+			a.Observe(ev(2000, evil, db, 5432, flows.VerdictForwarded))
+			if got := counter(t, m.wouldDeny); got != tc.wouldDeny {
+				t.Errorf("would-deny = %g, want %g", got, tc.wouldDeny)
 			}
 		})
 	}

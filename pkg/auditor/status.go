@@ -106,7 +106,7 @@ func (a *Auditor) Status() StatusView {
 	for i := range v.Groups {
 		for j := range v.Groups[i].Workloads {
 			w := &v.Groups[i].Workloads[j]
-			w.Revisions = RevisionViews(revisions[w.Key])
+			w.Revisions = revisionViews(revisions[w.Key], a.cfg.Kind)
 		}
 	}
 	return v
@@ -165,12 +165,12 @@ func progress(clean, window time.Duration, flows, minFlows uint64) int {
 	return max(p, 0)
 }
 
-// RevisionViews renders the revisions newest first, each diffed against the one before it.
-func RevisionViews(rs []revisionSeen) []RevisionView {
+// revisionViews renders the revisions newest first, each diffed against the one before it.
+func revisionViews(rs []revisionSeen, kind synth.PolicyKind) []RevisionView {
 	out := make([]RevisionView, 0, len(rs))
 	for i, r := range rs {
 		rv := RevisionView{Revision: r.proposal.Revision, At: r.at, First: i == 0}
-		if y, err := synth.MarshalPolicy(r.proposal.Policy); err == nil {
+		if y, err := synth.MarshalAs(r.proposal.Policy, kind); err == nil {
 			rv.YAML = string(y)
 		} else {
 			rv.YAML = "render policy: " + err.Error()

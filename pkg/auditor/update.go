@@ -21,20 +21,25 @@ func (a *Auditor) Update(res *synth.Result, snap *aggregate.Snapshot, others *au
 	// Compiling thousands of policies takes a while: do it without holding up ingest.
 	set := audit.NewPolicySet(a.cfg.Audit)
 	for _, p := range policies {
-		if err := set.AddCCNP(p.Policy); err != nil {
+		if err := a.addProposal(set, p); err != nil {
 			a.log.Error("proposed policy rejected by the evaluator", "policy", p.Name, "err", err)
 		}
 	}
 	if others != nil {
+		// Ours of either kind are older revisions of what is under audit: the proposal stands
+		// for them, or they would allow what the revision under audit is to be judged without.
 		for _, p := range others.CCNPs {
 			if p.Labels[synth.LabelManagedBy] == synth.ManagedByValue {
-				continue // ours: the revision under audit stands for it
+				continue
 			}
 			if err := set.AddCCNP(p); err != nil {
 				a.log.Warn("cluster policy ignored in shadow evaluation", "policy", p.Name, "err", err)
 			}
 		}
 		for _, p := range others.CNPs {
+			if p.Labels[synth.LabelManagedBy] == synth.ManagedByValue {
+				continue
+			}
 			if err := set.AddCNP(p); err != nil {
 				a.log.Warn("cluster policy ignored in shadow evaluation", "policy", p.Namespace+"/"+p.Name, "err", err)
 			}
@@ -277,6 +282,19 @@ func adoptable(p *v2.CiliumClusterwideNetworkPolicy) ([]byte, error) {
 		}
 	}
 	return synth.MarshalPolicy(out)
+}
+
+// addProposal adds a proposal to set as the kind it is delivered as (Config.Kind): a CNP is
+// evaluated as Cilium reads a CNP, with its namespace scoping.
+func (a *Auditor) addProposal(set *audit.PolicySet, p *synth.Proposal) error {
+	if !a.cfg.Kind.Namespaced() {
+		return set.AddCCNP(p.Policy)
+	}
+	cnp, err := synth.AsCNP(p.Policy)
+	if err != nil {
+		return err
+	}
+	return set.AddCNP(cnp)
 }
 
 // inShard reports whether a namespace belongs to this daemon's shard (Config.Namespaces).

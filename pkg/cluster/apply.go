@@ -28,14 +28,9 @@ import (
 	"github.com/recommender/recommender/pkg/synth"
 )
 
-const (
-	// FieldManager is the server-side apply field manager of every write.
-	FieldManager = "recommender"
-	// ManagedByLabel marks the objects this package may change or delete.
-	ManagedByLabel = synth.LabelManagedBy
-	// ManagedByValue is ManagedByLabel's value on our objects.
-	ManagedByValue = synth.ManagedByValue
-)
+// FieldManager is the server-side apply field manager of every write. The objects this
+// package may change or delete carry synth.LabelManagedBy=synth.ManagedByValue.
+const FieldManager = "recommender"
 
 // listPage is the page size of every list call.
 const listPage = 500
@@ -508,7 +503,7 @@ func (a *Applier) applyOne(ctx context.Context, t target, cur *unstructured.Unst
 		fresh = true
 		if cur != nil && !owned(cur) {
 			ch.Action = ActionNotOwned
-			ch.Err = &NotOwnedError{Name: p.Name, Namespace: t.ns, ManagedBy: cur.GetLabels()[ManagedByLabel]}
+			ch.Err = &NotOwnedError{Name: p.Name, Namespace: t.ns, ManagedBy: cur.GetLabels()[synth.LabelManagedBy]}
 			return nil
 		}
 		rv := ""
@@ -817,7 +812,7 @@ func (a *Applier) report(res Result) {
 }
 
 func owned(obj *unstructured.Unstructured) bool {
-	return obj.GetLabels()[ManagedByLabel] == ManagedByValue
+	return obj.GetLabels()[synth.LabelManagedBy] == synth.ManagedByValue
 }
 
 // encode returns the apply configuration of p, as JSON and as the object it
@@ -837,7 +832,7 @@ func encode(p *ciliumv2.CiliumClusterwideNetworkPolicy, promoted bool, rv string
 		ResourceVersion: rv,
 	}
 	maps.Copy(obj.Labels, p.Labels)
-	obj.Labels[ManagedByLabel] = ManagedByValue
+	obj.Labels[synth.LabelManagedBy] = synth.ManagedByValue
 	if obj.Annotations == nil {
 		obj.Annotations = map[string]string{}
 	}

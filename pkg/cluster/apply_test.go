@@ -161,7 +161,7 @@ func TestEncode(t *testing.T) {
 			if got := u.GetNamespace(); got != tc.namespace {
 				t.Errorf("encode() namespace = %q, want %q", got, tc.namespace)
 			}
-			wantLabels := map[string]string{ManagedByLabel: ManagedByValue, "app.kubernetes.io/part-of": "shop"}
+			wantLabels := map[string]string{synth.LabelManagedBy: synth.ManagedByValue, "app.kubernetes.io/part-of": "shop"}
 			if got := u.GetLabels(); !reflect.DeepEqual(got, wantLabels) {
 				t.Errorf("encode() labels = %v, want %v", got, wantLabels)
 			}
@@ -182,7 +182,7 @@ func TestEncode(t *testing.T) {
 			}
 		})
 	}
-	if p.Labels[ManagedByLabel] != "" {
+	if p.Labels[synth.LabelManagedBy] != "" {
 		t.Error("encode() changed the caller's labels")
 	}
 }
@@ -195,7 +195,7 @@ func TestClassify(t *testing.T) {
 			"spec":     spec,
 		}}
 	}
-	ours := map[string]any{ManagedByLabel: ManagedByValue}
+	ours := map[string]any{synth.LabelManagedBy: synth.ManagedByValue}
 	spec := map[string]any{"endpointSelector": map[string]any{}}
 	tests := []struct {
 		name          string
@@ -205,7 +205,7 @@ func TestClassify(t *testing.T) {
 		{"absent before", nil, obj(ours, spec), ActionCreated},
 		{"same", obj(ours, spec), obj(ours, spec), ActionUnchanged},
 		{"spec changed", obj(ours, spec), obj(ours, map[string]any{"ingress": []any{}}), ActionConfigured},
-		{"label added", obj(ours, spec), obj(map[string]any{ManagedByLabel: ManagedByValue, "x": "y"}, spec), ActionConfigured},
+		{"label added", obj(ours, spec), obj(map[string]any{synth.LabelManagedBy: synth.ManagedByValue, "x": "y"}, spec), ActionConfigured},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -205,8 +205,8 @@ func TestSyncApplyIdempotentPrune(t *testing.T) {
 	if got == nil {
 		t.Fatal("sync-web not in the cluster after Sync")
 	}
-	if got.GetLabels()[ManagedByLabel] != ManagedByValue {
-		t.Errorf("labels = %v, want %s=%s", got.GetLabels(), ManagedByLabel, ManagedByValue)
+	if got.GetLabels()[synth.LabelManagedBy] != synth.ManagedByValue {
+		t.Errorf("labels = %v, want %s=%s", got.GetLabels(), synth.LabelManagedBy, synth.ManagedByValue)
 	}
 	if s, want := specJSON(t, got.Object["spec"]), specJSON(t, web.Spec); s != want {
 		t.Errorf("spec in cluster = %s, want %s", s, want)
@@ -280,11 +280,11 @@ func TestSyncOwnership(t *testing.T) {
 		return out
 	}
 	foreign := testPolicy("own-shared", "web", "80")
-	foreign.Labels = map[string]string{ManagedByLabel: "helm"}
+	foreign.Labels = map[string]string{synth.LabelManagedBy: "helm"}
 	foreignObj := create(foreign)
 	unlabeledObj := create(testPolicy("own-unlabeled", "db", "5432"))
 	stale := testPolicy("own-stale", "old", "80")
-	stale.Labels = map[string]string{ManagedByLabel: ManagedByValue}
+	stale.Labels = map[string]string{synth.LabelManagedBy: synth.ManagedByValue}
 	stale.Annotations = map[string]string{synth.AnnotationRevision: retire(stale).Revisions[0]}
 	create(stale)
 
@@ -323,7 +323,7 @@ func TestSyncOwnership(t *testing.T) {
 
 	// Someone takes our policy over by changing the label: Sync stops touching it.
 	mine := getCCNP(t, c.dyn, "own-mine")
-	mine.SetLabels(map[string]string{ManagedByLabel: "someone-else"})
+	mine.SetLabels(map[string]string{synth.LabelManagedBy: "someone-else"})
 	if _, err := ccnps.Update(t.Context(), mine, metav1.UpdateOptions{FieldManager: "kubectl"}); err != nil {
 		t.Fatal(err)
 	}
@@ -1313,7 +1313,7 @@ func TestSyncPreconditions(t *testing.T) {
 	relabel := func(name, owner string) func() {
 		return func() {
 			u := getCCNP(t, c.dyn, name)
-			u.SetLabels(map[string]string{ManagedByLabel: owner})
+			u.SetLabels(map[string]string{synth.LabelManagedBy: owner})
 			if _, err := ccnps.Update(context.Background(), u, metav1.UpdateOptions{FieldManager: "helm"}); err != nil {
 				t.Errorf("relabel %s: %v", name, err)
 			}
@@ -1338,7 +1338,7 @@ func TestSyncPreconditions(t *testing.T) {
 		owner   string // its managed-by label afterwards
 	}{
 		{"taken over before apply", plan(promoted(testPolicy("pre", "web", "8443"))), func() func() { return relabel("pre", "helm") }, ActionNotOwned, "helm"},
-		{"changed before apply", plan(promoted(testPolicy("pre", "web", "8443"))), func() func() { return touch("pre") }, ActionConfigured, ManagedByValue},
+		{"changed before apply", plan(promoted(testPolicy("pre", "web", "8443"))), func() func() { return touch("pre") }, ActionConfigured, synth.ManagedByValue},
 		{"taken over before prune", plan(nil, testPolicy("pre", "web", "80")), func() func() { return relabel("pre", "helm") }, "", "helm"},
 		{"changed before prune", plan(nil, testPolicy("pre", "web", "80")), func() func() { return touch("pre") }, ActionPruned, ""},
 	}
@@ -1370,8 +1370,8 @@ func TestSyncPreconditions(t *testing.T) {
 				t.Errorf("pre still exists, want it pruned")
 			case tt.owner != "" && got == nil:
 				t.Errorf("pre deleted, want it kept")
-			case tt.owner != "" && got.GetLabels()[ManagedByLabel] != tt.owner:
-				t.Errorf("pre managed-by = %q, want %q", got.GetLabels()[ManagedByLabel], tt.owner)
+			case tt.owner != "" && got.GetLabels()[synth.LabelManagedBy] != tt.owner:
+				t.Errorf("pre managed-by = %q, want %q", got.GetLabels()[synth.LabelManagedBy], tt.owner)
 			}
 			if tt.owner == "helm" {
 				// The foreign owner's spec is what the first Sync wrote: port 80, not 8443.

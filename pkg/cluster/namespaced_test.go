@@ -90,7 +90,7 @@ func createCNP(t *testing.T, c clients, ns string, p *ciliumv2.CiliumClusterwide
 	}
 	cnp.Namespace, cnp.Labels = ns, map[string]string{}
 	if managed {
-		cnp.Labels[ManagedByLabel] = ManagedByValue
+		cnp.Labels[synth.LabelManagedBy] = synth.ManagedByValue
 		rev, err := synth.Revision(p.Spec)
 		if err != nil {
 			t.Fatal(err)
@@ -128,7 +128,7 @@ func TestSyncCNP(t *testing.T) {
 		}
 	}
 	got := getCNP(t, c.dyn, a, "cnp-web")
-	if got == nil || got.GetLabels()[ManagedByLabel] != ManagedByValue || got.GetAnnotations()[AnnotationLifecycle] != LifecycleEnforced {
+	if got == nil || got.GetLabels()[synth.LabelManagedBy] != synth.ManagedByValue || got.GetAnnotations()[AnnotationLifecycle] != LifecycleEnforced {
 		t.Fatalf("cnp-web in %s = %v, want ours, enforced", a, got)
 	}
 	want, err := synth.AsCNP(web)
@@ -145,7 +145,7 @@ func TestSyncCNP(t *testing.T) {
 	if getCCNP(t, c.dyn, "cnp-web") != nil {
 		t.Error("a CCNP was written in CNP mode")
 	}
-	if u := getCNP(t, c.dyn, out, "cnp-web"); u.GetLabels()[ManagedByLabel] != "" {
+	if u := getCNP(t, c.dyn, out, "cnp-web"); u.GetLabels()[synth.LabelManagedBy] != "" {
 		t.Errorf("the foreign CNP outside the scope was taken: %v", u.GetLabels())
 	}
 	rv := got.GetResourceVersion()

@@ -62,7 +62,7 @@ func (c *Config) Validate() error {
 
 // auditConfig is the audit stage's part of the configuration.
 func (c *Config) auditConfig() auditor.Config {
-	return auditor.Config{Lifecycle: c.Lifecycle, Audit: c.Audit, Namespaces: c.Namespaces, Warmup: c.DeliveryWarmup}
+	return auditor.Config{Lifecycle: c.Lifecycle, Audit: c.Audit, Namespaces: c.Namespaces, Warmup: c.DeliveryWarmup, Kind: c.Synth.PolicyKind}
 }
 
 // RelayState is what the daemon reads from a live relay source.
