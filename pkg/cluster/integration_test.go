@@ -1066,6 +1066,26 @@ func testRBAC(t *testing.T, m rbacMode) {
 		readerObjects(t, c, ns)
 	}
 	ciliumConfigFixture(t, c, "kube-system", map[string]string{"cluster-name": "east"})
+	// The authorizer's cache follows new roles with a delay: wait until every grant is in force.
+	for _, role := range roles {
+		rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
+		for _, r := range rules {
+			rule := r.(map[string]any)
+			verbs, _, _ := unstructured.NestedStringSlice(rule, "verbs")
+			groups, _, _ := unstructured.NestedStringSlice(rule, "apiGroups")
+			resources, _, _ := unstructured.NestedStringSlice(rule, "resources")
+			names, _, _ := unstructured.NestedStringSlice(rule, "resourceNames")
+			for _, verb := range verbs {
+				for _, res := range resources {
+					attrs := authorizationv1.ResourceAttributes{Namespace: role.GetNamespace(), Group: groups[0], Resource: res, Verb: verb}
+					if len(names) > 0 {
+						attrs.Name = names[0]
+					}
+					awaitAccess(t, m.serviceAccount(), attrs, true)
+				}
+			}
+		}
+	}
 	sa := rest.CopyConfig(env.Config)
 	sa.Impersonate = rest.ImpersonationConfig{UserName: m.serviceAccount()}
 	forbidden := make(chan string, 1)
