@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,18 +61,28 @@ func (c *Config) Validate() error {
 }
 
 // Auditor shadow-evaluates every flow against the revisions under audit (and enforced ones,
-// for drops), drives the lifecycle and keeps the audit metrics. Observe runs on the ingest
-// goroutine for each event; Update on the sync loop; the persistence hooks on the Ingester's
-// committer. All methods are safe for concurrent use.
+// for drops), drives the lifecycle and keeps the audit metrics. Observe hands each event over
+// from the ingest goroutine to the auditor's own, which accounts it, so evaluation runs beside
+// ingestion; Update runs on the sync loop, the persistence hooks on the Ingester's committer.
+// All methods are safe for concurrent use; Close ends the auditor's goroutine.
 type Auditor struct {
 	log  *slog.Logger
 	m    *metrics
 	eval *audit.Evaluator
 	cfg  Config
 
+	// queue carries the events Observe hands over to account; observed counts them (the
+	// ingest goroutine's side), accounted those account finished (under mu), and caughtUp
+	// signals each step. stopped closes when account returns.
+	queue    chan *flows.Event
+	observed atomic.Uint64
+	caughtUp *sync.Cond
+	stopped  chan struct{}
+
 	// mu guards everything below.
-	mu      sync.Mutex
-	machine *lifecycle.Machine
+	mu        sync.Mutex
+	accounted uint64
+	machine   *lifecycle.Machine
 	// current holds, per workload key, the proposal whose revision is audited or enforced.
 	current map[string]*synth.Proposal
 	// names holds the metric labels of workloads with a proposal.
@@ -126,9 +137,13 @@ func New(cfg Config, store Store, log *slog.Logger, reg prometheus.Registerer) (
 		pending:     make(map[string]*lifecycle.Record),
 		pendingGone: make(map[string]bool),
 		wall:        time.Now,
+		queue:       make(chan *flows.Event, maxQueued),
+		stopped:     make(chan struct{}),
 	}
+	a.caughtUp = sync.NewCond(&a.mu)
 	a.m = newMetrics(reg, a.Clock)
 	a.m.setStates(machine.Counts())
+	go a.account()
 	return a, nil
 }
 
@@ -152,8 +167,17 @@ type workloadName struct{ namespace, name string }
 // lifecycle.
 func (a *Auditor) Drain() {
 	a.mu.Lock()
-	//lint:ignore SA2001 an empty critical section is the point: Observe accounts under mu
-	a.mu.Unlock()
+	defer a.mu.Unlock()
+	a.drainLocked()
+}
+
+// drainLocked waits, holding mu but for the waits, until the events handed to Observe before
+// the call are accounted.
+func (a *Auditor) drainLocked() {
+	target := a.observed.Load()
+	for a.accounted < target {
+		a.caughtUp.Wait()
+	}
 }
 
 // Clock returns the newest flow time seen, the time base of windows and retention.
@@ -197,11 +221,60 @@ type end struct {
 	other *flows.Peer
 }
 
-// Observe accounts one event: lost-event totals per node, enforced-policy drops, Cilium's own
-// AUDIT verdicts, and the shadow verdict of the revision each workload end is audited with.
+// Observe hands one event to the audit stage's goroutine, which accounts it (observe): the
+// ingest goroutine goes on with the next flow while this one is shadow-evaluated. It blocks
+// when maxQueued events wait. Events must not change after they are handed over.
 func (a *Auditor) Observe(ev *flows.Event) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.observed.Add(1)
+	a.queue <- ev
+}
+
+// maxQueued bounds the events handed to Observe and not yet accounted: enough to ride out a
+// sync holding the lock, little next to a batch.
+const maxQueued = 4096
+
+// maxPerLock bounds the events accounted under one hold of mu, so a status page or a sync
+// waits at most that long.
+const maxPerLock = 256
+
+// account runs on the audit stage's goroutine until Close: it takes the queued events a few
+// hundred at a time under one hold of mu.
+func (a *Auditor) account() {
+	defer close(a.stopped)
+	for ev := range a.queue {
+		a.mu.Lock()
+		a.observe(ev)
+		n := uint64(1)
+	more:
+		for n < maxPerLock {
+			select {
+			case ev, ok := <-a.queue:
+				if !ok {
+					break more
+				}
+				a.observe(ev)
+				n++
+			default:
+				break more
+			}
+		}
+		a.accounted += n
+		a.caughtUp.Broadcast()
+		a.mu.Unlock()
+	}
+}
+
+// Close stops the audit stage's goroutine once the events handed to Observe are accounted.
+// Observe must not be called after.
+func (a *Auditor) Close() {
+	close(a.queue)
+	<-a.stopped
+}
+
+// observe accounts one event: lost-event totals per node, enforced-policy drops, Cilium's own
+// AUDIT verdicts, and the shadow verdict of the revision each workload end is audited with.
+// It runs under mu.
+func (a *Auditor) observe(ev *flows.Event) {
 	if a.firstEvent.IsZero() {
 		a.firstEvent = a.wall()
 	}

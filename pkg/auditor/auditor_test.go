@@ -55,11 +55,20 @@ func learn(t *testing.T, cfg lifecycle.Config) (*Auditor, *metrics, *aggregate.S
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(a.Close)
 	snap := agg.Snapshot()
 	if trs := a.Update(res, snap, nil); len(trs) != 2 {
 		t.Fatalf("update = %d transitions, want 2 proposals", len(trs))
 	}
 	return a, a.m, snap
+}
+
+// see hands events to the auditor and waits until they are accounted.
+func see(a *Auditor, evs ...*flows.Event) {
+	for _, e := range evs {
+		a.Observe(e)
+	}
+	a.Drain()
 }
 
 // emptyStore returns a new store in the test's directory.
@@ -115,7 +124,7 @@ func TestAuditorVerdicts(t *testing.T) {
 			cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true}
 			a, m, _ := learn(t, cfg)
 			for _, e := range tt.events {
-				a.Observe(e)
+				see(a, e)
 			}
 			if got := counter(t, m.wouldDeny); got != tt.wouldDeny {
 				t.Errorf("would-deny = %g, want %g", got, tt.wouldDeny)
@@ -139,12 +148,12 @@ func TestAuditorLifecycle(t *testing.T) {
 	cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true, DemoteOnDrop: true}
 	a, m, snap := learn(t, cfg)
 	a.wall = func() time.Time { return base.Add(24 * time.Hour) }
-	a.Observe(ev(2000, web, db, 5432, flows.VerdictForwarded))
-	a.Observe(ev(2000+7200, web, db, 5432, flows.VerdictForwarded)) // two hours of flow time later
+	see(a, ev(2000, web, db, 5432, flows.VerdictForwarded))
+	see(a, ev(2000+7200, web, db, 5432, flows.VerdictForwarded)) // two hours of flow time later
 	if trs := a.Update(&synth.Result{}, snap, nil); len(trs) != 2 {
 		t.Fatalf("update after a clean window = %v, want two promotions", trs)
 	}
-	a.Observe(with(ev(9300, evil, db, 5432, flows.VerdictDropped), func(e *flows.Event) {
+	see(a, with(ev(9300, evil, db, 5432, flows.VerdictDropped), func(e *flows.Event) {
 		e.DropReason = "POLICY_DENIED"
 		e.Point = flows.DirectionIngress
 	}))
@@ -160,7 +169,7 @@ func TestAuditorLifecycle(t *testing.T) {
 
 	cfg.Learn = false
 	a, _, _ = learn(t, cfg)
-	a.Observe(ev(2000, evil, db, 5432, flows.VerdictForwarded))
+	see(a, ev(2000, evil, db, 5432, flows.VerdictForwarded))
 	if r := a.machine.Record("shop/k8s:app=db"); !r.Held {
 		t.Errorf("db after a would-be-denied flow with Learn off: held = false, want true")
 	}
@@ -253,11 +262,11 @@ func TestAuditorLogsDropsOncePerEdge(t *testing.T) {
 	var logs bytes.Buffer
 	a.log = slog.New(slog.NewTextHandler(&logs, nil))
 	a.wall = func() time.Time { return base.Add(24 * time.Hour) }
-	a.Observe(ev(2000, web, db, 5432, flows.VerdictForwarded))
-	a.Observe(ev(2000+7200, web, db, 5432, flows.VerdictForwarded))
+	see(a, ev(2000, web, db, 5432, flows.VerdictForwarded))
+	see(a, ev(2000+7200, web, db, 5432, flows.VerdictForwarded))
 	a.Update(&synth.Result{}, snap, nil)
 	for i := range 5 {
-		a.Observe(with(ev(9300+i, evil, db, 5432, flows.VerdictDropped), func(e *flows.Event) {
+		see(a, with(ev(9300+i, evil, db, 5432, flows.VerdictDropped), func(e *flows.Event) {
 			e.DropReason = "POLICY_DENIED"
 			e.Point = flows.DirectionIngress
 		}))
@@ -307,13 +316,13 @@ func TestAuditorDropAttribution(t *testing.T) {
 			cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true, DemoteOnDrop: true}
 			a, m, snap := learn(t, cfg)
 			a.wall = func() time.Time { return base.Add(24 * time.Hour) }
-			a.Observe(ev(2000, web, db, 5432, flows.VerdictForwarded))
-			a.Observe(ev(2000+7200, web, db, 5432, flows.VerdictForwarded))
+			see(a, ev(2000, web, db, 5432, flows.VerdictForwarded))
+			see(a, ev(2000+7200, web, db, 5432, flows.VerdictForwarded))
 			a.Update(&synth.Result{}, snap, nil)
 			if p := a.machine.Record("shop/k8s:app=db").Policy; p != ours {
 				t.Fatalf("db's policy is %q, want %q", p, ours)
 			}
-			a.Observe(tt.ev)
+			see(a, tt.ev)
 			if got := counter(t, m.policyDrops); got != tt.ours {
 				t.Errorf("drops blamed on ours = %g, want %g", got, tt.ours)
 			}
@@ -380,10 +389,36 @@ spec:
 				t.Fatal(err)
 			}
 			a.Update(res, snap, &audit.Decoded{CNPs: []*v2.CiliumNetworkPolicy{&cnp}})
-			a.Observe(ev(2000, evil, db, 5432, flows.VerdictForwarded))
+			see(a, ev(2000, evil, db, 5432, flows.VerdictForwarded))
 			if got := counter(t, m.wouldDeny); got != tc.wouldDeny {
 				t.Errorf("would-deny = %g, want %g", got, tc.wouldDeny)
 			}
 		})
+	}
+}
+
+// Ensure a commit carries the verdicts of every event handed over before it, although they are
+// accounted on the audit stage's own goroutine: a window restarted by a would-be-denied flow
+// reaches the disk with the batch that holds the flow.
+func TestPersistWaitsForHandedEvents(t *testing.T) {
+	cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true}
+	a, _, _ := learn(t, cfg)
+	store := emptyStore(t)
+	denied := ev(2000, evil, db, 5432, flows.VerdictForwarded)
+	a.Observe(denied) // no Drain: the commit must wait by itself
+	if err := store.UpdateLifecycle(a.persist); err != nil {
+		t.Fatal(err)
+	}
+	a.persisted()
+	b, err := store.Lifecycle("shop/k8s:app=db")
+	if err != nil || b == nil {
+		t.Fatalf("record = %q, %v", b, err)
+	}
+	r, err := lifecycle.UnmarshalRecord(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.WindowStart.Equal(denied.Time) {
+		t.Errorf("window start on disk = %s, want %s (restarted by the would-be-denied flow)", r.WindowStart, denied.Time)
 	}
 }

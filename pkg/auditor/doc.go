@@ -14,9 +14,12 @@
 //     restarted by would-be-denied flows, promotions, adoption of our policies found in
 //     force, retirement of workloads that left the store, and the warm-up before any of that
 //     may be destructive.
+//   - Its goroutine: Observe only queues the event (bounded, so a slow evaluation slows
+//     ingestion instead of growing memory); the auditor's goroutine evaluates and accounts it.
 //   - Its persistence, with one writer: the state is written only by the hooks it hands the
-//     Ingester (Hooks), inside the Ingester's commits, so a window restarted by a flow reaches
-//     the disk with the batch that holds the flow, or neither does. Someone that changed state
+//     Ingester (Hooks), inside the Ingester's commits, each commit first waiting until every
+//     event handed over before it is accounted, so a window restarted by a flow reaches the
+//     disk with the batch that holds the flow, or neither does. Someone that changed state
 //     outside a batch (a sync's promotions) asks the Ingester to commit (aggregate.Ingester's
 //     Commit); nobody else writes lifecycle state.
 //   - Its metrics (metrics.go, documented in docs/metrics.md) and the read model of the

@@ -68,6 +68,10 @@ func load(cfg lifecycle.Config, store Store) (*lifecycle.Machine, error) {
 func (a *Auditor) persist(l *aggregate.Lifecycle) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// The batch being committed holds events handed to Observe before now: their verdicts (a
+	// window restarted by a would-be-denied flow) must be in this commit too, or a crash
+	// after it would lose them with the flows already past the stored cursor.
+	a.drainLocked()
 	// Gone before dirty: Forget clears a record's dirty mark, so a record dirty now was
 	// tracked again after it went and is live.
 	for _, w := range a.machine.Gone() {

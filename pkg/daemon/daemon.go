@@ -250,6 +250,7 @@ func (dm *Daemon) Run(ctx context.Context) error {
 	dm.syncOnce(fctx)
 	cancel()
 	err = errors.Join(err, dm.in.Commit(context.Background()))
+	dm.audit.Close()
 	stopServing()
 	return errors.Join(err, httpDone())
 }
