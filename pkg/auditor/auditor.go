@@ -109,9 +109,10 @@ type Auditor struct {
 	firstEvent time.Time
 }
 
-// New loads the lifecycle state the store holds and registers the audit metrics on reg. It
-// fails, registering nothing, when the stored state cannot be read.
-func New(cfg Config, store Store, log *slog.Logger, reg prometheus.Registerer) (*Auditor, error) {
+// New loads the lifecycle state the store holds and starts the auditor's goroutine (Close
+// ends it). Its metrics are registered by Register, once the caller has nothing left that may
+// fail.
+func New(cfg Config, store Store, log *slog.Logger) (*Auditor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -141,11 +142,14 @@ func New(cfg Config, store Store, log *slog.Logger, reg prometheus.Registerer) (
 		stopped:     make(chan struct{}),
 	}
 	a.caughtUp = sync.NewCond(&a.mu)
-	a.m = newMetrics(reg, a.Clock)
+	a.m = newMetrics(a.Clock)
 	a.m.setStates(machine.Counts())
 	go a.account()
 	return a, nil
 }
+
+// Register registers the audit stage's metrics on reg (docs/metrics.md).
+func (a *Auditor) Register(reg prometheus.Registerer) error { return a.m.register(reg) }
 
 // Hooks are what the Ingester calls: every applied event is observed, the lifecycle state is
 // written inside each commit, and retention runs on the flow clock (an edge expires when the

@@ -1,6 +1,7 @@
 package auditor
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,6 +12,7 @@ import (
 
 // metrics are the audit stage's series: verdicts, drops and lifecycle (docs/metrics.md).
 type metrics struct {
+	lastFlow     prometheus.GaugeFunc
 	wouldDeny    *prometheus.CounterVec
 	policyDrops  *prometheus.CounterVec
 	foreignDrops *prometheus.CounterVec
@@ -22,10 +24,11 @@ type metrics struct {
 	promotions   prometheus.Counter
 }
 
-// newMetrics registers the series on reg; clock is the flow clock (Auditor.Clock).
-func newMetrics(reg prometheus.Registerer, clock func() time.Time) *metrics {
-	f := promauto.With(reg)
-	f.NewGaugeFunc(prometheus.GaugeOpts{
+// newMetrics makes the series, registered by register; clock is the flow clock
+// (Auditor.Clock).
+func newMetrics(clock func() time.Time) *metrics {
+	f := promauto.With(nil)
+	lastFlow := f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "recommender_ingest_last_flow_timestamp_seconds",
 		Help: "Flow time (Unix seconds) of the newest event ingested: the clock windows and retention run on.",
 	}, func() float64 {
@@ -35,6 +38,7 @@ func newMetrics(reg prometheus.Registerer, clock func() time.Time) *metrics {
 		return 0
 	})
 	return &metrics{
+		lastFlow: lastFlow,
 		wouldDeny: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "recommender_would_deny_flows_total",
 			Help: "Flows the proposed (audit) policy of a workload would deny, by workload, direction and kind of peer.",
@@ -72,6 +76,17 @@ func newMetrics(reg prometheus.Registerer, clock func() time.Time) *metrics {
 			Help: "Policies promoted from audit to enforced.",
 		}),
 	}
+}
+
+// register registers every series on reg.
+func (m *metrics) register(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{m.lastFlow, m.wouldDeny, m.policyDrops, m.foreignDrops, m.auditDeny,
+		m.workloads, m.held, m.clean, m.revisions, m.promotions} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register audit metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 // setStates publishes the lifecycle counts; every state gets a series, zero included.

@@ -162,9 +162,7 @@ func New(cfg Config, d Deps) (*Daemon, error) {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	// The audit stage's metrics are registered once its state loaded: a failed New leaves
-	// none behind. The Ingester registers none.
-	aud, err := auditor.New(cfg.auditConfig(), d.Store, d.Log, d.Registry)
+	aud, err := auditor.New(cfg.auditConfig(), d.Store, d.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -172,6 +170,12 @@ func New(cfg Config, d Deps) (*Daemon, error) {
 	ic.Hooks = aud.Hooks()
 	in, err := aggregate.NewIngester(d.Store, d.Aggregator, ic, d.Log)
 	if err != nil {
+		aud.Close()
+		return nil, err
+	}
+	// Every failure is behind: register the metrics now, so a failed New leaves none behind.
+	if err := aud.Register(d.Registry); err != nil {
+		aud.Close()
 		return nil, err
 	}
 	return &Daemon{
