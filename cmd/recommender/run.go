@@ -14,7 +14,9 @@ import (
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
+	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/recommender/recommender/pkg/aggregate"
@@ -339,7 +341,16 @@ func (o *runOptions) wireCluster(ctx context.Context, deps *daemon.Deps, reg pro
 		return fmt.Errorf("kubernetes config: %w", err)
 	}
 	rc.QPS, rc.Burst, rc.Timeout = o.kube.qps, o.kube.burst, o.kube.timeout
-	kc, err := kubernetes.NewForConfig(rc)
+	// Typed clients for the three API groups read or written, not the whole clientset.
+	core, err := corev1client.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	apps, err := appsv1client.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	coord, err := coordinationv1client.NewForConfig(rc)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
@@ -356,7 +367,7 @@ func (o *runOptions) wireCluster(ctx context.Context, deps *daemon.Deps, reg pro
 		}
 		ec := cluster.DefaultElectionConfig(id)
 		ec.Namespace, ec.Name = o.leaseNamespace, o.leaseName
-		el, err := cluster.NewElector(kc.CoordinationV1(), ec, log, reg)
+		el, err := cluster.NewElector(coord, ec, log, reg)
 		if err != nil {
 			return err
 		}
@@ -371,7 +382,7 @@ func (o *runOptions) wireCluster(ctx context.Context, deps *daemon.Deps, reg pro
 		}
 		deps.Applier = ap
 	}
-	reader := cluster.NewReader(kc.CoreV1(), kc.AppsV1(), dyn)
+	reader := cluster.NewReader(core, apps, dyn)
 	if o.namespaced() {
 		// No cluster-wide read: pods of other namespaces stay unresolved, and the cluster's
 		// CCNPs (cluster-scoped) are not part of shadow evaluation.

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -16,11 +16,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 )
 
-// ElectionConfig names the Lease and sets client-go's election timings.
+// ElectionConfig names the Lease and sets the election timings.
 type ElectionConfig struct {
 	// Namespace and Name locate the Lease; deploy/rbac.yaml grants
 	// kube-system/recommender.
@@ -147,102 +145,205 @@ func (e *Elector) IsLeader() bool { return e.leading.Load() }
 // context that ends when the lease is lost or ctx ends. Run returns when ctx
 // ends (nil), when lead returns (nil; the lease is released), or when the
 // lease is lost (ErrLeaseLost); the daemon then exits or campaigns again.
-// Before campaigning it reads the Lease once: missing rights return
-// ErrLeaseForbidden at once.
+// Before campaigning it checks its rights on the Lease once: missing rights
+// return ErrLeaseForbidden at once.
 //
-// The lease is released only after lead has returned, so no write of this
-// replica can overlap the next leader's (client-go's ReleaseOnCancel
-// contract). IsLeader turns false the moment the lease is lost, before lead
-// has noticed its context.
+// The protocol is client-go's (tools/leaderelection) on a Lease, without its
+// dependency tree (issue 19): a follower takes the lease only when its holder
+// has not renewed it for LeaseDuration as measured on the follower's own clock
+// (the time it last saw the lease change, so clocks need not agree); the
+// leader renews every RetryPeriod and gives up when it could not renew for
+// RenewDeadline, shorter than LeaseDuration, so it stops before anyone may
+// take over. Every write is a compare-and-swap on the Lease's
+// resourceVersion. The lease is released only after lead has returned, so no
+// write of this replica can overlap the next leader's. IsLeader turns false
+// the moment the lease is lost, before lead has noticed its context.
 func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context)) error {
 	if err := e.preflight(ctx); err != nil {
 		return err
 	}
-	// The election loop gets its own context so that cancelling ctx first
-	// stops lead and only then releases the lease.
-	electCtx, stopElection := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopElection()
-
-	var (
-		// mu guards stopping and the Add on running: once stopping is set
-		// no new lead starts, so running.Wait cannot race with Add.
-		mu       sync.Mutex
-		stopping bool
-		running  sync.WaitGroup
-		led      atomic.Bool
-		returned atomic.Bool
-	)
-	onStarted := func(leaseCtx context.Context) {
-		mu.Lock()
-		if stopping {
-			mu.Unlock()
-			return
+	var obs observation
+	for {
+		ok, err := e.acquireOrRenew(ctx, &obs)
+		if ok {
+			break
 		}
-		running.Add(1)
-		mu.Unlock()
-		defer running.Done()
-
-		workCtx, cancel := context.WithCancel(leaseCtx)
-		defer cancel()
-		stopOnParent := context.AfterFunc(ctx, cancel)
-		defer stopOnParent()
-		context.AfterFunc(workCtx, func() { e.leading.Store(false) })
-		e.leading.Store(true)
-		led.Store(true)
-		e.log.Info("leader lease acquired", "lease", e.cfg.Namespace+"/"+e.cfg.Name, "identity", e.cfg.Identity)
-
-		lead(workCtx)
-
-		e.leading.Store(false)
-		if ctx.Err() == nil && leaseCtx.Err() == nil {
-			returned.Store(true)
-			stopElection()
+		if err != nil && ctx.Err() == nil {
+			e.log.Debug("leader election: try to acquire", "lease", e.lease(), "err", err)
 		}
-	}
-	go func() {
 		select {
 		case <-ctx.Done():
-		case <-electCtx.Done():
+			return nil
+		case <-time.After(jittered(e.cfg.RetryPeriod)):
 		}
-		mu.Lock()
-		stopping = true
-		mu.Unlock()
-		running.Wait()
-		stopElection()
+	}
+
+	e.leading.Store(true)
+	e.log.Info("leader lease acquired", "lease", e.lease(), "identity", e.cfg.Identity)
+	workCtx, stopWork := context.WithCancel(ctx)
+	defer stopWork()
+	leadDone := make(chan struct{})
+	go func() {
+		defer close(leadDone)
+		lead(workCtx)
 	}()
 
-	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock: &resourcelock.LeaseLock{
-			LeaseMeta:  metav1.ObjectMeta{Namespace: e.cfg.Namespace, Name: e.cfg.Name},
-			Client:     e.leases,
-			LockConfig: resourcelock.ResourceLockConfig{Identity: e.cfg.Identity},
-		},
-		LeaseDuration:   e.cfg.LeaseDuration,
-		RenewDeadline:   e.cfg.RenewDeadline,
-		RetryPeriod:     e.cfg.RetryPeriod,
-		ReleaseOnCancel: true,
-		Name:            e.cfg.Name,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: onStarted,
-			OnStoppedLeading: func() { e.leading.Store(false) },
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("leader election: %w", err)
-	}
-	le.Run(electCtx)
-	// client-go starts lead in its own goroutine; wait for it so Run never
-	// returns while lead still writes.
-	mu.Lock()
-	stopping = true
-	mu.Unlock()
-	running.Wait()
-
-	switch {
-	case ctx.Err() != nil || returned.Load() || !led.Load():
-		return nil
-	default:
-		e.log.Warn("leader lease lost", "lease", e.cfg.Namespace+"/"+e.cfg.Name, "identity", e.cfg.Identity)
+	lost := e.hold(ctx, &obs, leadDone)
+	e.leading.Store(false)
+	stopWork()
+	<-leadDone
+	if lost {
+		e.log.Warn("leader lease lost", "lease", e.lease(), "identity", e.cfg.Identity)
 		return ErrLeaseLost
 	}
+	// Released with a context of its own: ctx may be what ended the lead.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.RenewDeadline)
+	defer cancel()
+	if err := e.release(rctx); err != nil {
+		e.log.Warn("leader election: release lease; the next leader waits for it to expire", "lease", e.lease(), "err", err)
+	}
+	return nil
 }
+
+// hold renews the lease every RetryPeriod until lead returns or ctx ends
+// (false), or until no renewal succeeded for RenewDeadline (true: lost).
+func (e *Elector) hold(ctx context.Context, obs *observation, leadDone <-chan struct{}) (lost bool) {
+	renewed := time.Now()
+	tick := time.NewTicker(e.cfg.RetryPeriod)
+	defer tick.Stop()
+	for {
+		select {
+		case <-leadDone:
+			return false
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+		deadline := renewed.Add(e.cfg.RenewDeadline)
+		if time.Now().After(deadline) {
+			return true
+		}
+		rctx, cancel := context.WithDeadline(ctx, deadline)
+		ok, err := e.acquireOrRenew(rctx, obs)
+		cancel()
+		switch {
+		case ok:
+			renewed = time.Now()
+		case ctx.Err() != nil:
+			return false
+		case time.Now().After(deadline):
+			return true
+		case err != nil:
+			e.log.Debug("leader election: renew", "lease", e.lease(), "err", err)
+		}
+	}
+}
+
+// observation is what a replica last saw of the lease and when, on its own
+// clock: expiry is judged from it, never from the holder's timestamps.
+type observation struct {
+	holder      string
+	renew       time.Time
+	transitions int32
+	at          time.Time
+}
+
+// acquireOrRenew takes the lease if it is free, expired or ours, and renews
+// it if it is ours. It reports whether this replica holds it afterwards.
+func (e *Elector) acquireOrRenew(ctx context.Context, obs *observation) (bool, error) {
+	leases := e.leases.Leases(e.cfg.Namespace)
+	now := time.Now()
+	seconds := int32(e.cfg.LeaseDuration / time.Second)
+	micro := metav1.NewMicroTime(now)
+	cur, err := leases.Get(ctx, e.cfg.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		id := e.cfg.Identity
+		created, err := leases.Create(ctx, &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: e.cfg.Name, Namespace: e.cfg.Namespace},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: &id, LeaseDurationSeconds: &seconds,
+				AcquireTime: &micro, RenewTime: &micro},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return false, err
+		}
+		obs.see(created.Spec, now)
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	obs.see(cur.Spec, now)
+	holder := ptrValue(cur.Spec.HolderIdentity)
+	if holder != "" && holder != e.cfg.Identity {
+		ttl := e.cfg.LeaseDuration
+		if d := cur.Spec.LeaseDurationSeconds; d != nil && *d > 0 {
+			ttl = time.Duration(*d) * time.Second
+		}
+		if now.Before(obs.at.Add(ttl)) {
+			return false, nil // held, and renewed within its duration as far as we saw
+		}
+	}
+	next := cur.DeepCopy()
+	if holder != e.cfg.Identity {
+		next.Spec.AcquireTime = &micro
+		next.Spec.LeaseTransitions = ptrTo(ptrValue(cur.Spec.LeaseTransitions) + 1)
+	}
+	id := e.cfg.Identity
+	next.Spec.HolderIdentity, next.Spec.RenewTime, next.Spec.LeaseDurationSeconds = &id, &micro, &seconds
+	updated, err := leases.Update(ctx, next, metav1.UpdateOptions{})
+	if err != nil {
+		return false, err // a conflict: someone else wrote it first
+	}
+	obs.see(updated.Spec, now)
+	return true, nil
+}
+
+// see records the lease as observed at now, keeping the time of the last
+// change: a lease whose record did not change for its duration has expired.
+func (o *observation) see(spec coordinationv1.LeaseSpec, now time.Time) {
+	holder, transitions := ptrValue(spec.HolderIdentity), ptrValue(spec.LeaseTransitions)
+	var renew time.Time
+	if spec.RenewTime != nil {
+		renew = spec.RenewTime.Time
+	}
+	if o.at.IsZero() || holder != o.holder || !renew.Equal(o.renew) || transitions != o.transitions {
+		*o = observation{holder: holder, renew: renew, transitions: transitions, at: now}
+	}
+}
+
+// release gives the lease up if this replica still holds it, so the next
+// leader need not wait for it to expire (client-go's ReleaseOnCancel).
+func (e *Elector) release(ctx context.Context) error {
+	leases := e.leases.Leases(e.cfg.Namespace)
+	cur, err := leases.Get(ctx, e.cfg.Name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if ptrValue(cur.Spec.HolderIdentity) != e.cfg.Identity {
+		return nil
+	}
+	next := cur.DeepCopy()
+	empty, one, micro := "", int32(1), metav1.NewMicroTime(time.Now())
+	next.Spec.HolderIdentity, next.Spec.LeaseDurationSeconds = &empty, &one
+	next.Spec.RenewTime, next.Spec.AcquireTime = &micro, &micro
+	_, err = leases.Update(ctx, next, metav1.UpdateOptions{})
+	return err
+}
+
+func (e *Elector) lease() string { return e.cfg.Namespace + "/" + e.cfg.Name }
+
+// jittered spaces acquisition tries as client-go does: d plus up to a fifth
+// (TakeoverBound counts with it).
+func jittered(d time.Duration) time.Duration {
+	return d + time.Duration(rand.Int64N(int64(d)/5+1))
+}
+
+func ptrValue[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func ptrTo[T any](v T) *T { return &v }
