@@ -180,8 +180,15 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context)) error
 
 	e.leading.Store(true)
 	e.log.Info("leader lease acquired", "lease", e.lease(), "identity", e.cfg.Identity)
-	workCtx, stopWork := context.WithCancel(ctx)
+	// lead's context ends only after IsLeader turned false, whatever ends it: lead must never
+	// see its context done while IsLeader still says yes.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	stopWork := func() {
+		e.leading.Store(false)
+		cancelWork()
+	}
 	defer stopWork()
+	defer context.AfterFunc(ctx, stopWork)()
 	leadDone := make(chan struct{})
 	go func() {
 		defer close(leadDone)
@@ -189,7 +196,6 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context)) error
 	}()
 
 	lost := e.hold(ctx, &obs, leadDone)
-	e.leading.Store(false)
 	stopWork()
 	<-leadDone
 	if lost {
