@@ -118,6 +118,8 @@ type Ingester struct {
 	mu       sync.Mutex
 	requests chan chan error
 	stopped  chan struct{}
+	// failed holds the first failed commit's error: nothing is committed after it (fail).
+	failed atomic.Pointer[error]
 
 	events  atomic.Uint64
 	skipped atomic.Uint64
@@ -257,6 +259,12 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 	// flush hands the batch built so far to the committer; reply, when not nil, gets the
 	// commit's result.
 	flush := func(reply chan error) error {
+		if err := in.failure(); err != nil {
+			if reply != nil {
+				reply <- err
+			}
+			return err
+		}
 		pb := in.take()
 		pb.reply = reply
 		select {
@@ -371,14 +379,29 @@ func (in *Ingester) take() pendingBatch {
 }
 
 func (in *Ingester) commit(pb pendingBatch) error {
+	if err := in.failure(); err != nil {
+		return err
+	}
 	start := time.Now()
 	pb.b.Files = in.files.marks(pb.files, in.log)
 	if err := in.store.Commit(pb.b, in.hooks.BeforeCommit); err != nil {
+		in.failed.Store(&err)
 		return err
 	}
 	in.commits.Add(1)
 	if in.hooks.AfterCommit != nil {
 		in.hooks.AfterCommit(CommitInfo{Events: pb.events, Edges: pb.b.EdgeCount, Duration: time.Since(start)})
+	}
+	return nil
+}
+
+// failure returns the error of the first commit that failed, nil while none did. After one
+// failed, nothing more is committed: its batch is gone from memory (TakeBatch cleared it), so
+// a later commit would store a cursor past events the store never got. What is stored stays;
+// a restart reads the rest again from the source.
+func (in *Ingester) failure() error {
+	if p := in.failed.Load(); p != nil {
+		return fmt.Errorf("an earlier commit failed, so nothing more is committed (the stored cursor stays before the lost batch; a restart reads it again): %w", *p)
 	}
 	return nil
 }

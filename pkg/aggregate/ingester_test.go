@@ -524,3 +524,47 @@ func TestIngesterCommit(t *testing.T) {
 		t.Errorf("before-commit hook ran concurrently %d times", n)
 	}
 }
+
+// Ensure a failed commit stops all later ones, Commit after Run included: the failed batch is
+// gone from memory, so committing on would store a cursor past events the store never got. A
+// new Ingester over the store then applies every event after the last good commit again.
+func TestIngesterCommitFailureIsFinal(t *testing.T) {
+	s := openStore(t, "", Options{})
+	events := func() []*flows.Event {
+		var evs []*flows.Event
+		for i := range 13 {
+			evs = append(evs, with(flow(i, web, api, flows.ProtoTCP, uint16(8000+i%7)), func(e *flows.Event) { e.ID = uint64(i + 1) }))
+		}
+		return evs
+	}
+	evs := events()
+	failed := errors.New("disk full")
+	var calls atomic.Int64
+	in := newIngester(t, s, IngesterConfig{BatchSize: 4, BatchInterval: time.Hour, Hooks: IngestHooks{
+		BeforeCommit: func(*Lifecycle) error {
+			if calls.Add(1) == 2 {
+				return failed
+			}
+			return nil
+		},
+	}})
+	if err := in.Run(t.Context(), &sliceSource{evs: evs}); !errors.Is(err, failed) {
+		t.Fatalf("Run = %v, want the failed commit", err)
+	}
+	if err := in.Commit(t.Context()); !errors.Is(err, failed) {
+		t.Fatalf("Commit after a failed commit = %v, want that failure", err)
+	}
+	again := newIngester(t, s, IngesterConfig{})
+	if err := again.Run(t.Context(), &sliceSource{evs: events()}); err != nil {
+		t.Fatal(err)
+	}
+	ref := openStore(t, "", Options{})
+	if err := newIngester(t, ref, IngesterConfig{}).Run(t.Context(), &sliceSource{evs: events()}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.Snapshot()
+	want, _ := ref.Snapshot()
+	if g, w := render(got), render(want); fmt.Sprint(g) != fmt.Sprint(w) {
+		t.Errorf("after a failed commit and a restart:\n%s\nwant what one clean run stores:\n%s", strings.Join(g, "\n"), strings.Join(w, "\n"))
+	}
+}
