@@ -74,11 +74,15 @@ type Auditor struct {
 	// queue carries the events Observe hands over to account; observed counts them (the
 	// ingest goroutine's side), accounted those account finished (under mu), and caughtUp
 	// signals each step. stopped closes when account returns.
-	queue    chan *flows.Event
-	observed atomic.Uint64
-	caughtUp *sync.Cond
-	stopped  chan struct{}
+	queue     chan *flows.Event
+	observed  atomic.Uint64
+	caughtUp  *sync.Cond
+	stopped   chan struct{}
+	startOnce sync.Once
+	closeOnce sync.Once
 
+	// updateMu serializes Update.
+	updateMu sync.Mutex
 	// mu guards everything below.
 	mu        sync.Mutex
 	accounted uint64
@@ -109,9 +113,8 @@ type Auditor struct {
 	firstEvent time.Time
 }
 
-// New loads the lifecycle state the store holds and starts the auditor's goroutine (Close
-// ends it). Its metrics are registered by Register, once the caller has nothing left that may
-// fail.
+// New loads the lifecycle state the store holds. Its goroutine runs from Start to Close, and
+// its metrics are registered by Register, once the caller has nothing left that may fail.
 func New(cfg Config, store Store, log *slog.Logger) (*Auditor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -144,12 +147,12 @@ func New(cfg Config, store Store, log *slog.Logger) (*Auditor, error) {
 	a.caughtUp = sync.NewCond(&a.mu)
 	a.m = newMetrics(a.Clock)
 	a.m.setStates(machine.Counts())
-	go a.account()
 	return a, nil
 }
 
-// Register registers the audit stage's metrics on reg (docs/metrics.md).
-func (a *Auditor) Register(reg prometheus.Registerer) error { return a.m.register(reg) }
+// Collectors returns the audit stage's metrics (docs/metrics.md) for the caller to register
+// once nothing else can fail.
+func (a *Auditor) Collectors() []prometheus.Collector { return a.m.collectors() }
 
 // Hooks are what the Ingester calls: every applied event is observed, the lifecycle state is
 // written inside each commit, and retention runs on the flow clock (an edge expires when the
@@ -268,11 +271,21 @@ func (a *Auditor) account() {
 	}
 }
 
+// Start starts the audit stage's goroutine, which accounts what Observe hands over; the
+// daemon starts it before ingestion and stops it with Close after the last commit. Until it
+// runs, handed events wait (and a commit waits for them).
+func (a *Auditor) Start() {
+	a.startOnce.Do(func() { go a.account() })
+}
+
 // Close stops the audit stage's goroutine once the events handed to Observe are accounted.
-// Observe must not be called after.
+// Observe must not be called after; Close may be called more than once, and without Start.
 func (a *Auditor) Close() {
-	close(a.queue)
-	<-a.stopped
+	a.closeOnce.Do(func() {
+		close(a.queue)
+		a.Start() // an auditor never started still accounts what was handed over, then stops
+		<-a.stopped
+	})
 }
 
 // observe accounts one event: lost-event totals per node, enforced-policy drops, Cilium's own

@@ -55,10 +55,9 @@ func learn(t *testing.T, cfg lifecycle.Config) (*Auditor, *metrics, *aggregate.S
 	if err != nil {
 		t.Fatal(err)
 	}
+	a.Start()
 	t.Cleanup(a.Close)
-	if err := a.Register(prometheus.NewPedanticRegistry()); err != nil {
-		t.Fatal(err)
-	}
+	prometheus.NewPedanticRegistry().MustRegister(a.Collectors()...)
 	snap := agg.Snapshot()
 	if trs := a.Update(res, snap, nil); len(trs) != 2 {
 		t.Fatalf("update = %d transitions, want 2 proposals", len(trs))
@@ -419,5 +418,43 @@ func TestPersistWaitsForHandedEvents(t *testing.T) {
 	}
 	if !r.WindowStart.Equal(denied.Time) {
 		t.Errorf("window start on disk = %s, want %s (restarted by the would-be-denied flow)", r.WindowStart, denied.Time)
+	}
+}
+
+// Ensure a sync charges every flow to the revision that judged it: a flow handed over before
+// the sync is judged by the revision in force then (and learned from), and one after by the new
+// revision, never the old policy set against the new revision's window.
+func TestUpdateSwapsRevisionAndPolicies(t *testing.T) {
+	cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true}
+	a, m, _ := learn(t, cfg)
+	a.Observe(ev(2000, evil, db, 5432, flows.VerdictForwarded)) // not drained: the sync must account it first
+
+	agg, err := aggregate.NewAggregator(aggregate.Config{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		agg.Add(ev(i*60, web, db, 5432, flows.VerdictForwarded))
+		agg.Add(ev(i*60+1, evil, db, 5432, flows.VerdictForwarded))
+	}
+	sc := synth.DefaultConfig()
+	sc.MinObserve = 0
+	snap := agg.Snapshot()
+	res, err := synth.Synthesize(snap, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Update(res, snap, nil)
+	r := a.machine.Record("shop/k8s:app=db")
+	if r.Revisions != 2 || r.WouldDeny != 0 || len(r.Learned) != 1 {
+		t.Fatalf("db after the sync: %d revisions, %d would-be-denied, learned %+v; want the second revision, clean, having learned the flow",
+			r.Revisions, r.WouldDeny, r.Learned)
+	}
+	see(a, ev(2100, evil, db, 5432, flows.VerdictForwarded))
+	if got := counter(t, m.wouldDeny); got != 1 {
+		t.Errorf("would-deny = %g, want 1 (the flow before the sync only)", got)
+	}
+	if r := a.machine.Record("shop/k8s:app=db"); r.WouldDeny != 0 {
+		t.Errorf("the new revision was charged %d would-be-denied flows", r.WouldDeny)
 	}
 }

@@ -1,7 +1,6 @@
 package auditor
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,15 +77,10 @@ func newMetrics(clock func() time.Time) *metrics {
 	}
 }
 
-// register registers every series on reg.
-func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.lastFlow, m.wouldDeny, m.policyDrops, m.foreignDrops, m.auditDeny,
-		m.workloads, m.held, m.clean, m.revisions, m.promotions} {
-		if err := reg.Register(c); err != nil {
-			return fmt.Errorf("register audit metrics: %w", err)
-		}
-	}
-	return nil
+// collectors are every series, for the caller to register.
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.lastFlow, m.wouldDeny, m.policyDrops, m.foreignDrops, m.auditDeny,
+		m.workloads, m.held, m.clean, m.revisions, m.promotions}
 }
 
 // setStates publishes the lifecycle counts; every state gets a series, zero included.

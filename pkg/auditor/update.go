@@ -15,57 +15,121 @@ import (
 // Update takes a synthesis result: new revisions are proposed (restarting their windows),
 // workloads gone from the store are forgotten or retired, the evaluator gets the revisions now
 // under audit or enforced plus the cluster's other policies (others, may be nil), and clean
-// windows are promoted. It returns the lifecycle transitions, each also logged.
+// windows are promoted. It returns the lifecycle transitions, each also logged. Calls are
+// serialized.
+//
+// Compiling thousands of policies takes a while, so the set the result will make current is
+// compiled first without holding up evaluation; it is then swapped in under the same lock as
+// the lifecycle change, so that no flow is judged by one revision and charged to another.
 func (a *Auditor) Update(res *synth.Result, snap *aggregate.Snapshot, others *audit.Decoded) []lifecycle.Transition {
-	out, policies := a.propose(res, snap)
-	// Compiling thousands of policies takes a while: do it without holding up ingest.
+	a.updateMu.Lock()
+	defer a.updateMu.Unlock()
+	predicted := a.predict(res, snap)
+	set := a.compile(predicted, others)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	// Events handed over before the sync met the revisions in force then, and what they would
+	// have denied is what a new revision learns from.
+	a.drainLocked()
+	out, current := a.proposeLocked(res, snap)
+	if !sameRevisions(predicted, current) {
+		// A verdict held a revision for review meanwhile (--learn=false): compile what is
+		// current now, holding the lock this once.
+		set = a.compile(current, others)
+	}
+	a.eval.Replace(set)
+	return append(out, a.promoteLocked()...)
+}
+
+// predict returns the proposals Update will make current (proposeLocked): a workload's new
+// revision unless a revision of it is held for review, and the current ones of the rest still
+// in the store. Sorted by workload key, as proposeLocked returns them.
+func (a *Auditor) predict(res *synth.Result, snap *aggregate.Snapshot) []*synth.Proposal {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	present := a.present(snap)
+	next := make(map[string]*synth.Proposal, len(a.current))
+	for key, p := range a.current {
+		if present[key] {
+			next[key] = p
+		}
+	}
+	for _, p := range res.Proposals {
+		key := p.Workload.String()
+		if !present[key] {
+			continue
+		}
+		if r := a.machine.Record(key); r != nil && r.Revision != p.Revision && r.Held && !a.cfg.Lifecycle.Learn {
+			continue
+		}
+		next[key] = p
+	}
+	out := make([]*synth.Proposal, 0, len(next))
+	for _, key := range sortedKeys(next) {
+		out = append(out, next[key])
+	}
+	return out
+}
+
+// present returns the keys of the store's workloads in this daemon's shard.
+func (a *Auditor) present(snap *aggregate.Snapshot) map[string]bool {
+	present := make(map[string]bool, len(snap.Workloads))
+	for _, w := range snap.Workloads {
+		if a.inShard(w.Key.Namespace) {
+			present[w.Key.String()] = true
+		}
+	}
+	return present
+}
+
+func sameRevisions(x, y []*synth.Proposal) bool {
+	return slices.EqualFunc(x, y, func(p, q *synth.Proposal) bool { return p.Name == q.Name && p.Revision == q.Revision })
+}
+
+// compile builds the evaluator's policy set from the proposals under audit or enforced and the
+// cluster's other policies. It reads only the configuration: no lock needed.
+func (a *Auditor) compile(policies []*synth.Proposal, others *audit.Decoded) *audit.PolicySet {
 	set := audit.NewPolicySet(a.cfg.Audit)
 	for _, p := range policies {
 		if err := a.addProposal(set, p); err != nil {
 			a.log.Error("proposed policy rejected by the evaluator", "policy", p.Name, "err", err)
 		}
 	}
-	if others != nil {
-		// Ours of either kind are older revisions of what is under audit: the proposal stands
-		// for them, or they would allow what the revision under audit is to be judged without.
-		for _, p := range others.CCNPs {
-			if p.Labels[synth.LabelManagedBy] == synth.ManagedByValue {
-				continue
-			}
-			if err := set.AddCCNP(p); err != nil {
-				a.log.Warn("cluster policy ignored in shadow evaluation", "policy", p.Name, "err", err)
-			}
+	if others == nil {
+		return set
+	}
+	// Ours of either kind are older revisions of what is under audit: the proposal stands for
+	// them, or they would allow what the revision under audit is to be judged without.
+	for _, p := range others.CCNPs {
+		if p.Labels[synth.LabelManagedBy] == synth.ManagedByValue {
+			continue
 		}
-		for _, p := range others.CNPs {
-			if p.Labels[synth.LabelManagedBy] == synth.ManagedByValue {
-				continue
-			}
-			if err := set.AddCNP(p); err != nil {
-				a.log.Warn("cluster policy ignored in shadow evaluation", "policy", p.Namespace+"/"+p.Name, "err", err)
-			}
+		if err := set.AddCCNP(p); err != nil {
+			a.log.Warn("cluster policy ignored in shadow evaluation", "policy", p.Name, "err", err)
 		}
 	}
-	a.eval.Replace(set)
-	return append(out, a.promote()...)
+	for _, p := range others.CNPs {
+		if p.Labels[synth.LabelManagedBy] == synth.ManagedByValue {
+			continue
+		}
+		if err := set.AddCNP(p); err != nil {
+			a.log.Warn("cluster policy ignored in shadow evaluation", "policy", p.Namespace+"/"+p.Name, "err", err)
+		}
+	}
+	return set
 }
 
-// propose applies a synthesis result to the lifecycle and returns the transitions and the
-// proposals now under audit or enforced.
-func (a *Auditor) propose(res *synth.Result, snap *aggregate.Snapshot) ([]lifecycle.Transition, []*synth.Proposal) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+// proposeLocked applies a synthesis result to the lifecycle and returns the transitions and
+// the proposals now under audit or enforced, sorted by workload key. It runs under mu.
+func (a *Auditor) proposeLocked(res *synth.Result, snap *aggregate.Snapshot) ([]lifecycle.Transition, []*synth.Proposal) {
 	if a.now.IsZero() {
 		// No flow yet: the store's newest is the clock (retention starts from it too).
 		a.now = snap.To
 	}
 	now := a.now
-	present := make(map[string]bool, len(snap.Workloads))
-	for _, w := range snap.Workloads {
-		if !a.inShard(w.Key.Namespace) {
-			continue
-		}
-		present[w.Key.String()] = true
-		a.machine.Track(w.Key.String())
+	present := a.present(snap)
+	for key := range present {
+		a.machine.Track(key)
 	}
 	// A workload that left the store is retired (delivery may prune its policy) only when this
 	// process has watched long enough to call that evidence; before, its policy stays.
@@ -123,11 +187,9 @@ func (a *Auditor) propose(res *synth.Result, snap *aggregate.Snapshot) ([]lifecy
 	return out, policies
 }
 
-// promote promotes the workloads whose window is clean, records the policy each promotion
-// put in force, and publishes the lifecycle gauges.
-func (a *Auditor) promote() []lifecycle.Transition {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+// promoteLocked promotes the workloads whose window is clean, records the policy each
+// promotion put in force, and publishes the lifecycle gauges. It runs under mu.
+func (a *Auditor) promoteLocked() []lifecycle.Transition {
 	now := a.now
 	var out []lifecycle.Transition
 	for _, tr := range a.machine.Tick(now) {

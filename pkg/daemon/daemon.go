@@ -170,16 +170,15 @@ func New(cfg Config, d Deps) (*Daemon, error) {
 	ic.Hooks = aud.Hooks()
 	in, err := aggregate.NewIngester(d.Store, d.Aggregator, ic, d.Log)
 	if err != nil {
-		aud.Close()
 		return nil, err
 	}
-	// Every failure is behind: register the metrics now, so a failed New leaves none behind.
-	if err := aud.Register(d.Registry); err != nil {
-		aud.Close()
+	// Every failure is behind but this one: register all metrics, or none.
+	m := newMetrics()
+	if err := register(d.Registry, append(aud.Collectors(), m.collectors()...)); err != nil {
 		return nil, err
 	}
 	return &Daemon{
-		cfg: cfg, d: d, log: d.Log, m: newMetrics(d.Registry),
+		cfg: cfg, d: d, log: d.Log, m: m,
 		audit: aud, in: in,
 		published: make(map[string]*v2.CiliumClusterwideNetworkPolicy),
 	}, nil
@@ -211,6 +210,10 @@ func (dm *Daemon) Run(ctx context.Context) error {
 			return err
 		}
 	})
+
+	// The audit stage's goroutine runs until the last commit below accounted every event.
+	dm.audit.Start()
+	defer dm.audit.Close()
 
 	// Propose from what the store holds before the first flow is evaluated: after a restart the
 	// revisions under audit must be in the evaluator, or their flows would pass unchecked.
@@ -254,7 +257,6 @@ func (dm *Daemon) Run(ctx context.Context) error {
 	dm.syncOnce(fctx)
 	cancel()
 	err = errors.Join(err, dm.in.Commit(context.Background()))
-	dm.audit.Close()
 	stopServing()
 	return errors.Join(err, httpDone())
 }

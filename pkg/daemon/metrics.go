@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
@@ -13,8 +15,9 @@ type metrics struct {
 	lastSync prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
-	f := promauto.With(reg)
+// newMetrics makes the series; register registers them.
+func newMetrics() *metrics {
+	f := promauto.With(nil)
 	return &metrics{
 		syncs: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "recommender_sync_runs_total",
@@ -25,4 +28,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Unix time of the last successful synthesis and delivery run.",
 		}),
 	}
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.syncs, m.lastSync}
+}
+
+// register registers all of cs on reg or, failing, none: what it registered before the
+// failure is unregistered again.
+func register(reg prometheus.Registerer, cs []prometheus.Collector) error {
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return nil
 }
