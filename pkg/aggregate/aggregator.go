@@ -115,10 +115,23 @@ type workloadState struct {
 }
 
 // group is the set of per-port edges of one (workload, direction, peer, protocol), or the
-// collapsed edge that replaced them.
+// collapsed edge that replaced them. It holds the edges themselves, so that the per-flow path
+// finds its edge with one map lookup (the group) and a scan of a few ports, instead of a
+// second lookup in Aggregator.edges: with 100k edges and more, each lookup of a two-string
+// key is a cache miss or several (issue 19.2).
 type group struct {
-	ports     []uint16
+	edges     []*edgeState // per-port edges, at most Config.MaxPorts
 	collapsed *edgeState
+}
+
+// edge returns the group's per-port edge for port, or nil.
+func (g *group) edge(port uint16) *edgeState {
+	for _, e := range g.edges {
+		if e.Port == port {
+			return e
+		}
+	}
+	return nil
 }
 
 type dnsEntry struct {
@@ -438,14 +451,14 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 		e.Port = min(e.Port, port)
 		e.EndPort = max(e.EndPort, port)
 	default:
-		id := edgeID{w: w.key, dir: dir, peer: peerKey, proto: proto, port: port}
-		e = a.edges[id]
-		if e != nil {
-			break
-		}
-		if g != nil && len(g.ports) >= a.cfg.MaxPorts {
-			e = a.collapse(gid, g, port)
-			break
+		if g != nil {
+			if e = g.edge(port); e != nil {
+				break
+			}
+			if len(g.edges) >= a.cfg.MaxPorts {
+				e = a.collapse(gid, g, port)
+				break
+			}
 		}
 		if len(a.edges) >= a.cfg.MaxEdges {
 			a.overflow("edges", a.cfg.MaxEdges)
@@ -455,13 +468,14 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 			a.overflow("edges-per-workload", a.cfg.MaxEdgesPerWorkload)
 			return
 		}
+		id := edgeID{w: w.key, dir: dir, peer: peerKey, proto: proto, port: port}
 		e = a.newEdge(w, id, EdgeKey{Workload: w.Key, Direction: dir, Peer: peer, Proto: proto, Port: port}, t)
 		e.EndPort = port
 		if g == nil {
 			g = &group{}
 			a.groups[gid] = g
 		}
-		g.ports = append(g.ports, port)
+		g.edges = append(g.edges, e)
 	}
 	e.Counts.add(delta)
 	if t.Before(e.FirstSeen) {
@@ -532,11 +546,7 @@ func (a *Aggregator) markEdge(e *edgeState) {
 func (a *Aggregator) collapse(gid groupID, g *group, port uint16) *edgeState {
 	id := edgeID{w: gid.w, dir: gid.dir, peer: gid.peer, proto: gid.proto, collapsed: true}
 	var c *edgeState
-	for _, p := range g.ports {
-		old := a.edges[edgeID{w: gid.w, dir: gid.dir, peer: gid.peer, proto: gid.proto, port: p}]
-		if old == nil {
-			continue
-		}
+	for _, old := range g.edges {
 		if c == nil {
 			c = &edgeState{id: id, Edge: Edge{EdgeKey: old.EdgeKey, EndPort: port, FirstSeen: old.FirstSeen, LastSeen: old.LastSeen}}
 			c.Collapsed = true
@@ -547,7 +557,7 @@ func (a *Aggregator) collapse(gid groupID, g *group, port uint16) *edgeState {
 	}
 	// The group had at least one edge: MaxPorts >= 1 and the group is deleted with its last edge.
 	a.insertEdge(c)
-	g.ports = nil
+	g.edges = nil
 	g.collapsed = c
 	a.log.Debug("edge ports collapsed", "workload", gid.w, "direction", gid.dir.String(), "peer", gid.peer,
 		"proto", gid.proto.String(), "from", c.Port, "to", c.EndPort)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -77,8 +78,35 @@ type Store struct {
 // migration upgrades a store from schema version from to from+1 inside one write transaction.
 type migration func(tx *bolt.Tx) error
 
-// migrations[i] upgrades schema i+1 to i+2. Schema 1 is the first: nothing to migrate yet.
-var migrations []migration
+// migrations[i] upgrades schema i+1 to i+2.
+var migrations = []migration{binaryEdges}
+
+// binaryEdges upgrades schema 1 to 2: every edge value is rewritten from JSON into the binary
+// encoding (appendEdge). Keys do not change. bbolt must not be written while ForEach walks
+// it, so the new values are collected first; a store at the default caps holds at most
+// 250,000 edges, a few tens of MiB.
+func binaryEdges(tx *bolt.Tx) error {
+	b := tx.Bucket(bucketEdges)
+	var keys, vals [][]byte
+	err := b.ForEach(func(k, v []byte) error {
+		e, err := decodeEdgeJSON(v)
+		if err != nil {
+			return fmt.Errorf("edge %q: %w", k, err)
+		}
+		keys = append(keys, bytes.Clone(k))
+		vals = append(vals, appendEdge(nil, &e))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i, k := range keys {
+		if err := b.Put(k, vals[i]); err != nil {
+			return fmt.Errorf("put edge %q: %w", k, err)
+		}
+	}
+	return nil
+}
 
 // Open opens the store at path, creating it when the file does not exist (unless ReadOnly).
 // An existing file is checked read-only first (checkIntegrity, then the schema): a file that is
@@ -479,15 +507,8 @@ func writeBatch(tx *bolt.Tx, b *Batch) error {
 			return fmt.Errorf("delete dns %s: %w", ip, err)
 		}
 	}
-	for i := range b.Edges {
-		e := &b.Edges[i]
-		v, err := encodeEdge(e)
-		if err != nil {
-			return err
-		}
-		if err := edges.Put(edgeKey(&e.EdgeKey), v); err != nil {
-			return fmt.Errorf("put edge of %s: %w", e.Workload, err)
-		}
+	if err := putEdges(edges, &b.edges); err != nil {
+		return err
 	}
 	for i := range b.Workloads {
 		w := &b.Workloads[i]
@@ -557,6 +578,23 @@ func writeBatch(tx *bolt.Tx, b *Batch) error {
 		}
 		if err := meta.Put(keyCursor, c); err != nil {
 			return fmt.Errorf("put cursor: %w", err)
+		}
+	}
+	return nil
+}
+
+// putEdges writes the batch's edges in key order. bbolt looks each key up from the root and
+// materializes every page it touches; in key order consecutive puts land on the page the
+// previous one materialized, and each leaf is split at most once per commit.
+func putEdges(bucket *bolt.Bucket, x *encodedEdges) error {
+	order := make([]int, x.len())
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(i, j int) int { return bytes.Compare(x.key(i), x.key(j)) })
+	for _, i := range order {
+		if err := bucket.Put(x.key(i), x.value(i)); err != nil {
+			return fmt.Errorf("put edge %q: %w", x.key(i), err)
 		}
 	}
 	return nil
