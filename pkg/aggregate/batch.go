@@ -81,10 +81,10 @@ func (a *Aggregator) TakeBatch() *Batch {
 	defer a.mu.Unlock()
 	b := &Batch{
 		Flows: a.tot.Flows, Overflow: a.tot.Overflow, Rejected: a.tot.Rejected, From: a.tot.From, To: a.tot.To,
-		EdgeCount: len(a.edges), WorkloadCount: len(a.workloads),
+		EdgeCount: a.nEdges, WorkloadCount: len(a.workloads),
 	}
 	for id, k := range a.deletedEdges {
-		if _, live := a.edges[id]; !live {
+		if !a.live(id) {
 			b.DeletedEdges = append(b.DeletedEdges, k)
 		}
 	}
@@ -143,14 +143,16 @@ func (a *Aggregator) TakeBatch() *Batch {
 		a.churn.newFound = false
 	}
 	a.totDirty = false
+	a.inserted = 0
 	return b
 }
 
-// Pending is the number of edges and workloads changed since the last TakeBatch.
-func (a *Aggregator) Pending() int {
+// pending returns the number of edges and workloads changed since the last TakeBatch, and how
+// many of the edges are new: the next commit's writes and, of them, its inserts.
+func (a *Aggregator) pending() (changed, inserted int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return len(a.dirtyEdges) + len(a.deletedEdges) + len(a.dirtyWorkloads)
+	return len(a.dirtyEdges) + len(a.deletedEdges) + len(a.dirtyWorkloads), a.inserted
 }
 
 // Dirty reports whether anything changed since the last TakeBatch.

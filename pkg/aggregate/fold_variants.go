@@ -64,7 +64,7 @@ func (a *Aggregator) foldVariants(l ChurningLabel) int {
 		}
 	}
 	var moved []*edgeState
-	for _, e := range a.edges {
+	for _, e := range a.allEdges() {
 		_, subject := rekey[e.id.w]
 		_, peer := rekey[workloadPeerKey(&e.Peer)]
 		if subject || peer {

@@ -209,38 +209,60 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 		wg.Wait()
 	}()
 
-	// The committer takes one batch at a time; the channel is unbuffered, so the loop waits
-	// for the previous commit before handing over the next batch.
+	// The committer takes one batch at a time and reports each commit on done. A batch is due
+	// once it holds BatchSize events or maxDirty changed records, on the interval, or after a
+	// sweep; it is handed over as soon as it is due and the committer is idle. While a commit
+	// is being written the loop goes on aggregating into the next batch, past its due size if
+	// the commit takes long: over many edges (issue 19.2) a commit costs in proportion to the
+	// edges it writes, and a batch that grew while waiting holds repeated edges once. Only at
+	// maxPending times the due size does the loop wait for the commit.
 	batches := make(chan pendingBatch)
-	commitErr := make(chan error, 1)
+	done := make(chan error, 1)
 	var cwg sync.WaitGroup
 	cwg.Go(func() {
 		for pb := range batches {
-			if err := in.commit(pb); err != nil {
-				commitErr <- err
-				for range batches { // drop the rest; Run returns the error
-				}
-				return
+			err := in.commit(pb)
+			done <- err
+			if err != nil {
+				return // Run returns the error and sends no more batches
 			}
 		}
 	})
-	flush := func() error {
-		select {
-		case batches <- in.take():
+	busy := false // a batch was handed over and its commit has not reported yet
+	// wait blocks until the running commit, if any, reported.
+	wait := func() error {
+		if !busy {
 			return nil
-		case err := <-commitErr:
-			return err
 		}
+		busy = false
+		return <-done
+	}
+	pending, due := 0, false
+	// hand gives the batch to the idle committer.
+	hand := func() {
+		batches <- in.take()
+		busy, pending, due = true, 0, false
 	}
 	defer func() {
 		close(batches)
 		cwg.Wait()
-		select {
-		case cerr := <-commitErr:
-			err = errors.Join(err, cerr)
-		default:
+		if werr := wait(); werr != nil {
+			err = errors.Join(err, werr)
 		}
 	}()
+	// ready marks the batch due and hands it over if it can; past maxPending it waits.
+	ready := func(full bool) error {
+		due = true
+		if busy && full {
+			if err := wait(); err != nil {
+				return err
+			}
+		}
+		if !busy {
+			hand()
+		}
+		return nil
+	}
 
 	tick := time.NewTicker(in.cfg.BatchInterval)
 	defer tick.Stop()
@@ -251,13 +273,21 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 		defer t.Stop()
 		sweep = t.C
 	}
-	pending := 0
 	for {
+		var committed <-chan error // nil unless a commit is running
+		if busy {
+			committed = done
+		}
 		select {
 		case r, ok := <-events:
 			if !ok {
-				// The channel closes after srcErr is set.
-				if err := flush(); err != nil {
+				// The channel closes after srcErr is set. The final batch follows the running
+				// commit.
+				if err := wait(); err != nil {
+					return err
+				}
+				hand()
+				if err := wait(); err != nil {
 					return err
 				}
 				if errors.Is(srcErr, io.EOF) || (ctx.Err() != nil && errors.Is(srcErr, ctx.Err())) {
@@ -272,34 +302,60 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 			if !applied {
 				continue
 			}
+			pending++
 			// Past maxDirty changed records a transaction gets slow (bbolt advises well under
-			// 100,000 random writes per transaction); the check is cheap, but not free.
-			if pending++; pending >= in.cfg.BatchSize || (pending%1024 == 0 && in.agg.Pending() >= maxDirty) {
-				if err := flush(); err != nil {
-					return err
-				}
-				pending = 0
+			// 100,000 random writes per transaction); counting them takes the aggregator's
+			// lock, so it is done every 1024 events.
+			changed, inserted := 0, 0
+			if pending%1024 == 0 {
+				changed, inserted = in.agg.pending()
+			}
+			if pending < in.cfg.BatchSize && changed < maxDirty {
+				continue
+			}
+			full := pending >= maxPending*in.cfg.BatchSize || inserted >= maxPending*maxDirty || changed >= maxChanged
+			if due && !full {
+				continue // handed over when the running commit reports
+			}
+			if err := ready(full); err != nil {
+				return err
+			}
+		case err := <-committed:
+			busy = false
+			if err != nil {
+				return err
+			}
+			if due {
+				hand()
 			}
 		case <-tick.C:
 			if in.agg.Dirty() {
-				if err := flush(); err != nil {
+				if err := ready(false); err != nil {
 					return err
 				}
-				pending = 0
 			}
 		case <-sweep:
 			if in.sweep() > 0 {
-				if err := flush(); err != nil {
+				if err := ready(false); err != nil {
 					return err
 				}
-				pending = 0
 			}
 		}
 	}
 }
 
-// maxDirty bounds the records one commit writes.
-const maxDirty = 20_000
+// maxDirty is the number of changed records that makes a batch due. A batch that grew while
+// the previous commit was written is bounded by maxPending times BatchSize events, maxPending
+// times maxDirty new edges (inserts, what bbolt's advice is about) and maxChanged changed
+// records in all: there the loop waits for the commit instead of growing the batch further.
+// Updates of edges already stored may go beyond maxDirty: over many edges they are most of
+// each batch, and a batch that holds each of them once for more events is what makes a
+// commit cheaper per flow (issue 19.2).
+const (
+	maxDirty   = 20_000
+	maxPending = 4
+	maxChanged = 250_000
+)
 
 // received is an event with the source position just past it, when the source has one.
 type received struct {

@@ -64,6 +64,7 @@ func ingestScale(b *testing.B, clients, servers, n int, perEdge bool) {
 	var before, after footprint
 	var size int64
 	var edges int
+	var commits uint64
 	for b.Loop() {
 		b.StopTimer()
 		before = measure(b)
@@ -84,6 +85,7 @@ func ingestScale(b *testing.B, clients, servers, n int, perEdge bool) {
 		b.StopTimer()
 		after = measure(b)
 		_, edges = a.Len()
+		commits = in.Stats().Commits
 		runtime.KeepAlive(a)
 		if err := s.Close(); err != nil {
 			b.Fatal(err)
@@ -102,6 +104,7 @@ func ingestScale(b *testing.B, clients, servers, n int, perEdge bool) {
 	// Every synthetic event is a flow.
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "flows/s")
 	b.ReportMetric(float64(edges), "edges")
+	b.ReportMetric(float64(commits), "commits")
 	b.ReportMetric(float64(after.heap)/mib, "heap-MiB")
 	b.ReportMetric(float64(after.rss)/mib, "rss-MiB")
 	b.ReportMetric(float64(after.peakRSS)/mib, "peak-rss-MiB")
