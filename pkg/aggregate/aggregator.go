@@ -62,8 +62,6 @@ type Aggregator struct {
 	// inserted counts the edges created since the last TakeBatch: the new keys of the next
 	// commit (bbolt's inserts; updates of existing keys cost less).
 	inserted int
-	// spare holds the buffers of the last committed batch (recycle), for the next TakeBatch.
-	spare encodedEdges
 
 	// warned remembers which caps and rejection reasons were already reported in the log, so
 	// each warns once per process instead of once per flow; the counters keep counting.

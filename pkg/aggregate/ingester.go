@@ -384,7 +384,6 @@ func (in *Ingester) commit(pb pendingBatch) error {
 	if err := in.store.Commit(pb.b, in.beforeCommit); err != nil {
 		return err
 	}
-	in.agg.recycle(pb.b)
 	in.commits.Add(1)
 	if in.afterCommit != nil {
 		in.afterCommit(CommitInfo{Events: pb.events, Edges: pb.b.EdgeCount, Duration: time.Since(start)})
