@@ -87,6 +87,7 @@ var migrations = []migration{binaryEdges}
 // 250,000 edges, a few tens of MiB.
 func binaryEdges(tx *bolt.Tx) error {
 	b := tx.Bucket(bucketEdges)
+	b.FillPercent = edgesFill
 	var keys, vals [][]byte
 	err := b.ForEach(func(k, v []byte) error {
 		e, err := decodeEdgeJSON(v)
@@ -490,6 +491,7 @@ func (s *Store) UpdateLifecycle(hook func(*Lifecycle) error) error {
 
 func writeBatch(tx *bolt.Tx, b *Batch) error {
 	edges, wls := tx.Bucket(bucketEdges), tx.Bucket(bucketWorkloads)
+	edges.FillPercent = edgesFill
 	dns, lost, meta := tx.Bucket(bucketDNS), tx.Bucket(bucketLost), tx.Bucket(bucketMeta)
 	// Deletions first: an edge removed and created again within the batch ends up written.
 	for i := range b.DeletedEdges {
@@ -582,6 +584,13 @@ func writeBatch(tx *bolt.Tx, b *Batch) error {
 	}
 	return nil
 }
+
+// edgesFill is how full bbolt packs the edge pages it splits (Bucket.FillPercent, set per
+// transaction; bbolt's default is half). New edges of one workload arrive in bursts and land
+// next to each other, and stored values only grow by a few bytes (their varint counts), so
+// half-empty pages were mostly never filled: 0.9 leaves room for that growth and cut the file
+// from 1.0 to 0.6 KiB per edge at 100k edges and from 0.56 to 0.33 KiB at 1M (issue 19.2).
+const edgesFill = 0.9
 
 // putEdges writes the batch's edges in key order. bbolt looks each key up from the root and
 // materializes every page it touches; in key order consecutive puts land on the page the
