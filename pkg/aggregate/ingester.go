@@ -15,9 +15,11 @@ import (
 
 // IngesterConfig configures an Ingester. Field names follow the flags of `ingest` and `run`.
 type IngesterConfig struct {
-	// BatchSize commits after this many events (--batch-size). Each commit fsyncs. A batch
-	// is also committed early once it changed 20,000 records, keeping transactions well
-	// under bbolt's advice of fewer than 100,000 random writes.
+	// BatchSize makes a batch due after this many events (--batch-size). Each commit fsyncs.
+	// A batch is also due once it changed 20,000 records, keeping transactions well under
+	// bbolt's advice of fewer than 100,000 random writes. A due batch is committed as soon as
+	// the previous commit is done; until then it goes on growing, up to four times BatchSize
+	// events, 80,000 new edges or 250,000 changed records (Run).
 	BatchSize int
 	// BatchInterval commits pending changes at least this often (--batch-interval), so a quiet
 	// stream is still persisted and a crash loses at most this much.
@@ -31,8 +33,9 @@ type IngesterConfig struct {
 
 // Defaults for IngesterConfig.
 const (
-	// DefaultBatchSize bounds the events a crash can lose. A commit costs in proportion to the
-	// edges the batch touched, not to its events, so bigger batches are cheaper per flow.
+	// DefaultBatchSize bounds the events a crash can lose (four times it while a slow commit
+	// is written). A commit costs in proportion to the edges the batch touched, not to its
+	// events, so bigger batches are cheaper per flow.
 	DefaultBatchSize     = 50_000
 	DefaultBatchInterval = 5 * time.Second
 )
@@ -170,8 +173,10 @@ func (in *Ingester) Stats() IngestStats {
 // applied so far were committed, if the store still takes commits.
 //
 // Commits run on their own goroutine, one at a time, while the next batch is aggregated: a
-// crash loses at most the batch being committed and the one being built. The commit hooks
-// run on that goroutine.
+// crash loses at most the batch being committed and the one being built. The one being built
+// is handed over when it is due and the committer is idle, so it may grow past BatchSize
+// while a commit is written (IngesterConfig.BatchSize says how far). The commit hooks run on
+// that goroutine.
 func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 	in.started.Store(time.Now().UnixNano())
 	in.ended.Store(0)
