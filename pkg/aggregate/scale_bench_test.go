@@ -3,6 +3,7 @@ package aggregate
 import (
 	"bufio"
 	"bytes"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,6 +17,10 @@ import (
 // the peak RSS belongs to that case alone:
 //
 //	go test ./pkg/aggregate -run '^$' -bench 'BenchmarkScaleEdges/edges=100000$' -benchtime 1x
+
+// scaleBatch overrides IngesterConfig.BatchSize in the scale benchmarks, to measure what a
+// larger --batch-size buys over many edges; make bench leaves it at the default.
+var scaleBatch = flag.Int("scale.batch-size", 0, "BatchSize of the scale benchmarks (0: DefaultBatchSize)")
 
 // footprint is the memory of the process after an ingest, with the store still open.
 type footprint struct {
@@ -74,7 +79,7 @@ func ingestScale(b *testing.B, clients, servers, n int, perEdge bool) {
 			b.Fatal(err)
 		}
 		a := newAgg(b, Config{MaxEdges: max(2*clients*servers, DefaultConfig().MaxEdges)})
-		in, err := NewIngester(s, a, IngesterConfig{}, nil)
+		in, err := NewIngester(s, a, IngesterConfig{BatchSize: *scaleBatch}, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
