@@ -157,3 +157,26 @@ func TestMigrateSchema1(t *testing.T) {
 		})
 	})
 }
+
+// FuzzDecodeEdge feeds arbitrary bytes to the edge decoder, which reads them from the file:
+// it may refuse them but must not panic, and what it accepts encodes to a value that decodes
+// to the same edge.
+func FuzzDecodeEdge(f *testing.F) {
+	for _, e := range codecEdges() {
+		f.Add(appendEdge(nil, &e))
+	}
+	f.Add([]byte{edgeFormat, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
+	f.Fuzz(func(t *testing.T, v []byte) {
+		e, err := decodeEdge(v)
+		if err != nil {
+			return
+		}
+		again, err := decodeEdge(appendEdge(nil, &e))
+		if err != nil {
+			t.Fatalf("decodeEdge(appendEdge(decodeEdge(%x))) = %v", v, err)
+		}
+		if d := cmp.Diff(e, again, cmpopts.EquateEmpty()); d != "" {
+			t.Errorf("edge changed through encoding (-decoded +again):\n%s", d)
+		}
+	})
+}
