@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -179,4 +180,32 @@ func FuzzDecodeEdge(f *testing.F) {
 			t.Errorf("edge changed through encoding (-decoded +again):\n%s", d)
 		}
 	})
+}
+
+// Ensure that a batch's edges go to bbolt in key order, whatever prefixes the keys share and
+// however long they are.
+func TestEncodedEdgesSorted(t *testing.T) {
+	for _, keys := range [][]string{
+		{},
+		{"a"},
+		{"shop/app=b\x00x", "shop/app=a\x00y", "shop/app=a", "shop/app=a\x00y\x00", "shop/app=a\x00x", "shop/app=a\x00x"},
+		{"x/0123456789abcdef1", "x/0123456789abcdef0", "x/0123456789abcdee", "x/0123456789abcdef", "y"},
+		{"", "\x00", "\x00\x00", "\x01"},
+	} {
+		var x encodedEdges
+		for _, k := range keys {
+			x.keys = append(x.keys, k...)
+			x.keyEnd = append(x.keyEnd, len(x.keys))
+			x.valEnd = append(x.valEnd, 0)
+		}
+		var got []string
+		for _, i := range x.sorted() {
+			got = append(got, string(x.key(i)))
+		}
+		want := slices.Clone(keys)
+		slices.Sort(want)
+		if !slices.Equal(got, want) && !(len(got) == 0 && len(want) == 0) {
+			t.Errorf("sorted(%q) = %q, want %q", keys, got, want)
+		}
+	}
 }
