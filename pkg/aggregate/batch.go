@@ -209,4 +209,5 @@ func (a *Aggregator) restore(s *Snapshot) {
 	for _, l := range s.Lost {
 		a.lost[l.Node] = &NodeLost{Node: l.Node, Lost: l.Lost, Last: l.Last}
 	}
+	a.inserted = 0 // the restored edges are stored already: no new keys for the next commit
 }
