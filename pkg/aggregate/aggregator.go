@@ -123,8 +123,8 @@ type workloadState struct {
 // group is the set of per-port edges of one (workload, direction, peer, protocol), or the
 // collapsed edge that replaced them. It holds the edges themselves, so that the per-flow path
 // finds its edge with one map lookup (the group) and a scan of a few ports, instead of a
-// second lookup in Aggregator.edges: with 100k edges and more, each lookup of a two-string
-// key is a cache miss or several (issue 19.2).
+// second lookup in a map by edge: with 100k edges and more, each lookup of a two-string key
+// is a cache miss or several (issue 19.2).
 type group struct {
 	edges     []*edgeState // per-port edges, at most Config.MaxPorts
 	collapsed *edgeState
