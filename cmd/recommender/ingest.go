@@ -43,7 +43,7 @@ same input twice counts it once. Interrupting it (Ctrl-C) commits what was read.
 	f := cmd.Flags()
 	o.src.addFlags(f)
 	f.StringVar(&o.db, "db", "", "store file (created if missing)")
-	f.IntVar(&o.batchSize, "batch-size", aggregate.DefaultBatchSize, "flows per commit")
+	f.IntVar(&o.batchSize, "batch-size", aggregate.DefaultBatchSize, "flows that make a store commit due (a batch grows up to 4x while the previous commit is written; a crash loses at most that)")
 	f.DurationVar(&o.batchInterval, "batch-interval", aggregate.DefaultBatchInterval, "longest time between commits")
 	f.DurationVar(&o.lockTimeout, "lock-timeout", aggregate.DefaultLockTimeout, "how long to wait for another process to release the store")
 	return cmd

@@ -106,7 +106,7 @@ GitOps pull requests (--git-url). SIGTERM commits the last batch before exiting.
 	o.src.addFlags(f)
 	f.StringVar(&o.db, "db", "", "store file (created if missing)")
 	f.DurationVar(&o.lockTimeout, "lock-timeout", aggregate.DefaultLockTimeout, "how long to wait for another process to release the store")
-	f.IntVar(&o.batchSize, "batch-size", aggregate.DefaultBatchSize, "flows per store commit")
+	f.IntVar(&o.batchSize, "batch-size", aggregate.DefaultBatchSize, "flows that make a store commit due (a batch grows up to 4x while the previous commit is written; a crash loses at most that)")
 	f.DurationVar(&o.batchInterval, "batch-interval", aggregate.DefaultBatchInterval, "longest time between store commits (what a crash can lose)")
 	f.DurationVar(&o.retention, "retention", 30*24*time.Hour, "expire edges not seen for this long (0 keeps everything)")
 	sd := aggregate.DefaultConfig()

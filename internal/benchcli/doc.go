@@ -1,6 +1,7 @@
 // Command benchcli turns the raw `go test -bench` output that scripts/bench.sh collects into
 // the one table `make bench` prints: ingest throughput with its ratios to the reference
-// consumer and the hubble CLI, memory after growing flows and edges, synthesis time,
+// consumer and the hubble CLI, memory after growing flows and edges (and how far the ingest
+// rate falls from 1k to 1M edges), synthesis time,
 // evaluation throughput and would-be-denied latency, each beside its target.
 //
 //	go run ./internal/benchcli out/bench/raw.txt

@@ -204,6 +204,19 @@ func ingestRows(r *results) []row {
 	return rows
 }
 
+// flowRate is a benchmark's flows/s; raw outputs from before issue 19.2 call it events/s.
+func (r *results) flowRate(name string) float64 {
+	if v, ok := r.get(name, "flows/s"); ok {
+		return v
+	}
+	v, _ := r.get(name, "events/s")
+	return v
+}
+
+// edgesTarget is how much slower ingest may be over the most edges than over the fewest
+// (issue 19.2: within 1.5x from 1k to 1M edges).
+const edgesTarget = 1.5
+
 func memoryRows(r *results) []row {
 	var rows []row
 	const flowsBench = "BenchmarkScaleFlows/events="
@@ -214,7 +227,7 @@ func memoryRows(r *results) []row {
 		rss, _ := r.get(name, "rss-MiB")
 		peak, _ := r.get(name, "peak-rss-MiB")
 		db, _ := r.get(name, "db-MiB")
-		ev, _ := r.get(name, "events/s")
+		ev := r.flowRate(name)
 		res := fmt.Sprintf("heap %.1f MiB, RSS %.1f MiB (peak %.1f), DB %.1f MiB; %s flows/s", heap, rss, peak, db, rate(ev))
 		var compare string
 		if i > 0 {
@@ -237,7 +250,7 @@ func memoryRows(r *results) []row {
 		heap, _ := r.get(name, "heap-B/edge")
 		db, _ := r.get(name, "db-B/edge")
 		rss, _ := r.get(name, "rss-MiB")
-		ev, _ := r.get(name, "events/s")
+		ev := r.flowRate(name)
 		res := fmt.Sprintf("heap %.0f B/edge, DB %.0f B/edge, RSS %.1f MiB; %s flows/s", heap, db, rss, rate(ev))
 		var compare string
 		if i > 0 {
@@ -251,7 +264,38 @@ func memoryRows(r *results) []row {
 	if len(es) == 0 {
 		rows = append(rows, row{"memory", "edges", r.missing(edgesBench + "1000"), ""})
 	}
-	return rows
+	return append(rows, edgesRateRow(r, edgesBench, es))
+}
+
+// edgesRateRow compares the ingest rates over the fewest and the most edges: the fastest of all
+// sizes over the slowest must stay within edgesTarget. It needs the 1k and the 1M case.
+func edgesRateRow(r *results, bench string, es []int) row {
+	const what = "ingest rate from 1k to 1M edges"
+	if !slices.Contains(es, 1000) || !slices.Contains(es, 1_000_000) {
+		missing := 1000
+		if slices.Contains(es, 1000) {
+			missing = 1_000_000
+		}
+		return row{"memory", what, r.missing(bench + strconv.Itoa(missing)), ""}
+	}
+	at := func(e int) float64 { return r.flowRate(bench + strconv.Itoa(e)) }
+	fast, slow := es[0], es[0]
+	for _, e := range es {
+		if at(e) > at(fast) {
+			fast = e
+		}
+		if at(e) < at(slow) {
+			slow = e
+		}
+	}
+	vf, vs := at(fast), at(slow)
+	if vs <= 0 {
+		return row{"memory", what, "no flows/s measured", ""}
+	}
+	ratio := vf / vs
+	return row{"memory", what, fmt.Sprintf("%.2fx slowest to fastest", ratio),
+		fmt.Sprintf("%s flows/s at %s edges, %s at %s (target <= %.1fx: %s)",
+			rate(vf), count(fast), rate(vs), count(slow), edgesTarget, check(ratio <= edgesTarget))}
 }
 
 func synthesisRows(r *results) []row {

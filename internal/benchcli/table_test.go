@@ -12,9 +12,10 @@ import (
 var update = flag.Bool("update", false, "update .golden files")
 
 // Ensure that the table shows every figure of a raw benchmark output with its ratios and
-// targets, and says why a figure is missing (a skipped hubble row, absent benchmarks).
+// targets (the edges target both missed and met), and says why a figure is missing (a skipped
+// hubble row, absent benchmarks).
 func TestRender(t *testing.T) {
-	for _, name := range []string{"full", "hubble-skipped", "empty"} {
+	for _, name := range []string{"full", "hubble-skipped", "edges-ok", "empty"} {
 		t.Run(name, func(t *testing.T) {
 			in := filepath.Join("testdata", name+".txt")
 			var out bytes.Buffer

@@ -38,10 +38,13 @@ type Aggregator struct {
 	workloads map[string]*workloadState
 	// nsWorkloads counts workloads per namespace, for MaxWorkloadsPerNamespace.
 	nsWorkloads map[string]int
-	edges       map[edgeID]*edgeState
-	groups      map[groupID]*group
-	// peerEdges counts live edges per (workload, direction, peer) and cidrPeers the distinct
-	// CIDR peers per (workload, direction), for the MaxWorldPeers bound.
+	// groups index every edge (group.edges, group.collapsed); nEdges counts them. There is no
+	// map by edge: each index of a two-string key costs about 90 bytes per edge and, at 1M
+	// edges, a cache miss or two per lookup (issue 19.2).
+	groups map[groupID]*group
+	nEdges int
+	// peerEdges counts live edges per (workload, direction, CIDR peer) and cidrPeers the
+	// distinct CIDR peers per (workload, direction), for the MaxWorldPeers bound.
 	peerEdges map[peerID]int
 	cidrPeers map[wdID]int
 	dns       map[string]*dnsEntry
@@ -56,6 +59,9 @@ type Aggregator struct {
 	dirtyDNS       map[string]struct{}
 	dirtyLost      map[string]struct{}
 	totDirty       bool
+	// inserted counts the edges created since the last TakeBatch: the new keys of the next
+	// commit (bbolt's inserts; updates of existing keys cost less).
+	inserted int
 
 	// warned remembers which caps and rejection reasons were already reported in the log, so
 	// each warns once per process instead of once per flow; the counters keep counting.
@@ -115,10 +121,23 @@ type workloadState struct {
 }
 
 // group is the set of per-port edges of one (workload, direction, peer, protocol), or the
-// collapsed edge that replaced them.
+// collapsed edge that replaced them. It holds the edges themselves, so that the per-flow path
+// finds its edge with one map lookup (the group) and a scan of a few ports, instead of a
+// second lookup in a map by edge: with 100k edges and more, each lookup of a two-string key
+// is a cache miss or several (issue 19.2).
 type group struct {
-	ports     []uint16
+	edges     []*edgeState // per-port edges, at most Config.MaxPorts
 	collapsed *edgeState
+}
+
+// edge returns the group's per-port edge for port, or nil.
+func (g *group) edge(port uint16) *edgeState {
+	for _, e := range g.edges {
+		if e.Port == port {
+			return e
+		}
+	}
+	return nil
 }
 
 type dnsEntry struct {
@@ -141,7 +160,6 @@ func NewAggregator(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Ag
 		now:          time.Now,
 		workloads:    make(map[string]*workloadState),
 		nsWorkloads:  make(map[string]int),
-		edges:        make(map[edgeID]*edgeState),
 		groups:       make(map[groupID]*group),
 		peerEdges:    make(map[peerID]int),
 		cidrPeers:    make(map[wdID]int),
@@ -168,7 +186,7 @@ func (a *Aggregator) SetClock(now func() time.Time) {
 func (a *Aggregator) Len() (workloads, edges int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return len(a.workloads), len(a.edges)
+	return len(a.workloads), a.nEdges
 }
 
 // AddAll folds every event of src until it ends (io.EOF, which is not an error). It is the
@@ -402,8 +420,10 @@ func (a *Aggregator) markWorkload(w *workloadState) {
 func (a *Aggregator) peerOf(p *flows.Peer, dir flows.Direction) (Peer, string, bool) {
 	switch p.Kind {
 	case flows.PeerWorkload:
+		// The key cache's copy of the labels, never changed, is shared by every edge to the
+		// peer: the event's slice may be reused by its source.
 		k := a.keys.workload(p)
-		return Peer{Kind: PeerWorkload, Namespace: p.Namespace, Labels: p.Labels}, k.peerKey, true
+		return Peer{Kind: PeerWorkload, Namespace: p.Namespace, Labels: k.labels}, k.peerKey, true
 	case flows.PeerEntity:
 		return a.keys.peer(Peer{Kind: PeerEntity, Entity: p.Entity})
 	case flows.PeerWorld:
@@ -438,16 +458,16 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 		e.Port = min(e.Port, port)
 		e.EndPort = max(e.EndPort, port)
 	default:
-		id := edgeID{w: w.key, dir: dir, peer: peerKey, proto: proto, port: port}
-		e = a.edges[id]
-		if e != nil {
-			break
+		if g != nil {
+			if e = g.edge(port); e != nil {
+				break
+			}
+			if len(g.edges) >= a.cfg.MaxPorts {
+				e = a.collapse(gid, g, port)
+				break
+			}
 		}
-		if g != nil && len(g.ports) >= a.cfg.MaxPorts {
-			e = a.collapse(gid, g, port)
-			break
-		}
-		if len(a.edges) >= a.cfg.MaxEdges {
+		if a.nEdges >= a.cfg.MaxEdges {
 			a.overflow("edges", a.cfg.MaxEdges)
 			return
 		}
@@ -455,13 +475,14 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 			a.overflow("edges-per-workload", a.cfg.MaxEdgesPerWorkload)
 			return
 		}
+		id := edgeID{w: w.key, dir: dir, peer: peerKey, proto: proto, port: port}
 		e = a.newEdge(w, id, EdgeKey{Workload: w.Key, Direction: dir, Peer: peer, Proto: proto, Port: port}, t)
 		e.EndPort = port
 		if g == nil {
 			g = &group{}
 			a.groups[gid] = g
 		}
-		g.ports = append(g.ports, port)
+		g.edges = append(g.edges, e)
 	}
 	e.Counts.add(delta)
 	if t.Before(e.FirstSeen) {
@@ -479,9 +500,9 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 	a.markEdge(e)
 }
 
+// newEdge makes the edge k of w. Label slices are shared, never changed in place: k's come
+// from the key cache (peerOf) or from edges and workloads held (absorb).
 func (a *Aggregator) newEdge(w *workloadState, id edgeID, k EdgeKey, t time.Time) *edgeState {
-	// Labels come from the event; the edge keeps its own copy.
-	k.Peer.Labels = slices.Clone(k.Peer.Labels)
 	e := &edgeState{id: id, Edge: Edge{EdgeKey: k, FirstSeen: t, LastSeen: t}}
 	e.Workload = w.Key
 	a.insertEdge(e)
@@ -490,11 +511,13 @@ func (a *Aggregator) newEdge(w *workloadState, id edgeID, k EdgeKey, t time.Time
 
 // insertEdge registers e in the indexes (not in groups: callers know how it belongs there).
 func (a *Aggregator) insertEdge(e *edgeState) {
-	a.edges[e.id] = e
-	pid := peerID{e.id.w, e.id.dir, e.id.peer}
-	a.peerEdges[pid]++
-	if a.peerEdges[pid] == 1 && e.Peer.Kind == PeerCIDR {
-		a.cidrPeers[wdID{e.id.w, e.id.dir}]++
+	a.nEdges++
+	a.inserted++
+	if e.Peer.Kind == PeerCIDR {
+		pid := peerID{e.id.w, e.id.dir, e.id.peer}
+		if a.peerEdges[pid]++; a.peerEdges[pid] == 1 {
+			a.cidrPeers[wdID{e.id.w, e.id.dir}]++
+		}
 	}
 	if w := a.workloads[e.id.w]; w != nil {
 		w.edges++
@@ -503,13 +526,13 @@ func (a *Aggregator) insertEdge(e *edgeState) {
 
 // removeEdge drops e from the indexes and records the deletion for the next batch.
 func (a *Aggregator) removeEdge(e *edgeState) {
-	delete(a.edges, e.id)
+	a.nEdges--
 	e.deleted = true
 	a.deletedEdges[e.id] = e.EdgeKey
-	pid := peerID{e.id.w, e.id.dir, e.id.peer}
-	if a.peerEdges[pid]--; a.peerEdges[pid] <= 0 {
-		delete(a.peerEdges, pid)
-		if e.Peer.Kind == PeerCIDR {
+	if e.Peer.Kind == PeerCIDR {
+		pid := peerID{e.id.w, e.id.dir, e.id.peer}
+		if a.peerEdges[pid]--; a.peerEdges[pid] <= 0 {
+			delete(a.peerEdges, pid)
 			wd := wdID{e.id.w, e.id.dir}
 			if a.cidrPeers[wd]--; a.cidrPeers[wd] <= 0 {
 				delete(a.cidrPeers, wd)
@@ -532,11 +555,7 @@ func (a *Aggregator) markEdge(e *edgeState) {
 func (a *Aggregator) collapse(gid groupID, g *group, port uint16) *edgeState {
 	id := edgeID{w: gid.w, dir: gid.dir, peer: gid.peer, proto: gid.proto, collapsed: true}
 	var c *edgeState
-	for _, p := range g.ports {
-		old := a.edges[edgeID{w: gid.w, dir: gid.dir, peer: gid.peer, proto: gid.proto, port: p}]
-		if old == nil {
-			continue
-		}
+	for _, old := range g.edges {
 		if c == nil {
 			c = &edgeState{id: id, Edge: Edge{EdgeKey: old.EdgeKey, EndPort: port, FirstSeen: old.FirstSeen, LastSeen: old.LastSeen}}
 			c.Collapsed = true
@@ -547,7 +566,7 @@ func (a *Aggregator) collapse(gid groupID, g *group, port uint16) *edgeState {
 	}
 	// The group had at least one edge: MaxPorts >= 1 and the group is deleted with its last edge.
 	a.insertEdge(c)
-	g.ports = nil
+	g.edges = nil
 	g.collapsed = c
 	a.log.Debug("edge ports collapsed", "workload", gid.w, "direction", gid.dir.String(), "peer", gid.peer,
 		"proto", gid.proto.String(), "from", c.Port, "to", c.EndPort)
@@ -693,7 +712,7 @@ func (a *Aggregator) Expire(cutoff time.Time) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n := 0
-	for _, e := range a.edges {
+	for _, e := range a.allEdges() {
 		if !e.LastSeen.Before(cutoff) {
 			continue
 		}
@@ -719,6 +738,31 @@ func (a *Aggregator) Expire(cutoff time.Time) int {
 	return n
 }
 
+// allEdges returns every edge, in no order: a copy of the index, so that the caller may
+// remove edges while it walks them.
+func (a *Aggregator) allEdges() []*edgeState {
+	all := make([]*edgeState, 0, a.nEdges)
+	for _, g := range a.groups {
+		all = append(all, g.edges...)
+		if g.collapsed != nil {
+			all = append(all, g.collapsed)
+		}
+	}
+	return all
+}
+
+// live reports whether the edge id is held.
+func (a *Aggregator) live(id edgeID) bool {
+	g := a.groups[groupID{id.w, id.dir, id.peer, id.proto}]
+	switch {
+	case g == nil:
+		return false
+	case id.collapsed:
+		return g.collapsed != nil
+	}
+	return g.edge(id.port) != nil
+}
+
 // Snapshot copies the aggregated state, sorted as Store.Snapshot returns it.
 func (a *Aggregator) Snapshot() *Snapshot {
 	a.mu.Lock()
@@ -739,8 +783,13 @@ func (a *Aggregator) Snapshot() *Snapshot {
 		s.Workloads = append(s.Workloads, w.Workload.clone())
 	}
 	slices.SortFunc(s.Workloads, func(x, y Workload) int { return strings.Compare(x.Key.String(), y.Key.String()) })
-	for _, e := range a.edges {
-		s.Edges[e.id.w] = append(s.Edges[e.id.w], e.Edge.clone())
+	for _, g := range a.groups {
+		for _, e := range g.edges {
+			s.Edges[e.id.w] = append(s.Edges[e.id.w], e.Edge.clone())
+		}
+		if e := g.collapsed; e != nil {
+			s.Edges[e.id.w] = append(s.Edges[e.id.w], e.Edge.clone())
+		}
 	}
 	for _, es := range s.Edges {
 		slices.SortFunc(es, func(x, y Edge) int { return compareEdgeKeys(&x.EdgeKey, &y.EdgeKey) })

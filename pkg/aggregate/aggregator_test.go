@@ -326,7 +326,7 @@ func TestAggregatorExpire(t *testing.T) {
 	}
 	b := a.TakeBatch()
 	if len(b.DeletedEdges) != 2 || !slices.Equal(b.DeletedWorkloads, []string{"shop/k8s:app=api"}) ||
-		!slices.Equal(b.DeletedDNS, []string{"203.0.113.1"}) || len(b.Edges) != 0 {
+		!slices.Equal(b.DeletedDNS, []string{"203.0.113.1"}) || b.edges.len() != 0 {
 		t.Errorf("batch after expire = %+v", b)
 	}
 

@@ -10,9 +10,13 @@ import (
 // Batch is what changed in an Aggregator since the previous batch, ready for one Store.Commit:
 // full values of new and changed records, keys of removed ones, the store-wide totals and the
 // ingest cursor that the counts cover. A Batch owns its data (nothing is shared with the
-// Aggregator), so it can be committed while aggregation goes on.
+// Aggregator), so it can be committed while aggregation goes on. Only TakeBatch makes one.
 type Batch struct {
-	Edges            []Edge
+	// edges are the new and changed edges, already encoded for the store (issue 19.2: copying
+	// each edge and encoding the copy later cost several allocations per edge, and with 1M
+	// edges the garbage collector was most of the ingest's CPU).
+	edges encodedEdges
+
 	DeletedEdges     []EdgeKey
 	Workloads        []Workload
 	DeletedWorkloads []string // WorkloadKey.String()
@@ -36,6 +40,29 @@ type Batch struct {
 	EdgeCount, WorkloadCount int
 }
 
+// encodedEdges holds store keys (appendEdgeKey) and values (appendEdge) back to back in two
+// buffers: edge i is keys[keyEnd[i-1]:keyEnd[i]] and the same of values.
+type encodedEdges struct {
+	keys, values   []byte
+	keyEnd, valEnd []int
+}
+
+func (x *encodedEdges) len() int { return len(x.keyEnd) }
+
+func (x *encodedEdges) key(i int) []byte {
+	if i == 0 {
+		return x.keys[:x.keyEnd[0]:x.keyEnd[0]]
+	}
+	return x.keys[x.keyEnd[i-1]:x.keyEnd[i]:x.keyEnd[i]]
+}
+
+func (x *encodedEdges) value(i int) []byte {
+	if i == 0 {
+		return x.values[:x.valEnd[0]:x.valEnd[0]]
+	}
+	return x.values[x.valEnd[i-1]:x.valEnd[i]:x.valEnd[i]]
+}
+
 // DNSAnswer is what the DNS answer map holds for one IP.
 type DNSAnswer struct {
 	Names    []string
@@ -44,7 +71,7 @@ type DNSAnswer struct {
 
 // Empty reports whether the batch changes nothing but, possibly, the cursor.
 func (b *Batch) Empty() bool {
-	return len(b.Edges) == 0 && len(b.DeletedEdges) == 0 && len(b.Workloads) == 0 &&
+	return b.edges.len() == 0 && len(b.DeletedEdges) == 0 && len(b.Workloads) == 0 &&
 		len(b.DeletedWorkloads) == 0 && len(b.DNS) == 0 && len(b.DeletedDNS) == 0 && len(b.Lost) == 0
 }
 
@@ -54,20 +81,32 @@ func (a *Aggregator) TakeBatch() *Batch {
 	defer a.mu.Unlock()
 	b := &Batch{
 		Flows: a.tot.Flows, Overflow: a.tot.Overflow, Rejected: a.tot.Rejected, From: a.tot.From, To: a.tot.To,
-		EdgeCount: len(a.edges), WorkloadCount: len(a.workloads),
+		EdgeCount: a.nEdges, WorkloadCount: len(a.workloads),
 	}
 	for id, k := range a.deletedEdges {
-		if _, live := a.edges[id]; !live {
+		if !a.live(id) {
 			b.DeletedEdges = append(b.DeletedEdges, k)
 		}
 	}
 	clear(a.deletedEdges)
 	// Sized up front: at 100k edges a batch holds tens of thousands of edges, and growing the
-	// slice copied them over and over under a.mu (9% of the ingest's CPU, issue 19.2).
-	b.Edges = make([]Edge, 0, len(a.dirtyEdges))
+	// buffers copied them over and over under a.mu (9% of the ingest's CPU, issue 19.2). The
+	// key sizes are known; values are estimated and grow if they must.
+	size := 0
+	for _, e := range a.dirtyEdges {
+		size += len(e.id.w) + len(e.id.peer) + 7
+	}
+	x := &b.edges
+	x.keys = make([]byte, 0, size)
+	x.values = make([]byte, 0, size+64*len(a.dirtyEdges))
+	x.keyEnd = make([]int, 0, len(a.dirtyEdges))
+	x.valEnd = make([]int, 0, len(a.dirtyEdges))
 	for _, e := range a.dirtyEdges {
 		if !e.deleted {
-			b.Edges = append(b.Edges, e.Edge.clone())
+			x.keys = appendEdgeKey(x.keys, e.id.w, e.id.peer, &e.EdgeKey)
+			x.values = appendEdge(x.values, &e.Edge)
+			x.keyEnd = append(x.keyEnd, len(x.keys))
+			x.valEnd = append(x.valEnd, len(x.values))
 		}
 		e.dirty = false
 	}
@@ -104,14 +143,16 @@ func (a *Aggregator) TakeBatch() *Batch {
 		a.churn.newFound = false
 	}
 	a.totDirty = false
+	a.inserted = 0
 	return b
 }
 
-// Pending is the number of edges and workloads changed since the last TakeBatch.
-func (a *Aggregator) Pending() int {
+// pending returns the number of edges and workloads changed since the last TakeBatch, and how
+// many of the edges are new: the next commit's writes and, of them, its inserts.
+func (a *Aggregator) pending() (changed, inserted int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return len(a.dirtyEdges) + len(a.deletedEdges) + len(a.dirtyWorkloads)
+	return len(a.dirtyEdges) + len(a.deletedEdges) + len(a.dirtyWorkloads), a.inserted
 }
 
 // Dirty reports whether anything changed since the last TakeBatch.
@@ -158,7 +199,7 @@ func (a *Aggregator) restore(s *Snapshot) {
 			if e.Collapsed {
 				g.collapsed = st
 			} else {
-				g.ports = append(g.ports, e.Port)
+				g.edges = append(g.edges, st)
 			}
 		}
 	}
@@ -168,4 +209,5 @@ func (a *Aggregator) restore(s *Snapshot) {
 	for _, l := range s.Lost {
 		a.lost[l.Node] = &NodeLost{Node: l.Node, Lost: l.Lost, Last: l.Last}
 	}
+	a.inserted = 0 // the restored edges are stored already: no new keys for the next commit
 }

@@ -47,11 +47,11 @@
 //     identity without it, edges included (fold_variants.go);
 //   - DNS names, HTTP samples, nodes and owner names per record are bounded lists.
 //
-// With the default caps the live heap stays near 0.7-0.9 KiB per edge (docs/scale.md), so
-// 250,000 edges take about 250 MiB of heap and, with Go's GC headroom and the mapped store
-// pages, up to about 600 MiB of RSS. The label flood of issue 15 (1M flows, a new version
-// label on every other one) stays at 92 MiB peak RSS, a 16 MiB store and 103 workloads
-// (BenchmarkLabelFlood).
+// With the default caps the live heap stays near 0.5-0.6 KiB per edge from 1k to 1M edges
+// (docs/scale.md), so 250,000 edges take about 150 MiB of heap and, with Go's GC headroom
+// and the mapped store pages, a few hundred MiB of RSS. The label flood of issue 15 (1M flows,
+// a new version label on every other one) stays at 70 MiB peak RSS, a 4 MiB store and 103
+// workloads (BenchmarkLabelFlood, 2 December 2026, after issue 19.2; 92 MiB and 16 MiB before).
 //
 // # Validation
 //
@@ -67,20 +67,26 @@
 // # Durability
 //
 // The Ingester folds events in memory and commits in batches (Commit: one bbolt write
-// transaction, fsynced), by size or interval, whichever comes first. The ingest cursor
-// (flows.Cursor: per node, the newest flow time and the IDs at that time) is written in the
-// same transaction as the counts it covers, so a SIGKILL loses at most the batch being built
-// and a restart, skipping what the cursor has seen, neither loses nor double-counts.
+// transaction, fsynced), by size or interval, whichever comes first. A commit writes only the
+// records the batch changed, already encoded by TakeBatch; while it is written the Ingester
+// goes on folding into the next batch, which is committed as soon as it is due and the
+// commit before it is done (it may grow past its size meanwhile, see IngesterConfig). The
+// ingest cursor (flows.Cursor: per node, the newest flow time and the IDs at that time) and
+// the lifecycle hook's writes go in the same transaction as the counts the cursor covers, so
+// a SIGKILL loses at most the batch being committed and the one being built, and a restart,
+// skipping what the cursor has seen, neither loses nor double-counts.
 // bbolt's copy-on-write pages and meta-page switch make every commit atomic; the file is
 // never left half-written.
 //
-// # Layout (schema 1)
+// # Layout (schema 2)
 //
-// All keys sort bytewise, so prefix scans find one workload's edges. Values are JSON objects;
-// times are Unix nanoseconds, UTC.
+// All keys sort bytewise, so prefix scans find one workload's edges. Edge values are binary
+// (appendEdge in codec.go: a format byte, then varints and length-prefixed strings); the
+// other values are JSON objects. Times are Unix nanoseconds, UTC. Each commit puts its edges
+// in key order, and edge pages split at 90% full (edgesFill).
 //
 //	meta       "format"  -> "recommender-aggregate" (a file without it is not ours)
-//	           "schema"  -> uint32 BE, 1
+//	           "schema"  -> uint32 BE, 2
 //	           "created" -> RFC 3339 time the store was created
 //	           "totals"  -> {flows, overflow, from, to}
 //	           "cursor"  -> flows.Cursor.MarshalBinary (versioned by flows)
@@ -90,7 +96,8 @@
 //	totals also hold "rejected", the malformed records dropped.
 //	workloads  <namespace "/" labels joined by ","> -> {key, names, first, last, flows, nodes}
 //	edges      <workload key> 0x00 <direction:1> <peer key> 0x00 <protocol:1> <collapsed:1> <port:2 BE>
-//	           -> {w, dir, peer, proto, port, end, collapsed, counts, first, last, dns, http, truncated}
+//	           -> workload, direction, peer, protocol, port, end port, collapsed and truncated
+//	              flags, counts, first and last seen, DNS names, HTTP samples (binary)
 //	           (peer key: "workload:ns/labels", "entity:host", "fqdn:name", "cidr:ip/len";
 //	           a collapsed edge has port 0 in its key, its range in the value)
 //	dns        <IP> -> {names, last}
@@ -105,9 +112,10 @@
 // never recreated. The integrity check reads every record; up to 256 MiB it also runs bbolt's
 // tx.Check (about 0.6 s for 186 MiB, BenchmarkOpenCheck). bbolt panics or faults on a damaged
 // page; every access goes through Store.guard, which turns that into ErrCorrupt and marks the
-// store failed: it is never written again (ErrFailed). An older
-// schema is migrated by the steps in migrations, in the write transaction that records the new
-// version.
+// store failed: it is never written again (ErrFailed). An older schema is migrated by the
+// steps in migrations, in the write transaction that records the new version: schema 1 (edge
+// values in JSON) becomes 2 by rewriting every edge. Read-only opens refuse an older schema
+// until a write migrated it.
 //
 // # Compaction
 //

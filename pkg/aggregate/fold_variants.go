@@ -64,7 +64,7 @@ func (a *Aggregator) foldVariants(l ChurningLabel) int {
 		}
 	}
 	var moved []*edgeState
-	for _, e := range a.edges {
+	for _, e := range a.allEdges() {
 		_, subject := rekey[e.id.w]
 		_, peer := rekey[workloadPeerKey(&e.Peer)]
 		if subject || peer {
@@ -118,7 +118,7 @@ func (a *Aggregator) absorb(k EdgeKey, src *Edge) {
 	switch {
 	case g.collapsed != nil:
 		e = g.collapsed
-	case src.Collapsed && len(g.ports) > 0:
+	case src.Collapsed && len(g.edges) > 0:
 		e = a.collapse(gid, g, src.Port)
 	case src.Collapsed:
 		id := edgeID{w: w.key, dir: k.Direction, peer: peerKey, proto: k.Proto, collapsed: true}
@@ -126,17 +126,17 @@ func (a *Aggregator) absorb(k EdgeKey, src *Edge) {
 		e.EndPort = src.EndPort
 		g.collapsed = e
 	default:
-		id := edgeID{w: w.key, dir: k.Direction, peer: peerKey, proto: k.Proto, port: k.Port}
-		if e = a.edges[id]; e != nil {
+		if e = g.edge(k.Port); e != nil {
 			break
 		}
-		if len(g.ports) >= a.cfg.MaxPorts {
+		if len(g.edges) >= a.cfg.MaxPorts {
 			e = a.collapse(gid, g, k.Port)
 			break
 		}
+		id := edgeID{w: w.key, dir: k.Direction, peer: peerKey, proto: k.Proto, port: k.Port}
 		e = a.newEdge(w, id, k, src.FirstSeen)
 		e.EndPort = k.Port
-		g.ports = append(g.ports, k.Port)
+		g.edges = append(g.edges, e)
 	}
 	e.merge(src, a.cfg)
 	a.markEdge(e)
@@ -150,9 +150,9 @@ func (a *Aggregator) dropEdge(e *edgeState) {
 		if e.id.collapsed {
 			g.collapsed = nil
 		} else {
-			g.ports = slices.DeleteFunc(g.ports, func(p uint16) bool { return p == e.id.port })
+			g.edges = slices.DeleteFunc(g.edges, func(o *edgeState) bool { return o == e })
 		}
-		if g.collapsed == nil && len(g.ports) == 0 {
+		if g.collapsed == nil && len(g.edges) == 0 {
 			delete(a.groups, gid)
 		}
 	}

@@ -1,6 +1,7 @@
 package aggregate
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,9 +16,11 @@ import (
 
 // IngesterConfig configures an Ingester. Field names follow the flags of `ingest` and `run`.
 type IngesterConfig struct {
-	// BatchSize commits after this many events (--batch-size). Each commit fsyncs. A batch
-	// is also committed early once it changed 20,000 records, keeping transactions well
-	// under bbolt's advice of fewer than 100,000 random writes.
+	// BatchSize makes a batch due after this many events (--batch-size). Each commit fsyncs.
+	// A batch is also due once it changed 20,000 records, keeping transactions well under
+	// bbolt's advice of fewer than 100,000 random writes. A due batch is committed as soon as
+	// the previous commit is done; until then it goes on growing, up to four times BatchSize
+	// events, 80,000 new edges or 250,000 changed records (Run).
 	BatchSize int
 	// BatchInterval commits pending changes at least this often (--batch-interval), so a quiet
 	// stream is still persisted and a crash loses at most this much.
@@ -49,8 +52,9 @@ type IngestHooks struct {
 
 // Defaults for IngesterConfig.
 const (
-	// DefaultBatchSize bounds the events a crash can lose. A commit costs in proportion to the
-	// edges the batch touched, not to its events, so bigger batches are cheaper per flow.
+	// DefaultBatchSize bounds the events a crash can lose (four times it while a slow commit
+	// is written). A commit costs in proportion to the edges the batch touched, not to its
+	// events, so bigger batches are cheaper per flow.
 	DefaultBatchSize     = 50_000
 	DefaultBatchInterval = 5 * time.Second
 )
@@ -187,8 +191,10 @@ func (in *Ingester) Stats() IngestStats {
 // applied so far were committed, if the store still takes commits.
 //
 // Commits run on their own goroutine, one at a time, while the next batch is aggregated: a
-// crash loses at most the batch being committed and the one being built. The commit hooks
-// run on that goroutine, and Commit calls made while Run runs are served by it too.
+// crash loses at most the batch being committed and the one being built. The one being built
+// is handed over when it is due and the committer is idle, so it may grow past BatchSize
+// while a commit is written (IngesterConfig.BatchSize says how far). The commit hooks run on
+// that goroutine, and Commit calls made while Run runs are served by it too.
 func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 	in.started.Store(time.Now().UnixNano())
 	in.ended.Store(0)
@@ -238,52 +244,70 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 		wg.Wait()
 	}()
 
-	// The committer takes one batch at a time; the channel is unbuffered, so the loop waits
-	// for the previous commit before handing over the next batch.
+	// The committer takes one batch at a time and reports each commit on done. A batch is due
+	// once it holds BatchSize events or maxDirty changed records, on the interval, or after a
+	// sweep; it is handed over as soon as it is due and the committer is idle. While a commit
+	// is being written the loop goes on aggregating into the next batch, past its due size if
+	// the commit takes long: over many edges (issue 19.2) a commit costs in proportion to the
+	// edges it writes, and a batch that grew while waiting holds repeated edges once. Only at
+	// maxPending times the due size does the loop wait for the commit.
 	batches := make(chan pendingBatch)
-	commitErr := make(chan error, 1)
+	done := make(chan error, 1)
 	var cwg sync.WaitGroup
 	cwg.Go(func() {
 		for pb := range batches {
 			err := in.commit(pb)
 			pb.answer(err)
+			done <- err
 			if err != nil {
-				commitErr <- err
-				for pb := range batches { // drop the rest; Run returns the error
-					pb.answer(err)
-				}
-				return
+				return // Run returns the error and sends no more batches
 			}
 		}
 	})
-	// flush hands the batch built so far to the committer; reply, when not nil, gets the
-	// commit's result.
-	flush := func(reply chan error) error {
-		if err := in.failure(); err != nil {
-			if reply != nil {
-				reply <- err
-			}
-			return err
-		}
-		pb := in.take()
-		pb.reply = reply
-		select {
-		case batches <- pb:
+	busy := false // a batch was handed over and its commit has not reported yet
+	// wait blocks until the running commit, if any, reported.
+	wait := func() error {
+		if !busy {
 			return nil
-		case err := <-commitErr:
-			pb.answer(err)
-			return err
 		}
+		busy = false
+		return <-done
+	}
+	pending, due := 0, false
+	// waiting are the Commit calls for the next batch handed over.
+	var waiting []chan error
+	defer func() {
+		for _, r := range waiting { // Run ends on an error before the batch was handed over
+			r <- cmp.Or(err, in.failure(), errors.New("ingest ended"))
+		}
+	}()
+	// hand gives the batch, with the Commit calls waiting for it, to the idle committer.
+	hand := func() {
+		pb := in.take()
+		pb.replies, waiting = waiting, nil
+		batches <- pb
+		busy, pending, due = true, 0, false
 	}
 	defer func() {
 		close(batches)
 		cwg.Wait()
-		select {
-		case cerr := <-commitErr:
-			err = errors.Join(err, cerr)
-		default:
+		if werr := wait(); werr != nil {
+			err = errors.Join(err, werr)
 		}
 	}()
+	// ready marks the batch due and hands it over if it can; past maxPending it waits.
+	ready := func(full bool) error {
+		due = true
+		if busy && full {
+			if err := wait(); err != nil {
+				return err
+			}
+		}
+		if !busy {
+			hand()
+		}
+		return nil
+	}
 
 	tick := time.NewTicker(in.cfg.BatchInterval)
 	defer tick.Stop()
@@ -294,13 +318,21 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 		defer t.Stop()
 		sweep = t.C
 	}
-	pending := 0
 	for {
+		var committed <-chan error // nil unless a commit is running
+		if busy {
+			committed = done
+		}
 		select {
 		case r, ok := <-events:
 			if !ok {
-				// The channel closes after srcErr is set.
-				if err := flush(nil); err != nil {
+				// The channel closes after srcErr is set. The final batch follows the running
+				// commit.
+				if err := wait(); err != nil {
+					return err
+				}
+				hand()
+				if err := wait(); err != nil {
 					return err
 				}
 				if errors.Is(srcErr, io.EOF) || (ctx.Err() != nil && errors.Is(srcErr, ctx.Err())) {
@@ -315,39 +347,66 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 			if !applied {
 				continue
 			}
+			pending++
 			// Past maxDirty changed records a transaction gets slow (bbolt advises well under
-			// 100,000 random writes per transaction); the check is cheap, but not free.
-			if pending++; pending >= in.cfg.BatchSize || (pending%1024 == 0 && in.agg.Pending() >= maxDirty) {
-				if err := flush(nil); err != nil {
-					return err
-				}
-				pending = 0
+			// 100,000 random writes per transaction); counting them takes the aggregator's
+			// lock, so it is done every 1024 events.
+			changed, inserted := 0, 0
+			if pending%1024 == 0 {
+				changed, inserted = in.agg.pending()
 			}
-		case reply := <-requests:
-			if err := flush(reply); err != nil {
+			if pending < in.cfg.BatchSize && changed < maxDirty {
+				continue
+			}
+			full := pending >= maxPending*in.cfg.BatchSize || inserted >= maxPending*maxDirty || changed >= maxChanged
+			if due && !full {
+				continue // handed over when the running commit reports
+			}
+			if err := ready(full); err != nil {
 				return err
 			}
-			pending = 0
+		case reply := <-requests:
+			// A Commit call: the batch built so far is due, and answers it once on disk.
+			waiting = append(waiting, reply)
+			if err := ready(false); err != nil {
+				return err
+			}
+		case err := <-committed:
+			busy = false
+			if err != nil {
+				return err
+			}
+			if due {
+				hand()
+			}
 		case <-tick.C:
 			if in.agg.Dirty() {
-				if err := flush(nil); err != nil {
+				if err := ready(false); err != nil {
 					return err
 				}
-				pending = 0
 			}
 		case <-sweep:
 			if in.sweep() > 0 {
-				if err := flush(nil); err != nil {
+				if err := ready(false); err != nil {
 					return err
 				}
-				pending = 0
 			}
 		}
 	}
 }
 
-// maxDirty bounds the records one commit writes.
-const maxDirty = 20_000
+// maxDirty is the number of changed records that makes a batch due. A batch that grew while
+// the previous commit was written is bounded by maxPending times BatchSize events, maxPending
+// times maxDirty new edges (inserts, what bbolt's advice is about) and maxChanged changed
+// records in all: there the loop waits for the commit instead of growing the batch further.
+// Updates of edges already stored may go beyond maxDirty: over many edges they are most of
+// each batch, and a batch that holds each of them once for more events is what makes a
+// commit cheaper per flow (issue 19.2).
+const (
+	maxDirty   = 20_000
+	maxPending = 4
+	maxChanged = 250_000
+)
 
 // received is an event with the source position just past it, when the source has one.
 type received struct {
@@ -362,13 +421,13 @@ type pendingBatch struct {
 	b      *Batch
 	events uint64
 	files  []checkpoint
-	// reply, when not nil, is the Commit call waiting for this batch (buffered: one answer).
-	reply chan error
+	// replies are the Commit calls waiting for this batch (each buffered: one answer).
+	replies []chan error
 }
 
 func (pb pendingBatch) answer(err error) {
-	if pb.reply != nil {
-		pb.reply <- err
+	for _, r := range pb.replies {
+		r <- err
 	}
 }
 

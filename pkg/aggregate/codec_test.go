@@ -1,0 +1,211 @@
+package aggregate
+
+import (
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/recommender/recommender/pkg/flows"
+)
+
+// encodeEdgeJSON is schema 1's edge encoding; tests write schema-1 stores with it.
+func encodeEdgeJSON(e *Edge) ([]byte, error) {
+	r := edgeRecord{
+		Workload:  workloadKeyRecord{Namespace: e.Workload.Namespace, Labels: e.Workload.Labels},
+		Direction: e.Direction,
+		Peer: peerRecord{Kind: e.Peer.Kind, Namespace: e.Peer.Namespace, Labels: e.Peer.Labels,
+			Entity: e.Peer.Entity, FQDN: e.Peer.FQDN, CIDR: e.Peer.CIDR},
+		Proto: e.Proto, Port: e.Port, EndPort: e.EndPort, Collapsed: e.Collapsed,
+		Counts: countsRecord(e.Counts),
+		First:  nanos(e.FirstSeen), Last: nanos(e.LastSeen),
+		DNSNames: e.DNSNames, Truncated: e.Truncated,
+	}
+	for _, s := range e.HTTP {
+		r.HTTP = append(r.HTTP, httpRecord(s))
+	}
+	return json.Marshal(&r)
+}
+
+// codecEdges are edges with every field of the encoding set, one per peer kind.
+func codecEdges() []Edge {
+	first := time.Date(2026, 3, 1, 12, 0, 0, 123, time.UTC)
+	return []Edge{
+		{
+			EdgeKey: EdgeKey{Workload: WorkloadKey{Namespace: "shop", Labels: flows.NewLabels("k8s:app=web", "k8s:tier=front")},
+				Direction: flows.DirectionEgress, Peer: Peer{Kind: PeerWorkload, Namespace: "shop", Labels: flows.NewLabels("k8s:app=api")},
+				Proto: flows.ProtoTCP, Port: 1000, Collapsed: true},
+			EndPort: 65535, Counts: Counts{Forwarded: 1 << 40, Dropped: 2, PolicyDrops: 1, Audit: 3, Other: 4, L7: 5},
+			FirstSeen: first, LastSeen: first.Add(72 * time.Hour),
+			HTTP:      []HTTPSample{{Method: "GET", Path: "/v1/orders/1", Count: 7}, {Method: "POST", Path: "/", Count: 1}},
+			Truncated: true,
+		},
+		{
+			EdgeKey: EdgeKey{Workload: WorkloadKey{Namespace: "shop", Labels: flows.NewLabels("k8s:app=web")},
+				Direction: flows.DirectionEgress, Peer: Peer{Kind: PeerWorkload, Namespace: "kube-system", Labels: flows.NewLabels("k8s:k8s-app=kube-dns")},
+				Proto: flows.ProtoUDP, Port: 53},
+			EndPort: 53, Counts: Counts{Forwarded: 1}, FirstSeen: first, LastSeen: first,
+			DNSNames: []string{"api.example.com", "db.example.com"},
+		},
+		{
+			EdgeKey:  EdgeKey{Workload: WorkloadKey{Namespace: "shop"}, Direction: flows.DirectionIngress, Peer: Peer{Kind: PeerEntity, Entity: "host"}, Proto: flows.ProtoICMPv4, Port: 8},
+			EndPort:  8,
+			LastSeen: first, // a zero FirstSeen stays zero
+		},
+		{EdgeKey: EdgeKey{Workload: WorkloadKey{Namespace: "a"}, Peer: Peer{Kind: PeerFQDN, FQDN: "api.example.com"}, Proto: flows.ProtoTCP, Port: 443}},
+		{EdgeKey: EdgeKey{Workload: WorkloadKey{Namespace: "a"}, Peer: Peer{Kind: PeerCIDR, CIDR: "2001:db8::7/128"}, Proto: flows.ProtoTCP, Port: 443}},
+	}
+}
+
+// Ensure that every field of an edge survives the binary encoding, and that a value cut
+// short, with bytes after its end or of another format fails to decode instead of reading
+// as some other edge.
+func TestEdgeCodec(t *testing.T) {
+	for _, e := range codecEdges() {
+		v := appendEdge(nil, &e)
+		got, err := decodeEdge(v)
+		if err != nil {
+			t.Fatalf("decodeEdge(appendEdge(%s)) = %v", renderEdge(&e), err)
+		}
+		if d := cmp.Diff(e, got, cmpopts.EquateEmpty()); d != "" {
+			t.Errorf("decodeEdge(appendEdge(%s)) (-want +got):\n%s", renderEdge(&e), d)
+		}
+		for n := range len(v) {
+			if _, err := decodeEdge(v[:n]); !errors.Is(err, errEdgeValue) {
+				t.Errorf("decodeEdge(first %d of %d bytes of %s) = %v, want errEdgeValue", n, len(v), renderEdge(&e), err)
+			}
+		}
+		if _, err := decodeEdge(append(v, 0)); !errors.Is(err, errEdgeValue) {
+			t.Errorf("decodeEdge(%s with a byte appended) = %v, want errEdgeValue", renderEdge(&e), err)
+		}
+		other := append([]byte{edgeFormat + 1}, v[1:]...)
+		if _, err := decodeEdge(other); !errors.Is(err, errEdgeValue) {
+			t.Errorf("decodeEdge(format %d) = %v, want errEdgeValue", edgeFormat+1, err)
+		}
+	}
+}
+
+// Ensure that opening a schema 1 store (JSON edge values) for writing rewrites every edge in
+// the binary encoding, records schema 2 and reads back the same snapshot; read-only, it is
+// refused until then.
+func TestMigrateSchema1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	s := openStore(t, path, Options{})
+	a := newAgg(t, Config{})
+	for _, ev := range mixedEvents() {
+		a.Add(ev)
+	}
+	if err := s.Commit(a.TakeBatch(), nil); err != nil {
+		t.Fatal(err)
+	}
+	want, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Turn it into what schema 1 wrote.
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEdges)
+		var keys, vals [][]byte
+		if err := b.ForEach(func(k, v []byte) error {
+			e, err := decodeEdge(v)
+			if err != nil {
+				return err
+			}
+			j, err := encodeEdgeJSON(&e)
+			keys, vals = append(keys, append([]byte(nil), k...)), append(vals, j)
+			return err
+		}); err != nil {
+			return err
+		}
+		for i := range keys {
+			if err := b.Put(keys[i], vals[i]); err != nil {
+				return err
+			}
+		}
+		return putSchema(tx.Bucket(bucketMeta), 1)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeChecked(t, s)
+
+	if _, err := Open(path, Options{ReadOnly: true}); !errors.Is(err, ErrSchema) {
+		t.Errorf("Open(schema 1, read-only) = %v, want ErrSchema", err)
+	}
+	s = openStore(t, path, Options{})
+	got, err := s.Snapshot()
+	if err != nil {
+		t.Fatalf("snapshot after migration: %v", err)
+	}
+	if d := cmp.Diff(want, got, snapshotOpts); d != "" {
+		t.Errorf("snapshot after migration (-before +after):\n%s", d)
+	}
+	s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keySchema); string(v) != "\x00\x00\x00\x02" {
+			t.Errorf("schema after migration = %v, want 2", v)
+		}
+		return tx.Bucket(bucketEdges).ForEach(func(k, v []byte) error {
+			if v[0] != edgeFormat {
+				t.Errorf("edge %q after migration starts with %q, want the binary format", k, v[0])
+			}
+			return nil
+		})
+	})
+}
+
+// FuzzDecodeEdge feeds arbitrary bytes to the edge decoder, which reads them from the file:
+// it may refuse them but must not panic, and what it accepts encodes to a value that decodes
+// to the same edge.
+func FuzzDecodeEdge(f *testing.F) {
+	for _, e := range codecEdges() {
+		f.Add(appendEdge(nil, &e))
+	}
+	f.Add([]byte{edgeFormat, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
+	f.Fuzz(func(t *testing.T, v []byte) {
+		e, err := decodeEdge(v)
+		if err != nil {
+			return
+		}
+		again, err := decodeEdge(appendEdge(nil, &e))
+		if err != nil {
+			t.Fatalf("decodeEdge(appendEdge(decodeEdge(%x))) = %v", v, err)
+		}
+		if d := cmp.Diff(e, again, cmpopts.EquateEmpty()); d != "" {
+			t.Errorf("edge changed through encoding (-decoded +again):\n%s", d)
+		}
+	})
+}
+
+// Ensure that a batch's edges go to bbolt in key order, whatever prefixes the keys share and
+// however long they are.
+func TestEncodedEdgesSorted(t *testing.T) {
+	for _, keys := range [][]string{
+		{},
+		{"a"},
+		{"shop/app=b\x00x", "shop/app=a\x00y", "shop/app=a", "shop/app=a\x00y\x00", "shop/app=a\x00x", "shop/app=a\x00x"},
+		{"x/0123456789abcdef1", "x/0123456789abcdef0", "x/0123456789abcdee", "x/0123456789abcdef", "y"},
+		{"", "\x00", "\x00\x00", "\x01"},
+	} {
+		var x encodedEdges
+		for _, k := range keys {
+			x.keys = append(x.keys, k...)
+			x.keyEnd = append(x.keyEnd, len(x.keys))
+			x.valEnd = append(x.valEnd, 0)
+		}
+		var got []string
+		for _, i := range x.sorted() {
+			got = append(got, string(x.key(i)))
+		}
+		want := slices.Clone(keys)
+		slices.Sort(want)
+		if !slices.Equal(got, want) && !(len(got) == 0 && len(want) == 0) {
+			t.Errorf("sorted(%q) = %q, want %q", keys, got, want)
+		}
+	}
+}
