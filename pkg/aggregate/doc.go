@@ -125,6 +125,8 @@
 // # Concurrency
 //
 // Aggregator and Store are safe for concurrent use. Store.Snapshot reads in one read
-// transaction, consistent while commits go on. An Ingester's Run is single-threaded apart
-// from the goroutine receiving from the source.
+// transaction, consistent while commits go on. An Ingester's Run aggregates on one goroutine,
+// receives from the source on a second and commits on a third, one commit at a time; Commit
+// may be called from any goroutine, before, during or after Run, and is served by that
+// committer while Run runs.
 package aggregate

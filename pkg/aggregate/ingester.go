@@ -39,7 +39,8 @@ type IngesterConfig struct {
 // after a crash, no event is both past the stored cursor and missing from the hook's state.
 type IngestHooks struct {
 	// Observe sees every event the Ingester applies, after the resume cursor dropped those the
-	// store already holds, on Run's goroutine.
+	// store already holds, on Run's goroutine. The Ingester does not touch the event or its
+	// label slices after the call, so Observe may hand it to another goroutine.
 	Observe func(*flows.Event)
 	// BeforeCommit runs inside each commit's transaction, on the one goroutine that commits:
 	// what it writes commits with the batch, or not at all.
@@ -492,8 +493,8 @@ func (in *Ingester) FileMarks() []flows.FileMark { return in.files.stored() }
 // Commit commits everything applied so far, with the cursor and the before-commit hook's
 // writes, in one transaction, and returns once it is on disk: a later stage calls it to
 // persist state it changed while no batch was due (a quiet stream). While Run runs, Run's
-// committer does it, so every commit, and every call of the hooks, comes from one goroutine
-// at a time. If ctx ends first, Commit returns ctx.Err() and the commit may still happen.
+// committer does it, so commits, and the BeforeCommit and AfterCommit calls in them, never
+// overlap (Observe runs on Run's own goroutine meanwhile). If ctx ends first, Commit returns ctx.Err() and the commit may still happen.
 func (in *Ingester) Commit(ctx context.Context) error {
 	for {
 		in.mu.Lock()

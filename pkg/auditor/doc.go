@@ -19,7 +19,8 @@
 //   - Its persistence, with one writer: the state is written only by the hooks it hands the
 //     Ingester (Hooks), inside the Ingester's commits, each commit first waiting until every
 //     event handed over before it is accounted, so a window restarted by a flow reaches the
-//     disk with the batch that holds the flow, or neither does. Someone that changed state
+//     disk no later than the batch that holds the flow (with it, or with an earlier commit:
+//     then a crash may count that flow again after a restart, never lose its verdict). Someone that changed state
 //     outside a batch (a sync's promotions) asks the Ingester to commit (aggregate.Ingester's
 //     Commit); nobody else writes lifecycle state.
 //   - Its metrics (metrics.go, documented in docs/metrics.md) and the read model of the

@@ -6,11 +6,13 @@
 //   - Building the Ingester (pkg/aggregate) over the command's store and aggregator with the
 //     audit stage's hooks (pkg/auditor), so the audit stage sees every stored event and its
 //     state commits with the batches.
-//   - The goroutines and their exits. Run starts, under one errgroup, the ingest loop (the
-//     flow source into the store, pkg/aggregate's Ingester), the sync loop, the leader
-//     campaign (Deps.Elector) and the HTTP servers; the first error stops all, and shutdown
-//     runs in one written order: the source stops, a final sync, the last batch, cursor and
-//     lifecycle state are committed, then HTTP stops. The store is the caller's to close.
+//   - The goroutines and their exits. Run starts the audit stage's goroutine (pkg/auditor's
+//     Start), the HTTP servers (serveAll: one that stops serving ends Run with its error) and,
+//     under one errgroup, the ingest loop (the flow source into the store, pkg/aggregate's
+//     Ingester), the sync loop and the leader campaign (Deps.Elector); the first error stops
+//     all, and shutdown runs in one written order: the source stops, a final sync, the last
+//     batch, cursor and lifecycle state are committed (Ingester.Commit), then HTTP stops and
+//     the audit stage's goroutine ends (Close). The store is the caller's to close.
 //   - The sync loop, every Config.SyncInterval: synthesize proposals from the store's
 //     snapshot (pkg/synth), hand them to the audit stage (pkg/auditor), deliver what is due —
 //     to Config.OutDir, to the cluster (Deps.Applier, leader only) and as pull requests
