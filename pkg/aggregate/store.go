@@ -435,9 +435,6 @@ type Lifecycle struct {
 	b *bolt.Bucket
 }
 
-// Get returns a copy of the value stored for a workload, or nil.
-func (l *Lifecycle) Get(workload string) []byte { return bytes.Clone(l.b.Get([]byte(workload))) }
-
 // Put stores a value for a workload.
 func (l *Lifecycle) Put(workload string, v []byte) error {
 	if err := l.b.Put([]byte(workload), v); err != nil {
@@ -475,18 +472,6 @@ func (s *Store) Commit(b *Batch, hook func(*Lifecycle) error) error {
 	s.metrics.sizeBytes.Set(float64(size))
 	s.metrics.edges.Set(float64(b.EdgeCount))
 	s.metrics.workloads.Set(float64(b.WorkloadCount))
-	return nil
-}
-
-// UpdateLifecycle writes lifecycle state alone in one fsynced transaction: for changes made
-// between batches, so a quiet stream still persists proposals and promotions.
-func (s *Store) UpdateLifecycle(hook func(*Lifecycle) error) error {
-	err := s.update(func(tx *bolt.Tx) error {
-		return hook(&Lifecycle{b: tx.Bucket(bucketLifecycle)})
-	})
-	if err != nil {
-		return fmt.Errorf("commit lifecycle to store %s: %w", s.path, err)
-	}
 	return nil
 }
 

@@ -73,6 +73,25 @@ func see(a *Auditor, evs ...*flows.Event) {
 	a.Drain()
 }
 
+// commit commits to the store through an Ingester, as the daemon does, with before inside the
+// transaction and after once it is on disk (when not nil).
+func commit(t *testing.T, store *aggregate.Store, before func(*aggregate.Lifecycle) error, after func()) error {
+	t.Helper()
+	agg, err := aggregate.NewAggregator(aggregate.Config{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks := aggregate.IngestHooks{BeforeCommit: before}
+	if after != nil {
+		hooks.AfterCommit = func(aggregate.CommitInfo) { after() }
+	}
+	in, err := aggregate.NewIngester(store, agg, aggregate.IngesterConfig{Hooks: hooks}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in.Commit(t.Context())
+}
+
 // emptyStore returns a new store in the test's directory.
 func emptyStore(t *testing.T) *aggregate.Store {
 	t.Helper()
@@ -185,21 +204,20 @@ func TestPersistKeepsPendingOnFailure(t *testing.T) {
 	a, _, _ := learn(t, cfg)
 	store := emptyStore(t)
 	failed := errors.New("disk full")
-	if err := store.UpdateLifecycle(func(l *aggregate.Lifecycle) error {
+	if err := commit(t, store, func(l *aggregate.Lifecycle) error {
 		if err := a.persist(l); err != nil {
 			return err
 		}
 		return failed
-	}); !errors.Is(err, failed) {
-		t.Fatalf("UpdateLifecycle = %v, want the injected failure", err)
+	}, a.persisted); !errors.Is(err, failed) {
+		t.Fatalf("commit = %v, want the injected failure", err)
 	}
 	if b, _ := store.Lifecycle("shop/k8s:app=db"); b != nil {
 		t.Fatalf("a rolled-back commit left a record: %s", b)
 	}
-	if err := store.UpdateLifecycle(a.persist); err != nil {
+	if err := commit(t, store, a.persist, a.persisted); err != nil {
 		t.Fatal(err)
 	}
-	a.persisted()
 	b, err := store.Lifecycle("shop/k8s:app=db")
 	if err != nil || b == nil {
 		t.Fatalf("record after the retry = %q, %v; want it written", b, err)
@@ -223,16 +241,14 @@ func TestPersistForgetThenTrack(t *testing.T) {
 	cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true}
 	a, _, snap := learn(t, cfg)
 	store := emptyStore(t)
-	if err := store.UpdateLifecycle(a.persist); err != nil {
+	if err := commit(t, store, a.persist, a.persisted); err != nil {
 		t.Fatal(err)
 	}
-	a.persisted()
 	a.Update(&synth.Result{}, &aggregate.Snapshot{To: snap.To}, nil) // both left the store: forgotten (warm-up 0 retires)
 	a.Update(&synth.Result{}, snap, nil)                             // and came back
-	if err := store.UpdateLifecycle(a.persist); err != nil {
+	if err := commit(t, store, a.persist, a.persisted); err != nil {
 		t.Fatal(err)
 	}
-	a.persisted()
 	if b, err := store.Lifecycle("shop/k8s:app=db"); err != nil || b == nil {
 		t.Errorf("record of a workload back in the store = %q, %v; want it kept", b, err)
 	}
@@ -243,7 +259,7 @@ func TestPersistForgetThenTrack(t *testing.T) {
 func TestNewCorruptLifecycle(t *testing.T) {
 	for _, key := range []string{"shop/k8s:app=db", nodeTotalsKey, retiredKey} {
 		store := emptyStore(t)
-		if err := store.UpdateLifecycle(func(l *aggregate.Lifecycle) error { return l.Put(key, []byte("not json")) }); err != nil {
+		if err := commit(t, store, func(l *aggregate.Lifecycle) error { return l.Put(key, []byte("not json")) }, nil); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := New(Config{Lifecycle: lifecycle.DefaultConfig()}, store, nil); err == nil || !strings.Contains(err.Error(), store.Path()) {
@@ -404,10 +420,9 @@ func TestPersistWaitsForHandedEvents(t *testing.T) {
 	store := emptyStore(t)
 	denied := ev(2000, evil, db, 5432, flows.VerdictForwarded)
 	a.Observe(denied) // no Drain: the commit must wait by itself
-	if err := store.UpdateLifecycle(a.persist); err != nil {
+	if err := commit(t, store, a.persist, a.persisted); err != nil {
 		t.Fatal(err)
 	}
-	a.persisted()
 	b, err := store.Lifecycle("shop/k8s:app=db")
 	if err != nil || b == nil {
 		t.Fatalf("record = %q, %v", b, err)

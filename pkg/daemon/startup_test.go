@@ -81,7 +81,17 @@ func TestNewFailsWithoutRegistering(t *testing.T) {
 	dir := t.TempDir()
 	reg := prometheus.NewPedanticRegistry()
 	d := fileDeps(t, dir, reg, "starwars.jsonl")
-	if err := d.Store.UpdateLifecycle(func(l *aggregate.Lifecycle) error { return l.Put("~node-totals", []byte("not json")) }); err != nil {
+	in, err := aggregate.NewIngester(d.Store, d.Aggregator, aggregate.IngesterConfig{Hooks: aggregate.IngestHooks{
+		BeforeCommit: func(l *aggregate.Lifecycle) error { return l.Put("~node-totals", []byte("not json")) },
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// The daemon loads the store into its own aggregator.
+	if d.Aggregator, err = aggregate.NewAggregator(aggregate.Config{}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	before, err := reg.Gather()
