@@ -82,9 +82,12 @@ func startRelay(t *testing.T, addr, file string) *relay {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The previous server's port may take a while to be released on a loaded machine: poll,
+	// with a generous bound.
 	var ln net.Listener
-	for range 50 { // the previous server's port may take a moment to be released
-		if ln, err = net.Listen("tcp", addr); err == nil {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if ln, err = net.Listen("tcp", addr); err == nil || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
