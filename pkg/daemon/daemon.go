@@ -452,11 +452,11 @@ func (dm *Daemon) apply(ctx context.Context) (conflicts bool, err error) {
 		Destructive: dm.audit.WarmedUp(),
 	}
 	for i := range states {
-		d, err := deliverableOf(&states[i])
+		d, err := states[i].Deliverable()
 		if err != nil {
 			return false, err
 		}
-		plan.Desired = append(plan.Desired, cluster.Desired{Policy: d.policy, Promoted: d.promoted})
+		plan.Desired = append(plan.Desired, cluster.Desired{Policy: d.Policy, Promoted: d.Promoted})
 	}
 	for _, r := range dm.audit.Retirements() {
 		cr := cluster.Retired{Name: r.Policy}

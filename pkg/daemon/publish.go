@@ -19,15 +19,15 @@ func (dm *Daemon) publish(ctx context.Context, states []auditor.State) error {
 	for i := range states {
 		s := &states[i]
 		p := s.Proposal
-		d, err := deliverableOf(s)
+		d, err := s.Deliverable()
 		if err != nil {
 			return err
 		}
 		gp := gitops.Proposal{
-			Name:     d.name,
+			Name:     d.Name,
 			State:    gitops.StateAudit,
-			YAML:     d.yaml,
-			Revision: d.revision,
+			YAML:     d.YAML,
+			Revision: d.Revision,
 			Window: gitops.Window{
 				Start:     s.Record.WindowStart,
 				Clean:     s.Clean,
@@ -37,14 +37,14 @@ func (dm *Daemon) publish(ctx context.Context, states []auditor.State) error {
 		}
 		if dm.cfg.Synth.PolicyKind.Namespaced() {
 			// The repository holds what the cluster gets: a CNP in the workload's namespace.
-			if gp.Namespace, err = synth.PolicyNamespace(d.policy); err != nil {
+			if gp.Namespace, err = synth.PolicyNamespace(d.Policy); err != nil {
 				return err
 			}
-			if gp.YAML, err = synth.MarshalAs(d.policy, synth.KindCNP); err != nil {
-				return fmt.Errorf("render %s: %w", d.name, err)
+			if gp.YAML, err = synth.MarshalAs(d.Policy, synth.KindCNP); err != nil {
+				return fmt.Errorf("render %s: %w", d.Name, err)
 			}
 		}
-		if d.promoted {
+		if d.Promoted {
 			gp.State = gitops.StateEnforced
 			if r := s.Record; !r.PromotedWindowStart.IsZero() {
 				// The window that promoted the revision in force, not the one running now.
@@ -52,12 +52,12 @@ func (dm *Daemon) publish(ctx context.Context, states []auditor.State) error {
 					Required: dm.cfg.Lifecycle.Window, FlowsSeen: r.PromotedWindowFlows}
 			}
 		}
-		sent[d.name] = d.policy
+		sent[d.Name] = d.Policy
 		var old []*v2.CiliumClusterwideNetworkPolicy
-		if prev := dm.published[d.name]; prev != nil {
+		if prev := dm.published[d.Name]; prev != nil {
 			old = append(old, prev)
 		}
-		for _, pd := range synth.Diff(old, []*v2.CiliumClusterwideNetworkPolicy{d.policy}) {
+		for _, pd := range synth.Diff(old, []*v2.CiliumClusterwideNetworkPolicy{d.Policy}) {
 			for _, c := range pd.Added {
 				gp.Added = append(gp.Added, c.String())
 			}
