@@ -102,6 +102,7 @@ GitOps pull requests (--git-url). SIGTERM commits the last batch before exiting.
 	}
 	f := cmd.Flags()
 	o.src.addFlags(f)
+	o.src.addPeerFlags(f)
 	f.StringVar(&o.db, "db", "", "store file (created if missing)")
 	f.DurationVar(&o.lockTimeout, "lock-timeout", aggregate.DefaultLockTimeout, "how long to wait for another process to release the store")
 	f.IntVar(&o.batchSize, "batch-size", aggregate.DefaultBatchSize, "flows per store commit")
@@ -210,6 +211,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	if err != nil {
 		return err
 	}
+	o.src.peerCluster = synthCfg.ClusterName
 	log, err := g.stderrLogger()
 	if err != nil {
 		return err
@@ -248,9 +250,9 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		Log: log, Registry: reg, Source: src, Stats: src.stats,
 		Store: store, Aggregator: agg, Unresolved: src.norm.Unresolved,
 	}
-	if src.relay != nil {
-		src.relay.RegisterMetrics(reg)
-		deps.Relay = src.relay
+	if src.live != nil {
+		src.live.RegisterMetrics(reg)
+		deps.Relay = src.live
 	}
 	if o.metricsAddr != "" {
 		if deps.MetricsListener, err = net.Listen("tcp", o.metricsAddr); err != nil {
@@ -291,6 +293,9 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		return err
 	}
 	source := "relay " + o.src.relay.Server
+	if o.src.fromPeers() {
+		source = "nodes via peer service " + o.src.peers
+	}
 	if !o.src.fromRelay() {
 		source = fmt.Sprintf("files %v", o.src.files)
 	}

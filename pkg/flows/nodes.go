@@ -167,6 +167,8 @@ type NodesSource struct {
 	peerErr error
 	// newest is the flow time of the newest event of a closed node stream (UnixNano).
 	newest int64
+	// past holds where closed node streams stopped, for Positions.
+	past *Cursor
 }
 
 // announced is one node of the Peer service's announcements.
@@ -182,6 +184,16 @@ type nodeReader struct {
 	src    *RelaySource
 	cancel context.CancelFunc
 	done   chan struct{}
+	// mu guards pos, the events read from the node, advanced as src's own cursor is (which
+	// only src's goroutine may read) so that Positions can read it from any goroutine.
+	mu  sync.Mutex
+	pos *Cursor
+}
+
+func (r *nodeReader) position() *Cursor {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pos.Clone()
 }
 
 // NewNodesSource validates cfg and prepares the Peer service client; nothing connects
@@ -227,7 +239,7 @@ func NewNodesSource(cfg NodesConfig, norm *Normalizer, log *slog.Logger) (*Nodes
 	return &NodesSource{
 		cfg: cfg, norm: norm, log: log.With("peers", cfg.Peers), peer: conn,
 		events: make(chan *Event, cfg.Buffer),
-		peers:  make(map[string]announced), readers: make(map[string]*nodeReader),
+		peers:  make(map[string]announced), readers: make(map[string]*nodeReader), past: NewCursor(),
 	}, nil
 }
 
@@ -315,6 +327,18 @@ func (s *NodesSource) State() RelayState {
 	}
 	st.LastError = s.peerErr
 	return st
+}
+
+// Positions returns how far every node this source read was delivered (open streams and
+// closed ones): what a replica publishes so that a node's next reader starts after it.
+func (s *NodesSource) Positions() *Cursor {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.past.Clone()
+	for _, r := range s.readers {
+		out.Merge(r.position())
+	}
+	return out
 }
 
 // Nodes returns every announced node, by name.
@@ -480,6 +504,7 @@ func (s *NodesSource) reconcile(name string) {
 		if ns := rs.LastEventTime.UnixNano(); !rs.LastEventTime.IsZero() && ns > s.newest {
 			s.newest = ns
 		}
+		s.past.Merge(r.position())
 		s.log.Info("node stream closed", "node", name, "read", r.src.Stats().Snapshot().String())
 		open = false
 	}
@@ -513,7 +538,7 @@ func (s *NodesSource) startReader(name string, a announced) error {
 	}
 	src.stats.parent = &s.stats
 	ctx, cancel := context.WithCancel(s.ctx)
-	r := &nodeReader{node: a, src: src, cancel: cancel, done: make(chan struct{})}
+	r := &nodeReader{node: a, src: src, cancel: cancel, done: make(chan struct{}), pos: src.Cursor()}
 	s.readers[name] = r
 	s.wg.Add(1)
 	go func() {
@@ -545,6 +570,9 @@ func (s *NodesSource) read(ctx context.Context, r *nodeReader) {
 			}
 			continue
 		}
+		r.mu.Lock()
+		r.pos.Advance(ev)
+		r.mu.Unlock()
 		select {
 		case s.events <- ev:
 		case <-ctx.Done():

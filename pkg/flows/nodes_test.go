@@ -327,3 +327,23 @@ func TestNodesSourceClose(t *testing.T) {
 		t.Errorf("Recv after Close = %v, want ErrRelayClosed", err)
 	}
 }
+
+// Ensure that Positions covers open and closed node streams: after a node leaves, its
+// position stays, so a replica can publish where the node's next reader starts.
+func TestNodesSourcePositions(t *testing.T) {
+	nodes := startNodes(t)
+	a, b := nodes[0], nodes[1]
+	ps, addr := startPeers(t, a, b)
+	src := newNodes(t, flows.NodesConfig{Peers: addr})
+	readN(t, t.Context(), src, len(a.want)+len(b.want))
+	ps.Delete(b.name)
+	ps.Add(peerOf(nodes[2]))
+	readN(t, t.Context(), src, len(nodes[2].want))
+	want := flows.NewCursor()
+	for _, ev := range wantOf(a, b, nodes[2]) {
+		want.Advance(ev)
+	}
+	if got := src.Positions(); !got.Equal(want) {
+		t.Errorf("Positions() covers %d nodes, want %d, or positions differ", got.Len(), want.Len())
+	}
+}
