@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"time"
 
@@ -24,12 +25,16 @@ import (
 	"github.com/recommender/recommender/pkg/flows"
 	"github.com/recommender/recommender/pkg/gitops"
 	"github.com/recommender/recommender/pkg/lifecycle"
+	"github.com/recommender/recommender/pkg/replicas"
 	"github.com/recommender/recommender/pkg/synth"
 )
 
 // runOptions are the flags of `recommender run`.
 type runOptions struct {
-	src *sourceOptions
+	src      *sourceOptions
+	replicas replicaOptions
+	// replicaSet is the settled replica configuration (validate), zero without replicas.
+	replicaSet replicas.Config
 
 	db            string
 	lockTimeout   time.Duration
@@ -103,6 +108,7 @@ GitOps pull requests (--git-url). SIGTERM commits the last batch before exiting.
 	f := cmd.Flags()
 	o.src.addFlags(f)
 	o.src.addPeerFlags(f)
+	o.replicas.addFlags(f)
 	f.StringVar(&o.db, "db", "", "store file (created if missing)")
 	f.DurationVar(&o.lockTimeout, "lock-timeout", aggregate.DefaultLockTimeout, "how long to wait for another process to release the store")
 	f.IntVar(&o.batchSize, "batch-size", aggregate.DefaultBatchSize, "flows per store commit")
@@ -152,6 +158,14 @@ func (o *runOptions) validate() error {
 	}
 	if err := o.src.validate(); err != nil {
 		errs = append(errs, err)
+	}
+	rc, err := o.replicas.config(o.src, o.metricsAddr)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	o.replicaSet = rc
+	if o.replicas.enabled() && (o.applies() || o.gitops.Enabled()) && !o.leaderElect {
+		errs = append(errs, fmt.Errorf("--%s %d with delivery (--apply, --dry-run, --git-url) needs --leader-elect: every replica would deliver", flagReplicas, o.replicas.count))
 	}
 	if o.once && o.src.fromRelay() {
 		errs = append(errs, errors.New("--once needs --flows: a relay stream does not end"))
@@ -239,6 +253,17 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		pods = &flows.LivePods{}
 		o.src.pods = pods
 	}
+	// With replicas the node source reads this replica's nodes, starting a node that moved
+	// here where the others' summaries say it was read to; positions is set once it exists.
+	var set *replicas.Set
+	var positions func() (*flows.Cursor, error)
+	if o.replicas.enabled() {
+		local := replicas.Local{Snapshot: agg.Snapshot, Positions: func() (*flows.Cursor, error) { return positions() }}
+		if set, err = replicas.New(o.replicaSet, local, nil, log, reg); err != nil {
+			return err
+		}
+		o.src.assign, o.src.start = set.Assignment(), set.Start
+	}
 	src, err := o.src.build(ctx, log, nil)
 	if err != nil {
 		return err
@@ -253,6 +278,12 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	if src.live != nil {
 		src.live.RegisterMetrics(reg)
 		deps.Relay = src.live
+	}
+	if set != nil {
+		positions = replicas.StorePositions(store, src.nodes)
+		deps.Snapshot = set.Snapshot
+		deps.Routes = map[string]http.Handler{"GET " + replicas.SummaryPath: set.Handler()}
+		log.Info("replica of a set sharing the nodes", "index", o.replicaSet.Self, "replicas", len(o.replicaSet.URLs))
 	}
 	if o.metricsAddr != "" {
 		if deps.MetricsListener, err = net.Listen("tcp", o.metricsAddr); err != nil {

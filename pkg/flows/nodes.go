@@ -65,7 +65,9 @@ type NodesConfig struct {
 	Assignment Assignment
 	// Start, when set, gives the cursor a node's read starts from when this source begins
 	// reading it (nil: from the oldest flow the node holds). A node that moved from another
-	// replica starts where that replica's store stopped, so nothing is counted twice.
+	// replica starts where that replica's store stopped, so nothing is counted twice. It is
+	// called with the source's lock held: it must not call back into the source. A node
+	// this source read before starts where it stopped, whatever Start says.
 	Start func(node string) *Cursor
 	// Buffer bounds the events read ahead of Recv (default DefaultNodeBuffer); a full
 	// buffer stops the node streams (backpressure), it never drops.
@@ -529,8 +531,16 @@ func (s *NodesSource) startReader(name string, a announced) error {
 	if a.tls {
 		cfg.TLSServerName = a.serverName
 	}
+	// Where this source stopped reading the node before (it left and came back), or where
+	// another replica did: the furthest of both.
+	start := s.past.Node(name)
 	if s.cfg.Start != nil {
-		cfg.Cursor = s.cfg.Start(name)
+		if c := s.cfg.Start(name); c != nil {
+			start.Merge(c)
+		}
+	}
+	if start.Len() > 0 {
+		cfg.Cursor = start
 	}
 	src, err := NewRelaySource(cfg, s.norm, s.log.With("node", name))
 	if err != nil {

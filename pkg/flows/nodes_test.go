@@ -48,8 +48,8 @@ func startNodes(t *testing.T) []*testNode {
 		srv, addr := serve(t, rec, replay.Options{Follow: true}, "127.0.0.1:0")
 		out = append(out, &testNode{name: name, addr: addr, srv: srv, want: expected(t, byNode[name])})
 	}
-	if len(out) < 5 {
-		t.Fatalf("recordings hold %d nodes, the test needs 5", len(out))
+	if len(out) < 6 {
+		t.Fatalf("recordings hold %d nodes, the test needs 6", len(out))
 	}
 	return out
 }
@@ -141,7 +141,7 @@ func TestNodesSourceFollowsPeers(t *testing.T) {
 	nodes := startNodes(t)
 	a, b, c, d, e := nodes[0], nodes[1], nodes[2], nodes[3], nodes[4]
 	ps, addr := startPeers(t, a, b)
-	// b's position when it leaves; Start hands it back when b returns.
+	// starts are the positions another replica read nodes to, by name.
 	var mu sync.Mutex
 	starts := map[string]*flows.Cursor{}
 	src := newNodes(t, flows.NodesConfig{Peers: addr, Start: func(node string) *flows.Cursor {
@@ -170,16 +170,19 @@ func TestNodesSourceFollowsPeers(t *testing.T) {
 		t.Fatalf("nodes read after %s left = %v, want %v", b.name, g, w)
 	}
 
-	// b returns, starting where it stopped: nothing of it again. e's events prove b's stream
-	// was opened before them.
+	// b returns and starts where this source stopped reading it; f, never read here, starts
+	// where Start says another replica stopped: nothing of either again. e's events prove
+	// both streams were opened before them (announcements are applied in order).
+	f := nodes[5]
 	cur := flows.NewCursor()
-	for _, ev := range b.want {
+	for _, ev := range f.want {
 		cur.Advance(ev)
 	}
 	mu.Lock()
-	starts[b.name] = cur
+	starts[f.name] = cur
 	mu.Unlock()
 	ps.Add(peerOf(b))
+	ps.Add(peerOf(f))
 	ps.Add(peerOf(e))
 	got = readN(t, ctx, src, len(e.want))
 	sameSet(t, got, wantOf(e))
@@ -202,7 +205,7 @@ func TestNodesSourceFollowsPeers(t *testing.T) {
 		}
 		perNode += n.Stats.Events
 	}
-	// b's second reader delivered nothing; a, c, d, e's still count what they read.
+	// b's second reader and f's delivered nothing; a, c, d, e's still count what they read.
 	if w := uint64(len(wantOf(a, c, d, e))); perNode != w {
 		t.Errorf("per-node events sum to %d, want %d", perNode, w)
 	}
