@@ -224,7 +224,9 @@ func (o *sourceOptions) build(ctx context.Context, log *slog.Logger, cursor *flo
 		if err != nil {
 			return nil, err
 		}
-		return &builtSource{Source: flows.NewFolder(nsrc, nsrc.Stats()), stats: nsrc.Stats(), live: nsrc, nodes: nsrc, norm: norm, close: nsrc.Close}, nil
+		// Folded per node inside (flows.NodesSource): folding the merge again would make
+		// the counts depend on arrival order.
+		return &builtSource{Source: nsrc, stats: nsrc.Stats(), live: nsrc, nodes: nsrc, norm: norm, close: nsrc.Close}, nil
 	}
 	cfg := o.relay
 	cfg.Follow = o.follow

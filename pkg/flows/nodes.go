@@ -132,8 +132,14 @@ type NodeState struct {
 // gives to another replica, has its stream closed; an updated address or certificate name
 // reopens it. Every node counts into the source's Stats and its own (Nodes).
 //
-// Like Relay's stream, the merged stream is in no order across nodes; each node's is in
-// that node's order. Run the Folder over it, as over a relay stream.
+// Each node's stream is folded on its own (a Folder per node, before the merge): the Folder
+// needs its input in time order, which holds for one node's stream but not for streams
+// merged in arrival order (nodes replay their buffers at different paces). The merged stream
+// is in no order across nodes. A connection observed at both ends on two nodes is therefore
+// counted once per node, where a folded relay stream counts it once: edges, first and last
+// seen are the same, counts of such edges higher. In exchange what is counted does not
+// depend on arrival order, nor on how replicas split the nodes. Do not fold the merged
+// stream again.
 //
 // The first Recv starts the Peer service watch and the node readers, one goroutine each;
 // Close stops them all and waits. Recv and Close must be called from one goroutine; State,
@@ -184,10 +190,12 @@ type announced struct {
 type nodeReader struct {
 	node   announced
 	src    *RelaySource
+	fold   *Folder // over the reader itself (Recv below)
 	cancel context.CancelFunc
 	done   chan struct{}
-	// mu guards pos, the events read from the node, advanced as src's own cursor is (which
-	// only src's goroutine may read) so that Positions can read it from any goroutine.
+	// mu guards pos, the records read from the node (folded ones too), advanced as src's own
+	// cursor is (which only src's goroutine may read) so that Positions can read it from
+	// any goroutine.
 	mu  sync.Mutex
 	pos *Cursor
 }
@@ -196,6 +204,18 @@ func (r *nodeReader) position() *Cursor {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.pos.Clone()
+}
+
+// Recv reads the node's stream for the node's Folder, keeping pos.
+func (r *nodeReader) Recv(ctx context.Context) (*Event, error) {
+	ev, err := r.src.Recv(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.pos.Advance(ev)
+	r.mu.Unlock()
+	return ev, nil
 }
 
 // NewNodesSource validates cfg and prepares the Peer service client; nothing connects
@@ -549,6 +569,7 @@ func (s *NodesSource) startReader(name string, a announced) error {
 	src.stats.parent = &s.stats
 	ctx, cancel := context.WithCancel(s.ctx)
 	r := &nodeReader{node: a, src: src, cancel: cancel, done: make(chan struct{}), pos: src.Cursor()}
+	r.fold = NewFolder(r, src.Stats())
 	s.readers[name] = r
 	s.wg.Add(1)
 	go func() {
@@ -565,7 +586,7 @@ func (s *NodesSource) startReader(name string, a announced) error {
 // is no Hubble), retried at the longest backoff since an operator has to fix it.
 func (s *NodesSource) read(ctx context.Context, r *nodeReader) {
 	for {
-		ev, err := r.src.Recv(ctx)
+		ev, err := r.fold.Recv(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -580,9 +601,6 @@ func (s *NodesSource) read(ctx context.Context, r *nodeReader) {
 			}
 			continue
 		}
-		r.mu.Lock()
-		r.pos.Advance(ev)
-		r.mu.Unlock()
 		select {
 		case s.events <- ev:
 		case <-ctx.Done():

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -17,12 +18,15 @@ import (
 	"github.com/recommender/recommender/pkg/replay"
 )
 
-// testNode is one replay server standing in for a node's Hubble server.
+// testNode is one replay server standing in for a node's Hubble server; want is what the
+// node source delivers of it.
 type testNode struct {
 	name string
 	addr string
 	srv  *replay.Server
 	want []*flows.Event
+	// raw is every event the node's stream carries, folded ones too: what cursors cover.
+	raw []*flows.Event
 }
 
 // startNodes splits the bundled recordings by the node that observed each record and serves
@@ -46,12 +50,32 @@ func startNodes(t *testing.T) []*testNode {
 			t.Fatal(err)
 		}
 		srv, addr := serve(t, rec, replay.Options{Follow: true}, "127.0.0.1:0")
-		out = append(out, &testNode{name: name, addr: addr, srv: srv, want: expected(t, byNode[name])})
+		raw := expected(t, byNode[name])
+		out = append(out, &testNode{name: name, addr: addr, srv: srv, want: folded(t, raw), raw: raw})
 	}
 	if len(out) < 6 {
 		t.Fatalf("recordings hold %d nodes, the test needs 6", len(out))
 	}
 	return out
+}
+
+// sliceSource delivers events from memory.
+type sliceSource []*flows.Event
+
+func (s *sliceSource) Recv(context.Context) (*flows.Event, error) {
+	if len(*s) == 0 {
+		return nil, io.EOF
+	}
+	ev := (*s)[0]
+	*s = (*s)[1:]
+	return ev, nil
+}
+
+// folded is what a Folder over evs delivers: the node source folds each node's stream.
+func folded(t *testing.T, evs []*flows.Event) []*flows.Event {
+	t.Helper()
+	src := sliceSource(evs)
+	return readN(t, t.Context(), flows.NewFolder(&src, nil), -1)
 }
 
 func peerOf(n *testNode) replay.Peer { return replay.Peer{Name: n.name, Address: n.addr} }
@@ -175,7 +199,7 @@ func TestNodesSourceFollowsPeers(t *testing.T) {
 	// both streams were opened before them (announcements are applied in order).
 	f := nodes[5]
 	cur := flows.NewCursor()
-	for _, ev := range f.want {
+	for _, ev := range f.raw {
 		cur.Advance(ev)
 	}
 	mu.Lock()
@@ -187,16 +211,24 @@ func TestNodesSourceFollowsPeers(t *testing.T) {
 	got = readN(t, ctx, src, len(e.want))
 	sameSet(t, got, wantOf(e))
 
-	all := wantOf(a, b, c, d, e)
-	sum := src.Stats().Snapshot()
-	var lost uint64
-	for _, ev := range all {
-		if ev.Kind == flows.KindLost {
-			lost += ev.Lost.Count
+	// Stats count what the node streams carried (as a relay source's do); what the nodes'
+	// Folders dropped is counted as skipped.
+	rawOf := func(ns ...*testNode) (n, lost uint64) {
+		for _, nd := range ns {
+			for _, ev := range nd.raw {
+				n++
+				if ev.Kind == flows.KindLost {
+					lost += ev.Lost.Count
+				}
+			}
 		}
+		return n, lost
 	}
-	if sum.Events != uint64(len(all)) || sum.Lost != lost {
-		t.Errorf("stats: %d events, %d lost; want %d, %d", sum.Events, sum.Lost, len(all), lost)
+	sum := src.Stats().Snapshot()
+	events, lost := rawOf(a, b, c, d, e)
+	folded := uint64(len(wantOf(a, b, c, d, e)))
+	if sum.Events != events || sum.Lost != lost || sum.SkippedBy[flows.SkipDuplicate] != events-folded {
+		t.Errorf("stats: %d events, %d lost, %d duplicates; want %d, %d, %d", sum.Events, sum.Lost, sum.SkippedBy[flows.SkipDuplicate], events, lost, events-folded)
 	}
 	var perNode uint64
 	for _, n := range src.Nodes() {
@@ -206,7 +238,7 @@ func TestNodesSourceFollowsPeers(t *testing.T) {
 		perNode += n.Stats.Events
 	}
 	// b's second reader and f's delivered nothing; a, c, d, e's still count what they read.
-	if w := uint64(len(wantOf(a, c, d, e))); perNode != w {
+	if w, _ := rawOf(a, c, d, e); perNode != w {
 		t.Errorf("per-node events sum to %d, want %d", perNode, w)
 	}
 	if st := src.State(); !st.Connected || st.LastError != nil {
@@ -343,8 +375,10 @@ func TestNodesSourcePositions(t *testing.T) {
 	ps.Add(peerOf(nodes[2]))
 	readN(t, t.Context(), src, len(nodes[2].want))
 	want := flows.NewCursor()
-	for _, ev := range wantOf(a, b, nodes[2]) {
-		want.Advance(ev)
+	for _, n := range []*testNode{a, b, nodes[2]} {
+		for _, ev := range n.raw {
+			want.Advance(ev)
+		}
 	}
 	if got := src.Positions(); !got.Equal(want) {
 		t.Errorf("Positions() covers %d nodes, want %d, or positions differ", got.Len(), want.Len())

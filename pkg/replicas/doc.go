@@ -26,13 +26,15 @@
 // previous owner stored is not counted again. What the previous owner read after its last
 // summary was pulled and never committed is lost with it, as a crash loses the last batch.
 //
-// # Limits
+// # Counting
 //
-// A connection observed at both ends (egress on the client's node, ingress on the server's)
-// is folded into one observation by the flows.Folder of the replica that reads both nodes;
-// when two replicas read the two nodes, each counts its end. Edges, their first and last
-// seen and everything synthesis decides from are the same as one daemon's; the counts of
-// such edges are up to twice as high (TestReplicasMatchOneDaemon measures it).
+// Each node's stream is folded on its own (flows.NodesSource), so what a replica counts for
+// a node does not depend on which replica reads it, nor on the order node streams arrive in:
+// the merge equals what one daemon reading every node stores (TestReplicasMatchOneDaemon).
+// A connection observed at both ends on two nodes counts once per node, where a folded
+// relay stream counts it once: edges and their first and last seen are the same, counts of
+// such edges higher. A connection busy across a handover may count once more, at the new
+// owner's first record of it.
 //
 // It does not own the node streams (pkg/flows), the store (pkg/aggregate) or HTTP serving
 // (pkg/daemon serves Handler on the metrics listener).

@@ -137,7 +137,9 @@ func New(cfg Config, local Local, client *http.Client, log *slog.Logger, reg pro
 		cfg.Wait = DefaultWait
 	}
 	if client == nil {
-		client = &http.Client{}
+		// One pull per replica per sync: nothing to keep alive, and a kept or spare
+		// connection would hold up the other replica's HTTP shutdown.
+		client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: http.ProxyFromEnvironment}}
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
