@@ -176,7 +176,9 @@ func mergeHTTP(a, b []HTTPSample) []HTTPSample {
 		byKey[k] = &c
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(x, y key) int { return cmp.Or(strings.Compare(x.method, y.method), strings.Compare(x.shape, y.shape)) })
+	slices.SortFunc(keys, func(x, y key) int {
+		return cmp.Or(strings.Compare(x.method, y.method), strings.Compare(x.shape, y.shape))
+	})
 	out := make([]HTTPSample, len(keys))
 	for i, k := range keys {
 		out[i] = *byKey[k]
