@@ -96,7 +96,7 @@ func (o *replicaOptions) config(src *sourceOptions, metricsAddr string) (replica
 		errs = append(errs, fmt.Errorf("--%s lists %d URLs for --%s %d: give one per replica, or one with %s", flagReplicaURLs, len(urls), flagReplicas, o.count, indexPlaceholder))
 	}
 	cfg := replicas.Config{Self: idx, URLs: urls, Wait: o.wait}
-	if len(errs) == 0 {
+	if len(urls) == o.count {
 		if err := cfg.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("--%s/--%s: %w", flagReplicaIndex, flagReplicaURLs, err))
 		}

@@ -164,9 +164,6 @@ func (o *runOptions) validate() error {
 		errs = append(errs, err)
 	}
 	o.replicaSet = rc
-	if o.replicas.enabled() && (o.applies() || o.gitops.Enabled()) && !o.leaderElect {
-		errs = append(errs, fmt.Errorf("--%s %d with delivery (--apply, --dry-run, --git-url) needs --leader-elect: every replica would deliver", flagReplicas, o.replicas.count))
-	}
 	if o.once && o.src.fromRelay() {
 		errs = append(errs, errors.New("--once needs --flows: a relay stream does not end"))
 	}
@@ -177,6 +174,9 @@ func (o *runOptions) validate() error {
 	o.cluster.DryRun = cluster.DryRunMode(o.dryRun)
 	if err := o.cluster.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if o.replicas.enabled() && (o.applies() || o.gitops.Enabled()) && !o.leaderElect {
+		errs = append(errs, fmt.Errorf("--%s %d with delivery (--apply, --dry-run, --git-url) needs --leader-elect: every replica would deliver", flagReplicas, o.replicas.count))
 	}
 	if o.gitops.Enabled() {
 		if err := o.gitops.Validate(); err != nil {
