@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -17,7 +19,9 @@ import (
 	"github.com/recommender/recommender/internal/flowgen"
 	"github.com/recommender/recommender/pkg/aggregate"
 	"github.com/recommender/recommender/pkg/flows"
+	"github.com/recommender/recommender/pkg/lifecycle"
 	"github.com/recommender/recommender/pkg/replay"
+	"github.com/recommender/recommender/pkg/synth"
 )
 
 // nodeReaders are the node counts BenchmarkNodeReaders reads (issue 19.3).
@@ -50,12 +54,14 @@ func splitNodes(recs []*observerpb.GetFlowsResponse, k int) [][]*observerpb.GetF
 }
 
 // BenchmarkNodeReaders reads the synthetic cluster's day from k nodes' Hubble servers (replay
-// servers announced by a Peer service stand-in, in this process) two ways, one op per record:
+// servers announced by a Peer service stand-in, in this process) three ways, one op per record:
 //
 //   - reference: k gRPC streams received and decoded in full, concurrently (replay.Drain);
 //   - ingest: the node source (--hubble-peers: Peer service, one stream per node, selective
 //     decoding, a Folder per node) -> aggregate -> store, as BenchmarkDaemonIngest/ingest
-//     reads one relay stream.
+//     reads one relay stream;
+//   - daemon: `run --hubble-peers` (daemon.New + Run with the audit tap) on the store that
+//     learned the cluster, as BenchmarkDaemonIngest/daemon.
 //
 // Besides flows/s it reports cpu-s/Mflows, the process's CPU seconds per million records:
 // what sizes a deployment. The replay servers run in the same process, so the figure holds
@@ -153,5 +159,74 @@ func BenchmarkNodeReaders(b *testing.B) {
 			reportRecords(b, n)
 			b.ReportMetric((cpuSeconds(b)-cpu)*1e6/float64(n), "cpu-s/Mflows")
 		})
+
+		b.Run(fmt.Sprintf("readers=%d/daemon", k), func(b *testing.B) {
+			if b.N > *ingestRecords {
+				b.Fatalf("-benchtime=%dx is more than the nodes hold; raise -ingest.records", b.N)
+			}
+			db := filepath.Join(b.TempDir(), "store.db")
+			copyFile(b, learned, db)
+			lim := newRecordLimit(b.N)
+			d := newNodesDaemon(b, db, peerAddr, lim)
+			d.start()
+			d.waitSynced(b)
+			cpu := cpuSeconds(b)
+			b.ReportAllocs()
+			b.ResetTimer()
+			close(lim.open)
+			select {
+			case <-lim.eof:
+			case err := <-d.done:
+				b.Fatalf("daemon ended early: %v", err)
+			}
+			b.StopTimer()
+			n := lim.received()
+			reportRecords(b, n)
+			b.ReportMetric((cpuSeconds(b)-cpu)*1e6/float64(n), "cpu-s/Mflows")
+			d.shutdown(b)
+		})
 	}
+}
+
+// newNodesDaemon is newBenchDaemon reading the nodes (run --hubble-peers) instead of a relay.
+func newNodesDaemon(b *testing.B, dbPath, peers string, lim *recordLimit) *nodesDaemon {
+	b.Helper()
+	reg := newWatchRegistry("recommender_would_deny_flows_total", "recommender_sync_runs_total", "recommender_workloads")
+	store, err := aggregate.Open(dbPath, aggregate.Options{Registerer: reg})
+	if err != nil {
+		b.Fatal(err)
+	}
+	agg, err := aggregate.NewAggregator(aggregate.Config{}, nil, reg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ns, err := flows.NewNodesSource(flows.NodesConfig{Peers: peers}, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lc := lifecycle.DefaultConfig()
+	lc.Learn = true
+	dm, err := New(Config{
+		SyncInterval: benchSyncInterval,
+		Lifecycle:    lc,
+		Synth:        synth.DefaultConfig(),
+		Ingest:       aggregate.IngesterConfig{Retention: 30 * 24 * time.Hour},
+	}, Deps{Registry: reg, Source: lim.wrap(ns, ns.Stats()), Stats: ns.Stats(), Relay: ns, Store: store, Aggregator: agg})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &nodesDaemon{benchDaemon: &benchDaemon{dm: dm, reg: reg, store: store, done: make(chan error, 1)}, nodes: ns}
+}
+
+// nodesDaemon is a benchDaemon whose source is the node source.
+type nodesDaemon struct {
+	*benchDaemon
+	nodes *flows.NodesSource
+}
+
+// start runs the daemon in the background until shutdown.
+func (d *nodesDaemon) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	d.stop = cancel
+	go func() { d.done <- errors.Join(d.dm.Run(ctx), d.nodes.Close(), d.store.Close()) }()
 }
