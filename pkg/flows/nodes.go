@@ -235,6 +235,9 @@ func NewNodesSource(cfg NodesConfig, norm *Normalizer, log *slog.Logger) (*Nodes
 		cfg.Buffer = DefaultNodeBuffer
 	}
 	cfg.Relay.Follow, cfg.Relay.Retries, cfg.Relay.Nodes, cfg.Relay.Cursor = true, 0, nil, nil
+	// One TLS setting for the Peer service and the nodes, as in Relay: tls:// on the Peer
+	// service's address turns it on for both.
+	cfg.Relay.TLS = cfg.Relay.TLS || strings.HasPrefix(cfg.Peers, tlsPrefix)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

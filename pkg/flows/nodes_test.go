@@ -27,6 +27,8 @@ type testNode struct {
 	want []*flows.Event
 	// raw is every event the node's stream carries, folded ones too: what cursors cover.
 	raw []*flows.Event
+	// recs are the node's records.
+	recs []*observerpb.GetFlowsResponse
 }
 
 // startNodes splits the bundled recordings by the node that observed each record and serves
@@ -51,7 +53,7 @@ func startNodes(t *testing.T) []*testNode {
 		}
 		srv, addr := serve(t, rec, replay.Options{Follow: true}, "127.0.0.1:0")
 		raw := expected(t, byNode[name])
-		out = append(out, &testNode{name: name, addr: addr, srv: srv, want: folded(t, raw), raw: raw})
+		out = append(out, &testNode{name: name, addr: addr, srv: srv, want: folded(t, raw), raw: raw, recs: byNode[name]})
 	}
 	if len(out) < 6 {
 		t.Fatalf("recordings hold %d nodes, the test needs 6", len(out))

@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
@@ -11,6 +12,7 @@ import (
 
 	peerpb "github.com/cilium/cilium/api/v1/peer"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 // Peer is one node as Hubble's Peer service announces it.
@@ -87,12 +89,20 @@ func NewPeerServer(peers ...Peer) *PeerServer {
 
 // Start listens on addr ("127.0.0.1:0" for any free port) and serves in the background; it
 // returns the bound address.
-func (s *PeerServer) Start(addr string) (string, error) {
+func (s *PeerServer) Start(addr string) (string, error) { return s.StartTLS(addr, nil) }
+
+// StartTLS is Start serving TLS with tc (nil: plain gRPC), as the agents' Peer service
+// behind the hubble-peer Service does.
+func (s *PeerServer) StartTLS(addr string, tc *tls.Config) (string, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", fmt.Errorf("listen %s: %w", addr, err)
 	}
-	gs := grpc.NewServer()
+	var opts []grpc.ServerOption
+	if tc != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	gs := grpc.NewServer(opts...)
 	peerpb.RegisterPeerServer(gs, s)
 	s.mu.Lock()
 	if s.grpc != nil {
