@@ -52,6 +52,8 @@ for ((round = 0; round < (count > 3 ? count : 3); round++)); do
 	bench daemon '^BenchmarkDaemonIngest$' "${records}x" 1 -ingest.records "$records"
 done
 bench daemon '^BenchmarkDaemonLatency$' 10000x "$count"
+# Reading the nodes (issue 19.3): 1, 2 and 4 node streams through the node source.
+bench daemon '^BenchmarkNodeReaders$' "${records}x" "$count" -ingest.records "$records"
 flows=(1000000 3000000)
 [[ -n "${BENCH_FULL:-}" ]] && flows=(1000000 10000000)
 for n in "${flows[@]}"; do

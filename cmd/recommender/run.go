@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"time"
 
@@ -26,12 +27,16 @@ import (
 	"github.com/recommender/recommender/pkg/flows"
 	"github.com/recommender/recommender/pkg/gitops"
 	"github.com/recommender/recommender/pkg/lifecycle"
+	"github.com/recommender/recommender/pkg/replicas"
 	"github.com/recommender/recommender/pkg/synth"
 )
 
 // runOptions are the flags of `recommender run`.
 type runOptions struct {
-	src *sourceOptions
+	src      *sourceOptions
+	replicas replicaOptions
+	// replicaSet is the settled replica configuration (validate), zero without replicas.
+	replicaSet replicas.Config
 
 	db            string
 	lockTimeout   time.Duration
@@ -104,6 +109,8 @@ GitOps pull requests (--git-url). SIGTERM commits the last batch before exiting.
 	}
 	f := cmd.Flags()
 	o.src.addFlags(f)
+	o.src.addPeerFlags(f)
+	o.replicas.addFlags(f)
 	f.StringVar(&o.db, "db", "", "store file (created if missing)")
 	f.DurationVar(&o.lockTimeout, "lock-timeout", aggregate.DefaultLockTimeout, "how long to wait for another process to release the store")
 	f.IntVar(&o.batchSize, "batch-size", aggregate.DefaultBatchSize, "flows that make a store commit due (a batch grows up to 4x while the previous commit is written; a crash loses at most that)")
@@ -154,6 +161,11 @@ func (o *runOptions) validate() error {
 	if err := o.src.validate(); err != nil {
 		errs = append(errs, err)
 	}
+	rc, err := o.replicas.config(o.src, o.metricsAddr)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	o.replicaSet = rc
 	if o.once && o.src.fromRelay() {
 		errs = append(errs, errors.New("--once needs --flows: a relay stream does not end"))
 	}
@@ -168,6 +180,9 @@ func (o *runOptions) validate() error {
 	}
 	if err := o.cluster.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if o.replicas.enabled() && (o.applies() || o.gitops.Enabled()) && !o.leaderElect {
+		errs = append(errs, fmt.Errorf("--%s %d with delivery (--apply, --dry-run, --git-url) needs --leader-elect: every replica would deliver", flagReplicas, o.replicas.count))
 	}
 	if o.gitops.Enabled() {
 		if err := o.gitops.Validate(); err != nil {
@@ -229,6 +244,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	if err != nil {
 		return err
 	}
+	o.src.peerCluster = synthCfg.ClusterName
 	log, err := g.stderrLogger()
 	if err != nil {
 		return err
@@ -256,6 +272,17 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		pods = &flows.LivePods{}
 		o.src.pods = pods
 	}
+	// With replicas the node source reads this replica's nodes, starting a node that moved
+	// here where the others' summaries say it was read to; positions is set once it exists.
+	var set *replicas.Set
+	var positions func() (*flows.Cursor, error)
+	if o.replicas.enabled() {
+		local := replicas.Local{Snapshot: agg.Snapshot, Positions: func() (*flows.Cursor, error) { return positions() }}
+		if set, err = replicas.New(o.replicaSet, local, nil, log, reg); err != nil {
+			return err
+		}
+		o.src.assign, o.src.start = set.Assignment(), set.Start
+	}
 	src, err := o.src.build(ctx, log, nil)
 	if err != nil {
 		return err
@@ -267,9 +294,15 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		Log: log, Registry: reg, Source: src, Stats: src.stats,
 		Store: store, Aggregator: agg, Unresolved: src.norm.Unresolved,
 	}
-	if src.relay != nil {
-		src.relay.RegisterMetrics(reg)
-		deps.Relay = src.relay
+	if src.live != nil {
+		src.live.RegisterMetrics(reg)
+		deps.Relay = src.live
+	}
+	if set != nil {
+		positions = replicas.StorePositions(store, src.nodes)
+		deps.Snapshot = set.Snapshot
+		deps.Routes = map[string]http.Handler{"GET " + replicas.SummaryPath: set.Handler()}
+		log.Info("replica of a set sharing the nodes", "index", o.replicaSet.Self, "replicas", len(o.replicaSet.URLs))
 	}
 	if o.metricsAddr != "" {
 		if deps.MetricsListener, err = net.Listen("tcp", o.metricsAddr); err != nil {
@@ -310,6 +343,9 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		return err
 	}
 	source := "relay " + o.src.relay.Server
+	if o.src.fromPeers() {
+		source = "nodes via peer service " + o.src.peers
+	}
 	if !o.src.fromRelay() {
 		source = fmt.Sprintf("files %v", o.src.files)
 	}

@@ -32,6 +32,16 @@ func TestRunFlagErrors(t *testing.T) {
 		{"node shard applying CNPs", []string{"--node-name", "n1", "--policy-kind", "CiliumNetworkPolicy", "--apply", "enforce"}, "a shard cannot also deliver"},
 		{"unknown policy kind", []string{"--flows", "../../testdata/flows", "--policy-kind", "NetworkPolicy"}, "--policy-kind"},
 		{"files and relay", []string{"--flows", "../../testdata/flows", "--hubble-server", "127.0.0.1:4245"}, "exclude each other"},
+		{"files and nodes", []string{"--flows", "../../testdata/flows", "--hubble-peers", "127.0.0.1:4244"}, "--flows and --hubble-peers exclude each other"},
+		{"relay and nodes", []string{"--hubble-peers", "127.0.0.1:4244", "--hubble-server", "127.0.0.1:4245"}, "--hubble-server and --hubble-peers exclude each other"},
+		{"node shard with nodes", []string{"--hubble-peers", "127.0.0.1:4244", "--node-name", "kind-worker"}, "--node-name shards a relay stream"},
+		{"peer service without port", []string{"--hubble-peers", "hubble-peer"}, "--hubble-peers"},
+		{"replicas of a relay", []string{"--replicas", "2", "--replica-index", "0", "--replica-urls", "http://a:1,http://b:1"}, "needs --hubble-peers"},
+		{"replicas without summaries", []string{"--hubble-peers", "127.0.0.1:4244", "--replicas", "2", "--replica-index", "0", "--replica-urls", "http://a:1,http://b:1"}, "needs --metrics-addr"},
+		{"replica URLs short", []string{"--hubble-peers", "127.0.0.1:4244", "--replicas", "3", "--replica-index", "0", "--replica-urls", "http://a:1"}, "lists 1 URLs for --replicas 3"},
+		{"replica index outside", []string{"--hubble-peers", "127.0.0.1:4244", "--replicas", "2", "--replica-index", "2", "--replica-urls", "http://r-{index}:9962"}, "replica index 2"},
+		{"replica flag alone", []string{"--hubble-peers", "127.0.0.1:4244", "--replica-index", "1"}, "--replica-index needs --replicas above 1"},
+		{"replicas delivering", []string{"--hubble-peers", "127.0.0.1:4244", "--replicas", "2", "--replica-index", "0", "--replica-urls", "http://r-{index}:9962", "--apply", "enforce"}, "needs --leader-elect"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

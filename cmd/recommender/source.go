@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -31,12 +33,16 @@ const (
 	flagLabelInclude      = "label-include"
 	flagNamespace         = "namespace"
 	flagNodeName          = "node-name"
+	flagHubblePeers       = "hubble-peers"
 )
 
 // sourceOptions is the flow source a command reads: recorded files (--flows) or Hubble
 // Relay (--hubble-server, the default). Commands add its flags, validate, then build.
 type sourceOptions struct {
-	relay        flows.RelayConfig
+	relay flows.RelayConfig
+	// peers, when set (--hubble-peers, run only), reads every node's Hubble server found
+	// through this Peer service instead of Hubble Relay.
+	peers        string
 	files        []string
 	strict       bool
 	labelExclude []string
@@ -50,6 +56,12 @@ type sourceOptions struct {
 	// pods, set by a command connected to the cluster, names pods that flows carry without
 	// labels (a field-masked export, a pod the proxy saw as world).
 	pods flows.PodResolver
+	// assign and start, set by the daemon for --hubble-peers, split the nodes among replicas
+	// and start a node new to this replica where the others stopped (flows.NodesConfig).
+	assign flows.Assignment
+	start  func(node string) *flows.Cursor
+	// peerCluster names the cluster in the Peer service's default TLS server name.
+	peerCluster string
 
 	fs *pflag.FlagSet
 }
@@ -77,6 +89,14 @@ func (o *sourceOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.relay.Nodes, flagNodeName, nil, "shard: only flows observed on these nodes (filtered by Hubble Relay)")
 }
 
+// addPeerFlags adds --hubble-peers (the daemon only: the node streams never end).
+func (o *sourceOptions) addPeerFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.peers, flagHubblePeers, "", `read every node's Hubble server directly, finding the nodes through Hubble's Peer service at this address (host:port, "tls://" implies --tls, or unix:///var/run/cilium/hubble.sock), instead of Hubble Relay; the TLS flags apply to the Peer service and the nodes, --tls-server-name is the Peer service's (default with TLS: hubble-peer.<cluster>.hubble-grpc.cilium.io)`)
+}
+
+// fromPeers reports whether the source is every node's Hubble server (--hubble-peers).
+func (o *sourceOptions) fromPeers() bool { return o.peers != "" }
+
 // flowArgs accepts arguments as more recordings when --flows was given: a shell glob after
 // --flows (--flows testdata/flows/*.jsonl) expands to several words, and the words after the
 // first are recordings too, not stray arguments. Every command taking --flows uses it and
@@ -89,11 +109,15 @@ func flowArgs(cmd *cobra.Command, args []string) error {
 }
 
 // fromRelay reports whether the source is Hubble Relay rather than files.
+// (Reading the nodes counts as a relay: a live source over the same TLS flags.)
 func (o *sourceOptions) fromRelay() bool { return len(o.files) == 0 }
 
 // validate checks the flags before anything is opened.
 func (o *sourceOptions) validate() error {
 	if !o.fromRelay() {
+		if o.fromPeers() {
+			return fmt.Errorf("--%s and --%s exclude each other: read the nodes or files", flagFlows, flagHubblePeers)
+		}
 		if o.fs != nil {
 			for _, f := range []string{flagHubbleServer, flagTLS, flagTLSAllowInsecure, flagTLSCACertFiles, flagTLSClientCertFile, flagTLSClientKeyFile, flagTLSServerName, flagTimeout, flagNamespace, flagNodeName} {
 				if o.fs.Changed(f) {
@@ -107,10 +131,36 @@ func (o *sourceOptions) validate() error {
 	if o.strict {
 		return fmt.Errorf("--%s applies to --%s only", flagStrict, flagFlows)
 	}
+	if o.fromPeers() {
+		if o.fs != nil && o.fs.Changed(flagHubbleServer) {
+			return fmt.Errorf("--%s and --%s exclude each other: read Hubble Relay or the nodes", flagHubbleServer, flagHubblePeers)
+		}
+		if len(o.relay.Nodes) > 0 {
+			return fmt.Errorf("--%s shards a relay stream; with --%s the replicas split the nodes (--replicas)", flagNodeName, flagHubblePeers)
+		}
+		cfg := o.nodesConfig()
+		if err := cfg.Validate(); err != nil {
+			return fmt.Errorf("--%s: %w", flagHubblePeers, err)
+		}
+		return nil
+	}
 	if err := o.relay.Validate(); err != nil {
 		return fmt.Errorf("--%s: %w", flagHubbleServer, err)
 	}
 	return nil
+}
+
+// nodesConfig is the node source's configuration from the flags.
+func (o *sourceOptions) nodesConfig() flows.NodesConfig {
+	cfg := flows.NodesConfig{Peers: o.peers, Relay: o.relay, Assignment: o.assign, Start: o.start}
+	cfg.Relay.Server = ""
+	tlsOn := cfg.Relay.TLS || strings.HasPrefix(o.peers, "tls://")
+	if tlsOn && cfg.Relay.TLSServerName == "" && !strings.HasPrefix(o.peers, "unix://") {
+		// The certificate of the Peer service carries this name, not the Service's DNS name;
+		// Hubble Relay checks the same.
+		cfg.Relay.TLSServerName = flows.PeerTLSServerName(o.peerCluster)
+	}
+	return cfg
 }
 
 // builtSource is a ready flow source: both-end observations folded into one (flows.Folder),
@@ -119,11 +169,19 @@ type builtSource struct {
 	flows.Source
 	// stats counts what the source read; folded duplicates count as skipped.
 	stats *flows.Stats
-	// relay is the underlying relay source (state, cursor), nil when reading files.
-	relay *flows.RelaySource
+	// live is the relay or node source (state and metrics), nil when reading files.
+	live liveSource
+	// nodes is the node source (--hubble-peers), nil otherwise.
+	nodes *flows.NodesSource
 	// norm names the pods whose flows were skipped for want of labels.
 	norm  *flows.Normalizer
 	close func() error
+}
+
+// liveSource is what the daemon reads from a relay or node source.
+type liveSource interface {
+	State() flows.RelayState
+	RegisterMetrics(reg prometheus.Registerer)
 }
 
 // printUnresolved lists, per pod, the flows skipped because no selector could be written for
@@ -161,6 +219,15 @@ func (o *sourceOptions) build(ctx context.Context, log *slog.Logger, cursor *flo
 		}
 		return &builtSource{Source: flows.NewFolder(fsrc, fsrc.Stats()), stats: fsrc.Stats(), norm: norm, close: fsrc.Close}, nil
 	}
+	if o.fromPeers() {
+		nsrc, err := flows.NewNodesSource(o.nodesConfig(), norm, log)
+		if err != nil {
+			return nil, err
+		}
+		// Folded per node inside (flows.NodesSource): folding the merge again would make
+		// the counts depend on arrival order.
+		return &builtSource{Source: nsrc, stats: nsrc.Stats(), live: nsrc, nodes: nsrc, norm: norm, close: nsrc.Close}, nil
+	}
 	cfg := o.relay
 	cfg.Follow = o.follow
 	cfg.Cursor = cursor
@@ -171,7 +238,7 @@ func (o *sourceOptions) build(ctx context.Context, log *slog.Logger, cursor *flo
 	if err != nil {
 		return nil, err
 	}
-	return &builtSource{Source: flows.NewFolder(rsrc, rsrc.Stats()), stats: rsrc.Stats(), relay: rsrc, norm: norm, close: rsrc.Close}, nil
+	return &builtSource{Source: flows.NewFolder(rsrc, rsrc.Stats()), stats: rsrc.Stats(), live: rsrc, norm: norm, close: rsrc.Close}, nil
 }
 
 // readEach is the one read loop of the commands that consume events themselves (flows,

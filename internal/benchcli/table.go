@@ -344,7 +344,7 @@ func render(w io.Writer, r *results) error {
 	tw := tabwriter.NewWriter(&buf, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "AREA\tCASE\tRESULT\tCOMPARED")
 	var rows []row
-	for _, f := range []func(*results) []row{ingestRows, memoryRows, synthesisRows, evaluationRows, latencyRows} {
+	for _, f := range []func(*results) []row{ingestRows, nodeRows, memoryRows, synthesisRows, evaluationRows, latencyRows} {
 		rows = append(rows, f(r)...)
 	}
 	for _, rw := range rows {

@@ -25,7 +25,8 @@ var later = map[string][]string{
 	"pkg/auditor":   {"pkg/cluster", "pkg/gitops", "pkg/daemon", "pkg/replay"},
 	"pkg/cluster":   {"pkg/audit", "pkg/lifecycle", "pkg/auditor", "pkg/gitops", "pkg/daemon", "pkg/replay"},
 	"pkg/gitops":    {"pkg/audit", "pkg/lifecycle", "pkg/auditor", "pkg/cluster", "pkg/daemon", "pkg/replay"},
-	"pkg/daemon":    {"pkg/replay"},
+	"pkg/daemon":    {"pkg/replay", "pkg/replicas"},
+	"pkg/replicas":  {"pkg/synth", "pkg/audit", "pkg/lifecycle", "pkg/auditor", "pkg/cluster", "pkg/gitops", "pkg/daemon", "pkg/replay"},
 }
 
 // Ensure no stage imports a stage to its right, and the streaming stages carry no heavy import.

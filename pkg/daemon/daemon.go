@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -127,6 +128,13 @@ type Deps struct {
 	// RefreshPods reads the cluster's pods again for the source's resolver of label-less pods
 	// (flows.LivePods); optional. It runs before every sync, the first one before any flow.
 	RefreshPods func(ctx context.Context) error
+	// Snapshot, when set, supplies the snapshot every sync synthesizes and audits from instead
+	// of the Aggregator's: with replicas splitting the nodes, the merge of all replicas'
+	// edges (pkg/replicas). The first sync, before any flow is read, calls it too. Optional.
+	Snapshot func(ctx context.Context) *aggregate.Snapshot
+	// Routes are more handlers served on MetricsListener, by ServeMux pattern (a replica's
+	// edge summary). Optional.
+	Routes map[string]http.Handler
 }
 
 // Daemon is the running pipeline: source -> store -> synthesis -> audit -> delivery.
@@ -196,7 +204,11 @@ func (dm *Daemon) Run(ctx context.Context) error {
 
 	var servers []httpServer
 	if dm.d.MetricsListener != nil {
-		servers = append(servers, httpServer{dm.d.MetricsListener, newMux(dm.d.Registry, dm.readiness(), false, dm.statusHandler())})
+		mux := newMux(dm.d.Registry, dm.readiness(), false, dm.statusHandler())
+		for pattern, h := range dm.d.Routes {
+			mux.Handle(pattern, h)
+		}
+		servers = append(servers, httpServer{dm.d.MetricsListener, mux})
 	}
 	if dm.d.PprofListener != nil {
 		servers = append(servers, httpServer{dm.d.PprofListener, newMux(dm.d.Registry, dm.readiness(), true, dm.statusHandler())})
@@ -389,7 +401,12 @@ func (dm *Daemon) refreshPods(ctx context.Context) {
 // sync runs one synthesis and delivery. conflicts reports that delivery left policies a human
 // has to look at (not owned, drift, refused prunes).
 func (dm *Daemon) sync(ctx context.Context) (conflicts bool, err error) {
-	snap := dm.d.Aggregator.Snapshot()
+	var snap *aggregate.Snapshot
+	if dm.d.Snapshot != nil {
+		snap = dm.d.Snapshot(ctx)
+	} else {
+		snap = dm.d.Aggregator.Snapshot()
+	}
 	res, err := synth.SynthesizeContext(ctx, snap, dm.cfg.Synth)
 	if err != nil {
 		return false, err

@@ -20,6 +20,7 @@ import (
 	"github.com/recommender/recommender/pkg/flows"
 	"github.com/recommender/recommender/pkg/gitops"
 	"github.com/recommender/recommender/pkg/lifecycle"
+	"github.com/recommender/recommender/pkg/replicas"
 	"github.com/recommender/recommender/pkg/synth"
 )
 
@@ -62,6 +63,18 @@ func TestMetricsDocUpToDate(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs.RegisterMetrics(reg)
+	// So does the node source (--hubble-peers), in place of the relay's: on a registry of its
+	// own, since both register the ingest lag. The replica set's pulls share the registry.
+	nreg := &describingRegistry{Registry: prometheus.NewPedanticRegistry()}
+	ns, err := flows.NewNodesSource(flows.NodesConfig{Peers: "127.0.0.1:1"}, nil, d.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.RegisterMetrics(nreg)
+	if _, err := replicas.New(replicas.Config{URLs: []string{"http://127.0.0.1:1"}}, replicas.Local{Snapshot: d.Aggregator.Snapshot, Positions: replicas.StorePositions(d.Store, ns)}, nil, d.Log, nreg); err != nil {
+		t.Fatal(err)
+	}
+	reg.descs = append(reg.descs, nreg.descs...)
 	// The delivery stages register theirs on the same registry (cmd/recommender run); nothing
 	// listens on port 1, and building them sends no request.
 	offline := &rest.Config{Host: "http://127.0.0.1:1"}

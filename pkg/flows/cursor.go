@@ -87,6 +87,37 @@ func (c *Cursor) Advance(ev *Event) {
 	}
 }
 
+// Merge advances c to o's position on every node where o is ahead: the later time, or at the
+// same time the union of the IDs delivered. Merging the cursors of replicas that read a node
+// one after the other gives where the node's next reader starts.
+func (c *Cursor) Merge(o *Cursor) {
+	if c.nodes == nil {
+		c.nodes = make(map[string]*nodePos)
+	}
+	for n, q := range o.nodes {
+		p, ok := c.nodes[n]
+		switch {
+		case !ok || q.time.After(p.time):
+			c.nodes[n] = &nodePos{time: q.time, ids: slices.Clone(q.ids)}
+		case q.time.Equal(p.time):
+			for _, id := range q.ids {
+				if !slices.Contains(p.ids, id) {
+					p.ids = append(p.ids, id)
+				}
+			}
+		}
+	}
+}
+
+// Node returns a cursor holding only node's position (empty when c has none).
+func (c *Cursor) Node(node string) *Cursor {
+	out := NewCursor()
+	if p, ok := c.nodes[node]; ok {
+		out.nodes[node] = &nodePos{time: p.time, ids: slices.Clone(p.ids)}
+	}
+	return out
+}
+
 // Clone returns an independent copy.
 func (c *Cursor) Clone() *Cursor {
 	out := NewCursor()

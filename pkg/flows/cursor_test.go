@@ -76,3 +76,32 @@ func TestCursorBinary(t *testing.T) {
 		}
 	}
 }
+
+// Ensure that Merge takes the later position per node and unions the IDs at equal times.
+func TestCursorMerge(t *testing.T) {
+	ev := func(node string, sec int, id uint64) *flows.Event {
+		return &flows.Event{Node: node, Time: time.Unix(int64(sec), 0).UTC(), ID: id}
+	}
+	a, b := flows.NewCursor(), flows.NewCursor()
+	a.Advance(ev("n1", 10, 1))
+	a.Advance(ev("n2", 5, 2))
+	b.Advance(ev("n1", 10, 3))
+	b.Advance(ev("n2", 7, 4))
+	b.Advance(ev("n3", 1, 5))
+	a.Merge(b)
+	for _, tc := range []struct {
+		ev   *flows.Event
+		seen bool
+	}{
+		{ev("n1", 10, 1), true}, {ev("n1", 10, 3), true}, {ev("n1", 10, 9), false},
+		{ev("n2", 6, 0), true}, {ev("n2", 7, 4), true}, {ev("n2", 8, 0), false},
+		{ev("n3", 1, 5), true}, {ev("n4", 0, 0), false},
+	} {
+		if got := a.Seen(tc.ev); got != tc.seen {
+			t.Errorf("merged Seen(%s %s %d) = %v, want %v", tc.ev.Node, tc.ev.Time, tc.ev.ID, got, tc.seen)
+		}
+	}
+	if got := a.Node("n2"); got.Len() != 1 || !got.Seen(ev("n2", 7, 4)) {
+		t.Errorf("Node(n2) = %d nodes, want n2's position alone", got.Len())
+	}
+}

@@ -1,6 +1,7 @@
 // Package flows reads Hubble flows and turns each record into one normalized Event, the type
-// every later stage consumes. It owns the two sources (Hubble Relay over gRPC: RelaySource;
-// recordings: FileSource), the Normalizer, and the Folder that delivers a connection observed
+// every later stage consumes. It owns the sources (Hubble Relay over gRPC: RelaySource; every
+// node's Hubble server, discovered through Hubble's Peer service: NodesSource; recordings:
+// FileSource), the Normalizer, and the Folder that delivers a connection observed
 // at both ends once. It does not aggregate (pkg/aggregate) and imports neither cilium.io/v2 nor
 // pkg/policy: the observer and flow protobufs stop here.
 //
@@ -34,6 +35,15 @@
 // keep pointers into a Flow after it returns; the tests in wire_test.go fail when it reads a
 // field outside WireFields or keeps such a pointer. A record that does not decode is counted
 // as malformed and skipped; the stream goes on.
+//
+// # Reading the nodes
+//
+// NodesSource does what Hubble Relay does, inside the daemon (issue 19): it follows the Peer
+// service's announcements (observer.Peer/Notify) and reads each node's Observer API with one
+// RelaySource per node, with the TLS options of the relay flags and the server name each
+// node is announced with. An Assignment splits the nodes among replicas (assign.go); a node
+// new to this replica can start at a cursor (NodesConfig.Start) so what another replica
+// stored is not read again. Node streams are merged in arrival order; Stats sum the nodes.
 //
 // # Recordings
 //

@@ -54,14 +54,56 @@ func (s *RelaySource) RegisterMetrics(reg prometheus.Registerer) {
 		Name: "recommender_relay_reconnects_total",
 		Help: "Hubble Relay streams reopened after an error.",
 	}, func() float64 { return float64(s.State().Reconnects) })
+	registerLag(f, s.State)
+}
+
+// registerLag exposes the ingest lag of a live source; the relay and the node source
+// register the same series, one of them per daemon.
+func registerLag(f promauto.Factory, state func() RelayState) {
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "recommender_ingest_lag_seconds",
-		Help: "Seconds between now and the time of the newest flow received from Hubble Relay.",
+		Help: "Seconds between now and the time of the newest flow received from Hubble Relay (or, reading the nodes, from any node).",
 	}, func() float64 {
-		last := s.State().LastEventTime
+		last := state().LastEventTime
 		if last.IsZero() {
 			return 0
 		}
 		return time.Since(last).Seconds()
 	})
+}
+
+// RegisterMetrics exposes the Peer service connection and the node streams on reg, read at
+// scrape time. Node names are no label (unbounded); Nodes lists them.
+func (s *NodesSource) RegisterMetrics(reg prometheus.Registerer) {
+	f := promauto.With(reg)
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "recommender_hubble_peers_connected",
+		Help: "1 while the Notify stream of Hubble's Peer service is open (--hubble-peers), else 0.",
+	}, func() float64 {
+		if s.peerConnected.Load() {
+			return 1
+		}
+		return 0
+	})
+	for _, state := range []string{"announced", "read", "connected"} {
+		f.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "recommender_hubble_nodes",
+			Help:        "Nodes the Peer service announced, those this replica reads (its assignment), and those with a stream open.",
+			ConstLabels: prometheus.Labels{"state": state},
+		}, func() float64 {
+			var n int
+			for _, ns := range s.Nodes() {
+				switch {
+				case state == "announced", state == "read" && ns.Read, state == "connected" && ns.Relay.Connected:
+					n++
+				}
+			}
+			return float64(n)
+		})
+	}
+	f.NewCounterFunc(prometheus.CounterOpts{
+		Name: "recommender_hubble_node_reconnects_total",
+		Help: "Node and Peer service streams reopened after an error.",
+	}, func() float64 { return float64(s.State().Reconnects) })
+	registerLag(f, s.State)
 }

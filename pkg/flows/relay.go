@@ -406,9 +406,9 @@ func (s *RelaySource) Recv(ctx context.Context) (*Event, error) {
 		}
 		s.cursor.Advance(ev)
 		if ev.Kind == KindLost {
-			s.stats.Lost.Add(ev.Lost.Count)
+			s.stats.lost(ev.Lost.Count)
 		}
-		s.stats.Events.Add(1)
+		s.stats.event()
 		if ns := ev.Time.UnixNano(); ns > s.lastEvent.Load() {
 			s.lastEvent.Store(ns)
 		}

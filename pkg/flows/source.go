@@ -32,6 +32,10 @@ type Stats struct {
 	// mu guards malformedAt, the first malformed records' places ("file:line: error").
 	mu          sync.Mutex
 	malformedAt []string
+
+	// parent, when set, counts everything this Stats counts as well: the per-node stats of a
+	// NodesSource roll up into the source's own. Set before the first count.
+	parent *Stats
 }
 
 // Skip counts one record that produced no event, for reason r.
@@ -39,6 +43,25 @@ func (s *Stats) Skip(r SkipReason) {
 	s.Skipped.Add(1)
 	if i := r.index(); i >= 0 {
 		s.byReason[i].Add(1)
+	}
+	if s.parent != nil {
+		s.parent.Skip(r)
+	}
+}
+
+// event counts one delivered event.
+func (s *Stats) event() {
+	s.Events.Add(1)
+	if s.parent != nil {
+		s.parent.event()
+	}
+}
+
+// lost counts n events Hubble reported lost.
+func (s *Stats) lost(n uint64) {
+	s.Lost.Add(n)
+	if s.parent != nil {
+		s.parent.lost(n)
 	}
 }
 
@@ -58,6 +81,9 @@ func (s *Stats) malformed(place string) {
 		s.malformedAt = append(s.malformedAt, place)
 	}
 	s.mu.Unlock()
+	if s.parent != nil {
+		s.parent.malformed(place)
+	}
 }
 
 // Summary is a plain copy of Stats for printing.

@@ -25,6 +25,12 @@
 // the same address; tests use this to check that clients resume without loss or duplicates.
 // Drain is the reference consumer: receive and decode only.
 //
+// # Peer service
+//
+// PeerServer stands in for Hubble's Peer service (observer.Peer/Notify, what Relay discovers
+// nodes with): tests run one replay Server per node and announce, update and delete them
+// while flows.NodesSource follows.
+//
 // It does not own normalization (pkg/flows) and never imports anything beyond pkg/flows and
-// the observer/flow protobufs.
+// the observer/flow/peer protobufs.
 package replay

@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"github.com/recommender/recommender/pkg/flows"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -44,6 +46,9 @@ type Options struct {
 	Follow bool
 	// Now replaces time.Now for what Rate makes available (tests).
 	Now func() time.Time
+	// TLS, when set, serves TLS with this configuration (tests of TLS clients, as a node's
+	// Hubble server with its certificate).
+	TLS *tls.Config
 }
 
 // Validate checks the options.
@@ -166,7 +171,11 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 }
 
 func (s *Server) newGRPC() *grpc.Server {
-	gs := grpc.NewServer(grpc.ForceServerCodecV2(rawCodec{}))
+	opts := []grpc.ServerOption{grpc.ForceServerCodecV2(rawCodec{})}
+	if s.opts.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.opts.TLS)))
+	}
+	gs := grpc.NewServer(opts...)
 	observerpb.RegisterObserverServer(gs, s)
 	return gs
 }

@@ -1,0 +1,211 @@
+package aggregate
+
+import (
+	"cmp"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/recommender/recommender/pkg/flows"
+)
+
+// Merge returns one snapshot of what several stores hold, as one store would hold it had it
+// aggregated all their flows: the snapshots of replicas that read disjoint sets of nodes
+// (issue 19), merged before synthesis. Nothing is counted twice as long as no flow went into
+// two of them; the replicas' split of the nodes and the handover cursor see to that.
+//
+//	what                          merged as
+//	workload, edge                the same key in several snapshots is one
+//	counts, flows, lost, overflow summed
+//	first seen / last seen, From  the earliest / the latest
+//	names, nodes, DNS names       union, sorted
+//	HTTP samples                  per method and path shape: counts summed, smallest path
+//	a port range (Collapsed)      absorbs the per-port edges of the same peer and protocol
+//	                              from the other snapshots: one replica reaching the port
+//	                              cap means the peer's ports are a range
+//
+// Nil snapshots are skipped; the inputs are not modified. The result carries no DNS ages,
+// so it is for synthesis and reports, not for loading into an Aggregator.
+func Merge(snaps ...*Snapshot) *Snapshot {
+	out := &Snapshot{Edges: map[string][]Edge{}, DNS: map[string][]string{}}
+	workloads := map[string]*Workload{}
+	lost := map[string]*NodeLost{}
+	churn := map[ChurningLabel]bool{}
+	// ranged marks the (workload, direction, peer, protocol) groups some snapshot collapsed.
+	ranged := map[string]bool{}
+	for _, s := range snaps {
+		if s == nil {
+			continue
+		}
+		for key, es := range s.Edges {
+			for i := range es {
+				if es[i].Collapsed {
+					ranged[groupKey(key, &es[i])] = true
+				}
+			}
+		}
+	}
+	edges := map[string]map[string]*Edge{} // workload key -> edge key -> edge
+	for _, s := range snaps {
+		if s == nil {
+			continue
+		}
+		out.From = earliest(out.From, s.From)
+		out.To = latest(out.To, s.To)
+		out.Flows += s.Flows
+		out.Overflow += s.Overflow
+		out.Rejected += s.Rejected
+		for i := range s.Workloads {
+			mergeWorkload(workloads, &s.Workloads[i])
+		}
+		for key, es := range s.Edges {
+			m := edges[key]
+			if m == nil {
+				m = map[string]*Edge{}
+				edges[key] = m
+			}
+			for i := range es {
+				mergeEdge(m, key, &es[i], ranged)
+			}
+		}
+		for _, l := range s.Lost {
+			if p, ok := lost[l.Node]; ok {
+				p.Lost += l.Lost
+				p.Last = latest(p.Last, l.Last)
+			} else {
+				c := l
+				lost[l.Node] = &c
+			}
+		}
+		for _, c := range s.Churning {
+			churn[c] = true
+		}
+		for ip, names := range s.DNS {
+			out.DNS[ip] = union(out.DNS[ip], names)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(workloads)) {
+		out.Workloads = append(out.Workloads, *workloads[k])
+	}
+	for key, m := range edges {
+		es := make([]Edge, 0, len(m))
+		for _, e := range m {
+			es = append(es, *e)
+		}
+		slices.SortFunc(es, func(x, y Edge) int { return compareEdgeKeys(&x.EdgeKey, &y.EdgeKey) })
+		out.Edges[key] = es
+	}
+	for _, n := range slices.Sorted(maps.Keys(lost)) {
+		out.Lost = append(out.Lost, *lost[n])
+	}
+	for c := range churn {
+		out.Churning = append(out.Churning, c)
+	}
+	slices.SortFunc(out.Churning, func(x, y ChurningLabel) int {
+		return cmp.Or(strings.Compare(x.Namespace, y.Namespace), strings.Compare(x.Owner, y.Owner), strings.Compare(x.Key, y.Key))
+	})
+	return out
+}
+
+func mergeWorkload(ws map[string]*Workload, w *Workload) {
+	k := w.Key.String()
+	p, ok := ws[k]
+	if !ok {
+		c := w.clone()
+		ws[k] = &c
+		return
+	}
+	p.Names = union(p.Names, w.Names)
+	p.Nodes = union(p.Nodes, w.Nodes)
+	p.FirstSeen = earliest(p.FirstSeen, w.FirstSeen)
+	p.LastSeen = latest(p.LastSeen, w.LastSeen)
+	p.Flows += w.Flows
+}
+
+// groupKey names an edge's (workload, direction, peer, protocol): the edges one port range
+// stands for.
+func groupKey(workload string, e *Edge) string {
+	return workload + "\x00" + e.Direction.String() + "\x00" + e.Peer.Key() + "\x00" + e.Proto.String()
+}
+
+func mergeEdge(m map[string]*Edge, workload string, e *Edge, ranged map[string]bool) {
+	g := groupKey(workload, e)
+	k := g
+	if !ranged[g] {
+		k += "\x00" + string(rune(e.Port))
+	}
+	p, ok := m[k]
+	if !ok {
+		c := e.clone()
+		if ranged[g] {
+			c.Collapsed = true
+		}
+		m[k] = &c
+		return
+	}
+	p.Port = min(p.Port, e.Port)
+	p.EndPort = max(p.EndPort, e.EndPort)
+	p.Counts.add(e.Counts)
+	p.FirstSeen = earliest(p.FirstSeen, e.FirstSeen)
+	p.LastSeen = latest(p.LastSeen, e.LastSeen)
+	p.DNSNames = union(p.DNSNames, e.DNSNames)
+	p.HTTP = mergeHTTP(p.HTTP, e.HTTP)
+	p.Truncated = p.Truncated || e.Truncated
+}
+
+// mergeHTTP sums samples of the same method and path shape, keeping the smallest path, in the
+// order the Aggregator keeps them (method, then shape).
+func mergeHTTP(a, b []HTTPSample) []HTTPSample {
+	if len(b) == 0 {
+		return a
+	}
+	type key struct{ method, shape string }
+	byKey := map[key]*HTTPSample{}
+	var keys []key
+	for _, s := range slices.Concat(a, b) {
+		k := key{s.Method, flows.HTTPPathShape(s.Method, s.Path)}
+		if p, ok := byKey[k]; ok {
+			p.Count += s.Count
+			if s.Path < p.Path {
+				p.Path = s.Path
+			}
+			continue
+		}
+		c := s
+		byKey[k] = &c
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(x, y key) int {
+		return cmp.Or(strings.Compare(x.method, y.method), strings.Compare(x.shape, y.shape))
+	})
+	out := make([]HTTPSample, len(keys))
+	for i, k := range keys {
+		out[i] = *byKey[k]
+	}
+	return out
+}
+
+// union returns the sorted union of two sorted or unsorted string sets.
+func union(a, b []string) []string {
+	if len(b) == 0 {
+		return a
+	}
+	out := slices.Concat(a, b)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}

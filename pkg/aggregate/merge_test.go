@@ -1,0 +1,130 @@
+package aggregate
+
+import (
+	"context"
+	"errors"
+	"io"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/recommender/recommender/pkg/flows"
+)
+
+// readAll reads every event of the bundled recordings, unfolded.
+func readAll(t *testing.T, paths ...string) []*flows.Event {
+	t.Helper()
+	src, err := flows.NewFileSource(flows.FileConfig{Paths: paths, Strict: true}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var out []*flows.Event
+	for {
+		ev, err := src.Recv(context.Background())
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, ev)
+	}
+}
+
+func aggregateOf(t *testing.T, cfg Config, evs []*flows.Event) *Snapshot {
+	t.Helper()
+	a, err := NewAggregator(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		a.Add(ev)
+	}
+	return a.Snapshot()
+}
+
+// comparable drops what Merge does not carry (DNS ages) and empty maps versus nil.
+func comparable(s *Snapshot) *Snapshot {
+	c := *s
+	c.dnsLast = nil
+	if len(c.DNS) == 0 {
+		c.DNS = nil
+	}
+	if len(c.Edges) == 0 {
+		c.Edges = nil
+	}
+	return &c
+}
+
+func sameSnapshot(t *testing.T, got, want *Snapshot) {
+	t.Helper()
+	g, w := comparable(got), comparable(want)
+	if reflect.DeepEqual(g, w) {
+		return
+	}
+	if g.Flows != w.Flows || len(g.Workloads) != len(w.Workloads) || g.EdgeCount() != w.EdgeCount() {
+		t.Fatalf("merged: %d flows, %d workloads, %d edges; single store: %d, %d, %d", g.Flows, len(g.Workloads), g.EdgeCount(), w.Flows, len(w.Workloads), w.EdgeCount())
+	}
+	for k, es := range w.Edges {
+		if !reflect.DeepEqual(g.Edges[k], es) {
+			t.Fatalf("edges of %s:\nmerged %+v\nsingle %+v", k, g.Edges[k], es)
+		}
+	}
+	if !reflect.DeepEqual(g.Workloads, w.Workloads) {
+		t.Fatalf("workloads differ:\nmerged %+v\nsingle %+v", g.Workloads, w.Workloads)
+	}
+	t.Fatalf("merged snapshot differs from the single store's:\nmerged %+v\nsingle %+v", g, w)
+}
+
+// Ensure that merging the snapshots of stores that aggregated disjoint sets of nodes gives
+// exactly the snapshot of one store that aggregated everything (issue 19: replicas split
+// the nodes).
+func TestMergeEqualsOneStore(t *testing.T) {
+	paths, err := filepath.Glob("../../testdata/flows/*.jsonl")
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no recordings: %v", err)
+	}
+	evs := readAll(t, paths...)
+	want := aggregateOf(t, Config{}, evs)
+	for _, parts := range []int{1, 2, 3, 5} {
+		owner, err := flows.NewRendezvous("0", flows.StaticReplicas(parts))
+		if err != nil {
+			t.Fatal(err)
+		}
+		split := make([][]*flows.Event, parts)
+		members := owner.Members()
+		for _, ev := range evs {
+			o := owner.Owner(ev.Node)
+			for i, m := range members {
+				if m == o {
+					split[i] = append(split[i], ev)
+				}
+			}
+		}
+		var snaps []*Snapshot
+		for _, part := range split {
+			snaps = append(snaps, aggregateOf(t, Config{}, part))
+		}
+		sameSnapshot(t, Merge(snaps...), want)
+	}
+	sameSnapshot(t, Merge(want, nil), want)
+}
+
+// Ensure that a peer whose ports one store collapsed into a range is one range edge in the
+// merge, absorbing the other store's per-port edges with their counts.
+func TestMergeAbsorbsPortsIntoRange(t *testing.T) {
+	web, db := workload("shop", "k8s:app=web"), workload("shop", "k8s:app=db")
+	var a, b []*flows.Event
+	for p := range 6 {
+		a = append(a, flow(p, web, db, flows.ProtoTCP, uint16(5000+p)))
+	}
+	b = append(b, flow(10, web, db, flows.ProtoTCP, 6000), flow(11, web, db, flows.ProtoTCP, 4000))
+	cfg := Config{MaxPorts: 4}
+	sa, sb := aggregateOf(t, cfg, a), aggregateOf(t, cfg, b)
+	m := Merge(sa, sb)
+	es := m.Edges[WorkloadKey{Namespace: "shop", Labels: flows.NewLabels("k8s:app=web")}.String()]
+	if len(es) != 1 || !es[0].Collapsed || es[0].Port != 4000 || es[0].EndPort != 6000 || es[0].Counts.Total() != 8 {
+		t.Fatalf("merged egress edges of web = %+v, want one range 4000-6000 with 8 flows", es)
+	}
+}

@@ -1,0 +1,41 @@
+// Package replicas lets several daemons share the reading of a cluster's nodes (issue 19,
+// `run --hubble-peers --replicas N`): each node is read by exactly one replica, and every
+// replica synthesizes from the merge of all replicas' edges, so what one replica observed is
+// neither missing from the others' proposals nor counted twice.
+//
+// # Split
+//
+// The nodes are assigned by rendezvous hashing of the node name over the replica set
+// (flows.Rendezvous): every replica computes the same owner for every node with no
+// coordination, and a change of the set moves only the nodes of the replica that came or
+// went.
+//
+// # Merge
+//
+// Each replica serves its edge summary (Summary: its in-memory aggregate snapshot and how
+// far it read each node) on its metrics port (Handler, SummaryPath). Before every synthesis
+// Set.Snapshot pulls the other replicas' summaries and merges them with its own
+// (aggregate.Merge: counts summed, first seen the earliest, last seen the latest). A replica
+// that does not answer keeps contributing its last summary: its edges do not vanish from the
+// proposals while it restarts. Summaries are small next to flows: edges, not events.
+//
+// # Handover
+//
+// A node that moves to this replica (the replica set changed) is read from where the
+// replicas' summaries say it was read to (Set.Start, flows.NodesConfig.Start), so what the
+// previous owner stored is not counted again. What the previous owner read after its last
+// summary was pulled and never committed is lost with it, as a crash loses the last batch.
+//
+// # Counting
+//
+// Each node's stream is folded on its own (flows.NodesSource), so what a replica counts for
+// a node does not depend on which replica reads it, nor on the order node streams arrive in:
+// the merge equals what one daemon reading every node stores (TestReplicasMatchOneDaemon).
+// A connection observed at both ends on two nodes counts once per node, where a folded
+// relay stream counts it once: edges and their first and last seen are the same, counts of
+// such edges higher. A connection busy across a handover may count once more, at the new
+// owner's first record of it.
+//
+// It does not own the node streams (pkg/flows), the store (pkg/aggregate) or HTTP serving
+// (pkg/daemon serves Handler on the metrics listener).
+package replicas

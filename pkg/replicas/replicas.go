@@ -1,0 +1,343 @@
+package replicas
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/recommender/recommender/pkg/aggregate"
+	"github.com/recommender/recommender/pkg/flows"
+)
+
+// SummaryPath is where a replica serves its Summary on its metrics port.
+const SummaryPath = "/replica/summary"
+
+// Defaults of Config.
+const (
+	DefaultTimeout = 10 * time.Second
+	DefaultWait    = time.Minute
+	// retryEvery spaces the first Snapshot's pulls of replicas that did not answer yet.
+	retryEvery = time.Second
+)
+
+// Config configures a Set. Field names follow the flags of `run`.
+type Config struct {
+	// Self is this replica's index in URLs (--replica-index).
+	Self int
+	// URLs are the base URLs of every replica's metrics port, by index (--replica-urls);
+	// URLs[Self] is this replica's own and is never pulled.
+	URLs []string
+	// Timeout bounds one pull (default DefaultTimeout).
+	Timeout time.Duration
+	// Wait is how long the first Snapshot, which the daemon takes before it reads any flow,
+	// waits for every other replica to answer once (--replica-wait; default DefaultWait). A
+	// node that moved here is read from where its previous owner stopped only once that
+	// owner's summary was pulled; one that never answers within Wait is read from the
+	// oldest flow its node holds.
+	Wait time.Duration
+}
+
+// Validate checks the configuration before anything starts.
+func (c *Config) Validate() error {
+	if len(c.URLs) == 0 {
+		return errors.New("no replica URLs")
+	}
+	if c.Self < 0 || c.Self >= len(c.URLs) {
+		return fmt.Errorf("replica index %d: want 0 to %d for %d replicas", c.Self, len(c.URLs)-1, len(c.URLs))
+	}
+	for i, u := range c.URLs {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return fmt.Errorf("replica %d URL %q: want http://host:port", i, u)
+		}
+	}
+	if c.Timeout < 0 || c.Wait < 0 {
+		return fmt.Errorf("replica pull timeout %s and wait %s: must not be negative", c.Timeout, c.Wait)
+	}
+	return nil
+}
+
+// Local is what this replica contributes: its in-memory aggregate (Aggregator.Snapshot,
+// what synthesis reads without replicas) and how far it read each node. Both may be called
+// from any goroutine.
+type Local struct {
+	Snapshot  func() *aggregate.Snapshot
+	Positions func() (*flows.Cursor, error)
+}
+
+// StorePositions is Local.Positions for a store and the node source filling it: how far the
+// store holds each node (what earlier runs committed) merged with how far this run read.
+func StorePositions(store *aggregate.Store, nodes interface{ Positions() *flows.Cursor }) func() (*flows.Cursor, error) {
+	return func() (*flows.Cursor, error) {
+		c, err := store.Cursor()
+		if err != nil {
+			return nil, err
+		}
+		c.Merge(nodes.Positions())
+		return c, nil
+	}
+}
+
+// Summary is what a replica serves: its edges and its per-node read positions.
+type Summary struct {
+	Replica  int                 `json:"replica"`
+	Snapshot *aggregate.Snapshot `json:"snapshot"`
+	// Positions is a flows.Cursor in its binary form.
+	Positions []byte `json:"positions"`
+}
+
+// Set is this replica's view of the replica set: the node assignment, the summaries last
+// pulled from the others, and the merge. Safe for concurrent use.
+type Set struct {
+	cfg    Config
+	local  Local
+	client *http.Client
+	log    *slog.Logger
+	assign *flows.Rendezvous
+	m      *metrics
+
+	// mu guards cache (the last summary pulled from each other replica, by index),
+	// failing (the replicas whose last pull failed, for logging changes only) and warm (the
+	// first Snapshot is done).
+	mu      sync.Mutex
+	cache   map[int]*pulled
+	failing map[int]bool
+	warm    bool
+}
+
+// pulled is a summary as the puller keeps it, its cursor decoded once.
+type pulled struct {
+	snap *aggregate.Snapshot
+	pos  *flows.Cursor
+}
+
+// New checks cfg and returns the Set; client may be nil for a default one, log may be nil.
+func New(cfg Config, local Local, client *http.Client, log *slog.Logger, reg prometheus.Registerer) (*Set, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if local.Snapshot == nil || local.Positions == nil {
+		return nil, errors.New("replicas: local snapshot and positions are required")
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Wait == 0 {
+		cfg.Wait = DefaultWait
+	}
+	if client == nil {
+		// One pull per replica per sync: nothing to keep alive, and a kept or spare
+		// connection would hold up the other replica's HTTP shutdown.
+		client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: http.ProxyFromEnvironment}}
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	assign, err := flows.NewRendezvous(strconv.Itoa(cfg.Self), flows.StaticReplicas(len(cfg.URLs)))
+	if err != nil {
+		return nil, err
+	}
+	s := &Set{
+		cfg: cfg, local: local, client: client, log: log.With("replica", cfg.Self), assign: assign,
+		cache: make(map[int]*pulled), failing: make(map[int]bool),
+	}
+	s.m = newMetrics(reg, s)
+	return s, nil
+}
+
+// Assignment is the nodes this replica reads (flows.NodesConfig.Assignment).
+func (s *Set) Assignment() *flows.Rendezvous { return s.assign }
+
+// Handler serves this replica's Summary as JSON at SummaryPath.
+func (s *Set) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		cur, err := s.local.Positions()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		pos, err := cur.MarshalBinary()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if err := json.NewEncoder(w).Encode(Summary{Replica: s.cfg.Self, Snapshot: s.local.Snapshot(), Positions: pos}); err != nil {
+			s.log.Debug("write replica summary", "err", err)
+		}
+	})
+}
+
+// Snapshot pulls every other replica's summary and returns the merge of them all with this
+// replica's own: the snapshot the sync loop synthesizes from (daemon.Deps.Snapshot). A
+// replica that does not answer contributes the summary it last served; one never reached
+// contributes nothing, and the pull is retried on the next call.
+func (s *Set) Snapshot(ctx context.Context) *aggregate.Snapshot {
+	s.pullAll(ctx)
+	s.mu.Lock()
+	warm := s.warm
+	s.warm = true
+	s.mu.Unlock()
+	if !warm {
+		s.awaitAll(ctx)
+	}
+	snaps := []*aggregate.Snapshot{s.local.Snapshot()}
+	s.mu.Lock()
+	for i := range s.cfg.URLs {
+		if p, ok := s.cache[i]; ok {
+			snaps = append(snaps, p.snap)
+		}
+	}
+	s.mu.Unlock()
+	return aggregate.Merge(snaps...)
+}
+
+// Start is where this replica starts reading node (flows.NodesConfig.Start): the furthest
+// any other replica's last summary says it was read, nil when none read it.
+func (s *Set) Start(node string) *flows.Cursor {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out *flows.Cursor
+	for _, p := range s.cache {
+		if c := p.pos.Node(node); c.Len() > 0 {
+			if out == nil {
+				out = flows.NewCursor()
+			}
+			out.Merge(c)
+		}
+	}
+	return out
+}
+
+// awaitAll pulls the replicas never pulled again until each answered once, Wait passed or
+// ctx ended.
+func (s *Set) awaitAll(ctx context.Context) {
+	deadline := time.Now().Add(s.cfg.Wait)
+	for {
+		missing := s.missing()
+		if missing == 0 {
+			return
+		}
+		if !time.Now().Before(deadline) {
+			s.log.Warn("replicas never answered: nodes that moved from them are read from their oldest flow", "replicas", missing, "waited", s.cfg.Wait)
+			return
+		}
+		t := time.NewTimer(retryEvery)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		s.pullAll(ctx)
+	}
+}
+
+// missing counts the other replicas no summary was pulled from yet.
+func (s *Set) missing() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.cfg.URLs) - 1 - len(s.cache)
+}
+
+// pullAll pulls every other replica at once, each bounded by the timeout.
+func (s *Set) pullAll(ctx context.Context) {
+	var wg sync.WaitGroup
+	for i := range s.cfg.URLs {
+		if i == s.cfg.Self {
+			continue
+		}
+		wg.Go(func() {
+			p, err := s.pull(ctx, i)
+			s.record(i, p, err)
+		})
+	}
+	wg.Wait()
+}
+
+func (s *Set) record(i int, p *pulled, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.m.pulls.WithLabelValues("error").Inc()
+		if !s.failing[i] {
+			_, cached := s.cache[i]
+			s.log.Warn("replica summary not pulled: its last one stays in the merge", "peer", i, "url", s.cfg.URLs[i], "err", err, "cached", cached)
+		}
+		s.failing[i] = true
+		return
+	}
+	s.m.pulls.WithLabelValues("ok").Inc()
+	if s.failing[i] {
+		s.log.Info("replica summary pulled again", "peer", i)
+	}
+	delete(s.failing, i)
+	s.cache[i] = p
+}
+
+func (s *Set) pull(ctx context.Context, i int) (*pulled, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	u := strings.TrimSuffix(s.cfg.URLs[i], "/") + SummaryPath
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	var sum Summary
+	if err := json.NewDecoder(resp.Body).Decode(&sum); err != nil {
+		return nil, fmt.Errorf("GET %s: decode summary: %w", u, err)
+	}
+	if sum.Replica != i {
+		// Two entries of --replica-urls reach the same replica: merging it twice would count
+		// everything it stored twice.
+		return nil, fmt.Errorf("GET %s: answered by replica %d, want %d (check --replica-urls)", u, sum.Replica, i)
+	}
+	pos := flows.NewCursor()
+	if err := pos.UnmarshalBinary(sum.Positions); err != nil {
+		return nil, fmt.Errorf("GET %s: positions: %w", u, err)
+	}
+	return &pulled{snap: sum.Snapshot, pos: pos}, nil
+}
+
+type metrics struct {
+	pulls *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer, s *Set) *metrics {
+	f := promauto.With(reg)
+	m := &metrics{pulls: f.NewCounterVec(prometheus.CounterOpts{
+		Name: "recommender_replica_pulls_total",
+		Help: "Pulls of other replicas' edge summaries before a synthesis, by result (ok, error).",
+	}, []string{"result"})}
+	for _, r := range []string{"ok", "error"} {
+		m.pulls.WithLabelValues(r)
+	}
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "recommender_replicas_unreachable",
+		Help: "Other replicas whose last summary pull failed; their previous summary stays in the merge.",
+	}, func() float64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return float64(len(s.failing))
+	})
+	return m
+}
