@@ -166,6 +166,12 @@ func (o *runOptions) validate() error {
 		errs = append(errs, err)
 	}
 	o.replicaSet = rc
+	if o.replicas.enabled() {
+		// Each replica audits the flows of its own nodes only: a window one replica sees clean
+		// may hold would-be-denied flows another saw. Until the replicas' audit evidence is
+		// merged as their edges are, nothing is promoted (docs/scale.md, "Reading the nodes").
+		o.lifecycle.PromotionHeld = "replicas audit part of the traffic each: promotion needs their evidence merged (not built), so policies stay in audit"
+	}
 	if o.once && o.src.fromRelay() {
 		errs = append(errs, errors.New("--once needs --flows: a relay stream does not end"))
 	}

@@ -68,6 +68,7 @@ func TestRunNamespacedShardDelivers(t *testing.T) {
 	o.db, o.batchSize, o.batchInterval, o.syncInterval = "r.db", 1, time.Second, time.Minute
 	o.kube = kubeOptions{qps: 1, burst: 1, timeout: time.Second}
 	o.lifecycle = lifecycle.DefaultConfig()
+	o.replicas.count = 1
 	o.apply, o.dryRun = string(cluster.ApplyEnforce), string(cluster.DryRunNone)
 	o.src.relay.Namespaces = []string{"shop", "bank"}
 	o.synth.kind = string(synth.KindCNP)

@@ -35,6 +35,9 @@ type Config struct {
 	MaxFlowGap   time.Duration
 	Learn        bool // --learn: a would-be-denied flow leads to a new revision
 	DemoteOnDrop bool // --demote-on-drop: enforced policy drops return the workload to audit
+	// PromotionHeld, when set, says why no workload may be promoted at all: every window is
+	// blocked with it (a daemon that sees only part of the traffic cannot call it clean).
+	PromotionHeld string
 }
 
 // DefaultConfig returns the defaults of the `run` command.
@@ -413,6 +416,8 @@ func (m *Machine) Blocker(workload string, now time.Time) string {
 		return "not in audit"
 	case r.Held:
 		return "revision held for review after a would-be-denied flow"
+	case m.cfg.PromotionHeld != "":
+		return m.cfg.PromotionHeld
 	case now.Sub(r.WindowStart) < m.cfg.Window:
 		return fmt.Sprintf("window clean for %s of %s", now.Sub(r.WindowStart).Truncate(time.Second), m.cfg.Window)
 	case r.WindowFlows < m.cfg.MinWindowFlows:
