@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net/http"
 	"os"
@@ -1068,22 +1069,8 @@ func testRBAC(t *testing.T, m rbacMode) {
 	ciliumConfigFixture(t, c, "kube-system", map[string]string{"cluster-name": "east"})
 	// The authorizer's cache follows new roles with a delay: wait until every grant is in force.
 	for _, role := range roles {
-		rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
-		for _, r := range rules {
-			rule := r.(map[string]any)
-			verbs, _, _ := unstructured.NestedStringSlice(rule, "verbs")
-			groups, _, _ := unstructured.NestedStringSlice(rule, "apiGroups")
-			resources, _, _ := unstructured.NestedStringSlice(rule, "resources")
-			names, _, _ := unstructured.NestedStringSlice(rule, "resourceNames")
-			for _, verb := range verbs {
-				for _, res := range resources {
-					attrs := authorizationv1.ResourceAttributes{Namespace: role.GetNamespace(), Group: groups[0], Resource: res, Verb: verb}
-					if len(names) > 0 {
-						attrs.Name = names[0]
-					}
-					awaitAccess(t, m.serviceAccount(), attrs, true)
-				}
-			}
+		for g := range grants(role) {
+			awaitAccess(t, m.serviceAccount(), g.attrs, true)
 		}
 	}
 	sa := rest.CopyConfig(env.Config)
@@ -1251,6 +1238,51 @@ func testRBAC(t *testing.T, m rbacMode) {
 	// Needed: each verb taken away in turn, and put back.
 	run := 0
 	for _, role := range roles {
+		for g := range grants(role) {
+			where := role.GetKind()
+			if ns := role.GetNamespace(); ns != "" && len(m.others) > 0 {
+				where += " " + ns
+			}
+			t.Run(fmt.Sprintf("%s %s %s", where, g.attrs.Resource, g.attrs.Verb), func(t *testing.T) {
+				without := role.DeepCopy()
+				rs, _, _ := unstructured.NestedSlice(without.Object, "rules")
+				cut := rs[g.rule].(map[string]any)
+				cut["verbs"] = toAny(slices.Delete(slices.Clone(g.verbs), g.verb, g.verb+1))
+				if len(g.verbs) == 1 {
+					rs = slices.Delete(rs, g.rule, g.rule+1)
+				}
+				if err := unstructured.SetNestedSlice(without.Object, rs, "rules"); err != nil {
+					t.Fatal(err)
+				}
+				applyObject(t, c.dyn, without)
+				defer func() {
+					applyObject(t, c.dyn, role)
+					awaitAccess(t, m.serviceAccount(), g.attrs, true)
+				}()
+				awaitAccess(t, m.serviceAccount(), g.attrs, false)
+				run++
+				err := rbacCalls(t.Context(), t, m, c, as, forbidden, run)
+				if !apierrors.IsForbidden(err) && !errors.Is(err, ErrLeaseForbidden) && !errors.Is(err, errLeaseKept) && !errors.Is(err, errForbiddenSeen) {
+					t.Errorf("without %s on %s the daemon's calls = %v, want forbidden: the verb is granted but not needed", g.attrs.Verb, g.attrs.Resource, err)
+				} else {
+					t.Logf("without it: %v", err)
+				}
+			})
+		}
+	}
+}
+
+// grant is one verb on one resource that a role's rule grants: rule and verb index the rule
+// in the role and the verb in the rule's verbs.
+type grant struct {
+	attrs      authorizationv1.ResourceAttributes
+	rule, verb int
+	verbs      []string
+}
+
+// grants yields every verb on every resource a Role or ClusterRole grants.
+func grants(role *unstructured.Unstructured) iter.Seq[grant] {
+	return func(yield func(grant) bool) {
 		rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
 		for ri, r := range rules {
 			rule := r.(map[string]any)
@@ -1264,35 +1296,9 @@ func testRBAC(t *testing.T, m rbacMode) {
 					if len(names) > 0 {
 						attrs.Name = names[0]
 					}
-					where := role.GetKind()
-					if ns := role.GetNamespace(); ns != "" && len(m.others) > 0 {
-						where += " " + ns
+					if !yield(grant{attrs: attrs, rule: ri, verb: vi, verbs: verbs}) {
+						return
 					}
-					t.Run(fmt.Sprintf("%s %s %s", where, res, verb), func(t *testing.T) {
-						without := role.DeepCopy()
-						rs, _, _ := unstructured.NestedSlice(without.Object, "rules")
-						cut := rs[ri].(map[string]any)
-						cut["verbs"] = toAny(slices.Delete(slices.Clone(verbs), vi, vi+1))
-						if len(verbs) == 1 {
-							rs = slices.Delete(rs, ri, ri+1)
-						}
-						if err := unstructured.SetNestedSlice(without.Object, rs, "rules"); err != nil {
-							t.Fatal(err)
-						}
-						applyObject(t, c.dyn, without)
-						defer func() {
-							applyObject(t, c.dyn, role)
-							awaitAccess(t, m.serviceAccount(), attrs, true)
-						}()
-						awaitAccess(t, m.serviceAccount(), attrs, false)
-						run++
-						err := rbacCalls(t.Context(), t, m, c, as, forbidden, run)
-						if !apierrors.IsForbidden(err) && !errors.Is(err, ErrLeaseForbidden) && !errors.Is(err, errLeaseKept) && !errors.Is(err, errForbiddenSeen) {
-							t.Errorf("without %s on %s the daemon's calls = %v, want forbidden: the verb is granted but not needed", verb, res, err)
-						} else {
-							t.Logf("without it: %v", err)
-						}
-					})
 				}
 			}
 		}
