@@ -2,6 +2,7 @@ package flowgen
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
@@ -77,4 +78,18 @@ func Mesh(emit Emit) error {
 		g.advance(20*time.Second, 10*time.Second)
 	}
 	return g.err
+}
+
+// WriteMesh writes Mesh to a file at path as `hubble observe -o jsonpb` against the mesh's
+// relay would.
+func WriteMesh(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := Mesh(JSONL(f)); err != nil {
+		f.Close()
+		return fmt.Errorf("write mesh recording %s: %w", path, err)
+	}
+	return f.Close()
 }

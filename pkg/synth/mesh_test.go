@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,14 +19,7 @@ import (
 func meshRecording(t *testing.T) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "mesh.jsonl")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := flowgen.Mesh(flowgen.JSONL(f)); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
+	if err := flowgen.WriteMesh(path); err != nil {
 		t.Fatal(err)
 	}
 	return path
