@@ -317,6 +317,28 @@ func learnedStore(b *testing.B) string {
 	return path
 }
 
+// learnedIngester returns an Ingester, with no hooks, over a copy of the learned store at
+// learned (the `ingest` command's path); the store closes when b ends.
+func learnedIngester(b *testing.B, learned string) *aggregate.Ingester {
+	b.Helper()
+	db := filepath.Join(b.TempDir(), "store.db")
+	copyFile(b, learned, db)
+	store, err := aggregate.Open(db, aggregate.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { store.Close() })
+	agg, err := aggregate.NewAggregator(aggregate.Config{}, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in, err := aggregate.NewIngester(store, agg, aggregate.IngesterConfig{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return in
+}
+
 func copyFile(b testing.TB, from, to string) {
 	b.Helper()
 	data, err := os.ReadFile(from)
@@ -442,21 +464,7 @@ func BenchmarkDaemonIngest(b *testing.B) {
 
 	b.Run("ingest", func(b *testing.B) {
 		enough(b)
-		db := filepath.Join(b.TempDir(), "store.db")
-		copyFile(b, learned, db)
-		store, err := aggregate.Open(db, aggregate.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer store.Close()
-		agg, err := aggregate.NewAggregator(aggregate.Config{}, nil, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		in, err := aggregate.NewIngester(store, agg, aggregate.IngesterConfig{}, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
+		in := learnedIngester(b, learned)
 		rc := flows.DefaultRelayConfig()
 		rc.Server, rc.Follow = addr, true
 		rs, err := flows.NewRelaySource(rc, nil, nil)

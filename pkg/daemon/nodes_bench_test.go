@@ -125,21 +125,7 @@ func BenchmarkNodeReaders(b *testing.B) {
 			if b.N > *ingestRecords {
 				b.Fatalf("-benchtime=%dx is more than the nodes hold; raise -ingest.records", b.N)
 			}
-			db := filepath.Join(b.TempDir(), "store.db")
-			copyFile(b, learned, db)
-			store, err := aggregate.Open(db, aggregate.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer store.Close()
-			agg, err := aggregate.NewAggregator(aggregate.Config{}, nil, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			in, err := aggregate.NewIngester(store, agg, aggregate.IngesterConfig{}, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
+			in := learnedIngester(b, learned)
 			ns, err := flows.NewNodesSource(flows.NodesConfig{Peers: peerAddr}, nil, nil)
 			if err != nil {
 				b.Fatal(err)
