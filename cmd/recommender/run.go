@@ -166,12 +166,6 @@ func (o *runOptions) validate() error {
 		errs = append(errs, err)
 	}
 	o.replicaSet = rc
-	if o.replicas.enabled() {
-		// Each replica audits the flows of its own nodes only: a window one replica sees clean
-		// may hold would-be-denied flows another saw. Until the replicas' audit evidence is
-		// merged as their edges are, nothing is promoted (docs/scale.md, "Reading the nodes").
-		o.lifecycle.PromotionHeld = "replicas audit part of the traffic each: promotion needs their evidence merged (not built), so policies stay in audit"
-	}
 	if o.once && o.src.fromRelay() {
 		errs = append(errs, errors.New("--once needs --flows: a relay stream does not end"))
 	}
@@ -282,8 +276,10 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	// here where the others' summaries say it was read to; positions is set once it exists.
 	var set *replicas.Set
 	var positions func() (*flows.Cursor, error)
+	var evidence func() []lifecycle.Evidence
 	if o.replicas.enabled() {
-		local := replicas.Local{Snapshot: agg.Snapshot, Positions: func() (*flows.Cursor, error) { return positions() }}
+		local := replicas.Local{Snapshot: agg.Snapshot, Positions: func() (*flows.Cursor, error) { return positions() },
+			Evidence: func() []lifecycle.Evidence { return evidence() }}
 		if set, err = replicas.New(o.replicaSet, local, nil, log, reg); err != nil {
 			return err
 		}
@@ -306,7 +302,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	}
 	if set != nil {
 		positions = replicas.StorePositions(store, src.nodes)
-		deps.Snapshot = set.Snapshot
+		deps.Snapshot, deps.Peers = set.Snapshot, set.Peers
 		deps.Routes = map[string]http.Handler{"GET " + replicas.SummaryPath: set.Handler()}
 		log.Info("replica of a set sharing the nodes", "index", o.replicaSet.Self, "replicas", len(o.replicaSet.URLs))
 	}
@@ -348,6 +344,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	if err != nil {
 		return err
 	}
+	evidence = dm.Evidence
 	source := "relay " + o.src.relay.Server
 	if o.src.fromPeers() {
 		source = "nodes via peer service " + o.src.peers

@@ -81,8 +81,10 @@ type Auditor struct {
 	startOnce sync.Once
 	closeOnce sync.Once
 
-	// updateMu serializes Update.
+	// updateMu serializes Update and guards peers.
 	updateMu sync.Mutex
+	// peers, when set (UsePeers), returns the other replicas' evidence for each Update.
+	peers func() []lifecycle.Peer
 	// mu guards everything below.
 	mu        sync.Mutex
 	accounted uint64

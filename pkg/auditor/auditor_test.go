@@ -473,3 +473,54 @@ func TestUpdateSwapsRevisionAndPolicies(t *testing.T) {
 		t.Errorf("the new revision was charged %d would-be-denied flows", r.WouldDeny)
 	}
 }
+
+// Ensure replicas that split the nodes judge windows on their merged evidence: flows that
+// neither replica saw enough of alone promote together, a would-be-denied flow on one
+// replica restarts the other's window, and a promotion by one is followed by the other.
+func TestAuditorMergesReplicas(t *testing.T) {
+	cfg := lifecycle.Config{Window: time.Hour, MinWindowFlows: 3, MaxLostRatio: 1, Learn: true}
+	pair := func(t *testing.T) (a, b *Auditor, snap *aggregate.Snapshot) {
+		a, _, snap = learn(t, cfg)
+		b, _, _ = learn(t, cfg)
+		a.UsePeers(func() []lifecycle.Peer { return []lifecycle.Peer{{Replica: "b", Pulled: true, Evidence: b.Evidence()}} })
+		b.UsePeers(func() []lifecycle.Peer { return []lifecycle.Peer{{Replica: "a", Pulled: true, Evidence: a.Evidence()}} })
+		return a, b, snap
+	}
+	states := func(a *Auditor) (web, db lifecycle.State) {
+		return a.machine.Record("shop/k8s:app=web").State, a.machine.Record("shop/k8s:app=db").State
+	}
+
+	t.Run("flows summed, promotion followed", func(t *testing.T) {
+		a, b, snap := pair(t)
+		see(a, ev(2000, web, db, 5432, flows.VerdictForwarded), ev(5000, web, db, 5432, flows.VerdictForwarded))
+		see(b, ev(3000, web, db, 5432, flows.VerdictForwarded))
+		trs := a.Update(&synth.Result{}, snap, nil)
+		if len(trs) != 2 || trs[0].To != lifecycle.Enforced || !strings.Contains(trs[0].Reason, "3 flows") {
+			t.Fatalf("a: update = %v, want two promotions on 2 + 1 flows", trs)
+		}
+		trs = b.Update(&synth.Result{}, snap, nil)
+		if len(trs) != 2 || !strings.Contains(trs[0].Reason, "promoted by replica a") {
+			t.Fatalf("b: update = %v, want both promotions followed", trs)
+		}
+		if w, d := states(b); w != lifecycle.Enforced || d != lifecycle.Enforced || len(b.machine.Record("shop/k8s:app=db").EnforcedPolicy) == 0 {
+			t.Errorf("b after following: web %s, db %s; want both enforced with the policy recorded", w, d)
+		}
+	})
+
+	t.Run("a would-be-denied flow on one replica restarts the other's window", func(t *testing.T) {
+		a, b, snap := pair(t)
+		see(a, ev(2000, web, db, 5432, flows.VerdictForwarded), ev(5000, web, db, 5432, flows.VerdictForwarded))
+		see(b, ev(2500, web, db, 5432, flows.VerdictForwarded), ev(3000, evil, db, 5432, flows.VerdictForwarded))
+		trs := a.Update(&synth.Result{}, snap, nil)
+		if len(trs) != 1 || trs[0].Workload != "shop/k8s:app=web" {
+			t.Fatalf("a: update = %v, want web promoted and db held back by b's would-be-denied flow", trs)
+		}
+		r := a.machine.Record("shop/k8s:app=db")
+		if r.State != lifecycle.Audit || !r.WindowStart.Equal(base.Add(3000*time.Second)) {
+			t.Errorf("a's db: %s, window from %s; want audit with the window restarted at b's flow (%s)", r.State, r.WindowStart, base.Add(3000*time.Second))
+		}
+		if got := a.machine.Blocker("shop/k8s:app=db", a.Clock()); !strings.Contains(got, "window clean for") {
+			t.Errorf("a's db blocker = %q, want the restarted window", got)
+		}
+	})
+}

@@ -74,6 +74,8 @@ type WorkloadView struct {
 	// the workload's nodes since the window started.
 	Clean time.Duration
 	Lost  float64
+	// Flows is the flows evaluated in the window, by every replica of a set.
+	Flows uint64
 	// Progress is the percentage of the way to promotion: the lesser of time and flows.
 	Progress int
 	// Blocker says what holds the promotion back (lifecycle.Machine.Blocker); "" when ready.
@@ -128,7 +130,8 @@ func (a *Auditor) statusLocked(cfg lifecycle.Config) (StatusView, map[string][]r
 			w.Clean = a.machine.Clean(r.Workload, a.now)
 			w.Lost = a.machine.LostRatio(r.Workload)
 			w.Blocker = a.machine.Blocker(r.Workload, a.now)
-			w.Progress = progress(w.Clean, cfg.Window, r.WindowFlows, cfg.MinWindowFlows)
+			w.Flows = a.machine.WindowFlows(r.Workload)
+			w.Progress = progress(w.Clean, cfg.Window, w.Flows, cfg.MinWindowFlows)
 			if len(r.EnforcedPolicy) > 0 {
 				w.Enforced = string(r.EnforcedPolicy)
 			}

@@ -18,12 +18,19 @@ import (
 // windows are promoted. It returns the lifecycle transitions, each also logged. Calls are
 // serialized.
 //
+// With replicas (UsePeers), the other replicas' evidence is merged into the lifecycle after
+// the proposals and before any promotion, so a window is judged on the flows of every node.
+//
 // Compiling thousands of policies takes a while, so the set the result will make current is
 // compiled first without holding up evaluation; it is then swapped in under the same lock as
 // the lifecycle change, so that no flow is judged by one revision and charged to another.
 func (a *Auditor) Update(res *synth.Result, snap *aggregate.Snapshot, others *audit.Decoded) []lifecycle.Transition {
 	a.updateMu.Lock()
 	defer a.updateMu.Unlock()
+	var peers []lifecycle.Peer
+	if a.peers != nil {
+		peers = a.peers()
+	}
 	predicted := a.predict(res, snap)
 	set := a.compile(predicted, others)
 	a.mu.Lock()
@@ -38,7 +45,28 @@ func (a *Auditor) Update(res *synth.Result, snap *aggregate.Snapshot, others *au
 		set = a.compile(current, others)
 	}
 	a.eval.Replace(set)
-	return append(out, a.promoteLocked()...)
+	var merged []lifecycle.Transition
+	if a.peers != nil {
+		merged = a.machine.MergePeers(peers, a.now)
+	}
+	return append(out, a.promoteLocked(merged)...)
+}
+
+// UsePeers makes every Update merge the other replicas' evidence (pkg/replicas Set.Peers),
+// pulled for that sync, before it promotes: replicas that split the nodes each evaluate only
+// their own nodes' flows. Call it before the first Update.
+func (a *Auditor) UsePeers(peers func() []lifecycle.Peer) {
+	a.updateMu.Lock()
+	defer a.updateMu.Unlock()
+	a.peers = peers
+}
+
+// Evidence returns this replica's own audit evidence of every workload in audit or enforced,
+// what the other replicas merge (pkg/replicas serves it).
+func (a *Auditor) Evidence() []lifecycle.Evidence {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.machine.Evidence()
 }
 
 // predict returns the proposals Update will make current (proposeLocked): a workload's new
@@ -187,15 +215,19 @@ func (a *Auditor) proposeLocked(res *synth.Result, snap *aggregate.Snapshot) ([]
 	return out, policies
 }
 
-// promoteLocked promotes the workloads whose window is clean, records the policy each
-// promotion put in force, and publishes the lifecycle gauges. It runs under mu.
-func (a *Auditor) promoteLocked() []lifecycle.Transition {
+// promoteLocked takes the transitions merged from other replicas, promotes the workloads
+// whose window is clean, records the policy each promotion (or one followed from another
+// replica) put in force, and publishes the lifecycle gauges. It runs under mu.
+func (a *Auditor) promoteLocked(merged []lifecycle.Transition) []lifecycle.Transition {
 	now := a.now
 	var out []lifecycle.Transition
-	for _, tr := range a.machine.Tick(now) {
-		a.m.promotions.Inc()
+	for _, tr := range append(merged, a.machine.Tick(now)...) {
 		out = append(out, tr)
 		a.logTransition(tr)
+		if tr.To != lifecycle.Enforced {
+			continue
+		}
+		a.m.promotions.Inc()
 		if p := a.current[tr.Workload]; p != nil {
 			y, err := synth.MarshalPolicy(p.Policy)
 			if err != nil {
@@ -251,6 +283,9 @@ type State struct {
 	Drops []DroppedEdge
 	// Clean is how long the current window has been clean.
 	Clean time.Duration
+	// WindowFlows is the flows evaluated in the current window by every replica (this one's
+	// alone are Record.WindowFlows).
+	WindowFlows uint64
 }
 
 // States returns the workloads with a proposal, sorted by policy name.
@@ -264,7 +299,8 @@ func (a *Auditor) States() []State {
 			continue
 		}
 		out = append(out, State{Key: key, Proposal: a.current[key], Record: *rec,
-			Denied: slices.Clone(a.denied[key]), Drops: slices.Clone(a.drops[key]), Clean: a.machine.Clean(key, a.now)})
+			Denied: slices.Clone(a.denied[key]), Drops: slices.Clone(a.drops[key]), Clean: a.machine.Clean(key, a.now),
+			WindowFlows: a.machine.WindowFlows(key)})
 	}
 	slices.SortFunc(out, func(x, y State) int { return strings.Compare(x.Proposal.Name, y.Proposal.Name) })
 	return out

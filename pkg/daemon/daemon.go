@@ -132,6 +132,10 @@ type Deps struct {
 	// of the Aggregator's: with replicas splitting the nodes, the merge of all replicas'
 	// edges (pkg/replicas). The first sync, before any flow is read, calls it too. Optional.
 	Snapshot func(ctx context.Context) *aggregate.Snapshot
+	// Peers, when set, supplies the other replicas' audit evidence each sync merges before
+	// it promotes (pkg/replicas Set.Peers, pulled by Snapshot); this replica's own is
+	// Daemon.Evidence. Optional.
+	Peers func() []lifecycle.Peer
 	// Routes are more handlers served on MetricsListener, by ServeMux pattern (a replica's
 	// edge summary). Optional.
 	Routes map[string]http.Handler
@@ -174,6 +178,9 @@ func New(cfg Config, d Deps) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	if d.Peers != nil {
+		aud.UsePeers(d.Peers)
+	}
 	ic := cfg.Ingest
 	ic.Hooks = aud.Hooks()
 	in, err := aggregate.NewIngester(d.Store, d.Aggregator, ic, d.Log)
@@ -191,6 +198,10 @@ func New(cfg Config, d Deps) (*Daemon, error) {
 		published: make(map[string]*v2.CiliumClusterwideNetworkPolicy),
 	}, nil
 }
+
+// Evidence is this replica's own audit evidence, what the other replicas of a set merge
+// (pkg/replicas Local.Evidence).
+func (dm *Daemon) Evidence() []lifecycle.Evidence { return dm.audit.Evidence() }
 
 // Run runs the pipeline until ctx ends (or, with Once, the source ends) and shuts down in
 // order: the source stops, the last batch and cursor are committed with the lifecycle

@@ -32,7 +32,7 @@ func (dm *Daemon) publish(ctx context.Context, states []auditor.State) error {
 				Start:     s.Record.WindowStart,
 				Clean:     s.Clean,
 				Required:  dm.cfg.Lifecycle.Window,
-				FlowsSeen: s.Record.WindowFlows,
+				FlowsSeen: s.WindowFlows,
 			},
 		}
 		if dm.cfg.Synth.PolicyKind.Namespaced() {

@@ -12,6 +12,10 @@
 // were evaluated, and the events Hubble lost on the nodes the workload ran on stay below
 // MaxLostRatio of the events seen there: a window we could not see is not clean.
 //
+// Replicas that split the nodes each see part of a workload's flows: each merges the others'
+// Evidence before it promotes (MergePeers, peers.go), so a window is clean only when it is
+// clean on every node.
+//
 // # What it owns
 //
 // The Machine holds one Record per workload and the per-node flow and lost-event totals the

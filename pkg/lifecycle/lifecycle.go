@@ -35,9 +35,6 @@ type Config struct {
 	MaxFlowGap   time.Duration
 	Learn        bool // --learn: a would-be-denied flow leads to a new revision
 	DemoteOnDrop bool // --demote-on-drop: enforced policy drops return the workload to audit
-	// PromotionHeld, when set, says why no workload may be promoted at all: every window is
-	// blocked with it (a daemon that sees only part of the traffic cannot call it clean).
-	PromotionHeld string
 }
 
 // DefaultConfig returns the defaults of the `run` command.
@@ -86,6 +83,10 @@ type Record struct {
 	WouldDeny     uint64    `json:"wouldDeny"`
 	LastWouldDeny time.Time `json:"lastWouldDeny,omitzero"`
 	EnforcedAt    time.Time `json:"enforcedAt,omitzero"`
+	// DemotedAt is when a policy drop last returned the workload from enforced to audit
+	// (--demote-on-drop): replicas merging evidence follow a demotion newer than their
+	// promotion, and a promotion newer than their demotion (MergePeers).
+	DemotedAt time.Time `json:"demotedAt,omitzero"`
 	// PromotedWindowStart and PromotedWindowFlows are the window that promoted the revision in
 	// force (it ended at EnforcedAt): the evidence a promotion's review shows.
 	PromotedWindowStart time.Time `json:"promotedWindowStart,omitzero"`
@@ -201,6 +202,8 @@ type Machine struct {
 	// retired holds the retired policies by name; retiredDirty says it changed.
 	retired      map[string]Retirement
 	retiredDirty bool
+	// peers is the other replicas' evidence of the last MergePeers, sorted by replica.
+	peers []peerView
 }
 
 // New returns a Machine holding the given persisted records.
@@ -368,10 +371,7 @@ func (m *Machine) PolicyDrop(workload string, now time.Time) *Transition {
 	if !m.cfg.DemoteOnDrop {
 		return nil
 	}
-	r.State = Audit
-	r.EnforcedAt = time.Time{}
-	r.EnforcedPolicy = nil
-	m.restartWindow(r, now)
+	m.demote(r, now)
 	return &Transition{Workload: workload, From: Enforced, To: Audit, Revision: r.Revision, Reason: "policy drop after enforcement (--demote-on-drop)", At: now}
 }
 
@@ -416,14 +416,17 @@ func (m *Machine) Blocker(workload string, now time.Time) string {
 		return "not in audit"
 	case r.Held:
 		return "revision held for review after a would-be-denied flow"
-	case m.cfg.PromotionHeld != "":
-		return m.cfg.PromotionHeld
-	case now.Sub(r.WindowStart) < m.cfg.Window:
-		return fmt.Sprintf("window clean for %s of %s", now.Sub(r.WindowStart).Truncate(time.Second), m.cfg.Window)
-	case r.WindowFlows < m.cfg.MinWindowFlows:
-		return fmt.Sprintf("%d of %d flows evaluated in the window", r.WindowFlows, m.cfg.MinWindowFlows)
 	}
-	if lr := m.LostRatio(workload); lr > m.cfg.MaxLostRatio {
+	if b := m.peerBlocker(r); b != "" {
+		return b
+	}
+	if now.Sub(r.WindowStart) < m.cfg.Window {
+		return fmt.Sprintf("window clean for %s of %s", now.Sub(r.WindowStart).Truncate(time.Second), m.cfg.Window)
+	}
+	if n := m.windowFlows(r); n < m.cfg.MinWindowFlows {
+		return fmt.Sprintf("%d of %d flows evaluated in the window", n, m.cfg.MinWindowFlows)
+	}
+	if lr := max(m.LostRatio(workload), m.peerLostRatio(r)); lr > m.cfg.MaxLostRatio {
 		return fmt.Sprintf("Hubble lost %.4f of events on its nodes (max %.4f)", lr, m.cfg.MaxLostRatio)
 	}
 	return ""
@@ -436,14 +439,30 @@ func (m *Machine) Tick(now time.Time) []Transition {
 		if r.State != Audit || m.Blocker(r.Workload, now) != "" {
 			continue
 		}
-		r.State = Enforced
-		r.EnforcedAt = now
-		r.PromotedWindowStart, r.PromotedWindowFlows = r.WindowStart, r.WindowFlows
-		m.dirty[r.Workload] = true
+		flows := m.windowFlows(r)
+		m.enforce(r, now, flows)
 		out = append(out, Transition{Workload: r.Workload, From: Audit, To: Enforced, Revision: r.Revision,
-			Reason: fmt.Sprintf("window of %s clean with %d flows evaluated", m.cfg.Window, r.WindowFlows), At: now})
+			Reason: fmt.Sprintf("window of %s clean with %d flows evaluated", m.cfg.Window, flows), At: now})
 	}
 	return out
+}
+
+// enforce promotes r at now after a window of flows evaluated.
+func (m *Machine) enforce(r *Record, now time.Time, flows uint64) {
+	r.State = Enforced
+	r.EnforcedAt = now
+	r.PromotedWindowStart, r.PromotedWindowFlows = r.WindowStart, flows
+	m.dirty[r.Workload] = true
+}
+
+// demote returns an enforced r to audit at a policy drop's time, with a new window.
+func (m *Machine) demote(r *Record, at time.Time) {
+	r.State = Audit
+	r.EnforcedAt = time.Time{}
+	r.EnforcedPolicy = nil
+	r.DemotedAt = at
+	m.restartWindow(r, at)
+	m.dirty[r.Workload] = true
 }
 
 // maxDelivered bounds Record.Delivered.

@@ -406,22 +406,3 @@ func TestLearned(t *testing.T) {
 		t.Errorf("Learned after ResetLearned = %+v, want none", got)
 	}
 }
-
-// Ensure a held promotion blocks every window with its reason, however clean.
-func TestPromotionHeld(t *testing.T) {
-	cfg := Config{Window: time.Hour, MinWindowFlows: 1, MaxLostRatio: 1, Learn: true, PromotionHeld: "replicas see part of the traffic"}
-	m := New(cfg, nil)
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	m.Propose("shop/k8s:app=db", "r1", t0)
-	m.Evaluated("shop/k8s:app=db", "n1", false, t0.Add(time.Minute))
-	if trs := m.Tick(t0.Add(2 * time.Hour)); len(trs) != 0 {
-		t.Errorf("Tick with promotion held = %v, want no promotion", trs)
-	}
-	if got := m.Blocker("shop/k8s:app=db", t0.Add(2*time.Hour)); got != cfg.PromotionHeld {
-		t.Errorf("Blocker = %q, want %q", got, cfg.PromotionHeld)
-	}
-	m.cfg.PromotionHeld = ""
-	if trs := m.Tick(t0.Add(2 * time.Hour)); len(trs) != 1 {
-		t.Errorf("Tick without the hold = %v, want the promotion", trs)
-	}
-}

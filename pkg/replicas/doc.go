@@ -26,6 +26,18 @@
 // previous owner stored is not counted again. What the previous owner read after its last
 // summary was pulled and never committed is lost with it, as a crash loses the last batch.
 //
+// # Audit evidence
+//
+// Each replica shadow-evaluates only the flows of its own nodes, so a window one replica sees
+// clean may hold a would-be-denied flow another saw. The summary therefore carries the
+// replica's own lifecycle evidence (lifecycle.Evidence: per workload its revision, window
+// start, flows evaluated, hold, lost ratio, promotion and demotion times), and Set.Peers hands
+// the others' to the audit stage, which merges it before it promotes
+// (lifecycle.Machine.MergePeers): windows restart at the latest start any replica reports,
+// flows are summed, the worst lost ratio counts, and nothing is promoted while a replica did
+// not answer this sync or audits another revision. A promotion or demotion by one replica is
+// followed by the others at their next sync.
+//
 // # Counting
 //
 // Each node's stream is folded on its own (flows.NodesSource), so what a replica counts for

@@ -18,6 +18,7 @@ import (
 
 	"github.com/recommender/recommender/pkg/aggregate"
 	"github.com/recommender/recommender/pkg/flows"
+	"github.com/recommender/recommender/pkg/lifecycle"
 )
 
 // SummaryPath is where a replica serves its Summary on its metrics port.
@@ -69,11 +70,13 @@ func (c *Config) Validate() error {
 }
 
 // Local is what this replica contributes: its in-memory aggregate (Aggregator.Snapshot,
-// what synthesis reads without replicas) and how far it read each node. Both may be called
-// from any goroutine.
+// what synthesis reads without replicas), how far it read each node, and its audit evidence
+// (auditor.Evidence: what it evaluated of its nodes' flows; nil serves none). All may be
+// called from any goroutine.
 type Local struct {
 	Snapshot  func() *aggregate.Snapshot
 	Positions func() (*flows.Cursor, error)
+	Evidence  func() []lifecycle.Evidence
 }
 
 // StorePositions is Local.Positions for a store and the node source filling it: how far the
@@ -89,12 +92,14 @@ func StorePositions(store *aggregate.Store, nodes interface{ Positions() *flows.
 	}
 }
 
-// Summary is what a replica serves: its edges and its per-node read positions.
+// Summary is what a replica serves: its edges, its per-node read positions and its audit
+// evidence.
 type Summary struct {
 	Replica  int                 `json:"replica"`
 	Snapshot *aggregate.Snapshot `json:"snapshot"`
 	// Positions is a flows.Cursor in its binary form.
-	Positions []byte `json:"positions"`
+	Positions []byte               `json:"positions"`
+	Evidence  []lifecycle.Evidence `json:"evidence,omitempty"`
 }
 
 // Set is this replica's view of the replica set: the node assignment, the summaries last
@@ -118,8 +123,9 @@ type Set struct {
 
 // pulled is a summary as the puller keeps it, its cursor decoded once.
 type pulled struct {
-	snap *aggregate.Snapshot
-	pos  *flows.Cursor
+	snap     *aggregate.Snapshot
+	pos      *flows.Cursor
+	evidence []lifecycle.Evidence
 }
 
 // New checks cfg and returns the Set; client may be nil for a default one, log may be nil.
@@ -172,8 +178,12 @@ func (s *Set) Handler() http.Handler {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
+		sum := Summary{Replica: s.cfg.Self, Snapshot: s.local.Snapshot(), Positions: pos}
+		if s.local.Evidence != nil {
+			sum.Evidence = s.local.Evidence()
+		}
 		w.Header().Set("Content-Type", "application/json")
-		if err := json.NewEncoder(w).Encode(Summary{Replica: s.cfg.Self, Snapshot: s.local.Snapshot(), Positions: pos}); err != nil {
+		if err := json.NewEncoder(w).Encode(sum); err != nil {
 			s.log.Debug("write replica summary", "err", err)
 		}
 	})
@@ -201,6 +211,28 @@ func (s *Set) Snapshot(ctx context.Context) *aggregate.Snapshot {
 	}
 	s.mu.Unlock()
 	return aggregate.Merge(snaps...)
+}
+
+// Peers returns the other replicas' audit evidence for the lifecycle to merge
+// (lifecycle.Machine.MergePeers): one entry per other replica of the set, Pulled when its
+// last pull (the Snapshot of this sync) answered. A replica that did not answer is listed
+// with its last evidence and Pulled false, so nothing is promoted on a window it may have
+// seen broken.
+func (s *Set) Peers() []lifecycle.Peer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]lifecycle.Peer, 0, len(s.cfg.URLs)-1)
+	for i := range s.cfg.URLs {
+		if i == s.cfg.Self {
+			continue
+		}
+		p := lifecycle.Peer{Replica: strconv.Itoa(i)}
+		if c, ok := s.cache[i]; ok {
+			p.Evidence, p.Pulled = c.evidence, !s.failing[i]
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // Start is where this replica starts reading node (flows.NodesConfig.Start): the furthest
@@ -315,7 +347,7 @@ func (s *Set) pull(ctx context.Context, i int) (*pulled, error) {
 	if err := pos.UnmarshalBinary(sum.Positions); err != nil {
 		return nil, fmt.Errorf("GET %s: positions: %w", u, err)
 	}
-	return &pulled{snap: sum.Snapshot, pos: pos}, nil
+	return &pulled{snap: sum.Snapshot, pos: pos, evidence: sum.Evidence}, nil
 }
 
 type metrics struct {

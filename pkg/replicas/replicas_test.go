@@ -150,8 +150,10 @@ func (r *replica) start(t *testing.T, c *cluster, want int) {
 	}
 	cfg := flows.NodesConfig{Peers: c.peers, Relay: flows.RelayConfig{BackoffInitial: time.Millisecond, BackoffMax: 5 * time.Millisecond}}
 	var positions func() (*flows.Cursor, error)
+	var evidence func() []lifecycle.Evidence
 	if r.urls != nil {
-		local := replicas.Local{Snapshot: agg.Snapshot, Positions: func() (*flows.Cursor, error) { return positions() }}
+		local := replicas.Local{Snapshot: agg.Snapshot, Positions: func() (*flows.Cursor, error) { return positions() },
+			Evidence: func() []lifecycle.Evidence { return evidence() }}
 		r.set, err = replicas.New(replicas.Config{Self: r.index, URLs: r.urls}, local, nil, log, reg)
 		if err != nil {
 			t.Fatal(err)
@@ -169,7 +171,7 @@ func (r *replica) start(t *testing.T, c *cluster, want int) {
 	}
 	if r.set != nil {
 		positions = replicas.StorePositions(store, nodes)
-		deps.Snapshot = r.set.Snapshot
+		deps.Snapshot, deps.Peers = r.set.Snapshot, r.set.Peers
 		deps.Routes = map[string]http.Handler{"GET " + replicas.SummaryPath: r.set.Handler()}
 	}
 	dm, err := daemon.New(daemon.Config{
@@ -179,6 +181,7 @@ func (r *replica) start(t *testing.T, c *cluster, want int) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	evidence = dm.Evidence
 	ctx, cancel := context.WithCancel(t.Context())
 	r.store, r.agg, r.stop, r.err = store, agg, cancel, make(chan error, 1)
 	go func() {
