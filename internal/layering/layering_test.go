@@ -28,7 +28,7 @@ var later = map[string][]string{
 	"pkg/daemon":    {"pkg/replay", "pkg/replicas"},
 	// pkg/replicas carries the replicas' edges and their audit evidence (lifecycle.Evidence,
 	// plain data of a pure package), so it sits after lifecycle but before the audit stage.
-	"pkg/replicas":  {"pkg/synth", "pkg/audit", "pkg/auditor", "pkg/cluster", "pkg/gitops", "pkg/daemon", "pkg/replay"},
+	"pkg/replicas": {"pkg/synth", "pkg/audit", "pkg/auditor", "pkg/cluster", "pkg/gitops", "pkg/daemon", "pkg/replay"},
 }
 
 // Ensure no stage imports a stage to its right, and the streaming stages carry no heavy import.
