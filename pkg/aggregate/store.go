@@ -80,7 +80,7 @@ type Store struct {
 type migration func(tx *bolt.Tx) error
 
 // migrations[i] upgrades schema i+1 to i+2.
-var migrations = []migration{binaryEdges}
+var migrations = []migration{binaryEdges, createJournal}
 
 // binaryEdges upgrades schema 1 to 2: every edge value is rewritten from JSON into the binary
 // encoding (appendEdge). Keys do not change. bbolt must not be written while ForEach walks
@@ -267,6 +267,9 @@ func checkIntegrity(tx *bolt.Tx, fileSize int64) error {
 	err := tx.ForEach(func(name []byte, b *bolt.Bucket) error { return walk(b) })
 	if err != nil {
 		return fmt.Errorf("%w (%v); %s", ErrCorrupt, err, corruptHint)
+	}
+	if err := checkJournal(tx); err != nil {
+		return err
 	}
 	_ = touched
 	if fileSize > fullCheckLimit {
@@ -476,14 +479,10 @@ func (s *Store) Commit(b *Batch, hook func(*Lifecycle) error) error {
 }
 
 func writeBatch(tx *bolt.Tx, b *Batch) error {
-	edges, wls := tx.Bucket(bucketEdges), tx.Bucket(bucketWorkloads)
-	edges.FillPercent = edgesFill
+	wls := tx.Bucket(bucketWorkloads)
 	dns, lost, meta := tx.Bucket(bucketDNS), tx.Bucket(bucketLost), tx.Bucket(bucketMeta)
-	// Deletions first: an edge removed and created again within the batch ends up written.
-	for i := range b.DeletedEdges {
-		if err := edges.Delete(edgeKey(&b.DeletedEdges[i])); err != nil {
-			return fmt.Errorf("delete edge: %w", err)
-		}
+	if err := writeEdges(tx, b); err != nil {
+		return err
 	}
 	for _, k := range b.DeletedWorkloads {
 		if err := wls.Delete([]byte(k)); err != nil {
@@ -494,9 +493,6 @@ func writeBatch(tx *bolt.Tx, b *Batch) error {
 		if err := dns.Delete([]byte(ip)); err != nil {
 			return fmt.Errorf("delete dns %s: %w", ip, err)
 		}
-	}
-	if err := putEdges(edges, &b.edges); err != nil {
-		return err
 	}
 	for i := range b.Workloads {
 		w := &b.Workloads[i]
@@ -577,18 +573,6 @@ func writeBatch(tx *bolt.Tx, b *Batch) error {
 // half-empty pages were mostly never filled: 0.9 leaves room for that growth and cut the file
 // from 1.0 to 0.6 KiB per edge at 100k edges and from 0.56 to 0.33 KiB at 1M (issue 19.2).
 const edgesFill = 0.9
-
-// putEdges writes the batch's edges in key order. bbolt looks each key up from the root and
-// materializes every page it touches; in key order consecutive puts land on the page the
-// previous one materialized, and each leaf is split at most once per commit.
-func putEdges(bucket *bolt.Bucket, x *encodedEdges) error {
-	for _, i := range x.sorted() {
-		if err := bucket.Put(x.key(i), x.value(i)); err != nil {
-			return fmt.Errorf("put edge %q: %w", x.key(i), err)
-		}
-	}
-	return nil
-}
 
 // sorted returns the indexes of the edges in key order. The keys of a batch share long
 // prefixes (the namespace and labels of workloads), which made bytes.Compare the cost of the
@@ -706,7 +690,7 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 		if err != nil {
 			return err
 		}
-		err = tx.Bucket(bucketEdges).ForEach(func(k, v []byte) error {
+		err = forEachEdge(tx, nil, func(k, v []byte) error {
 			e, err := decodeEdge(v)
 			if err != nil {
 				return fmt.Errorf("edge %q: %w", k, err)
@@ -760,16 +744,14 @@ func (s *Store) Workload(key string) (*Workload, []Edge, bool, error) {
 			return err
 		}
 		w = &wl
-		prefix := workloadPrefix(key)
-		c := tx.Bucket(bucketEdges).Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		return forEachEdge(tx, workloadPrefix(key), func(k, v []byte) error {
 			e, err := decodeEdge(v)
 			if err != nil {
 				return fmt.Errorf("edge %q: %w", k, err)
 			}
 			edges = append(edges, e)
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("read workload %s from store %s: %w", key, s.path, err)
@@ -837,6 +819,69 @@ func (s *Store) Expire(cutoff time.Time) (int, error) {
 
 const maxInt = int(^uint(0) >> 1)
 
+// copyLive writes the records of src into the empty dst, packed, in transactions of at most
+// 64 MiB (memory stays bounded on big stores). The edges are written merged with the journal
+// (forEachEdge), so dst's journal starts empty.
+func copyLive(dst, src *bolt.DB) error {
+	const txMax = 64 << 20
+	return src.View(func(stx *bolt.Tx) error {
+		tx, err := dst.Begin(true)
+		if err != nil {
+			return err
+		}
+		defer func() { tx.Rollback() }()
+		size := 0
+		put := func(bucket []byte, fill float64, k, v []byte) error {
+			if size > txMax {
+				if err := tx.Commit(); err != nil {
+					return err
+				}
+				if tx, err = dst.Begin(true); err != nil {
+					return err
+				}
+				size = 0
+			}
+			size += len(k) + len(v)
+			b := tx.Bucket(bucket)
+			b.FillPercent = fill
+			return b.Put(k, v)
+		}
+		err = stx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			_, err := tx.CreateBucket(name)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		err = stx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			if bytes.Equal(name, bucketEdges) || bytes.Equal(name, bucketJournal) {
+				return nil
+			}
+			return b.ForEach(func(k, v []byte) error {
+				if v == nil {
+					return fmt.Errorf("bucket %s: unexpected nested bucket %q", name, k)
+				}
+				return put(name, 1, k, v)
+			})
+		})
+		if err != nil {
+			return err
+		}
+		n := 0
+		err = forEachEdge(stx, nil, func(k, v []byte) error {
+			n++
+			return put(bucketEdges, edgesFill, k, v)
+		})
+		if err != nil {
+			return err
+		}
+		if err := putJournalRecord(tx.Bucket(bucketMeta), journalRecord{Tree: n}); err != nil {
+			return err
+		}
+		return tx.Commit()
+	})
+}
+
 func (s *Store) updateSize() {
 	if st, err := os.Stat(s.path); err == nil {
 		s.metrics.sizeBytes.Set(float64(st.Size()))
@@ -877,8 +922,7 @@ func Compact(src, dst string, opts Options) (before, after int64, err error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("compact %s: create %s: %w", src, dst, err)
 	}
-	// 64 MiB per transaction keeps memory bounded on big stores.
-	if err := in.guard(func() error { return bolt.Compact(out, in.db, 64<<20) }); err != nil {
+	if err := in.guard(func() error { return copyLive(out, in.db) }); err != nil {
 		out.Close()
 		return 0, 0, fmt.Errorf("compact %s into %s: %w", src, dst, err)
 	}

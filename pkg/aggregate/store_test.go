@@ -289,7 +289,7 @@ func TestOpenRefuses(t *testing.T) {
 		},
 		{
 			name:    "truncated to half its size",
-			make:    func(t *testing.T, path string) { p := populated(t, path); truncate(t, p, fileSize(t, p)/2) },
+			make:    func(t *testing.T, path string) { p := populated(t, path); truncate(t, p, dataSize(t, p)/2) },
 			wantErr: ErrCorrupt,
 			wantMsg: "restore it from a backup",
 		},
@@ -300,6 +300,22 @@ func TestOpenRefuses(t *testing.T) {
 			},
 			wantErr: ErrCorrupt,
 			wantMsg: "restore it from a backup",
+		},
+		{
+			name: "journal root page overwritten by random bytes",
+			make: func(t *testing.T, path string) {
+				overwritePage(t, populated(t, path), bucketRoot(t, path, bucketJournal), 4)
+			},
+			wantErr: ErrCorrupt,
+			wantMsg: "restore it from a backup",
+		},
+		{
+			name: "journal chunk overwritten by random bytes",
+			make: func(t *testing.T, path string) {
+				overwritePage(t, populated(t, path), journalChunkPage(t, path), 5)
+			},
+			wantErr: ErrCorrupt,
+			wantMsg: "checksum",
 		},
 		{
 			name: "workloads root page overwritten by random bytes",
@@ -487,7 +503,8 @@ func TestStoreMetrics(t *testing.T) {
 	}
 }
 
-// populated writes a store at path large enough that each bucket has pages of its own.
+// populated writes a store at path large enough that each bucket has pages of its own: the
+// first batch is folded into the edge tree, the second stays in the journal.
 func populated(t *testing.T, path string) string {
 	t.Helper()
 	s, err := Open(path, Options{})
@@ -495,8 +512,14 @@ func populated(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	a := newAgg(t, Config{})
-	for i := range 600 {
+	for i := range 1000 {
 		a.Add(flow(i, workload("ns", fmt.Sprintf("k8s:app=c%d", i%40)), workload("ns", fmt.Sprintf("k8s:app=s%d", i%15)), flows.ProtoTCP, uint16(1000+i%20)))
+		if i == 599 {
+			if err := s.Commit(a.TakeBatch(), nil); err != nil {
+				t.Fatal(err)
+			}
+			fold(t, s)
+		}
 	}
 	if err := s.Commit(a.TakeBatch(), nil); err != nil {
 		t.Fatal(err)
@@ -514,6 +537,23 @@ func fileSize(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return st.Size()
+}
+
+// dataSize is the size of the pages in use, as the meta page says: bbolt grows the file
+// ahead of them.
+func dataSize(t *testing.T, path string) int64 {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var size int64
+	db.View(func(tx *bolt.Tx) error {
+		size = tx.Size()
+		return nil
+	})
+	return size
 }
 
 func truncate(t *testing.T, path string, size int64) {
@@ -540,6 +580,30 @@ func bucketRoot(t *testing.T, path string, name []byte) int {
 		t.Fatalf("bucket %s is inline; the fixture needs more data", name)
 	}
 	return root
+}
+
+// journalChunkPage returns a page in the middle of the journal's chunks: bbolt stores the
+// large values of a leaf in the pages that follow it, which it reads as raw bytes, so only the
+// chunks' checksums can tell they were damaged.
+func journalChunkPage(t *testing.T, path string) int {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, PreLoadFreelist: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	page := 0
+	db.View(func(tx *bolt.Tx) error {
+		root := tx.Bucket(bucketJournal).RootPage()
+		if info, err := tx.Page(int(root)); err == nil && info.Type == "leaf" && info.OverflowCount >= 2 {
+			page = int(root) + info.OverflowCount/2
+		}
+		return nil
+	})
+	if page == 0 {
+		t.Fatal("the journal is not one leaf with overflow pages; the fixture needs other data")
+	}
+	return page
 }
 
 // overwritePage replaces one 4 KiB page of path with seeded random bytes.
