@@ -689,3 +689,87 @@ func TestStoreDamagedWhileOpen(t *testing.T) {
 		t.Error("Commit wrote to a damaged store")
 	}
 }
+
+// Ensure that the store reads the edge tree merged with the journal exactly as the aggregator
+// holds its edges, whichever of them hold an edge's newest state: over batches that create,
+// update, collapse and expire edges (an edge expired and seen again, deletions of edges only
+// the tree holds), batches larger than a journal chunk, and folds after any batch.
+func TestJournalMatchesAggregator(t *testing.T) {
+	for _, foldEvery := range []int{0, 1, 3} {
+		t.Run(fmt.Sprintf("fold-every=%d", foldEvery), func(t *testing.T) {
+			s := openStore(t, "", Options{})
+			a := newAgg(t, Config{MaxPorts: 8})
+			for round := range 12 {
+				// Rounds alternate between many edges (several chunks) and a few.
+				n := 150
+				if round%2 == 0 {
+					n = 1500
+				}
+				for i := range n {
+					c := workload("ns", fmt.Sprintf("k8s:app=c%d", (i+round)%60))
+					srv := workload("ns", fmt.Sprintf("k8s:app=s%d", i%7))
+					// Ports beyond MaxPorts collapse the group in later rounds.
+					a.Add(flow(100*round+i%100, c, srv, flows.ProtoTCP, uint16(8000+(i/60+round)%10)))
+				}
+				if round%4 == 3 {
+					// Expire what rounds before the previous one saw: deletions of edges in
+					// the tree and in the journal, some seen again in the next round.
+					if a.Expire(at(100*(round-1))) == 0 {
+						t.Fatalf("round %d: nothing expired", round)
+					}
+				}
+				if err := s.Commit(a.TakeBatch(), nil); err != nil {
+					t.Fatal(err)
+				}
+				if foldEvery > 0 && round%foldEvery == 0 {
+					fold(t, s)
+				}
+				want := a.Snapshot()
+				got, err := s.Snapshot()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := cmp.Diff(want, got, snapshotOpts); d != "" {
+					t.Fatalf("round %d: store differs from the aggregator (-aggregator +store):\n%s", round, d)
+				}
+				for i, w := range want.Workloads {
+					if i%5 != round%5 {
+						continue // a fifth of them per round keeps the test fast
+					}
+					_, edges, ok, err := s.Workload(w.Key.String())
+					if err != nil || !ok {
+						t.Fatalf("round %d: Workload(%s) = %v, %v", round, w.Key, ok, err)
+					}
+					if d := cmp.Diff(want.Edges[w.Key.String()], edges, snapshotOpts); d != "" {
+						t.Fatalf("round %d: Workload(%s) edges (-aggregator +store):\n%s", round, w.Key, d)
+					}
+				}
+			}
+		})
+	}
+}
+
+// Ensure that commits fold the journal once it holds foldBatches batches, however small.
+func TestJournalFoldsAfterBatches(t *testing.T) {
+	s := openStore(t, "", Options{})
+	a := newAgg(t, Config{})
+	for i := range foldBatches {
+		a.Add(flow(i, web, api, flows.ProtoTCP, uint16(1000+i)))
+		if err := s.Commit(a.TakeBatch(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.db.View(func(tx *bolt.Tx) error {
+		rec, err := readJournalRecord(tx.Bucket(bucketMeta))
+		if err != nil || rec.Batches != 0 || rec.Entries != 0 || rec.Tree != 2*foldBatches {
+			t.Errorf("journal record after %d batches = %+v, %v; want it folded into a tree of %d edges", foldBatches, rec, err, 2*foldBatches)
+		}
+		if k, _ := tx.Bucket(bucketJournal).Cursor().First(); k != nil {
+			t.Errorf("journal after the fold holds %q", k)
+		}
+		if n := tx.Bucket(bucketEdges).Stats().KeyN; n != 2*foldBatches {
+			t.Errorf("edge tree holds %d edges, want %d", n, 2*foldBatches)
+		}
+		return nil
+	})
+}
