@@ -62,6 +62,8 @@ type Aggregator struct {
 	// inserted counts the edges created since the last TakeBatch: the new keys of the next
 	// commit (bbolt's inserts; updates of existing keys cost less).
 	inserted int
+	// spare are the buffers of a committed batch, for the next TakeBatch (Recycle).
+	spare encodedEdges
 
 	// warned remembers which caps and rejection reasons were already reported in the log, so
 	// each warns once per process instead of once per flow; the counters keep counting.

@@ -206,7 +206,11 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 	in.requests, in.stopped = requests, make(chan struct{})
 	in.mu.Unlock()
 	// Deferred first, so it runs last: after the committer finished, Commit commits directly.
+	// The buffers commits reuse are let go: they are sized for the largest batch, which may
+	// be several times BatchSize.
 	defer func() {
+		in.agg.recycle(nil)
+		in.store.dropScratch()
 		in.mu.Lock()
 		close(in.stopped)
 		in.requests, in.stopped = nil, nil
@@ -452,6 +456,7 @@ func (in *Ingester) commit(pb pendingBatch) error {
 	if in.hooks.AfterCommit != nil {
 		in.hooks.AfterCommit(CommitInfo{Events: pb.events, Edges: pb.b.EdgeCount, Duration: time.Since(start)})
 	}
+	in.agg.recycle(pb.b)
 	return nil
 }
 

@@ -50,7 +50,7 @@ const (
 	foldRatio = 4
 	// foldMinEdges stands in for the tree's size while it is smaller, so that a new store
 	// does not fold after every batch.
-	foldMinEdges = 16_384
+	foldMinEdges = 4096
 	// foldBatches bounds the batches in the journal, which every read merges: a quiet stream
 	// commits small batches that would otherwise pile up.
 	foldBatches = 32
@@ -98,13 +98,14 @@ func createJournal(tx *bolt.Tx) error {
 }
 
 // writeEdges journals the batch's edge changes and folds the journal when the rule says so.
-func writeEdges(tx *bolt.Tx, b *Batch) error {
+// The chunks are encoded into *buf, which is kept for the next commit.
+func writeEdges(tx *bolt.Tx, b *Batch, buf *[]byte) error {
 	meta := tx.Bucket(bucketMeta)
 	rec, err := readJournalRecord(meta)
 	if err != nil {
 		return err
 	}
-	n, err := appendJournal(tx.Bucket(bucketJournal), rec.Next, b)
+	n, err := appendJournal(tx.Bucket(bucketJournal), rec.Next, b, buf)
 	if err != nil {
 		return err
 	}
@@ -122,9 +123,9 @@ func writeEdges(tx *bolt.Tx, b *Batch) error {
 	return putJournalRecord(meta, rec)
 }
 
-// appendJournal writes the batch's changed and deleted edges as batch seq, and returns the
-// number of entries.
-func appendJournal(j *bolt.Bucket, seq uint64, b *Batch) (int, error) {
+// appendJournal writes the batch's changed and deleted edges as batch seq, encoded into
+// *scratch, and returns the number of entries.
+func appendJournal(j *bolt.Bucket, seq uint64, b *Batch, scratch *[]byte) (int, error) {
 	x := &b.edges
 	order := x.sorted()
 	var deleted [][]byte
@@ -145,8 +146,12 @@ func appendJournal(j *bolt.Bucket, seq uint64, b *Batch) (int, error) {
 		return 0, nil
 	}
 	// One buffer for all chunks: bbolt keeps the values it is given until the transaction
-	// ends.
-	buf := make([]byte, 0, len(x.keys)+len(x.values)+4*n+len(deleted)*64+(len(x.values)/journalChunk+1)*8)
+	// ends. Should it grow after all, the chunks already put keep the old array.
+	need := len(x.keys) + len(x.values) + 4*n + len(deleted)*64 + (len(x.values)/journalChunk+1)*8
+	if cap(*scratch) < need {
+		*scratch = make([]byte, 0, need+need/4)
+	}
+	buf := (*scratch)[:0]
 	j.FillPercent = 1 // keys only grow: pages are never split to make room in the middle
 	start := 0
 	var last []byte // the key of the chunk's last entry
@@ -193,7 +198,9 @@ func appendJournal(j *bolt.Bucket, seq uint64, b *Batch) (int, error) {
 			return 0, err
 		}
 	}
-	return n, flush()
+	err := flush()
+	*scratch = buf[:0]
+	return n, err
 }
 
 // foldJournal puts the journal's newest entry of every key into the tree (or deletes the key),
