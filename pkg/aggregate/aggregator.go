@@ -59,9 +59,6 @@ type Aggregator struct {
 	dirtyDNS       map[string]struct{}
 	dirtyLost      map[string]struct{}
 	totDirty       bool
-	// inserted counts the edges created since the last TakeBatch: the new keys of the next
-	// commit (bbolt's inserts; updates of existing keys cost less).
-	inserted int
 	// spare are the buffers of a committed batch, for the next TakeBatch (Recycle).
 	spare encodedEdges
 
@@ -514,7 +511,6 @@ func (a *Aggregator) newEdge(w *workloadState, id edgeID, k EdgeKey, t time.Time
 // insertEdge registers e in the indexes (not in groups: callers know how it belongs there).
 func (a *Aggregator) insertEdge(e *edgeState) {
 	a.nEdges++
-	a.inserted++
 	if e.Peer.Kind == PeerCIDR {
 		pid := peerID{e.id.w, e.id.dir, e.id.peer}
 		if a.peerEdges[pid]++; a.peerEdges[pid] == 1 {

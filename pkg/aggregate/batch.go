@@ -148,7 +148,6 @@ func (a *Aggregator) TakeBatch() *Batch {
 		a.churn.newFound = false
 	}
 	a.totDirty = false
-	a.inserted = 0
 	return b
 }
 
@@ -168,12 +167,12 @@ func (a *Aggregator) recycle(b *Batch) {
 	b.edges = encodedEdges{}
 }
 
-// pending returns the number of edges and workloads changed since the last TakeBatch, and how
-// many of the edges are new: the next commit's writes and, of them, its inserts.
-func (a *Aggregator) pending() (changed, inserted int) {
+// pending returns the number of edges and workloads changed since the last TakeBatch: the
+// next commit's records.
+func (a *Aggregator) pending() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return len(a.dirtyEdges) + len(a.deletedEdges) + len(a.dirtyWorkloads), a.inserted
+	return len(a.dirtyEdges) + len(a.deletedEdges) + len(a.dirtyWorkloads)
 }
 
 // Dirty reports whether anything changed since the last TakeBatch.
@@ -230,5 +229,4 @@ func (a *Aggregator) restore(s *Snapshot) {
 	for _, l := range s.Lost {
 		a.lost[l.Node] = &NodeLost{Node: l.Node, Lost: l.Lost, Last: l.Last}
 	}
-	a.inserted = 0 // the restored edges are stored already: no new keys for the next commit
 }

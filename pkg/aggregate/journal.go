@@ -47,7 +47,7 @@ const (
 	// Folding costs about one put per distinct edge in the journal; with traffic spread over
 	// every edge each batch holds nearly all of them, so the ratio is roughly how many
 	// batches one fold serves. The journal's bytes are bounded by the same ratio.
-	foldRatio = 4
+	foldRatio = 2
 	// foldMinEdges stands in for the tree's size while it is smaller, so that a new store
 	// does not fold after every batch.
 	foldMinEdges = 4096
