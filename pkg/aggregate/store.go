@@ -203,7 +203,7 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 
 	err = s.guard(func() error {
-		db, err := s.openDB(bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync, PreLoadFreelist: true})
+		db, err := s.openDB(bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync, PreLoadFreelist: true, InitialMmapSize: initialMmap})
 		if err != nil {
 			return err
 		}
@@ -967,3 +967,10 @@ func Compact(src, dst string, opts Options) (before, after int64, err error) {
 	in.log.Info("store compacted", "path", src, "before", sb.Size(), "after", sa.Size())
 	return sb.Size(), sa.Size(), nil
 }
+
+// initialMmap is the address space a read-write open maps from the start. When the file
+// outgrows the map, bbolt maps it anew and first copies every key and value that the write
+// transaction's dirty nodes point into the old map: a fold over 1M edges copied 800 MiB that
+// way (issue 19.2). Only pages in use are resident, so a larger map costs address space, not
+// memory; bbolt doubles it from there when a store outgrows it.
+const initialMmap = 1 << 30
