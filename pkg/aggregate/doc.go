@@ -53,8 +53,9 @@
 // With the default caps the live heap stays near 0.5-0.6 KiB per edge from 1k to 1M edges
 // (docs/scale.md), so 250,000 edges take about 150 MiB of heap and, with Go's GC headroom
 // and the mapped store pages, a few hundred MiB of RSS. The label flood of issue 15 (1M flows,
-// a new version label on every other one) stays at 70 MiB peak RSS, a 4 MiB store and 103
-// workloads (BenchmarkLabelFlood, 2 December 2026, after issue 19.2; 92 MiB and 16 MiB before).
+// a new version label on every other one) stays at 70-72 MiB peak RSS, a 3-4 MiB store and
+// 103 workloads (BenchmarkLabelFlood, 2 December 2026, after issue 19.2; 92 MiB and 16 MiB
+// before).
 //
 // # Validation
 //

@@ -633,7 +633,8 @@ func TestOpenDamagedPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pages := len(orig) / os.Getpagesize()
+	// The pages in use: bbolt grows the file ahead of them, and the tail is never read.
+	pages := int(dataSize(t, pristine)) / os.Getpagesize()
 	refused := 0
 	for page := 2; page < pages; page++ {
 		path := filepath.Join(dir, fmt.Sprintf("page%d.db", page))
