@@ -213,7 +213,7 @@ func (a *Aggregator) restore(s *Snapshot) {
 			a.insertEdge(st)
 			g := a.groups[gid]
 			if g == nil {
-				g = &group{}
+				g = newGroup()
 				a.groups[gid] = g
 			}
 			if e.Collapsed {
