@@ -59,9 +59,8 @@ type Aggregator struct {
 	dirtyDNS       map[string]struct{}
 	dirtyLost      map[string]struct{}
 	totDirty       bool
-	// inserted counts the edges created since the last TakeBatch: the new keys of the next
-	// commit (bbolt's inserts; updates of existing keys cost less).
-	inserted int
+	// spare are the buffers of a committed batch, for the next TakeBatch (Recycle).
+	spare encodedEdges
 
 	// warned remembers which caps and rejection reasons were already reported in the log, so
 	// each warns once per process instead of once per flow; the counters keep counting.
@@ -128,6 +127,15 @@ type workloadState struct {
 type group struct {
 	edges     []*edgeState // per-port edges, at most Config.MaxPorts
 	collapsed *edgeState
+	// first holds the first edge, so that a group of one edge, most of them, is one
+	// allocation instead of two (over 1M edges, one per edge created).
+	first [1]*edgeState
+}
+
+func newGroup() *group {
+	g := &group{}
+	g.edges = g.first[:0]
+	return g
 }
 
 // edge returns the group's per-port edge for port, or nil.
@@ -479,7 +487,7 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 		e = a.newEdge(w, id, EdgeKey{Workload: w.Key, Direction: dir, Peer: peer, Proto: proto, Port: port}, t)
 		e.EndPort = port
 		if g == nil {
-			g = &group{}
+			g = newGroup()
 			a.groups[gid] = g
 		}
 		g.edges = append(g.edges, e)
@@ -505,22 +513,28 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 func (a *Aggregator) newEdge(w *workloadState, id edgeID, k EdgeKey, t time.Time) *edgeState {
 	e := &edgeState{id: id, Edge: Edge{EdgeKey: k, FirstSeen: t, LastSeen: t}}
 	e.Workload = w.Key
-	a.insertEdge(e)
+	a.nEdges++
+	a.countPeer(e)
+	w.edges++
 	return e
 }
 
 // insertEdge registers e in the indexes (not in groups: callers know how it belongs there).
 func (a *Aggregator) insertEdge(e *edgeState) {
 	a.nEdges++
-	a.inserted++
+	a.countPeer(e)
+	if w := a.workloads[e.id.w]; w != nil {
+		w.edges++
+	}
+}
+
+// countPeer counts e in the per-peer edge counts of CIDR peers (MaxWorldPeers).
+func (a *Aggregator) countPeer(e *edgeState) {
 	if e.Peer.Kind == PeerCIDR {
 		pid := peerID{e.id.w, e.id.dir, e.id.peer}
 		if a.peerEdges[pid]++; a.peerEdges[pid] == 1 {
 			a.cidrPeers[wdID{e.id.w, e.id.dir}]++
 		}
-	}
-	if w := a.workloads[e.id.w]; w != nil {
-		w.edges++
 	}
 }
 

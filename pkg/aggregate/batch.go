@@ -97,10 +97,15 @@ func (a *Aggregator) TakeBatch() *Batch {
 		size += len(e.id.w) + len(e.id.peer) + 7
 	}
 	x := &b.edges
-	x.keys = make([]byte, 0, size)
-	x.values = make([]byte, 0, size+64*len(a.dirtyEdges))
-	x.keyEnd = make([]int, 0, len(a.dirtyEdges))
-	x.valEnd = make([]int, 0, len(a.dirtyEdges))
+	if sp := &a.spare; cap(sp.keys) >= size && cap(sp.keyEnd) >= len(a.dirtyEdges) {
+		*x = encodedEdges{keys: sp.keys[:0], values: sp.values[:0], keyEnd: sp.keyEnd[:0], valEnd: sp.valEnd[:0]}
+		*sp = encodedEdges{}
+	} else {
+		x.keys = make([]byte, 0, size)
+		x.values = make([]byte, 0, size+64*len(a.dirtyEdges))
+		x.keyEnd = make([]int, 0, len(a.dirtyEdges))
+		x.valEnd = make([]int, 0, len(a.dirtyEdges))
+	}
 	for _, e := range a.dirtyEdges {
 		if !e.deleted {
 			x.keys = appendEdgeKey(x.keys, e.id.w, e.id.peer, &e.EdgeKey)
@@ -143,16 +148,31 @@ func (a *Aggregator) TakeBatch() *Batch {
 		a.churn.newFound = false
 	}
 	a.totDirty = false
-	a.inserted = 0
 	return b
 }
 
-// pending returns the number of edges and workloads changed since the last TakeBatch, and how
-// many of the edges are new: the next commit's writes and, of them, its inserts.
-func (a *Aggregator) pending() (changed, inserted int) {
+// recycle hands back the buffers of a committed batch for TakeBatch to reuse; b must not be
+// used afterwards. nil drops the buffers kept. With many edges every batch's encoding was
+// garbage of several MiB, and each collection it brings on marks every edge held.
+func (a *Aggregator) recycle(b *Batch) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return len(a.dirtyEdges) + len(a.deletedEdges) + len(a.dirtyWorkloads), a.inserted
+	if b == nil {
+		a.spare = encodedEdges{}
+		return
+	}
+	if cap(b.edges.keys) > cap(a.spare.keys) {
+		a.spare = b.edges
+	}
+	b.edges = encodedEdges{}
+}
+
+// pending returns the number of edges and workloads changed since the last TakeBatch: the
+// next commit's records.
+func (a *Aggregator) pending() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.dirtyEdges) + len(a.deletedEdges) + len(a.dirtyWorkloads)
 }
 
 // Dirty reports whether anything changed since the last TakeBatch.
@@ -193,7 +213,7 @@ func (a *Aggregator) restore(s *Snapshot) {
 			a.insertEdge(st)
 			g := a.groups[gid]
 			if g == nil {
-				g = &group{}
+				g = newGroup()
 				a.groups[gid] = g
 			}
 			if e.Collapsed {
@@ -209,5 +229,4 @@ func (a *Aggregator) restore(s *Snapshot) {
 	for _, l := range s.Lost {
 		a.lost[l.Node] = &NodeLost{Node: l.Node, Lost: l.Lost, Last: l.Last}
 	}
-	a.inserted = 0 // the restored edges are stored already: no new keys for the next commit
 }

@@ -19,7 +19,7 @@ var (
 	bucketLost      = []byte("lost")
 	bucketLifecycle = []byte("lifecycle")
 
-	allBuckets = [][]byte{bucketMeta, bucketWorkloads, bucketEdges, bucketDNS, bucketLost, bucketLifecycle}
+	allBuckets = [][]byte{bucketMeta, bucketWorkloads, bucketEdges, bucketJournal, bucketDNS, bucketLost, bucketLifecycle}
 
 	keyFormat  = []byte("format")
 	keySchema  = []byte("schema")
@@ -35,8 +35,9 @@ const formatID = "recommender-aggregate"
 
 // schemaVersion is the layout version written by this code. Bump it with every incompatible
 // change of doc.go's layout and add the step to migrations. Schema 2 stores edges in the
-// binary encoding of appendEdge instead of JSON (issue 19.2).
-const schemaVersion uint32 = 2
+// binary encoding of appendEdge instead of JSON, schema 3 commits them to the journal
+// (journal.go) before they reach the edge tree (both issue 19.2).
+const schemaVersion uint32 = 3
 
 // edgeKey is the store key of an edge:
 //

@@ -1,8 +1,10 @@
 package aggregate
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -91,72 +93,108 @@ func TestEdgeCodec(t *testing.T) {
 	}
 }
 
-// Ensure that opening a schema 1 store (JSON edge values) for writing rewrites every edge in
-// the binary encoding, records schema 2 and reads back the same snapshot; read-only, it is
-// refused until then.
-func TestMigrateSchema1(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "store.db")
-	s := openStore(t, path, Options{})
-	a := newAgg(t, Config{})
-	for _, ev := range mixedEvents() {
-		a.Add(ev)
-	}
-	if err := s.Commit(a.TakeBatch(), nil); err != nil {
-		t.Fatal(err)
-	}
-	want, err := s.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Turn it into what schema 1 wrote.
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketEdges)
-		var keys, vals [][]byte
-		if err := b.ForEach(func(k, v []byte) error {
-			e, err := decodeEdge(v)
+// Ensure that a store written by an older schema (1: JSON edge values; 2: binary values, no
+// journal; both keep every edge in the tree) is refused read-only, and opened for writing is
+// migrated to the current schema: edges in the binary encoding, an empty journal, the same
+// snapshot; and that it then takes commits.
+func TestMigrateOldSchemas(t *testing.T) {
+	for _, schema := range []uint32{1, 2} {
+		t.Run(fmt.Sprintf("schema=%d", schema), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "store.db")
+			s := openStore(t, path, Options{})
+			a := newAgg(t, Config{})
+			for _, ev := range mixedEvents() {
+				a.Add(ev)
+			}
+			if err := s.Commit(a.TakeBatch(), nil); err != nil {
+				t.Fatal(err)
+			}
+			want, err := s.Snapshot()
 			if err != nil {
-				return err
+				t.Fatal(err)
 			}
-			j, err := encodeEdgeJSON(&e)
-			keys, vals = append(keys, append([]byte(nil), k...)), append(vals, j)
-			return err
-		}); err != nil {
-			return err
-		}
-		for i := range keys {
-			if err := b.Put(keys[i], vals[i]); err != nil {
-				return err
+			// Turn it into what the old schema wrote.
+			fold(t, s)
+			err = s.db.Update(func(tx *bolt.Tx) error {
+				if err := tx.DeleteBucket(bucketJournal); err != nil {
+					return err
+				}
+				if err := tx.Bucket(bucketMeta).Delete(keyJournal); err != nil {
+					return err
+				}
+				if schema == 1 {
+					b := tx.Bucket(bucketEdges)
+					var keys, vals [][]byte
+					if err := b.ForEach(func(k, v []byte) error {
+						e, err := decodeEdge(v)
+						if err != nil {
+							return err
+						}
+						j, err := encodeEdgeJSON(&e)
+						keys, vals = append(keys, append([]byte(nil), k...)), append(vals, j)
+						return err
+					}); err != nil {
+						return err
+					}
+					for i := range keys {
+						if err := b.Put(keys[i], vals[i]); err != nil {
+							return err
+						}
+					}
+				}
+				return putSchema(tx.Bucket(bucketMeta), schema)
+			})
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		return putSchema(tx.Bucket(bucketMeta), 1)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	closeChecked(t, s)
+			closeChecked(t, s)
 
-	if _, err := Open(path, Options{ReadOnly: true}); !errors.Is(err, ErrSchema) {
-		t.Errorf("Open(schema 1, read-only) = %v, want ErrSchema", err)
-	}
-	s = openStore(t, path, Options{})
-	got, err := s.Snapshot()
-	if err != nil {
-		t.Fatalf("snapshot after migration: %v", err)
-	}
-	if d := cmp.Diff(want, got, snapshotOpts); d != "" {
-		t.Errorf("snapshot after migration (-before +after):\n%s", d)
-	}
-	s.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketMeta).Get(keySchema); string(v) != "\x00\x00\x00\x02" {
-			t.Errorf("schema after migration = %v, want 2", v)
-		}
-		return tx.Bucket(bucketEdges).ForEach(func(k, v []byte) error {
-			if v[0] != edgeFormat {
-				t.Errorf("edge %q after migration starts with %q, want the binary format", k, v[0])
+			if _, err := Open(path, Options{ReadOnly: true}); !errors.Is(err, ErrSchema) {
+				t.Errorf("Open(schema %d, read-only) = %v, want ErrSchema", schema, err)
 			}
-			return nil
+			s = openStore(t, path, Options{})
+			got, err := s.Snapshot()
+			if err != nil {
+				t.Fatalf("snapshot after migration: %v", err)
+			}
+			if d := cmp.Diff(want, got, snapshotOpts); d != "" {
+				t.Errorf("snapshot after migration (-before +after):\n%s", d)
+			}
+			s.db.View(func(tx *bolt.Tx) error {
+				if v := tx.Bucket(bucketMeta).Get(keySchema); binary.BigEndian.Uint32(v) != schemaVersion {
+					t.Errorf("schema after migration = %v, want %d", v, schemaVersion)
+				}
+				if k, _ := tx.Bucket(bucketJournal).Cursor().First(); k != nil {
+					t.Errorf("journal after migration holds %q, want it empty", k)
+				}
+				if r, err := readJournalRecord(tx.Bucket(bucketMeta)); err != nil || r.Tree != want.EdgeCount() {
+					t.Errorf("journal record after migration = %+v, %v; want %d edges in the tree", r, err, want.EdgeCount())
+				}
+				return tx.Bucket(bucketEdges).ForEach(func(k, v []byte) error {
+					if v[0] != edgeFormat {
+						t.Errorf("edge %q after migration starts with %q, want the binary format", k, v[0])
+					}
+					return nil
+				})
+			})
+			// The migrated store takes commits on top of what it held.
+			a = newAgg(t, Config{})
+			if _, err := s.Load(a); err != nil {
+				t.Fatal(err)
+			}
+			a.Add(flow(99, web, api, flows.ProtoTCP, 9999))
+			if err := s.Commit(a.TakeBatch(), nil); err != nil {
+				t.Fatal(err)
+			}
+			after, err := s.Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(a.Snapshot(), after, snapshotOpts); d != "" {
+				t.Errorf("snapshot after a commit to the migrated store (-aggregator +store):\n%s", d)
+			}
 		})
-	})
+	}
 }
 
 // FuzzDecodeEdge feeds arbitrary bytes to the edge decoder, which reads them from the file:

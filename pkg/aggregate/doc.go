@@ -45,13 +45,17 @@
 //     from then on (churn.go; Snapshot.Churning, recommender_aggregate_churning_labels_total,
 //     stored in meta "churn"); the variants stored before detection are merged into the
 //     identity without it, edges included (fold_variants.go);
-//   - DNS names, HTTP samples, nodes and owner names per record are bounded lists.
+//   - DNS names, HTTP samples, nodes and owner names per record are bounded lists;
+//   - the edge journal is folded into the edge tree once it holds twice the tree's edges
+//     (counting at least 4,096) or 32 batches, so it never holds more than about twice the
+//     live edges, however many flows were committed.
 //
 // With the default caps the live heap stays near 0.5-0.6 KiB per edge from 1k to 1M edges
 // (docs/scale.md), so 250,000 edges take about 150 MiB of heap and, with Go's GC headroom
 // and the mapped store pages, a few hundred MiB of RSS. The label flood of issue 15 (1M flows,
-// a new version label on every other one) stays at 70 MiB peak RSS, a 4 MiB store and 103
-// workloads (BenchmarkLabelFlood, 2 December 2026, after issue 19.2; 92 MiB and 16 MiB before).
+// a new version label on every other one) stays at 70-72 MiB peak RSS, a 3-4 MiB store and
+// 103 workloads (BenchmarkLabelFlood, 2 December 2026, after issue 19.2; 92 MiB and 16 MiB
+// before).
 //
 // # Validation
 //
@@ -68,7 +72,8 @@
 //
 // The Ingester folds events in memory and commits in batches (Commit: one bbolt write
 // transaction, fsynced), by size or interval, whichever comes first. A commit writes only the
-// records the batch changed, already encoded by TakeBatch; while it is written the Ingester
+// records the batch changed, already encoded by TakeBatch, its edges appended to the journal
+// (Layout) in the same transaction; while it is written the Ingester
 // goes on folding into the next batch, which is committed as soon as it is due and the
 // commit before it is done (it may grow past its size meanwhile, see IngesterConfig). The
 // ingest cursor (flows.Cursor: per node, the newest flow time and the IDs at that time) and
@@ -78,12 +83,19 @@
 // bbolt's copy-on-write pages and meta-page switch make every commit atomic; the file is
 // never left half-written.
 //
-// # Layout (schema 2)
+// # Layout (schema 3)
 //
 // All keys sort bytewise, so prefix scans find one workload's edges. Edge values are binary
 // (appendEdge in codec.go: a format byte, then varints and length-prefixed strings); the
-// other values are JSON objects. Times are Unix nanoseconds, UTC. Each commit puts its edges
-// in key order, and edge pages split at 90% full (edgesFill).
+// other values are JSON objects. Times are Unix nanoseconds, UTC.
+//
+// A commit does not put its edges into the edge tree: it appends them, in key order, as one
+// batch of the journal (journal.go). Once the journal holds twice the tree's edges, or 32
+// batches, a commit also folds it: the newest entry of each key is put into the tree (or the
+// key deleted), in key order, and the journal is emptied, all in that commit's transaction.
+// Every reader (Snapshot, Workload, Load and what builds on them, Compact) merges the tree
+// with the journal, the newest entry of a key winning. Edge pages split at 90% full
+// (edgesFill).
 //
 //	meta       "format"  -> "recommender-aggregate" (a file without it is not ours)
 //	           "schema"  -> uint32 BE, 2
@@ -95,11 +107,17 @@
 //	                        plain file (flows.FileMark), so a restart seeks there
 //	totals also hold "rejected", the malformed records dropped.
 //	workloads  <namespace "/" labels joined by ","> -> {key, names, first, last, flows, nodes}
+//	           "journal" -> {batches, entries, tree, next}: the journal's size, the tree's
+//	                        edges after the last fold, the next batch's number
 //	edges      <workload key> 0x00 <direction:1> <peer key> 0x00 <protocol:1> <collapsed:1> <port:2 BE>
 //	           -> workload, direction, peer, protocol, port, end port, collapsed and truncated
 //	              flags, counts, first and last seen, DNS names, HTTP samples (binary)
 //	           (peer key: "workload:ns/labels", "entity:host", "fqdn:name", "cidr:ip/len";
 //	           a collapsed edge has port 0 in its key, its range in the value)
+//	journal    <batch number:8 BE> <edge key of the chunk's last entry>
+//	           -> format:1, CRC-32C:4 of the rest, then (edge key, edge value) entries in key
+//	              order, each length-prefixed; an empty value deletes the edge (chunks of
+//	              about 64 KiB)
 //	dns        <IP> -> {names, last}
 //	lost       <node> -> {lost, last}
 //	lifecycle  <workload key> -> opaque bytes owned by the audit lifecycle, which versions
@@ -109,18 +127,20 @@
 // opens alike: a locked file (ErrLocked), an empty file (ErrNotStore), a file bbolt cannot read,
 // truncated, or with a damaged page (ErrCorrupt), a bbolt file without our meta (ErrNotStore)
 // or from a newer schema (ErrSchema) is reported with its path and the fix, and left untouched,
-// never recreated. The integrity check reads every record; up to 256 MiB it also runs bbolt's
+// never recreated. The integrity check reads every record and verifies every journal chunk's
+// checksum (bbolt reads a large value as raw bytes); up to 256 MiB it also runs bbolt's
 // tx.Check (about 0.6 s for 186 MiB, BenchmarkOpenCheck). bbolt panics or faults on a damaged
 // page; every access goes through Store.guard, which turns that into ErrCorrupt and marks the
 // store failed: it is never written again (ErrFailed). An older schema is migrated by the
 // steps in migrations, in the write transaction that records the new version: schema 1 (edge
-// values in JSON) becomes 2 by rewriting every edge. Read-only opens refuse an older schema
-// until a write migrated it.
+// values in JSON) becomes 2 by rewriting every edge, and 2 becomes 3 by adding the empty
+// journal. Read-only opens refuse an older schema until a write migrated it.
 //
 // # Compaction
 //
 // bbolt never shrinks its file: pages freed by retention are reused, not returned. After a
-// large expiry, `recommender compact` (Compact) rewrites the live data into a new file.
+// large expiry, `recommender compact` (Compact) rewrites the live data into a new file, the
+// journal folded into the edge tree.
 //
 // # Concurrency
 //

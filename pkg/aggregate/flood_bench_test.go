@@ -59,7 +59,7 @@ func BenchmarkLabelFlood(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		size = st.Size()
+		size = diskUsage(st)
 		b.StartTimer()
 	}
 	if _, _, ok := snap.Workload("shop/k8s:app=late"); !ok || len(snap.Churning) != 1 {

@@ -111,7 +111,7 @@ func (a *Aggregator) absorb(k EdgeKey, src *Edge) {
 	gid := groupID{w.key, k.Direction, peerKey, k.Proto}
 	g := a.groups[gid]
 	if g == nil {
-		g = &group{}
+		g = newGroup()
 		a.groups[gid] = g
 	}
 	var e *edgeState

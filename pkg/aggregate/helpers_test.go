@@ -14,6 +14,7 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -261,4 +262,19 @@ func newAgg(t testing.TB, cfg Config) *Aggregator {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// fold folds the store's journal into its edge tree, as a commit does once the journal is
+// large enough.
+func fold(t testing.TB, s *Store) {
+	t.Helper()
+	err := s.update(func(tx *bolt.Tx) error {
+		if err := foldJournal(tx); err != nil {
+			return err
+		}
+		return putJournalRecord(tx.Bucket(bucketMeta), journalRecord{Tree: tx.Bucket(bucketEdges).Stats().KeyN})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -17,10 +17,9 @@ import (
 // IngesterConfig configures an Ingester. Field names follow the flags of `ingest` and `run`.
 type IngesterConfig struct {
 	// BatchSize makes a batch due after this many events (--batch-size). Each commit fsyncs.
-	// A batch is also due once it changed 20,000 records, keeping transactions well under
-	// bbolt's advice of fewer than 100,000 random writes. A due batch is committed as soon as
-	// the previous commit is done; until then it goes on growing, up to four times BatchSize
-	// events, 80,000 new edges or 250,000 changed records (Run).
+	// A batch is also due once it changed 100,000 records. A due batch is committed as soon
+	// as the previous commit is done; until then it goes on growing, up to four times
+	// BatchSize events or 250,000 changed records (Run).
 	BatchSize int
 	// BatchInterval commits pending changes at least this often (--batch-interval), so a quiet
 	// stream is still persisted and a crash loses at most this much.
@@ -206,7 +205,11 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 	in.requests, in.stopped = requests, make(chan struct{})
 	in.mu.Unlock()
 	// Deferred first, so it runs last: after the committer finished, Commit commits directly.
+	// The buffers commits reuse are let go: they are sized for the largest batch, which may
+	// be several times BatchSize.
 	defer func() {
+		in.agg.recycle(nil)
+		in.store.dropScratch()
 		in.mu.Lock()
 		close(in.stopped)
 		in.requests, in.stopped = nil, nil
@@ -349,17 +352,16 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 				continue
 			}
 			pending++
-			// Past maxDirty changed records a transaction gets slow (bbolt advises well under
-			// 100,000 random writes per transaction); counting them takes the aggregator's
-			// lock, so it is done every 1024 events.
-			changed, inserted := 0, 0
+			// Past maxDirty changed records a batch is due before BatchSize events; counting
+			// them takes the aggregator's lock, so it is done every 1024 events.
+			changed := 0
 			if pending%1024 == 0 {
-				changed, inserted = in.agg.pending()
+				changed = in.agg.pending()
 			}
 			if pending < in.cfg.BatchSize && changed < maxDirty {
 				continue
 			}
-			full := pending >= maxPending*in.cfg.BatchSize || inserted >= maxPending*maxDirty || changed >= maxChanged
+			full := pending >= maxPending*in.cfg.BatchSize || changed >= maxChanged
 			if due && !full {
 				continue // handed over when the running commit reports
 			}
@@ -396,15 +398,16 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 	}
 }
 
-// maxDirty is the number of changed records that makes a batch due. A batch that grew while
-// the previous commit was written is bounded by maxPending times BatchSize events, maxPending
-// times maxDirty new edges (inserts, what bbolt's advice is about) and maxChanged changed
-// records in all: there the loop waits for the commit instead of growing the batch further.
-// Updates of edges already stored may go beyond maxDirty: over many edges they are most of
-// each batch, and a batch that holds each of them once for more events is what makes a
-// commit cheaper per flow (issue 19.2).
+// maxDirty is the number of changed records that makes a batch due before BatchSize events. A
+// batch that grew while the previous commit was written is bounded by maxPending times
+// BatchSize events and maxChanged changed records: there the loop waits for the commit instead
+// of growing the batch further. A commit appends its edges to the journal in a few large
+// sequential writes (journal.go), so the bound is the batch's memory, not bbolt's advice of
+// fewer than 100,000 random writes per transaction, which applied while commits put every
+// edge into the tree (it was 20,000 records then, which over 1M edges cut batches to 10k
+// flows; issue 19.2).
 const (
-	maxDirty   = 20_000
+	maxDirty   = 100_000
 	maxPending = 4
 	maxChanged = 250_000
 )
@@ -452,6 +455,7 @@ func (in *Ingester) commit(pb pendingBatch) error {
 	if in.hooks.AfterCommit != nil {
 		in.hooks.AfterCommit(CommitInfo{Events: pb.events, Edges: pb.b.EdgeCount, Duration: time.Since(start)})
 	}
+	in.agg.recycle(pb.b)
 	return nil
 }
 

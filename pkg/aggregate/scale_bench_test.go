@@ -10,7 +10,9 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // The scaling curves of issue 10. Run each case in its own process (bench.sh does) so that
@@ -27,6 +29,16 @@ type footprint struct {
 	heap    uint64 // live heap after a GC
 	rss     uint64 // resident set after returning free memory to the OS (heap, runtime, mapped store pages)
 	peakRSS uint64 // the process's high-water mark
+}
+
+// cpuTime is the CPU time (user and system) the process used so far: over a shared machine's
+// varying load it moves less than the wall time does.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func measure(b *testing.B) footprint {
@@ -61,15 +73,16 @@ func measure(b *testing.B) footprint {
 }
 
 // ingestScale ingests n synthetic events over clients*servers connections (2*clients*servers
-// edges) into a fresh store with the daemon's default batching, and reports throughput, the
-// footprint with the store open, and the store file's size. perEdge adds the heap growth and
-// file size per edge. The edge caps are raised to hold every edge: the 1M-edge case is above
-// the default MaxEdges.
+// edges) into a fresh store with the daemon's default batching, and reports throughput, CPU
+// per flow, the footprint with the store open, and the disk space of the store file
+// (diskUsage). perEdge adds the heap growth and disk space per edge. The edge caps are raised
+// to hold every edge: the 1M-edge case is above the default MaxEdges.
 func ingestScale(b *testing.B, clients, servers, n int, perEdge bool) {
 	var before, after footprint
 	var size int64
 	var edges int
 	var commits uint64
+	var cpu time.Duration
 	for b.Loop() {
 		b.StopTimer()
 		before = measure(b)
@@ -84,9 +97,11 @@ func ingestScale(b *testing.B, clients, servers, n int, perEdge bool) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
+		start := cpuTime()
 		if err := in.Run(b.Context(), newSynthetic(clients, servers, n)); err != nil {
 			b.Fatal(err)
 		}
+		cpu += cpuTime() - start
 		b.StopTimer()
 		after = measure(b)
 		_, edges = a.Len()
@@ -99,7 +114,7 @@ func ingestScale(b *testing.B, clients, servers, n int, perEdge bool) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		size = st.Size()
+		size = diskUsage(st)
 		b.StartTimer()
 	}
 	if want := 2 * clients * servers; edges != want {
@@ -110,6 +125,8 @@ func ingestScale(b *testing.B, clients, servers, n int, perEdge bool) {
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "flows/s")
 	b.ReportMetric(float64(edges), "edges")
 	b.ReportMetric(float64(commits), "commits")
+	// CPU per flow of the timed part, all goroutines (the source, aggregation, commits, GC).
+	b.ReportMetric(float64(cpu.Nanoseconds())/(float64(n)*float64(b.N)), "cpu-ns/flow")
 	b.ReportMetric(float64(after.heap)/mib, "heap-MiB")
 	b.ReportMetric(float64(after.rss)/mib, "rss-MiB")
 	b.ReportMetric(float64(after.peakRSS)/mib, "peak-rss-MiB")
@@ -119,6 +136,15 @@ func ingestScale(b *testing.B, clients, servers, n int, perEdge bool) {
 		b.ReportMetric(float64(grown)/float64(edges), "heap-B/edge")
 		b.ReportMetric(float64(size)/float64(edges), "db-B/edge")
 	}
+}
+
+// diskUsage is the disk space a file takes: its allocated blocks where the system says (bbolt
+// grows the file ahead of its data, and the tail it never wrote takes none), else its size.
+func diskUsage(st os.FileInfo) int64 {
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		return sys.Blocks * 512
+	}
+	return st.Size()
 }
 
 // full reports whether the long cases were asked for (BENCH_FULL=1, as `make bench` passes it).

@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -74,13 +75,20 @@ type Store struct {
 	metrics *storeMetrics
 	// failed is set once a read found the file damaged; Commit then refuses (ErrFailed).
 	failed atomic.Bool
+	// chunks is the buffer commits encode journal chunks into, reused from one commit to the
+	// next (bbolt holds the values it is given only until the transaction ends, and there is
+	// one write transaction at a time): a new buffer per commit was a tenth of what an ingest
+	// over 1M edges allocated, and garbage makes the collector mark the edges again. chunksMu
+	// guards it.
+	chunksMu sync.Mutex
+	chunks   []byte
 }
 
 // migration upgrades a store from schema version from to from+1 inside one write transaction.
 type migration func(tx *bolt.Tx) error
 
 // migrations[i] upgrades schema i+1 to i+2.
-var migrations = []migration{binaryEdges}
+var migrations = []migration{binaryEdges, createJournal}
 
 // binaryEdges upgrades schema 1 to 2: every edge value is rewritten from JSON into the binary
 // encoding (appendEdge). Keys do not change. bbolt must not be written while ForEach walks
@@ -195,7 +203,7 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 
 	err = s.guard(func() error {
-		db, err := s.openDB(bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync, PreLoadFreelist: true})
+		db, err := s.openDB(bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync, PreLoadFreelist: true, InitialMmapSize: initialMmap})
 		if err != nil {
 			return err
 		}
@@ -267,6 +275,9 @@ func checkIntegrity(tx *bolt.Tx, fileSize int64) error {
 	err := tx.ForEach(func(name []byte, b *bolt.Bucket) error { return walk(b) })
 	if err != nil {
 		return fmt.Errorf("%w (%v); %s", ErrCorrupt, err, corruptHint)
+	}
+	if err := checkJournal(tx); err != nil {
+		return err
 	}
 	_ = touched
 	if fileSize > fullCheckLimit {
@@ -453,7 +464,7 @@ func (s *Store) Commit(b *Batch, hook func(*Lifecycle) error) error {
 	start := time.Now()
 	var size int64
 	err := s.update(func(tx *bolt.Tx) error {
-		if err := writeBatch(tx, b); err != nil {
+		if err := s.writeBatch(tx, b); err != nil {
 			return err
 		}
 		if hook != nil {
@@ -475,15 +486,14 @@ func (s *Store) Commit(b *Batch, hook func(*Lifecycle) error) error {
 	return nil
 }
 
-func writeBatch(tx *bolt.Tx, b *Batch) error {
-	edges, wls := tx.Bucket(bucketEdges), tx.Bucket(bucketWorkloads)
-	edges.FillPercent = edgesFill
+func (s *Store) writeBatch(tx *bolt.Tx, b *Batch) error {
+	wls := tx.Bucket(bucketWorkloads)
 	dns, lost, meta := tx.Bucket(bucketDNS), tx.Bucket(bucketLost), tx.Bucket(bucketMeta)
-	// Deletions first: an edge removed and created again within the batch ends up written.
-	for i := range b.DeletedEdges {
-		if err := edges.Delete(edgeKey(&b.DeletedEdges[i])); err != nil {
-			return fmt.Errorf("delete edge: %w", err)
-		}
+	s.chunksMu.Lock()
+	err := writeEdges(tx, b, &s.chunks)
+	s.chunksMu.Unlock()
+	if err != nil {
+		return err
 	}
 	for _, k := range b.DeletedWorkloads {
 		if err := wls.Delete([]byte(k)); err != nil {
@@ -494,9 +504,6 @@ func writeBatch(tx *bolt.Tx, b *Batch) error {
 		if err := dns.Delete([]byte(ip)); err != nil {
 			return fmt.Errorf("delete dns %s: %w", ip, err)
 		}
-	}
-	if err := putEdges(edges, &b.edges); err != nil {
-		return err
 	}
 	for i := range b.Workloads {
 		w := &b.Workloads[i]
@@ -578,18 +585,6 @@ func writeBatch(tx *bolt.Tx, b *Batch) error {
 // from 1.0 to 0.6 KiB per edge at 100k edges and from 0.56 to 0.33 KiB at 1M (issue 19.2).
 const edgesFill = 0.9
 
-// putEdges writes the batch's edges in key order. bbolt looks each key up from the root and
-// materializes every page it touches; in key order consecutive puts land on the page the
-// previous one materialized, and each leaf is split at most once per commit.
-func putEdges(bucket *bolt.Bucket, x *encodedEdges) error {
-	for _, i := range x.sorted() {
-		if err := bucket.Put(x.key(i), x.value(i)); err != nil {
-			return fmt.Errorf("put edge %q: %w", x.key(i), err)
-		}
-	}
-	return nil
-}
-
 // sorted returns the indexes of the edges in key order. The keys of a batch share long
 // prefixes (the namespace and labels of workloads), which made bytes.Compare the cost of the
 // sort: 9% of an ingest's CPU over 100k edges (5% now). So each key is first ranked by the
@@ -633,6 +628,13 @@ func (x *encodedEdges) sorted() []int {
 		order[j] = r.i
 	}
 	return order
+}
+
+// dropScratch lets go of the buffer commits reuse.
+func (s *Store) dropScratch() {
+	s.chunksMu.Lock()
+	defer s.chunksMu.Unlock()
+	s.chunks = nil
 }
 
 // Cursor returns the ingest cursor committed with the last batch (empty for a new store).
@@ -706,7 +708,7 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 		if err != nil {
 			return err
 		}
-		err = tx.Bucket(bucketEdges).ForEach(func(k, v []byte) error {
+		err = forEachEdge(tx, nil, func(k, v []byte) error {
 			e, err := decodeEdge(v)
 			if err != nil {
 				return fmt.Errorf("edge %q: %w", k, err)
@@ -760,16 +762,14 @@ func (s *Store) Workload(key string) (*Workload, []Edge, bool, error) {
 			return err
 		}
 		w = &wl
-		prefix := workloadPrefix(key)
-		c := tx.Bucket(bucketEdges).Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		return forEachEdge(tx, workloadPrefix(key), func(k, v []byte) error {
 			e, err := decodeEdge(v)
 			if err != nil {
 				return fmt.Errorf("edge %q: %w", k, err)
 			}
 			edges = append(edges, e)
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("read workload %s from store %s: %w", key, s.path, err)
@@ -837,6 +837,69 @@ func (s *Store) Expire(cutoff time.Time) (int, error) {
 
 const maxInt = int(^uint(0) >> 1)
 
+// copyLive writes the records of src into the empty dst, packed, in transactions of at most
+// 64 MiB (memory stays bounded on big stores). The edges are written merged with the journal
+// (forEachEdge), so dst's journal starts empty.
+func copyLive(dst, src *bolt.DB) error {
+	const txMax = 64 << 20
+	return src.View(func(stx *bolt.Tx) error {
+		tx, err := dst.Begin(true)
+		if err != nil {
+			return err
+		}
+		defer func() { tx.Rollback() }()
+		size := 0
+		put := func(bucket []byte, fill float64, k, v []byte) error {
+			if size > txMax {
+				if err := tx.Commit(); err != nil {
+					return err
+				}
+				if tx, err = dst.Begin(true); err != nil {
+					return err
+				}
+				size = 0
+			}
+			size += len(k) + len(v)
+			b := tx.Bucket(bucket)
+			b.FillPercent = fill
+			return b.Put(k, v)
+		}
+		err = stx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			_, err := tx.CreateBucket(name)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		err = stx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			if bytes.Equal(name, bucketEdges) || bytes.Equal(name, bucketJournal) {
+				return nil
+			}
+			return b.ForEach(func(k, v []byte) error {
+				if v == nil {
+					return fmt.Errorf("bucket %s: unexpected nested bucket %q", name, k)
+				}
+				return put(name, 1, k, v)
+			})
+		})
+		if err != nil {
+			return err
+		}
+		n := 0
+		err = forEachEdge(stx, nil, func(k, v []byte) error {
+			n++
+			return put(bucketEdges, edgesFill, k, v)
+		})
+		if err != nil {
+			return err
+		}
+		if err := putJournalRecord(tx.Bucket(bucketMeta), journalRecord{Tree: n}); err != nil {
+			return err
+		}
+		return tx.Commit()
+	})
+}
+
 func (s *Store) updateSize() {
 	if st, err := os.Stat(s.path); err == nil {
 		s.metrics.sizeBytes.Set(float64(st.Size()))
@@ -877,8 +940,7 @@ func Compact(src, dst string, opts Options) (before, after int64, err error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("compact %s: create %s: %w", src, dst, err)
 	}
-	// 64 MiB per transaction keeps memory bounded on big stores.
-	if err := in.guard(func() error { return bolt.Compact(out, in.db, 64<<20) }); err != nil {
+	if err := in.guard(func() error { return copyLive(out, in.db) }); err != nil {
 		out.Close()
 		return 0, 0, fmt.Errorf("compact %s into %s: %w", src, dst, err)
 	}
@@ -905,3 +967,12 @@ func Compact(src, dst string, opts Options) (before, after int64, err error) {
 	in.log.Info("store compacted", "path", src, "before", sb.Size(), "after", sa.Size())
 	return sb.Size(), sa.Size(), nil
 }
+
+// initialMmap is the address space a read-write open maps from the start. When the file
+// outgrows the map, bbolt maps it anew and first copies every key and value that the write
+// transaction's dirty nodes point into the old map: a fold over 1M edges copied 800 MiB that
+// way (issue 19.2). Only pages in use are resident, so a larger map costs address space, not
+// memory; bbolt doubles it from there when a store outgrows it. With a map above its
+// AllocSize (16 MiB) bbolt grows the file 16 MiB at a time: the tail beyond the data is not
+// written, so it takes no disk blocks (a store of 1k edges is a 16 MiB file using 2.3 MiB).
+const initialMmap = 1 << 30

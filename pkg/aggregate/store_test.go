@@ -289,7 +289,7 @@ func TestOpenRefuses(t *testing.T) {
 		},
 		{
 			name:    "truncated to half its size",
-			make:    func(t *testing.T, path string) { p := populated(t, path); truncate(t, p, fileSize(t, p)/2) },
+			make:    func(t *testing.T, path string) { p := populated(t, path); truncate(t, p, dataSize(t, p)/2) },
 			wantErr: ErrCorrupt,
 			wantMsg: "restore it from a backup",
 		},
@@ -300,6 +300,22 @@ func TestOpenRefuses(t *testing.T) {
 			},
 			wantErr: ErrCorrupt,
 			wantMsg: "restore it from a backup",
+		},
+		{
+			name: "journal root page overwritten by random bytes",
+			make: func(t *testing.T, path string) {
+				overwritePage(t, populated(t, path), bucketRoot(t, path, bucketJournal), 4)
+			},
+			wantErr: ErrCorrupt,
+			wantMsg: "restore it from a backup",
+		},
+		{
+			name: "journal chunk overwritten by random bytes",
+			make: func(t *testing.T, path string) {
+				overwritePage(t, populated(t, path), journalChunkPage(t, path), 5)
+			},
+			wantErr: ErrCorrupt,
+			wantMsg: "checksum",
 		},
 		{
 			name: "workloads root page overwritten by random bytes",
@@ -487,7 +503,8 @@ func TestStoreMetrics(t *testing.T) {
 	}
 }
 
-// populated writes a store at path large enough that each bucket has pages of its own.
+// populated writes a store at path large enough that each bucket has pages of its own: the
+// first batch is folded into the edge tree, the second stays in the journal.
 func populated(t *testing.T, path string) string {
 	t.Helper()
 	s, err := Open(path, Options{})
@@ -495,8 +512,14 @@ func populated(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	a := newAgg(t, Config{})
-	for i := range 600 {
+	for i := range 1000 {
 		a.Add(flow(i, workload("ns", fmt.Sprintf("k8s:app=c%d", i%40)), workload("ns", fmt.Sprintf("k8s:app=s%d", i%15)), flows.ProtoTCP, uint16(1000+i%20)))
+		if i == 599 {
+			if err := s.Commit(a.TakeBatch(), nil); err != nil {
+				t.Fatal(err)
+			}
+			fold(t, s)
+		}
 	}
 	if err := s.Commit(a.TakeBatch(), nil); err != nil {
 		t.Fatal(err)
@@ -514,6 +537,23 @@ func fileSize(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return st.Size()
+}
+
+// dataSize is the size of the pages in use, as the meta page says: bbolt grows the file
+// ahead of them.
+func dataSize(t *testing.T, path string) int64 {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var size int64
+	db.View(func(tx *bolt.Tx) error {
+		size = tx.Size()
+		return nil
+	})
+	return size
 }
 
 func truncate(t *testing.T, path string, size int64) {
@@ -540,6 +580,30 @@ func bucketRoot(t *testing.T, path string, name []byte) int {
 		t.Fatalf("bucket %s is inline; the fixture needs more data", name)
 	}
 	return root
+}
+
+// journalChunkPage returns a page in the middle of the journal's chunks: bbolt stores the
+// large values of a leaf in the pages that follow it, which it reads as raw bytes, so only the
+// chunks' checksums can tell they were damaged.
+func journalChunkPage(t *testing.T, path string) int {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, PreLoadFreelist: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	page := 0
+	db.View(func(tx *bolt.Tx) error {
+		root := tx.Bucket(bucketJournal).RootPage()
+		if info, err := tx.Page(int(root)); err == nil && info.Type == "leaf" && info.OverflowCount >= 2 {
+			page = int(root) + info.OverflowCount/2
+		}
+		return nil
+	})
+	if page == 0 {
+		t.Fatal("the journal is not one leaf with overflow pages; the fixture needs other data")
+	}
+	return page
 }
 
 // overwritePage replaces one 4 KiB page of path with seeded random bytes.
@@ -569,7 +633,8 @@ func TestOpenDamagedPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pages := len(orig) / os.Getpagesize()
+	// The pages in use: bbolt grows the file ahead of them, and the tail is never read.
+	pages := int(dataSize(t, pristine)) / os.Getpagesize()
 	refused := 0
 	for page := 2; page < pages; page++ {
 		path := filepath.Join(dir, fmt.Sprintf("page%d.db", page))
@@ -624,4 +689,88 @@ func TestStoreDamagedWhileOpen(t *testing.T) {
 	if after := stateOf(t, path); !bytes.Equal(before.data, after.data) {
 		t.Error("Commit wrote to a damaged store")
 	}
+}
+
+// Ensure that the store reads the edge tree merged with the journal exactly as the aggregator
+// holds its edges, whichever of them hold an edge's newest state: over batches that create,
+// update, collapse and expire edges (an edge expired and seen again, deletions of edges only
+// the tree holds), batches larger than a journal chunk, and folds after any batch.
+func TestJournalMatchesAggregator(t *testing.T) {
+	for _, foldEvery := range []int{0, 1, 3} {
+		t.Run(fmt.Sprintf("fold-every=%d", foldEvery), func(t *testing.T) {
+			s := openStore(t, "", Options{})
+			a := newAgg(t, Config{MaxPorts: 8})
+			for round := range 12 {
+				// Rounds alternate between many edges (several chunks) and a few.
+				n := 150
+				if round%2 == 0 {
+					n = 1500
+				}
+				for i := range n {
+					c := workload("ns", fmt.Sprintf("k8s:app=c%d", (i+round)%60))
+					srv := workload("ns", fmt.Sprintf("k8s:app=s%d", i%7))
+					// Ports beyond MaxPorts collapse the group in later rounds.
+					a.Add(flow(100*round+i%100, c, srv, flows.ProtoTCP, uint16(8000+(i/60+round)%10)))
+				}
+				if round%4 == 3 {
+					// Expire what rounds before the previous one saw: deletions of edges in
+					// the tree and in the journal, some seen again in the next round.
+					if a.Expire(at(100*(round-1))) == 0 {
+						t.Fatalf("round %d: nothing expired", round)
+					}
+				}
+				if err := s.Commit(a.TakeBatch(), nil); err != nil {
+					t.Fatal(err)
+				}
+				if foldEvery > 0 && round%foldEvery == 0 {
+					fold(t, s)
+				}
+				want := a.Snapshot()
+				got, err := s.Snapshot()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := cmp.Diff(want, got, snapshotOpts); d != "" {
+					t.Fatalf("round %d: store differs from the aggregator (-aggregator +store):\n%s", round, d)
+				}
+				for i, w := range want.Workloads {
+					if i%5 != round%5 {
+						continue // a fifth of them per round keeps the test fast
+					}
+					_, edges, ok, err := s.Workload(w.Key.String())
+					if err != nil || !ok {
+						t.Fatalf("round %d: Workload(%s) = %v, %v", round, w.Key, ok, err)
+					}
+					if d := cmp.Diff(want.Edges[w.Key.String()], edges, snapshotOpts); d != "" {
+						t.Fatalf("round %d: Workload(%s) edges (-aggregator +store):\n%s", round, w.Key, d)
+					}
+				}
+			}
+		})
+	}
+}
+
+// Ensure that commits fold the journal once it holds foldBatches batches, however small.
+func TestJournalFoldsAfterBatches(t *testing.T) {
+	s := openStore(t, "", Options{})
+	a := newAgg(t, Config{})
+	for i := range foldBatches {
+		a.Add(flow(i, web, api, flows.ProtoTCP, uint16(1000+i)))
+		if err := s.Commit(a.TakeBatch(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.db.View(func(tx *bolt.Tx) error {
+		rec, err := readJournalRecord(tx.Bucket(bucketMeta))
+		if err != nil || rec.Batches != 0 || rec.Entries != 0 || rec.Tree != 2*foldBatches {
+			t.Errorf("journal record after %d batches = %+v, %v; want it folded into a tree of %d edges", foldBatches, rec, err, 2*foldBatches)
+		}
+		if k, _ := tx.Bucket(bucketJournal).Cursor().First(); k != nil {
+			t.Errorf("journal after the fold holds %q", k)
+		}
+		if n := tx.Bucket(bucketEdges).Stats().KeyN; n != 2*foldBatches {
+			t.Errorf("edge tree holds %d edges, want %d", n, 2*foldBatches)
+		}
+		return nil
+	})
 }
