@@ -371,17 +371,11 @@ func (a *Auditor) wouldDeny(ev *flows.Event, e end, key string, dv audit.Directi
 			"workload", n.namespace+"/"+n.name, "direction", e.dir.String(), "peer", peer, "port", port,
 			"verdict", ev.Verdict.String(), "reason", dv.String(), "node", ev.Node, "time", ev.Time)
 	}
-	ds := a.denied[key]
-	for i := range ds {
-		if ds[i].Direction == e.dir && ds[i].Peer == peer && ds[i].Proto == ev.Proto && ds[i].Port == ev.Port {
-			ds[i].Count++
-			ds[i].Last = ev.Time
-			return
-		}
-	}
-	if len(ds) < maxDeniedPerTarget {
-		a.denied[key] = append(ds, DeniedEdge{Direction: e.dir, Peer: peer, Proto: ev.Proto, Port: ev.Port, Count: 1, Last: ev.Time})
-	}
+	a.denied[key] = tally(a.denied[key], maxDeniedPerTarget, ev.Time, func(d *DeniedEdge) bool {
+		return d.Direction == e.dir && d.Peer == peer && d.Proto == ev.Proto && d.Port == ev.Port
+	}, func() DeniedEdge {
+		return DeniedEdge{Direction: e.dir, Peer: peer, Proto: ev.Proto, Port: ev.Port, Count: 1, Last: ev.Time}
+	})
 }
 
 // firstOnEdge reports whether edge is seen for the first time since the memory of logged edges

@@ -118,17 +118,33 @@ func (a *Auditor) policyDrop(ev *flows.Event, ends []end) {
 
 func (a *Auditor) recordDrop(key string, ev *flows.Event, e end, policy string, ours bool, why string) {
 	peer := e.other.String()
-	ds := a.drops[key]
-	for i := range ds {
-		d := &ds[i]
-		if d.Direction == e.dir && d.Peer == peer && d.Proto == ev.Proto && d.Port == ev.Port && d.Policy == policy {
-			d.Count++
-			d.Last = ev.Time
-			return
+	a.drops[key] = tally(a.drops[key], maxDropsPerTarget, ev.Time, func(d *DroppedEdge) bool {
+		return d.Direction == e.dir && d.Peer == peer && d.Proto == ev.Proto && d.Port == ev.Port && d.Policy == policy
+	}, func() DroppedEdge {
+		return DroppedEdge{Direction: e.dir, Peer: peer, Proto: ev.Proto, Port: ev.Port, Count: 1,
+			Last: ev.Time, Policy: policy, Ours: ours, Attribution: why}
+	})
+}
+
+// tally counts a flow seen at at on the edge of list that match finds, or appends the edge
+// fresh makes while list holds fewer than limit (a workload's list of distinct edges for
+// reviews stays bounded), and returns the list.
+func tally[E any, P interface {
+	*E
+	seen(at time.Time)
+}](list []E, limit int, at time.Time, match func(*E) bool, fresh func() E) []E {
+	for i := range list {
+		if match(&list[i]) {
+			P(&list[i]).seen(at)
+			return list
 		}
 	}
-	if len(ds) < maxDropsPerTarget {
-		a.drops[key] = append(ds, DroppedEdge{Direction: e.dir, Peer: peer, Proto: ev.Proto, Port: ev.Port, Count: 1,
-			Last: ev.Time, Policy: policy, Ours: ours, Attribution: why})
+	if len(list) < limit {
+		list = append(list, fresh())
 	}
+	return list
 }
+
+func (d *DroppedEdge) seen(at time.Time) { d.Count++; d.Last = at }
+
+func (d *DeniedEdge) seen(at time.Time) { d.Count++; d.Last = at }

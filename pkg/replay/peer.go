@@ -3,10 +3,8 @@ package replay
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"slices"
 	"sync"
 
@@ -42,13 +40,12 @@ func (p Peer) notification(t peerpb.ChangeNotificationType) *peerpb.ChangeNotifi
 type PeerServer struct {
 	peerpb.UnimplementedPeerServer
 
-	// mu guards peers, subs, grpc and lis.
+	srv restartable
+	// mu guards peers and subs.
 	mu    sync.Mutex
 	peers map[string]Peer
 	// subs are the open Notify streams' queues; a change is appended to each.
 	subs map[*peerSub]struct{}
-	grpc *grpc.Server
-	lis  net.Listener
 }
 
 // peerSub is one Notify stream's queue of notifications not yet sent. It is unbounded: the
@@ -94,40 +91,22 @@ func (s *PeerServer) Start(addr string) (string, error) { return s.StartTLS(addr
 // StartTLS is Start serving TLS with tc (nil: plain gRPC), as the agents' Peer service
 // behind the hubble-peer Service does.
 func (s *PeerServer) StartTLS(addr string, tc *tls.Config) (string, error) {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return "", fmt.Errorf("listen %s: %w", addr, err)
-	}
 	var opts []grpc.ServerOption
 	if tc != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	gs := grpc.NewServer(opts...)
 	peerpb.RegisterPeerServer(gs, s)
-	s.mu.Lock()
-	if s.grpc != nil {
-		s.mu.Unlock()
-		lis.Close()
-		return "", errors.New("peer server already running")
+	addr, err := s.srv.listen(addr, gs)
+	if err != nil {
+		return "", fmt.Errorf("peer server: %w", err)
 	}
-	s.grpc, s.lis = gs, lis
-	s.mu.Unlock()
-	go gs.Serve(lis) //nolint:errcheck // returns when Stop closes the listener
-	return lis.Addr().String(), nil
+	return addr, nil
 }
 
 // Stop closes the listener and every Notify stream (clients see Unavailable, as when the
 // agent restarts). The server may be started again; its peers stay.
-func (s *PeerServer) Stop() {
-	s.mu.Lock()
-	gs, lis := s.grpc, s.lis
-	s.grpc, s.lis = nil, nil
-	s.mu.Unlock()
-	if gs != nil {
-		gs.Stop()
-		lis.Close()
-	}
-}
+func (s *PeerServer) Stop() { s.srv.stop() }
 
 // Add announces a new peer, or an updated one (PEER_UPDATED) when the name is known.
 func (s *PeerServer) Add(p Peer) {

@@ -72,11 +72,9 @@ type Server struct {
 	// span is how far each Loop pass is shifted forward.
 	span time.Duration
 
-	// mu guards grpc, lis and addr (the running instance) and passes (marshaled loop passes).
+	srv restartable
+	// mu guards passes (marshaled loop passes).
 	mu     sync.Mutex
-	grpc   *grpc.Server
-	lis    net.Listener
-	addr   string
 	passes map[uint64][][]byte
 }
 
@@ -123,44 +121,24 @@ func maxTime(a, b time.Time) time.Time {
 // Start listens on addr ("127.0.0.1:0" for any free port) and serves in the background. It
 // returns the bound address.
 func (s *Server) Start(addr string) (string, error) {
-	lis, err := net.Listen("tcp", addr)
+	bound, err := s.srv.listen(addr, s.newGRPC())
 	if err != nil {
-		return "", fmt.Errorf("listen %s: %w", addr, err)
+		return "", fmt.Errorf("replay server: %w", err)
 	}
-	gs := s.newGRPC()
-	s.mu.Lock()
-	if s.grpc != nil {
-		s.mu.Unlock()
-		lis.Close()
-		return "", errors.New("replay server already running")
-	}
-	s.grpc, s.lis, s.addr = gs, lis, lis.Addr().String()
-	s.mu.Unlock()
-	go gs.Serve(lis) //nolint:errcheck // returns when Stop closes the listener
-	s.log.Info("replay relay listening", "addr", lis.Addr().String(), "records", len(s.rec.entries))
-	return lis.Addr().String(), nil
+	s.log.Info("replay relay listening", "addr", bound, "records", len(s.rec.entries))
+	return bound, nil
 }
 
 // Stop closes the listener and every open stream at once (clients see Unavailable, as when
 // a relay pod dies). The server may be started again.
-func (s *Server) Stop() {
-	s.mu.Lock()
-	gs, lis := s.grpc, s.lis
-	s.grpc, s.lis = nil, nil
-	s.mu.Unlock()
-	if gs != nil {
-		gs.Stop()
-		// Serve may not have taken the listener yet; the address must be free on return.
-		lis.Close()
-	}
-}
+func (s *Server) Stop() { s.srv.stop() }
 
 // Serve serves on lis until ctx ends, then stops.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	gs := s.newGRPC()
-	s.mu.Lock()
-	s.grpc, s.lis, s.addr = gs, lis, lis.Addr().String()
-	s.mu.Unlock()
+	if err := s.srv.take(gs, lis); err != nil {
+		return fmt.Errorf("replay server: %w", err)
+	}
 	stop := context.AfterFunc(ctx, s.Stop)
 	defer stop()
 	s.log.Info("replay relay listening", "addr", lis.Addr().String(), "records", len(s.rec.entries))
@@ -443,9 +421,7 @@ func (s *Server) ServerStatus(context.Context, *observerpb.ServerStatusRequest) 
 // GetNodes implements observerpb.ObserverServer: one connected node per node name in the
 // recording.
 func (s *Server) GetNodes(context.Context, *observerpb.GetNodesRequest) (*observerpb.GetNodesResponse, error) {
-	s.mu.Lock()
-	addr := s.addr
-	s.mu.Unlock()
+	addr := s.srv.addr()
 	uptime := uint64(s.opts.Now().Sub(s.start).Nanoseconds())
 	resp := &observerpb.GetNodesResponse{}
 	for _, n := range s.rec.nodes {
