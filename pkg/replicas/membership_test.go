@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/recommender/recommender/internal/k8stest"
+	"github.com/recommender/recommender/pkg/aggregate"
 	"github.com/recommender/recommender/pkg/flows"
 	"github.com/recommender/recommender/pkg/replicas"
 )
@@ -40,9 +43,11 @@ type member struct {
 	done   chan error
 }
 
-func startMember(t *testing.T, cfg replicas.MembershipConfig) *member {
+// startMember runs replica cfg.Self's Membership over assign (nil: a static one of its own)
+// with onChange (may be nil).
+func startMember(t *testing.T, cfg replicas.MembershipConfig, assign *flows.Rendezvous, onChange func()) *member {
 	t.Helper()
-	mb := &member{done: make(chan error, 1)}
+	mb := &member{done: make(chan error, 1), assign: assign}
 	rc := rest.CopyConfig(env.Config)
 	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripper(func(r *http.Request) (*http.Response, error) {
@@ -56,11 +61,12 @@ func startMember(t *testing.T, cfg replicas.MembershipConfig) *member {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mb.assign, err = flows.NewRendezvous(strconv.Itoa(cfg.Self), flows.StaticReplicas(cfg.Replicas))
-	if err != nil {
-		t.Fatal(err)
+	if mb.assign == nil {
+		if mb.assign, err = flows.NewRendezvous(strconv.Itoa(cfg.Self), flows.StaticReplicas(cfg.Replicas)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	mb.m, err = replicas.NewMembership(cs.CoordinationV1(), cfg, mb.assign, nil, slog.New(slog.DiscardHandler))
+	mb.m, err = replicas.NewMembership(cs.CoordinationV1(), cfg, mb.assign, onChange, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,10 +136,7 @@ func settled(ms []*member, live []string, nodes []string) bool {
 // nodes), it returns and gets them back, and one that shuts down hands its nodes over at once.
 func TestMembershipFollowsLeases(t *testing.T) {
 	env.Require(t)
-	cfg := replicas.MembershipConfig{
-		Namespace: "default", Name: "members-" + strings.ToLower(rand.Text()[:8]), Replicas: 3,
-		LeaseDuration: 2 * time.Second, RenewDeadline: 1500 * time.Millisecond, RetryPeriod: 200 * time.Millisecond,
-	}
+	cfg := shortLeases(3)
 	var nodes []string
 	for i := range 30 {
 		nodes = append(nodes, fmt.Sprintf("node-%d", i))
@@ -142,7 +145,7 @@ func TestMembershipFollowsLeases(t *testing.T) {
 	for i := range cfg.Replicas {
 		c := cfg
 		c.Self, c.Identity = i, fmt.Sprintf("recommender-%d", i)
-		ms = append(ms, startMember(t, c))
+		ms = append(ms, startMember(t, c, nil, nil))
 	}
 	all := []string{"0", "1", "2"}
 	waitFor(t, "all three replicas live", func() bool { return settled(ms, all, nodes) })
@@ -171,4 +174,122 @@ func TestMembershipFollowsLeases(t *testing.T) {
 		t.Errorf("stopped replica's members = %v, want none", got)
 	}
 	waitFor(t, "replicas 0 and 2 taking replica 1's nodes", func() bool { return settled(ms, []string{"0", "2"}, nodes) })
+}
+
+// shortLeases is a Membership configuration of n replicas on fresh Leases with timings short
+// enough for a test (the waits poll; none of them is asserted).
+func shortLeases(n int) replicas.MembershipConfig {
+	return replicas.MembershipConfig{
+		Namespace: "default", Name: "members-" + strings.ToLower(rand.Text()[:8]), Replicas: n,
+		LeaseDuration: 2 * time.Second, RenewDeadline: 1500 * time.Millisecond, RetryPeriod: 200 * time.Millisecond,
+	}
+}
+
+// readBy reports whether the replicas read exactly the nodes want maps to them, each node
+// by one replica.
+func readBy(rs []*replica, want map[string]int) bool {
+	got := map[string]int{}
+	for i, r := range rs {
+		for _, n := range r.nodes.Nodes() {
+			if n.Read {
+				if _, twice := got[n.Name]; twice {
+					return false
+				}
+				got[n.Name] = i
+			}
+		}
+	}
+	return maps.Equal(got, want)
+}
+
+// Ensure that replicas whose membership follows their Leases synthesize from the same totals
+// as one daemon: a replica partitioned and killed hands its nodes to the live ones, which
+// start where its summary says it read them to (no event delivered again), and it gets them
+// back when it returns, again with nothing delivered twice.
+func TestLeaseReplicasMatchOneDaemon(t *testing.T) {
+	env.Require(t)
+	c := startCluster(t, "../../testdata/flows/boutique.jsonl", "../../testdata/flows/starwars.jsonl")
+	dir := t.TempDir()
+	total := 0
+	for _, n := range c.raw {
+		total += n
+	}
+	one := &replica{db: filepath.Join(dir, "one.db")}
+	one.start(t, c, total)
+	one.wait(t)
+	one.kill(t)
+	want := storeSnapshot(t, one.db)
+
+	cfg := shortLeases(3)
+	own3, own2 := owners(t, c, 3), map[string]int{}
+	{
+		r, err := flows.NewRendezvous("0", []string{"0", "1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, node := range c.nodes {
+			own2[node], _ = strconv.Atoi(r.Owner(node))
+		}
+	}
+	moved := 0
+	for node, o := range own3 {
+		if o == 2 {
+			moved++
+			if own2[node] == 2 {
+				t.Fatalf("node %s stays on replica 2 of 2", node)
+			}
+		}
+	}
+	if moved == 0 {
+		t.Fatalf("replica 2 owns no node (%v): the handover is untested", own3)
+	}
+
+	rs := replicaSet(dir, nil, ports(t, 3))
+	ms := make([]*member, len(rs))
+	startAll := func(i int, want int) {
+		r := rs[i]
+		r.readNone = true
+		r.start(t, c, want)
+		mc := cfg
+		mc.Self, mc.Identity = i, fmt.Sprintf("recommender-%d", i)
+		ms[i] = startMember(t, mc, r.set.Assignment(), r.nodes.Reassign)
+	}
+	for i := range rs {
+		n := 0
+		for node, o := range own3 {
+			if o == i {
+				n += c.raw[node]
+			}
+		}
+		startAll(i, n)
+	}
+	waitFor(t, "three replicas reading their nodes", func() bool { return readBy(rs, own3) })
+	for _, r := range rs {
+		r.wait(t)
+	}
+	sameTotals(t, "three lease replicas", merged(t, rs[0], want), want)
+
+	// Replica 2 is partitioned, then dies: the others take its nodes, from its cursor.
+	rs[0].set.Snapshot(t.Context()) // pulls replica 2's final positions before it goes
+	rs[1].set.Snapshot(t.Context())
+	ms[2].cut.Store(true)
+	waitFor(t, "partitioned replica 2 reading nothing", func() bool { return !slices.Contains(ms[2].m.Live(), "2") })
+	rs[2].kill(t)
+	waitFor(t, "replicas 0 and 1 reading replica 2's nodes", func() bool { return readBy(rs[:2], own2) })
+	sameTotals(t, "replica 2 dead, its nodes read by 0 and 1", merged(t, rs[0], want), want)
+
+	// It returns on its store: it gets its nodes back, read from where 0 and 1 stopped.
+	ms[2].cancel()
+	<-ms[2].done
+	ms[2].done <- nil
+	startAll(2, 0)
+	waitFor(t, "replica 2 reading its nodes again", func() bool { return readBy(rs, own3) })
+	sameTotals(t, "replica 2 back", merged(t, rs[0], want), want)
+	var stores []*aggregate.Snapshot
+	for i, r := range rs {
+		ms[i].cancel()
+		r.kill(t)
+		stores = append(stores, storeSnapshot(t, r.db))
+	}
+	sameTotals(t, "three stores", aggregate.Merge(stores...), want)
 }
