@@ -45,8 +45,11 @@ func (c MembershipConfig) Validate() error {
 		return fmt.Errorf("replica membership: index %d of %d replicas", c.Self, c.Replicas)
 	case c.Identity == "":
 		return errors.New("replica membership: identity is required")
-	case c.RetryPeriod <= 0 || c.RenewDeadline <= c.RetryPeriod || c.LeaseDuration <= c.RenewDeadline:
-		return fmt.Errorf("replica membership: want 0 < retry period (%s) < renew deadline (%s) < lease duration (%s)",
+	case c.RetryPeriod <= 0 || c.RenewDeadline <= c.RetryPeriod || c.LeaseDuration <= c.RenewDeadline+2*c.RetryPeriod:
+		// A replica notices its deadline passed at its next loop, which may wait one
+		// RetryPeriod and block one more in API calls: it must have stopped reading before
+		// any other replica counts its Lease expired.
+		return fmt.Errorf("replica membership: want 0 < retry period (%s) < renew deadline (%s), and renew deadline + 2 x retry period < lease duration (%s)",
 			c.RetryPeriod, c.RenewDeadline, c.LeaseDuration)
 	}
 	return nil
@@ -65,9 +68,11 @@ type Members interface {
 // Membership keeps this replica's Lease renewed and tells the assignment which replicas are
 // live: those whose Lease is held and was seen to change within its duration, judged on this
 // replica's own clock (as client-go's leader election does, so clocks need not agree). This
-// replica counts itself live only while its last renewal is younger than RenewDeadline,
-// shorter than LeaseDuration: it stops reading every node before any other replica may
-// count its Lease expired and take its nodes.
+// replica counts itself live only while its last renewal is younger than RenewDeadline
+// (checked every RetryPeriod; Validate wants RenewDeadline + 2 x RetryPeriod below
+// LeaseDuration): it stops reading every node before any other replica may count its Lease
+// expired and take its nodes, as long as the replicas' clocks run at the same rate (their
+// offsets do not matter).
 type Membership struct {
 	cfg      MembershipConfig
 	leases   coordinationv1client.LeasesGetter
@@ -112,8 +117,11 @@ func (m *Membership) Run(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		rctx, cancel := context.WithTimeout(ctx, m.cfg.RetryPeriod)
+		// The try's start, not its end: the write happened after it, so this replica's
+		// deadline runs out no later than the others' view of its Lease does.
+		start := time.Now()
 		if err := m.renew(rctx, &obs[m.cfg.Self]); err == nil {
-			renewed = time.Now()
+			renewed = start
 		} else if ctx.Err() == nil {
 			m.log.Debug("replica membership: renew lease", "lease", m.cfg.LeaseName(m.cfg.Self), "err", err)
 		}
