@@ -28,8 +28,9 @@
 // or returned) is read from where the replicas' summaries say it was read to (Set.Start,
 // flows.NodesConfig.Start), so what the previous owner stored is not counted again; what it
 // read after this replica last pulled its summary is read again here, and counted twice if
-// the previous owner still stores it (a partitioned replica that stopped reading). What the previous owner read after its last
-// summary was pulled and never committed is lost with it, as a crash loses the last batch.
+// the previous owner still stores it (a partitioned replica that stopped reading). What the
+// previous owner read before its last summary was pulled and never committed is lost with
+// it, as a crash loses the last batch.
 //
 // # Counting
 //
