@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/recommender/recommender/pkg/cluster"
 	"github.com/recommender/recommender/pkg/flows"
 	"github.com/recommender/recommender/pkg/replicas"
 )
@@ -20,6 +21,10 @@ const (
 	flagReplicaIndex = "replica-index"
 	flagReplicaURLs  = "replica-urls"
 	flagReplicaWait  = "replica-wait"
+	flagMembership   = "replica-membership"
+	// Values of --replica-membership.
+	membershipStatic = "static"
+	membershipLease  = "lease"
 	// indexPlaceholder in a single --replica-urls entry stands for each replica's index.
 	indexPlaceholder = "{index}"
 )
@@ -30,7 +35,9 @@ type replicaOptions struct {
 	index int
 	urls  []string
 	wait  time.Duration
-	fs    *pflag.FlagSet
+	// membership is how the live replicas are known (--replica-membership).
+	membership string
+	fs         *pflag.FlagSet
 	// podName is where the default index comes from (the StatefulSet pod's name).
 	podName func() string
 }
@@ -41,6 +48,7 @@ func (o *replicaOptions) addFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.count, flagReplicas, 1, "with --hubble-peers: how many replicas share the nodes; each node is read by one of them (rendezvous hashing of the node name) and every replica synthesizes from the merge of all replicas' edges")
 	fs.IntVar(&o.index, flagReplicaIndex, 0, "this replica's index, 0 to --replicas minus 1 (default: the ordinal of the StatefulSet pod name in $POD_NAME or the hostname)")
 	fs.DurationVar(&o.wait, flagReplicaWait, replicas.DefaultWait, "at start, how long to wait for every other replica's edge summary before reading flows: a node that moved to this replica is read from where its previous owner stopped only once that owner answered")
+	fs.StringVar(&o.membership, flagMembership, membershipStatic, `how the replicas that read nodes are known: "static" (all --replicas, a dead one's nodes stay unread until it returns) or "lease" (each replica renews a Lease <leader-elect-name>-replica-<index> in --leader-elect-namespace; the nodes of a replica whose Lease expired move to the live ones, and a replica that cannot renew its own stops reading)`)
 	fs.StringSliceVar(&o.urls, flagReplicaURLs, nil, `the metrics address of every replica by index, where each serves its edge summary: one URL each, or one URL with "{index}" (http://recommender-{index}.recommender:9962)`)
 }
 
@@ -55,14 +63,32 @@ func defaultPodName() string {
 // enabled reports whether several replicas share the nodes.
 func (o *replicaOptions) enabled() bool { return o.count > 1 }
 
+// leases reports whether the live replicas are known from their Leases.
+func (o *replicaOptions) leases() bool { return o.enabled() && o.membership == membershipLease }
+
+// membershipConfig is the Lease configuration of replica self: the leader election's
+// namespace, its Lease name as prefix and its timings.
+func (o *replicaOptions) membershipConfig(self int, namespace, name string) replicas.MembershipConfig {
+	ec := cluster.DefaultElectionConfig(o.podName())
+	return replicas.MembershipConfig{
+		Namespace: namespace, Name: name, Self: self, Replicas: o.count, Identity: ec.Identity,
+		LeaseDuration: ec.LeaseDuration, RenewDeadline: ec.RenewDeadline, RetryPeriod: ec.RetryPeriod,
+	}
+}
+
 // config settles the index and URLs and checks them with the source; metricsAddr is where
 // this replica serves its summary.
 func (o *replicaOptions) config(src *sourceOptions, metricsAddr string) (replicas.Config, error) {
 	if o.count < 1 {
 		return replicas.Config{}, fmt.Errorf("--%s %d: must be at least 1", flagReplicas, o.count)
 	}
+	switch o.membership {
+	case "", membershipStatic, membershipLease: // "" is the zero value: options built without flags
+	default:
+		return replicas.Config{}, fmt.Errorf("--%s %q: want %s or %s", flagMembership, o.membership, membershipStatic, membershipLease)
+	}
 	if !o.enabled() {
-		for _, f := range []string{flagReplicaIndex, flagReplicaURLs} {
+		for _, f := range []string{flagReplicaIndex, flagReplicaURLs, flagMembership} {
 			if o.fs != nil && o.fs.Changed(f) {
 				return replicas.Config{}, fmt.Errorf("--%s needs --%s above 1", f, flagReplicas)
 			}

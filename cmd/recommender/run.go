@@ -225,7 +225,7 @@ func (o *runOptions) namespaced() bool {
 
 // needsCluster reports whether the flags ask for a Kubernetes connection.
 func (o *runOptions) needsCluster() bool {
-	return o.applies() || o.leaderElect || o.kubeconfig != ""
+	return o.applies() || o.leaderElect || o.kubeconfig != "" || o.replicas.leases()
 }
 
 // applies reports whether policies are sent to the API server: for real, or as server-side
@@ -284,6 +284,10 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 			return err
 		}
 		o.src.assign, o.src.start = set.Assignment(), set.Start
+		if o.replicas.leases() {
+			// No node is read until the first look at the Leases says which replicas live.
+			_ = set.Assignment().SetMembers(nil)
+		}
 	}
 	src, err := o.src.build(ctx, log, nil)
 	if err != nil {
@@ -316,8 +320,9 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 			return fmt.Errorf("--pprof-addr: %w", err)
 		}
 	}
+	var membership *replicas.Membership
 	if o.needsCluster() {
-		if err := o.wireCluster(ctx, &deps, reg, pods, &synthCfg); err != nil {
+		if membership, err = o.wireCluster(ctx, &deps, reg, pods, &synthCfg, set, src.nodes); err != nil {
 			return err
 		}
 	}
@@ -357,6 +362,14 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	if o.gitops.Enabled() {
 		log.Info("gitops delivery", "config", o.gitops.String())
 	}
+	if membership != nil {
+		// The Lease loop lives as long as the daemon: it ends with ctx, releasing the Lease
+		// so the others take this replica's nodes at once.
+		mctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- membership.Run(mctx) }()
+		defer func() { stop(); err = errors.Join(err, <-done) }()
+	}
 	err = dm.Run(ctx)
 	// What the source skipped is a metric while running (recommender_flows_skipped_total);
 	// at the end it is said once, with the pods no selector was written for.
@@ -370,32 +383,35 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 
 // wireCluster connects to the API server for delivery, leader election and context, and
 // settles synthCfg's cluster name with Cilium's.
-func (o *runOptions) wireCluster(ctx context.Context, deps *daemon.Deps, reg prometheus.Registerer, pods *flows.LivePods, synthCfg *synth.Config) error {
+// With --replica-membership=lease it returns the Membership driving set's assignment and
+// nodes' streams, for the caller to run.
+func (o *runOptions) wireCluster(ctx context.Context, deps *daemon.Deps, reg prometheus.Registerer, pods *flows.LivePods, synthCfg *synth.Config,
+	set *replicas.Set, nodes *flows.NodesSource) (*replicas.Membership, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	if o.kubeconfig != "" {
 		rules.ExplicitPath = o.kubeconfig
 	}
 	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
 	if err != nil {
-		return fmt.Errorf("kubernetes config: %w", err)
+		return nil, fmt.Errorf("kubernetes config: %w", err)
 	}
 	rc.QPS, rc.Burst, rc.Timeout = o.kube.qps, o.kube.burst, o.kube.timeout
 	// Typed clients for the three API groups read or written, not the whole clientset.
 	core, err := corev1client.NewForConfig(rc)
 	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
+		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	apps, err := appsv1client.NewForConfig(rc)
 	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
+		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	coord, err := coordinationv1client.NewForConfig(rc)
 	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
+		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	dyn, err := dynamic.NewForConfig(rc)
 	if err != nil {
-		return fmt.Errorf("kubernetes dynamic client: %w", err)
+		return nil, fmt.Errorf("kubernetes dynamic client: %w", err)
 	}
 	log := deps.Log
 	var gate cluster.Gate
@@ -408,7 +424,7 @@ func (o *runOptions) wireCluster(ctx context.Context, deps *daemon.Deps, reg pro
 		ec.Namespace, ec.Name = o.leaseNamespace, o.leaseName
 		el, err := cluster.NewElector(coord, ec, log, reg)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		log.Info("leader election", "lease", ec.Namespace+"/"+ec.Name, "identity", id,
 			"takeover_within", ec.TakeoverBound())
@@ -417,7 +433,7 @@ func (o *runOptions) wireCluster(ctx context.Context, deps *daemon.Deps, reg pro
 	if o.applies() {
 		ap, err := cluster.NewApplier(dyn, o.cluster, gate, log, reg)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		deps.Applier = ap
 	}
@@ -433,7 +449,7 @@ func (o *runOptions) wireCluster(ctx context.Context, deps *daemon.Deps, reg pro
 		// read: there the name comes from --cluster-name or the flows.
 		name, err := localClusterName(ctx, synthCfg.ClusterName, o.ciliumNamespace, reader.CiliumClusterName, log)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		synthCfg.ClusterName = name
 	}
@@ -454,8 +470,16 @@ func (o *runOptions) wireCluster(ctx context.Context, deps *daemon.Deps, reg pro
 			return &audit.Decoded{CCNPs: ps.CCNPs, CNPs: ps.CNPs}, nil
 		}
 	}
+	var membership *replicas.Membership
+	if o.replicas.leases() {
+		mc := o.replicas.membershipConfig(o.replicaSet.Self, o.leaseNamespace, o.leaseName)
+		if membership, err = replicas.NewMembership(coord, mc, set.Assignment(), nodes.Reassign, log); err != nil {
+			return nil, err
+		}
+		log.Info("replica membership by lease", "lease", mc.Namespace+"/"+mc.LeaseName(mc.Self), "identity", mc.Identity)
+	}
 	log.Info("connected to kubernetes", "host", rc.Host, "leaderElect", o.leaderElect)
-	return nil
+	return membership, nil
 }
 
 // localClusterName settles the name of the cluster policies are proposed for (issue 16) with

@@ -42,6 +42,8 @@ func TestRunFlagErrors(t *testing.T) {
 		{"replica index outside", []string{"--hubble-peers", "127.0.0.1:4244", "--replicas", "2", "--replica-index", "2", "--replica-urls", "http://r-{index}:9962"}, "replica index 2"},
 		{"replica flag alone", []string{"--hubble-peers", "127.0.0.1:4244", "--replica-index", "1"}, "--replica-index needs --replicas above 1"},
 		{"replicas delivering", []string{"--hubble-peers", "127.0.0.1:4244", "--replicas", "2", "--replica-index", "0", "--replica-urls", "http://r-{index}:9962", "--apply", "enforce"}, "needs --leader-elect"},
+		{"replica membership unknown", []string{"--hubble-peers", "127.0.0.1:4244", "--metrics-addr", ":9962", "--replicas", "2", "--replica-index", "0", "--replica-urls", "http://r-{index}:9962", "--replica-membership", "gossip"}, `--replica-membership "gossip"`},
+		{"replica membership alone", []string{"--replica-membership", "lease"}, "--replica-membership needs --replicas above 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

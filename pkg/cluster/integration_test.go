@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,6 +43,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/recommender/recommender/internal/k8stest"
+	"github.com/recommender/recommender/pkg/flows"
+	"github.com/recommender/recommender/pkg/replicas"
 	"github.com/recommender/recommender/pkg/synth"
 )
 
@@ -855,6 +858,59 @@ func rbacCalls(ctx context.Context, t *testing.T, m rbacMode, c, as clients, for
 	}
 	if h := lease.Spec.HolderIdentity; h == nil || *h != "" {
 		return fmt.Errorf("leader election: holder %q after the end: %w", ptr.Deref(h, "<nil>"), errLeaseKept)
+	}
+	if m.namespace == "kube-system" {
+		return replicaLeaseCalls(ctx, c, m, as, forbidden)
+	}
+	return nil
+}
+
+// replicaLeaseCalls runs replica 0 of two with --replica-membership=lease as the service
+// account until it counts itself live: it creates and renews recommender-replica-0 and reads
+// recommender-replica-1.
+func replicaLeaseCalls(ctx context.Context, c clients, m rbacMode, as clients, forbidden <-chan string) error {
+	mc := replicas.MembershipConfig{
+		Namespace: m.namespace, Name: "recommender", Self: 0, Replicas: 2, Identity: "rbac-replica",
+		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 100 * time.Millisecond,
+	}
+	for i := range mc.Replicas {
+		if err := c.coord.Leases(m.namespace).Delete(ctx, mc.LeaseName(i), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+	}
+	assign, err := flows.NewRendezvous("0", flows.StaticReplicas(mc.Replicas))
+	if err != nil {
+		return err
+	}
+	live := make(chan struct{})
+	var once sync.Once
+	mb, err := replicas.NewMembership(as.coord, mc, assign, func() {
+		if slices.Contains(assign.Members(), "0") {
+			once.Do(func() { close(live) })
+		}
+	}, nil)
+	if err != nil {
+		return err
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- mb.Run(mctx) }()
+	select {
+	case <-live:
+	case call := <-forbidden:
+		return fmt.Errorf("replica membership: %s: %w", call, errForbiddenSeen)
+	case <-time.After(time.Minute): // generous: the first renewal makes it live
+		return errors.New("replica membership: not live within a minute")
+	}
+	cancel()
+	if err := <-runErr; err != nil {
+		return fmt.Errorf("replica membership: %w", err)
+	}
+	select {
+	case call := <-forbidden:
+		return fmt.Errorf("replica membership: %s: %w", call, errForbiddenSeen)
+	default:
 	}
 	return nil
 }

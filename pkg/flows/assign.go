@@ -25,6 +25,9 @@ type Rendezvous struct {
 
 // NewRendezvous returns the assignment of replica self among members (self must be one).
 func NewRendezvous(self string, members []string) (*Rendezvous, error) {
+	if !slices.Contains(members, self) {
+		return nil, fmt.Errorf("replica %q is not in the replica set %v", self, members)
+	}
 	r := &Rendezvous{self: self}
 	if err := r.SetMembers(members); err != nil {
 		return nil, err
@@ -42,14 +45,13 @@ func StaticReplicas(n int) []string {
 	return out
 }
 
-// SetMembers replaces the replica set; it must hold this replica.
+// SetMembers replaces the replica set. A set without this replica makes it read no node: a
+// replica that lost its membership Lease (replicas.Membership) must stop reading while the
+// others may take its nodes.
 func (r *Rendezvous) SetMembers(members []string) error {
 	ms := slices.Clone(members)
 	slices.Sort(ms)
 	ms = slices.Compact(ms)
-	if !slices.Contains(ms, r.self) {
-		return fmt.Errorf("replica %q is not in the replica set %v", r.self, ms)
-	}
 	r.mu.Lock()
 	r.members = ms
 	r.mu.Unlock()

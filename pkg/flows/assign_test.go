@@ -83,3 +83,19 @@ func TestOrdinal(t *testing.T) {
 		}
 	}
 }
+
+// Ensure a Rendezvous without this replica in its set reads no node.
+func TestRendezvousWithoutSelfReadsNothing(t *testing.T) {
+	r, err := flows.NewRendezvous("1", flows.StaticReplicas(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetMembers([]string{"0", "2"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if n := fmt.Sprintf("node-%d", i); r.Owns(n) {
+			t.Errorf("Owns(%s) = true outside the set", n)
+		}
+	}
+}

@@ -8,7 +8,10 @@
 // The nodes are assigned by rendezvous hashing of the node name over the replica set
 // (flows.Rendezvous): every replica computes the same owner for every node with no
 // coordination, and a change of the set moves only the nodes of the replica that came or
-// went.
+// went. The set is every index (static), or with Membership the live ones: each replica
+// renews a Lease of its own and counts the others' Leases held and fresh on its own clock;
+// one that cannot renew within its deadline reads no node, before the others may take its
+// nodes (docs/scale.md, "Partitions").
 //
 // # Merge
 //
@@ -21,10 +24,13 @@
 //
 // # Handover
 //
-// A node that moves to this replica (the replica set changed) is read from where the
-// replicas' summaries say it was read to (Set.Start, flows.NodesConfig.Start), so what the
-// previous owner stored is not counted again. What the previous owner read after its last
-// summary was pulled and never committed is lost with it, as a crash loses the last batch.
+// A node that moves to this replica (the replica set changed, or a replica's Lease expired
+// or returned) is read from where the replicas' summaries say it was read to (Set.Start,
+// flows.NodesConfig.Start), so what the previous owner stored is not counted again; what it
+// read after this replica last pulled its summary is read again here, and counted twice if
+// the previous owner still stores it (a partitioned replica that stopped reading). What the
+// previous owner read before its last summary was pulled and never committed is lost with
+// it, as a crash loses the last batch.
 //
 // # Audit evidence
 //

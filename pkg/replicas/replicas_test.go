@@ -125,8 +125,12 @@ type replica struct {
 	agg   *aggregate.Aggregator
 	set   *replicas.Set
 	src   *drained
-	stop  context.CancelFunc
-	err   chan error
+	nodes *flows.NodesSource
+	// readNone starts the replica reading no node, as --replica-membership=lease does until
+	// its Membership looked at the Leases.
+	readNone bool
+	stop     context.CancelFunc
+	err      chan error
 }
 
 // start runs the daemon as `run --hubble-peers` wires it (cmd/recommender run.go): urls
@@ -159,11 +163,15 @@ func (r *replica) start(t *testing.T, c *cluster, want int) {
 			t.Fatal(err)
 		}
 		cfg.Assignment, cfg.Start = r.set.Assignment(), r.set.Start
+		if r.readNone {
+			_ = r.set.Assignment().SetMembers(nil)
+		}
 	}
 	nodes, err := flows.NewNodesSource(cfg, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.nodes = nodes
 	r.src = &drained{src: nodes, want: want, done: make(chan struct{})}
 	deps := daemon.Deps{
 		Log: log, Registry: reg, Source: r.src, Stats: nodes.Stats(),
