@@ -14,7 +14,8 @@ import (
 )
 
 // Ensure each replica's audit evidence travels with its summary: Peers lists every other
-// replica with the evidence of the last pull, Pulled only while it answers.
+// member with the evidence of the last pull, Pulled only while it answers, and no replica
+// that left the set.
 func TestPeersCarryEvidence(t *testing.T) {
 	ev := []lifecycle.Evidence{{Workload: "shop/k8s:app=db", State: lifecycle.Audit, Revision: "r1",
 		WindowStart: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC), WindowFlows: 7, LostRatio: 0.01}}
@@ -46,5 +47,12 @@ func TestPeersCarryEvidence(t *testing.T) {
 	want[0].Pulled = false
 	if got := pulling.Peers(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Peers with replica 1 gone = %+v, want its last evidence, not pulled", got)
+	}
+	// Its Lease expired (lease membership): its nodes are the others', its evidence no gate.
+	if err := pulling.Assignment().SetMembers([]string{"0"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := pulling.Peers(); len(got) != 0 {
+		t.Errorf("Peers with replica 1 no member = %+v, want none", got)
 	}
 }

@@ -214,19 +214,22 @@ func (s *Set) Snapshot(ctx context.Context) *aggregate.Snapshot {
 }
 
 // Peers returns the other replicas' audit evidence for the lifecycle to merge
-// (lifecycle.Machine.MergePeers): one entry per other replica of the set, Pulled when its
-// last pull (the Snapshot of this sync) answered. A replica that did not answer is listed
-// with its last evidence and Pulled false, so nothing is promoted on a window it may have
-// seen broken.
+// (lifecycle.Machine.MergePeers): one entry per other member of the set (all of them with
+// static membership, the live ones with Leases), Pulled when its last pull (the Snapshot of
+// this sync) answered. A member that did not answer is listed with its last evidence and
+// Pulled false, so nothing is promoted on a window it may have seen broken. A replica whose
+// Lease expired is no member: its nodes are read, and audited, by the others.
 func (s *Set) Peers() []lifecycle.Peer {
+	members := s.assign.Members()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]lifecycle.Peer, 0, len(s.cfg.URLs)-1)
-	for i := range s.cfg.URLs {
-		if i == s.cfg.Self {
+	out := make([]lifecycle.Peer, 0, len(members))
+	for _, m := range members {
+		i, err := strconv.Atoi(m)
+		if err != nil || i == s.cfg.Self {
 			continue
 		}
-		p := lifecycle.Peer{Replica: strconv.Itoa(i)}
+		p := lifecycle.Peer{Replica: m}
 		if c, ok := s.cache[i]; ok {
 			p.Evidence, p.Pulled = c.evidence, !s.failing[i]
 		}
