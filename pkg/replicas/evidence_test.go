@@ -55,4 +55,12 @@ func TestPeersCarryEvidence(t *testing.T) {
 	if got := pulling.Peers(); len(got) != 0 {
 		t.Errorf("Peers with replica 1 no member = %+v, want none", got)
 	}
+	// This replica is no member (its own Lease not renewed, or not looked at yet): every
+	// replica of the set counts again.
+	if err := pulling.Assignment().SetMembers(nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := pulling.Peers(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Peers while no member itself = %+v, want %+v", got, want)
+	}
 }

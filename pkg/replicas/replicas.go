@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -218,9 +219,14 @@ func (s *Set) Snapshot(ctx context.Context) *aggregate.Snapshot {
 // static membership, the live ones with Leases), Pulled when its last pull (the Snapshot of
 // this sync) answered. A member that did not answer is listed with its last evidence and
 // Pulled false, so nothing is promoted on a window it may have seen broken. A replica whose
-// Lease expired is no member: its nodes are read, and audited, by the others.
+// Lease expired is no member: its nodes are read, and audited, by the others. While this
+// replica is no member itself (before its first look at the Leases, or cut off from the API
+// server) it cannot tell who reads which node, so every replica of the set counts.
 func (s *Set) Peers() []lifecycle.Peer {
 	members := s.assign.Members()
+	if !slices.Contains(members, strconv.Itoa(s.cfg.Self)) {
+		members = flows.StaticReplicas(len(s.cfg.URLs))
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]lifecycle.Peer, 0, len(members))
