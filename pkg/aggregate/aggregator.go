@@ -132,7 +132,8 @@ type group struct {
 	// inline is the group's first edge, so that an edge that starts a group (over 1M edges,
 	// every edge created) is one allocation instead of two: the collector marks an object
 	// fewer per edge. Used once: an edge dropped from the group is never replaced in place,
-	// since the batch being built may still point to it.
+	// since the batch being built may still point to it (a collapsed group keeps the dropped
+	// edge's memory; groups collapse rarely).
 	inline     edgeState
 	inlineUsed bool
 }
