@@ -127,15 +127,30 @@ type workloadState struct {
 type group struct {
 	edges     []*edgeState // per-port edges, at most Config.MaxPorts
 	collapsed *edgeState
-	// first holds the first edge, so that a group of one edge, most of them, is one
-	// allocation instead of two (over 1M edges, one per edge created).
+	// first backs edges while the group has one edge, most of them.
 	first [1]*edgeState
+	// inline is the group's first edge, so that an edge that starts a group (over 1M edges,
+	// every edge created) is one allocation instead of two: the collector marks an object
+	// fewer per edge. Used once: an edge dropped from the group is never replaced in place,
+	// since the batch being built may still point to it (a collapsed group keeps the dropped
+	// edge's memory; groups collapse rarely).
+	inline     edgeState
+	inlineUsed bool
 }
 
 func newGroup() *group {
 	g := &group{}
 	g.edges = g.first[:0]
 	return g
+}
+
+// alloc returns the memory of a new edge of g: its inline edge if still unused.
+func (g *group) alloc() *edgeState {
+	if g.inlineUsed {
+		return new(edgeState)
+	}
+	g.inlineUsed = true
+	return &g.inline
 }
 
 // edge returns the group's per-port edge for port, or nil.
@@ -483,13 +498,13 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 			a.overflow("edges-per-workload", a.cfg.MaxEdgesPerWorkload)
 			return
 		}
-		id := edgeID{w: w.key, dir: dir, peer: peerKey, proto: proto, port: port}
-		e = a.newEdge(w, id, EdgeKey{Workload: w.Key, Direction: dir, Peer: peer, Proto: proto, Port: port}, t)
-		e.EndPort = port
 		if g == nil {
 			g = newGroup()
 			a.groups[gid] = g
 		}
+		id := edgeID{w: w.key, dir: dir, peer: peerKey, proto: proto, port: port}
+		e = a.newEdge(g, w, id, EdgeKey{Workload: w.Key, Direction: dir, Peer: peer, Proto: proto, Port: port}, t)
+		e.EndPort = port
 		g.edges = append(g.edges, e)
 	}
 	e.Counts.add(delta)
@@ -508,10 +523,12 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 	a.markEdge(e)
 }
 
-// newEdge makes the edge k of w. Label slices are shared, never changed in place: k's come
-// from the key cache (peerOf) or from edges and workloads held (absorb).
-func (a *Aggregator) newEdge(w *workloadState, id edgeID, k EdgeKey, t time.Time) *edgeState {
-	e := &edgeState{id: id, Edge: Edge{EdgeKey: k, FirstSeen: t, LastSeen: t}}
+// newEdge makes the edge k of w, in the memory of its group g (not added to it: callers know
+// how it belongs there). Label slices are shared, never changed in place: k's come from the
+// key cache (peerOf) or from edges and workloads held (absorb).
+func (a *Aggregator) newEdge(g *group, w *workloadState, id edgeID, k EdgeKey, t time.Time) *edgeState {
+	e := g.alloc()
+	*e = edgeState{id: id, Edge: Edge{EdgeKey: k, FirstSeen: t, LastSeen: t}}
 	e.Workload = w.Key
 	a.nEdges++
 	a.countPeer(e)

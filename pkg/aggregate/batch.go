@@ -208,14 +208,15 @@ func (a *Aggregator) restore(s *Snapshot) {
 			if e.Collapsed {
 				id.port = 0
 			}
-			st := &edgeState{id: id, Edge: e}
-			st.reshapeSamples()
-			a.insertEdge(st)
 			g := a.groups[gid]
 			if g == nil {
 				g = newGroup()
 				a.groups[gid] = g
 			}
+			st := g.alloc()
+			*st = edgeState{id: id, Edge: e}
+			st.reshapeSamples()
+			a.insertEdge(st)
 			if e.Collapsed {
 				g.collapsed = st
 			} else {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -229,6 +230,10 @@ func TestEncodedEdgesSorted(t *testing.T) {
 		{"shop/app=b\x00x", "shop/app=a\x00y", "shop/app=a", "shop/app=a\x00y\x00", "shop/app=a\x00x", "shop/app=a\x00x"},
 		{"x/0123456789abcdef1", "x/0123456789abcdef0", "x/0123456789abcdee", "x/0123456789abcdef", "y"},
 		{"", "\x00", "\x00\x00", "\x01"},
+		// Runs longer than smallRun go through the radix passes.
+		randomKeys(3000, "ns/app=", 24),
+		randomKeys(500, "", 10),
+		randomKeys(200, "a-long-prefix-all-keys-share/k8s:app=", 3),
 	} {
 		var x encodedEdges
 		for _, k := range keys {
@@ -246,4 +251,42 @@ func TestEncodedEdgesSorted(t *testing.T) {
 			t.Errorf("sorted(%q) = %q, want %q", keys, got, want)
 		}
 	}
+}
+
+// randomKeys returns n keys of prefix and up to maxLen random bytes from a small alphabet
+// (zero bytes, repeats, keys that are prefixes of others), some repeated: a batch's keys are
+// unique, but equal keys must not upset the order either.
+func randomKeys(n int, prefix string, maxLen int) []string {
+	rng := rand.New(rand.NewPCG(uint64(n), uint64(maxLen)))
+	alphabet := []byte{0, 1, 'a', 'b', 0xff}
+	keys := make([]string, 0, n)
+	for range n {
+		if len(keys) > 0 && rng.IntN(10) == 0 {
+			keys = append(keys, keys[rng.IntN(len(keys))])
+			continue
+		}
+		k := []byte(prefix)
+		for range rng.IntN(maxLen + 1) {
+			k = append(k, alphabet[rng.IntN(len(alphabet))])
+		}
+		keys = append(keys, string(k))
+	}
+	return keys
+}
+
+// BenchmarkEncodedEdgesSorted measures the sort of one batch's edge keys in the shape of the
+// 1M-edge case of BenchmarkScaleEdges: 200k flows of a million-edge stream, so about 400k keys
+// of 1,500 workloads (issue 19.2: the sort was most of the journal's append there).
+func BenchmarkEncodedEdgesSorted(b *testing.B) {
+	a := newAgg(b, Config{MaxEdges: 2_000_000})
+	gen := newSynthetic(1000, 500, 0)
+	for i := range 200_000 {
+		a.Add(gen.event(300_000 + i))
+	}
+	batch := a.TakeBatch()
+	b.ReportAllocs()
+	for b.Loop() {
+		batch.edges.sorted()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(batch.edges.len()), "ns/key")
 }

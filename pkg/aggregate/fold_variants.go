@@ -122,7 +122,7 @@ func (a *Aggregator) absorb(k EdgeKey, src *Edge) {
 		e = a.collapse(gid, g, src.Port)
 	case src.Collapsed:
 		id := edgeID{w: w.key, dir: k.Direction, peer: peerKey, proto: k.Proto, collapsed: true}
-		e = a.newEdge(w, id, k, src.FirstSeen)
+		e = a.newEdge(g, w, id, k, src.FirstSeen)
 		e.EndPort = src.EndPort
 		g.collapsed = e
 	default:
@@ -134,7 +134,7 @@ func (a *Aggregator) absorb(k EdgeKey, src *Edge) {
 			break
 		}
 		id := edgeID{w: w.key, dir: k.Direction, peer: peerKey, proto: k.Proto, port: k.Port}
-		e = a.newEdge(w, id, k, src.FirstSeen)
+		e = a.newEdge(g, w, id, k, src.FirstSeen)
 		e.EndPort = k.Port
 		g.edges = append(g.edges, e)
 	}
