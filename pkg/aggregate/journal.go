@@ -325,7 +325,7 @@ func (s *edgeSource) seek(prefix []byte) bool {
 	// A chunk is keyed by its last entry: the first chunk of the batch keyed at or after
 	// prefix holds the first entry at or after it.
 	k, v := s.j.Seek(append(s.seq[:], prefix...))
-	if k == nil || len(k) < 8 || !bytes.Equal(k[:8], s.seq[:]) || !s.load(v) {
+	if len(k) < 8 || !bytes.Equal(k[:8], s.seq[:]) || !s.load(v) {
 		return false
 	}
 	for s.next() {
@@ -355,7 +355,7 @@ func (s *edgeSource) next() bool {
 	}
 	for len(s.rest) == 0 {
 		k, v := s.j.Next()
-		if k == nil || len(k) < 8 || !bytes.Equal(k[:8], s.seq[:]) {
+		if len(k) < 8 || !bytes.Equal(k[:8], s.seq[:]) {
 			s.key, s.val = nil, nil
 			return false
 		}

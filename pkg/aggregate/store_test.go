@@ -530,15 +530,6 @@ func populated(t *testing.T, path string) string {
 	return path
 }
 
-func fileSize(t *testing.T, path string) int64 {
-	t.Helper()
-	st, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st.Size()
-}
-
 // dataSize is the size of the pages in use, as the meta page says: bbolt grows the file
 // ahead of them.
 func dataSize(t *testing.T, path string) int64 {

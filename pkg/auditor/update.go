@@ -221,13 +221,15 @@ func (a *Auditor) proposeLocked(res *synth.Result, snap *aggregate.Snapshot) ([]
 func (a *Auditor) promoteLocked(merged []lifecycle.Transition) []lifecycle.Transition {
 	now := a.now
 	var out []lifecycle.Transition
-	for _, tr := range append(merged, a.machine.Tick(now)...) {
+	for i, tr := range append(merged, a.machine.Tick(now)...) {
 		out = append(out, tr)
 		a.logTransition(tr)
 		if tr.To != lifecycle.Enforced {
 			continue
 		}
-		a.m.promotions.Inc()
+		if i >= len(merged) {
+			a.m.promotions.Inc() // a promotion followed from another replica is that one's
+		}
 		if p := a.current[tr.Workload]; p != nil {
 			y, err := synth.MarshalPolicy(p.Policy)
 			if err != nil {

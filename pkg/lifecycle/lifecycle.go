@@ -455,8 +455,13 @@ func (m *Machine) enforce(r *Record, now time.Time, flows uint64) {
 	m.dirty[r.Workload] = true
 }
 
-// demote returns an enforced r to audit at a policy drop's time, with a new window.
+// demote returns an enforced r to audit at at, with a new window. A demotion is later than
+// the promotion it undoes, whatever the clock of the node that dropped the flow says, so
+// replicas comparing the two (MergePeers) follow it.
 func (m *Machine) demote(r *Record, at time.Time) {
+	if !at.After(r.EnforcedAt) {
+		at = r.EnforcedAt.Add(time.Nanosecond)
+	}
 	r.State = Audit
 	r.EnforcedAt = time.Time{}
 	r.EnforcedPolicy = nil
@@ -536,9 +541,9 @@ func (m *Machine) Adopt(workload, revision string, policy []byte, now time.Time)
 		return &Transition{Workload: workload, From: from, To: Enforced, Revision: revision,
 			Reason: "adopted: the cluster enforces this revision already", At: now}
 	case r.State == Enforced:
-		r.State = Audit
-		r.EnforcedAt = time.Time{}
-		m.restartWindow(r, now)
+		// A demotion of our revision: replicas merging evidence follow it (MergePeers).
+		m.demote(r, now)
+		r.EnforcedPolicy, r.EnforcedRevision = policy, revision
 		return &Transition{Workload: workload, From: from, To: Audit, Revision: r.Revision,
 			Reason: "adopted the cluster's revision " + short(revision) + "; this store's revision is audited before it replaces it", At: now}
 	}

@@ -22,6 +22,8 @@ type Evidence struct {
 	LostRatio   float64   `json:"lostRatio,omitempty"`
 	EnforcedAt  time.Time `json:"enforcedAt,omitzero"`
 	DemotedAt   time.Time `json:"demotedAt,omitzero"`
+	// PromotedWindowStart is the start of the window that promoted the revision in force.
+	PromotedWindowStart time.Time `json:"promotedWindowStart,omitzero"`
 }
 
 // Peer is the evidence of one other replica of the set, as pulled for this sync.
@@ -52,7 +54,7 @@ func (m *Machine) Evidence() []Evidence {
 		out = append(out, Evidence{
 			Workload: r.Workload, State: r.State, Revision: r.Revision, Held: r.Held,
 			WindowStart: r.WindowStart, WindowFlows: r.WindowFlows, LostRatio: m.LostRatio(r.Workload),
-			EnforcedAt: r.EnforcedAt, DemotedAt: r.DemotedAt,
+			EnforcedAt: r.EnforcedAt, DemotedAt: r.DemotedAt, PromotedWindowStart: r.PromotedWindowStart,
 		})
 	}
 	return out
@@ -65,7 +67,8 @@ func (m *Machine) Evidence() []Evidence {
 //	peer's record of the same revision       this replica's       result
 //	audit, window started later               audit                window restarted there (a would-be-denied flow or a later proposal)
 //	audit, held for review                    audit                held here too
-//	enforced after this record's demotion     audit                enforced: a replica promoted it on the merged evidence
+//	enforced after this record's demotion     audit, not held, no  enforced: a replica promoted it on the merged evidence
+//	                                          later window start
 //	audit, demoted after this promotion       enforced             back to audit: a replica saw it drop traffic
 //
 // Flows and lost events are summed and maxed when a window is judged (Blocker), not here. It
@@ -108,9 +111,13 @@ func (m *Machine) mergeOne(r *Record, replica string, e Evidence, now time.Time)
 			m.restartWindow(r, e.WindowStart)
 			m.dirty[r.Workload] = true
 		}
-	case r.State == Audit && e.State == Enforced && e.EnforcedAt.After(r.DemotedAt):
+	case r.State == Audit && e.State == Enforced && e.EnforcedAt.After(r.DemotedAt) &&
+		!r.Held && !r.WindowStart.After(e.PromotedWindowStart):
+		// Followed only when nothing this replica saw contradicts the promotion: not held,
+		// and its window did not restart after the one that promoted. The promotion keeps
+		// the promoting replica's time, so a later demotion anywhere compares against it.
 		flows := m.windowFlows(r)
-		m.enforce(r, now, flows)
+		m.enforce(r, e.EnforcedAt, flows)
 		return &Transition{Workload: r.Workload, From: Audit, To: Enforced, Revision: r.Revision,
 			Reason: fmt.Sprintf("promoted by replica %s on the replicas' merged evidence (%d flows evaluated in the window)", replica, flows), At: now}
 	case r.State == Enforced && e.State == Audit && e.DemotedAt.After(r.EnforcedAt):

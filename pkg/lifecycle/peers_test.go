@@ -117,13 +117,66 @@ func TestMergePeersFollows(t *testing.T) {
 	if len(tb) != 0 || b.Record(w).State != Audit {
 		t.Errorf("b after the exchange: %v, state %s; want it to stay in audit", tb, b.Record(w).State)
 	}
+	// a promotes again on a clean window, b follows, then a is demoted: b follows the
+	// demotion, and neither promotes back on the other's older promotion.
+	later := drop.Add(2 * time.Hour)
+	for _, m := range []*Machine{a, b} {
+		for i := range 4 {
+			m.Evaluated(w, "n1", false, later.Add(-time.Duration(i+1)*time.Minute))
+		}
+	}
+	exchange(later)
+	if trs := a.Tick(later); len(trs) != 1 {
+		t.Fatalf("a: second Tick = %v, want a promotion", trs)
+	}
+	if _, tb := exchange(later.Add(time.Minute)); len(tb) != 1 || b.Record(w).State != Enforced {
+		t.Fatalf("b after a's second promotion: %v, state %s; want it followed", tb, b.Record(w).State)
+	}
+	// The drop's node clock lags the promotion: the demotion still counts as after it.
+	if tr := a.PolicyDrop(w, later.Add(-time.Hour)); tr == nil {
+		t.Fatal("a: PolicyDrop = nil, want a demotion")
+	}
+	ta, tb = exchange(later.Add(2 * time.Minute))
+	if len(ta) != 0 || a.Record(w).State != Audit || len(tb) != 1 || b.Record(w).State != Audit {
+		t.Errorf("after a's demotion: a %v (%s), b %v (%s); want both in audit, a not promoted back", ta, a.Record(w).State, tb, b.Record(w).State)
+	}
+
 	// The round trip of records must keep what the merge compares.
 	raw, err := a.Record(w).Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
 	back, err := UnmarshalRecord(raw)
-	if err != nil || !back.DemotedAt.Equal(drop) {
-		t.Errorf("DemotedAt after a store round trip = %v (%v), want %s", back.DemotedAt, err, drop)
+	if err != nil || !back.DemotedAt.Equal(a.Record(w).DemotedAt) || back.DemotedAt.IsZero() {
+		t.Errorf("DemotedAt after a store round trip = %v (%v), want %s", back.DemotedAt, err, a.Record(w).DemotedAt)
+	}
+}
+
+// Ensure a replica does not follow a promotion that its own evidence contradicts: a revision
+// it holds for review, or a window it restarted after the promoting one began.
+func TestMergePeersRefusesToFollow(t *testing.T) {
+	const w = "shop/k8s:app=db"
+	promoted := Evidence{Workload: w, State: Enforced, Revision: "r1", EnforcedAt: t0.Add(2 * time.Hour), PromotedWindowStart: t0}
+	// Either way a would-be-denied flow after the promoting window began: with learning off
+	// it holds the revision, with learning on it restarts the window.
+	for _, tc := range []struct {
+		name  string
+		learn bool
+	}{{name: "held for review", learn: false}, {name: "window restarted after the promoting one", learn: true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Learn = tc.learn
+			m := New(cfg, nil)
+			m.Propose(w, "r1", t0)
+			m.Evaluated(w, "n1", true, t0.Add(time.Minute))
+			if trs := m.MergePeers([]Peer{{Replica: "1", Pulled: true, Evidence: []Evidence{promoted}}}, t0.Add(3*time.Hour)); len(trs) != 0 || m.Record(w).State != Audit {
+				t.Errorf("MergePeers = %v, state %s; want no promotion followed", trs, m.Record(w).State)
+			}
+		})
+	}
+	m := New(testConfig(), nil)
+	m.Propose(w, "r1", t0)
+	if trs := m.MergePeers([]Peer{{Replica: "1", Pulled: true, Evidence: []Evidence{promoted}}}, t0.Add(3*time.Hour)); len(trs) != 1 || !m.Record(w).EnforcedAt.Equal(promoted.EnforcedAt) {
+		t.Errorf("MergePeers with nothing against it = %v, enforced at %s; want followed at the promoting replica's time", trs, m.Record(w).EnforcedAt)
 	}
 }
