@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -70,8 +71,11 @@ func (o *replicaOptions) leases() bool { return o.enabled() && o.membership == m
 // namespace, its Lease name as prefix and its timings.
 func (o *replicaOptions) membershipConfig(self int, namespace, name string) replicas.MembershipConfig {
 	ec := cluster.DefaultElectionConfig(o.podName())
+	// The pod name plus a random suffix, as client-go's leader election does: a pod that
+	// replaces one force-deleted on a cut-off node has the same name, and must wait for the
+	// old process's Lease to expire instead of renewing it as its own.
 	return replicas.MembershipConfig{
-		Namespace: namespace, Name: name, Self: self, Replicas: o.count, Identity: ec.Identity,
+		Namespace: namespace, Name: name, Self: self, Replicas: o.count, Identity: ec.Identity + "_" + rand.Text()[:8],
 		LeaseDuration: ec.LeaseDuration, RenewDeadline: ec.RenewDeadline, RetryPeriod: ec.RetryPeriod,
 	}
 }

@@ -73,6 +73,15 @@ type Members interface {
 // LeaseDuration): it stops reading every node before any other replica may count its Lease
 // expired and take its nodes, as long as the replicas' clocks run at the same rate (their
 // offsets do not matter).
+//
+// Two more rules keep one node from being read twice. A Lease that cannot be read keeps its
+// last verdict (a replica is never taken for dead because this one could not see it), and a
+// replica that could not read some Lease for RenewDeadline counts itself out, as when it
+// cannot renew, and stops renewing, so that the others take its nodes once its Lease
+// expires (it renews and joins again once it reads them all). And a replica counts itself in
+// only once it has held its Lease for JoinDelay (RenewDeadline + 2 x RetryPeriod): by then
+// every other replica has looked at the Leases since it joined and let go of the nodes that
+// move to it, or has counted itself out.
 type Membership struct {
 	cfg      MembershipConfig
 	leases   coordinationv1client.LeasesGetter
@@ -107,12 +116,19 @@ func (m *Membership) Live() []string {
 	return slices.Clone(m.live)
 }
 
+// JoinDelay is how long this replica holds its Lease before it counts itself live.
+func (c MembershipConfig) JoinDelay() time.Duration { return c.RenewDeadline + 2*c.RetryPeriod }
+
 // Run renews this replica's Lease and reads the others' every RetryPeriod until ctx ends,
 // then releases the Lease so that the others take its nodes at once. It returns nil when ctx
 // ends; API errors are retried (they cost this replica its nodes after RenewDeadline).
 func (m *Membership) Run(ctx context.Context) error {
 	obs := make([]observation, m.cfg.Replicas)
-	var renewed time.Time
+	for i := range obs {
+		obs[i].read = time.Now() // blind only after RenewDeadline of failed reads
+	}
+	var renewed, heldSince time.Time
+	renewing, blind := true, false
 	tick := time.NewTicker(m.cfg.RetryPeriod)
 	defer tick.Stop()
 	for {
@@ -120,13 +136,30 @@ func (m *Membership) Run(ctx context.Context) error {
 		// The try's start, not its end: the write happened after it, so this replica's
 		// deadline runs out no later than the others' view of its Lease does.
 		start := time.Now()
-		if err := m.renew(rctx, &obs[m.cfg.Self]); err == nil {
-			renewed = start
-		} else if ctx.Err() == nil {
-			m.log.Debug("replica membership: renew lease", "lease", m.cfg.LeaseName(m.cfg.Self), "err", err)
+		err := errBlind
+		if !blind {
+			err = m.renew(rctx, &obs[m.cfg.Self])
 		}
-		live := m.observe(rctx, obs, renewed)
 		cancel()
+		switch {
+		case err == nil:
+			if renewed.IsZero() || start.Sub(renewed) >= m.cfg.RenewDeadline {
+				heldSince = start // (re)joined: the others have not seen it yet
+			}
+			renewed = start
+			if !renewing {
+				m.log.Info("replica membership: lease renewed again", "lease", m.cfg.LeaseName(m.cfg.Self))
+			}
+			renewing = true
+		case ctx.Err() == nil:
+			if renewing {
+				m.log.Warn("replica membership: lease not renewed; this replica stops reading nodes after the renew deadline",
+					"lease", m.cfg.LeaseName(m.cfg.Self), "deadline", m.cfg.RenewDeadline, "err", err)
+			}
+			renewing = false
+		}
+		var live []string
+		live, blind = m.observe(ctx, obs, renewed, heldSince)
 		m.update(live)
 		select {
 		case <-ctx.Done():
@@ -142,35 +175,65 @@ func (m *Membership) Run(ctx context.Context) error {
 	}
 }
 
-// observe reads every other replica's Lease and returns the live set; self is in it only when
-// renewed lies within RenewDeadline.
-func (m *Membership) observe(ctx context.Context, obs []observation, renewed time.Time) []string {
-	var live []string
+// observe reads every other replica's Lease, each with its own timeout and all at once, and
+// returns the live set. Self is in it only when renewed lies within RenewDeadline, heldSince
+// is at least JoinDelay ago, and every other Lease was read within RenewDeadline (else it
+// reports blind).
+func (m *Membership) observe(ctx context.Context, obs []observation, renewed, heldSince time.Time) (live []string, blind bool) {
+	var wg sync.WaitGroup
+	read := make([]bool, m.cfg.Replicas)
 	for i := range m.cfg.Replicas {
-		now := time.Now()
 		if i == m.cfg.Self {
-			if !renewed.IsZero() && now.Sub(renewed) < m.cfg.RenewDeadline {
-				live = append(live, strconv.Itoa(i))
+			continue
+		}
+		wg.Go(func() {
+			gctx, cancel := context.WithTimeout(ctx, m.cfg.RetryPeriod)
+			defer cancel()
+			cur, err := m.leases.Leases(m.cfg.Namespace).Get(gctx, m.cfg.LeaseName(i), metav1.GetOptions{})
+			// Observed when the answer arrived: the Lease may have been written after the request left.
+			now := time.Now()
+			switch {
+			case apierrors.IsNotFound(err):
+				obs[i] = observation{read: now}
+				read[i] = true
+			case err != nil:
+				// Unread: its last verdict stands (see the type's doc), and read does not move.
+				if ctx.Err() == nil {
+					m.log.Debug("replica membership: read lease", "lease", m.cfg.LeaseName(i), "err", err)
+				}
+			default:
+				obs[i].see(cur.Spec, now)
+				obs[i].read, read[i] = now, true
 			}
+		})
+	}
+	wg.Wait()
+	now := time.Now()
+	for i := range m.cfg.Replicas {
+		if i == m.cfg.Self {
 			continue
 		}
-		cur, err := m.leases.Leases(m.cfg.Namespace).Get(ctx, m.cfg.LeaseName(i), metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			obs[i] = observation{}
-			continue
-		case err != nil:
-			// Unread: judged on what was last seen, so an API hiccup does not move nodes.
-			m.log.Debug("replica membership: read lease", "lease", m.cfg.LeaseName(i), "err", err)
-		default:
-			obs[i].see(cur.Spec, now)
+		o := &obs[i]
+		if now.Sub(o.read) >= m.cfg.RenewDeadline {
+			blind = true
 		}
-		if obs[i].fresh(now, m.cfg.LeaseDuration) {
+		if read[i] {
+			o.live = o.fresh(now, m.cfg.LeaseDuration)
+		}
+		if o.live {
 			live = append(live, strconv.Itoa(i))
 		}
 	}
-	return live
+	self := !renewed.IsZero() && now.Sub(renewed) < m.cfg.RenewDeadline && now.Sub(heldSince) >= m.cfg.JoinDelay() && !blind
+	if self {
+		live = append(live, strconv.Itoa(m.cfg.Self))
+	}
+	slices.Sort(live)
+	return live, blind
 }
+
+// errBlind is the renewal skipped while this replica cannot read every other Lease.
+var errBlind = errors.New("other replicas' Leases unreadable for the renew deadline: renewal paused so they take this replica's nodes")
 
 // update hands a changed live set to members and runs onChange.
 func (m *Membership) update(live []string) {
@@ -212,15 +275,17 @@ func (m *Membership) renew(ctx context.Context, o *observation) error {
 		if err != nil {
 			return fmt.Errorf("create lease %s/%s: %w", m.cfg.Namespace, name, err)
 		}
-		o.see(created.Spec, now)
+		o.see(created.Spec, time.Now())
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("get lease %s/%s: %w", m.cfg.Namespace, name, err)
 	}
-	o.see(cur.Spec, now)
+	// Observed when the answer arrived, so another holder's Lease is never judged expired early.
+	seen := time.Now()
+	o.see(cur.Spec, seen)
 	holder := ptrValue(cur.Spec.HolderIdentity)
-	if holder != "" && holder != id && o.fresh(now, m.cfg.LeaseDuration) {
+	if holder != "" && holder != id && o.fresh(seen, m.cfg.LeaseDuration) {
 		// Another process claims this index (two pods with one index): wait for its Lease to
 		// expire rather than both reading the same nodes.
 		return fmt.Errorf("lease %s/%s is held by %s", m.cfg.Namespace, name, holder)
@@ -235,7 +300,7 @@ func (m *Membership) renew(ctx context.Context, o *observation) error {
 	if err != nil {
 		return fmt.Errorf("update lease %s/%s: %w", m.cfg.Namespace, name, err)
 	}
-	o.see(updated.Spec, now)
+	o.see(updated.Spec, time.Now())
 	return nil
 }
 
@@ -263,6 +328,10 @@ type observation struct {
 	transitions int32
 	ttl         time.Duration
 	at          time.Time
+	// read is when the Lease was last read (or found absent); live the last verdict, which
+	// stands while the Lease cannot be read.
+	read time.Time
+	live bool
 }
 
 // see records spec as observed at now, keeping the time of the last change.
@@ -277,7 +346,7 @@ func (o *observation) see(spec coordinationv1.LeaseSpec, now time.Time) {
 		ttl = time.Duration(d) * time.Second
 	}
 	if o.at.IsZero() || holder != o.holder || !renew.Equal(o.renew) || transitions != o.transitions {
-		*o = observation{holder: holder, renew: renew, transitions: transitions, at: now}
+		*o = observation{holder: holder, renew: renew, transitions: transitions, at: now, read: o.read, live: o.live}
 	}
 	o.ttl = ttl
 }

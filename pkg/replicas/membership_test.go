@@ -39,8 +39,10 @@ type member struct {
 	m      *replicas.Membership
 	assign *flows.Rendezvous
 	cut    atomic.Bool
-	cancel context.CancelFunc
-	done   chan error
+	// blindTo, when set, is a Lease name whose reads fail (a slow or flaky API server).
+	blindTo atomic.Pointer[string]
+	cancel  context.CancelFunc
+	done    chan error
 }
 
 // startMember runs replica cfg.Self's Membership over assign (nil: a static one of its own)
@@ -52,6 +54,9 @@ func startMember(t *testing.T, cfg replicas.MembershipConfig, assign *flows.Rend
 	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripper(func(r *http.Request) (*http.Response, error) {
 			if mb.cut.Load() {
+				return nil, errPartitioned
+			}
+			if b := mb.blindTo.Load(); b != nil && r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/"+*b) {
 				return nil, errPartitioned
 			}
 			return rt.RoundTrip(r)
@@ -147,8 +152,44 @@ func TestMembershipFollowsLeases(t *testing.T) {
 		c.Self, c.Identity = i, fmt.Sprintf("recommender-%d", i)
 		ms = append(ms, startMember(t, c, nil, nil))
 	}
+	// No node is read by two replicas at any moment: while replicas join, are cut off, return
+	// (each joins only once the others let go) and cannot read a Lease.
+	stop := make(chan struct{})
+	overlaps := make(chan string, 1)
+	go func() {
+		defer close(overlaps)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for n, o := range readers(ms, nodes) {
+				if len(o) > 1 {
+					overlaps <- fmt.Sprintf("node %s read by replicas %v at once", n, o)
+					return
+				}
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		if o, ok := <-overlaps; ok {
+			t.Error(o)
+		}
+	})
 	all := []string{"0", "1", "2"}
 	waitFor(t, "all three replicas live", func() bool { return settled(ms, all, nodes) })
+
+	// Replica 0 cannot read replica 2's Lease: it never takes 2's nodes on that account; it
+	// counts itself out and stops renewing, so 1 and 2 take its nodes, and it rejoins once it
+	// reads every Lease again.
+	blind := cfg.LeaseName(2)
+	ms[0].blindTo.Store(&blind)
+	waitFor(t, "replicas 1 and 2 taking blind replica 0's nodes", func() bool { return settled(ms, []string{"1", "2"}, nodes) })
+	ms[0].blindTo.Store(nil)
+	waitFor(t, "replica 0 back", func() bool { return settled(ms, all, nodes) })
 
 	// Replica 2 is partitioned: it must drop every node first, then the others take them.
 	ms[2].cut.Store(true)
