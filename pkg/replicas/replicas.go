@@ -116,10 +116,12 @@ type Set struct {
 	// mu guards cache (the last summary pulled from each other replica, by index),
 	// failing (the replicas whose last pull failed, for logging changes only) and warm (the
 	// first Snapshot is done).
-	mu      sync.Mutex
-	cache   map[int]*pulled
-	failing map[int]bool
-	warm    bool
+	mu    sync.Mutex
+	cache map[int]*pulled
+	// handoverMu serializes Handover's pull-then-reassign runs.
+	handoverMu sync.Mutex
+	failing    map[int]bool
+	warm       bool
 }
 
 // pulled is a summary as the puller keeps it, its cursor decoded once.
@@ -242,6 +244,24 @@ func (s *Set) Peers() []lifecycle.Peer {
 		out = append(out, p)
 	}
 	return out
+}
+
+// Handover returns what a Membership runs after the live set changed (NewMembership's
+// onChange): pull every other replica's summary again, then reassign (the node source's
+// Reassign), so that a node moving here starts where its previous owner read it to now, not
+// as of the last sync's pull: a replica that stops cleanly still serves its summary while
+// its Lease is released. It returns at once; the pull (bounded by Timeout) and the reassign
+// run on their own goroutine, one change after the other, so the Lease renewals never wait
+// for a replica that does not answer.
+func (s *Set) Handover(reassign func()) func() {
+	return func() {
+		go func() {
+			s.handoverMu.Lock()
+			defer s.handoverMu.Unlock()
+			s.pullAll(context.Background())
+			reassign()
+		}()
+	}
 }
 
 // Start is where this replica starts reading node (flows.NodesConfig.Start): the furthest
