@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	"k8s.io/utils/ptr"
 )
 
 // ElectionConfig names the Lease and sets the election timings.
@@ -279,7 +280,7 @@ func (e *Elector) acquireOrRenew(ctx context.Context, obs *observation) (bool, e
 		return false, err
 	}
 	obs.see(cur.Spec, now)
-	holder := ptrValue(cur.Spec.HolderIdentity)
+	holder := ptr.Deref(cur.Spec.HolderIdentity, "")
 	if holder != "" && holder != e.cfg.Identity {
 		ttl := e.cfg.LeaseDuration
 		if d := cur.Spec.LeaseDurationSeconds; d != nil && *d > 0 {
@@ -292,7 +293,7 @@ func (e *Elector) acquireOrRenew(ctx context.Context, obs *observation) (bool, e
 	next := cur.DeepCopy()
 	if holder != e.cfg.Identity {
 		next.Spec.AcquireTime = &micro
-		next.Spec.LeaseTransitions = ptrTo(ptrValue(cur.Spec.LeaseTransitions) + 1)
+		next.Spec.LeaseTransitions = ptr.To(ptr.Deref(cur.Spec.LeaseTransitions, 0) + 1)
 	}
 	id := e.cfg.Identity
 	next.Spec.HolderIdentity, next.Spec.RenewTime, next.Spec.LeaseDurationSeconds = &id, &micro, &seconds
@@ -307,7 +308,7 @@ func (e *Elector) acquireOrRenew(ctx context.Context, obs *observation) (bool, e
 // see records the lease as observed at now, keeping the time of the last
 // change: a lease whose record did not change for its duration has expired.
 func (o *observation) see(spec coordinationv1.LeaseSpec, now time.Time) {
-	holder, transitions := ptrValue(spec.HolderIdentity), ptrValue(spec.LeaseTransitions)
+	holder, transitions := ptr.Deref(spec.HolderIdentity, ""), ptr.Deref(spec.LeaseTransitions, 0)
 	var renew time.Time
 	if spec.RenewTime != nil {
 		renew = spec.RenewTime.Time
@@ -325,7 +326,7 @@ func (e *Elector) release(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if ptrValue(cur.Spec.HolderIdentity) != e.cfg.Identity {
+	if ptr.Deref(cur.Spec.HolderIdentity, "") != e.cfg.Identity {
 		return nil
 	}
 	next := cur.DeepCopy()
@@ -343,13 +344,3 @@ func (e *Elector) lease() string { return e.cfg.Namespace + "/" + e.cfg.Name }
 func jittered(d time.Duration) time.Duration {
 	return d + time.Duration(rand.Int64N(int64(d)/5+1))
 }
-
-func ptrValue[T any](p *T) T {
-	var zero T
-	if p == nil {
-		return zero
-	}
-	return *p
-}
-
-func ptrTo[T any](v T) *T { return &v }

@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	"k8s.io/utils/ptr"
 )
 
 // MembershipConfig names the replicas' Leases and sets their timings. Field names follow the
@@ -284,7 +285,7 @@ func (m *Membership) renew(ctx context.Context, o *observation) error {
 	// Observed when the answer arrived, so another holder's Lease is never judged expired early.
 	seen := time.Now()
 	o.see(cur.Spec, seen)
-	holder := ptrValue(cur.Spec.HolderIdentity)
+	holder := ptr.Deref(cur.Spec.HolderIdentity, "")
 	if holder != "" && holder != id && o.fresh(seen, m.cfg.LeaseDuration) {
 		// Another process claims this index (two pods with one index): wait for its Lease to
 		// expire rather than both reading the same nodes.
@@ -293,7 +294,7 @@ func (m *Membership) renew(ctx context.Context, o *observation) error {
 	next := cur.DeepCopy()
 	if holder != id {
 		next.Spec.AcquireTime = &micro
-		next.Spec.LeaseTransitions = ptrTo(ptrValue(cur.Spec.LeaseTransitions) + 1)
+		next.Spec.LeaseTransitions = ptr.To(ptr.Deref(cur.Spec.LeaseTransitions, 0) + 1)
 	}
 	next.Spec.HolderIdentity, next.Spec.RenewTime, next.Spec.LeaseDurationSeconds = &id, &micro, &seconds
 	updated, err := leases.Update(ctx, next, metav1.UpdateOptions{})
@@ -311,7 +312,7 @@ func (m *Membership) release(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if ptrValue(cur.Spec.HolderIdentity) != m.cfg.Identity {
+	if ptr.Deref(cur.Spec.HolderIdentity, "") != m.cfg.Identity {
 		return nil
 	}
 	next := cur.DeepCopy()
@@ -336,13 +337,13 @@ type observation struct {
 
 // see records spec as observed at now, keeping the time of the last change.
 func (o *observation) see(spec coordinationv1.LeaseSpec, now time.Time) {
-	holder, transitions := ptrValue(spec.HolderIdentity), ptrValue(spec.LeaseTransitions)
+	holder, transitions := ptr.Deref(spec.HolderIdentity, ""), ptr.Deref(spec.LeaseTransitions, 0)
 	var renew time.Time
 	if spec.RenewTime != nil {
 		renew = spec.RenewTime.Time
 	}
 	var ttl time.Duration
-	if d := ptrValue(spec.LeaseDurationSeconds); d > 0 {
+	if d := ptr.Deref(spec.LeaseDurationSeconds, 0); d > 0 {
 		ttl = time.Duration(d) * time.Second
 	}
 	if o.at.IsZero() || holder != o.holder || !renew.Equal(o.renew) || transitions != o.transitions {
@@ -360,13 +361,3 @@ func (o *observation) fresh(now time.Time, def time.Duration) bool {
 	}
 	return now.Before(o.at.Add(max(o.ttl, def)))
 }
-
-func ptrValue[T any](p *T) T {
-	var zero T
-	if p == nil {
-		return zero
-	}
-	return *p
-}
-
-func ptrTo[T any](v T) *T { return &v }

@@ -9,7 +9,6 @@ import (
 	"maps"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -249,17 +248,7 @@ func readBy(rs []*replica, want map[string]int) bool {
 // back when it returns, again with nothing delivered twice.
 func TestLeaseReplicasMatchOneDaemon(t *testing.T) {
 	env.Require(t)
-	c := startCluster(t, "../../testdata/flows/boutique.jsonl", "../../testdata/flows/starwars.jsonl")
-	dir := t.TempDir()
-	total := 0
-	for _, n := range c.raw {
-		total += n
-	}
-	one := &replica{db: filepath.Join(dir, "one.db")}
-	one.start(t, c, total)
-	one.wait(t)
-	one.kill(t)
-	want := storeSnapshot(t, one.db)
+	c, dir, want := oneDaemon(t)
 
 	cfg := shortLeases(3)
 	own3, own2 := owners(t, c, 3), map[string]int{}

@@ -387,19 +387,17 @@ func sameTotals(t *testing.T, what string, got, want *aggregate.Snapshot) {
 	}
 }
 
-// Ensure that replicas splitting the nodes synthesize from the same totals as one daemon
-// reading them all: with every replica up, while one is down (its last summary stands in),
-// after it restarts, and after the set grows from 2 to 3 replicas so that nodes move (the
-// new owner starts where the old one stopped: nothing is counted twice).
-func TestReplicasMatchOneDaemon(t *testing.T) {
-	// Six nodes; each node's stream is folded on its own, so the totals must be equal exactly.
+// oneDaemon serves six nodes (the boutique and starwars recordings) and returns them, a
+// directory for the stores, and what one daemon reading every node stores: the totals the
+// replicas must match. Each node's stream is folded on its own, so they must match exactly.
+func oneDaemon(t *testing.T) (*cluster, string, *aggregate.Snapshot) {
+	t.Helper()
 	c := startCluster(t, "../../testdata/flows/boutique.jsonl", "../../testdata/flows/starwars.jsonl")
 	dir := t.TempDir()
 	total := 0
 	for _, n := range c.raw {
 		total += n
 	}
-
 	one := &replica{db: filepath.Join(dir, "one.db")}
 	one.start(t, c, total)
 	one.wait(t)
@@ -408,6 +406,15 @@ func TestReplicasMatchOneDaemon(t *testing.T) {
 	if want.Flows == 0 || want.EdgeCount() == 0 {
 		t.Fatalf("one daemon stored %d flows, %d edges: the recording did not arrive", want.Flows, want.EdgeCount())
 	}
+	return c, dir, want
+}
+
+// Ensure that replicas splitting the nodes synthesize from the same totals as one daemon
+// reading them all: with every replica up, while one is down (its last summary stands in),
+// after it restarts, and after the set grows from 2 to 3 replicas so that nodes move (the
+// new owner starts where the old one stopped: nothing is counted twice).
+func TestReplicasMatchOneDaemon(t *testing.T) {
+	c, dir, want := oneDaemon(t)
 
 	// Two replicas; each reads its nodes from the oldest flow.
 	own2 := owners(t, c, 2)
