@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"errors"
 	"io"
 	"maps"
@@ -120,7 +121,7 @@ func TestRunReadsNodes(t *testing.T) {
 	dir := t.TempDir()
 	// run starts daemons, waits until their node streams delivered every event the nodes
 	// hold and they synced twice more, then stops them (each commits and syncs a last time).
-	run := func(name string, n int, extra func(i int, addrs []string) []string) []string {
+	run := func(t *testing.T, name string, n int, extra func(i int, addrs []string) []string) []string {
 		addrs := make([]string, n)
 		for i := range addrs {
 			addrs[i] = freeAddr(t)
@@ -180,22 +181,36 @@ func TestRunReadsNodes(t *testing.T) {
 		}
 		return outs
 	}
-	one := run("one", 1, func(int, []string) []string { return nil })
+	one := run(t, "one", 1, func(int, []string) []string { return nil })
 	want := policies(t, one[0])
 	if len(want) == 0 {
 		t.Fatal("one daemon reading the nodes proposed no policy")
 	}
-	two := run("replica", 2, func(i int, addrs []string) []string {
+	replicaFlags := func(i int, addrs []string) []string {
 		urls := make([]string, len(addrs))
 		for j, a := range addrs {
 			urls[j] = "http://" + a
 		}
 		return []string{"--replicas", "2", "--replica-index", strconv.Itoa(i), "--replica-urls", strings.Join(urls, ",")}
-	})
-	for i, out := range two {
-		got := policies(t, out)
-		if !maps.Equal(got, want) {
-			t.Errorf("replica %d proposed %d policy files, one daemon %d, or their contents differ", i, len(got), len(want))
+	}
+	same := func(t *testing.T, outs []string) {
+		for i, out := range outs {
+			got := policies(t, out)
+			if !maps.Equal(got, want) {
+				t.Errorf("replica %d proposed %d policy files, one daemon %d, or their contents differ", i, len(got), len(want))
+			}
 		}
 	}
+	same(t, run(t, "replica", 2, replicaFlags))
+
+	// The same with lease membership against a real kube-apiserver: the replicas split the
+	// nodes only once their Leases say both live (after the join delay).
+	t.Run("lease", func(t *testing.T) {
+		kube.Require(t)
+		lease := "nodes-" + strings.ToLower(rand.Text()[:8])
+		same(t, run(t, "lease", 2, func(i int, addrs []string) []string {
+			return append(replicaFlags(i, addrs), "--replica-membership", "lease", "--kubeconfig", kube.Kubeconfig,
+				"--leader-elect-namespace", "default", "--leader-elect-name", lease)
+		}))
+	})
 }
