@@ -473,7 +473,7 @@ func (o *runOptions) wireCluster(ctx context.Context, deps *daemon.Deps, reg pro
 	var membership *replicas.Membership
 	if o.replicas.leases() {
 		mc := o.replicas.membershipConfig(o.replicaSet.Self, o.leaseNamespace, o.leaseName)
-		if membership, err = replicas.NewMembership(coord, mc, set.Assignment(), set.Handover(nodes.Reassign), log); err != nil {
+		if membership, err = replicas.NewMembership(coord, mc, set.Assignment(), set.Handover(nodes.Release, nodes.Reassign), log); err != nil {
 			return nil, err
 		}
 		log.Info("replica membership by lease", "lease", mc.Namespace+"/"+mc.LeaseName(mc.Self), "identity", mc.Identity)

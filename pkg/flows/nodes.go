@@ -326,7 +326,18 @@ func (s *NodesSource) Reassign() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, name := range slices.Sorted(maps.Keys(s.peers)) {
-		s.reconcile(name)
+		s.reconcile(name, true)
+	}
+}
+
+// Release closes the streams of nodes no longer owned and opens none: what a replica must do
+// at once when the Assignment changed, while where to start the nodes it gained is still
+// being found out (then Reassign opens them).
+func (s *NodesSource) Release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, name := range slices.Sorted(maps.Keys(s.readers)) {
+		s.reconcile(name, false)
 	}
 }
 
@@ -477,7 +488,7 @@ func (s *NodesSource) apply(cn *peerpb.ChangeNotification) {
 	default:
 		return
 	}
-	s.reconcile(name)
+	s.reconcile(name, true)
 }
 
 // announcement reads a notification as Hubble Relay does (cilium pkg/hubble/peer/types
@@ -514,9 +525,9 @@ func (s *NodesSource) announcement(cn *peerpb.ChangeNotification) announced {
 	return a
 }
 
-// reconcile opens or closes name's stream to match the announcements and the Assignment;
-// s.mu is held.
-func (s *NodesSource) reconcile(name string) {
+// reconcile closes name's stream, or opens it when mayOpen, to match the announcements and
+// the Assignment; s.mu is held.
+func (s *NodesSource) reconcile(name string, mayOpen bool) {
 	a, known := s.peers[name]
 	want := known && a.err == "" && s.owns(name)
 	r, open := s.readers[name]
@@ -533,7 +544,7 @@ func (s *NodesSource) reconcile(name string) {
 		s.log.Info("node stream closed", "node", name, "read", r.src.Stats().Snapshot().String())
 		open = false
 	}
-	if !want || open || s.ctx == nil || s.ctx.Err() != nil {
+	if !want || open || !mayOpen || s.ctx == nil || s.ctx.Err() != nil {
 		return
 	}
 	if err := s.startReader(name, a); err != nil {

@@ -274,8 +274,8 @@ func (o *ownSet) set(nodes ...string) {
 	}
 }
 
-// Ensure that only the assigned nodes are read, and that Reassign opens the streams of
-// nodes given to this source and closes the others'.
+// Ensure that only the assigned nodes are read, that Release closes the streams of nodes no
+// longer given to this source, and that Reassign opens those of nodes given to it.
 func TestNodesSourceAssignment(t *testing.T) {
 	nodes := startNodes(t)
 	a, b, c := nodes[0], nodes[1], nodes[2]
@@ -286,7 +286,12 @@ func TestNodesSourceAssignment(t *testing.T) {
 	ctx := t.Context()
 	sameSet(t, readN(t, ctx, src, len(a.want)), wantOf(a))
 
+	// Release closes a's stream and opens none; Reassign then opens b's.
 	own.set(b.name)
+	src.Release()
+	if got := nodeNames(src.Nodes(), true); len(got) != 0 {
+		t.Errorf("nodes read after Release = %v, want none until Reassign", got)
+	}
 	src.Reassign()
 	sameSet(t, readN(t, ctx, src, len(b.want)), wantOf(b))
 	st := src.Nodes()

@@ -455,17 +455,17 @@ func (m *Machine) enforce(r *Record, now time.Time, flows uint64) {
 	m.dirty[r.Workload] = true
 }
 
-// demote returns an enforced r to audit at at, with a new window. A demotion is later than
-// the promotion it undoes, whatever the clock of the node that dropped the flow says, so
-// replicas comparing the two (MergePeers) follow it.
+// demote returns an enforced r to audit at at, with a new window from at. DemotedAt is
+// later than the promotion it undoes, whatever the clock of the node that dropped the flow
+// says, so replicas comparing the two (MergePeers) follow it.
 func (m *Machine) demote(r *Record, at time.Time) {
+	r.DemotedAt = at
 	if !at.After(r.EnforcedAt) {
-		at = r.EnforcedAt.Add(time.Nanosecond)
+		r.DemotedAt = r.EnforcedAt.Add(time.Nanosecond)
 	}
 	r.State = Audit
 	r.EnforcedAt = time.Time{}
 	r.EnforcedPolicy = nil
-	r.DemotedAt = at
 	m.restartWindow(r, at)
 	m.dirty[r.Workload] = true
 }

@@ -112,12 +112,14 @@ func (m *Machine) mergeOne(r *Record, replica string, e Evidence, now time.Time)
 			m.dirty[r.Workload] = true
 		}
 	case r.State == Audit && e.State == Enforced && e.EnforcedAt.After(r.DemotedAt) &&
-		!r.Held && !r.WindowStart.After(e.PromotedWindowStart):
-		// Followed only when nothing this replica saw contradicts the promotion: not held,
-		// and its window did not restart after the one that promoted. The promotion keeps
-		// the promoting replica's time, so a later demotion anywhere compares against it.
+		!r.Held && !r.WindowStart.After(e.PromotedWindowStart) && !m.contradicted(r, e):
+		// Followed only when nothing this replica or another saw contradicts the promotion:
+		// not held, and no window restarted after the one that promoted. The promotion keeps
+		// the promoting replica's time and window, so a later demotion anywhere compares
+		// against it.
 		flows := m.windowFlows(r)
 		m.enforce(r, e.EnforcedAt, flows)
+		r.PromotedWindowStart = e.PromotedWindowStart
 		return &Transition{Workload: r.Workload, From: Audit, To: Enforced, Revision: r.Revision,
 			Reason: fmt.Sprintf("promoted by replica %s on the replicas' merged evidence (%d flows evaluated in the window)", replica, flows), At: now}
 	case r.State == Enforced && e.State == Audit && e.DemotedAt.After(r.EnforcedAt):
@@ -126,6 +128,18 @@ func (m *Machine) mergeOne(r *Record, replica string, e Evidence, now time.Time)
 			Reason: "demoted by replica " + replica + ": policy drop after enforcement (--demote-on-drop)", At: now}
 	}
 	return nil
+}
+
+// contradicted reports whether another replica's evidence of r's revision, still in audit,
+// holds the revision or restarted its window after the window that promoted it in e.
+func (m *Machine) contradicted(r *Record, e Evidence) bool {
+	for _, p := range m.peers {
+		o, ok := p.by[r.Workload]
+		if ok && o.Revision == r.Revision && o.State == Audit && (o.Held || o.WindowStart.After(e.PromotedWindowStart)) {
+			return true
+		}
+	}
+	return false
 }
 
 // peerBlocker says why the other replicas' evidence does not let r be promoted yet ("" when

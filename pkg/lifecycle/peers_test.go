@@ -174,9 +174,21 @@ func TestMergePeersRefusesToFollow(t *testing.T) {
 			}
 		})
 	}
+	// Another replica's window restarted after the promoting one: not followed either.
 	m := New(testConfig(), nil)
+	m.Propose(w, "r1", t0)
+	restarted := Evidence{Workload: w, State: Audit, Revision: "r1", WindowStart: t0.Add(90 * time.Minute)}
+	peers := []Peer{{Replica: "1", Pulled: true, Evidence: []Evidence{promoted}}, {Replica: "2", Pulled: true, Evidence: []Evidence{restarted}}}
+	if trs := m.MergePeers(peers, t0.Add(3*time.Hour)); m.Record(w).State != Audit {
+		t.Errorf("MergePeers with replica 2's window restarted after the promotion = %v, state %s; want no promotion followed", trs, m.Record(w).State)
+	}
+
+	m = New(testConfig(), nil)
 	m.Propose(w, "r1", t0)
 	if trs := m.MergePeers([]Peer{{Replica: "1", Pulled: true, Evidence: []Evidence{promoted}}}, t0.Add(3*time.Hour)); len(trs) != 1 || !m.Record(w).EnforcedAt.Equal(promoted.EnforcedAt) {
 		t.Errorf("MergePeers with nothing against it = %v, enforced at %s; want followed at the promoting replica's time", trs, m.Record(w).EnforcedAt)
+	}
+	if got := m.Record(w).PromotedWindowStart; !got.Equal(promoted.PromotedWindowStart) {
+		t.Errorf("followed promotion's window from %s, want the promoting replica's %s", got, promoted.PromotedWindowStart)
 	}
 }

@@ -154,7 +154,7 @@ func (m *Membership) Run(ctx context.Context) error {
 			renewing = true
 		case ctx.Err() == nil:
 			if renewing {
-				m.log.Warn("replica membership: lease not renewed; this replica stops reading nodes after the renew deadline",
+				m.log.Warn("replica membership: lease not renewed; this replica reads no node once the renew deadline passed or while it cannot read every Lease",
 					"lease", m.cfg.LeaseName(m.cfg.Self), "deadline", m.cfg.RenewDeadline, "err", err)
 			}
 			renewing = false
@@ -190,12 +190,15 @@ func (m *Membership) observe(ctx context.Context, obs []observation, renewed, he
 		wg.Go(func() {
 			gctx, cancel := context.WithTimeout(ctx, m.cfg.RetryPeriod)
 			defer cancel()
+			// read counts from when the request left, so a slow answer does not delay
+			// counting this replica out when reads fail; freshness counts from the answer.
+			sent := time.Now()
 			cur, err := m.leases.Leases(m.cfg.Namespace).Get(gctx, m.cfg.LeaseName(i), metav1.GetOptions{})
 			// Observed when the answer arrived: the Lease may have been written after the request left.
 			now := time.Now()
 			switch {
 			case apierrors.IsNotFound(err):
-				obs[i] = observation{read: now}
+				obs[i] = observation{read: sent}
 				read[i] = true
 			case err != nil:
 				// Unread: its last verdict stands (see the type's doc), and read does not move.
@@ -204,7 +207,7 @@ func (m *Membership) observe(ctx context.Context, obs []observation, renewed, he
 				}
 			default:
 				obs[i].see(cur.Spec, now)
-				obs[i].read, read[i] = now, true
+				obs[i].read, read[i] = sent, true
 			}
 		})
 	}

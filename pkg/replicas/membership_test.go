@@ -282,7 +282,7 @@ func TestLeaseReplicasMatchOneDaemon(t *testing.T) {
 		r.start(t, c, want)
 		mc := cfg
 		mc.Self, mc.Identity = i, fmt.Sprintf("recommender-%d", i)
-		ms[i] = startMember(t, mc, r.set.Assignment(), r.set.Handover(r.nodes.Reassign))
+		ms[i] = startMember(t, mc, r.set.Assignment(), r.set.Handover(r.nodes.Release, r.nodes.Reassign))
 	}
 	for i := range rs {
 		n := 0

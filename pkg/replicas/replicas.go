@@ -247,14 +247,17 @@ func (s *Set) Peers() []lifecycle.Peer {
 }
 
 // Handover returns what a Membership runs after the live set changed (NewMembership's
-// onChange): pull every other replica's summary again, then reassign (the node source's
-// Reassign), so that a node moving here starts where its previous owner read it to now, not
-// as of the last sync's pull: a replica that stops cleanly still serves its summary while
-// its Lease is released. It returns at once; the pull (bounded by Timeout) and the reassign
-// run on their own goroutine, one change after the other, so the Lease renewals never wait
-// for a replica that does not answer.
-func (s *Set) Handover(reassign func()) func() {
+// onChange). It releases at once the nodes this replica no longer owns (the node source's
+// Release: the Membership's timing, which keeps two replicas from reading one node, counts
+// from now). Then it pulls every other replica's summary again and reassigns (Reassign), so
+// that a node moving here starts where its previous owner read it to, not as of the last
+// sync's pull: a replica that stops cleanly still serves its summary while its Lease is
+// released. The pull (bounded by Timeout) and the reassign run on their own goroutine, one
+// change after the other, so the Lease renewals never wait for a replica that does not
+// answer.
+func (s *Set) Handover(release, reassign func()) func() {
 	return func() {
+		release()
 		go func() {
 			s.handoverMu.Lock()
 			defer s.handoverMu.Unlock()
