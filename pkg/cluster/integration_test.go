@@ -900,7 +900,7 @@ func replicaLeaseCalls(ctx context.Context, c clients, m rbacMode, as clients, f
 	case <-live:
 	case call := <-forbidden:
 		return fmt.Errorf("replica membership: %s: %w", call, errForbiddenSeen)
-	case <-time.After(time.Minute): // generous: the first renewal makes it live
+	case <-time.After(time.Minute): // generous: it is live once it held its Lease for the join delay
 		return errors.New("replica membership: not live within a minute")
 	}
 	cancel()
