@@ -45,10 +45,8 @@ func (a *Auditor) Update(res *synth.Result, snap *aggregate.Snapshot, others *au
 		set = a.compile(current, others)
 	}
 	a.eval.Replace(set)
-	var merged []lifecycle.Transition
-	if a.peers != nil {
-		merged = a.machine.MergePeers(peers, a.now)
-	}
+	// Without replicas peers is empty: nothing is merged and no replica holds a window.
+	merged := a.machine.MergePeers(peers, a.now)
 	return append(out, a.promoteLocked(merged)...)
 }
 

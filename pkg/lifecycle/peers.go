@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"fmt"
+	"iter"
 	"slices"
 	"strings"
 	"time"
@@ -85,17 +86,25 @@ func (m *Machine) MergePeers(peers []Peer, now time.Time) []Transition {
 	slices.SortFunc(m.peers, func(a, b peerView) int { return strings.Compare(a.replica, b.replica) })
 	var out []Transition
 	for _, r := range m.Records() {
-		for _, p := range m.peers {
-			e, ok := p.by[r.Workload]
-			if !ok || e.Revision != r.Revision {
-				continue
-			}
-			if tr := m.mergeOne(r, p.replica, e, now); tr != nil {
+		for replica, e := range m.sameRevision(r) {
+			if tr := m.mergeOne(r, replica, e, now); tr != nil {
 				out = append(out, *tr)
 			}
 		}
 	}
 	return out
+}
+
+// sameRevision yields, by replica, the other replicas' evidence of r's workload at r's
+// revision: what merging, judging and following a window compare with.
+func (m *Machine) sameRevision(r *Record) iter.Seq2[string, Evidence] {
+	return func(yield func(string, Evidence) bool) {
+		for _, p := range m.peers {
+			if e, ok := p.by[r.Workload]; ok && e.Revision == r.Revision && !yield(p.replica, e) {
+				return
+			}
+		}
+	}
 }
 
 func (m *Machine) mergeOne(r *Record, replica string, e Evidence, now time.Time) *Transition {
@@ -133,9 +142,8 @@ func (m *Machine) mergeOne(r *Record, replica string, e Evidence, now time.Time)
 // contradicted reports whether another replica's evidence of r's revision, still in audit,
 // holds the revision or restarted its window after the window that promoted it in e.
 func (m *Machine) contradicted(r *Record, e Evidence) bool {
-	for _, p := range m.peers {
-		o, ok := p.by[r.Workload]
-		if ok && o.Revision == r.Revision && o.State == Audit && (o.Held || o.WindowStart.After(e.PromotedWindowStart)) {
+	for _, o := range m.sameRevision(r) {
+		if o.State == Audit && (o.Held || o.WindowStart.After(e.PromotedWindowStart)) {
 			return true
 		}
 	}
@@ -167,8 +175,8 @@ func (m *Machine) peerBlocker(r *Record) string {
 // from before this window (it restarts at the next merge).
 func (m *Machine) windowFlows(r *Record) uint64 {
 	n := r.WindowFlows
-	for _, p := range m.peers {
-		if e, ok := p.by[r.Workload]; ok && e.State == Audit && e.Revision == r.Revision && !e.WindowStart.Before(r.WindowStart) {
+	for _, e := range m.sameRevision(r) {
+		if e.State == Audit && !e.WindowStart.Before(r.WindowStart) {
 			n += e.WindowFlows
 		}
 	}
@@ -187,10 +195,8 @@ func (m *Machine) WindowFlows(workload string) uint64 {
 // peerLostRatio is the highest lost ratio the other replicas report for r's revision.
 func (m *Machine) peerLostRatio(r *Record) float64 {
 	var lr float64
-	for _, p := range m.peers {
-		if e, ok := p.by[r.Workload]; ok && e.Revision == r.Revision {
-			lr = max(lr, e.LostRatio)
-		}
+	for _, e := range m.sameRevision(r) {
+		lr = max(lr, e.LostRatio)
 	}
 	return lr
 }
