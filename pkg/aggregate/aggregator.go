@@ -38,11 +38,23 @@ type Aggregator struct {
 	workloads map[string]*workloadState
 	// nsWorkloads counts workloads per namespace, for MaxWorkloadsPerNamespace.
 	nsWorkloads map[string]int
-	// groups index every edge (group.edges, group.collapsed); nEdges counts them. There is no
-	// map by edge: each index of a two-string key costs about 90 bytes per edge and, at 1M
-	// edges, a cache miss or two per lookup (issue 19.2).
-	groups map[groupID]*group
+	// The edges, in pointer-free tables (edges.go): groups maps each group to the first of
+	// its edges; nEdges counts the live ones. There is no map by edge: a flow finds its edge
+	// with one lookup of its group and a walk of a few ports.
+	groups map[groupID]edgeIdx
+	edges  []edgeRec // slot 0 unused
 	nEdges int
+	// edgeFree are reusable slots of edges; edgeFreeing those removed since the last
+	// TakeBatch, reusable after it.
+	edgeFree, edgeFreeing []edgeIdx
+	extras                []edgeExtra // slot 0 unused
+	extraFree             []uint32
+	// wlByID indexes every workload with edges or in workloads; peers every peer of an edge.
+	wlByID   []*workloadState
+	wlFree   []uint32
+	peers    []peerEntry
+	peerIdx  map[string]uint32
+	peerFree []uint32
 	// peerEdges counts live edges per (workload, direction, CIDR peer) and cidrPeers the
 	// distinct CIDR peers per (workload, direction), for the MaxWorldPeers bound.
 	peerEdges map[peerID]int
@@ -52,7 +64,7 @@ type Aggregator struct {
 	tot       totals
 
 	// Changes since the last TakeBatch.
-	dirtyEdges     []*edgeState
+	dirtyEdges     []edgeIdx
 	deletedEdges   map[edgeID]EdgeKey
 	dirtyWorkloads []*workloadState
 	deletedWls     map[string]struct{}
@@ -87,80 +99,24 @@ type edgeID struct {
 	collapsed bool
 }
 
-type groupID struct {
-	w     string
-	dir   flows.Direction
-	peer  string
-	proto flows.Protocol
-}
-
 type peerID struct {
-	w    string
+	wl   uint32
 	dir  flows.Direction
-	peer string
+	peer uint32
 }
 
 type wdID struct {
-	w   string
+	wl  uint32
 	dir flows.Direction
-}
-
-type edgeState struct {
-	Edge
-	id      edgeID
-	dirty   bool
-	deleted bool
 }
 
 type workloadState struct {
 	Workload
 	key   string
+	id    uint32 // index in Aggregator.wlByID
 	edges int
 	dirty bool
-}
-
-// group is the set of per-port edges of one (workload, direction, peer, protocol), or the
-// collapsed edge that replaced them. It holds the edges themselves, so that the per-flow path
-// finds its edge with one map lookup (the group) and a scan of a few ports, instead of a
-// second lookup in a map by edge: with 100k edges and more, each lookup of a two-string key
-// is a cache miss or several (issue 19.2).
-type group struct {
-	edges     []*edgeState // per-port edges, at most Config.MaxPorts
-	collapsed *edgeState
-	// first backs edges while the group has one edge, most of them.
-	first [1]*edgeState
-	// inline is the group's first edge, so that an edge that starts a group (over 1M edges,
-	// every edge created) is one allocation instead of two: the collector marks an object
-	// fewer per edge. Used once: an edge dropped from the group is never replaced in place,
-	// since the batch being built may still point to it (a collapsed group keeps the dropped
-	// edge's memory; groups collapse rarely).
-	inline     edgeState
-	inlineUsed bool
-}
-
-func newGroup() *group {
-	g := &group{}
-	g.edges = g.first[:0]
-	return g
-}
-
-// alloc returns the memory of a new edge of g: its inline edge if still unused.
-func (g *group) alloc() *edgeState {
-	if g.inlineUsed {
-		return new(edgeState)
-	}
-	g.inlineUsed = true
-	return &g.inline
-}
-
-// edge returns the group's per-port edge for port, or nil.
-func (g *group) edge(port uint16) *edgeState {
-	for _, e := range g.edges {
-		if e.Port == port {
-			return e
-		}
-	}
-	return nil
+	gone  bool // no longer in Aggregator.workloads; its id is freed with its last edge
 }
 
 type dnsEntry struct {
@@ -183,7 +139,10 @@ func NewAggregator(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Ag
 		now:          time.Now,
 		workloads:    make(map[string]*workloadState),
 		nsWorkloads:  make(map[string]int),
-		groups:       make(map[groupID]*group),
+		groups:       make(map[groupID]edgeIdx),
+		edges:        make([]edgeRec, 1),
+		extras:       make([]edgeExtra, 1),
+		peerIdx:      make(map[string]uint32),
 		peerEdges:    make(map[peerID]int),
 		cidrPeers:    make(map[wdID]int),
 		dns:          make(map[string]*dnsEntry),
@@ -404,6 +363,7 @@ func (a *Aggregator) touchWorkload(p *flows.Peer, ev *flows.Event) *workloadStat
 			FirstSeen: ev.Time,
 		}}
 		a.workloads[key] = w
+		a.addWorkloadID(w)
 	}
 	w.Flows++
 	if ev.Time.Before(w.FirstSeen) {
@@ -467,186 +427,122 @@ func (a *Aggregator) peerOf(p *flows.Peer, dir flows.Direction) (Peer, string, b
 // re-routing it as the bounds require.
 func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, peerKey string, proto flows.Protocol, port uint16,
 	t time.Time, delta Counts, dnsName string, sample *HTTPSample) {
-	if peer.Kind == PeerCIDR && a.peerEdges[peerID{w.key, dir, peerKey}] == 0 &&
-		a.cidrPeers[wdID{w.key, dir}] >= a.cfg.MaxWorldPeers {
-		peer = Peer{Kind: PeerEntity, Entity: "world"}
-		peerKey = peer.Key()
+	pid, known := a.peerIdx[peerKey]
+	if peer.Kind == PeerCIDR && (!known || a.peerEdges[peerID{w.id, dir, pid}] == 0) &&
+		a.cidrPeers[wdID{w.id, dir}] >= a.cfg.MaxWorldPeers {
+		peer, peerKey = worldPeer, worldPeerKey
+		pid, known = a.peerIdx[peerKey]
 	}
-	gid := groupID{w.key, dir, peerKey, proto}
-	g := a.groups[gid]
-	var e *edgeState
-	switch {
-	case g != nil && g.collapsed != nil:
-		e = g.collapsed
-		e.Port = min(e.Port, port)
-		e.EndPort = max(e.EndPort, port)
-	default:
-		if g != nil {
-			if e = g.edge(port); e != nil {
+	gk := groupID{wl: w.id, peer: pid, dir: dir, proto: proto}
+	var head edgeIdx
+	if known {
+		head = a.groups[gk]
+	}
+	tn := nanos(t)
+	var i edgeIdx
+	if head != 0 && a.edges[head].collapsed {
+		i = head
+		r := &a.edges[i]
+		r.port = min(r.port, port)
+		r.endPort = max(r.endPort, port)
+	} else {
+		var last edgeIdx
+		n := 0
+		for j := head; j != 0; j = a.edges[j].next {
+			if a.edges[j].port == port {
+				i = j
 				break
 			}
-			if len(g.edges) >= a.cfg.MaxPorts {
-				e = a.collapse(gid, g, port)
-				break
+			last = j
+			n++
+		}
+		if i == 0 {
+			switch {
+			case n >= a.cfg.MaxPorts:
+				i = a.collapse(gk, head, port)
+			case a.nEdges >= a.cfg.MaxEdges:
+				a.overflow("edges", a.cfg.MaxEdges)
+				return
+			case w.edges >= a.cfg.MaxEdgesPerWorkload:
+				a.overflow("edges-per-workload", a.cfg.MaxEdgesPerWorkload)
+				return
+			default:
+				if !known {
+					gk.peer = a.peerFor(peer, peerKey)
+				}
+				i = a.newEdge(w, gk.peer, dir, proto, port, false, tn)
+				if last == 0 {
+					a.groups[gk] = i
+				} else {
+					a.edges[last].next = i
+				}
 			}
 		}
-		if a.nEdges >= a.cfg.MaxEdges {
-			a.overflow("edges", a.cfg.MaxEdges)
-			return
-		}
-		if w.edges >= a.cfg.MaxEdgesPerWorkload {
-			a.overflow("edges-per-workload", a.cfg.MaxEdgesPerWorkload)
-			return
-		}
-		if g == nil {
-			g = newGroup()
-			a.groups[gid] = g
-		}
-		id := edgeID{w: w.key, dir: dir, peer: peerKey, proto: proto, port: port}
-		e = a.newEdge(g, w, id, EdgeKey{Workload: w.Key, Direction: dir, Peer: peer, Proto: proto, Port: port}, t)
-		e.EndPort = port
-		g.edges = append(g.edges, e)
 	}
-	e.Counts.add(delta)
-	if t.Before(e.FirstSeen) {
-		e.FirstSeen = t
-	}
-	if t.After(e.LastSeen) {
-		e.LastSeen = t
-	}
+	r := &a.edges[i]
+	r.counts.add(delta)
+	r.first = min(r.first, tn)
+	r.last = max(r.last, tn)
 	if dnsName != "" {
-		e.DNSNames, e.Truncated = insertCapped(e.DNSNames, dnsName, a.cfg.MaxDNSNames, e.Truncated)
+		x := a.extraOf(i)
+		x.dns, r.truncated = insertCapped(x.dns, dnsName, a.cfg.MaxDNSNames, r.truncated)
 	}
 	if sample != nil {
-		e.addSample(*sample, a.cfg.MaxHTTPSamples)
+		x := a.extraOf(i)
+		x.http, r.truncated = addSample(x.http, *sample, a.cfg.MaxHTTPSamples, r.truncated)
 	}
-	a.markEdge(e)
+	a.markEdge(i)
 }
 
-// newEdge makes the edge k of w, in the memory of its group g (not added to it: callers know
-// how it belongs there). Label slices are shared, never changed in place: k's come from the
-// key cache (peerOf) or from edges and workloads held (absorb).
-func (a *Aggregator) newEdge(g *group, w *workloadState, id edgeID, k EdgeKey, t time.Time) *edgeState {
-	e := g.alloc()
-	*e = edgeState{id: id, Edge: Edge{EdgeKey: k, FirstSeen: t, LastSeen: t}}
-	e.Workload = w.Key
-	a.nEdges++
-	a.countPeer(e)
-	w.edges++
-	return e
-}
-
-// insertEdge registers e in the indexes (not in groups: callers know how it belongs there).
-func (a *Aggregator) insertEdge(e *edgeState) {
-	a.nEdges++
-	a.countPeer(e)
-	if w := a.workloads[e.id.w]; w != nil {
-		w.edges++
+func (a *Aggregator) markEdge(i edgeIdx) {
+	if r := &a.edges[i]; !r.dirty {
+		r.dirty = true
+		a.dirtyEdges = append(a.dirtyEdges, i)
 	}
 }
 
-// countPeer counts e in the per-peer edge counts of CIDR peers (MaxWorldPeers).
-func (a *Aggregator) countPeer(e *edgeState) {
-	if e.Peer.Kind == PeerCIDR {
-		pid := peerID{e.id.w, e.id.dir, e.id.peer}
-		if a.peerEdges[pid]++; a.peerEdges[pid] == 1 {
-			a.cidrPeers[wdID{e.id.w, e.id.dir}]++
-		}
+// collapse folds the per-port edges of the group gk, the first of them head, into one range
+// edge that also covers port.
+func (a *Aggregator) collapse(gk groupID, head edgeIdx, port uint16) edgeIdx {
+	// The range edge first: removing the last per-port edge must not forget the peer.
+	c := a.newEdge(a.wlByID[gk.wl], gk.peer, gk.dir, gk.proto, port, true, a.edges[head].first)
+	a.edges[c].last = a.edges[head].last
+	for j := head; j != 0; {
+		next := a.edges[j].next
+		old := a.edgeOf(&a.edges[j])
+		a.mergeEdge(c, &old)
+		a.removeEdge(j)
+		j = next
 	}
-}
-
-// removeEdge drops e from the indexes and records the deletion for the next batch.
-func (a *Aggregator) removeEdge(e *edgeState) {
-	a.nEdges--
-	e.deleted = true
-	a.deletedEdges[e.id] = e.EdgeKey
-	if e.Peer.Kind == PeerCIDR {
-		pid := peerID{e.id.w, e.id.dir, e.id.peer}
-		if a.peerEdges[pid]--; a.peerEdges[pid] <= 0 {
-			delete(a.peerEdges, pid)
-			wd := wdID{e.id.w, e.id.dir}
-			if a.cidrPeers[wd]--; a.cidrPeers[wd] <= 0 {
-				delete(a.cidrPeers, wd)
-			}
-		}
-	}
-	if w := a.workloads[e.id.w]; w != nil {
-		w.edges--
-	}
-}
-
-func (a *Aggregator) markEdge(e *edgeState) {
-	if !e.dirty {
-		e.dirty = true
-		a.dirtyEdges = append(a.dirtyEdges, e)
-	}
-}
-
-// collapse folds the per-port edges of g into one range edge that also covers port.
-func (a *Aggregator) collapse(gid groupID, g *group, port uint16) *edgeState {
-	id := edgeID{w: gid.w, dir: gid.dir, peer: gid.peer, proto: gid.proto, collapsed: true}
-	var c *edgeState
-	for _, old := range g.edges {
-		if c == nil {
-			c = &edgeState{id: id, Edge: Edge{EdgeKey: old.EdgeKey, EndPort: port, FirstSeen: old.FirstSeen, LastSeen: old.LastSeen}}
-			c.Collapsed = true
-			c.Port = port
-		}
-		c.merge(&old.Edge, a.cfg)
-		a.removeEdge(old)
-	}
-	// The group had at least one edge: MaxPorts >= 1 and the group is deleted with its last edge.
-	a.insertEdge(c)
-	g.edges = nil
-	g.collapsed = c
-	a.log.Debug("edge ports collapsed", "workload", gid.w, "direction", gid.dir.String(), "peer", gid.peer,
-		"proto", gid.proto.String(), "from", c.Port, "to", c.EndPort)
+	a.groups[gk] = c
+	r := &a.edges[c]
+	a.log.Debug("edge ports collapsed", "workload", a.wlByID[gk.wl].key, "direction", gk.dir.String(),
+		"peer", a.peers[gk.peer].key, "proto", gk.proto.String(), "from", r.port, "to", r.endPort)
 	return c
 }
 
-// merge adds o's observations to e, widening its port range.
-func (e *edgeState) merge(o *Edge, cfg Config) {
-	e.Counts.add(o.Counts)
-	e.Port = min(e.Port, o.Port)
-	e.EndPort = max(e.EndPort, o.EndPort, o.Port)
-	if o.FirstSeen.Before(e.FirstSeen) {
-		e.FirstSeen = o.FirstSeen
-	}
-	if o.LastSeen.After(e.LastSeen) {
-		e.LastSeen = o.LastSeen
-	}
-	e.Truncated = e.Truncated || o.Truncated
-	for _, n := range o.DNSNames {
-		e.DNSNames, e.Truncated = insertCapped(e.DNSNames, n, cfg.MaxDNSNames, e.Truncated)
-	}
-	for _, s := range o.HTTP {
-		e.addSample(s, cfg.MaxHTTPSamples)
-	}
-}
-
-// addSample counts s in the sample of its method and path shape (flows.HTTPPathShape), so an
-// API with IDs in its paths takes one sample per route, not one per ID (issue 14). Only a new
-// shape counts against limit. The sample keeps the smallest path seen with its shape, so what
-// is stored does not depend on the order flows arrived in; synth writes the same rule for any
-// path of the shape.
-func (e *Edge) addSample(s HTTPSample, limit int) {
+// addSample counts s in the sample of its method and path shape (flows.HTTPPathShape) of
+// samples, so an API with IDs in its paths takes one sample per route, not one per ID (issue
+// 14). Only a new shape counts against limit; truncated is sticky. The sample keeps the
+// smallest path seen with its shape, so what is stored does not depend on the order flows
+// arrived in; synth writes the same rule for any path of the shape.
+func addSample(samples []HTTPSample, s HTTPSample, limit int, truncated bool) ([]HTTPSample, bool) {
 	shape := flows.HTTPPathShape(s.Method, s.Path)
-	i, ok := slices.BinarySearchFunc(e.HTTP, s.Method, func(h HTTPSample, method string) int {
+	i, ok := slices.BinarySearchFunc(samples, s.Method, func(h HTTPSample, method string) int {
 		if c := strings.Compare(h.Method, method); c != 0 {
 			return c
 		}
 		return strings.Compare(flows.HTTPPathShape(h.Method, h.Path), shape)
 	})
 	if ok {
-		e.HTTP[i].Count += s.Count
-		e.HTTP[i].Path = min(e.HTTP[i].Path, s.Path)
-		return
+		samples[i].Count += s.Count
+		samples[i].Path = min(samples[i].Path, s.Path)
+		return samples, truncated
 	}
-	if len(e.HTTP) >= limit {
-		e.Truncated = true
-		return
+	if len(samples) >= limit {
+		return samples, true
 	}
-	e.HTTP = slices.Insert(e.HTTP, i, s)
+	return slices.Insert(samples, i, s), truncated
 }
 
 // reshapeSamples folds samples stored before they were kept by shape (one per raw path,
@@ -655,7 +551,7 @@ func (e *Edge) reshapeSamples() {
 	stored := e.HTTP
 	e.HTTP = nil
 	for _, s := range stored {
-		e.addSample(s, len(stored))
+		e.HTTP, e.Truncated = addSample(e.HTTP, s, len(stored), e.Truncated)
 	}
 }
 
@@ -743,16 +639,18 @@ func (a *Aggregator) Expire(cutoff time.Time) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n := 0
-	for _, e := range a.allEdges() {
-		if !e.LastSeen.Before(cutoff) {
+	c := nanos(cutoff)
+	for _, i := range a.liveEdges() {
+		if a.edges[i].last >= c {
 			continue
 		}
-		a.dropEdge(e)
+		a.dropEdge(i)
 		n++
 	}
 	for k, w := range a.workloads {
 		if w.edges <= 0 && w.LastSeen.Before(cutoff) {
 			delete(a.workloads, k)
+			a.releaseWorkload(w)
 			if a.nsWorkloads[w.Key.Namespace]--; a.nsWorkloads[w.Key.Namespace] <= 0 {
 				delete(a.nsWorkloads, w.Key.Namespace)
 			}
@@ -769,29 +667,20 @@ func (a *Aggregator) Expire(cutoff time.Time) int {
 	return n
 }
 
-// allEdges returns every edge, in no order: a copy of the index, so that the caller may
-// remove edges while it walks them.
-func (a *Aggregator) allEdges() []*edgeState {
-	all := make([]*edgeState, 0, a.nEdges)
-	for _, g := range a.groups {
-		all = append(all, g.edges...)
-		if g.collapsed != nil {
-			all = append(all, g.collapsed)
-		}
-	}
-	return all
-}
-
 // live reports whether the edge id is held.
 func (a *Aggregator) live(id edgeID) bool {
-	g := a.groups[groupID{id.w, id.dir, id.peer, id.proto}]
-	switch {
-	case g == nil:
+	w := a.workloads[id.w]
+	pid, ok := a.peerIdx[id.peer]
+	if w == nil || !ok {
 		return false
-	case id.collapsed:
-		return g.collapsed != nil
 	}
-	return g.edge(id.port) != nil
+	for j := a.groups[groupID{w.id, pid, id.dir, id.proto}]; j != 0; j = a.edges[j].next {
+		r := &a.edges[j]
+		if r.collapsed == id.collapsed && (id.collapsed || r.port == id.port) {
+			return true
+		}
+	}
+	return false
 }
 
 // Snapshot copies the aggregated state, sorted as Store.Snapshot returns it.
@@ -814,12 +703,10 @@ func (a *Aggregator) Snapshot() *Snapshot {
 		s.Workloads = append(s.Workloads, w.Workload.clone())
 	}
 	slices.SortFunc(s.Workloads, func(x, y Workload) int { return strings.Compare(x.Key.String(), y.Key.String()) })
-	for _, g := range a.groups {
-		for _, e := range g.edges {
-			s.Edges[e.id.w] = append(s.Edges[e.id.w], e.Edge.clone())
-		}
-		if e := g.collapsed; e != nil {
-			s.Edges[e.id.w] = append(s.Edges[e.id.w], e.Edge.clone())
+	for i := 1; i < len(a.edges); i++ {
+		if r := &a.edges[i]; !r.deleted {
+			key := a.wlByID[r.wl].key
+			s.Edges[key] = append(s.Edges[key], a.edgeOf(r).clone())
 		}
 	}
 	for _, es := range s.Edges {

@@ -208,6 +208,7 @@ func TestAggregatorAdd(t *testing.T) {
 			for _, ev := range tt.evs {
 				a.Add(ev)
 			}
+			checkTables(t, a)
 			if got := render(a.Snapshot()); !slices.Equal(got, tt.want) {
 				t.Errorf("edges:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 			}
@@ -252,6 +253,7 @@ func TestAggregateRecording(t *testing.T) {
 		"shop/k8s:app=api ingress workload:shop/k8s:app=web 8080/TCP fwd=2",
 		"shop/k8s:app=web egress workload:shop/k8s:app=api 8080/TCP fwd=2",
 	}
+	checkTables(t, a)
 	if got := render(a.Snapshot()); !slices.Equal(got, want) {
 		t.Errorf("edges:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
@@ -339,6 +341,7 @@ func TestAggregatorExpire(t *testing.T) {
 		"shop/k8s:app=web egress cidr:198.51.100.1/32 443/TCP fwd=1",
 		"shop/k8s:app=web egress workload:kube-system/k8s:k8s-app=kube-dns 1000/TCP fwd=1",
 	}
+	checkTables(t, a)
 	if got := render(a.Snapshot()); !slices.Equal(got, want) {
 		t.Errorf("after second expire:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
@@ -399,6 +402,7 @@ func TestAggregatorReusedLabels(t *testing.T) {
 		"shop/k8s:app=api ingress workload:ns/k8s:app=one 80/TCP fwd=1",
 		"shop/k8s:app=api ingress workload:ns/k8s:app=two 80/TCP fwd=1",
 	}
+	checkTables(t, a)
 	if got := render(a.Snapshot()); !slices.Equal(got, want) {
 		t.Errorf("edges:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}

@@ -93,8 +93,10 @@ func (a *Aggregator) TakeBatch() *Batch {
 	// buffers copied them over and over under a.mu (9% of the ingest's CPU, issue 19.2). The
 	// key sizes are known; values are estimated and grow if they must.
 	size := 0
-	for _, e := range a.dirtyEdges {
-		size += len(e.id.w) + len(e.id.peer) + 7
+	for _, i := range a.dirtyEdges {
+		if r := &a.edges[i]; !r.deleted {
+			size += len(a.wlByID[r.wl].key) + len(a.peers[r.peer].key) + 7
+		}
 	}
 	x := &b.edges
 	if sp := &a.spare; cap(sp.keys) >= size && cap(sp.keyEnd) >= len(a.dirtyEdges) {
@@ -106,16 +108,19 @@ func (a *Aggregator) TakeBatch() *Batch {
 		x.keyEnd = make([]int, 0, len(a.dirtyEdges))
 		x.valEnd = make([]int, 0, len(a.dirtyEdges))
 	}
-	for _, e := range a.dirtyEdges {
-		if !e.deleted {
-			x.keys = appendEdgeKey(x.keys, e.id.w, e.id.peer, &e.EdgeKey)
-			x.values = appendEdge(x.values, &e.Edge)
+	for _, i := range a.dirtyEdges {
+		r := &a.edges[i]
+		if !r.deleted {
+			e := a.edgeOf(r)
+			x.keys = appendEdgeKey(x.keys, a.wlByID[r.wl].key, a.peers[r.peer].key, &e.EdgeKey)
+			x.values = appendEdge(x.values, &e)
 			x.keyEnd = append(x.keyEnd, len(x.keys))
 			x.valEnd = append(x.valEnd, len(x.values))
 		}
-		e.dirty = false
+		r.dirty = false
 	}
 	a.dirtyEdges = a.dirtyEdges[:0]
+	a.reuseFreed()
 	for k := range a.deletedWls {
 		b.DeletedWorkloads = append(b.DeletedWorkloads, k)
 	}
@@ -191,7 +196,9 @@ func (a *Aggregator) restore(s *Snapshot) {
 	a.tot = totals{Flows: s.Flows, Overflow: s.Overflow, Rejected: s.Rejected, From: s.From, To: s.To}
 	for _, w := range s.Workloads {
 		key := w.Key.String()
-		a.workloads[key] = &workloadState{key: key, Workload: w}
+		ws := &workloadState{key: key, Workload: w}
+		a.workloads[key] = ws
+		a.addWorkloadID(ws)
 		a.nsWorkloads[w.Key.Namespace]++
 	}
 	for _, l := range s.Churning {
@@ -201,26 +208,33 @@ func (a *Aggregator) restore(s *Snapshot) {
 		}
 	}
 	for key, es := range s.Edges {
+		w := a.workloads[key]
+		rebuilt := w == nil
+		if rebuilt && len(es) > 0 {
+			// Edges stored without their workload's record: every edge needs its workload,
+			// so the record is rebuilt from the edges.
+			w = &workloadState{key: key, Workload: Workload{Key: es[0].Workload, FirstSeen: es[0].FirstSeen, LastSeen: es[0].LastSeen}}
+			a.workloads[key] = w
+			a.addWorkloadID(w)
+			a.nsWorkloads[w.Key.Namespace]++
+		}
 		for _, e := range es {
-			peerKey := e.Peer.Key()
-			id := edgeID{w: key, dir: e.Direction, peer: peerKey, proto: e.Proto, port: e.Port, collapsed: e.Collapsed}
-			gid := groupID{key, e.Direction, peerKey, e.Proto}
-			if e.Collapsed {
-				id.port = 0
+			e.reshapeSamples()
+			pid := a.peerFor(e.Peer, e.Peer.Key())
+			gk := groupID{w.id, pid, e.Direction, e.Proto}
+			i := a.newEdge(w, pid, e.Direction, e.Proto, e.Port, e.Collapsed, nanos(e.FirstSeen))
+			r := &a.edges[i]
+			r.endPort, r.counts, r.last, r.truncated = e.EndPort, e.Counts, nanos(e.LastSeen), e.Truncated
+			if len(e.DNSNames) > 0 || len(e.HTTP) > 0 {
+				x := a.extraOf(i)
+				x.dns, x.http = e.DNSNames, e.HTTP
 			}
-			g := a.groups[gid]
-			if g == nil {
-				g = newGroup()
-				a.groups[gid] = g
+			a.link(gk, i)
+			if rebuilt && e.FirstSeen.Before(w.FirstSeen) {
+				w.FirstSeen = e.FirstSeen
 			}
-			st := g.alloc()
-			*st = edgeState{id: id, Edge: e}
-			st.reshapeSamples()
-			a.insertEdge(st)
-			if e.Collapsed {
-				g.collapsed = st
-			} else {
-				g.edges = append(g.edges, st)
+			if rebuilt && e.LastSeen.After(w.LastSeen) {
+				w.LastSeen = e.LastSeen
 			}
 		}
 	}

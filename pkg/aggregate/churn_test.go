@@ -33,6 +33,7 @@ func TestLabelFlood(t *testing.T) {
 	for i := range n / 2 {
 		a.Add(floodEvent(i))
 	}
+	checkTables(t, a)
 	if err := s.Commit(a.TakeBatch(), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -169,6 +170,7 @@ func TestLabelFloodMergesEdges(t *testing.T) {
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("edges after the merge (-want +got):\n%s", d)
 	}
+	checkTables(t, a)
 	if err := s.Commit(a.TakeBatch(), nil); err != nil {
 		t.Fatal(err)
 	}

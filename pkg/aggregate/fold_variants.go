@@ -41,6 +41,7 @@ func (a *Aggregator) foldVariants(l ChurningLabel) int {
 		if t == nil {
 			t = &workloadState{key: key, Workload: Workload{Key: nk, FirstSeen: w.FirstSeen, LastSeen: w.LastSeen}}
 			a.workloads[key] = t
+			a.addWorkloadID(t)
 			a.nsWorkloads[nk.Namespace]++
 		}
 		t.Flows += w.Flows
@@ -58,38 +59,46 @@ func (a *Aggregator) foldVariants(l ChurningLabel) int {
 		}
 		a.markWorkload(t)
 		delete(a.workloads, old)
+		a.releaseWorkload(w)
 		a.deletedWls[old] = struct{}{}
 		if a.nsWorkloads[nk.Namespace]--; a.nsWorkloads[nk.Namespace] <= 0 {
 			delete(a.nsWorkloads, nk.Namespace)
 		}
 	}
-	var moved []*edgeState
-	for _, e := range a.allEdges() {
-		_, subject := rekey[e.id.w]
-		_, peer := rekey[workloadPeerKey(&e.Peer)]
+	type movedEdge struct {
+		i    edgeIdx
+		wkey string
+		e    Edge
+	}
+	var moved []movedEdge
+	for _, i := range a.liveEdges() {
+		r := &a.edges[i]
+		wkey := a.wlByID[r.wl].key
+		_, subject := rekey[wkey]
+		_, peer := rekey[workloadPeerKey(&a.peers[r.peer].Peer)]
 		if subject || peer {
-			moved = append(moved, e)
+			moved = append(moved, movedEdge{i, wkey, a.edgeOf(r)})
 		}
 	}
 	// In key order, so that merging and collapsing come out the same on every run.
-	slices.SortFunc(moved, func(x, y *edgeState) int {
-		if c := strings.Compare(x.id.w, y.id.w); c != 0 {
+	slices.SortFunc(moved, func(x, y movedEdge) int {
+		if c := strings.Compare(x.wkey, y.wkey); c != 0 {
 			return c
 		}
-		return compareEdgeKeys(&x.EdgeKey, &y.EdgeKey)
+		return compareEdgeKeys(&x.e.EdgeKey, &y.e.EdgeKey)
 	})
-	for _, e := range moved {
-		a.dropEdge(e)
+	for _, m := range moved {
+		a.dropEdge(m.i)
 	}
-	for _, e := range moved {
-		k := e.EdgeKey
-		if nk, ok := rekey[k.Workload.String()]; ok {
+	for _, m := range moved {
+		k := m.e.EdgeKey
+		if nk, ok := rekey[m.wkey]; ok {
 			k.Workload = nk
 		}
 		if nk, ok := rekey[workloadPeerKey(&k.Peer)]; ok {
 			k.Peer.Namespace, k.Peer.Labels = nk.Namespace, nk.Labels
 		}
-		a.absorb(k, &e.Edge)
+		a.absorb(k, &m.e)
 	}
 	return len(rekey)
 }
@@ -107,53 +116,36 @@ func workloadPeerKey(p *Peer) string {
 // exists. No cap applies: absorbing never adds more edges than it removed.
 func (a *Aggregator) absorb(k EdgeKey, src *Edge) {
 	w := a.workloads[k.Workload.String()]
-	peerKey := k.Peer.Key()
-	gid := groupID{w.key, k.Direction, peerKey, k.Proto}
-	g := a.groups[gid]
-	if g == nil {
-		g = newGroup()
-		a.groups[gid] = g
-	}
-	var e *edgeState
+	pid := a.peerFor(k.Peer, k.Peer.Key())
+	gk := groupID{w.id, pid, k.Direction, k.Proto}
+	head := a.groups[gk]
+	var i edgeIdx
 	switch {
-	case g.collapsed != nil:
-		e = g.collapsed
-	case src.Collapsed && len(g.edges) > 0:
-		e = a.collapse(gid, g, src.Port)
+	case head != 0 && a.edges[head].collapsed:
+		i = head
+	case src.Collapsed && head != 0:
+		i = a.collapse(gk, head, src.Port)
 	case src.Collapsed:
-		id := edgeID{w: w.key, dir: k.Direction, peer: peerKey, proto: k.Proto, collapsed: true}
-		e = a.newEdge(g, w, id, k, src.FirstSeen)
-		e.EndPort = src.EndPort
-		g.collapsed = e
+		i = a.newEdge(w, pid, k.Direction, k.Proto, src.Port, true, nanos(src.FirstSeen))
+		a.edges[i].endPort = src.EndPort
+		a.link(gk, i)
 	default:
-		if e = g.edge(k.Port); e != nil {
-			break
+		n := 0
+		for j := head; j != 0 && i == 0; j = a.edges[j].next {
+			if a.edges[j].port == k.Port {
+				i = j
+			}
+			n++
 		}
-		if len(g.edges) >= a.cfg.MaxPorts {
-			e = a.collapse(gid, g, k.Port)
-			break
-		}
-		id := edgeID{w: w.key, dir: k.Direction, peer: peerKey, proto: k.Proto, port: k.Port}
-		e = a.newEdge(g, w, id, k, src.FirstSeen)
-		e.EndPort = k.Port
-		g.edges = append(g.edges, e)
-	}
-	e.merge(src, a.cfg)
-	a.markEdge(e)
-}
-
-// dropEdge removes e from the indexes and its group, recording the deletion for the next batch.
-func (a *Aggregator) dropEdge(e *edgeState) {
-	a.removeEdge(e)
-	gid := groupID{e.id.w, e.id.dir, e.id.peer, e.id.proto}
-	if g := a.groups[gid]; g != nil {
-		if e.id.collapsed {
-			g.collapsed = nil
-		} else {
-			g.edges = slices.DeleteFunc(g.edges, func(o *edgeState) bool { return o == e })
-		}
-		if g.collapsed == nil && len(g.edges) == 0 {
-			delete(a.groups, gid)
+		switch {
+		case i != 0:
+		case n >= a.cfg.MaxPorts:
+			i = a.collapse(gk, head, k.Port)
+		default:
+			i = a.newEdge(w, pid, k.Direction, k.Proto, k.Port, false, nanos(src.FirstSeen))
+			a.link(gk, i)
 		}
 	}
+	a.mergeEdge(i, src)
+	a.markEdge(i)
 }

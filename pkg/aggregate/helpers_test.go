@@ -278,3 +278,67 @@ func fold(t testing.TB, s *Store) {
 		t.Fatal(err)
 	}
 }
+
+// checkTables fails t unless the Aggregator's edge tables (edges.go) agree with each other:
+// every live edge is in its group's chain once, and the edge counts of workloads and peers,
+// the index of peers and the free slots are what the live edges make them.
+func checkTables(t testing.TB, a *Aggregator) {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	live := 0
+	wlEdges := map[uint32]int{}
+	peerEdges := map[uint32]int{}
+	for i := 1; i < len(a.edges); i++ {
+		r := &a.edges[i]
+		if r.deleted {
+			continue
+		}
+		live++
+		wlEdges[r.wl]++
+		peerEdges[r.peer]++
+		if int(r.wl) >= len(a.wlByID) || a.wlByID[r.wl] == nil {
+			t.Fatalf("edge %d: workload %d is not held", i, r.wl)
+		}
+		if p := a.peers[r.peer]; p.key == "" || a.peerIdx[p.key] != r.peer {
+			t.Fatalf("edge %d: peer %d (%q) is not indexed", i, r.peer, p.key)
+		}
+	}
+	if live != a.nEdges {
+		t.Fatalf("nEdges = %d, live edges %d", a.nEdges, live)
+	}
+	chained := 0
+	for gk, head := range a.groups {
+		if head == 0 {
+			t.Fatalf("group %+v has no edge", gk)
+		}
+		for j := head; j != 0; j = a.edges[j].next {
+			r := &a.edges[j]
+			if r.deleted || (groupID{r.wl, r.peer, r.dir, r.proto}) != gk {
+				t.Fatalf("group %+v chains edge %d (deleted %v) of group %+v", gk, j, r.deleted, groupID{r.wl, r.peer, r.dir, r.proto})
+			}
+			chained++
+		}
+	}
+	if chained != live {
+		t.Fatalf("groups chain %d edges, %d are live", chained, live)
+	}
+	for id, w := range a.wlByID {
+		if w != nil && w.edges != wlEdges[uint32(id)] {
+			t.Fatalf("workload %s counts %d edges, holds %d", w.key, w.edges, wlEdges[uint32(id)])
+		}
+	}
+	for _, w := range a.workloads {
+		if a.wlByID[w.id] != w {
+			t.Fatalf("workload %s is not at its index %d", w.key, w.id)
+		}
+	}
+	for key, id := range a.peerIdx {
+		if p := a.peers[id]; p.key != key || p.edges != peerEdges[id] || p.edges == 0 {
+			t.Fatalf("peer %q at %d: entry %q counts %d edges, holds %d", key, id, p.key, p.edges, peerEdges[id])
+		}
+	}
+	if len(a.peerIdx) != len(peerEdges) {
+		t.Fatalf("%d peers indexed, %d have edges", len(a.peerIdx), len(peerEdges))
+	}
+}

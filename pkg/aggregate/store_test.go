@@ -710,9 +710,11 @@ func TestJournalMatchesAggregator(t *testing.T) {
 						t.Fatalf("round %d: nothing expired", round)
 					}
 				}
+				checkTables(t, a)
 				if err := s.Commit(a.TakeBatch(), nil); err != nil {
 					t.Fatal(err)
 				}
+				checkTables(t, a)
 				if foldEvery > 0 && round%foldEvery == 0 {
 					fold(t, s)
 				}
