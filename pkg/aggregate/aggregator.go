@@ -42,7 +42,7 @@ type Aggregator struct {
 	// its edges; nEdges counts the live ones. There is no map by edge: a flow finds its edge
 	// with one lookup of its group and a walk of a few ports.
 	groups map[groupID]edgeIdx
-	edges  []edgeRec // slot 0 unused
+	edges  edgeTable
 	nEdges int
 	// edgeFree are reusable slots of edges; edgeFreeing those removed since the last
 	// TakeBatch, reusable after it.
@@ -140,7 +140,7 @@ func NewAggregator(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Ag
 		workloads:    make(map[string]*workloadState),
 		nsWorkloads:  make(map[string]int),
 		groups:       make(map[groupID]edgeIdx),
-		edges:        make([]edgeRec, 1),
+		edges:        newEdgeTable(),
 		extras:       make([]edgeExtra, 1),
 		peerIdx:      make(map[string]uint32),
 		peerEdges:    make(map[peerID]int),
@@ -440,16 +440,16 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 	}
 	tn := nanos(t)
 	var i edgeIdx
-	if head != 0 && a.edges[head].collapsed {
+	if head != 0 && a.edges.at(head).collapsed {
 		i = head
-		r := &a.edges[i]
+		r := a.edges.at(i)
 		r.port = min(r.port, port)
 		r.endPort = max(r.endPort, port)
 	} else {
 		var last edgeIdx
 		n := 0
-		for j := head; j != 0; j = a.edges[j].next {
-			if a.edges[j].port == port {
+		for j := head; j != 0; j = a.edges.at(j).next {
+			if a.edges.at(j).port == port {
 				i = j
 				break
 			}
@@ -474,12 +474,12 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 				if last == 0 {
 					a.groups[gk] = i
 				} else {
-					a.edges[last].next = i
+					a.edges.at(last).next = i
 				}
 			}
 		}
 	}
-	r := &a.edges[i]
+	r := a.edges.at(i)
 	r.counts.add(delta)
 	r.first = min(r.first, tn)
 	r.last = max(r.last, tn)
@@ -495,7 +495,7 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 }
 
 func (a *Aggregator) markEdge(i edgeIdx) {
-	if r := &a.edges[i]; !r.dirty {
+	if r := a.edges.at(i); !r.dirty {
 		r.dirty = true
 		a.dirtyEdges = append(a.dirtyEdges, i)
 	}
@@ -505,17 +505,17 @@ func (a *Aggregator) markEdge(i edgeIdx) {
 // edge that also covers port.
 func (a *Aggregator) collapse(gk groupID, head edgeIdx, port uint16) edgeIdx {
 	// The range edge first: removing the last per-port edge must not forget the peer.
-	c := a.newEdge(a.wlByID[gk.wl], gk.peer, gk.dir, gk.proto, port, true, a.edges[head].first)
-	a.edges[c].last = a.edges[head].last
+	c := a.newEdge(a.wlByID[gk.wl], gk.peer, gk.dir, gk.proto, port, true, a.edges.at(head).first)
+	a.edges.at(c).last = a.edges.at(head).last
 	for j := head; j != 0; {
-		next := a.edges[j].next
-		old := a.edgeOf(&a.edges[j])
+		next := a.edges.at(j).next
+		old := a.edgeOf(a.edges.at(j))
 		a.mergeEdge(c, &old)
 		a.removeEdge(j)
 		j = next
 	}
 	a.groups[gk] = c
-	r := &a.edges[c]
+	r := a.edges.at(c)
 	a.log.Debug("edge ports collapsed", "workload", a.wlByID[gk.wl].key, "direction", gk.dir.String(),
 		"peer", a.peers[gk.peer].key, "proto", gk.proto.String(), "from", r.port, "to", r.endPort)
 	return c
@@ -641,7 +641,7 @@ func (a *Aggregator) Expire(cutoff time.Time) int {
 	n := 0
 	c := nanos(cutoff)
 	for _, i := range a.liveEdges() {
-		if a.edges[i].last >= c {
+		if a.edges.at(i).last >= c {
 			continue
 		}
 		a.dropEdge(i)
@@ -674,8 +674,8 @@ func (a *Aggregator) live(id edgeID) bool {
 	if w == nil || !ok {
 		return false
 	}
-	for j := a.groups[groupID{w.id, pid, id.dir, id.proto}]; j != 0; j = a.edges[j].next {
-		r := &a.edges[j]
+	for j := a.groups[groupID{w.id, pid, id.dir, id.proto}]; j != 0; j = a.edges.at(j).next {
+		r := a.edges.at(j)
 		if r.collapsed == id.collapsed && (id.collapsed || r.port == id.port) {
 			return true
 		}
@@ -703,8 +703,8 @@ func (a *Aggregator) Snapshot() *Snapshot {
 		s.Workloads = append(s.Workloads, w.Workload.clone())
 	}
 	slices.SortFunc(s.Workloads, func(x, y Workload) int { return strings.Compare(x.Key.String(), y.Key.String()) })
-	for i := 1; i < len(a.edges); i++ {
-		if r := &a.edges[i]; !r.deleted {
+	for i := edgeIdx(1); int(i) < a.edges.len(); i++ {
+		if r := a.edges.at(i); !r.deleted {
 			key := a.wlByID[r.wl].key
 			s.Edges[key] = append(s.Edges[key], a.edgeOf(r).clone())
 		}

@@ -94,7 +94,7 @@ func (a *Aggregator) TakeBatch() *Batch {
 	// key sizes are known; values are estimated and grow if they must.
 	size := 0
 	for _, i := range a.dirtyEdges {
-		if r := &a.edges[i]; !r.deleted {
+		if r := a.edges.at(i); !r.deleted {
 			size += len(a.wlByID[r.wl].key) + len(a.peers[r.peer].key) + 7
 		}
 	}
@@ -109,7 +109,7 @@ func (a *Aggregator) TakeBatch() *Batch {
 		x.valEnd = make([]int, 0, len(a.dirtyEdges))
 	}
 	for _, i := range a.dirtyEdges {
-		r := &a.edges[i]
+		r := a.edges.at(i)
 		if !r.deleted {
 			e := a.edgeOf(r)
 			x.keys = appendEdgeKey(x.keys, a.wlByID[r.wl].key, a.peers[r.peer].key, &e.EdgeKey)
@@ -223,7 +223,7 @@ func (a *Aggregator) restore(s *Snapshot) {
 			pid := a.peerFor(e.Peer, e.Peer.Key())
 			gk := groupID{w.id, pid, e.Direction, e.Proto}
 			i := a.newEdge(w, pid, e.Direction, e.Proto, e.Port, e.Collapsed, nanos(e.FirstSeen))
-			r := &a.edges[i]
+			r := a.edges.at(i)
 			r.endPort, r.counts, r.last, r.truncated = e.EndPort, e.Counts, nanos(e.LastSeen), e.Truncated
 			if len(e.DNSNames) > 0 || len(e.HTTP) > 0 {
 				x := a.extraOf(i)

@@ -16,6 +16,36 @@ import (
 // edgeIdx is the index of an edge in Aggregator.edges. 0 is no edge: slot 0 is never used.
 type edgeIdx uint32
 
+// edgeTable holds the edge records in chunks: growing it never copies the records held (over
+// 1M edges, doubling one slice copied and cleared hundreds of MB on the ingest goroutine), and
+// a record stays where it is.
+type edgeTable struct {
+	chunks []*[edgeChunk]edgeRec
+	n      int
+}
+
+const edgeChunkBits = 12
+const edgeChunk = 1 << edgeChunkBits
+
+func newEdgeTable() edgeTable {
+	var t edgeTable
+	t.grow() // slot 0: no edge
+	return t
+}
+
+func (t *edgeTable) at(i edgeIdx) *edgeRec { return &t.chunks[i>>edgeChunkBits][i&(edgeChunk-1)] }
+
+func (t *edgeTable) len() int { return t.n }
+
+// grow adds a zero record and returns its index.
+func (t *edgeTable) grow() edgeIdx {
+	if t.n == len(t.chunks)*edgeChunk {
+		t.chunks = append(t.chunks, new([edgeChunk]edgeRec))
+	}
+	t.n++
+	return edgeIdx(t.n - 1)
+}
+
 // edgeRec is one edge held by the Aggregator.
 type edgeRec struct {
 	counts Counts
@@ -107,17 +137,16 @@ func (a *Aggregator) releaseWorkload(w *workloadState) {
 }
 
 // newEdge makes an edge of w to the peer pid, counted in every index but linked into no group
-// (callers know where it belongs). It may move a.edges: pointers into it taken before are stale.
+// (callers know where it belongs).
 func (a *Aggregator) newEdge(w *workloadState, pid uint32, dir flows.Direction, proto flows.Protocol, port uint16, collapsed bool, t int64) edgeIdx {
 	var i edgeIdx
 	if n := len(a.edgeFree); n > 0 {
 		i = a.edgeFree[n-1]
 		a.edgeFree = a.edgeFree[:n-1]
 	} else {
-		i = edgeIdx(len(a.edges))
-		a.edges = append(a.edges, edgeRec{})
+		i = a.edges.grow()
 	}
-	a.edges[i] = edgeRec{wl: w.id, peer: pid, dir: dir, proto: proto, port: port, endPort: port,
+	*a.edges.at(i) = edgeRec{wl: w.id, peer: pid, dir: dir, proto: proto, port: port, endPort: port,
 		collapsed: collapsed, first: t, last: t}
 	a.nEdges++
 	w.edges++
@@ -135,7 +164,7 @@ func (a *Aggregator) newEdge(w *workloadState, pid uint32, dir flows.Direction, 
 // removeEdge drops edge i from the indexes (not from its group: dropEdge) and records the
 // deletion for the next batch.
 func (a *Aggregator) removeEdge(i edgeIdx) {
-	r := &a.edges[i]
+	r := a.edges.at(i)
 	id, k := a.keyOf(r)
 	a.deletedEdges[id] = k
 	r.deleted = true
@@ -168,21 +197,21 @@ func (a *Aggregator) removeEdge(i edgeIdx) {
 // edge last.
 func (a *Aggregator) link(gk groupID, i edgeIdx) {
 	head := a.groups[gk]
-	if head == 0 || a.edges[i].collapsed {
-		a.edges[i].next = head
+	if head == 0 || a.edges.at(i).collapsed {
+		a.edges.at(i).next = head
 		a.groups[gk] = i
 		return
 	}
 	j := head
-	for a.edges[j].next != 0 {
-		j = a.edges[j].next
+	for a.edges.at(j).next != 0 {
+		j = a.edges.at(j).next
 	}
-	a.edges[j].next = i
+	a.edges.at(j).next = i
 }
 
 // dropEdge removes edge i from its group and the indexes.
 func (a *Aggregator) dropEdge(i edgeIdx) {
-	r := &a.edges[i]
+	r := a.edges.at(i)
 	gk := groupID{r.wl, r.peer, r.dir, r.proto}
 	head := a.groups[gk]
 	switch {
@@ -191,9 +220,9 @@ func (a *Aggregator) dropEdge(i edgeIdx) {
 	case head == i:
 		a.groups[gk] = r.next
 	default:
-		for j := head; j != 0; j = a.edges[j].next {
-			if a.edges[j].next == i {
-				a.edges[j].next = r.next
+		for j := head; j != 0; j = a.edges.at(j).next {
+			if a.edges.at(j).next == i {
+				a.edges.at(j).next = r.next
 				break
 			}
 		}
@@ -204,7 +233,7 @@ func (a *Aggregator) dropEdge(i edgeIdx) {
 // reuseFreed makes the slots of the edges removed before the batch just taken reusable.
 func (a *Aggregator) reuseFreed() {
 	for _, i := range a.edgeFreeing {
-		r := &a.edges[i]
+		r := a.edges.at(i)
 		if r.extra != 0 {
 			a.extras[r.extra] = edgeExtra{}
 			a.extraFree = append(a.extraFree, r.extra)
@@ -217,7 +246,7 @@ func (a *Aggregator) reuseFreed() {
 
 // extraOf returns the DNS names and HTTP samples of edge i, making room for them if it has none.
 func (a *Aggregator) extraOf(i edgeIdx) *edgeExtra {
-	r := &a.edges[i]
+	r := a.edges.at(i)
 	if r.extra == 0 {
 		if n := len(a.extraFree); n > 0 {
 			r.extra = a.extraFree[n-1]
@@ -260,7 +289,7 @@ func (a *Aggregator) keyOf(r *edgeRec) (edgeID, EdgeKey) {
 
 // mergeEdge adds o's observations to edge i, widening its port range.
 func (a *Aggregator) mergeEdge(i edgeIdx, o *Edge) {
-	r := &a.edges[i]
+	r := a.edges.at(i)
 	r.counts.add(o.Counts)
 	r.port = min(r.port, o.Port)
 	r.endPort = max(r.endPort, o.EndPort, o.Port)
@@ -283,9 +312,9 @@ func (a *Aggregator) mergeEdge(i edgeIdx, o *Edge) {
 // remove edges while it walks them.
 func (a *Aggregator) liveEdges() []edgeIdx {
 	all := make([]edgeIdx, 0, a.nEdges)
-	for i := 1; i < len(a.edges); i++ {
-		if !a.edges[i].deleted {
-			all = append(all, edgeIdx(i))
+	for i := edgeIdx(1); int(i) < a.edges.len(); i++ {
+		if !a.edges.at(i).deleted {
+			all = append(all, i)
 		}
 	}
 	return all

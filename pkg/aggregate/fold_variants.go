@@ -72,7 +72,7 @@ func (a *Aggregator) foldVariants(l ChurningLabel) int {
 	}
 	var moved []movedEdge
 	for _, i := range a.liveEdges() {
-		r := &a.edges[i]
+		r := a.edges.at(i)
 		wkey := a.wlByID[r.wl].key
 		_, subject := rekey[wkey]
 		_, peer := rekey[workloadPeerKey(&a.peers[r.peer].Peer)]
@@ -121,18 +121,18 @@ func (a *Aggregator) absorb(k EdgeKey, src *Edge) {
 	head := a.groups[gk]
 	var i edgeIdx
 	switch {
-	case head != 0 && a.edges[head].collapsed:
+	case head != 0 && a.edges.at(head).collapsed:
 		i = head
 	case src.Collapsed && head != 0:
 		i = a.collapse(gk, head, src.Port)
 	case src.Collapsed:
 		i = a.newEdge(w, pid, k.Direction, k.Proto, src.Port, true, nanos(src.FirstSeen))
-		a.edges[i].endPort = src.EndPort
+		a.edges.at(i).endPort = src.EndPort
 		a.link(gk, i)
 	default:
 		n := 0
-		for j := head; j != 0 && i == 0; j = a.edges[j].next {
-			if a.edges[j].port == k.Port {
+		for j := head; j != 0 && i == 0; j = a.edges.at(j).next {
+			if a.edges.at(j).port == k.Port {
 				i = j
 			}
 			n++

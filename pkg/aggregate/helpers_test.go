@@ -289,8 +289,8 @@ func checkTables(t testing.TB, a *Aggregator) {
 	live := 0
 	wlEdges := map[uint32]int{}
 	peerEdges := map[uint32]int{}
-	for i := 1; i < len(a.edges); i++ {
-		r := &a.edges[i]
+	for i := edgeIdx(1); int(i) < a.edges.len(); i++ {
+		r := a.edges.at(i)
 		if r.deleted {
 			continue
 		}
@@ -312,8 +312,8 @@ func checkTables(t testing.TB, a *Aggregator) {
 		if head == 0 {
 			t.Fatalf("group %+v has no edge", gk)
 		}
-		for j := head; j != 0; j = a.edges[j].next {
-			r := &a.edges[j]
+		for j := head; j != 0; j = a.edges.at(j).next {
+			r := a.edges.at(j)
 			if r.deleted || (groupID{r.wl, r.peer, r.dir, r.proto}) != gk {
 				t.Fatalf("group %+v chains edge %d (deleted %v) of group %+v", gk, j, r.deleted, groupID{r.wl, r.peer, r.dir, r.proto})
 			}
