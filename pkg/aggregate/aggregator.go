@@ -41,7 +41,7 @@ type Aggregator struct {
 	// The edges, in pointer-free tables (edges.go): groups maps each group to the first of
 	// its edges; nEdges counts the live ones. There is no map by edge: a flow finds its edge
 	// with one lookup of its group and a walk of a few ports.
-	groups map[groupID]edgeIdx
+	groups groupTable
 	edges  edgeTable
 	nEdges int
 	// edgeFree are reusable slots of edges; edgeFreeing those removed since the last
@@ -139,7 +139,7 @@ func NewAggregator(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Ag
 		now:          time.Now,
 		workloads:    make(map[string]*workloadState),
 		nsWorkloads:  make(map[string]int),
-		groups:       make(map[groupID]edgeIdx),
+		groups:       newGroupTable(),
 		edges:        newEdgeTable(),
 		extras:       make([]edgeExtra, 1),
 		peerIdx:      make(map[string]uint32),
@@ -436,7 +436,7 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 	gk := groupID{wl: w.id, peer: pid, dir: dir, proto: proto}
 	var head edgeIdx
 	if known {
-		head = a.groups[gk]
+		head = a.groups.get(gk)
 	}
 	tn := nanos(t)
 	var i edgeIdx
@@ -472,7 +472,7 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 				}
 				i = a.newEdge(w, gk.peer, dir, proto, port, false, tn)
 				if last == 0 {
-					a.groups[gk] = i
+					a.groups.set(gk, i)
 				} else {
 					a.edges.at(last).next = i
 				}
@@ -514,7 +514,7 @@ func (a *Aggregator) collapse(gk groupID, head edgeIdx, port uint16) edgeIdx {
 		a.removeEdge(j)
 		j = next
 	}
-	a.groups[gk] = c
+	a.groups.set(gk, c)
 	r := a.edges.at(c)
 	a.log.Debug("edge ports collapsed", "workload", a.wlByID[gk.wl].key, "direction", gk.dir.String(),
 		"peer", a.peers[gk.peer].key, "proto", gk.proto.String(), "from", r.port, "to", r.endPort)
@@ -674,7 +674,7 @@ func (a *Aggregator) live(id edgeID) bool {
 	if w == nil || !ok {
 		return false
 	}
-	for j := a.groups[groupID{w.id, pid, id.dir, id.proto}]; j != 0; j = a.edges.at(j).next {
+	for j := a.groups.get(groupID{w.id, pid, id.dir, id.proto}); j != 0; j = a.edges.at(j).next {
 		r := a.edges.at(j)
 		if r.collapsed == id.collapsed && (id.collapsed || r.port == id.port) {
 			return true

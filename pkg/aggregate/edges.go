@@ -196,10 +196,10 @@ func (a *Aggregator) removeEdge(i edgeIdx) {
 // link adds edge i to the group gk: a collapsed edge first (observe reads it there), a per-port
 // edge last.
 func (a *Aggregator) link(gk groupID, i edgeIdx) {
-	head := a.groups[gk]
+	head := a.groups.get(gk)
 	if head == 0 || a.edges.at(i).collapsed {
 		a.edges.at(i).next = head
-		a.groups[gk] = i
+		a.groups.set(gk, i)
 		return
 	}
 	j := head
@@ -213,12 +213,12 @@ func (a *Aggregator) link(gk groupID, i edgeIdx) {
 func (a *Aggregator) dropEdge(i edgeIdx) {
 	r := a.edges.at(i)
 	gk := groupID{r.wl, r.peer, r.dir, r.proto}
-	head := a.groups[gk]
+	head := a.groups.get(gk)
 	switch {
 	case head == i && r.next == 0:
-		delete(a.groups, gk)
+		a.groups.delete(gk)
 	case head == i:
-		a.groups[gk] = r.next
+		a.groups.set(gk, r.next)
 	default:
 		for j := head; j != 0; j = a.edges.at(j).next {
 			if a.edges.at(j).next == i {

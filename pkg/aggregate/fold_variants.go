@@ -118,7 +118,7 @@ func (a *Aggregator) absorb(k EdgeKey, src *Edge) {
 	w := a.workloads[k.Workload.String()]
 	pid := a.peerFor(k.Peer, k.Peer.Key())
 	gk := groupID{w.id, pid, k.Direction, k.Proto}
-	head := a.groups[gk]
+	head := a.groups.get(gk)
 	var i edgeIdx
 	switch {
 	case head != 0 && a.edges.at(head).collapsed:

@@ -307,10 +307,11 @@ func checkTables(t testing.TB, a *Aggregator) {
 	if live != a.nEdges {
 		t.Fatalf("nEdges = %d, live edges %d", a.nEdges, live)
 	}
-	chained := 0
-	for gk, head := range a.groups {
-		if head == 0 {
-			t.Fatalf("group %+v has no edge", gk)
+	chained, groups := 0, 0
+	a.groups.all(func(gk groupID, head edgeIdx) {
+		groups++
+		if got := a.groups.get(gk); got != head {
+			t.Fatalf("group %+v: get = %d, its slot holds %d", gk, got, head)
 		}
 		for j := head; j != 0; j = a.edges.at(j).next {
 			r := a.edges.at(j)
@@ -319,6 +320,9 @@ func checkTables(t testing.TB, a *Aggregator) {
 			}
 			chained++
 		}
+	})
+	if groups != a.groups.len() {
+		t.Fatalf("group table counts %d groups, holds %d", a.groups.len(), groups)
 	}
 	if chained != live {
 		t.Fatalf("groups chain %d edges, %d are live", chained, live)
