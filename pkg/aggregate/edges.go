@@ -24,7 +24,7 @@ type edgeTable struct {
 	n      int
 }
 
-const edgeChunkBits = 12
+const edgeChunkBits = 10
 const edgeChunk = 1 << edgeChunkBits
 
 func newEdgeTable() edgeTable {
