@@ -302,10 +302,11 @@ func (a *Aggregator) addFlow(ev *flows.Event) {
 	}
 	delta := countsOf(ev)
 
+	var egress edgeIdx
 	if ev.Src.Kind == flows.PeerWorkload {
 		if w := a.touchWorkload(&ev.Src, ev); w != nil {
 			if peer, key, ok := a.peerOf(&ev.Dst, flows.DirectionEgress); ok {
-				a.observe(w, flows.DirectionEgress, peer, key, proto, port, ev.Time, delta, dnsName, sample)
+				egress = a.observe(w, flows.DirectionEgress, peer, key, proto, port, ev.Time, delta, dnsName, sample, 0)
 			}
 		}
 	}
@@ -313,7 +314,13 @@ func (a *Aggregator) addFlow(ev *flows.Event) {
 		if w := a.touchWorkload(&ev.Dst, ev); w != nil {
 			if peer, key, ok := a.peerOf(&ev.Src, flows.DirectionIngress); ok {
 				// Names looked up are the client's facts; they stay on its egress edge.
-				a.observe(w, flows.DirectionIngress, peer, key, proto, port, ev.Time, delta, "", sample)
+				var mate edgeIdx
+				if egress != 0 {
+					mate = a.edges.at(egress).mate
+				}
+				if in := a.observe(w, flows.DirectionIngress, peer, key, proto, port, ev.Time, delta, "", sample, mate); egress != 0 {
+					a.edges.at(egress).mate = in
+				}
 			}
 		}
 	}
@@ -424,9 +431,11 @@ func (a *Aggregator) peerOf(p *flows.Peer, dir flows.Direction) (Peer, string, b
 }
 
 // observe adds one observation to the edge (w, dir, peer, proto, port), creating, collapsing or
-// re-routing it as the bounds require.
+// re-routing it as the bounds require, and returns the edge (0 when a cap refused it). mate is
+// the edge this one was last observed with (edgeRec.mate), 0 if none: when it is still this
+// edge, the group lookup is skipped.
 func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, peerKey string, proto flows.Protocol, port uint16,
-	t time.Time, delta Counts, dnsName string, sample *HTTPSample) {
+	t time.Time, delta Counts, dnsName string, sample *HTTPSample, mate edgeIdx) edgeIdx {
 	pid, known := a.peerIdx[peerKey]
 	if peer.Kind == PeerCIDR && (!known || a.peerEdges[peerID{w.id, dir, pid}] == 0) &&
 		a.cidrPeers[wdID{w.id, dir}] >= a.cfg.MaxWorldPeers {
@@ -434,18 +443,25 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 		pid, known = a.peerIdx[peerKey]
 	}
 	gk := groupID{wl: w.id, peer: pid, dir: dir, proto: proto}
-	var head edgeIdx
-	if known {
+	tn := nanos(t)
+	var head, i edgeIdx
+	if m := a.edges.at(mate); mate != 0 && known && !m.deleted && m.wl == w.id && m.peer == pid &&
+		m.dir == dir && m.proto == proto && (m.collapsed || m.port == port) {
+		head = mate // a collapsed edge is its group's only edge
+		if !m.collapsed {
+			i = mate
+		}
+	} else if known {
 		head = a.groups.get(gk)
 	}
-	tn := nanos(t)
-	var i edgeIdx
-	if head != 0 && a.edges.at(head).collapsed {
+	switch {
+	case i != 0: // the mate, a per-port edge
+	case head != 0 && a.edges.at(head).collapsed:
 		i = head
 		r := a.edges.at(i)
 		r.port = min(r.port, port)
 		r.endPort = max(r.endPort, port)
-	} else {
+	default:
 		var last edgeIdx
 		n := 0
 		for j := head; j != 0; j = a.edges.at(j).next {
@@ -462,10 +478,10 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 				i = a.collapse(gk, head, port)
 			case a.nEdges >= a.cfg.MaxEdges:
 				a.overflow("edges", a.cfg.MaxEdges)
-				return
+				return 0
 			case w.edges >= a.cfg.MaxEdgesPerWorkload:
 				a.overflow("edges-per-workload", a.cfg.MaxEdgesPerWorkload)
-				return
+				return 0
 			default:
 				if !known {
 					gk.peer = a.peerFor(peer, peerKey)
@@ -492,6 +508,7 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 		x.http, r.truncated = addSample(x.http, *sample, a.cfg.MaxHTTPSamples, r.truncated)
 	}
 	a.markEdge(i)
+	return i
 }
 
 func (a *Aggregator) markEdge(i edgeIdx) {

@@ -56,6 +56,11 @@ type edgeRec struct {
 	// next is the next edge of the same group (workload, direction, peer, protocol), in the
 	// order they were created; a collapsed edge is its group's only edge.
 	next edgeIdx
+	// mate is, for a client's egress edge, the server's ingress edge its last flow was also
+	// counted in: a hint that spares the second group lookup of a flow between two
+	// workloads, checked against the edge it names before use (that edge may have been
+	// removed, collapsed or its slot reused since).
+	mate edgeIdx
 	// extra indexes the edge's DNS names and HTTP samples in Aggregator.extras, 0 for none.
 	extra         uint32
 	port, endPort uint16
