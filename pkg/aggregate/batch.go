@@ -1,7 +1,10 @@
 package aggregate
 
 import (
+	"cmp"
+	"math/bits"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/recommender/recommender/pkg/flows"
@@ -45,6 +48,8 @@ type Batch struct {
 type encodedEdges struct {
 	keys, values   []byte
 	keyEnd, valEnd []int
+	// ordered says the edges are already in key order (Aggregator.batchOrder).
+	ordered bool
 }
 
 func (x *encodedEdges) len() int { return len(x.keyEnd) }
@@ -108,16 +113,18 @@ func (a *Aggregator) TakeBatch() *Batch {
 		x.keyEnd = make([]int, 0, len(a.dirtyEdges))
 		x.valEnd = make([]int, 0, len(a.dirtyEdges))
 	}
-	for _, i := range a.dirtyEdges {
+	var order []edgeIdx
+	order, x.ordered = a.batchOrder()
+	for _, i := range order {
 		r := a.edges.at(i)
-		if !r.deleted {
-			e := a.edgeOf(r)
-			x.keys = appendEdgeKey(x.keys, a.wlByID[r.wl].key, a.peers[r.peer].key, &e.EdgeKey)
-			x.values = appendEdge(x.values, &e)
-			x.keyEnd = append(x.keyEnd, len(x.keys))
-			x.valEnd = append(x.valEnd, len(x.values))
-		}
-		r.dirty = false
+		e := a.edgeOf(r)
+		x.keys = appendEdgeKey(x.keys, a.wlByID[r.wl].key, a.peers[r.peer].key, &e.EdgeKey)
+		x.values = appendEdge(x.values, &e)
+		x.keyEnd = append(x.keyEnd, len(x.keys))
+		x.valEnd = append(x.valEnd, len(x.values))
+	}
+	for _, i := range a.dirtyEdges {
+		a.edges.at(i).dirty = false
 	}
 	a.dirtyEdges = a.dirtyEdges[:0]
 	a.reuseFreed()
@@ -243,5 +250,106 @@ func (a *Aggregator) restore(s *Snapshot) {
 	}
 	for _, l := range s.Lost {
 		a.lost[l.Node] = &NodeLost{Node: l.Node, Lost: l.Lost, Last: l.Last}
+	}
+}
+
+// batchOrder returns the live edges changed since the last batch in the order of their store
+// keys, and whether it could order them (else they come in no order). A store key is the
+// workload key, a 0 byte, the direction, the peer key, a 0 byte, the protocol, the collapsed
+// flag and the port (appendEdgeKey), and no key holds a 0 byte (validate), so key order is the
+// order of (workload key, direction, peer key, protocol, collapsed, port). Ranking the batch's
+// distinct workload and peer keys as strings, few next to its edges, makes each edge's key one
+// integer, and sorting those integers costs a small part of sorting the keys' bytes (issue
+// 19.2: 0.25 s of the 1M-edge case).
+func (a *Aggregator) batchOrder() ([]edgeIdx, bool) {
+	live := make([]edgeIdx, 0, len(a.dirtyEdges))
+	for _, i := range a.dirtyEdges {
+		if !a.edges.at(i).deleted {
+			live = append(live, i)
+		}
+	}
+	if len(live) < 2 {
+		return live, true
+	}
+	// rank+1 of each workload and peer of the batch, 0 for the others.
+	wlRank := make([]uint32, len(a.wlByID))
+	peerRank := make([]uint32, len(a.peers))
+	var wls, peers []uint32
+	for _, i := range live {
+		r := a.edges.at(i)
+		if wlRank[r.wl] == 0 {
+			wlRank[r.wl] = 1
+			wls = append(wls, r.wl)
+		}
+		if peerRank[r.peer] == 0 {
+			peerRank[r.peer] = 1
+			peers = append(peers, r.peer)
+		}
+	}
+	pb, wb := bits.Len(uint(len(peers))), bits.Len(uint(len(wls)))
+	// Below the peer rank: protocol (8 bits), collapsed (1) and port (16); above it the
+	// direction (2) and the workload rank.
+	const low = 8 + 1 + 16
+	if wb+2+pb+low > 64 {
+		return live, false
+	}
+	slices.SortFunc(wls, func(x, y uint32) int { return strings.Compare(a.wlByID[x].key, a.wlByID[y].key) })
+	slices.SortFunc(peers, func(x, y uint32) int { return strings.Compare(a.peers[x].key, a.peers[y].key) })
+	for rank, id := range wls {
+		wlRank[id] = uint32(rank)
+	}
+	for rank, id := range peers {
+		peerRank[id] = uint32(rank)
+	}
+	keyed := make([]keyedEdge, len(live))
+	for j, i := range live {
+		r := a.edges.at(i)
+		k := uint64(wlRank[r.wl])<<(2+pb+low) | uint64(r.dir)<<(pb+low) | uint64(peerRank[r.peer])<<low |
+			uint64(r.proto)<<17
+		if r.collapsed {
+			k |= 1 << 16 // and port 0, as in the key
+		} else {
+			k |= uint64(r.port)
+		}
+		keyed[j] = keyedEdge{k, i}
+	}
+	radixSortKeyed(keyed, wb+2+pb+low)
+	for j := range keyed {
+		live[j] = keyed[j].i
+	}
+	return live, true
+}
+
+type keyedEdge struct {
+	key uint64
+	i   edgeIdx
+}
+
+// radixSortKeyed sorts ks by key, whose bits above width are 0: least significant digit
+// first, 11 bits per pass, so 100k edges over 50 bits take five linear passes.
+func radixSortKeyed(ks []keyedEdge, width int) {
+	if len(ks) < 256 {
+		slices.SortFunc(ks, func(x, y keyedEdge) int { return cmp.Compare(x.key, y.key) })
+		return
+	}
+	const digit = 11
+	tmp := make([]keyedEdge, len(ks))
+	for shift := 0; shift < width; shift += digit {
+		var count [1<<digit + 1]int
+		for _, k := range ks {
+			count[(k.key>>shift)&(1<<digit-1)+1]++
+		}
+		for d := 1; d < len(count); d++ {
+			count[d] += count[d-1]
+		}
+		for _, k := range ks {
+			d := (k.key >> shift) & (1<<digit - 1)
+			tmp[count[d]] = k
+			count[d]++
+		}
+		ks, tmp = tmp, ks
+	}
+	if (width+digit-1)/digit%2 == 1 {
+		copy(tmp, ks) // an odd number of passes left the result in the scratch
 	}
 }

@@ -50,9 +50,11 @@
 //     (counting at least 4,096) or 32 batches, so it never holds more than about twice the
 //     live edges, however many flows were committed.
 //
-// With the default caps the live heap stays near 0.5-0.6 KiB per edge from 1k to 1M edges
-// (docs/scale.md), so 250,000 edges take about 150 MiB of heap and, with Go's GC headroom
-// and the mapped store pages, a few hundred MiB of RSS. The label flood of issue 15 (1M flows,
+// The edges are held in tables without pointers (edges.go, groups.go): the garbage collector
+// does not scan them, and the live heap is about 130-160 bytes per edge from 10k to 1M edges
+// (more per edge below, where the tables' fixed part dominates: about 240 at 1k; docs/scale.md),
+// so 250,000 edges take about 40 MiB of heap and, with Go's GC headroom and the mapped store
+// pages, under 200 MiB of RSS. The label flood of issue 15 (1M flows,
 // a new version label on every other one) stays at 70-72 MiB peak RSS, a 3-4 MiB store and
 // 103 workloads (BenchmarkLabelFlood, 2 December 2026, after issue 19.2; 92 MiB and 16 MiB
 // before).

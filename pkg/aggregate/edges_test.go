@@ -1,6 +1,9 @@
 package aggregate
 
 import (
+	"bytes"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/recommender/recommender/pkg/flows"
@@ -75,5 +78,47 @@ func TestMateChecked(t *testing.T) {
 			}
 			checkTables(t, a)
 		})
+	}
+}
+
+// TestBatchOrder checks that TakeBatch hands the store its edges in key order (the store then
+// skips sorting them): workload keys that are prefixes of others, every kind of peer, both
+// directions, several protocols, ports and collapsed groups, in batches above and below the
+// size where the radix passes take over.
+func TestBatchOrder(t *testing.T) {
+	for _, n := range []int{3, 40, 2000} {
+		a := newAgg(t, Config{MaxPorts: 3})
+		for i := range n {
+			// Client keys that are prefixes of each other; 35 client-server pairs, each seeing
+			// more ports than MaxPorts over the larger batches.
+			c := workload("ns", "k8s:app=c"+strings.Repeat("x", i%7))
+			s := workload(fmt.Sprintf("ns%d", i%5), "k8s:app=s")
+			port := uint16(1 + (i/35)%5)
+			proto := []flows.Protocol{flows.ProtoTCP, flows.ProtoUDP, flows.ProtoICMPv4}[i%3]
+			a.Add(flow(i, c, s, proto, port))
+			a.Add(flow(i, c, world(fmt.Sprintf("203.0.113.%d", i%200), ""), flows.ProtoTCP, 443))
+			a.Add(flow(i, c, entity([]string{"host", "kube-apiserver", "world"}[i%3]), flows.ProtoTCP, port))
+			a.Add(flow(i, s, world("198.51.100.1", fmt.Sprintf("api%d.example.com", i%13)), flows.ProtoTCP, 443))
+		}
+		b := a.TakeBatch()
+		x := &b.edges
+		if !x.ordered {
+			t.Fatalf("n=%d: batch not ordered", n)
+		}
+		if x.len() != a.nEdges {
+			t.Fatalf("n=%d: batch holds %d edges, the aggregator %d", n, x.len(), a.nEdges)
+		}
+		collapsed := 0
+		for i := range x.len() {
+			if k := x.key(i); k[len(k)-3] == 1 {
+				collapsed++
+			}
+			if i > 0 && bytes.Compare(x.key(i-1), x.key(i)) >= 0 {
+				t.Fatalf("n=%d: key %d %q not below key %d %q", n, i-1, x.key(i-1), i, x.key(i))
+			}
+		}
+		if n == 2000 && collapsed == 0 {
+			t.Fatalf("n=%d: no collapsed edge in the batch", n)
+		}
 	}
 }
