@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -95,11 +96,12 @@ func TestEdgeCodec(t *testing.T) {
 }
 
 // Ensure that a store written by an older schema (1: JSON edge values; 2: binary values, no
-// journal; both keep every edge in the tree) is refused read-only, and opened for writing is
-// migrated to the current schema: edges in the binary encoding, an empty journal, the same
-// snapshot; and that it then takes commits.
+// journal; both keep every edge in the tree; 3: journal chunks with whole keys) is refused
+// read-only, and opened for writing is migrated to the current schema: edges in the binary
+// encoding, a journal (empty after 1 and 2, schema 3's chunks read as they are), the same
+// snapshot; and that it then takes commits and folds.
 func TestMigrateOldSchemas(t *testing.T) {
-	for _, schema := range []uint32{1, 2} {
+	for _, schema := range []uint32{1, 2, 3} {
 		t.Run(fmt.Sprintf("schema=%d", schema), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "store.db")
 			s := openStore(t, path, Options{})
@@ -115,8 +117,16 @@ func TestMigrateOldSchemas(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Turn it into what the old schema wrote.
-			fold(t, s)
+			if schema < 3 {
+				fold(t, s)
+			}
 			err = s.db.Update(func(tx *bolt.Tx) error {
+				if schema == 3 {
+					if err := fullKeyJournal(tx); err != nil {
+						return err
+					}
+					return putSchema(tx.Bucket(bucketMeta), schema)
+				}
 				if err := tx.DeleteBucket(bucketJournal); err != nil {
 					return err
 				}
@@ -165,10 +175,14 @@ func TestMigrateOldSchemas(t *testing.T) {
 				if v := tx.Bucket(bucketMeta).Get(keySchema); binary.BigEndian.Uint32(v) != schemaVersion {
 					t.Errorf("schema after migration = %v, want %d", v, schemaVersion)
 				}
-				if k, _ := tx.Bucket(bucketJournal).Cursor().First(); k != nil {
+				k, v := tx.Bucket(bucketJournal).Cursor().First()
+				switch {
+				case schema < 3 && k != nil:
 					t.Errorf("journal after migration holds %q, want it empty", k)
+				case schema == 3 && (k == nil || v[0] != journalFormatFull):
+					t.Errorf("journal after migration holds %q: %q, want schema 3's chunk", k, v)
 				}
-				if r, err := readJournalRecord(tx.Bucket(bucketMeta)); err != nil || r.Tree != want.EdgeCount() {
+				if r, err := readJournalRecord(tx.Bucket(bucketMeta)); err != nil || (schema < 3 && r.Tree != want.EdgeCount()) {
 					t.Errorf("journal record after migration = %+v, %v; want %d edges in the tree", r, err, want.EdgeCount())
 				}
 				return tx.Bucket(bucketEdges).ForEach(func(k, v []byte) error {
@@ -194,8 +208,55 @@ func TestMigrateOldSchemas(t *testing.T) {
 			if d := cmp.Diff(a.Snapshot(), after, snapshotOpts); d != "" {
 				t.Errorf("snapshot after a commit to the migrated store (-aggregator +store):\n%s", d)
 			}
+			// A fold merges both chunk formats into the tree.
+			fold(t, s)
+			if after, err = s.Snapshot(); err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(a.Snapshot(), after, snapshotOpts); d != "" {
+				t.Errorf("snapshot after a fold of the migrated store (-aggregator +store):\n%s", d)
+			}
 		})
 	}
+}
+
+// fullKeyJournal rewrites the journal as schema 3 wrote it: one chunk per batch, in
+// journalFormatFull (whole keys).
+func fullKeyJournal(tx *bolt.Tx) error {
+	srcs, err := journalSources(tx.Bucket(bucketJournal), nil)
+	if err != nil {
+		return err
+	}
+	var keys, vals [][]byte
+	for _, s := range srcs {
+		v := []byte{journalFormatFull, 0, 0, 0, 0}
+		var last []byte
+		for ok := true; ok; ok = s.next() {
+			v = binary.AppendUvarint(v, uint64(len(s.key)))
+			v = append(v, s.key...)
+			v = binary.AppendUvarint(v, uint64(len(s.val)))
+			v = append(v, s.val...)
+			last = append(last[:0], s.key...)
+		}
+		if s.err != nil {
+			return s.err
+		}
+		binary.BigEndian.PutUint32(v[1:5], crc32.Checksum(v[5:], castagnoli))
+		keys, vals = append(keys, append(slices.Clone(s.seq[:]), last...)), append(vals, v)
+	}
+	if err := tx.DeleteBucket(bucketJournal); err != nil {
+		return err
+	}
+	j, err := tx.CreateBucket(bucketJournal)
+	if err != nil {
+		return err
+	}
+	for i, k := range keys {
+		if err := j.Put(k, vals[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // FuzzDecodeEdge feeds arbitrary bytes to the edge decoder, which reads them from the file:

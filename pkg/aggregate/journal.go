@@ -25,11 +25,15 @@ import (
 // A batch is one or more chunks, each a bucket value of about journalChunk bytes:
 //
 //	key    <batch sequence number: 8 bytes BE> <store key of the chunk's last edge>
-//	value  format:1 (journalFormat), CRC-32C:4 BE of the rest, then entries in key order:
-//	       key length, key, value length, value (length 0: the edge was deleted)
+//	value  format:2 (journalFormat), CRC-32C:4 BE of the rest, then entries in key order:
+//	       bytes shared with the previous entry's key, length of the rest of the key, the
+//	       rest of the key, value length, value (length 0: the edge was deleted)
 //
-// Lengths are uvarints. Keys within a batch are unique: an edge deleted and created again in
-// one batch is written as created, as the tree's deletions-first commit did.
+// Lengths are uvarints; a chunk's first entry shares nothing. Keys within a batch are unique:
+// an edge deleted and created again in one batch is written as created, as the tree's
+// deletions-first commit did. Schema 3 wrote format 1 (journalFormatFull), whose entries
+// hold the whole key (key length, key, value length, value); it is still read, so a
+// migrated store's journal needs no rewrite.
 var (
 	bucketJournal = []byte("journal")
 	// keyJournal (meta) holds journalRecord: what the fold rule needs without reading the
@@ -38,7 +42,13 @@ var (
 )
 
 const (
-	journalFormat = 1
+	// journalFormat is the chunk format commits write: keys prefix-compressed. Sorted keys of
+	// one batch share most of their bytes (a workload's labels, then a peer's), and keys were
+	// half of the journal's bytes, which are allocated, copied, checksummed and written once
+	// each by bbolt (issue 19.2).
+	journalFormat = 2
+	// journalFormatFull is the chunk format of schema 3: whole keys.
+	journalFormatFull = 1
 	// journalChunk is the size a chunk is cut at. bbolt stores a value larger than a page in
 	// contiguous overflow pages: small enough chunks find room among the pages a fold frees,
 	// large enough ones keep the journal's keys (and the merge's cursor steps) few.
@@ -97,6 +107,12 @@ func createJournal(tx *bolt.Tx) error {
 	return putJournalRecord(tx.Bucket(bucketMeta), journalRecord{Tree: n})
 }
 
+// compressedJournal upgrades schema 3 to 4, whose journal chunks hold prefix-compressed keys
+// (journalFormat). Nothing is rewritten: the chunks schema 3 wrote are still read, and the
+// next fold drops them. The schema changes so that an older binary refuses the store
+// (ErrSchema) instead of reporting the new chunks as damaged.
+func compressedJournal(*bolt.Tx) error { return nil }
+
 // writeEdges journals the batch's edge changes and folds the journal when the rule says so.
 // The chunks are encoded into *buf, which is kept for the next commit.
 func writeEdges(tx *bolt.Tx, b *Batch, buf *[]byte) error {
@@ -147,7 +163,7 @@ func appendJournal(j *bolt.Bucket, seq uint64, b *Batch, scratch *[]byte) (int, 
 	}
 	// One buffer for all chunks: bbolt keeps the values it is given until the transaction
 	// ends. Should it grow after all, the chunks already put keep the old array.
-	need := len(x.keys) + len(x.values) + 4*n + len(deleted)*64 + (len(x.values)/journalChunk+1)*8
+	need := len(x.keys) + len(x.values) + 6*n + len(deleted)*64 + (len(x.values)/journalChunk+1)*8
 	if cap(*scratch) < need {
 		*scratch = make([]byte, 0, need+need/4)
 	}
@@ -174,11 +190,15 @@ func appendJournal(j *bolt.Bucket, seq uint64, b *Batch, scratch *[]byte) (int, 
 				return err
 			}
 		}
+		shared := 0
 		if start == len(buf) {
 			buf = append(buf, journalFormat, 0, 0, 0, 0)
+		} else {
+			shared = sharedPrefix(last, k)
 		}
-		buf = binary.AppendUvarint(buf, uint64(len(k)))
-		buf = append(buf, k...)
+		buf = binary.AppendUvarint(buf, uint64(shared))
+		buf = binary.AppendUvarint(buf, uint64(len(k)-shared))
+		buf = append(buf, k[shared:]...)
 		buf = binary.AppendUvarint(buf, uint64(len(v)))
 		buf = append(buf, v...)
 		last = k
@@ -201,6 +221,14 @@ func appendJournal(j *bolt.Bucket, seq uint64, b *Batch, scratch *[]byte) (int, 
 	err := flush()
 	*scratch = buf[:0]
 	return n, err
+}
+
+// sharedPrefix returns the length of the prefix a and b share.
+func sharedPrefix(a, b []byte) int {
+	if len(a) > len(b) {
+		a, b = b, a
+	}
+	return commonPrefix(a, b)
 }
 
 // foldJournal puts the journal's newest entry of every key into the tree (or deletes the key),
@@ -259,7 +287,8 @@ func checkJournal(tx *bolt.Tx) error {
 }
 
 // forEachEdge calls fn with the key and value of every stored edge whose key starts with
-// prefix, in key order: the tree merged with the journal. k and v are valid during tx only.
+// prefix, in key order: the tree merged with the journal. v is valid during tx only, k during
+// the call only (the journal's keys are rebuilt in a buffer of their batch's).
 func forEachEdge(tx *bolt.Tx, prefix []byte, fn func(k, v []byte) error) error {
 	srcs, err := journalSources(tx.Bucket(bucketJournal), prefix)
 	if err != nil {
@@ -284,9 +313,13 @@ type edgeSource struct {
 	j     *bolt.Cursor // the journal's cursor on this batch's current chunk
 	seq   [8]byte      // the batch's key prefix in the journal
 	rest  []byte       // the current chunk's entries after the current one
-	key   []byte
-	val   []byte // nil: a deletion
-	err   error
+	// format is the current chunk's: journalFormat entries rebuild their key in kbuf from the
+	// previous one.
+	format byte
+	kbuf   []byte
+	key    []byte
+	val    []byte // nil: a deletion
+	err    error
 }
 
 // journalSources returns a source for each batch in the journal, each positioned at its first
@@ -338,12 +371,12 @@ func (s *edgeSource) seek(prefix []byte) bool {
 
 // load makes chunk v the current one.
 func (s *edgeSource) load(v []byte) bool {
-	if len(v) < 5 || v[0] != journalFormat || binary.BigEndian.Uint32(v[1:5]) != crc32.Checksum(v[5:], castagnoli) {
+	if len(v) < 5 || (v[0] != journalFormat && v[0] != journalFormatFull) || binary.BigEndian.Uint32(v[1:5]) != crc32.Checksum(v[5:], castagnoli) {
 		s.err = fmt.Errorf("%w (journal chunk of batch %d: bad format or checksum); %s",
 			ErrCorrupt, binary.BigEndian.Uint64(s.seq[:]), corruptHint)
 		return false
 	}
-	s.rest = v[5:]
+	s.format, s.rest, s.kbuf = v[0], v[5:], s.kbuf[:0]
 	return true
 }
 
@@ -364,18 +397,29 @@ func (s *edgeSource) next() bool {
 		}
 	}
 	r := edgeReader{b: s.rest}
-	kl := r.uvarint()
-	if r.err == nil && kl <= uint64(len(r.b)) {
-		s.key, r.b = r.b[:kl:kl], r.b[kl:]
+	ok := false
+	if s.format == journalFormatFull {
+		kl := r.uvarint()
+		if r.err == nil && kl <= uint64(len(r.b)) {
+			s.key, r.b = r.b[:kl:kl], r.b[kl:]
+			ok = kl > 0
+		}
+	} else {
+		shared, sl := r.uvarint(), r.uvarint()
+		if r.err == nil && shared <= uint64(len(s.kbuf)) && sl <= uint64(len(r.b)) {
+			s.kbuf = append(s.kbuf[:shared], r.b[:sl]...)
+			s.key, r.b = s.kbuf, r.b[sl:]
+			ok = len(s.key) > 0
+		}
+	}
+	if ok {
 		vl := r.uvarint()
 		if r.err == nil && vl <= uint64(len(r.b)) {
 			s.val, s.rest = r.b[:vl:vl], r.b[vl:]
 			if vl == 0 {
 				s.val = nil
 			}
-			if kl > 0 {
-				return true
-			}
+			return true
 		}
 	}
 	s.err = fmt.Errorf("%w (journal chunk of batch %d: malformed entry); %s",
@@ -432,10 +476,12 @@ func mergeEdges(srcs []*edgeSource, prefix []byte, deletions bool, fn func(k, v 
 		down(0)
 		return nil
 	}
+	var k []byte // the current key, copied: a source rebuilds its keys in place
 	for len(h) > 0 {
-		k, v := h[0].key, h[0].val
+		v := h[0].val
+		k = append(k[:0], h[0].key...)
 		if v != nil || deletions {
-			if err := fn(k, v); err != nil {
+			if err := fn(h[0].key, v); err != nil {
 				return err
 			}
 		}

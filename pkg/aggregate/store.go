@@ -89,7 +89,7 @@ type Store struct {
 type migration func(tx *bolt.Tx) error
 
 // migrations[i] upgrades schema i+1 to i+2.
-var migrations = []migration{binaryEdges, createJournal}
+var migrations = []migration{binaryEdges, createJournal, compressedJournal}
 
 // binaryEdges upgrades schema 1 to 2: every edge value is rewritten from JSON into the binary
 // encoding (appendEdge). Keys do not change. bbolt must not be written while ForEach walks
