@@ -303,8 +303,9 @@ func TestEncodedEdgesSorted(t *testing.T) {
 			x.valEnd = append(x.valEnd, 0)
 		}
 		var got []string
-		for _, i := range x.sorted() {
-			got = append(got, string(x.key(i)))
+		var scratch []rankedKey
+		for _, r := range x.sorted(&scratch) {
+			got = append(got, string(x.key(int(r.i))))
 		}
 		want := slices.Clone(keys)
 		slices.Sort(want)
@@ -346,8 +347,9 @@ func BenchmarkEncodedEdgesSorted(b *testing.B) {
 	}
 	batch := a.TakeBatch()
 	b.ReportAllocs()
+	var scratch []rankedKey
 	for b.Loop() {
-		batch.edges.sorted()
+		batch.edges.sorted(&scratch)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(batch.edges.len()), "ns/key")
 }

@@ -114,14 +114,14 @@ func createJournal(tx *bolt.Tx) error {
 func compressedJournal(*bolt.Tx) error { return nil }
 
 // writeEdges journals the batch's edge changes and folds the journal when the rule says so.
-// The chunks are encoded into *buf, which is kept for the next commit.
-func writeEdges(tx *bolt.Tx, b *Batch, buf *[]byte) error {
+// The chunks are encoded into scratch, which is kept for the next commit.
+func writeEdges(tx *bolt.Tx, b *Batch, scratch *commitScratch) error {
 	meta := tx.Bucket(bucketMeta)
 	rec, err := readJournalRecord(meta)
 	if err != nil {
 		return err
 	}
-	n, err := appendJournal(tx.Bucket(bucketJournal), rec.Next, b, buf)
+	n, err := appendJournal(tx.Bucket(bucketJournal), rec.Next, b, scratch)
 	if err != nil {
 		return err
 	}
@@ -140,10 +140,10 @@ func writeEdges(tx *bolt.Tx, b *Batch, buf *[]byte) error {
 }
 
 // appendJournal writes the batch's changed and deleted edges as batch seq, encoded into
-// *scratch, and returns the number of entries.
-func appendJournal(j *bolt.Bucket, seq uint64, b *Batch, scratch *[]byte) (int, error) {
+// scratch, and returns the number of entries.
+func appendJournal(j *bolt.Bucket, seq uint64, b *Batch, scratch *commitScratch) (int, error) {
 	x := &b.edges
-	order := x.sorted()
+	order := x.sorted(&scratch.ranks)
 	var deleted [][]byte
 	if len(b.DeletedEdges) > 0 {
 		written := make(map[string]bool, len(order))
@@ -164,10 +164,10 @@ func appendJournal(j *bolt.Bucket, seq uint64, b *Batch, scratch *[]byte) (int, 
 	// One buffer for all chunks: bbolt keeps the values it is given until the transaction
 	// ends. Should it grow after all, the chunks already put keep the old array.
 	need := len(x.keys) + len(x.values) + 6*n + len(deleted)*64 + (len(x.values)/journalChunk+1)*8
-	if cap(*scratch) < need {
-		*scratch = make([]byte, 0, need+need/4)
+	if cap(scratch.chunks) < need {
+		scratch.chunks = make([]byte, 0, need+need/4)
 	}
-	buf := (*scratch)[:0]
+	buf := scratch.chunks[:0]
 	j.FillPercent = 1 // keys only grow: pages are never split to make room in the middle
 	start := 0
 	var last []byte // the key of the chunk's last entry
@@ -207,11 +207,11 @@ func appendJournal(j *bolt.Bucket, seq uint64, b *Batch, scratch *[]byte) (int, 
 	i, d := 0, 0
 	for range n {
 		var err error
-		if d < len(deleted) && (i == len(order) || bytes.Compare(deleted[d], x.key(order[i])) < 0) {
+		if d < len(deleted) && (i == len(order) || bytes.Compare(deleted[d], x.key(int(order[i].i))) < 0) {
 			err = add(deleted[d], nil)
 			d++
 		} else {
-			err = add(x.key(order[i]), x.value(order[i]))
+			err = add(x.key(int(order[i].i)), x.value(int(order[i].i)))
 			i++
 		}
 		if err != nil {
@@ -219,7 +219,7 @@ func appendJournal(j *bolt.Bucket, seq uint64, b *Batch, scratch *[]byte) (int, 
 		}
 	}
 	err := flush()
-	*scratch = buf[:0]
+	scratch.chunks = buf[:0]
 	return n, err
 }
 
