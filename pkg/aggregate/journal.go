@@ -53,6 +53,10 @@ const (
 	// contiguous overflow pages: small enough chunks find room among the pages a fold frees,
 	// large enough ones keep the journal's keys (and the merge's cursor steps) few.
 	journalChunk = 64 << 10
+	// journalBlock is the size of the blocks commits encode chunks into, reused from one
+	// commit to the next: one buffer sized for the batch was reallocated whenever a batch
+	// outgrew the largest before, about 120 MB over the 1M-edge case (issue 19.2).
+	journalBlock = 1 << 20
 	// foldRatio: the journal is folded once it holds this many entries per edge of the tree.
 	// Folding costs about one put per distinct edge in the journal; with traffic spread over
 	// every edge each batch holds nearly all of them, so the ratio is roughly how many
@@ -161,13 +165,20 @@ func appendJournal(j *bolt.Bucket, seq uint64, b *Batch, scratch *commitScratch)
 	if n == 0 {
 		return 0, nil
 	}
-	// One buffer for all chunks: bbolt keeps the values it is given until the transaction
-	// ends. Should it grow after all, the chunks already put keep the old array.
-	need := len(x.keys) + len(x.values) + 6*n + len(deleted)*64 + (len(x.values)/journalChunk+1)*8
-	if cap(scratch.chunks) < need {
-		scratch.chunks = make([]byte, 0, need+need/4)
+	// The chunks are encoded into the scratch's blocks, a new chunk in the next block when
+	// the current one has no room for a whole chunk: bbolt keeps the values it is given until
+	// the transaction ends. Should a chunk outgrow its block after all (an entry larger than
+	// a chunk), append moves it to an array of its own and the chunks already put keep theirs.
+	var buf []byte
+	used := 0 // blocks used
+	nextBlock := func() {
+		if used == len(scratch.blocks) {
+			scratch.blocks = append(scratch.blocks, make([]byte, 0, journalBlock))
+		}
+		buf = scratch.blocks[used][:0]
+		used++
 	}
-	buf := scratch.chunks[:0]
+	nextBlock()
 	j.FillPercent = 1 // keys only grow: pages are never split to make room in the middle
 	start := 0
 	var last []byte // the key of the chunk's last entry
@@ -185,13 +196,17 @@ func appendJournal(j *bolt.Bucket, seq uint64, b *Batch, scratch *commitScratch)
 		return nil
 	}
 	add := func(k, v []byte) error {
-		if start != len(buf) && len(buf)-start+len(k)+len(v)+2*binary.MaxVarintLen64 > journalChunk {
+		if start != len(buf) && len(buf)-start+len(k)+len(v)+3*binary.MaxVarintLen64 > journalChunk {
 			if err := flush(); err != nil {
 				return err
 			}
 		}
 		shared := 0
 		if start == len(buf) {
+			if cap(buf)-len(buf) < journalChunk+5 {
+				nextBlock()
+				start = 0
+			}
 			buf = append(buf, journalFormat, 0, 0, 0, 0)
 		} else {
 			shared = sharedPrefix(last, k)
@@ -218,9 +233,7 @@ func appendJournal(j *bolt.Bucket, seq uint64, b *Batch, scratch *commitScratch)
 			return 0, err
 		}
 	}
-	err := flush()
-	scratch.chunks = buf[:0]
-	return n, err
+	return n, flush()
 }
 
 // sharedPrefix returns the length of the prefix a and b share.

@@ -85,10 +85,10 @@ type Store struct {
 	scratch   commitScratch
 }
 
-// commitScratch is the memory a commit reuses: chunks for the journal's chunks, ranks for
-// the sort of the batch's keys (encodedEdges.sorted).
+// commitScratch is the memory a commit reuses: blocks for the journal's chunks
+// (appendJournal), ranks for the sort of the batch's keys (encodedEdges.sorted).
 type commitScratch struct {
-	chunks []byte
+	blocks [][]byte
 	ranks  []rankedKey
 }
 
