@@ -96,10 +96,10 @@ func TestEdgeCodec(t *testing.T) {
 }
 
 // Ensure that a store written by an older schema (1: JSON edge values; 2: binary values, no
-// journal; both keep every edge in the tree; 3: journal chunks with whole keys) is refused
-// read-only, and opened for writing is migrated to the current schema: edges in the binary
-// encoding, a journal (empty after 1 and 2, schema 3's chunks read as they are), the same
-// snapshot; and that it then takes commits and folds.
+// journal; 3: a journal of chunks with whole keys; all three keep one bbolt key per edge in
+// the tree) is refused read-only, and opened for writing is migrated to the current schema:
+// edges in the binary encoding, in the tree's chunks, an empty journal, the same snapshot; and
+// that it then takes commits and folds.
 func TestMigrateOldSchemas(t *testing.T) {
 	for _, schema := range []uint32{1, 2, 3} {
 		t.Run(fmt.Sprintf("schema=%d", schema), func(t *testing.T) {
@@ -112,6 +112,14 @@ func TestMigrateOldSchemas(t *testing.T) {
 			if err := s.Commit(a.TakeBatch(), nil); err != nil {
 				t.Fatal(err)
 			}
+			if schema == 3 {
+				// Edges in the tree and in the journal.
+				fold(t, s)
+				a.Add(flow(98, web, api, flows.ProtoTCP, 9998))
+				if err := s.Commit(a.TakeBatch(), nil); err != nil {
+					t.Fatal(err)
+				}
+			}
 			want, err := s.Snapshot()
 			if err != nil {
 				t.Fatal(err)
@@ -121,6 +129,9 @@ func TestMigrateOldSchemas(t *testing.T) {
 				fold(t, s)
 			}
 			err = s.db.Update(func(tx *bolt.Tx) error {
+				if err := plainTree(t, tx); err != nil {
+					return err
+				}
 				if schema == 3 {
 					if err := fullKeyJournal(tx); err != nil {
 						return err
@@ -175,22 +186,24 @@ func TestMigrateOldSchemas(t *testing.T) {
 				if v := tx.Bucket(bucketMeta).Get(keySchema); binary.BigEndian.Uint32(v) != schemaVersion {
 					t.Errorf("schema after migration = %v, want %d", v, schemaVersion)
 				}
-				k, v := tx.Bucket(bucketJournal).Cursor().First()
-				switch {
-				case schema < 3 && k != nil:
+				if k, _ := tx.Bucket(bucketJournal).Cursor().First(); k != nil {
 					t.Errorf("journal after migration holds %q, want it empty", k)
-				case schema == 3 && (k == nil || v[0] != journalFormatFull):
-					t.Errorf("journal after migration holds %q: %q, want schema 3's chunk", k, v)
 				}
-				if r, err := readJournalRecord(tx.Bucket(bucketMeta)); err != nil || (schema < 3 && r.Tree != want.EdgeCount()) {
+				if r, err := readJournalRecord(tx.Bucket(bucketMeta)); err != nil || r.Tree != want.EdgeCount() {
 					t.Errorf("journal record after migration = %+v, %v; want %d edges in the tree", r, err, want.EdgeCount())
 				}
-				return tx.Bucket(bucketEdges).ForEach(func(k, v []byte) error {
-					if v[0] != edgeFormat {
-						t.Errorf("edge %q after migration starts with %q, want the binary format", k, v[0])
+				tx.Bucket(bucketEdges).ForEach(func(k, v []byte) error {
+					if v[0] != journalFormat {
+						t.Errorf("edge tree key %q after migration holds format %d, want chunks (%d)", k, v[0], journalFormat)
 					}
 					return nil
 				})
+				for _, kv := range treeEdges(t, tx) {
+					if kv[1][0] != edgeFormat {
+						t.Errorf("edge %q after migration starts with %q, want the binary format", kv[0], kv[1][0])
+					}
+				}
+				return nil
 			})
 			// The migrated store takes commits on top of what it held.
 			a = newAgg(t, Config{})
@@ -218,6 +231,24 @@ func TestMigrateOldSchemas(t *testing.T) {
 			}
 		})
 	}
+}
+
+// plainTree rewrites the edge tree as schemas 1 to 3 held it: one bbolt key per edge.
+func plainTree(t testing.TB, tx *bolt.Tx) error {
+	kvs := treeEdges(t, tx)
+	if err := tx.DeleteBucket(bucketEdges); err != nil {
+		return err
+	}
+	b, err := tx.CreateBucket(bucketEdges)
+	if err != nil {
+		return err
+	}
+	for _, kv := range kvs {
+		if err := b.Put(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // fullKeyJournal rewrites the journal as schema 3 wrote it: one chunk per batch, in

@@ -2,7 +2,6 @@ package aggregate
 
 import (
 	"bytes"
-	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -18,9 +17,15 @@ import (
 // flow wrote one to two edges per commit. Instead a commit appends the batch, the edges it
 // already encoded in key order, to the journal bucket as a few large values written
 // sequentially. Once the journal holds foldRatio times the edges of the tree (or foldBatches
-// batches), a commit folds it into the tree: its entries merged, newest first, and put in key
-// order, so an edge changed in k batches is put into the tree once. Every reader sees the tree
-// and the journal merged (forEachEdge), the newest entry of a key winning.
+// batches), a commit folds it into the tree: the tree and the journal merged, the newest entry
+// of a key winning, and the tree written anew. Every reader sees the tree and the journal
+// merged (forEachEdge).
+//
+// The edge tree (schema 4) is itself one sorted run of chunks, keyed by their last edge key
+// alone: a fold that put every edge into a bbolt tree of one key per edge paid bbolt's put
+// for each (about 0.6 us and 500 bytes allocated over 1M edges), which writing the merged
+// edges as chunks replaces with one put per 64 KiB. A fold now rewrites the whole tree, also
+// when few of its edges changed: at most every foldBatches commits.
 //
 // A batch is one or more chunks, each a bucket value of about journalChunk bytes:
 //
@@ -31,9 +36,10 @@ import (
 //
 // Lengths are uvarints; a chunk's first entry shares nothing. Keys within a batch are unique:
 // an edge deleted and created again in one batch is written as created, as the tree's
-// deletions-first commit did. Schema 3 wrote format 1 (journalFormatFull), whose entries
-// hold the whole key (key length, key, value length, value); it is still read, so a
-// migrated store's journal needs no rewrite.
+// deletions-first commit did. The tree's chunks are the same without the batch number in
+// their key, and hold no deletions. Schema 3 wrote its journal in format 1
+// (journalFormatFull), whose entries hold the whole key (key length, key, value length,
+// value); the migration to schema 4 reads it.
 var (
 	bucketJournal = []byte("journal")
 	// keyJournal (meta) holds journalRecord: what the fold rule needs without reading the
@@ -58,9 +64,9 @@ const (
 	// outgrew the largest before, about 120 MB over the 1M-edge case (issue 19.2).
 	journalBlock = 1 << 20
 	// foldRatio: the journal is folded once it holds this many entries per edge of the tree.
-	// Folding costs about one put per distinct edge in the journal; with traffic spread over
-	// every edge each batch holds nearly all of them, so the ratio is roughly how many
-	// batches one fold serves. The journal's bytes are bounded by the same ratio.
+	// Folding rewrites the tree, merged with the journal; with traffic spread over every edge
+	// each batch holds nearly all of them, so the ratio is roughly how many batches one fold
+	// serves. The journal's bytes are bounded by the same ratio.
 	foldRatio = 2
 	// foldMinEdges stands in for the tree's size while it is smaller, so that a new store
 	// does not fold after every batch.
@@ -111,11 +117,32 @@ func createJournal(tx *bolt.Tx) error {
 	return putJournalRecord(tx.Bucket(bucketMeta), journalRecord{Tree: n})
 }
 
-// compressedJournal upgrades schema 3 to 4, whose journal chunks hold prefix-compressed keys
-// (journalFormat). Nothing is rewritten: the chunks schema 3 wrote are still read, and the
-// next fold drops them. The schema changes so that an older binary refuses the store
-// (ErrSchema) instead of reporting the new chunks as damaged.
-func compressedJournal(*bolt.Tx) error { return nil }
+// edgeBlocks upgrades schema 3 to 4: the edge tree, one bbolt key per edge until then, and the
+// journal are merged and written as the tree's chunks, and the journal is emptied; its chunks
+// are prefix-compressed from then on (journalFormat).
+func edgeBlocks(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	rec, err := readJournalRecord(meta)
+	if err != nil {
+		return err
+	}
+	srcs, err := journalSources(tx.Bucket(bucketJournal), nil)
+	if err != nil {
+		return err
+	}
+	plain := &edgeSource{plain: tx.Bucket(bucketEdges).Cursor()}
+	if plain.seek(nil) {
+		srcs = append(srcs, plain)
+	}
+	if plain.err != nil {
+		return plain.err
+	}
+	n, err := writeTree(tx, srcs)
+	if err != nil {
+		return err
+	}
+	return putJournalRecord(meta, journalRecord{Tree: n, Next: rec.Next})
+}
 
 // writeEdges journals the batch's edge changes and folds the journal when the rule says so.
 // The chunks are encoded into scratch, which is kept for the next commit.
@@ -165,60 +192,27 @@ func appendJournal(j *bolt.Bucket, seq uint64, b *Batch, scratch *commitScratch)
 	if n == 0 {
 		return 0, nil
 	}
-	// The chunks are encoded into the scratch's blocks, a new chunk in the next block when
-	// the current one has no room for a whole chunk: bbolt keeps the values it is given until
-	// the transaction ends. Should a chunk outgrow its block after all (an entry larger than
-	// a chunk), append moves it to an array of its own and the chunks already put keep theirs.
-	var buf []byte
-	used := 0 // blocks used
-	nextBlock := func() {
-		if used == len(scratch.blocks) {
-			scratch.blocks = append(scratch.blocks, make([]byte, 0, journalBlock))
-		}
-		buf = scratch.blocks[used][:0]
-		used++
-	}
-	nextBlock()
+	// The chunks are encoded into the scratch's blocks: bbolt keeps the values it is given
+	// until the transaction ends, and the next commit reuses them.
+	used := 0         // blocks used
 	j.FillPercent = 1 // keys only grow: pages are never split to make room in the middle
-	start := 0
-	var last []byte // the key of the chunk's last entry
-	flush := func() error {
-		if start == len(buf) {
+	w := chunkWriter{
+		prefix: binary.BigEndian.AppendUint64(nil, seq),
+		alloc: func() []byte {
+			if used == len(scratch.blocks) {
+				scratch.blocks = append(scratch.blocks, make([]byte, 0, journalBlock))
+			}
+			used++
+			return scratch.blocks[used-1][:0]
+		},
+		put: func(k, v []byte) error {
+			if err := j.Put(k, v); err != nil {
+				return fmt.Errorf("put journal chunk of batch %d: %w", seq, err)
+			}
 			return nil
-		}
-		chunk := buf[start:len(buf):len(buf)]
-		binary.BigEndian.PutUint32(chunk[1:5], crc32.Checksum(chunk[5:], castagnoli))
-		k := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(last)), seq)
-		if err := j.Put(append(k, last...), chunk); err != nil {
-			return fmt.Errorf("put journal chunk of batch %d: %w", seq, err)
-		}
-		start = len(buf)
-		return nil
+		},
 	}
-	add := func(k, v []byte) error {
-		if start != len(buf) && len(buf)-start+len(k)+len(v)+3*binary.MaxVarintLen64 > journalChunk {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-		shared := 0
-		if start == len(buf) {
-			if cap(buf)-len(buf) < journalChunk+5 {
-				nextBlock()
-				start = 0
-			}
-			buf = append(buf, journalFormat, 0, 0, 0, 0)
-		} else {
-			shared = sharedPrefix(last, k)
-		}
-		buf = binary.AppendUvarint(buf, uint64(shared))
-		buf = binary.AppendUvarint(buf, uint64(len(k)-shared))
-		buf = append(buf, k[shared:]...)
-		buf = binary.AppendUvarint(buf, uint64(len(v)))
-		buf = append(buf, v...)
-		last = k
-		return nil
-	}
+	add := w.add
 	i, d := 0, 0
 	for range n {
 		var err error
@@ -233,7 +227,60 @@ func appendJournal(j *bolt.Bucket, seq uint64, b *Batch, scratch *commitScratch)
 			return 0, err
 		}
 	}
-	return n, flush()
+	return n, w.flush()
+}
+
+// chunkWriter encodes entries, given in key order, into chunks of about journalChunk bytes
+// (journalFormat) and puts each under prefix and the key of its last entry.
+type chunkWriter struct {
+	prefix []byte
+	// alloc returns an empty buffer of journalBlock bytes' capacity for the chunks that
+	// follow. The buffers must stay untouched until put's transaction has ended.
+	alloc func() []byte
+	put   func(k, v []byte) error
+	buf   []byte
+	start int    // where the current chunk starts in buf
+	last  []byte // the key of the chunk's last entry
+}
+
+// add appends an entry: v nil or empty is a deletion. k need not outlive the call.
+func (w *chunkWriter) add(k, v []byte) error {
+	if w.start != len(w.buf) && len(w.buf)-w.start+len(k)+len(v)+3*binary.MaxVarintLen64 > journalChunk {
+		if err := w.flush(); err != nil {
+			return err
+		}
+	}
+	shared := 0
+	if w.start == len(w.buf) {
+		// A chunk starts where a whole one fits. Should it outgrow its buffer after all (an
+		// entry larger than a chunk), append moves it to an array of its own, and the chunks
+		// already put keep theirs.
+		if cap(w.buf)-len(w.buf) < journalChunk+5 {
+			w.buf, w.start = w.alloc(), 0
+		}
+		w.buf = append(w.buf, journalFormat, 0, 0, 0, 0)
+	} else {
+		shared = sharedPrefix(w.last, k)
+	}
+	w.buf = binary.AppendUvarint(w.buf, uint64(shared))
+	w.buf = binary.AppendUvarint(w.buf, uint64(len(k)-shared))
+	w.buf = append(w.buf, k[shared:]...)
+	w.buf = binary.AppendUvarint(w.buf, uint64(len(v)))
+	w.buf = append(w.buf, v...)
+	w.last = append(w.last[:0], k...)
+	return nil
+}
+
+// flush puts the current chunk, if it holds an entry.
+func (w *chunkWriter) flush() error {
+	if w.start == len(w.buf) {
+		return nil
+	}
+	chunk := w.buf[w.start:len(w.buf):len(w.buf)]
+	w.start = len(w.buf)
+	binary.BigEndian.PutUint32(chunk[1:5], crc32.Checksum(chunk[5:], castagnoli))
+	k := make([]byte, 0, len(w.prefix)+len(w.last))
+	return w.put(append(append(k, w.prefix...), w.last...), chunk)
 }
 
 // sharedPrefix returns the length of the prefix a and b share.
@@ -244,56 +291,90 @@ func sharedPrefix(a, b []byte) int {
 	return commonPrefix(a, b)
 }
 
-// foldJournal puts the journal's newest entry of every key into the tree (or deletes the key),
-// in key order, and empties the journal.
+// foldJournal writes the edge tree anew, merged with the journal, and empties the journal.
 func foldJournal(tx *bolt.Tx) error {
-	tree, j := tx.Bucket(bucketEdges), tx.Bucket(bucketJournal)
-	tree.FillPercent = edgesFill
-	srcs, err := journalSources(j, nil)
+	srcs, err := journalSources(tx.Bucket(bucketJournal), nil)
 	if err != nil {
 		return err
 	}
-	// The values point into the journal's pages, which stay valid while the transaction
-	// lasts (bbolt copies what its nodes hold before it remaps the file).
-	err = mergeEdges(srcs, nil, true, func(k, v []byte) error {
-		if v == nil {
-			if err := tree.Delete(k); err != nil {
-				return fmt.Errorf("fold: delete edge %q: %w", k, err)
-			}
-			return nil
-		}
-		if err := tree.Put(k, v); err != nil {
-			return fmt.Errorf("fold: put edge %q: %w", k, err)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
+	tree := &edgeSource{j: tx.Bucket(bucketEdges).Cursor()}
+	if tree.seek(nil) {
+		srcs = append(srcs, tree)
 	}
-	if err := tx.DeleteBucket(bucketJournal); err != nil {
-		return fmt.Errorf("fold: empty the journal: %w", err)
+	if tree.err != nil {
+		return tree.err
 	}
-	if _, err := tx.CreateBucket(bucketJournal); err != nil {
-		return fmt.Errorf("fold: empty the journal: %w", err)
-	}
-	return nil
+	_, err = writeTree(tx, srcs)
+	return err
 }
 
-// checkJournal verifies the format and checksum of every journal chunk: bbolt reads a large
-// value's pages as raw bytes, so damage there shows nowhere else. It reads the whole journal,
-// which the fold rule keeps within foldRatio times the edge tree.
-func checkJournal(tx *bolt.Tx) error {
+// writeTree replaces the edge tree with the sources merged, deletions left out, empties the
+// journal, and returns the number of edges written. The chunks are encoded into new buffers
+// first (the sources read the buckets it replaces); bbolt holds them until the transaction
+// ends.
+func writeTree(tx *bolt.Tx, srcs []*edgeSource) (int, error) {
+	var keys, chunks [][]byte
+	w := chunkWriter{
+		alloc: func() []byte { return make([]byte, 0, journalBlock) },
+		put: func(k, v []byte) error {
+			keys, chunks = append(keys, k), append(chunks, v)
+			return nil
+		},
+	}
+	n := 0
+	err := mergeEdges(srcs, nil, false, func(k, v []byte) error {
+		n++
+		return w.add(k, v)
+	})
+	if err == nil {
+		err = w.flush()
+	}
+	if err != nil {
+		return 0, err
+	}
+	for _, name := range [][]byte{bucketEdges, bucketJournal} {
+		if err := tx.DeleteBucket(name); err != nil {
+			return 0, fmt.Errorf("fold: drop bucket %s: %w", name, err)
+		}
+		if _, err := tx.CreateBucket(name); err != nil {
+			return 0, fmt.Errorf("fold: create bucket %s: %w", name, err)
+		}
+	}
+	tree := tx.Bucket(bucketEdges)
+	tree.FillPercent = 1 // written in key order: no page is split to make room in the middle
+	for i, k := range keys {
+		if err := tree.Put(k, chunks[i]); err != nil {
+			return 0, fmt.Errorf("fold: put edge chunk %q: %w", k, err)
+		}
+	}
+	return n, nil
+}
+
+// checkJournal verifies the format and checksum of every journal chunk, and from schema 4 on
+// of every chunk of the edge tree: bbolt reads a large value's pages as raw bytes, so damage
+// there shows nowhere else. It reads the whole journal and tree.
+func checkJournal(tx *bolt.Tx, schema uint32) error {
+	if schema >= 4 {
+		err := tx.Bucket(bucketEdges).ForEach(func(k, v []byte) error {
+			if s := (edgeSource{}); !s.load(v) {
+				return s.err
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
 	j := tx.Bucket(bucketJournal)
 	if j == nil {
 		return nil // schema 2 and older: the migration creates it
 	}
 	return j.ForEach(func(k, v []byte) error {
-		s := edgeSource{}
-		if len(k) >= 8 {
-			copy(s.seq[:], k[:8])
+		if len(k) < 8 {
+			return fmt.Errorf("%w (journal key %q); %s", ErrCorrupt, k, corruptHint)
 		}
-		if len(k) < 8 || !s.load(v) {
-			return cmp.Or(s.err, fmt.Errorf("%w (journal key %q); %s", ErrCorrupt, k, corruptHint))
+		if s := (edgeSource{seq: k[:8]}); !s.load(v) {
+			return s.err
 		}
 		return nil
 	})
@@ -307,7 +388,7 @@ func forEachEdge(tx *bolt.Tx, prefix []byte, fn func(k, v []byte) error) error {
 	if err != nil {
 		return err
 	}
-	tree := &edgeSource{tree: tx.Bucket(bucketEdges).Cursor()}
+	tree := &edgeSource{j: tx.Bucket(bucketEdges).Cursor()}
 	if tree.seek(prefix) {
 		srcs = append(srcs, tree)
 	}
@@ -322,9 +403,11 @@ type edgeSource struct {
 	// newer orders sources holding the same key: the journal's batches by sequence number,
 	// all of them above the tree (0).
 	newer uint64
-	tree  *bolt.Cursor // the tree's cursor, or nil for a batch
-	j     *bolt.Cursor // the journal's cursor on this batch's current chunk
-	seq   [8]byte      // the batch's key prefix in the journal
+	// plain is a cursor on a tree of one bbolt key per edge (schema 3 and older), which only
+	// the migration to schema 4 reads; nil for chunks.
+	plain *bolt.Cursor
+	j     *bolt.Cursor // the cursor on the current chunk: of the tree, or of a journal batch
+	seq   []byte       // the chunks' key prefix: the batch number, empty for the tree
 	rest  []byte       // the current chunk's entries after the current one
 	// format is the current chunk's: journalFormat entries rebuild their key in kbuf from the
 	// previous one.
@@ -345,8 +428,7 @@ func journalSources(j *bolt.Bucket, prefix []byte) ([]*edgeSource, error) {
 			return nil, fmt.Errorf("%w: journal key %q", ErrCorrupt, k)
 		}
 		seq := binary.BigEndian.Uint64(k)
-		s := &edgeSource{newer: seq + 1, j: j.Cursor()}
-		copy(s.seq[:], k[:8])
+		s := &edgeSource{newer: seq + 1, j: j.Cursor(), seq: bytes.Clone(k[:8])}
 		if s.seek(prefix) {
 			srcs = append(srcs, s)
 		}
@@ -364,14 +446,14 @@ func journalSources(j *bolt.Bucket, prefix []byte) ([]*edgeSource, error) {
 // seek positions s at its first entry whose key is at or after prefix, and reports whether
 // there is one.
 func (s *edgeSource) seek(prefix []byte) bool {
-	if s.tree != nil {
-		s.key, s.val = s.tree.Seek(prefix)
+	if s.plain != nil {
+		s.key, s.val = s.plain.Seek(prefix)
 		return s.key != nil
 	}
-	// A chunk is keyed by its last entry: the first chunk of the batch keyed at or after
+	// A chunk is keyed by its last entry: the first chunk of the run keyed at or after
 	// prefix holds the first entry at or after it.
-	k, v := s.j.Seek(append(s.seq[:], prefix...))
-	if len(k) < 8 || !bytes.Equal(k[:8], s.seq[:]) || !s.load(v) {
+	k, v := s.j.Seek(append(s.seq[:len(s.seq):len(s.seq)], prefix...))
+	if !s.mine(k) || !s.load(v) {
 		return false
 	}
 	for s.next() {
@@ -382,11 +464,23 @@ func (s *edgeSource) seek(prefix []byte) bool {
 	return false
 }
 
+// mine reports whether chunk key k belongs to s's run.
+func (s *edgeSource) mine(k []byte) bool {
+	return k != nil && len(k) >= len(s.seq) && bytes.Equal(k[:len(s.seq)], s.seq)
+}
+
+// what names s's chunks in errors.
+func (s *edgeSource) what() string {
+	if len(s.seq) == 0 {
+		return "edge tree chunk"
+	}
+	return fmt.Sprintf("journal chunk of batch %d", binary.BigEndian.Uint64(s.seq))
+}
+
 // load makes chunk v the current one.
 func (s *edgeSource) load(v []byte) bool {
 	if len(v) < 5 || (v[0] != journalFormat && v[0] != journalFormatFull) || binary.BigEndian.Uint32(v[1:5]) != crc32.Checksum(v[5:], castagnoli) {
-		s.err = fmt.Errorf("%w (journal chunk of batch %d: bad format or checksum); %s",
-			ErrCorrupt, binary.BigEndian.Uint64(s.seq[:]), corruptHint)
+		s.err = fmt.Errorf("%w (%s: bad format or checksum); %s", ErrCorrupt, s.what(), corruptHint)
 		return false
 	}
 	s.format, s.rest, s.kbuf = v[0], v[5:], s.kbuf[:0]
@@ -395,13 +489,13 @@ func (s *edgeSource) load(v []byte) bool {
 
 // next moves to the next entry and reports whether there is one.
 func (s *edgeSource) next() bool {
-	if s.tree != nil {
-		s.key, s.val = s.tree.Next()
+	if s.plain != nil {
+		s.key, s.val = s.plain.Next()
 		return s.key != nil
 	}
 	for len(s.rest) == 0 {
 		k, v := s.j.Next()
-		if len(k) < 8 || !bytes.Equal(k[:8], s.seq[:]) {
+		if !s.mine(k) {
 			s.key, s.val = nil, nil
 			return false
 		}
@@ -435,8 +529,7 @@ func (s *edgeSource) next() bool {
 			return true
 		}
 	}
-	s.err = fmt.Errorf("%w (journal chunk of batch %d: malformed entry); %s",
-		ErrCorrupt, binary.BigEndian.Uint64(s.seq[:]), corruptHint)
+	s.err = fmt.Errorf("%w (%s: malformed entry); %s", ErrCorrupt, s.what(), corruptHint)
 	s.key, s.val = nil, nil
 	return false
 }

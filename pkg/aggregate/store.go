@@ -96,7 +96,7 @@ type commitScratch struct {
 type migration func(tx *bolt.Tx) error
 
 // migrations[i] upgrades schema i+1 to i+2.
-var migrations = []migration{binaryEdges, createJournal, compressedJournal}
+var migrations = []migration{binaryEdges, createJournal, edgeBlocks}
 
 // binaryEdges upgrades schema 1 to 2: every edge value is rewritten from JSON into the binary
 // encoding (appendEdge). Keys do not change. bbolt must not be written while ForEach walks
@@ -284,7 +284,13 @@ func checkIntegrity(tx *bolt.Tx, fileSize int64) error {
 	if err != nil {
 		return fmt.Errorf("%w (%v); %s", ErrCorrupt, err, corruptHint)
 	}
-	if err := checkJournal(tx); err != nil {
+	var schema uint32
+	if meta := tx.Bucket(bucketMeta); meta != nil {
+		if v := meta.Get(keySchema); len(v) == 4 {
+			schema = binary.BigEndian.Uint32(v)
+		}
+	}
+	if err := checkJournal(tx, schema); err != nil {
 		return err
 	}
 	_ = touched
@@ -587,7 +593,8 @@ func (s *Store) writeBatch(tx *bolt.Tx, b *Batch) error {
 }
 
 // edgesFill is how full bbolt packs the edge pages it splits (Bucket.FillPercent, set per
-// transaction; bbolt's default is half). New edges of one workload arrive in bursts and land
+// transaction; bbolt's default is half) in a tree of one key per edge, which only the
+// migration from schema 1 writes now (schema 4 writes the tree as chunks). New edges of one workload arrive in bursts and land
 // next to each other, and stored values only grow by a few bytes (their varint counts), so
 // half-empty pages were mostly never filled: 0.9 leaves room for that growth and cut the file
 // from 1.0 to 0.6 KiB per edge at 100k edges and from 0.56 to 0.33 KiB at 1M (issue 19.2).
@@ -990,11 +997,20 @@ func copyLive(dst, src *bolt.DB) error {
 		if err != nil {
 			return err
 		}
+		// The edges as the tree's chunks, each in a buffer of its own: put may commit and go
+		// on in a new transaction, and bbolt holds the values until then.
+		w := chunkWriter{
+			alloc: func() []byte { return make([]byte, 0, journalBlock) },
+			put:   func(k, v []byte) error { return put(bucketEdges, 1, k, v) },
+		}
 		n := 0
 		err = forEachEdge(stx, nil, func(k, v []byte) error {
 			n++
-			return put(bucketEdges, edgesFill, k, v)
+			return w.add(k, v)
 		})
+		if err == nil {
+			err = w.flush()
+		}
 		if err != nil {
 			return err
 		}

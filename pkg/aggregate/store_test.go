@@ -312,7 +312,15 @@ func TestOpenRefuses(t *testing.T) {
 		{
 			name: "journal chunk overwritten by random bytes",
 			make: func(t *testing.T, path string) {
-				overwritePage(t, populated(t, path), journalChunkPage(t, path), 5)
+				overwritePage(t, populated(t, path), chunkPage(t, path, bucketJournal), 5)
+			},
+			wantErr: ErrCorrupt,
+			wantMsg: "checksum",
+		},
+		{
+			name: "edge tree chunk overwritten by random bytes",
+			make: func(t *testing.T, path string) {
+				overwritePage(t, populated(t, path), chunkPage(t, path, bucketEdges), 6)
 			},
 			wantErr: ErrCorrupt,
 			wantMsg: "checksum",
@@ -573,10 +581,10 @@ func bucketRoot(t *testing.T, path string, name []byte) int {
 	return root
 }
 
-// journalChunkPage returns a page in the middle of the journal's chunks: bbolt stores the
-// large values of a leaf in the pages that follow it, which it reads as raw bytes, so only the
-// chunks' checksums can tell they were damaged.
-func journalChunkPage(t *testing.T, path string) int {
+// chunkPage returns a page in the middle of the chunks of bucket (the journal or the edge
+// tree): bbolt stores the large values of a leaf in the pages that follow it, which it reads
+// as raw bytes, so only the chunks' checksums can tell they were damaged.
+func chunkPage(t *testing.T, path string, bucket []byte) int {
 	t.Helper()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, PreLoadFreelist: true})
 	if err != nil {
@@ -585,14 +593,14 @@ func journalChunkPage(t *testing.T, path string) int {
 	defer db.Close()
 	page := 0
 	db.View(func(tx *bolt.Tx) error {
-		root := tx.Bucket(bucketJournal).RootPage()
+		root := tx.Bucket(bucket).RootPage()
 		if info, err := tx.Page(int(root)); err == nil && info.Type == "leaf" && info.OverflowCount >= 2 {
 			page = int(root) + info.OverflowCount/2
 		}
 		return nil
 	})
 	if page == 0 {
-		t.Fatal("the journal is not one leaf with overflow pages; the fixture needs other data")
+		t.Fatalf("bucket %s is not one leaf with overflow pages; the fixture needs other data", bucket)
 	}
 	return page
 }
@@ -759,7 +767,7 @@ func TestJournalFoldsAfterBatches(t *testing.T) {
 		if k, _ := tx.Bucket(bucketJournal).Cursor().First(); k != nil {
 			t.Errorf("journal after the fold holds %q", k)
 		}
-		if n := tx.Bucket(bucketEdges).Stats().KeyN; n != 2*foldBatches {
+		if n := len(treeEdges(t, tx)); n != 2*foldBatches {
 			t.Errorf("edge tree holds %d edges, want %d", n, 2*foldBatches)
 		}
 		return nil
