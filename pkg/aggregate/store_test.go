@@ -2,8 +2,10 @@ package aggregate
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -772,4 +774,38 @@ func TestJournalFoldsAfterBatches(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Ensure that a chunk whose checksum holds but whose entries do not (a key sharing more bytes
+// than the previous key has, a length past the chunk's end, an empty key) is reported as
+// corrupt, not read past or panicked on, in both chunk formats.
+func TestChunkMalformedEntries(t *testing.T) {
+	uv := func(n int) []byte { return binary.AppendUvarint(nil, uint64(n)) }
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	for _, c := range []struct {
+		name   string
+		format byte
+		body   []byte
+	}{
+		{"shared past the previous key", journalFormat, cat(uv(0), uv(3), []byte("abc"), uv(1), []byte("v"), uv(4), uv(1), []byte("d"), uv(1), []byte("v"))},
+		{"key past the end", journalFormat, cat(uv(0), uv(50), []byte("abc"))},
+		{"value past the end", journalFormat, cat(uv(0), uv(3), []byte("abc"), uv(50), []byte("v"))},
+		{"empty key", journalFormat, cat(uv(0), uv(0), uv(1), []byte("v"))},
+		{"whole key past the end", journalFormatFull, cat(uv(50), []byte("abc"))},
+		{"empty whole key", journalFormatFull, cat(uv(0), uv(1), []byte("v"))},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			v := append([]byte{c.format, 0, 0, 0, 0}, c.body...)
+			binary.BigEndian.PutUint32(v[1:5], crc32.Checksum(v[5:], castagnoli))
+			s := edgeSource{seq: []byte{0, 0, 0, 0, 0, 0, 0, 7}}
+			if !s.load(v) {
+				t.Fatalf("load: %v", s.err)
+			}
+			for s.next() {
+			}
+			if !errors.Is(s.err, ErrCorrupt) || !strings.Contains(s.err.Error(), "batch 7: malformed entry") {
+				t.Errorf("reading the chunk ended with %v, want ErrCorrupt for a malformed entry of batch 7", s.err)
+			}
+		})
+	}
 }
