@@ -44,3 +44,38 @@ func BenchmarkCommitEdges(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*entries), "ns/entry")
 }
+
+// BenchmarkFoldQuiet measures the fold of a quiet stream's journal, 31 batches of 50 flows
+// spread over the store, into a tree of 250k edges: a fold writes the whole tree anew,
+// whatever the journal holds (issue 19.2).
+func BenchmarkFoldQuiet(b *testing.B) {
+	const clients, servers = 500, 250
+	gen := newSynthetic(clients, servers, 0)
+	s := openStore(b, "", Options{NoSync: true})
+	a := newAgg(b, Config{MaxEdges: 2 * clients * servers})
+	for i := range clients * servers {
+		a.Add(gen.event(i))
+	}
+	if err := s.Commit(a.TakeBatch(), nil); err != nil {
+		b.Fatal(err)
+	}
+	fold(b, s)
+	next := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		for range foldBatches - 1 {
+			for range 50 {
+				a.Add(gen.event(next * 7919 % (clients * servers)))
+				next++
+			}
+			if err := s.Commit(a.TakeBatch(), nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		if err := s.update(foldJournal); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
