@@ -32,9 +32,11 @@ import (
 //	key    <batch sequence number: 8 bytes BE> <store key of the chunk's last edge>
 //	value  format:2 (journalFormat), CRC-32C:4 BE of the rest, then entries in key order:
 //	       bytes shared with the previous entry's key, length of the rest of the key, the
-//	       rest of the key, value length, value (length 0: the edge was deleted)
+//	       rest of the key; bytes shared with the previous entry's value, length of the rest
+//	       of the value, the rest of the value (an empty value: the edge was deleted)
 //
-// Lengths are uvarints; a chunk's first entry shares nothing. Keys within a batch are unique:
+// Lengths are uvarints; a chunk's first entry shares nothing. Values share a prefix too: an
+// edge value begins with its workload and peer, as its key does. Keys within a batch are unique:
 // an edge deleted and created again in one batch is written as created, as the tree's
 // deletions-first commit did. The tree's chunks are the same without the batch number in
 // their key, and hold no deletions. Schema 3 wrote its journal in format 1
@@ -48,10 +50,10 @@ var (
 )
 
 const (
-	// journalFormat is the chunk format commits write: keys prefix-compressed. Sorted keys of
-	// one batch share most of their bytes (a workload's labels, then a peer's), and keys were
-	// half of the journal's bytes, which are allocated, copied, checksummed and written once
-	// each by bbolt (issue 19.2).
+	// journalFormat is the chunk format commits write: keys and values prefix-compressed.
+	// Sorted keys of one batch share most of their bytes (a workload's labels, then a peer's),
+	// and keys were half of the journal's bytes, which are allocated, copied, checksummed and
+	// written once each by bbolt (issue 19.2).
 	journalFormat = 2
 	// journalFormatFull is the chunk format of schema 3: whole keys.
 	journalFormatFull = 1
@@ -236,21 +238,22 @@ type chunkWriter struct {
 	prefix []byte
 	// alloc returns an empty buffer of journalBlock bytes' capacity for the chunks that
 	// follow. The buffers must stay untouched until put's transaction has ended.
-	alloc func() []byte
-	put   func(k, v []byte) error
-	buf   []byte
-	start int    // where the current chunk starts in buf
-	last  []byte // the key of the chunk's last entry
+	alloc   func() []byte
+	put     func(k, v []byte) error
+	buf     []byte
+	start   int    // where the current chunk starts in buf
+	last    []byte // the key of the chunk's last entry
+	lastVal []byte // its value
 }
 
-// add appends an entry: v nil or empty is a deletion. k need not outlive the call.
+// add appends an entry: v nil or empty is a deletion. k and v need not outlive the call.
 func (w *chunkWriter) add(k, v []byte) error {
-	if w.start != len(w.buf) && len(w.buf)-w.start+len(k)+len(v)+3*binary.MaxVarintLen64 > journalChunk {
+	if w.start != len(w.buf) && len(w.buf)-w.start+len(k)+len(v)+4*binary.MaxVarintLen64 > journalChunk {
 		if err := w.flush(); err != nil {
 			return err
 		}
 	}
-	shared := 0
+	shared, sharedVal := 0, 0
 	if w.start == len(w.buf) {
 		// A chunk starts where a whole one fits. Should it outgrow its buffer after all (an
 		// entry larger than a chunk), append moves it to an array of its own, and the chunks
@@ -260,14 +263,15 @@ func (w *chunkWriter) add(k, v []byte) error {
 		}
 		w.buf = append(w.buf, journalFormat, 0, 0, 0, 0)
 	} else {
-		shared = sharedPrefix(w.last, k)
+		shared, sharedVal = sharedPrefix(w.last, k), sharedPrefix(w.lastVal, v)
 	}
 	w.buf = binary.AppendUvarint(w.buf, uint64(shared))
 	w.buf = binary.AppendUvarint(w.buf, uint64(len(k)-shared))
 	w.buf = append(w.buf, k[shared:]...)
-	w.buf = binary.AppendUvarint(w.buf, uint64(len(v)))
-	w.buf = append(w.buf, v...)
-	w.last = append(w.last[:0], k...)
+	w.buf = binary.AppendUvarint(w.buf, uint64(sharedVal))
+	w.buf = binary.AppendUvarint(w.buf, uint64(len(v)-sharedVal))
+	w.buf = append(w.buf, v[sharedVal:]...)
+	w.last, w.lastVal = append(w.last[:0], k...), append(w.lastVal[:0], v...)
 	return nil
 }
 
@@ -381,8 +385,8 @@ func checkJournal(tx *bolt.Tx, schema uint32) error {
 }
 
 // forEachEdge calls fn with the key and value of every stored edge whose key starts with
-// prefix, in key order: the tree merged with the journal. v is valid during tx only, k during
-// the call only (the journal's keys are rebuilt in a buffer of their batch's).
+// prefix, in key order: the tree merged with the journal. k and v are valid during the call
+// only (a chunk's keys and values are rebuilt in buffers of its source).
 func forEachEdge(tx *bolt.Tx, prefix []byte, fn func(k, v []byte) error) error {
 	srcs, err := journalSources(tx.Bucket(bucketJournal), prefix)
 	if err != nil {
@@ -409,10 +413,11 @@ type edgeSource struct {
 	j     *bolt.Cursor // the cursor on the current chunk: of the tree, or of a journal batch
 	seq   []byte       // the chunks' key prefix: the batch number, empty for the tree
 	rest  []byte       // the current chunk's entries after the current one
-	// format is the current chunk's: journalFormat entries rebuild their key in kbuf from the
-	// previous one.
+	// format is the current chunk's: journalFormat entries rebuild their key in kbuf and
+	// their value in vbuf from the previous entry's.
 	format byte
 	kbuf   []byte
+	vbuf   []byte
 	key    []byte
 	val    []byte // nil: a deletion
 	err    error
@@ -483,7 +488,7 @@ func (s *edgeSource) load(v []byte) bool {
 		s.err = fmt.Errorf("%w (%s: bad format or checksum); %s", ErrCorrupt, s.what(), corruptHint)
 		return false
 	}
-	s.format, s.rest, s.kbuf = v[0], v[5:], s.kbuf[:0]
+	s.format, s.rest, s.kbuf, s.vbuf = v[0], v[5:], s.kbuf[:0], s.vbuf[:0]
 	return true
 }
 
@@ -504,29 +509,32 @@ func (s *edgeSource) next() bool {
 		}
 	}
 	r := edgeReader{b: s.rest}
-	ok := false
 	if s.format == journalFormatFull {
 		kl := r.uvarint()
-		if r.err == nil && kl <= uint64(len(r.b)) {
+		if r.err == nil && kl > 0 && kl <= uint64(len(r.b)) {
 			s.key, r.b = r.b[:kl:kl], r.b[kl:]
-			ok = kl > 0
+			vl := r.uvarint()
+			if r.err == nil && vl <= uint64(len(r.b)) {
+				s.val, s.rest = r.b[:vl:vl], r.b[vl:]
+				if vl == 0 {
+					s.val = nil
+				}
+				return true
+			}
 		}
 	} else {
 		shared, sl := r.uvarint(), r.uvarint()
-		if r.err == nil && shared <= uint64(len(s.kbuf)) && sl <= uint64(len(r.b)) {
-			s.kbuf = append(s.kbuf[:shared], r.b[:sl]...)
-			s.key, r.b = s.kbuf, r.b[sl:]
-			ok = len(s.key) > 0
-		}
-	}
-	if ok {
-		vl := r.uvarint()
-		if r.err == nil && vl <= uint64(len(r.b)) {
-			s.val, s.rest = r.b[:vl:vl], r.b[vl:]
-			if vl == 0 {
-				s.val = nil
+		if r.err == nil && shared <= uint64(len(s.kbuf)) && sl <= uint64(len(r.b)) && shared+sl > 0 {
+			s.kbuf, r.b = append(s.kbuf[:shared], r.b[:sl]...), r.b[sl:]
+			shared, sl = r.uvarint(), r.uvarint()
+			if r.err == nil && shared <= uint64(len(s.vbuf)) && sl <= uint64(len(r.b)) {
+				s.vbuf, s.rest = append(s.vbuf[:shared], r.b[:sl]...), r.b[sl:]
+				s.key, s.val = s.kbuf, s.vbuf
+				if len(s.vbuf) == 0 {
+					s.val = nil
+				}
+				return true
 			}
-			return true
 		}
 	}
 	s.err = fmt.Errorf("%w (%s: malformed entry); %s", ErrCorrupt, s.what(), corruptHint)

@@ -776,9 +776,9 @@ func TestJournalFoldsAfterBatches(t *testing.T) {
 	})
 }
 
-// Ensure that a chunk whose checksum holds but whose entries do not (a key sharing more bytes
-// than the previous key has, a length past the chunk's end, an empty key) is reported as
-// corrupt, not read past or panicked on, in both chunk formats.
+// Ensure that a chunk whose checksum holds but whose entries do not (a key or value sharing
+// more bytes than the previous one has, a length past the chunk's end, an empty key) is
+// reported as corrupt, not read past or panicked on, in both chunk formats.
 func TestChunkMalformedEntries(t *testing.T) {
 	uv := func(n int) []byte { return binary.AppendUvarint(nil, uint64(n)) }
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
@@ -787,10 +787,11 @@ func TestChunkMalformedEntries(t *testing.T) {
 		format byte
 		body   []byte
 	}{
-		{"shared past the previous key", journalFormat, cat(uv(0), uv(3), []byte("abc"), uv(1), []byte("v"), uv(4), uv(1), []byte("d"), uv(1), []byte("v"))},
+		{"key sharing past the previous key", journalFormat, cat(uv(0), uv(3), []byte("abc"), uv(0), uv(1), []byte("v"), uv(4), uv(1), []byte("d"), uv(0), uv(1), []byte("v"))},
+		{"value sharing past the previous value", journalFormat, cat(uv(0), uv(3), []byte("abc"), uv(0), uv(1), []byte("v"), uv(1), uv(1), []byte("d"), uv(2), uv(1), []byte("v"))},
 		{"key past the end", journalFormat, cat(uv(0), uv(50), []byte("abc"))},
-		{"value past the end", journalFormat, cat(uv(0), uv(3), []byte("abc"), uv(50), []byte("v"))},
-		{"empty key", journalFormat, cat(uv(0), uv(0), uv(1), []byte("v"))},
+		{"value past the end", journalFormat, cat(uv(0), uv(3), []byte("abc"), uv(0), uv(50), []byte("v"))},
+		{"empty key", journalFormat, cat(uv(0), uv(0), uv(0), uv(1), []byte("v"))},
 		{"whole key past the end", journalFormatFull, cat(uv(50), []byte("abc"))},
 		{"empty whole key", journalFormatFull, cat(uv(0), uv(1), []byte("v"))},
 	} {
