@@ -36,8 +36,9 @@ const formatID = "recommender-aggregate"
 // schemaVersion is the layout version written by this code. Bump it with every incompatible
 // change of doc.go's layout and add the step to migrations. Schema 2 stores edges in the
 // binary encoding of appendEdge instead of JSON, schema 3 commits them to the journal
-// (journal.go) before they reach the edge tree (both issue 19.2).
-const schemaVersion uint32 = 3
+// (journal.go) before they reach the edge tree, schema 4 writes the tree as chunks like the
+// journal's and prefix-compresses their keys (all issue 19.2).
+const schemaVersion uint32 = 4
 
 // edgeKey is the store key of an edge:
 //

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -95,11 +96,12 @@ func TestEdgeCodec(t *testing.T) {
 }
 
 // Ensure that a store written by an older schema (1: JSON edge values; 2: binary values, no
-// journal; both keep every edge in the tree) is refused read-only, and opened for writing is
-// migrated to the current schema: edges in the binary encoding, an empty journal, the same
-// snapshot; and that it then takes commits.
+// journal; 3: a journal of chunks with whole keys; all three keep one bbolt key per edge in
+// the tree) is refused read-only, and opened for writing is migrated to the current schema:
+// edges in the binary encoding, in the tree's chunks, an empty journal, the same snapshot; and
+// that it then takes commits and folds.
 func TestMigrateOldSchemas(t *testing.T) {
-	for _, schema := range []uint32{1, 2} {
+	for _, schema := range []uint32{1, 2, 3} {
 		t.Run(fmt.Sprintf("schema=%d", schema), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "store.db")
 			s := openStore(t, path, Options{})
@@ -110,13 +112,32 @@ func TestMigrateOldSchemas(t *testing.T) {
 			if err := s.Commit(a.TakeBatch(), nil); err != nil {
 				t.Fatal(err)
 			}
+			if schema == 3 {
+				// Edges in the tree and in the journal.
+				fold(t, s)
+				a.Add(flow(98, web, api, flows.ProtoTCP, 9998))
+				if err := s.Commit(a.TakeBatch(), nil); err != nil {
+					t.Fatal(err)
+				}
+			}
 			want, err := s.Snapshot()
 			if err != nil {
 				t.Fatal(err)
 			}
 			// Turn it into what the old schema wrote.
-			fold(t, s)
+			if schema < 3 {
+				fold(t, s)
+			}
 			err = s.db.Update(func(tx *bolt.Tx) error {
+				if err := plainTree(t, tx); err != nil {
+					return err
+				}
+				if schema == 3 {
+					if err := fullKeyJournal(tx); err != nil {
+						return err
+					}
+					return putSchema(tx.Bucket(bucketMeta), schema)
+				}
 				if err := tx.DeleteBucket(bucketJournal); err != nil {
 					return err
 				}
@@ -171,12 +192,18 @@ func TestMigrateOldSchemas(t *testing.T) {
 				if r, err := readJournalRecord(tx.Bucket(bucketMeta)); err != nil || r.Tree != want.EdgeCount() {
 					t.Errorf("journal record after migration = %+v, %v; want %d edges in the tree", r, err, want.EdgeCount())
 				}
-				return tx.Bucket(bucketEdges).ForEach(func(k, v []byte) error {
-					if v[0] != edgeFormat {
-						t.Errorf("edge %q after migration starts with %q, want the binary format", k, v[0])
+				tx.Bucket(bucketEdges).ForEach(func(k, v []byte) error {
+					if v[0] != journalFormat {
+						t.Errorf("edge tree key %q after migration holds format %d, want chunks (%d)", k, v[0], journalFormat)
 					}
 					return nil
 				})
+				for _, kv := range treeEdges(t, tx) {
+					if kv[1][0] != edgeFormat {
+						t.Errorf("edge %q after migration starts with %q, want the binary format", kv[0], kv[1][0])
+					}
+				}
+				return nil
 			})
 			// The migrated store takes commits on top of what it held.
 			a = newAgg(t, Config{})
@@ -194,8 +221,73 @@ func TestMigrateOldSchemas(t *testing.T) {
 			if d := cmp.Diff(a.Snapshot(), after, snapshotOpts); d != "" {
 				t.Errorf("snapshot after a commit to the migrated store (-aggregator +store):\n%s", d)
 			}
+			// A fold merges both chunk formats into the tree.
+			fold(t, s)
+			if after, err = s.Snapshot(); err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(a.Snapshot(), after, snapshotOpts); d != "" {
+				t.Errorf("snapshot after a fold of the migrated store (-aggregator +store):\n%s", d)
+			}
 		})
 	}
+}
+
+// plainTree rewrites the edge tree as schemas 1 to 3 held it: one bbolt key per edge.
+func plainTree(t testing.TB, tx *bolt.Tx) error {
+	kvs := treeEdges(t, tx)
+	if err := tx.DeleteBucket(bucketEdges); err != nil {
+		return err
+	}
+	b, err := tx.CreateBucket(bucketEdges)
+	if err != nil {
+		return err
+	}
+	for _, kv := range kvs {
+		if err := b.Put(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fullKeyJournal rewrites the journal as schema 3 wrote it: one chunk per batch, in
+// journalFormatFull (whole keys).
+func fullKeyJournal(tx *bolt.Tx) error {
+	srcs, err := journalSources(tx.Bucket(bucketJournal), nil)
+	if err != nil {
+		return err
+	}
+	var keys, vals [][]byte
+	for _, s := range srcs {
+		v := []byte{journalFormatFull, 0, 0, 0, 0}
+		var last []byte
+		for ok := true; ok; ok = s.next() {
+			v = binary.AppendUvarint(v, uint64(len(s.key)))
+			v = append(v, s.key...)
+			v = binary.AppendUvarint(v, uint64(len(s.val)))
+			v = append(v, s.val...)
+			last = append(last[:0], s.key...)
+		}
+		if s.err != nil {
+			return s.err
+		}
+		binary.BigEndian.PutUint32(v[1:5], crc32.Checksum(v[5:], castagnoli))
+		keys, vals = append(keys, append(slices.Clone(s.seq[:]), last...)), append(vals, v)
+	}
+	if err := tx.DeleteBucket(bucketJournal); err != nil {
+		return err
+	}
+	j, err := tx.CreateBucket(bucketJournal)
+	if err != nil {
+		return err
+	}
+	for i, k := range keys {
+		if err := j.Put(k, vals[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // FuzzDecodeEdge feeds arbitrary bytes to the edge decoder, which reads them from the file:
@@ -242,8 +334,9 @@ func TestEncodedEdgesSorted(t *testing.T) {
 			x.valEnd = append(x.valEnd, 0)
 		}
 		var got []string
-		for _, i := range x.sorted() {
-			got = append(got, string(x.key(i)))
+		var scratch []rankedKey
+		for _, r := range x.sorted(&scratch) {
+			got = append(got, string(x.key(int(r.i))))
 		}
 		want := slices.Clone(keys)
 		slices.Sort(want)
@@ -285,8 +378,9 @@ func BenchmarkEncodedEdgesSorted(b *testing.B) {
 	}
 	batch := a.TakeBatch()
 	b.ReportAllocs()
+	var scratch []rankedKey
 	for b.Loop() {
-		batch.edges.sorted()
+		batch.edges.sorted(&scratch)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(batch.edges.len()), "ns/key")
 }

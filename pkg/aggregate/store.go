@@ -76,20 +76,27 @@ type Store struct {
 	metrics *storeMetrics
 	// failed is set once a read found the file damaged; Commit then refuses (ErrFailed).
 	failed atomic.Bool
-	// chunks is the buffer commits encode journal chunks into, reused from one commit to the
-	// next (bbolt holds the values it is given only until the transaction ends, and there is
-	// one write transaction at a time): a new buffer per commit was a tenth of what an ingest
-	// over 1M edges allocated, and garbage makes the collector mark the edges again. chunksMu
-	// guards it.
-	chunksMu sync.Mutex
-	chunks   []byte
+	// scratch is what commits encode journal chunks into and sort a batch's keys with,
+	// reused from one commit to the next (bbolt holds the values it is given only until the
+	// transaction ends, and there is one write transaction at a time): a new chunk buffer per
+	// commit was a tenth of what an ingest over 1M edges allocated, the sort's a thirtieth,
+	// and garbage makes the collector mark the edges again. scratchMu guards it.
+	scratchMu sync.Mutex
+	scratch   commitScratch
+}
+
+// commitScratch is the memory a commit reuses: blocks for the journal's chunks
+// (appendJournal), ranks for the sort of the batch's keys (encodedEdges.sorted).
+type commitScratch struct {
+	blocks [][]byte
+	ranks  []rankedKey
 }
 
 // migration upgrades a store from schema version from to from+1 inside one write transaction.
 type migration func(tx *bolt.Tx) error
 
 // migrations[i] upgrades schema i+1 to i+2.
-var migrations = []migration{binaryEdges, createJournal}
+var migrations = []migration{binaryEdges, createJournal, edgeBlocks}
 
 // binaryEdges upgrades schema 1 to 2: every edge value is rewritten from JSON into the binary
 // encoding (appendEdge). Keys do not change. bbolt must not be written while ForEach walks
@@ -277,7 +284,13 @@ func checkIntegrity(tx *bolt.Tx, fileSize int64) error {
 	if err != nil {
 		return fmt.Errorf("%w (%v); %s", ErrCorrupt, err, corruptHint)
 	}
-	if err := checkJournal(tx); err != nil {
+	var schema uint32
+	if meta := tx.Bucket(bucketMeta); meta != nil {
+		if v := meta.Get(keySchema); len(v) == 4 {
+			schema = binary.BigEndian.Uint32(v)
+		}
+	}
+	if err := checkJournal(tx, schema); err != nil {
 		return err
 	}
 	_ = touched
@@ -490,9 +503,9 @@ func (s *Store) Commit(b *Batch, hook func(*Lifecycle) error) error {
 func (s *Store) writeBatch(tx *bolt.Tx, b *Batch) error {
 	wls := tx.Bucket(bucketWorkloads)
 	dns, lost, meta := tx.Bucket(bucketDNS), tx.Bucket(bucketLost), tx.Bucket(bucketMeta)
-	s.chunksMu.Lock()
-	err := writeEdges(tx, b, &s.chunks)
-	s.chunksMu.Unlock()
+	s.scratchMu.Lock()
+	err := writeEdges(tx, b, &s.scratch)
+	s.scratchMu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -580,33 +593,37 @@ func (s *Store) writeBatch(tx *bolt.Tx, b *Batch) error {
 }
 
 // edgesFill is how full bbolt packs the edge pages it splits (Bucket.FillPercent, set per
-// transaction; bbolt's default is half). New edges of one workload arrive in bursts and land
+// transaction; bbolt's default is half) in a tree of one key per edge, which only the
+// migration from schema 1 writes now (schema 4 writes the tree as chunks). New edges of one workload arrive in bursts and land
 // next to each other, and stored values only grow by a few bytes (their varint counts), so
 // half-empty pages were mostly never filled: 0.9 leaves room for that growth and cut the file
 // from 1.0 to 0.6 KiB per edge at 100k edges and from 0.56 to 0.33 KiB at 1M (issue 19.2).
 const edgesFill = 0.9
 
-// sorted returns the indexes of the edges in key order. The keys of a batch share long
+// sorted returns the edges ranked in key order (rankedKey.i is the index of each), in
+// *scratch, which it grows when it must. The keys of a batch share long
 // prefixes (the namespace and labels of a workload, then of its peer), which made
 // bytes.Compare the cost of a comparison sort: 9% of an ingest's CPU over 100k edges, and
 // still 0.8 s of 1M flows over 1M edges with only keys equal in their first eight bytes after
 // the shared prefix compared (issue 19.2). So keys are radix-sorted eight bytes at a time
 // (sortKeys), each run of keys equal so far again from the next bytes they do not all share.
-func (x *encodedEdges) sorted() []int {
+func (x *encodedEdges) sorted(scratch *[]rankedKey) []rankedKey {
 	n := x.len()
 	if n == 0 {
 		return nil
 	}
-	rs := make([]rankedKey, 2*n)
+	if cap(*scratch) < 2*n {
+		*scratch = make([]rankedKey, 2*n)
+	}
+	rs := (*scratch)[:2*n]
 	for i := range n {
 		rs[i].i = uint32(i)
 	}
-	x.sortKeys(rs[:n], rs[n:], 0)
-	order := make([]int, n)
-	for j, r := range rs[:n] {
-		order[j] = int(r.i)
+	if x.ordered {
+		return rs[:n] // TakeBatch encoded them in key order (Aggregator.batchOrder)
 	}
-	return order
+	x.sortKeys(rs[:n], rs[n:], 0)
+	return rs[:n]
 }
 
 // rankedKey is edge i's key ranked by eight of its bytes from some offset.
@@ -728,11 +745,11 @@ func commonPrefix(a, b []byte) int {
 	return i
 }
 
-// dropScratch lets go of the buffer commits reuse.
+// dropScratch lets go of the memory commits reuse.
 func (s *Store) dropScratch() {
-	s.chunksMu.Lock()
-	defer s.chunksMu.Unlock()
-	s.chunks = nil
+	s.scratchMu.Lock()
+	defer s.scratchMu.Unlock()
+	s.scratch = commitScratch{}
 }
 
 // Cursor returns the ingest cursor committed with the last batch (empty for a new store).
@@ -983,11 +1000,20 @@ func copyLive(dst, src *bolt.DB) error {
 		if err != nil {
 			return err
 		}
+		// The edges as the tree's chunks, each in a buffer of its own: put may commit and go
+		// on in a new transaction, and bbolt holds the values until then.
+		w := chunkWriter{
+			alloc: func() []byte { return make([]byte, 0, journalBlock) },
+			put:   func(k, v []byte) error { return put(bucketEdges, 1, k, v) },
+		}
 		n := 0
 		err = forEachEdge(stx, nil, func(k, v []byte) error {
 			n++
-			return put(bucketEdges, edgesFill, k, v)
+			return w.add(k, v)
 		})
+		if err == nil {
+			err = w.flush()
+		}
 		if err != nil {
 			return err
 		}

@@ -2,11 +2,14 @@ package aggregate
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -312,7 +315,15 @@ func TestOpenRefuses(t *testing.T) {
 		{
 			name: "journal chunk overwritten by random bytes",
 			make: func(t *testing.T, path string) {
-				overwritePage(t, populated(t, path), journalChunkPage(t, path), 5)
+				overwritePage(t, populated(t, path), chunkPage(t, path, bucketJournal), 5)
+			},
+			wantErr: ErrCorrupt,
+			wantMsg: "checksum",
+		},
+		{
+			name: "edge tree chunk overwritten by random bytes",
+			make: func(t *testing.T, path string) {
+				overwritePage(t, populated(t, path), chunkPage(t, path, bucketEdges), 6)
 			},
 			wantErr: ErrCorrupt,
 			wantMsg: "checksum",
@@ -573,10 +584,10 @@ func bucketRoot(t *testing.T, path string, name []byte) int {
 	return root
 }
 
-// journalChunkPage returns a page in the middle of the journal's chunks: bbolt stores the
-// large values of a leaf in the pages that follow it, which it reads as raw bytes, so only the
-// chunks' checksums can tell they were damaged.
-func journalChunkPage(t *testing.T, path string) int {
+// chunkPage returns a page in the middle of the chunks of bucket (the journal or the edge
+// tree): bbolt stores the large values of a leaf in the pages that follow it, which it reads
+// as raw bytes, so only the chunks' checksums can tell they were damaged.
+func chunkPage(t *testing.T, path string, bucket []byte) int {
 	t.Helper()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, PreLoadFreelist: true})
 	if err != nil {
@@ -585,14 +596,14 @@ func journalChunkPage(t *testing.T, path string) int {
 	defer db.Close()
 	page := 0
 	db.View(func(tx *bolt.Tx) error {
-		root := tx.Bucket(bucketJournal).RootPage()
+		root := tx.Bucket(bucket).RootPage()
 		if info, err := tx.Page(int(root)); err == nil && info.Type == "leaf" && info.OverflowCount >= 2 {
 			page = int(root) + info.OverflowCount/2
 		}
 		return nil
 	})
 	if page == 0 {
-		t.Fatal("the journal is not one leaf with overflow pages; the fixture needs other data")
+		t.Fatalf("bucket %s is not one leaf with overflow pages; the fixture needs other data", bucket)
 	}
 	return page
 }
@@ -761,9 +772,131 @@ func TestJournalFoldsAfterBatches(t *testing.T) {
 		if k, _ := tx.Bucket(bucketJournal).Cursor().First(); k != nil {
 			t.Errorf("journal after the fold holds %q", k)
 		}
-		if n := tx.Bucket(bucketEdges).Stats().KeyN; n != 2*foldBatches {
+		if n := len(treeEdges(t, tx)); n != 2*foldBatches {
 			t.Errorf("edge tree holds %d edges, want %d", n, 2*foldBatches)
 		}
 		return nil
 	})
+}
+
+// Ensure that a chunk whose checksum holds but whose entries do not (a key or value sharing
+// more bytes than the previous one has, a length past the chunk's end, an empty key) is
+// reported as corrupt, not read past or panicked on, in both chunk formats.
+func TestChunkMalformedEntries(t *testing.T) {
+	uv := func(n int) []byte { return binary.AppendUvarint(nil, uint64(n)) }
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	for _, c := range []struct {
+		name   string
+		format byte
+		body   []byte
+	}{
+		{"key sharing past the previous key", journalFormat, cat(uv(0), uv(3), []byte("abc"), uv(0), uv(1), []byte("v"), uv(4), uv(1), []byte("d"), uv(0), uv(1), []byte("v"))},
+		{"value sharing past the previous value", journalFormat, cat(uv(0), uv(3), []byte("abc"), uv(0), uv(1), []byte("v"), uv(1), uv(1), []byte("d"), uv(2), uv(1), []byte("v"))},
+		{"key past the end", journalFormat, cat(uv(0), uv(50), []byte("abc"))},
+		{"value past the end", journalFormat, cat(uv(0), uv(3), []byte("abc"), uv(0), uv(50), []byte("v"))},
+		{"empty key", journalFormat, cat(uv(0), uv(0), uv(0), uv(1), []byte("v"))},
+		{"whole key past the end", journalFormatFull, cat(uv(50), []byte("abc"))},
+		{"empty whole key", journalFormatFull, cat(uv(0), uv(1), []byte("v"))},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			v := append([]byte{c.format, 0, 0, 0, 0}, c.body...)
+			binary.BigEndian.PutUint32(v[1:5], crc32.Checksum(v[5:], castagnoli))
+			s := edgeSource{seq: []byte{0, 0, 0, 0, 0, 0, 0, 7}}
+			if !s.load(v) {
+				t.Fatalf("load: %v", s.err)
+			}
+			for s.next() {
+			}
+			if !errors.Is(s.err, ErrCorrupt) || !strings.Contains(s.err.Error(), "batch 7: malformed entry") {
+				t.Errorf("reading the chunk ended with %v, want ErrCorrupt for a malformed entry of batch 7", s.err)
+			}
+		})
+	}
+}
+
+// Ensure that entries written by chunkWriter read back as written, in order, across chunks and
+// blocks: keys sharing prefixes of every length, deletions, and an entry larger than a chunk,
+// which outgrows its block (blocks of one chunk here); each chunk is keyed by its prefix and
+// last key.
+func TestChunkWriterRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	type entry struct{ k, v []byte }
+	var want []entry
+	for i := range 3000 {
+		k := fmt.Appendf(nil, "ns/app=%03d\x00%d", i/10, i)
+		var v []byte
+		switch {
+		case i == 1500:
+			v = bytes.Repeat([]byte("x"), journalChunk+1000)
+		case rng.IntN(10) > 0: // else a deletion
+			v = fmt.Appendf(nil, "value of ns/app=%03d %d", i/10, rng.IntN(1000))
+		}
+		want = append(want, entry{k, v})
+	}
+	slices.SortFunc(want, func(a, b entry) int { return bytes.Compare(a.k, b.k) })
+	prefix := []byte{0, 0, 0, 0, 0, 0, 0, 9}
+	var keys, chunks [][]byte
+	w := chunkWriter{
+		prefix: prefix,
+		alloc:  func() []byte { return make([]byte, 0, journalChunk+5) },
+		put: func(k, v []byte) error {
+			keys, chunks = append(keys, k), append(chunks, v)
+			return nil
+		},
+	}
+	for _, e := range want {
+		if err := w.add(e.k, e.v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.flush(); err != nil {
+		t.Fatal(err)
+	}
+	var got []entry
+	for i, c := range chunks {
+		s := edgeSource{seq: prefix}
+		if !s.load(c) {
+			t.Fatalf("chunk %d: %v", i, s.err)
+		}
+		for len(s.rest) > 0 && s.next() { // the chunk alone: no cursor to the next one
+			got = append(got, entry{bytes.Clone(s.key), bytes.Clone(s.val)})
+		}
+		if s.err != nil {
+			t.Fatalf("chunk %d: %v", i, s.err)
+		}
+		if last := got[len(got)-1].k; !bytes.Equal(keys[i], append(slices.Clone(prefix), last...)) {
+			t.Errorf("chunk %d is keyed %q, want the prefix and its last key %q", i, keys[i], last)
+		}
+	}
+	if len(chunks) < 3 {
+		t.Errorf("%d chunks, want several", len(chunks))
+	}
+	if d := cmp.Diff(want, got, cmp.Comparer(func(a, b entry) bool { return bytes.Equal(a.k, b.k) && bytes.Equal(a.v, b.v) })); d != "" {
+		t.Errorf("entries read back (-written +read):\n%s", d)
+	}
+}
+
+// TestFoldDue: a journal folds when it holds foldRatio times the tree's edges; past
+// foldBatches batches only once it holds an eighth of the tree (a fold rewrites the tree), and
+// at maxBatches in any case.
+func TestFoldDue(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		rec  journalRecord
+		want bool
+	}{
+		{"empty journal", journalRecord{Batches: maxBatches, Tree: 10}, false},
+		{"twice the tree", journalRecord{Batches: 2, Entries: 2_000_000, Tree: 1_000_000}, true},
+		{"below twice the tree", journalRecord{Batches: 2, Entries: 1_999_999, Tree: 1_000_000}, false},
+		{"small tree counts as foldMinEdges", journalRecord{Batches: 1, Entries: 2*foldMinEdges - 1, Tree: 10}, false},
+		{"quiet, few batches", journalRecord{Batches: foldBatches - 1, Entries: 500_000, Tree: 1_000_000}, false},
+		{"quiet, many batches, small share", journalRecord{Batches: foldBatches, Entries: 3_000, Tree: 1_000_000}, false},
+		{"quiet, many batches, an eighth", journalRecord{Batches: foldBatches, Entries: 125_000, Tree: 1_000_000}, true},
+		{"quiet, small tree", journalRecord{Batches: foldBatches, Entries: foldBatches, Tree: 2 * foldBatches}, true},
+		{"at the batch bound", journalRecord{Batches: maxBatches, Entries: 1, Tree: 1_000_000}, true},
+	} {
+		if got := foldDue(tt.rec); got != tt.want {
+			t.Errorf("%s: foldDue(%+v) = %v, want %v", tt.name, tt.rec, got, tt.want)
+		}
+	}
 }
