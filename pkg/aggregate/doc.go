@@ -47,8 +47,9 @@
 //     identity without it, edges included (fold_variants.go);
 //   - DNS names, HTTP samples, nodes and owner names per record are bounded lists;
 //   - the edge journal is folded into the edge tree once it holds twice the tree's edges
-//     (counting at least 4,096) or 32 batches, so it never holds more than about twice the
-//     live edges, however many flows were committed.
+//     (counting at least 4,096), or 32 batches and an eighth of the tree's edges, or 256
+//     batches (foldDue), so it never holds more than about twice the live edges, however
+//     many flows were committed.
 //
 // The edges are held in tables without pointers (edges.go, groups.go): the garbage collector
 // does not scan them, and the live heap is about 130-160 bytes per edge from 10k to 1M edges
@@ -85,22 +86,21 @@
 // bbolt's copy-on-write pages and meta-page switch make every commit atomic; the file is
 // never left half-written.
 //
-// # Layout (schema 3)
+// # Layout (schema 4)
 //
 // All keys sort bytewise, so prefix scans find one workload's edges. Edge values are binary
 // (appendEdge in codec.go: a format byte, then varints and length-prefixed strings); the
 // other values are JSON objects. Times are Unix nanoseconds, UTC.
 //
 // A commit does not put its edges into the edge tree: it appends them, in key order, as one
-// batch of the journal (journal.go). Once the journal holds twice the tree's edges, or 32
-// batches, a commit also folds it: the newest entry of each key is put into the tree (or the
-// key deleted), in key order, and the journal is emptied, all in that commit's transaction.
-// Every reader (Snapshot, Workload, Load and what builds on them, Compact) merges the tree
-// with the journal, the newest entry of a key winning. Edge pages split at 90% full
-// (edgesFill).
+// batch of the journal (journal.go). Once the journal is due (foldDue: twice the tree's edges,
+// or many batches), a commit also folds it: the tree and the journal are merged, the newest
+// entry of each key winning, and written as the tree anew, and the journal is emptied, all in
+// that commit's transaction. Every reader (Snapshot, Workload, Load and what builds on them,
+// Compact) merges the tree with the journal, the newest entry of a key winning.
 //
 //	meta       "format"  -> "recommender-aggregate" (a file without it is not ours)
-//	           "schema"  -> uint32 BE, 2
+//	           "schema"  -> uint32 BE, 4
 //	           "created" -> RFC 3339 time the store was created
 //	           "totals"  -> {flows, overflow, from, to}
 //	           "cursor"  -> flows.Cursor.MarshalBinary (versioned by flows)
@@ -111,15 +111,18 @@
 //	workloads  <namespace "/" labels joined by ","> -> {key, names, first, last, flows, nodes}
 //	           "journal" -> {batches, entries, tree, next}: the journal's size, the tree's
 //	                        edges after the last fold, the next batch's number
-//	edges      <workload key> 0x00 <direction:1> <peer key> 0x00 <protocol:1> <collapsed:1> <port:2 BE>
-//	           -> workload, direction, peer, protocol, port, end port, collapsed and truncated
-//	              flags, counts, first and last seen, DNS names, HTTP samples (binary)
+//	edges      <edge key of the chunk's last entry>
+//	           -> a chunk of edges, as the journal's (no deletions)
+//	           edge key: <workload key> 0x00 <direction:1> <peer key> 0x00 <protocol:1> <collapsed:1> <port:2 BE>
+//	           edge value: workload, direction, peer, protocol, port, end port, collapsed and
+//	           truncated flags, counts, first and last seen, DNS names, HTTP samples (binary)
 //	           (peer key: "workload:ns/labels", "entity:host", "fqdn:name", "cidr:ip/len";
 //	           a collapsed edge has port 0 in its key, its range in the value)
 //	journal    <batch number:8 BE> <edge key of the chunk's last entry>
-//	           -> format:1, CRC-32C:4 of the rest, then (edge key, edge value) entries in key
-//	              order, each length-prefixed; an empty value deletes the edge (chunks of
-//	              about 64 KiB)
+//	           -> format:2, CRC-32C:4 of the rest, then entries in key order: bytes shared
+//	              with the previous entry's key, the rest of the key (length-prefixed), bytes
+//	              shared with the previous entry's value, the rest of the edge value
+//	              (length-prefixed; an empty value deletes the edge) (chunks of about 64 KiB)
 //	dns        <IP> -> {names, last}
 //	lost       <node> -> {lost, last}
 //	lifecycle  <workload key> -> opaque bytes owned by the audit lifecycle, which versions
@@ -129,14 +132,15 @@
 // opens alike: a locked file (ErrLocked), an empty file (ErrNotStore), a file bbolt cannot read,
 // truncated, or with a damaged page (ErrCorrupt), a bbolt file without our meta (ErrNotStore)
 // or from a newer schema (ErrSchema) is reported with its path and the fix, and left untouched,
-// never recreated. The integrity check reads every record and verifies every journal chunk's
-// checksum (bbolt reads a large value as raw bytes); up to 256 MiB it also runs bbolt's
+// never recreated. The integrity check reads every record and verifies the checksum of every
+// chunk of the journal and the edge tree (bbolt reads a large value as raw bytes); up to 256 MiB it also runs bbolt's
 // tx.Check (about 0.6 s for 186 MiB, BenchmarkOpenCheck). bbolt panics or faults on a damaged
 // page; every access goes through Store.guard, which turns that into ErrCorrupt and marks the
 // store failed: it is never written again (ErrFailed). An older schema is migrated by the
 // steps in migrations, in the write transaction that records the new version: schema 1 (edge
-// values in JSON) becomes 2 by rewriting every edge, and 2 becomes 3 by adding the empty
-// journal. Read-only opens refuse an older schema until a write migrated it.
+// values in JSON) becomes 2 by rewriting every edge, 2 becomes 3 by adding the empty journal,
+// and 3 becomes 4 by writing the tree and the journal merged as the tree's chunks. Read-only
+// opens refuse an older schema until a write migrated it.
 //
 // # Compaction
 //
