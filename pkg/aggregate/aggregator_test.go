@@ -327,6 +327,7 @@ func TestAggregatorExpire(t *testing.T) {
 		t.Errorf("DNS = %v, want expired", s.DNS)
 	}
 	b := a.TakeBatch()
+	b.encode()
 	if len(b.DeletedEdges) != 2 || !slices.Equal(b.DeletedWorkloads, []string{"shop/k8s:app=api"}) ||
 		!slices.Equal(b.DeletedDNS, []string{"203.0.113.1"}) || b.edges.len() != 0 {
 		t.Errorf("batch after expire = %+v", b)

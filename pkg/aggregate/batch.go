@@ -12,13 +12,17 @@ import (
 
 // Batch is what changed in an Aggregator since the previous batch, ready for one Store.Commit:
 // full values of new and changed records, keys of removed ones, the store-wide totals and the
-// ingest cursor that the counts cover. A Batch owns its data (nothing is shared with the
-// Aggregator), so it can be committed while aggregation goes on. Only TakeBatch makes one.
+// ingest cursor that the counts cover. A Batch owns its data (it shares with the Aggregator
+// only strings and label slices, which are never changed in place), so it can be committed
+// while aggregation goes on. Only TakeBatch makes one.
 type Batch struct {
 	// edges are the new and changed edges, already encoded for the store (issue 19.2: copying
 	// each edge and encoding the copy later cost several allocations per edge, and with 1M
 	// edges the garbage collector was most of the ingest's CPU).
 	edges encodedEdges
+	// copied are the changed edges as TakeBatch copied them; encode (called by Store.Commit)
+	// turns them into edges, on the committing goroutine and off the aggregator's lock.
+	copied *edgeCopy
 
 	DeletedEdges     []EdgeKey
 	Workloads        []Workload
@@ -76,7 +80,7 @@ type DNSAnswer struct {
 
 // Empty reports whether the batch changes nothing but, possibly, the cursor.
 func (b *Batch) Empty() bool {
-	return b.edges.len() == 0 && len(b.DeletedEdges) == 0 && len(b.Workloads) == 0 &&
+	return b.edges.len() == 0 && (b.copied == nil || len(b.copied.recs) == 0) && len(b.DeletedEdges) == 0 && len(b.Workloads) == 0 &&
 		len(b.DeletedWorkloads) == 0 && len(b.DNS) == 0 && len(b.DeletedDNS) == 0 && len(b.Lost) == 0
 }
 
@@ -94,35 +98,11 @@ func (a *Aggregator) TakeBatch() *Batch {
 		}
 	}
 	clear(a.deletedEdges)
-	// Sized up front: at 100k edges a batch holds tens of thousands of edges, and growing the
-	// buffers copied them over and over under a.mu (9% of the ingest's CPU, issue 19.2). The
-	// key sizes are known; values are estimated and grow if they must.
-	size := 0
-	for _, i := range a.dirtyEdges {
-		if r := a.edges.at(i); !r.deleted {
-			size += len(a.wlByID[r.wl].key) + len(a.peers[r.peer].key) + 7
-		}
-	}
-	x := &b.edges
-	if sp := &a.spare; cap(sp.keys) >= size && cap(sp.keyEnd) >= len(a.dirtyEdges) {
-		*x = encodedEdges{keys: sp.keys[:0], values: sp.values[:0], keyEnd: sp.keyEnd[:0], valEnd: sp.valEnd[:0]}
-		*sp = encodedEdges{}
-	} else {
-		x.keys = make([]byte, 0, size)
-		x.values = make([]byte, 0, size+64*len(a.dirtyEdges))
-		x.keyEnd = make([]int, 0, len(a.dirtyEdges))
-		x.valEnd = make([]int, 0, len(a.dirtyEdges))
-	}
-	var order []edgeIdx
-	order, x.ordered = a.batchOrder()
-	for _, i := range order {
-		r := a.edges.at(i)
-		e := a.edgeOf(r)
-		x.keys = appendEdgeKey(x.keys, a.wlByID[r.wl].key, a.peers[r.peer].key, &e.EdgeKey)
-		x.values = appendEdge(x.values, &e)
-		x.keyEnd = append(x.keyEnd, len(x.keys))
-		x.valEnd = append(x.valEnd, len(x.values))
-	}
+	// The batch's edges are copied, not encoded, under a.mu: over 1M edges encoding them took
+	// 15% of the ingesting goroutine, the one that bounds the rate, while the committing one
+	// waited (issue 19.2). The buffers of a committed batch are handed on for encode to fill.
+	b.copied = a.copyEdges()
+	b.edges, a.spare = a.spare, encodedEdges{}
 	for _, i := range a.dirtyEdges {
 		a.edges.at(i).dirty = false
 	}
@@ -253,57 +233,113 @@ func (a *Aggregator) restore(s *Snapshot) {
 	}
 }
 
-// batchOrder returns the live edges changed since the last batch in the order of their store
-// keys, and whether it could order them (else they come in no order). A store key is the
-// workload key, a 0 byte, the direction, the peer key, a 0 byte, the protocol, the collapsed
-// flag and the port (appendEdgeKey), and no key holds a 0 byte (validate), so key order is the
-// order of (workload key, direction, peer key, protocol, collapsed, port). Ranking the batch's
-// distinct workload and peer keys as strings, few next to its edges, makes each edge's key one
-// integer, and sorting those integers costs a small part of sorting the keys' bytes (issue
-// 19.2: 0.25 s of the 1M-edge case).
-func (a *Aggregator) batchOrder() ([]edgeIdx, bool) {
-	live := make([]edgeIdx, 0, len(a.dirtyEdges))
+// edgeCopy is what TakeBatch copies of a batch's changed edges: their records, whose wl,
+// peer and extra index the copy's own tables, and those tables. It shares nothing mutable
+// with the Aggregator (label slices and strings are never changed in place).
+type edgeCopy struct {
+	recs   []edgeRec
+	wls    []copiedWorkload
+	peers  []peerEntry
+	extras []edgeExtra // slot 0 unused
+}
+
+type copiedWorkload struct {
+	key string // WorkloadKey.String()
+	k   WorkloadKey
+}
+
+// copyEdges copies the live edges changed since the last batch.
+func (a *Aggregator) copyEdges() *edgeCopy {
+	c := &edgeCopy{recs: make([]edgeRec, 0, len(a.dirtyEdges)), extras: make([]edgeExtra, 1)}
+	// index+1 of each workload and peer in the copy's tables, 0 for those not copied yet.
+	wlAt := make([]uint32, len(a.wlByID))
+	peerAt := make([]uint32, len(a.peers))
 	for _, i := range a.dirtyEdges {
-		if !a.edges.at(i).deleted {
-			live = append(live, i)
+		r := *a.edges.at(i)
+		if r.deleted {
+			continue
 		}
-	}
-	if len(live) < 2 {
-		return live, true
-	}
-	// rank+1 of each workload and peer of the batch, 0 for the others.
-	wlRank := make([]uint32, len(a.wlByID))
-	peerRank := make([]uint32, len(a.peers))
-	var wls, peers []uint32
-	for _, i := range live {
-		r := a.edges.at(i)
-		if wlRank[r.wl] == 0 {
-			wlRank[r.wl] = 1
-			wls = append(wls, r.wl)
+		if wlAt[r.wl] == 0 {
+			w := a.wlByID[r.wl]
+			c.wls = append(c.wls, copiedWorkload{w.key, w.Key})
+			wlAt[r.wl] = uint32(len(c.wls))
 		}
-		if peerRank[r.peer] == 0 {
-			peerRank[r.peer] = 1
-			peers = append(peers, r.peer)
+		if peerAt[r.peer] == 0 {
+			c.peers = append(c.peers, a.peers[r.peer])
+			peerAt[r.peer] = uint32(len(c.peers))
 		}
+		r.wl, r.peer = wlAt[r.wl]-1, peerAt[r.peer]-1
+		if r.extra != 0 {
+			x := &a.extras[r.extra]
+			c.extras = append(c.extras, edgeExtra{dns: slices.Clone(x.dns), http: slices.Clone(x.http)})
+			r.extra = uint32(len(c.extras) - 1)
+		}
+		c.recs = append(c.recs, r)
 	}
-	pb, wb := bits.Len(uint(len(peers))), bits.Len(uint(len(wls)))
+	return c
+}
+
+// encode encodes the copied edges into b.edges, in key order when it can (ordered). Store.Commit
+// calls it; it does nothing once done.
+func (b *Batch) encode() {
+	c := b.copied
+	if c == nil {
+		return
+	}
+	b.copied = nil
+	order, ordered := c.order()
+	x := &b.edges
+	size := 0
+	for i := range c.recs {
+		r := &c.recs[i]
+		size += len(c.wls[r.wl].key) + len(c.peers[r.peer].key) + 7
+	}
+	n := len(c.recs)
+	*x = encodedEdges{
+		keys: slices.Grow(x.keys[:0], size), values: slices.Grow(x.values[:0], size+64*n),
+		keyEnd: slices.Grow(x.keyEnd[:0], n), valEnd: slices.Grow(x.valEnd[:0], n),
+		ordered: ordered,
+	}
+	for _, j := range order {
+		r := &c.recs[j]
+		var extra *edgeExtra
+		if r.extra != 0 {
+			extra = &c.extras[r.extra]
+		}
+		w, p := &c.wls[r.wl], &c.peers[r.peer]
+		e := edgeFrom(r, w.k, p.Peer, extra)
+		x.keys = appendEdgeKey(x.keys, w.key, p.key, &e.EdgeKey)
+		x.values = appendEdge(x.values, &e)
+		x.keyEnd = append(x.keyEnd, len(x.keys))
+		x.valEnd = append(x.valEnd, len(x.values))
+	}
+}
+
+// order returns the indexes of the copied edges in the order of their store keys, and whether
+// it could order them (else they come as copied). A store key is the workload key, a 0 byte,
+// the direction, the peer key, a 0 byte, the protocol, the collapsed flag and the port
+// (appendEdgeKey), and no key holds a 0 byte (validate), so key order is the order of
+// (workload key, direction, peer key, protocol, collapsed, port). Ranking the batch's distinct
+// workload and peer keys as strings, few next to its edges, makes each edge's key one integer,
+// and sorting those integers costs a small part of sorting the keys' bytes (issue 19.2: 0.25 s
+// of the 1M-edge case).
+func (c *edgeCopy) order() ([]uint32, bool) {
+	order := make([]uint32, len(c.recs))
+	for i := range order {
+		order[i] = uint32(i)
+	}
+	pb, wb := bits.Len(uint(len(c.peers))), bits.Len(uint(len(c.wls)))
 	// Below the peer rank: protocol (8 bits), collapsed (1) and port (16); above it the
 	// direction (2) and the workload rank.
 	const low = 8 + 1 + 16
-	if wb+2+pb+low > 64 {
-		return live, false
+	if len(order) < 2 || wb+2+pb+low > 64 {
+		return order, len(order) < 2
 	}
-	slices.SortFunc(wls, func(x, y uint32) int { return strings.Compare(a.wlByID[x].key, a.wlByID[y].key) })
-	slices.SortFunc(peers, func(x, y uint32) int { return strings.Compare(a.peers[x].key, a.peers[y].key) })
-	for rank, id := range wls {
-		wlRank[id] = uint32(rank)
-	}
-	for rank, id := range peers {
-		peerRank[id] = uint32(rank)
-	}
-	keyed := make([]keyedEdge, len(live))
-	for j, i := range live {
-		r := a.edges.at(i)
+	wlRank := ranks(len(c.wls), func(i, j int) int { return strings.Compare(c.wls[i].key, c.wls[j].key) })
+	peerRank := ranks(len(c.peers), func(i, j int) int { return strings.Compare(c.peers[i].key, c.peers[j].key) })
+	keyed := make([]keyedEdge, len(c.recs))
+	for i := range c.recs {
+		r := &c.recs[i]
 		k := uint64(wlRank[r.wl])<<(2+pb+low) | uint64(r.dir)<<(pb+low) | uint64(peerRank[r.peer])<<low |
 			uint64(r.proto)<<17
 		if r.collapsed {
@@ -311,18 +347,32 @@ func (a *Aggregator) batchOrder() ([]edgeIdx, bool) {
 		} else {
 			k |= uint64(r.port)
 		}
-		keyed[j] = keyedEdge{k, i}
+		keyed[i] = keyedEdge{k, uint32(i)}
 	}
 	radixSortKeyed(keyed, wb+2+pb+low)
 	for j := range keyed {
-		live[j] = keyed[j].i
+		order[j] = keyed[j].i
 	}
-	return live, true
+	return order, true
+}
+
+// ranks returns the rank of each of n items in the order cmp sorts them.
+func ranks(n int, cmp func(i, j int) int) []uint32 {
+	byRank := make([]int, n)
+	for i := range byRank {
+		byRank[i] = i
+	}
+	slices.SortFunc(byRank, cmp)
+	rank := make([]uint32, n)
+	for r, i := range byRank {
+		rank[i] = uint32(r)
+	}
+	return rank
 }
 
 type keyedEdge struct {
 	key uint64
-	i   edgeIdx
+	i   uint32
 }
 
 // radixSortKeyed sorts ks by key, whose bits above width are 0: least significant digit

@@ -19,6 +19,7 @@ func BenchmarkCommitEdges(b *testing.B) {
 		a.Add(gen.event(i))
 		if (i+1)%flowsPerBatch == 0 || i+1 == gen.n {
 			bt := a.TakeBatch()
+			bt.encode()
 			entries += bt.edges.len()
 			batches = append(batches, bt)
 		}

@@ -267,16 +267,24 @@ func (a *Aggregator) extraOf(i edgeIdx) *edgeExtra {
 // edgeOf returns the Edge r stands for. Its slices are the Aggregator's: clone before handing
 // them out.
 func (a *Aggregator) edgeOf(r *edgeRec) Edge {
+	var x *edgeExtra
+	if r.extra != 0 {
+		x = &a.extras[r.extra]
+	}
+	return edgeFrom(r, a.wlByID[r.wl].Key, a.peers[r.peer].Peer, x)
+}
+
+// edgeFrom returns the Edge of r, its workload w, its peer p and its DNS names and HTTP
+// samples x (nil for none).
+func edgeFrom(r *edgeRec, w WorkloadKey, p Peer, x *edgeExtra) Edge {
 	e := Edge{
 		EdgeKey: EdgeKey{
-			Workload: a.wlByID[r.wl].Key, Direction: r.dir, Peer: a.peers[r.peer].Peer,
-			Proto: r.proto, Port: r.port, Collapsed: r.collapsed,
+			Workload: w, Direction: r.dir, Peer: p, Proto: r.proto, Port: r.port, Collapsed: r.collapsed,
 		},
 		EndPort: r.endPort, Counts: r.counts, FirstSeen: fromNanos(r.first), LastSeen: fromNanos(r.last),
 		Truncated: r.truncated,
 	}
-	if r.extra != 0 {
-		x := &a.extras[r.extra]
+	if x != nil {
 		e.DNSNames, e.HTTP = x.dns, x.http
 	}
 	return e

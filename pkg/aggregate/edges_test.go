@@ -101,6 +101,7 @@ func TestBatchOrder(t *testing.T) {
 			a.Add(flow(i, s, world("198.51.100.1", fmt.Sprintf("api%d.example.com", i%13)), flows.ProtoTCP, 443))
 		}
 		b := a.TakeBatch()
+		b.encode()
 		x := &b.edges
 		if !x.ordered {
 			t.Fatalf("n=%d: batch not ordered", n)

@@ -476,6 +476,7 @@ func (l *Lifecycle) Delete(workload string) error { return l.b.Delete([]byte(wor
 // through the Lifecycle (when hook is not nil). Either all of it is on disk or none of it.
 func (s *Store) Commit(b *Batch, hook func(*Lifecycle) error) error {
 	start := time.Now()
+	b.encode()
 	var size int64
 	err := s.update(func(tx *bolt.Tx) error {
 		if err := s.writeBatch(tx, b); err != nil {
