@@ -191,7 +191,8 @@ func (a *Aggregator) AddAll(ctx context.Context, src flows.Source) error {
 // client's egress edge and the server's ingress edge, for each end that is a workload.
 //
 // Add may replace ev's peer labels with the workload identity they were stored under (without
-// churning labels), so that later consumers of the event key it as the store does.
+// churning labels), so that later consumers of the event key it as the store does, and
+// converts its time to UTC.
 func (a *Aggregator) Add(ev *flows.Event) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -199,6 +200,9 @@ func (a *Aggregator) Add(ev *flows.Event) bool {
 		a.reject(r)
 		return false
 	}
+	// Edges keep Unix nanoseconds and come back in UTC, as the store returns every time:
+	// workloads and totals are kept the same way.
+	ev.Time = ev.Time.UTC()
 	switch ev.Kind {
 	case flows.KindLost:
 		a.addLost(ev)

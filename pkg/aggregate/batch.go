@@ -194,21 +194,50 @@ func (a *Aggregator) restore(s *Snapshot) {
 			a.churn.order = append(a.churn.order, l)
 		}
 	}
+	// tails are the last edge of each group restored so far, so that linking a group's edges
+	// costs a step each: a store written with a large MaxPorts holds thousands per group.
+	tails := make(map[groupID]edgeIdx)
 	for key, es := range s.Edges {
 		w := a.workloads[key]
 		rebuilt := w == nil
 		if rebuilt && len(es) > 0 {
 			// Edges stored without their workload's record: every edge needs its workload,
-			// so the record is rebuilt from the edges.
+			// so the record is rebuilt from the edges and written with the next batch.
 			w = &workloadState{key: key, Workload: Workload{Key: es[0].Workload, FirstSeen: es[0].FirstSeen, LastSeen: es[0].LastSeen}}
 			a.workloads[key] = w
 			a.addWorkloadID(w)
 			a.nsWorkloads[w.Key.Namespace]++
+			a.markWorkload(w)
 		}
 		for _, e := range es {
 			e.reshapeSamples()
-			pid := a.peerFor(e.Peer, e.Peer.Key())
+			peerKey := e.Peer.Key()
+			pid := a.peerFor(e.Peer, peerKey)
 			gk := groupID{w.id, pid, e.Direction, e.Proto}
+			if rebuilt && e.FirstSeen.Before(w.FirstSeen) {
+				w.FirstSeen = e.FirstSeen
+			}
+			if rebuilt && e.LastSeen.After(w.LastSeen) {
+				w.LastSeen = e.LastSeen
+			}
+			// A store never holds a group's collapsed edge and per-port edges at once
+			// (collapsing deletes the latter in the same batch), but a damaged one may: the
+			// per-port edges are merged into the collapsed one and deleted with the next
+			// batch, so that each flow of the group has one edge to be counted in.
+			head := a.groups.get(gk)
+			switch {
+			case head != 0 && a.edges.at(head).collapsed && !e.Collapsed:
+				a.mergeEdge(head, &e)
+				a.markEdge(head)
+				a.deletedEdges[edgeID{w: key, dir: e.Direction, peer: peerKey, proto: e.Proto, port: e.Port}] = e.EdgeKey
+				continue
+			case head != 0 && e.Collapsed:
+				c := a.collapse(gk, head, e.Port)
+				a.mergeEdge(c, &e)
+				a.markEdge(c)
+				delete(tails, gk)
+				continue
+			}
 			i := a.newEdge(w, pid, e.Direction, e.Proto, e.Port, e.Collapsed, nanos(e.FirstSeen))
 			r := a.edges.at(i)
 			r.endPort, r.counts, r.last, r.truncated = e.EndPort, e.Counts, nanos(e.LastSeen), e.Truncated
@@ -216,13 +245,12 @@ func (a *Aggregator) restore(s *Snapshot) {
 				x := a.extraOf(i)
 				x.dns, x.http = e.DNSNames, e.HTTP
 			}
-			a.link(gk, i)
-			if rebuilt && e.FirstSeen.Before(w.FirstSeen) {
-				w.FirstSeen = e.FirstSeen
+			if head == 0 {
+				a.groups.set(gk, i)
+			} else {
+				a.edges.at(tails[gk]).next = i
 			}
-			if rebuilt && e.LastSeen.After(w.LastSeen) {
-				w.LastSeen = e.LastSeen
-			}
+			tails[gk] = i
 		}
 	}
 	for ip, names := range s.DNS {

@@ -3,6 +3,7 @@ package aggregate
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -121,5 +122,56 @@ func TestBatchOrder(t *testing.T) {
 		if n == 2000 && collapsed == 0 {
 			t.Fatalf("n=%d: no collapsed edge in the batch", n)
 		}
+	}
+}
+
+// TestRestoreRepairs loads stored states a consistent store never holds: edges whose workload
+// has no record, and a group holding its collapsed edge and per-port edges at once (in both
+// orders). The restored Aggregator holds one edge per group, counts every later flow there,
+// and its next batch writes the repair: the rebuilt workload, the merged edge, the per-port
+// edges deleted.
+func TestRestoreRepairs(t *testing.T) {
+	src := newAgg(t, Config{MaxPorts: 2})
+	for i, port := range []uint16{80, 81, 82} { // the third port collapses web -> api
+		src.Add(flow(i, web, api, flows.ProtoTCP, port))
+	}
+	stored := src.Snapshot()
+	webKey := web.Namespace + "/" + web.Labels.String()
+	es := stored.Edges[webKey]
+	if len(es) != 1 || !es[0].Collapsed {
+		t.Fatalf("web's edges = %+v, want one collapsed edge", es)
+	}
+	stray := es[0]
+	stray.Collapsed, stray.Port, stray.EndPort, stray.Counts = false, 9000, 9000, Counts{Forwarded: 5}
+	for _, tt := range []struct {
+		name  string
+		edges []Edge
+	}{
+		{"per-port edge after the collapsed one", []Edge{es[0], stray}},
+		{"per-port edge before the collapsed one", []Edge{stray, es[0]}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			snap := *stored
+			snap.Edges = map[string][]Edge{webKey: tt.edges, api.Namespace + "/" + api.Labels.String(): stored.Edges[api.Namespace+"/"+api.Labels.String()]}
+			// web's workload record is missing: only api's is kept.
+			snap.Workloads = slices.DeleteFunc(slices.Clone(stored.Workloads), func(w Workload) bool { return w.Key.String() == webKey })
+			a := newAgg(t, Config{MaxPorts: 2})
+			a.restore(&snap)
+			checkTables(t, a)
+			a.Add(flow(10, web, api, flows.ProtoTCP, 9000))
+			checkTables(t, a)
+			got := a.Snapshot().Edges[webKey]
+			if len(got) != 1 || !got[0].Collapsed || got[0].Port != 80 || got[0].EndPort != 9000 || got[0].Counts.Forwarded != 3+5+1 {
+				t.Fatalf("web's edges after restore and a flow = %+v, want one collapsed edge 80-9000 with 9 flows", got)
+			}
+			b := a.TakeBatch()
+			b.encode()
+			if len(b.DeletedEdges) != 1 || b.DeletedEdges[0].Port != 9000 || b.DeletedEdges[0].Collapsed {
+				t.Errorf("deleted edges = %+v, want the per-port edge 9000", b.DeletedEdges)
+			}
+			if !slices.ContainsFunc(b.Workloads, func(w Workload) bool { return w.Key.String() == webKey }) {
+				t.Errorf("batch workloads = %+v, want web's rebuilt record", b.Workloads)
+			}
+		})
 	}
 }

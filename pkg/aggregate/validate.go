@@ -29,7 +29,7 @@ const (
 // Reasons a record is rejected: the values of the reason label of
 // recommender_aggregate_rejected_total.
 const (
-	rejectTime     = "time"     // no timestamp
+	rejectTime     = "time"     // no timestamp, or one not after the Unix epoch
 	rejectFuture   = "future"   // dated more than maxClockSkew ahead of the clock
 	rejectEndpoint = "endpoint" // neither end is known: no edge to key
 	rejectPort     = "port"     // TCP/UDP/SCTP port outside 1-65535, ICMP type above 255
@@ -52,8 +52,10 @@ type rejection struct {
 // against; a flow from 2099 would otherwise move the flow clock and the resume cursor past
 // every real flow of its node (issue 15.4).
 func validate(ev *flows.Event, now time.Time) *rejection {
-	if ev.Time.IsZero() {
-		return &rejection{rejectTime, ""}
+	// A missing protobuf timestamp reads as the epoch, and the Aggregator and the store keep
+	// times as Unix nanoseconds, which cannot hold one before 1678 and hold 0 as "none".
+	if !ev.Time.After(time.Unix(0, 0)) {
+		return &rejection{rejectTime, ev.Time.UTC().Format(time.RFC3339)}
 	}
 	if ev.Time.After(now.Add(maxClockSkew)) {
 		return &rejection{rejectFuture, ev.Time.UTC().Format(time.RFC3339)}

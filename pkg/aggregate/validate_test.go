@@ -54,6 +54,8 @@ func TestRejectMalformed(t *testing.T) {
 		{"ICMP type 300", flow(1, web, api, flows.ProtoICMPv4, 300), rejectPort},
 		{"no source and no destination", flow(1, flows.Peer{}, flows.Peer{}, flows.ProtoTCP, 80), rejectEndpoint},
 		{"no time", with(flow(1, web, api, flows.ProtoTCP, 80), func(e *flows.Event) { e.Time = time.Time{} }), rejectTime},
+		{"the epoch", with(flow(1, web, api, flows.ProtoTCP, 80), func(e *flows.Event) { e.Time = time.Unix(0, 0) }), rejectTime},
+		{"dated 1600", with(flow(1, web, api, flows.ProtoTCP, 80), func(e *flows.Event) { e.Time = time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC) }), rejectTime},
 		{"dated 2099", with(flow(1, web, api, flows.ProtoTCP, 80), func(e *flows.Event) { e.Time = time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC) }), rejectFuture},
 	}
 	for _, tt := range tests {
