@@ -197,6 +197,7 @@ func (a *Aggregator) restore(s *Snapshot) {
 	// tails are the last edge of each group restored so far, so that linking a group's edges
 	// costs a step each: a store written with a large MaxPorts holds thousands per group.
 	tails := make(map[groupID]edgeIdx)
+	a.groups.reserve(s.EdgeCount()) // at most one group per edge: no rehashing while loading
 	for key, es := range s.Edges {
 		w := a.workloads[key]
 		rebuilt := w == nil

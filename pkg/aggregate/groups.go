@@ -92,6 +92,17 @@ func (t *groupTable) delete(k groupID) {
 	}
 }
 
+// reserve grows the table to hold n groups without growing again.
+func (t *groupTable) reserve(n int) {
+	size := len(t.slots)
+	for n*4 > size*3 {
+		size *= 2
+	}
+	if size > len(t.slots) {
+		t.resize(size)
+	}
+}
+
 func (t *groupTable) resize(n int) {
 	old := t.slots
 	t.slots = make([]groupSlot, n)

@@ -62,6 +62,15 @@ func TestGroupTable(t *testing.T) {
 			}
 		}
 	}
+	tab.reserve(100_000)
+	if n := len(tab.slots); n*3 < 100_000*4 || n > 2*100_000*4/3 {
+		t.Errorf("reserve(100000): %d slots", n)
+	}
+	for k, v := range want {
+		if got := tab.get(k); got != v {
+			t.Fatalf("after reserve: get(%+v) = %d, want %d", k, got, v)
+		}
+	}
 	if most <= minGroupSlots || !shrunk {
 		t.Errorf("table grew to %d slots (shrunk: %v): the test does not reach resizing both ways", most, shrunk)
 	}
