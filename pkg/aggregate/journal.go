@@ -147,16 +147,9 @@ func edgeBlocks(tx *bolt.Tx) error {
 	if err != nil {
 		return err
 	}
-	srcs, err := journalSources(tx.Bucket(bucketJournal), nil)
+	srcs, err := edgeSources(tx, nil, &edgeSource{plain: tx.Bucket(bucketEdges).Cursor()})
 	if err != nil {
 		return err
-	}
-	plain := &edgeSource{plain: tx.Bucket(bucketEdges).Cursor()}
-	if plain.seek(nil) {
-		srcs = append(srcs, plain)
-	}
-	if plain.err != nil {
-		return plain.err
 	}
 	n, err := writeTree(tx, srcs)
 	if err != nil {
@@ -316,16 +309,9 @@ func sharedPrefix(a, b []byte) int {
 
 // foldJournal writes the edge tree anew, merged with the journal, and empties the journal.
 func foldJournal(tx *bolt.Tx) error {
-	srcs, err := journalSources(tx.Bucket(bucketJournal), nil)
+	srcs, err := edgeSources(tx, nil, &edgeSource{j: tx.Bucket(bucketEdges).Cursor()})
 	if err != nil {
 		return err
-	}
-	tree := &edgeSource{j: tx.Bucket(bucketEdges).Cursor()}
-	if tree.seek(nil) {
-		srcs = append(srcs, tree)
-	}
-	if tree.err != nil {
-		return tree.err
 	}
 	_, err = writeTree(tx, srcs)
 	return err
@@ -407,18 +393,27 @@ func checkJournal(tx *bolt.Tx, schema uint32) error {
 // prefix, in key order: the tree merged with the journal. k and v are valid during the call
 // only (a chunk's keys and values are rebuilt in buffers of its source).
 func forEachEdge(tx *bolt.Tx, prefix []byte, fn func(k, v []byte) error) error {
-	srcs, err := journalSources(tx.Bucket(bucketJournal), prefix)
+	srcs, err := edgeSources(tx, prefix, &edgeSource{j: tx.Bucket(bucketEdges).Cursor()})
 	if err != nil {
 		return err
 	}
-	tree := &edgeSource{j: tx.Bucket(bucketEdges).Cursor()}
+	return mergeEdges(srcs, prefix, false, fn)
+}
+
+// edgeSources returns a source for each batch of the journal and tree, a source on the edge
+// tree, each positioned at its first entry at or after prefix; those with none are left out.
+func edgeSources(tx *bolt.Tx, prefix []byte, tree *edgeSource) ([]*edgeSource, error) {
+	srcs, err := journalSources(tx.Bucket(bucketJournal), prefix)
+	if err != nil {
+		return nil, err
+	}
 	if tree.seek(prefix) {
 		srcs = append(srcs, tree)
 	}
-	if err := tree.err; err != nil {
-		return err
+	if tree.err != nil {
+		return nil, tree.err
 	}
-	return mergeEdges(srcs, prefix, false, fn)
+	return srcs, nil
 }
 
 // edgeSource is one sorted run of edges: the tree, or one batch of the journal.
