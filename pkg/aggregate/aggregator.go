@@ -275,7 +275,15 @@ func (a *Aggregator) canonical(p *flows.Peer) workloadKeys {
 }
 
 func (a *Aggregator) addFlow(ev *flows.Event) {
-	src, dst := a.canonical(&ev.Src), a.canonical(&ev.Dst)
+	src := a.canonical(&ev.Src)
+	flagged := len(a.churn.order)
+	dst := a.canonical(&ev.Dst)
+	// A label found churning at the destination may be in the source's identity too (pods of
+	// one owner talking to each other): its variants were just folded, so it must not be
+	// created again.
+	if len(a.churn.order) > flagged && a.churn.strip(&ev.Src) {
+		src = a.keys.workload(&ev.Src)
+	}
 	a.tot.Flows++
 	if a.tot.From.IsZero() || ev.Time.Before(a.tot.From) {
 		a.tot.From = ev.Time

@@ -153,8 +153,10 @@ func (a *Aggregator) recycle(b *Batch) {
 		a.spare = encodedEdges{}
 		return
 	}
-	if cap(b.edges.keys) > cap(a.spare.keys) {
-		a.spare = b.edges
+	if x := b.edges; cap(x.keys) > cap(a.spare.keys) {
+		// The buffers, not their contents: a batch taken with them holds no edges until
+		// encode fills them.
+		a.spare = encodedEdges{keys: x.keys[:0], values: x.values[:0], keyEnd: x.keyEnd[:0], valEnd: x.valEnd[:0]}
 	}
 	b.edges = encodedEdges{}
 }
@@ -176,7 +178,7 @@ func (a *Aggregator) Dirty() bool {
 }
 
 // restore loads stored state into an empty Aggregator, rebuilding its indexes. Nothing
-// restored is dirty.
+// restored is dirty but what it had to repair (see below), which the next batch writes.
 func (a *Aggregator) restore(s *Snapshot) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -3,6 +3,7 @@ package aggregate
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -180,5 +181,26 @@ func TestLabelFloodMergesEdges(t *testing.T) {
 	}
 	if d := cmp.Diff(a.Snapshot(), stored, snapshotOpts); d != "" {
 		t.Errorf("store differs from the aggregator (-memory +store):\n%s", d)
+	}
+}
+
+// Ensure that a label found churning while the destination of a flow is handled is also
+// stripped from its source: pods of one owner talking to each other must not recreate the
+// variant just folded.
+func TestSelfChurnFolded(t *testing.T) {
+	a := newAgg(t, Config{MaxLabelValues: 2})
+	pod := func(v int) flows.Peer {
+		p := workload("ns", "k8s:app=web", fmt.Sprintf("k8s:version=v%d", v))
+		p.Workload = "Deployment/web"
+		return p
+	}
+	for v := 1; v <= 4; v++ {
+		a.Add(flow(v, pod(1), pod(v+1), flows.ProtoTCP, 80))
+	}
+	checkTables(t, a)
+	for _, w := range a.Snapshot().Workloads {
+		if strings.Contains(w.Key.String(), "version") {
+			t.Errorf("variant workload %s survives the fold", w.Key)
+		}
 	}
 }

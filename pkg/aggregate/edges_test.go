@@ -175,3 +175,23 @@ func TestRestoreRepairs(t *testing.T) {
 		})
 	}
 }
+
+// Ensure that a batch taken with a committed batch's buffers holds none of its edges.
+func TestBatchAfterRecycleEmpty(t *testing.T) {
+	a := newAgg(t, Config{})
+	a.Add(flow(0, web, api, flows.ProtoTCP, 80))
+	b := a.TakeBatch()
+	b.encode()
+	if b.edges.len() != 2 {
+		t.Fatalf("first batch holds %d edges, want 2", b.edges.len())
+	}
+	a.recycle(b)
+	next := a.TakeBatch()
+	if !next.Empty() || next.edges.len() != 0 {
+		t.Errorf("batch after recycle: Empty() = %v, %d edges; want empty", next.Empty(), next.edges.len())
+	}
+	next.encode()
+	if next.edges.len() != 0 {
+		t.Errorf("encoded batch after recycle holds %d edges, want 0", next.edges.len())
+	}
+}

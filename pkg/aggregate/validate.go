@@ -29,7 +29,7 @@ const (
 // Reasons a record is rejected: the values of the reason label of
 // recommender_aggregate_rejected_total.
 const (
-	rejectTime     = "time"     // no timestamp, or one not after the Unix epoch
+	rejectTime     = "time"     // no timestamp, or a flow's not after the Unix epoch
 	rejectFuture   = "future"   // dated more than maxClockSkew ahead of the clock
 	rejectEndpoint = "endpoint" // neither end is known: no edge to key
 	rejectPort     = "port"     // TCP/UDP/SCTP port outside 1-65535, ICMP type above 255
@@ -54,7 +54,9 @@ type rejection struct {
 func validate(ev *flows.Event, now time.Time) *rejection {
 	// A missing protobuf timestamp reads as the epoch, and the Aggregator and the store keep
 	// times as Unix nanoseconds, which cannot hold one before 1678 and hold 0 as "none".
-	if !ev.Time.After(time.Unix(0, 0)) {
+	// A lost-events notice keeps its count whatever its time: it says observation was
+	// incomplete, and its time is kept as a time, not in nanoseconds.
+	if ev.Time.IsZero() || (ev.Kind != flows.KindLost && !ev.Time.After(time.Unix(0, 0))) {
 		return &rejection{rejectTime, ev.Time.UTC().Format(time.RFC3339)}
 	}
 	if ev.Time.After(now.Add(maxClockSkew)) {

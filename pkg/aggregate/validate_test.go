@@ -149,3 +149,15 @@ func TestFutureFlowKeepsCursor(t *testing.T) {
 		t.Errorf("store: flows=%d rejected=%d observed to %s; want 161, 1, %s", snap.Flows, snap.Rejected, snap.To, at(160))
 	}
 }
+
+// Ensure that a lost-events notice whose timestamp is missing (read as the Unix epoch) is
+// still counted: it says the observation was incomplete, whatever its time.
+func TestLostAtEpochCounted(t *testing.T) {
+	a := newAgg(t, Config{})
+	if !a.Add(&flows.Event{Kind: flows.KindLost, Time: time.Unix(0, 0), Node: "n1", Lost: &flows.Lost{Count: 7}}) {
+		t.Fatal("lost-events notice at the epoch rejected")
+	}
+	if lost := a.Snapshot().Lost; len(lost) != 1 || lost[0].Lost != 7 {
+		t.Errorf("lost = %+v, want 7 on n1", lost)
+	}
+}
