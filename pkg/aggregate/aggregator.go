@@ -482,15 +482,8 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 		r.endPort = max(r.endPort, port)
 	default:
 		var last edgeIdx
-		n := 0
-		for j := head; j != 0; j = a.edges.at(j).next {
-			if a.edges.at(j).port == port {
-				i = j
-				break
-			}
-			last = j
-			n++
-		}
+		var n int
+		i, last, n = a.portEdge(head, port)
 		if i == 0 {
 			switch {
 			case n >= a.cfg.MaxPorts:
@@ -506,11 +499,7 @@ func (a *Aggregator) observe(w *workloadState, dir flows.Direction, peer Peer, p
 					gk.peer = a.peerFor(peer, peerKey)
 				}
 				i = a.newEdge(w, gk.peer, dir, proto, port, false, tn)
-				if last == 0 {
-					a.groups.set(gk, i)
-				} else {
-					a.edges.at(last).next = i
-				}
+				a.appendToGroup(gk, last, i)
 			}
 		}
 	}

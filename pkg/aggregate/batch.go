@@ -248,11 +248,7 @@ func (a *Aggregator) restore(s *Snapshot) {
 				x := a.extraOf(i)
 				x.dns, x.http = e.DNSNames, e.HTTP
 			}
-			if head == 0 {
-				a.groups.set(gk, i)
-			} else {
-				a.edges.at(tails[gk]).next = i
-			}
+			a.appendToGroup(gk, tails[gk], i)
 			tails[gk] = i
 		}
 	}

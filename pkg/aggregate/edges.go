@@ -198,20 +198,26 @@ func (a *Aggregator) removeEdge(i edgeIdx) {
 	}
 }
 
-// link adds edge i to the group gk: a collapsed edge first (observe reads it there), a per-port
-// edge last.
-func (a *Aggregator) link(gk groupID, i edgeIdx) {
-	head := a.groups.get(gk)
-	if head == 0 || a.edges.at(i).collapsed {
-		a.edges.at(i).next = head
+// portEdge walks the per-port edges of a group from its first, head: it returns the edge for
+// port (0 if none) and, when there is none, the group's last edge and its number of edges.
+func (a *Aggregator) portEdge(head edgeIdx, port uint16) (i, last edgeIdx, n int) {
+	for j := head; j != 0; j = a.edges.at(j).next {
+		if a.edges.at(j).port == port {
+			return j, 0, 0
+		}
+		last = j
+		n++
+	}
+	return 0, last, n
+}
+
+// appendToGroup adds edge i to the group gk after its last edge, last (0: i starts the group).
+func (a *Aggregator) appendToGroup(gk groupID, last, i edgeIdx) {
+	if last == 0 {
 		a.groups.set(gk, i)
-		return
+	} else {
+		a.edges.at(last).next = i
 	}
-	j := head
-	for a.edges.at(j).next != 0 {
-		j = a.edges.at(j).next
-	}
-	a.edges.at(j).next = i
 }
 
 // dropEdge removes edge i from its group and the indexes.

@@ -128,22 +128,17 @@ func (a *Aggregator) absorb(k EdgeKey, src *Edge) {
 	case src.Collapsed:
 		i = a.newEdge(w, pid, k.Direction, k.Proto, src.Port, true, nanos(src.FirstSeen))
 		a.edges.at(i).endPort = src.EndPort
-		a.link(gk, i)
+		a.groups.set(gk, i) // the group had no edge
 	default:
-		n := 0
-		for j := head; j != 0 && i == 0; j = a.edges.at(j).next {
-			if a.edges.at(j).port == k.Port {
-				i = j
-			}
-			n++
-		}
-		switch {
+		var last edgeIdx
+		var n int
+		switch i, last, n = a.portEdge(head, k.Port); {
 		case i != 0:
 		case n >= a.cfg.MaxPorts:
 			i = a.collapse(gk, head, k.Port)
 		default:
 			i = a.newEdge(w, pid, k.Direction, k.Proto, k.Port, false, nanos(src.FirstSeen))
-			a.link(gk, i)
+			a.appendToGroup(gk, last, i)
 		}
 	}
 	a.mergeEdge(i, src)
