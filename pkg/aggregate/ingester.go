@@ -219,12 +219,12 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 	// Recv blocks; a receiving goroutine lets the loop commit on the interval while the
 	// stream is quiet. It ends when Recv fails, which it does once rctx is cancelled.
 	rctx, cancel := context.WithCancel(ctx)
-	events := make(chan received, 1024)
+	events := newEventQueue(1024)
 	var srcErr error
 	var wg sync.WaitGroup
 	pos, _ := src.(flows.Positioner)
 	wg.Go(func() {
-		defer close(events)
+		defer events.close()
 		for {
 			ev, err := src.Recv(rctx)
 			if err != nil {
@@ -235,10 +235,8 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 			if pos != nil {
 				r.pos, r.hasPos = pos.Position()
 			}
-			select {
-			case events <- r:
-			case <-rctx.Done():
-				srcErr = rctx.Err()
+			if err := events.put(rctx, r); err != nil {
+				srcErr = err
 				return
 			}
 		}
@@ -313,6 +311,33 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 		return nil
 	}
 
+	// event applies one received event and hands the batch over once it is due.
+	event := func(r received) error {
+		applied := in.apply(r.ev)
+		if r.hasPos {
+			in.files.passed(r.pos, r.ev.Time)
+		}
+		if !applied {
+			return nil
+		}
+		pending++
+		// Past maxDirty changed records a batch is due before BatchSize events; counting
+		// them takes the aggregator's lock, so it is done every 1024 events.
+		changed := 0
+		if pending%1024 == 0 {
+			changed = in.agg.pending()
+		}
+		if pending < in.cfg.BatchSize && changed < maxDirty {
+			return nil
+		}
+		full := pending >= maxPending*in.cfg.BatchSize || changed >= maxChanged
+		if due && !full {
+			return nil // handed over when the running commit reports
+		}
+		return ready(full)
+	}
+	var taken []received // the events last taken from the queue, applied
+
 	tick := time.NewTicker(in.cfg.BatchInterval)
 	defer tick.Stop()
 	var sweep <-chan time.Time
@@ -328,46 +353,29 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 			committed = done
 		}
 		select {
-		case r, ok := <-events:
-			if !ok {
-				// The channel closes after srcErr is set. The final batch follows the running
-				// commit.
-				if err := wait(); err != nil {
+		case <-events.ready:
+			var last bool
+			taken, last = events.take(taken)
+			for _, r := range taken {
+				if err := event(r); err != nil {
 					return err
 				}
-				hand()
-				if err := wait(); err != nil {
-					return err
-				}
-				if errors.Is(srcErr, io.EOF) || (ctx.Err() != nil && errors.Is(srcErr, ctx.Err())) {
-					return nil
-				}
-				return fmt.Errorf("ingest: %w", srcErr)
 			}
-			applied := in.apply(r.ev)
-			if r.hasPos {
-				in.files.passed(r.pos, r.ev.Time)
-			}
-			if !applied {
+			if !last {
 				continue
 			}
-			pending++
-			// Past maxDirty changed records a batch is due before BatchSize events; counting
-			// them takes the aggregator's lock, so it is done every 1024 events.
-			changed := 0
-			if pending%1024 == 0 {
-				changed = in.agg.pending()
-			}
-			if pending < in.cfg.BatchSize && changed < maxDirty {
-				continue
-			}
-			full := pending >= maxPending*in.cfg.BatchSize || changed >= maxChanged
-			if due && !full {
-				continue // handed over when the running commit reports
-			}
-			if err := ready(full); err != nil {
+			// The queue closes after srcErr is set. The final batch follows the running commit.
+			if err := wait(); err != nil {
 				return err
 			}
+			hand()
+			if err := wait(); err != nil {
+				return err
+			}
+			if errors.Is(srcErr, io.EOF) || (ctx.Err() != nil && errors.Is(srcErr, ctx.Err())) {
+				return nil
+			}
+			return fmt.Errorf("ingest: %w", srcErr)
 		case reply := <-requests:
 			// A Commit call: the batch built so far is due, and answers it once on disk.
 			waiting = append(waiting, reply)
