@@ -315,6 +315,19 @@ func (b *Batch) encode() {
 	}
 	b.copied = nil
 	order, ordered := c.order()
+	// Each workload's and peer's part of the values is encoded once (appendEdge's parts):
+	// building an Edge for each record and encoding its labels again was half of encode.
+	var parts []byte
+	wlPart, peerPart := make([]int, len(c.wls)+1), make([]int, len(c.peers)+1)
+	for i := range c.wls {
+		parts = appendWorkloadPart(parts, c.wls[i].k)
+		wlPart[i+1] = len(parts)
+	}
+	peerPart[0] = len(parts)
+	for i := range c.peers {
+		parts = appendPeerPart(parts, &c.peers[i].Peer)
+		peerPart[i+1] = len(parts)
+	}
 	x := &b.edges
 	size := 0
 	for i := range c.recs {
@@ -329,14 +342,19 @@ func (b *Batch) encode() {
 	}
 	for _, j := range order {
 		r := &c.recs[j]
-		var extra *edgeExtra
-		if r.extra != 0 {
-			extra = &c.extras[r.extra]
+		t := edgeTail{
+			proto: r.proto, port: r.port, endPort: r.endPort, collapsed: r.collapsed, truncated: r.truncated,
+			counts: &r.counts, first: r.first, last: r.last,
 		}
-		w, p := &c.wls[r.wl], &c.peers[r.peer]
-		e := edgeFrom(r, w.k, p.Peer, extra)
-		x.keys = appendEdgeKey(x.keys, w.key, p.key, &e.EdgeKey)
-		x.values = appendEdge(x.values, &e)
+		if r.extra != 0 {
+			t.dns, t.http = c.extras[r.extra].dns, c.extras[r.extra].http
+		}
+		x.keys = appendEdgeKey(x.keys, c.wls[r.wl].key, c.peers[r.peer].key, r.dir, r.proto, r.port, r.collapsed)
+		x.values = append(x.values, edgeFormat)
+		x.values = append(x.values, parts[wlPart[r.wl]:wlPart[r.wl+1]]...)
+		x.values = append(x.values, byte(r.dir))
+		x.values = append(x.values, parts[peerPart[r.peer]:peerPart[r.peer+1]]...)
+		x.values = appendEdgeTail(x.values, t)
 		x.keyEnd = append(x.keyEnd, len(x.keys))
 		x.valEnd = append(x.valEnd, len(x.values))
 	}

@@ -47,20 +47,19 @@ const schemaVersion uint32 = 4
 // A collapsed edge stores port 0 so that widening its range does not move it.
 func edgeKey(k *EdgeKey) []byte {
 	w, p := k.Workload.String(), k.Peer.Key()
-	return appendEdgeKey(make([]byte, 0, len(w)+len(p)+7), w, p, k)
+	return appendEdgeKey(make([]byte, 0, len(w)+len(p)+7), w, p, k.Direction, k.Proto, k.Port, k.Collapsed)
 }
 
-// appendEdgeKey appends the store key of k to b, given the workload key w
+// appendEdgeKey appends the store key of an edge to b, given the workload key w
 // (WorkloadKey.String()) and the peer key p (Peer.Key()), which the Aggregator holds already
 // built: joining the labels again for every edge of every commit was 6% of an ingest over
 // 100k edges.
-func appendEdgeKey(b []byte, w, p string, k *EdgeKey) []byte {
+func appendEdgeKey(b []byte, w, p string, dir flows.Direction, proto flows.Protocol, port uint16, collapsed bool) []byte {
 	b = append(b, w...)
-	b = append(b, 0, byte(k.Direction))
+	b = append(b, 0, byte(dir))
 	b = append(b, p...)
-	b = append(b, 0, byte(k.Proto))
-	port := k.Port
-	if k.Collapsed {
+	b = append(b, 0, byte(proto))
+	if collapsed {
 		b = append(b, 1)
 		port = 0
 	} else {
@@ -197,41 +196,74 @@ const edgeFormat = 1
 // Numbers and counts are varints (encoding/binary), strings a length varint and the bytes.
 func appendEdge(b []byte, e *Edge) []byte {
 	b = append(b, edgeFormat)
-	b = appendString(b, e.Workload.Namespace)
-	b = appendStrings(b, e.Workload.Labels)
-	b = append(b, byte(e.Direction), byte(e.Peer.Kind))
-	switch e.Peer.Kind {
+	b = appendWorkloadPart(b, e.Workload)
+	b = append(b, byte(e.Direction))
+	b = appendPeerPart(b, &e.Peer)
+	return appendEdgeTail(b, edgeTail{
+		proto: e.Proto, port: e.Port, endPort: e.EndPort, collapsed: e.Collapsed, truncated: e.Truncated,
+		counts: &e.Counts, first: nanos(e.FirstSeen), last: nanos(e.LastSeen), dns: e.DNSNames, http: e.HTTP,
+	})
+}
+
+// The parts of appendEdge's encoding: a batch encodes each of its workloads and peers once
+// and copies those bytes into each of their edges' values (Batch.encode).
+
+// appendWorkloadPart appends the workload's namespace, label count and labels.
+func appendWorkloadPart(b []byte, w WorkloadKey) []byte {
+	b = appendString(b, w.Namespace)
+	return appendStrings(b, w.Labels)
+}
+
+// appendPeerPart appends the peer's kind and what names it.
+func appendPeerPart(b []byte, p *Peer) []byte {
+	b = append(b, byte(p.Kind))
+	switch p.Kind {
 	case PeerWorkload:
-		b = appendString(b, e.Peer.Namespace)
-		b = appendStrings(b, e.Peer.Labels)
+		b = appendString(b, p.Namespace)
+		b = appendStrings(b, p.Labels)
 	case PeerEntity:
-		b = appendString(b, e.Peer.Entity)
+		b = appendString(b, p.Entity)
 	case PeerFQDN:
-		b = appendString(b, e.Peer.FQDN)
+		b = appendString(b, p.FQDN)
 	case PeerCIDR:
-		b = appendString(b, e.Peer.CIDR)
+		b = appendString(b, p.CIDR)
 	}
+	return b
+}
+
+// edgeTail is what an edge value holds after its peer.
+type edgeTail struct {
+	proto                flows.Protocol
+	port, endPort        uint16
+	collapsed, truncated bool
+	counts               *Counts
+	first, last          int64 // Unix ns (nanos)
+	dns                  []string
+	http                 []HTTPSample
+}
+
+// appendEdgeTail appends the protocol, ports, flags, counts, times, DNS names and HTTP samples.
+func appendEdgeTail(b []byte, t edgeTail) []byte {
 	var flags byte
-	if e.Collapsed {
+	if t.collapsed {
 		flags |= 1
 	}
-	if e.Truncated {
+	if t.truncated {
 		flags |= 2
 	}
-	b = append(b, byte(e.Proto))
-	b = binary.AppendUvarint(b, uint64(e.Port))
-	b = binary.AppendUvarint(b, uint64(e.EndPort))
+	b = append(b, byte(t.proto))
+	b = binary.AppendUvarint(b, uint64(t.port))
+	b = binary.AppendUvarint(b, uint64(t.endPort))
 	b = append(b, flags)
-	c := &e.Counts
+	c := t.counts
 	for _, n := range [...]uint64{c.Forwarded, c.Dropped, c.PolicyDrops, c.Audit, c.Other, c.L7} {
 		b = binary.AppendUvarint(b, n)
 	}
-	first := nanos(e.FirstSeen)
-	b = binary.AppendVarint(b, first)
-	b = binary.AppendVarint(b, nanos(e.LastSeen)-first)
-	b = appendStrings(b, e.DNSNames)
-	b = binary.AppendUvarint(b, uint64(len(e.HTTP)))
-	for _, h := range e.HTTP {
+	b = binary.AppendVarint(b, t.first)
+	b = binary.AppendVarint(b, t.last-t.first)
+	b = appendStrings(b, t.dns)
+	b = binary.AppendUvarint(b, uint64(len(t.http)))
+	for _, h := range t.http {
 		b = appendString(b, h.Method)
 		b = appendString(b, h.Path)
 		b = binary.AppendUvarint(b, h.Count)

@@ -85,7 +85,9 @@ func TestMateChecked(t *testing.T) {
 // TestBatchOrder checks that TakeBatch hands the store its edges in key order (the store then
 // skips sorting them): workload keys that are prefixes of others, every kind of peer, both
 // directions, several protocols, ports and collapsed groups, in batches above and below the
-// size where the radix passes take over.
+// size where the radix passes take over. Each entry is also byte for byte the key and value of
+// the aggregator's edge (edgeKey, appendEdge), DNS names and HTTP samples included: encode
+// builds them from parts.
 func TestBatchOrder(t *testing.T) {
 	for _, n := range []int{3, 40, 2000} {
 		a := newAgg(t, Config{MaxPorts: 3})
@@ -100,6 +102,27 @@ func TestBatchOrder(t *testing.T) {
 			a.Add(flow(i, c, world(fmt.Sprintf("203.0.113.%d", i%200), ""), flows.ProtoTCP, 443))
 			a.Add(flow(i, c, entity([]string{"host", "kube-apiserver", "world"}[i%3]), flows.ProtoTCP, port))
 			a.Add(flow(i, s, world("198.51.100.1", fmt.Sprintf("api%d.example.com", i%13)), flows.ProtoTCP, 443))
+			if i%9 == 0 {
+				dnsServer := workload("kube-system", "k8s:k8s-app=kube-dns")
+				a.Add(dnsResponse(i, c, dnsServer, fmt.Sprintf("db%d.example.com", i%4), "192.0.2.7"))
+				a.Add(with(flow(i, c, s, flows.ProtoTCP, 8080), func(e *flows.Event) {
+					e.Type, e.L7 = flows.EventL7, &flows.L7{HTTP: &flows.HTTP{Method: "GET", Path: fmt.Sprintf("/v%d/items", i%3)}}
+				}))
+			}
+		}
+		want := map[string][]byte{} // store key -> value of every edge
+		extras := 0
+		for _, edges := range a.Snapshot().Edges {
+			for i := range edges {
+				e := &edges[i]
+				want[string(edgeKey(&e.EdgeKey))] = appendEdge(nil, e)
+				if len(e.DNSNames) > 0 || len(e.HTTP) > 0 {
+					extras++
+				}
+			}
+		}
+		if extras == 0 {
+			t.Fatalf("n=%d: no edge with DNS names or HTTP samples", n)
 		}
 		b := a.TakeBatch()
 		b.encode()
@@ -114,6 +137,9 @@ func TestBatchOrder(t *testing.T) {
 		for i := range x.len() {
 			if k := x.key(i); k[len(k)-3] == 1 {
 				collapsed++
+			}
+			if v, ok := want[string(x.key(i))]; !ok || !bytes.Equal(x.value(i), v) {
+				t.Fatalf("n=%d: entry %q = %x, want %x (known %v)", n, x.key(i), x.value(i), v, ok)
 			}
 			if i > 0 && bytes.Compare(x.key(i-1), x.key(i)) >= 0 {
 				t.Fatalf("n=%d: key %d %q not below key %d %q", n, i-1, x.key(i-1), i, x.key(i))
