@@ -48,7 +48,7 @@ func (o *replicaOptions) addFlags(fs *pflag.FlagSet) {
 	o.podName = defaultPodName
 	fs.IntVar(&o.count, flagReplicas, 1, "with --hubble-peers: how many replicas share the nodes; each node is read by one of them (rendezvous hashing of the node name) and every replica synthesizes from the merge of all replicas' edges")
 	fs.IntVar(&o.index, flagReplicaIndex, 0, "this replica's index, 0 to --replicas minus 1 (default: the ordinal of the StatefulSet pod name in $POD_NAME or the hostname)")
-	fs.DurationVar(&o.wait, flagReplicaWait, replicas.DefaultWait, "at start, how long to wait for every other replica's edge summary before reading flows: a node that moved to this replica is read from where its previous owner stopped only once that owner answered")
+	fs.DurationVar(&o.wait, flagReplicaWait, replicas.DefaultWait, "at start, how long to wait for every other replica's edge summary (with --replica-membership=lease, every other replica whose Lease is live) before reading flows: a node that moved to this replica is read from where its previous owner stopped only once that owner answered")
 	fs.StringVar(&o.membership, flagMembership, membershipStatic, `how the replicas that read nodes are known: "static" (all --replicas, a dead one's nodes stay unread until it returns) or "lease" (each replica renews a Lease <leader-elect-name>-replica-<index> in --leader-elect-namespace; the nodes of a replica whose Lease expired move to the live ones, and a replica that cannot renew its own stops reading)`)
 	fs.StringSliceVar(&o.urls, flagReplicaURLs, nil, `the metrics address of every replica by index, where each serves its edge summary: one URL each, or one URL with "{index}" (http://recommender-{index}.recommender:9962)`)
 }

@@ -476,6 +476,7 @@ func (o *runOptions) wireCluster(ctx context.Context, deps *daemon.Deps, reg pro
 		if membership, err = replicas.NewMembership(coord, mc, set.Assignment(), set.Handover(nodes.Release, nodes.Reassign), log); err != nil {
 			return nil, err
 		}
+		set.WaitFor(membership.Others) // at start, replicas whose Lease expired are not waited for
 		log.Info("replica membership by lease", "lease", mc.Namespace+"/"+mc.LeaseName(mc.Self), "identity", mc.Identity)
 	}
 	log.Info("connected to kubernetes", "host", rc.Host, "leaderElect", o.leaderElect)

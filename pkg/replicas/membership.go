@@ -90,9 +90,11 @@ type Membership struct {
 	onChange func()
 	log      *slog.Logger
 
-	// mu guards live (the last live set handed to members).
-	mu   sync.Mutex
-	live []string
+	// mu guards live (the last live set handed to members) and looked (Run looked at the
+	// Leases at least once).
+	mu     sync.Mutex
+	live   []string
+	looked bool
 }
 
 // NewMembership returns the Membership of cfg.Self; onChange (may be nil) runs after every
@@ -115,6 +117,21 @@ func (m *Membership) Live() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return slices.Clone(m.live)
+}
+
+// Others returns the other replicas found live at the last look at the Leases, by index,
+// and false before the first look. A replica whose Lease expired or was released is not
+// among them: it cannot answer (Set.WaitFor).
+func (m *Membership) Others() ([]int, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []int
+	for _, l := range m.live {
+		if i, err := strconv.Atoi(l); err == nil && i != m.cfg.Self {
+			out = append(out, i)
+		}
+	}
+	return out, m.looked
 }
 
 // JoinDelay is how long this replica holds its Lease before it counts itself live.
@@ -244,7 +261,7 @@ func (m *Membership) update(live []string) {
 	m.mu.Lock()
 	same := slices.Equal(live, m.live) && (live != nil) == (m.live != nil)
 	prev := m.live
-	m.live = live
+	m.live, m.looked = live, true
 	m.mu.Unlock()
 	if same {
 		return

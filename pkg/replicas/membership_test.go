@@ -180,6 +180,9 @@ func TestMembershipFollowsLeases(t *testing.T) {
 	})
 	all := []string{"0", "1", "2"}
 	waitFor(t, "all three replicas live", func() bool { return settled(ms, all, nodes) })
+	if others, looked := ms[0].m.Others(); !looked || !slices.Equal(others, []int{1, 2}) {
+		t.Errorf("replica 0's Others() = %v, %v; want [1 2], true", others, looked)
+	}
 
 	// Replica 0 cannot read replica 2's Lease: it never takes 2's nodes on that account; it
 	// counts itself out and stops renewing, so 1 and 2 take its nodes, and it rejoins once it
@@ -199,6 +202,9 @@ func TestMembershipFollowsLeases(t *testing.T) {
 		}
 	}
 	waitFor(t, "replicas 0 and 1 taking replica 2's nodes", func() bool { return settled(ms, []string{"0", "1"}, nodes) })
+	if others, looked := ms[0].m.Others(); !looked || !slices.Equal(others, []int{1}) {
+		t.Errorf("replica 0's Others() with replica 2 partitioned = %v, %v; want [1], true", others, looked)
+	}
 
 	// It returns: it renews its Lease and gets its nodes back.
 	ms[2].cut.Store(false)

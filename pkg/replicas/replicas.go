@@ -43,10 +43,10 @@ type Config struct {
 	// Timeout bounds one pull (default DefaultTimeout).
 	Timeout time.Duration
 	// Wait is how long the first Snapshot, which the daemon takes before it reads any flow,
-	// waits for every other replica to answer once (--replica-wait; default DefaultWait). A
-	// node that moved here is read from where its previous owner stopped only once that
-	// owner's summary was pulled; one that never answers within Wait is read from the
-	// oldest flow its node holds.
+	// waits for every other replica to answer once (--replica-wait; default DefaultWait),
+	// or with Set.WaitFor for every other live one. A node that moved here is read from
+	// where its previous owner stopped only once that owner's summary was pulled; one that
+	// never answers within Wait is read from the oldest flow its node holds.
 	Wait time.Duration
 }
 
@@ -113,6 +113,9 @@ type Set struct {
 	assign *flows.Rendezvous
 	m      *metrics
 
+	// others, when set (WaitFor), says which other replicas are live.
+	others func() ([]int, bool)
+
 	// mu guards cache (the last summary pulled from each other replica, by index),
 	// failing (the replicas whose last pull failed, for logging changes only) and warm (the
 	// first Snapshot is done).
@@ -164,6 +167,13 @@ func New(cfg Config, local Local, client *http.Client, log *slog.Logger, reg pro
 	s.m = newMetrics(reg, s)
 	return s, nil
 }
+
+// WaitFor makes the first Snapshot wait only for the other replicas others reports live
+// (Membership.Others): one whose Lease expired is dead or cut off, will not answer within
+// Wait, and its nodes go to the live replicas anyway, which serve where they read them to.
+// Until others reports a first look (false), every replica is waited for. Call it before the
+// first Snapshot.
+func (s *Set) WaitFor(others func() ([]int, bool)) { s.others = others }
 
 // Assignment is the nodes this replica reads (flows.NodesConfig.Assignment).
 func (s *Set) Assignment() *flows.Rendezvous { return s.assign }
@@ -284,13 +294,13 @@ func (s *Set) Start(node string) *flows.Cursor {
 	return out
 }
 
-// awaitAll pulls the replicas never pulled again until each answered once, Wait passed or
-// ctx ended.
+// awaitAll pulls the replicas never pulled again until each one waited for (missing)
+// answered once, Wait passed or ctx ended.
 func (s *Set) awaitAll(ctx context.Context) {
 	deadline := time.Now().Add(s.cfg.Wait)
 	for {
 		missing := s.missing()
-		if missing == 0 {
+		if len(missing) == 0 {
 			return
 		}
 		if !time.Now().Before(deadline) {
@@ -308,11 +318,30 @@ func (s *Set) awaitAll(ctx context.Context) {
 	}
 }
 
-// missing counts the other replicas no summary was pulled from yet.
-func (s *Set) missing() int {
+// missing returns the other replicas waited for that no summary was pulled from yet: all of
+// them, or with WaitFor once it looked, the live ones.
+func (s *Set) missing() []int {
+	var wait []int
+	all := true
+	if s.others != nil {
+		if live, looked := s.others(); looked {
+			wait, all = live, false
+		}
+	}
+	if all {
+		for i := range s.cfg.URLs {
+			wait = append(wait, i)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.cfg.URLs) - 1 - len(s.cache)
+	var out []int
+	for _, i := range wait {
+		if _, ok := s.cache[i]; !ok && i != s.cfg.Self && i >= 0 && i < len(s.cfg.URLs) {
+			out = append(out, i)
+		}
+	}
+	return out
 }
 
 // pullAll pulls every other replica at once, each bounded by the timeout.
