@@ -90,10 +90,11 @@ type Membership struct {
 	onChange func()
 	log      *slog.Logger
 
-	// mu guards live (the last live set handed to members) and looked (Run looked at the
-	// Leases at least once).
+	// mu guards live (the last live set handed to members), unread (the other replicas
+	// whose Lease was never read) and looked (Run looked at the Leases at least once).
 	mu     sync.Mutex
 	live   []string
+	unread []int
 	looked bool
 }
 
@@ -119,19 +120,22 @@ func (m *Membership) Live() []string {
 	return slices.Clone(m.live)
 }
 
-// Others returns the other replicas found live at the last look at the Leases, by index,
-// and false before the first look. A replica whose Lease expired or was released is not
-// among them: it cannot answer (Set.WaitFor).
+// Others returns the other replicas that may be live, by index, and false before the first
+// look at the Leases: those found live at the last look, and those whose Lease could never be
+// read (a replica is never taken for dead because this one could not see it). A replica
+// whose Lease was read expired or released is not among them: it cannot answer
+// (Set.WaitFor).
 func (m *Membership) Others() ([]int, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []int
+	out := slices.Clone(m.unread)
 	for _, l := range m.live {
 		if i, err := strconv.Atoi(l); err == nil && i != m.cfg.Self {
 			out = append(out, i)
 		}
 	}
-	return out, m.looked
+	slices.Sort(out)
+	return slices.Compact(out), m.looked
 }
 
 // JoinDelay is how long this replica holds its Lease before it counts itself live.
@@ -178,10 +182,10 @@ func (m *Membership) Run(ctx context.Context) error {
 		}
 		var live []string
 		live, blind = m.observe(ctx, obs, renewed, heldSince)
-		m.update(live)
+		m.update(live, obs)
 		select {
 		case <-ctx.Done():
-			m.update(nil)
+			m.update(nil, obs)
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.RenewDeadline)
 			defer cancel()
 			if err := m.release(rctx); err != nil {
@@ -215,7 +219,7 @@ func (m *Membership) observe(ctx context.Context, obs []observation, renewed, he
 			now := time.Now()
 			switch {
 			case apierrors.IsNotFound(err):
-				obs[i] = observation{read: sent}
+				obs[i] = observation{read: sent, everRead: true}
 				read[i] = true
 			case err != nil:
 				// Unread: its last verdict stands (see the type's doc), and read does not move.
@@ -224,7 +228,7 @@ func (m *Membership) observe(ctx context.Context, obs []observation, renewed, he
 				}
 			default:
 				obs[i].see(cur.Spec, now)
-				obs[i].read, read[i] = sent, true
+				obs[i].read, obs[i].everRead, read[i] = sent, true, true
 			}
 		})
 	}
@@ -256,12 +260,19 @@ func (m *Membership) observe(ctx context.Context, obs []observation, renewed, he
 // errBlind is the renewal skipped while this replica cannot read every other Lease.
 var errBlind = errors.New("other replicas' Leases unreadable for the renew deadline: renewal paused so they take this replica's nodes")
 
-// update hands a changed live set to members and runs onChange.
-func (m *Membership) update(live []string) {
+// update records a look at the Leases (obs) and hands a changed live set to members and runs
+// onChange.
+func (m *Membership) update(live []string, obs []observation) {
+	var unread []int
+	for i := range obs {
+		if i != m.cfg.Self && !obs[i].everRead {
+			unread = append(unread, i)
+		}
+	}
 	m.mu.Lock()
 	same := slices.Equal(live, m.live) && (live != nil) == (m.live != nil)
 	prev := m.live
-	m.live, m.looked = live, true
+	m.live, m.unread, m.looked = live, unread, true
 	m.mu.Unlock()
 	if same {
 		return
@@ -350,9 +361,10 @@ type observation struct {
 	ttl         time.Duration
 	at          time.Time
 	// read is when the Lease was last read (or found absent); live the last verdict, which
-	// stands while the Lease cannot be read.
-	read time.Time
-	live bool
+	// stands while the Lease cannot be read; everRead whether it was read at all.
+	read     time.Time
+	live     bool
+	everRead bool
 }
 
 // see records spec as observed at now, keeping the time of the last change.
@@ -367,7 +379,7 @@ func (o *observation) see(spec coordinationv1.LeaseSpec, now time.Time) {
 		ttl = time.Duration(d) * time.Second
 	}
 	if o.at.IsZero() || holder != o.holder || !renew.Equal(o.renew) || transitions != o.transitions {
-		*o = observation{holder: holder, renew: renew, transitions: transitions, at: now, read: o.read, live: o.live}
+		*o = observation{holder: holder, renew: renew, transitions: transitions, at: now, read: o.read, live: o.live, everRead: o.everRead}
 	}
 	o.ttl = ttl
 }

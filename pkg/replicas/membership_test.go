@@ -48,6 +48,14 @@ type member struct {
 // with onChange (may be nil).
 func startMember(t *testing.T, cfg replicas.MembershipConfig, assign *flows.Rendezvous, onChange func()) *member {
 	t.Helper()
+	mb := newMember(t, cfg, assign, onChange)
+	mb.run(t)
+	return mb
+}
+
+// newMember is startMember without the start: the switches can be set before its first look.
+func newMember(t *testing.T, cfg replicas.MembershipConfig, assign *flows.Rendezvous, onChange func()) *member {
+	t.Helper()
 	mb := &member{done: make(chan error, 1), assign: assign}
 	rc := rest.CopyConfig(env.Config)
 	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper {
@@ -74,6 +82,11 @@ func startMember(t *testing.T, cfg replicas.MembershipConfig, assign *flows.Rend
 	if err != nil {
 		t.Fatal(err)
 	}
+	return mb
+}
+
+// run starts the member's Lease loop, stopped at the test's end.
+func (mb *member) run(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	mb.cancel = cancel
 	go func() { mb.done <- mb.m.Run(ctx) }()
@@ -83,7 +96,6 @@ func startMember(t *testing.T, cfg replicas.MembershipConfig, assign *flows.Rend
 			t.Errorf("Membership.Run() = %v", err)
 		}
 	})
-	return mb
 }
 
 type roundTripper func(*http.Request) (*http.Response, error)
@@ -328,4 +340,44 @@ func TestLeaseReplicasMatchOneDaemon(t *testing.T) {
 		stores = append(stores, storeSnapshot(t, r.db))
 	}
 	sameTotals(t, "three stores", aggregate.Merge(stores...), want)
+}
+
+// Ensure Others counts a replica whose Lease this one could never read as possibly live (the
+// first Snapshot then waits for it), and drops one whose Lease it read released.
+func TestOthersCountsUnreadLeases(t *testing.T) {
+	env.Require(t)
+	cfg := shortLeases(3)
+	ms := make([]*member, cfg.Replicas)
+	for _, i := range []int{1, 2} {
+		c := cfg
+		c.Self, c.Identity = i, fmt.Sprintf("recommender-%d", i)
+		ms[i] = startMember(t, c, nil, nil)
+	}
+	both := []string{"1", "2"}
+	waitFor(t, "replicas 1 and 2 live", func() bool {
+		return slices.Equal(ms[1].m.Live(), both) && slices.Equal(ms[2].m.Live(), both)
+	})
+
+	c := cfg
+	c.Identity = "recommender-0"
+	ms[0] = newMember(t, c, nil, nil)
+	blind := cfg.LeaseName(1)
+	ms[0].blindTo.Store(&blind)
+	if others, looked := ms[0].m.Others(); looked || others != nil {
+		t.Errorf("Others() before the first look = %v, %v; want none, false", others, looked)
+	}
+	ms[0].run(t)
+	waitFor(t, "replica 0's first look", func() bool { _, looked := ms[0].m.Others(); return looked })
+	if others, _ := ms[0].m.Others(); !slices.Equal(others, []int{1, 2}) {
+		t.Errorf("Others() with replica 1's Lease unreadable = %v, want [1 2]", others)
+	}
+
+	ms[0].blindTo.Store(nil)
+	ms[1].cancel() // releases its Lease
+	<-ms[1].done
+	ms[1].done <- nil // for the cleanup
+	waitFor(t, "replica 0 seeing replica 1's Lease released", func() bool {
+		others, _ := ms[0].m.Others()
+		return slices.Equal(others, []int{2})
+	})
 }

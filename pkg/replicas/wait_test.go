@@ -43,7 +43,7 @@ func TestFirstSnapshotWaitsForLiveReplicas(t *testing.T) {
 	})
 	// Not a wait: a bound on a wait that should not happen, so that a regression fails here
 	// instead of at the test binary's timeout.
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	got := pulling.Snapshot(ctx)
 	if ctx.Err() != nil {
