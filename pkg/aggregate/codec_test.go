@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,12 +68,25 @@ func codecEdges() []Edge {
 	}
 }
 
-// Ensure that every field of an edge survives the binary encoding, and that a value cut
-// short, with bytes after its end or of another format fails to decode instead of reading
-// as some other edge.
+// codecValues are the values of codecEdges as appendEdge wrote them before it was built from
+// parts (commit 9ebd8ec): stores written by earlier versions hold these bytes.
+var codecValues = []string{
+	"010473686f70020b6b38733a6170703d7765620e6b38733a746965723d66726f6e7402010473686f70010b6b38733a6170703d61706901e807ffff03038080808080200201030405f681b4bdb6f6da98318080e8beb6ef750002034745540c2f76312f6f72646572732f310704504f5354012f01",
+	"010473686f70010b6b38733a6170703d77656202010b6b7562652d73797374656d01146b38733a6b38732d6170703d6b7562652d646e7302353500010000000000f681b4bdb6f6da983100020f6170692e6578616d706c652e636f6d0e64622e6578616d706c652e636f6d00",
+	"010473686f7000010204686f73740408080000000000000000f681b4bdb6f6da98310000",
+	"0101610000030f6170692e6578616d706c652e636f6d01bb03000000000000000000000000",
+	"0101610000040f323030313a6462383a3a372f31323801bb03000000000000000000000000",
+}
+
+// Ensure that every field of an edge survives the binary encoding, that the encoding is the
+// one stores hold (codecValues), and that a value cut short, with bytes after its end or of
+// another format fails to decode instead of reading as some other edge.
 func TestEdgeCodec(t *testing.T) {
-	for _, e := range codecEdges() {
+	for i, e := range codecEdges() {
 		v := appendEdge(nil, &e)
+		if got := hex.EncodeToString(v); got != codecValues[i] {
+			t.Errorf("appendEdge(%s) =\n%s\nwant\n%s", renderEdge(&e), got, codecValues[i])
+		}
 		got, err := decodeEdge(v)
 		if err != nil {
 			t.Fatalf("decodeEdge(appendEdge(%s)) = %v", renderEdge(&e), err)

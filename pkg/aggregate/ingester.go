@@ -361,6 +361,7 @@ func (in *Ingester) Run(ctx context.Context, src flows.Source) (err error) {
 					return err
 				}
 			}
+			clear(taken) // applied: a quiet stream's next take may be far off
 			if !last {
 				continue
 			}

@@ -67,10 +67,9 @@ func (q *eventQueue) close() {
 }
 
 // take returns the queued events, oldest first, and whether the receiver is done and these
-// are the last. spare, the slice take returned before, is reused for the events that follow
-// once the loop is done with it.
+// are the last. spare, the slice take returned before, is reused for the events that follow:
+// the loop is done with it, and cleared it so that it keeps no applied event alive.
 func (q *eventQueue) take(spare []received) ([]received, bool) {
-	clear(spare) // the applied events are not kept alive by the queue
 	q.mu.Lock()
 	items, closed := q.items, q.closed
 	q.items = spare[:0]
