@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -205,9 +206,17 @@ type RelaySource struct {
 	// stream is a GetFlows stream decoded by wireCodec into wire (issue 19).
 	stream grpc.ClientStream
 	wire   wireResponse
-	// streamMu guards cancelStream, which ctx's AfterFunc calls from another goroutine.
+	// watched is the context Recv was last called with and unwatch stops the AfterFunc that
+	// aborts the stream when it ends during a Recv with it (receiving): registered once per
+	// context, not per call, which cost an allocation and a lock of the context's parent
+	// for every event (issue 19).
+	watched context.Context
+	unwatch func() bool
+	// streamMu guards cancelStream and receiving, which ctx's AfterFunc reads from another
+	// goroutine.
 	streamMu     sync.Mutex
 	cancelStream context.CancelFunc
+	receiving    context.Context // the context of the Recv under way, nil between calls
 	eof          bool
 	closed       bool
 	opened       uint64 // streams opened so far
@@ -337,6 +346,7 @@ func (s *RelaySource) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.stopWatch()
 	s.closeStream()
 	return s.conn.Close()
 }
@@ -348,12 +358,12 @@ func (s *RelaySource) Recv(ctx context.Context) (*Event, error) {
 	if s.closed {
 		return nil, ErrRelayClosed
 	}
+	// The stream outlives one Recv call; ctx may end while a receive blocks. From here on
+	// its end aborts the stream; before, it is caught by the checks of ctx.Err() below.
+	defer s.watch(ctx)()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	// The stream outlives one Recv call; ctx may end while a receive blocks.
-	stop := context.AfterFunc(ctx, s.abort)
-	defer stop()
 	for {
 		if s.eof {
 			return nil, io.EOF
@@ -367,6 +377,11 @@ func (s *RelaySource) Recv(ctx context.Context) (*Event, error) {
 					return nil, err
 				}
 				continue
+			}
+			if err := ctx.Err(); err != nil {
+				// Ended while the stream opened, before the abort could reach it.
+				s.closeStream()
+				return nil, err
 			}
 		}
 		err := s.stream.RecvMsg(&s.wire)
@@ -474,6 +489,43 @@ func (s *RelaySource) getFlows(ctx context.Context, req *observerpb.GetFlowsRequ
 		return nil, err
 	}
 	return stream, nil
+}
+
+// watch makes ctx's end abort the stream until the returned function runs at the end of
+// the Recv. The AfterFunc is registered once per context and stays for the next calls with
+// it; ending the context between calls aborts nothing. A context of a type that cannot be
+// compared is registered for this call only.
+func (s *RelaySource) watch(ctx context.Context) (done func()) {
+	if !reflect.TypeOf(ctx).Comparable() {
+		stop := context.AfterFunc(ctx, s.abort)
+		return func() { stop() }
+	}
+	if s.unwatch == nil || s.watched != ctx {
+		s.stopWatch()
+		s.watched, s.unwatch = ctx, context.AfterFunc(ctx, func() {
+			s.streamMu.Lock()
+			defer s.streamMu.Unlock()
+			if s.receiving == ctx && s.cancelStream != nil {
+				s.cancelStream()
+			}
+		})
+	}
+	s.streamMu.Lock()
+	s.receiving = ctx
+	s.streamMu.Unlock()
+	return func() {
+		s.streamMu.Lock()
+		s.receiving = nil
+		s.streamMu.Unlock()
+	}
+}
+
+// stopWatch stops the watch of the last context.
+func (s *RelaySource) stopWatch() {
+	if s.unwatch != nil {
+		s.unwatch()
+	}
+	s.watched, s.unwatch = nil, nil
 }
 
 // abort cancels the current stream from any goroutine (ctx's AfterFunc); Recv notices on

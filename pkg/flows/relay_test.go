@@ -490,3 +490,59 @@ func TestRelayWaitsForLateServer(t *testing.T) {
 		t.Fatalf("Recv = %v, want the first flow once the relay listens", r.err)
 	}
 }
+
+// uncomparableCtx is a context whose type cannot be compared (==), as a caller's own
+// context type may be: Recv must not rely on comparing it.
+type uncomparableCtx struct {
+	context.Context
+	_ []int
+}
+
+// Ensure that Recv's watch of its context holds per call: a context that ends after its Recv
+// returned does not abort the stream for the next Recv with another context (no reconnect,
+// nothing lost or repeated), one that ends during a blocking Recv ends it with ctx.Err(), and
+// contexts of a type that cannot be compared work too.
+func TestRelayRecvContextPerCall(t *testing.T) {
+	recs := genRecords(60)
+	rec, err := replay.NewRecording(recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := expected(t, recs)
+	_, addr := serve(t, rec, replay.Options{Follow: true}, "127.0.0.1:0")
+	cfg := testRelayConfig(addr)
+	cfg.Follow = true
+	src := newRelay(t, cfg, nil)
+	var got []*flows.Event
+	for i := range want {
+		var ctx context.Context
+		var cancel context.CancelFunc
+		if i%2 == 0 {
+			ctx, cancel = context.WithCancel(t.Context())
+		} else {
+			c, stop := context.WithCancel(t.Context())
+			ctx, cancel = uncomparableCtx{Context: c}, stop
+		}
+		ev, err := src.Recv(ctx)
+		cancel() // after the call: the stream must stay
+		if err != nil {
+			t.Fatalf("Recv %d: %v", i, err)
+		}
+		got = append(got, ev)
+	}
+	sameEvents(t, got, want)
+	if st := src.State(); st.Reconnects != 0 {
+		t.Errorf("State().Reconnects = %d, want 0: a context ended between calls aborted the stream", st.Reconnects)
+	}
+	// Everything was read: the next Recv blocks on the follow stream until its context ends.
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := src.Recv(ctx)
+		done <- err
+	}()
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Recv cancelled while blocked = %v, want context.Canceled", err)
+	}
+}

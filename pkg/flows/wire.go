@@ -135,12 +135,31 @@ func fresh[T any, P interface {
 	return m
 }
 
-// freshEndpoint resets a scratch endpoint but keeps its labels' array for the new labels.
+// freshEndpoint resets a scratch endpoint but keeps its labels' and workloads' arrays, and
+// the workloads in them (nextWorkload), for the new record.
 func freshEndpoint(ep *flowpb.Endpoint) *flowpb.Endpoint {
-	labels := ep.Labels[:0]
+	labels, workloads := ep.Labels[:0], ep.Workloads[:0]
 	ep.Reset()
-	ep.Labels = labels
+	ep.Labels, ep.Workloads = labels, workloads
 	return ep
+}
+
+// nextWorkload appends an empty Workload to a scratch endpoint's, reusing one an earlier
+// record left in its array: two per flow were allocated before.
+func nextWorkload(ep *flowpb.Endpoint) *flowpb.Workload {
+	n := len(ep.Workloads)
+	if n < cap(ep.Workloads) {
+		ep.Workloads = ep.Workloads[:n+1]
+		if w := ep.Workloads[n]; w != nil {
+			w.Reset()
+			return w
+		}
+	} else {
+		ep.Workloads = append(ep.Workloads, nil)
+	}
+	w := &flowpb.Workload{}
+	ep.Workloads[n] = w
+	return w
 }
 
 func newWireDecoder() *wireDecoder { return &wireDecoder{strs: make(map[string]string)} }
@@ -668,7 +687,7 @@ func (d *wireDecoder) endpoint(b []byte, ep *flowpb.Endpoint) error {
 			}
 		case 6: // workloads
 			if err = wireType(typ, protowire.BytesType); err == nil {
-				w := &flowpb.Workload{}
+				w := nextWorkload(ep)
 				err = walk(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) (err error) {
 					switch num {
 					case 1:
@@ -682,7 +701,6 @@ func (d *wireDecoder) endpoint(b []byte, ep *flowpb.Endpoint) error {
 					}
 					return err
 				})
-				ep.Workloads = append(ep.Workloads, w)
 			}
 		}
 		return err
