@@ -503,7 +503,9 @@ type uncomparableCtx struct {
 // nothing lost or repeated), one that ends during a blocking Recv ends it with ctx.Err(), and
 // contexts of a type that cannot be compared work too.
 func TestRelayRecvContextPerCall(t *testing.T) {
-	recs := genRecords(60)
+	// More records than the stream's flow-control window holds: an aborted stream fails a
+	// later Recv instead of draining what it buffered.
+	recs := genRecords(3000)
 	rec, err := replay.NewRecording(recs)
 	if err != nil {
 		t.Fatal(err)
