@@ -22,6 +22,9 @@ type Normalizer struct {
 	// identity number reused for other labels (another cluster, a restart) is never wrong.
 	mu    sync.RWMutex
 	cache map[uint32]labelsEntry
+	// workloads maps a workload's kind and name to "kind/name" (Peer.Workload), guarded by
+	// mu: joining them was an allocation per endpoint of every flow.
+	workloads map[[2]string]string
 
 	// pods resolves pods that flows name without labels; nil refuses them all (offline).
 	pods PodResolver
@@ -69,7 +72,8 @@ func NewNormalizer(f *LabelFilter) *Normalizer {
 	if f == nil {
 		f, _ = NewLabelFilter(nil, nil) // default patterns are constants and compile
 	}
-	return &Normalizer{labels: f, cache: make(map[uint32]labelsEntry), unresolved: make(map[string]*refusal)}
+	return &Normalizer{labels: f, cache: make(map[uint32]labelsEntry), workloads: make(map[[2]string]string),
+		unresolved: make(map[string]*refusal)}
 }
 
 // WithResolver makes n resolve label-less pods through r (nil: refuse them). Call it before
@@ -501,9 +505,28 @@ func (n *Normalizer) peer(ep *flowpb.Endpoint, ip string, names []string, client
 	}
 	p := Peer{Kind: PeerWorkload, Namespace: ns, Labels: labels, Identity: ep.GetIdentity()}
 	if ws := ep.GetWorkloads(); len(ws) > 0 {
-		p.Workload = ws[0].GetKind() + "/" + ws[0].GetName()
+		p.Workload = n.workloadName(ws[0].GetKind(), ws[0].GetName())
 	}
 	return p, true
+}
+
+// workloadName returns "kind/name", the same string for every flow of the workload.
+func (n *Normalizer) workloadName(kind, name string) string {
+	k := [2]string{kind, name}
+	n.mu.RLock()
+	s, ok := n.workloads[k]
+	n.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = kind + "/" + name
+	n.mu.Lock()
+	if len(n.workloads) >= maxLabelCache {
+		clear(n.workloads)
+	}
+	n.workloads[k] = s
+	n.mu.Unlock()
+	return s
 }
 
 // resolve looks a label-less pod up through the resolver, or records the refusal.

@@ -212,6 +212,8 @@ type RelaySource struct {
 	// for every event (issue 19).
 	watched context.Context
 	unwatch func() bool
+	// stopCall stops the AfterFunc of a Recv whose context cannot be compared.
+	stopCall func() bool
 	// streamMu guards cancelStream and receiving, which ctx's AfterFunc reads from another
 	// goroutine.
 	streamMu     sync.Mutex
@@ -360,7 +362,8 @@ func (s *RelaySource) Recv(ctx context.Context) (*Event, error) {
 	}
 	// The stream outlives one Recv call; ctx may end while a receive blocks. From here on
 	// its end aborts the stream; before, it is caught by the checks of ctx.Err() below.
-	defer s.watch(ctx)()
+	s.watch(ctx)
+	defer s.endRecv()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -491,14 +494,13 @@ func (s *RelaySource) getFlows(ctx context.Context, req *observerpb.GetFlowsRequ
 	return stream, nil
 }
 
-// watch makes ctx's end abort the stream until the returned function runs at the end of
-// the Recv. The AfterFunc is registered once per context and stays for the next calls with
-// it; ending the context between calls aborts nothing. A context of a type that cannot be
-// compared is registered for this call only.
-func (s *RelaySource) watch(ctx context.Context) (done func()) {
+// watch makes ctx's end abort the stream until endRecv. The AfterFunc is registered once
+// per context and stays for the next calls with it; ending the context between calls aborts
+// nothing. A context of a type that cannot be compared is registered for this call only.
+func (s *RelaySource) watch(ctx context.Context) {
 	if !reflect.TypeOf(ctx).Comparable() {
-		stop := context.AfterFunc(ctx, s.abort)
-		return func() { stop() }
+		s.stopCall = context.AfterFunc(ctx, s.abort)
+		return
 	}
 	if s.unwatch == nil || s.watched != ctx {
 		s.stopWatch()
@@ -513,11 +515,18 @@ func (s *RelaySource) watch(ctx context.Context) (done func()) {
 	s.streamMu.Lock()
 	s.receiving = ctx
 	s.streamMu.Unlock()
-	return func() {
-		s.streamMu.Lock()
-		s.receiving = nil
-		s.streamMu.Unlock()
+}
+
+// endRecv ends watch's watch for the Recv returning.
+func (s *RelaySource) endRecv() {
+	if s.stopCall != nil {
+		s.stopCall()
+		s.stopCall = nil
+		return
 	}
+	s.streamMu.Lock()
+	s.receiving = nil
+	s.streamMu.Unlock()
 }
 
 // stopWatch stops the watch of the last context.
