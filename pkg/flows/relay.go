@@ -212,7 +212,7 @@ type RelaySource struct {
 	// for every event (issue 19).
 	watched context.Context
 	unwatch func() bool
-	// stopCall stops the AfterFunc of a Recv whose context cannot be compared.
+	// stopCall stops the AfterFunc of a Recv whose context is not kept (watch).
 	stopCall func() bool
 	// streamMu guards cancelStream and receiving, which ctx's AfterFunc reads from another
 	// goroutine.
@@ -496,9 +496,11 @@ func (s *RelaySource) getFlows(ctx context.Context, req *observerpb.GetFlowsRequ
 
 // watch makes ctx's end abort the stream until endRecv. The AfterFunc is registered once
 // per context and stays for the next calls with it; ending the context between calls aborts
-// nothing. A context of a type that cannot be compared is registered for this call only.
+// nothing. Only a context that is a pointer is kept (the standard library's cancellable ones
+// are): comparing others may panic (a struct holding an uncomparable value in an interface
+// field), so they are registered for this call only.
 func (s *RelaySource) watch(ctx context.Context) {
-	if !reflect.TypeOf(ctx).Comparable() {
+	if reflect.TypeOf(ctx).Kind() != reflect.Pointer {
 		s.stopCall = context.AfterFunc(ctx, s.abort)
 		return
 	}

@@ -491,12 +491,15 @@ func TestRelayWaitsForLateServer(t *testing.T) {
 	}
 }
 
-// uncomparableCtx is a context whose type cannot be compared (==), as a caller's own
-// context type may be: Recv must not rely on comparing it.
+// uncomparableCtx is a context whose values cannot be compared (==), as a caller's own
+// context type may be: Recv must not rely on comparing it. wrappedCtx is a comparable type
+// whose comparison panics when it holds an uncomparableCtx.
 type uncomparableCtx struct {
 	context.Context
 	_ []int
 }
+
+type wrappedCtx struct{ context.Context }
 
 // Ensure that Recv's watch of its context holds per call: a context that ends after its Recv
 // returned does not abort the stream for the next Recv with another context (no reconnect,
@@ -519,11 +522,14 @@ func TestRelayRecvContextPerCall(t *testing.T) {
 	for i := range want {
 		var ctx context.Context
 		var cancel context.CancelFunc
-		if i%2 == 0 {
-			ctx, cancel = context.WithCancel(t.Context())
-		} else {
-			c, stop := context.WithCancel(t.Context())
+		c, stop := context.WithCancel(t.Context())
+		switch i % 3 {
+		case 0:
+			ctx, cancel = c, stop
+		case 1:
 			ctx, cancel = uncomparableCtx{Context: c}, stop
+		case 2:
+			ctx, cancel = wrappedCtx{uncomparableCtx{Context: c}}, stop
 		}
 		ev, err := src.Recv(ctx)
 		cancel() // after the call: the stream must stay
