@@ -520,17 +520,8 @@ func TestRelayRecvContextPerCall(t *testing.T) {
 	src := newRelay(t, cfg, nil)
 	var got []*flows.Event
 	for i := range want {
-		var ctx context.Context
-		var cancel context.CancelFunc
-		c, stop := context.WithCancel(t.Context())
-		switch i % 3 {
-		case 0:
-			ctx, cancel = c, stop
-		case 1:
-			ctx, cancel = uncomparableCtx{Context: c}, stop
-		case 2:
-			ctx, cancel = wrappedCtx{uncomparableCtx{Context: c}}, stop
-		}
+		c, cancel := context.WithCancel(t.Context())
+		ctx := []context.Context{c, uncomparableCtx{Context: c}, wrappedCtx{uncomparableCtx{Context: c}}}[i%3]
 		ev, err := src.Recv(ctx)
 		cancel() // after the call: the stream must stay
 		if err != nil {
