@@ -521,12 +521,18 @@ func (n *Normalizer) workloadName(kind, name string) string {
 	}
 	s = kind + "/" + name
 	n.mu.Lock()
-	if len(n.workloads) >= maxLabelCache {
-		clear(n.workloads)
-	}
-	n.workloads[k] = s
+	putCapped(n.workloads, k, s, maxLabelCache)
 	n.mu.Unlock()
 	return s
+}
+
+// putCapped stores v at k in a cache of what a stream repeats, first emptying it once it
+// holds limit entries: bounded against what a stream does not repeat.
+func putCapped[K comparable, V any](m map[K]V, k K, v V, limit int) {
+	if len(m) >= limit {
+		clear(m)
+	}
+	m[k] = v
 }
 
 // resolve looks a label-less pod up through the resolver, or records the refusal.
@@ -554,10 +560,7 @@ func (n *Normalizer) filterLabels(id uint32, raw []string) (Labels, string) {
 	}
 	l, ns := n.labels.Filter(raw)
 	n.mu.Lock()
-	if len(n.cache) >= maxLabelCache {
-		clear(n.cache)
-	}
-	n.cache[id] = labelsEntry{raw: slices.Clone(raw), labels: l, ns: ns}
+	putCapped(n.cache, id, labelsEntry{raw: slices.Clone(raw), labels: l, ns: ns}, maxLabelCache)
 	n.mu.Unlock()
 	return l, ns
 }

@@ -260,11 +260,8 @@ func (d *wireDecoder) str(v []byte) (string, error) {
 	if !utf8.Valid(v) {
 		return "", errWireShape
 	}
-	if len(d.strs) >= maxInterned {
-		clear(d.strs)
-	}
 	s := string(v)
-	d.strs[s] = s
+	putCapped(d.strs, s, s, maxInterned)
 	return s, nil
 }
 
