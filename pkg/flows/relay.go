@@ -12,7 +12,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -206,19 +205,19 @@ type RelaySource struct {
 	// stream is a GetFlows stream decoded by wireCodec into wire (issue 19).
 	stream grpc.ClientStream
 	wire   wireResponse
-	// watched is the context Recv was last called with and unwatch stops the AfterFunc that
-	// aborts the stream when it ends during a Recv with it (receiving): registered once per
-	// context, not per call, which cost an allocation and a lock of the context's parent
-	// for every event (issue 19).
-	watched context.Context
+	// watched is the Done channel of the context Recv was last called with, and unwatch
+	// stops the AfterFunc that aborts the stream when that context ends during a Recv with
+	// it (receiving): registered once per context, not per call, which cost an allocation
+	// and a lock of the context's parent for every event (issue 19). Keyed on the channel,
+	// not the context: channels compare without panicking, and a context value reused with
+	// a new Done channel (pooled request contexts) is registered anew.
+	watched <-chan struct{}
 	unwatch func() bool
-	// stopCall stops the AfterFunc of a Recv whose context is not kept (watch).
-	stopCall func() bool
 	// streamMu guards cancelStream and receiving, which ctx's AfterFunc reads from another
 	// goroutine.
 	streamMu     sync.Mutex
 	cancelStream context.CancelFunc
-	receiving    context.Context // the context of the Recv under way, nil between calls
+	receiving    <-chan struct{} // the Done channel of the Recv under way, nil between calls
 	eof          bool
 	closed       bool
 	opened       uint64 // streams opened so far
@@ -381,11 +380,6 @@ func (s *RelaySource) Recv(ctx context.Context) (*Event, error) {
 				}
 				continue
 			}
-			if err := ctx.Err(); err != nil {
-				// Ended while the stream opened, before the abort could reach it.
-				s.closeStream()
-				return nil, err
-			}
 		}
 		err := s.stream.RecvMsg(&s.wire)
 		if err != nil {
@@ -450,6 +444,14 @@ func (s *RelaySource) open() error {
 	sctx, cancel := context.WithCancel(context.Background())
 	s.streamMu.Lock()
 	s.cancelStream = cancel
+	// The Recv's context may have ended before there was a stream to abort (watch).
+	if s.receiving != nil {
+		select {
+		case <-s.receiving:
+			cancel()
+		default:
+		}
+	}
 	s.streamMu.Unlock()
 	// The dial timeout covers connecting and opening the stream, not the stream's life. The
 	// call waits for the connection that long (WaitForReady): without it grpc fails the call
@@ -496,36 +498,29 @@ func (s *RelaySource) getFlows(ctx context.Context, req *observerpb.GetFlowsRequ
 
 // watch makes ctx's end abort the stream until endRecv. The AfterFunc is registered once
 // per context and stays for the next calls with it; ending the context between calls aborts
-// nothing. Only a context that is a pointer is kept (the standard library's cancellable ones
-// are): comparing others may panic (a struct holding an uncomparable value in an interface
-// field), so they are registered for this call only.
+// nothing. A context that never ends is not watched.
 func (s *RelaySource) watch(ctx context.Context) {
-	if reflect.TypeOf(ctx).Kind() != reflect.Pointer {
-		s.stopCall = context.AfterFunc(ctx, s.abort)
+	done := ctx.Done()
+	if done == nil {
 		return
 	}
-	if s.unwatch == nil || s.watched != ctx {
+	if s.unwatch == nil || s.watched != done {
 		s.stopWatch()
-		s.watched, s.unwatch = ctx, context.AfterFunc(ctx, func() {
+		s.watched, s.unwatch = done, context.AfterFunc(ctx, func() {
 			s.streamMu.Lock()
 			defer s.streamMu.Unlock()
-			if s.receiving == ctx && s.cancelStream != nil {
+			if s.receiving == done && s.cancelStream != nil {
 				s.cancelStream()
 			}
 		})
 	}
 	s.streamMu.Lock()
-	s.receiving = ctx
+	s.receiving = done
 	s.streamMu.Unlock()
 }
 
 // endRecv ends watch's watch for the Recv returning.
 func (s *RelaySource) endRecv() {
-	if s.stopCall != nil {
-		s.stopCall()
-		s.stopCall = nil
-		return
-	}
 	s.streamMu.Lock()
 	s.receiving = nil
 	s.streamMu.Unlock()
@@ -539,8 +534,7 @@ func (s *RelaySource) stopWatch() {
 	s.watched, s.unwatch = nil, nil
 }
 
-// abort cancels the current stream from any goroutine (ctx's AfterFunc); Recv notices on
-// its next receive.
+// abort cancels the current stream; Recv notices on its next receive.
 func (s *RelaySource) abort() {
 	s.streamMu.Lock()
 	if s.cancelStream != nil {

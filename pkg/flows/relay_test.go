@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -492,8 +493,9 @@ func TestRelayWaitsForLateServer(t *testing.T) {
 }
 
 // uncomparableCtx is a context whose values cannot be compared (==), as a caller's own
-// context type may be: Recv must not rely on comparing it. wrappedCtx is a comparable type
-// whose comparison panics when it holds an uncomparableCtx.
+// context type may be, and wrappedCtx a comparable type whose comparison panics when it holds
+// one: Recv must not compare contexts. pooledCtx is one context value whose Done channel
+// changes when it is reused, as pooled request contexts do.
 type uncomparableCtx struct {
 	context.Context
 	_ []int
@@ -501,10 +503,32 @@ type uncomparableCtx struct {
 
 type wrappedCtx struct{ context.Context }
 
+type pooledCtx struct {
+	mu    sync.Mutex
+	inner context.Context
+}
+
+func (p *pooledCtx) ctx() context.Context {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.inner
+}
+
+func (p *pooledCtx) reuse(c context.Context) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.inner = c
+}
+
+func (p *pooledCtx) Deadline() (time.Time, bool) { return p.ctx().Deadline() }
+func (p *pooledCtx) Done() <-chan struct{}       { return p.ctx().Done() }
+func (p *pooledCtx) Err() error                  { return p.ctx().Err() }
+func (p *pooledCtx) Value(k any) any             { return p.ctx().Value(k) }
+
 // Ensure that Recv's watch of its context holds per call: a context that ends after its Recv
-// returned does not abort the stream for the next Recv with another context (no reconnect,
-// nothing lost or repeated), one that ends during a blocking Recv ends it with ctx.Err(), and
-// contexts of a type that cannot be compared work too.
+// returned does not abort the stream for the next Recv (no reconnect, nothing lost or
+// repeated), and one that ends during a blocking Recv ends it with ctx.Err(), whether it is a
+// plain context, one of a type that cannot be compared, or a pooled one reused.
 func TestRelayRecvContextPerCall(t *testing.T) {
 	// More records than the stream's flow-control window holds: an aborted stream fails a
 	// later Recv instead of draining what it buffered.
@@ -533,15 +557,38 @@ func TestRelayRecvContextPerCall(t *testing.T) {
 	if st := src.State(); st.Reconnects != 0 {
 		t.Errorf("State().Reconnects = %d, want 0: a context ended between calls aborted the stream", st.Reconnects)
 	}
-	// Everything was read: the next Recv blocks on the follow stream until its context ends.
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() {
-		_, err := src.Recv(ctx)
-		done <- err
-	}()
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("Recv cancelled while blocked = %v, want context.Canceled", err)
+
+	// Everything was read: each next Recv blocks on the follow stream until its context ends.
+	blocked := func(what string, ctx context.Context, cancel context.CancelFunc) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() {
+			_, err := src.Recv(ctx)
+			done <- err
+		}()
+		for deadline := time.Now().Add(time.Minute); !src.Receiving(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: Recv never started", what)
+			}
+		}
+		cancel()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("%s: Recv cancelled while blocked = %v, want context.Canceled", what, err)
+			}
+		case <-time.After(time.Minute): // a bound on a hang, not a wait
+			t.Fatalf("%s: Recv still blocked after its context ended", what)
+		}
 	}
+	c, cancel := context.WithCancel(t.Context())
+	blocked("plain context", c, cancel)
+	c, cancel = context.WithCancel(t.Context())
+	blocked("context that cannot be compared", uncomparableCtx{Context: c}, cancel)
+	c, cancel = context.WithCancel(t.Context())
+	pooled := &pooledCtx{inner: c}
+	blocked("pooled context", pooled, cancel)
+	c, cancel = context.WithCancel(t.Context())
+	pooled.reuse(c)
+	blocked("pooled context reused", pooled, cancel)
 }

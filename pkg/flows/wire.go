@@ -84,7 +84,8 @@ const maxInterned = 1 << 16
 // response is valid until the next decode. That holds because the Normalizer keeps no
 // pointer into a Flow once it returned: its Event holds strings (immutable, interned here)
 // and slices it builds itself, except DNS.Ips, which is a new slice for every record (Reset
-// clears it). The one slice reused is Endpoint.labels, which the Normalizer copies.
+// clears it). The slices reused are the endpoints' Labels and Workloads (with the Workload
+// messages in it), which the Normalizer copies from.
 // TestWireEquivalence checks all of it by comparing the events only after the whole corpus
 // was decoded.
 type wireDecoder struct {
