@@ -12,6 +12,7 @@ import (
 	"slices"
 	"testing"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/mem"
@@ -552,5 +553,46 @@ func TestRelaySkipsUndecodableRecord(t *testing.T) {
 	// reconnect, which must not happen here.
 	if n != 2 || s.Malformed != 1 || src.State().Reconnects != 0 {
 		t.Errorf("events %d, malformed %d, reconnects %d; want 2, 1, 0 (%s)", n, s.Malformed, src.State().Reconnects, s)
+	}
+}
+
+// Ensure that the scratch messages reused from record to record carry nothing over: a
+// record with fewer workloads, or a workload without a kind, after one with more decodes as
+// the full decode does.
+func TestWireScratchCarriesNothingOver(t *testing.T) {
+	spec := wireSpec(t)
+	flow := func(ws ...*flowpb.Workload) *observerpb.GetFlowsResponse {
+		return &observerpb.GetFlowsResponse{NodeName: "node-1", ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: &flowpb.Flow{
+			NodeName: "node-1", Verdict: flowpb.Verdict_FORWARDED,
+			Source:      &flowpb.Endpoint{Namespace: "shop", Labels: []string{"k8s:app=web"}, Workloads: ws},
+			Destination: &flowpb.Endpoint{Namespace: "shop", Labels: []string{"k8s:app=db"}},
+		}}}
+	}
+	dec := newWireDecoder()
+	for i, r := range []*observerpb.GetFlowsResponse{
+		flow(&flowpb.Workload{Kind: "Deployment", Name: "web"}, &flowpb.Workload{Kind: "ReplicaSet", Name: "web-1"}),
+		flow(&flowpb.Workload{Name: "web"}),
+		flow(),
+		flow(&flowpb.Workload{Kind: "StatefulSet"}),
+	} {
+		b, err := proto.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := dec.decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := &observerpb.GetFlowsResponse{}
+		if err := proto.Unmarshal(b, want); err != nil {
+			t.Fatal(err)
+		}
+		prune(want.ProtoReflect(), spec)
+		if !proto.Equal(got, want) {
+			t.Errorf("record %d: decoded after the others\n%v\nwant\n%v", i, got, want)
+		}
+	}
+	if dec.fallbacks != 0 {
+		t.Errorf("%d records decoded in full: the fast path was not tested", dec.fallbacks)
 	}
 }
