@@ -220,17 +220,23 @@ func TestWireDecodesWireFields(t *testing.T) {
 				if err := dec.response(b, got); err != nil {
 					continue // left to the full decode; TestWireEquivalence covers it
 				}
-				want := &observerpb.GetFlowsResponse{}
-				if err := proto.Unmarshal(b, want); err != nil {
-					t.Fatal(err)
-				}
-				prune(want.ProtoReflect(), spec)
-				if !proto.Equal(got, want) {
+				if want := pruned(t, b, spec); !proto.Equal(got, want) {
 					t.Fatalf("record %d: selective decode\n%v\nwant the full decode pruned to WireFields\n%v", i, got, want)
 				}
 			}
 		})
 	}
+}
+
+// pruned is the full decode of b pruned to the WireFields (spec): what the fast path yields.
+func pruned(t testing.TB, b []byte, spec map[protoreflect.FullName]map[protoreflect.Name]bool) *observerpb.GetFlowsResponse {
+	t.Helper()
+	want := &observerpb.GetFlowsResponse{}
+	if err := proto.Unmarshal(b, want); err != nil {
+		t.Fatal(err)
+	}
+	prune(want.ProtoReflect(), spec)
+	return want
 }
 
 // step is one hop from a message to a field (index i of a list, -1 for a singular field).
@@ -583,12 +589,7 @@ func TestWireScratchCarriesNothingOver(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := &observerpb.GetFlowsResponse{}
-		if err := proto.Unmarshal(b, want); err != nil {
-			t.Fatal(err)
-		}
-		prune(want.ProtoReflect(), spec)
-		if !proto.Equal(got, want) {
+		if want := pruned(t, b, spec); !proto.Equal(got, want) {
 			t.Errorf("record %d: decoded after the others\n%v\nwant\n%v", i, got, want)
 		}
 	}
