@@ -249,11 +249,15 @@ func TestMigrateOldSchemas(t *testing.T) {
 
 // plainTree rewrites the edge tree as schemas 1 to 3 held it: one bbolt key per edge.
 func plainTree(t testing.TB, tx *bolt.Tx) error {
-	kvs := treeEdges(t, tx)
-	if err := tx.DeleteBucket(bucketEdges); err != nil {
+	return replaceBucket(tx, bucketEdges, treeEdges(t, tx))
+}
+
+// replaceBucket replaces bucket name with one holding kvs (key, value pairs).
+func replaceBucket(tx *bolt.Tx, name []byte, kvs [][2][]byte) error {
+	if err := tx.DeleteBucket(name); err != nil {
 		return err
 	}
-	b, err := tx.CreateBucket(bucketEdges)
+	b, err := tx.CreateBucket(name)
 	if err != nil {
 		return err
 	}
@@ -272,7 +276,7 @@ func fullKeyJournal(tx *bolt.Tx) error {
 	if err != nil {
 		return err
 	}
-	var keys, vals [][]byte
+	var kvs [][2][]byte
 	for _, s := range srcs {
 		v := []byte{journalFormatFull, 0, 0, 0, 0}
 		var last []byte
@@ -287,21 +291,9 @@ func fullKeyJournal(tx *bolt.Tx) error {
 			return s.err
 		}
 		binary.BigEndian.PutUint32(v[1:5], crc32.Checksum(v[5:], castagnoli))
-		keys, vals = append(keys, append(slices.Clone(s.seq[:]), last...)), append(vals, v)
+		kvs = append(kvs, [2][]byte{append(slices.Clone(s.seq[:]), last...), v})
 	}
-	if err := tx.DeleteBucket(bucketJournal); err != nil {
-		return err
-	}
-	j, err := tx.CreateBucket(bucketJournal)
-	if err != nil {
-		return err
-	}
-	for i, k := range keys {
-		if err := j.Put(k, vals[i]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return replaceBucket(tx, bucketJournal, kvs)
 }
 
 // FuzzDecodeEdge feeds arbitrary bytes to the edge decoder, which reads them from the file:
