@@ -221,3 +221,39 @@ func TestBatchAfterRecycleEmpty(t *testing.T) {
 		t.Errorf("encoded batch after recycle holds %d edges, want 0", next.edges.len())
 	}
 }
+
+// Ensure that a batch encoded into a committed batch's buffers holds its own edges, exactly
+// as appendEdge encodes them, and nothing of the larger batch before it.
+func TestBatchAfterRecycleEncodesItsOwn(t *testing.T) {
+	a := newAgg(t, Config{})
+	for i := range 50 {
+		a.Add(flow(i, web, api, flows.ProtoTCP, uint16(8000+i)))
+	}
+	first := a.TakeBatch()
+	first.encode()
+	recs, keys := first.edges.recs[:1], first.edges.keys[:1]
+	a.recycle(first)
+	db := workload("shop", "k8s:app=db")
+	a.Add(flow(60, api, db, flows.ProtoTCP, 5432))
+	b := a.TakeBatch()
+	b.encode()
+	x := &b.edges
+	if &x.recs[:1][0] != &recs[0] || &x.keys[0] != &keys[0] {
+		t.Errorf("second batch did not reuse the first one's buffers")
+	}
+	want := map[string][]byte{}
+	snap := a.Snapshot()
+	for _, e := range append(snap.Edges[api.Namespace+"/"+api.Labels.String()], snap.Edges[db.Namespace+"/"+db.Labels.String()]...) {
+		if e.Port == 5432 {
+			want[string(edgeKey(&e.EdgeKey))] = appendEdge(nil, &e)
+		}
+	}
+	if x.len() != 2 || len(want) != 2 {
+		t.Fatalf("second batch holds %d edges, want the 2 of its flow (%d found in the snapshot)", x.len(), len(want))
+	}
+	for i := range x.len() {
+		if v, ok := want[string(x.key(i))]; !ok || !bytes.Equal(x.value(i), v) {
+			t.Errorf("edge %d: key %q value %x, want %x", i, x.key(i), x.value(i), v)
+		}
+	}
+}
