@@ -366,6 +366,13 @@ func (r *edgeReader) strings() []string {
 	return ss
 }
 
+// knownDirection reports whether d is a direction the Aggregator keys edges on. Anything else
+// in a stored edge is damage: restored, it would sort among the wrong workload's edges, as a
+// batch's order gives the direction two bits (edgeCopy.order).
+func knownDirection(d flows.Direction) bool {
+	return d == flows.DirectionIngress || d == flows.DirectionEgress
+}
+
 func decodeEdge(v []byte) (Edge, error) {
 	r := edgeReader{b: v}
 	if f := r.byte(); f != edgeFormat && r.err == nil {
@@ -375,6 +382,9 @@ func decodeEdge(v []byte) (Edge, error) {
 	e.Workload.Namespace = r.string()
 	e.Workload.Labels = r.strings()
 	e.Direction = flows.Direction(r.byte())
+	if !knownDirection(e.Direction) {
+		r.fail()
+	}
 	e.Peer.Kind = PeerKind(r.byte())
 	switch e.Peer.Kind {
 	case PeerWorkload:
@@ -427,6 +437,9 @@ func decodeEdgeJSON(v []byte) (Edge, error) {
 	var r edgeRecord
 	if err := json.Unmarshal(v, &r); err != nil {
 		return Edge{}, fmt.Errorf("decode edge: %w", err)
+	}
+	if !knownDirection(r.Direction) {
+		return Edge{}, fmt.Errorf("decode edge: %w: direction %d", errEdgeValue, r.Direction)
 	}
 	e := Edge{
 		EdgeKey: EdgeKey{

@@ -63,8 +63,8 @@ func codecEdges() []Edge {
 			EndPort:  8,
 			LastSeen: first, // a zero FirstSeen stays zero
 		},
-		{EdgeKey: EdgeKey{Workload: WorkloadKey{Namespace: "a"}, Peer: Peer{Kind: PeerFQDN, FQDN: "api.example.com"}, Proto: flows.ProtoTCP, Port: 443}},
-		{EdgeKey: EdgeKey{Workload: WorkloadKey{Namespace: "a"}, Peer: Peer{Kind: PeerCIDR, CIDR: "2001:db8::7/128"}, Proto: flows.ProtoTCP, Port: 443}},
+		{EdgeKey: EdgeKey{Workload: WorkloadKey{Namespace: "a"}, Direction: flows.DirectionEgress, Peer: Peer{Kind: PeerFQDN, FQDN: "api.example.com"}, Proto: flows.ProtoTCP, Port: 443}},
+		{EdgeKey: EdgeKey{Workload: WorkloadKey{Namespace: "a"}, Direction: flows.DirectionEgress, Peer: Peer{Kind: PeerCIDR, CIDR: "2001:db8::7/128"}, Proto: flows.ProtoTCP, Port: 443}},
 	}
 }
 
@@ -74,8 +74,8 @@ var codecValues = []string{
 	"010473686f70020b6b38733a6170703d7765620e6b38733a746965723d66726f6e7402010473686f70010b6b38733a6170703d61706901e807ffff03038080808080200201030405f681b4bdb6f6da98318080e8beb6ef750002034745540c2f76312f6f72646572732f310704504f5354012f01",
 	"010473686f70010b6b38733a6170703d77656202010b6b7562652d73797374656d01146b38733a6b38732d6170703d6b7562652d646e7302353500010000000000f681b4bdb6f6da983100020f6170692e6578616d706c652e636f6d0e64622e6578616d706c652e636f6d00",
 	"010473686f7000010204686f73740408080000000000000000f681b4bdb6f6da98310000",
-	"0101610000030f6170692e6578616d706c652e636f6d01bb03000000000000000000000000",
-	"0101610000040f323030313a6462383a3a372f31323801bb03000000000000000000000000",
+	"0101610002030f6170692e6578616d706c652e636f6d01bb03000000000000000000000000",
+	"0101610002040f323030313a6462383a3a372f31323801bb03000000000000000000000000",
 }
 
 // Ensure that every field of an edge survives the binary encoding, that the encoding is the
@@ -105,6 +105,25 @@ func TestEdgeCodec(t *testing.T) {
 		other := append([]byte{edgeFormat + 1}, v[1:]...)
 		if _, err := decodeEdge(other); !errors.Is(err, errEdgeValue) {
 			t.Errorf("decodeEdge(format %d) = %v, want errEdgeValue", edgeFormat+1, err)
+		}
+	}
+}
+
+// Ensure that an edge of a direction the Aggregator never keys on, in either encoding, fails to
+// decode: restored, it would be written among another workload's edges.
+func TestDecodeEdgeDirection(t *testing.T) {
+	for _, dir := range []flows.Direction{flows.DirectionUnknown, 3, 4, 8, 255} {
+		e := codecEdges()[0]
+		e.Direction = dir
+		if _, err := decodeEdge(appendEdge(nil, &e)); !errors.Is(err, errEdgeValue) {
+			t.Errorf("decodeEdge(direction %d) = %v, want errEdgeValue", dir, err)
+		}
+		v, err := json.Marshal(edgeRecord{Direction: dir, Peer: peerRecord{Kind: PeerEntity, Entity: "world"}, Proto: flows.ProtoTCP, Port: 443})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := decodeEdgeJSON(v); !errors.Is(err, errEdgeValue) {
+			t.Errorf("decodeEdgeJSON(direction %d) = %v, want errEdgeValue", dir, err)
 		}
 	}
 }
