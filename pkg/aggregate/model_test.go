@@ -106,6 +106,16 @@ func compareEdges(t *testing.T, seed uint64, got, want map[string][]byte) {
 	}
 }
 
+// compareStore fails t unless s holds exactly a's edges.
+func compareStore(t *testing.T, seed uint64, s *Store, a *Aggregator) {
+	t.Helper()
+	snap, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareEdges(t, seed, encodedEdgesOf(snap.Edges), encodedEdgesOf(a.Snapshot().Edges))
+}
+
 // checkEncoded fails t unless every entry of b decodes to an edge of its key, and an ordered
 // batch's keys strictly rise.
 func checkEncoded(t *testing.T, b *Batch) {
@@ -227,11 +237,7 @@ func TestStoreMatchesAggregatorWhileIngesting(t *testing.T) {
 		}
 		wg.Wait()
 		commit()
-		snap, err := s.Snapshot()
-		if err != nil {
-			t.Fatal(err)
-		}
-		compareEdges(t, seed, encodedEdgesOf(snap.Edges), encodedEdgesOf(a.Snapshot().Edges))
+		compareStore(t, seed, s, a)
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -267,6 +273,7 @@ func TestStoreMatchesAggregatorAcrossReloads(t *testing.T) {
 			a.recycle(b)
 			checkTables(t, a)
 			if round%25 == 24 {
+				compareStore(t, seed, s, a)
 				if err := s.Close(); err != nil {
 					t.Fatal(err)
 				}
@@ -279,16 +286,12 @@ func TestStoreMatchesAggregatorAcrossReloads(t *testing.T) {
 					t.Fatal(err)
 				}
 				checkTables(t, a)
+				compareStore(t, seed, s, a)
 			}
 		}
-		snap, err := s.Snapshot()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(snap.Churning) == 0 {
+		if len(a.Snapshot().Churning) == 0 {
 			t.Errorf("seed %d: no label was found churning; the test no longer folds variants", seed)
 		}
-		compareEdges(t, seed, encodedEdgesOf(snap.Edges), encodedEdgesOf(a.Snapshot().Edges))
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
