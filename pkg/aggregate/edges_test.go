@@ -110,12 +110,11 @@ func TestBatchOrder(t *testing.T) {
 				}))
 			}
 		}
-		want := map[string][]byte{} // store key -> value of every edge
+		snap := a.Snapshot()
+		want := encodedEdgesOf(snap.Edges)
 		extras := 0
-		for _, edges := range a.Snapshot().Edges {
-			for i := range edges {
-				e := &edges[i]
-				want[string(edgeKey(&e.EdgeKey))] = appendEdge(nil, e)
+		for _, edges := range snap.Edges {
+			for _, e := range edges {
 				if len(e.DNSNames) > 0 || len(e.HTTP) > 0 {
 					extras++
 				}

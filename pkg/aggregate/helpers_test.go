@@ -280,6 +280,17 @@ func fold(t testing.TB, s *Store) {
 	}
 }
 
+// encodedEdgesOf returns each edge as the store keys and encodes it: store key -> value.
+func encodedEdgesOf(edges map[string][]Edge) map[string][]byte {
+	m := map[string][]byte{}
+	for _, es := range edges {
+		for i := range es {
+			m[string(edgeKey(&es[i].EdgeKey))] = appendEdge(nil, &es[i])
+		}
+	}
+	return m
+}
+
 // checkTables fails t unless the Aggregator's edge tables (edges.go) agree with each other:
 // every live edge is in its group's chain once, and the edge counts of workloads and peers,
 // the index of peers and the free slots are what the live edges make them.

@@ -69,17 +69,6 @@ func churnyFlow(r *rand.Rand, sec int) *flows.Event {
 // modelClock is far enough past every generated flow that none is refused as from the future.
 func modelClock() time.Time { return t0.Add(100 * time.Hour) }
 
-// encodedEdgesOf returns each edge as the store keys and encodes it.
-func encodedEdgesOf(edges map[string][]Edge) map[string][]byte {
-	m := map[string][]byte{}
-	for _, es := range edges {
-		for i := range es {
-			m[string(edgeKey(&es[i].EdgeKey))] = appendEdge(nil, &es[i])
-		}
-	}
-	return m
-}
-
 // compareEdges fails t when got and want (key -> value) differ, listing the first few keys.
 func compareEdges(t *testing.T, seed uint64, got, want map[string][]byte) {
 	t.Helper()
