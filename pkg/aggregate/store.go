@@ -240,7 +240,10 @@ func (s *Store) openDB(o bolt.Options) (*bolt.DB, error) {
 		return db, nil
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("store %s is %w (waited %s; is `recommender run` or `ingest` using it?)", s.path, ErrLocked, o.Timeout)
-	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch),
+		// A file cut inside its second meta page: bbolt has no sentinel for it, and its text is
+		// all that tells it from an I/O error (found by FuzzOpen).
+		strings.HasPrefix(err.Error(), "file size too small"):
 		return nil, fmt.Errorf("%w (%v); %s", ErrCorrupt, err, corruptHint)
 	}
 	return nil, err

@@ -291,6 +291,14 @@ func TestOpenRefuses(t *testing.T) {
 			wantMsg: "truncated",
 		},
 		{
+			// bbolt itself refuses a file shorter than its two meta pages, with an error of
+			// its own (found by FuzzOpen).
+			name:    "truncated inside its second meta page",
+			make:    func(t *testing.T, path string) { truncate(t, populated(t, path), int64(os.Getpagesize()*3/2)) },
+			wantErr: ErrCorrupt,
+			wantMsg: "restore it from a backup",
+		},
+		{
 			name:    "truncated to half its size",
 			make:    func(t *testing.T, path string) { p := populated(t, path); truncate(t, p, dataSize(t, p)/2) },
 			wantErr: ErrCorrupt,
