@@ -494,7 +494,7 @@ func decodeDoc(raw []byte, where string, into *Decoded) *DocError {
 		policy = tm.Kind + "/" + tm.Metadata.Namespace + "/" + tm.Metadata.Name
 	}
 	strict := func(into any) *DocError {
-		if err := yaml.UnmarshalStrict(raw, into); err != nil {
+		if err := unmarshalStrict(raw, into); err != nil {
 			return &DocError{Where: where, Policy: policy, Field: unknownFieldPath(raw, into, err), Err: err}
 		}
 		return nil
@@ -536,6 +536,19 @@ func decodeDoc(raw []byte, where string, into *Decoded) *DocError {
 		into.Skipped = append(into.Skipped, fmt.Sprintf("%s: kind %q", where, tm.Kind))
 	}
 	return nil
+}
+
+// unmarshalStrict is yaml.UnmarshalStrict that returns an error where a Cilium type's own
+// decoder panics on what the CRD's schema would refuse: ICMPField's UnmarshalJSON dereferences
+// a null ICMP type (`icmps: [{fields: [null]}]`, found by FuzzPolicies). The API server never
+// hands such a policy out, but a file given to `check` may hold anything.
+func unmarshalStrict(raw []byte, into any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the policy's decoder failed on it (%v): a field holds null or a value of the wrong type", r)
+		}
+	}()
+	return yaml.UnmarshalStrict(raw, into)
 }
 
 // unknownFieldRe finds the field name in encoding/json's DisallowUnknownFields error.

@@ -842,6 +842,36 @@ spec:
 	}
 }
 
+// Ensure a document Cilium's own decoder cannot take (a null ICMP field makes it panic) is a
+// rejected document naming its place, and the documents after it are still read.
+func TestDecodeYAMLNullICMPField(t *testing.T) {
+	docs := `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: ping, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: db}}
+  egress:
+  - icmps:
+    - fields:
+      -
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: db, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: db}}
+  ingress: [{}]
+`
+	d := &Decoded{}
+	err := DecodeYAML(strings.NewReader(docs), "p.yaml", d)
+	if err == nil || !strings.Contains(err.Error(), "p.yaml#1 (CiliumNetworkPolicy/shop/ping)") || !strings.Contains(err.Error(), "null") {
+		t.Fatalf("DecodeYAML error = %v, want one naming p.yaml#1, the policy and the null field", err)
+	}
+	if len(d.Rejected) != 1 || len(d.CNPs) != 1 || d.CNPs[0].Name != "db" {
+		t.Errorf("rejected %d, read %d policies, want the first rejected and the second read", len(d.Rejected), len(d.CNPs))
+	}
+}
+
 // Ensure lost-events notices are refused rather than evaluated as empty flows.
 func TestEvaluateNotFlow(t *testing.T) {
 	s := NewPolicySet(Config{})
