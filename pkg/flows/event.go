@@ -142,7 +142,8 @@ type Peer struct {
 	Entity string
 	// IP is kept for world peers only: pod IPs churn and must never identify a workload.
 	IP string
-	// Names are the DNS names Hubble linked to a world peer's IP.
+	// Names are the DNS names Hubble linked to a world peer's IP: lower case, without a
+	// trailing dot, sorted and unique (the normalizer's cleanNames).
 	Names []string
 	// Identity is Cilium's numeric security identity (informational).
 	Identity uint32

@@ -1,0 +1,94 @@
+package synth_test
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/recommender/recommender/pkg/aggregate"
+	"github.com/recommender/recommender/pkg/audit"
+	"github.com/recommender/recommender/pkg/flows"
+	"github.com/recommender/recommender/pkg/synth"
+)
+
+// FuzzObservedStaysAllowed runs flows whose namespace, label and DNS name come from the
+// fuzzer through the whole offline pipeline: the Aggregator, Synthesize, the YAML the project
+// writes, and that YAML read back strictly (audit.DecodeYAML, as `check` and the daemon read
+// policies) and evaluated. Whatever the Aggregator accepts, the policies written from it must
+// decode, build, and allow every flow they were learned from: a policy that drops observed
+// traffic takes production down when it is enforced.
+func FuzzObservedStaysAllowed(f *testing.F) {
+	f.Add("shop", "app", "web", "api.example.com", uint16(8080))
+	f.Add("kube-system", "k8s-app", "kube-dns", "*.example.com", uint16(53))
+	f.Add("a", "app.kubernetes.io/name", "x_y.z-1", "xn--bcher-kva.example", uint16(65535))
+	f.Add("shop", "tier", "", "EXAMPLE.com.", uint16(0))
+	f.Add("shop", "version", "1:2", "a\"b.example.com", uint16(1))
+	f.Fuzz(func(t *testing.T, ns, key, value, name string, port uint16) {
+		now := time.Now().UTC().Add(-time.Minute)
+		events := func() []*flows.Event {
+			client := flows.Peer{Kind: flows.PeerWorkload, Namespace: ns,
+				Labels: flows.NewLabels("k8s:"+key+"="+value, "k8s:app=client", "k8s:io.kubernetes.pod.namespace="+ns)}
+			server := flows.Peer{Kind: flows.PeerWorkload, Namespace: "shop",
+				Labels: flows.NewLabels("k8s:app=api", "k8s:io.kubernetes.pod.namespace=shop")}
+			dnsServer := flows.Peer{Kind: flows.PeerWorkload, Namespace: "kube-system",
+				Labels: flows.NewLabels("k8s:k8s-app=kube-dns", "k8s:io.kubernetes.pod.namespace=kube-system")}
+			// As the normalizer hands names on (flows.Peer.Names).
+			var names []string
+			if n := strings.TrimSuffix(strings.ToLower(name), "."); n != "" {
+				names = []string{n}
+			}
+			world := flows.Peer{Kind: flows.PeerWorld, IP: "203.0.113.9", Names: names}
+			ev := func(src, dst flows.Peer, proto flows.Protocol, port uint16) *flows.Event {
+				return &flows.Event{Kind: flows.KindFlow, Time: now, Src: src, Dst: dst, Proto: proto, Port: port,
+					Verdict: flows.VerdictForwarded, Connection: true}
+			}
+			query := ev(client, dnsServer, flows.ProtoUDP, 53)
+			query.Type, query.L7 = flows.EventL7, &flows.L7{DNS: &flows.DNS{Query: name}}
+			return []*flows.Event{
+				ev(client, server, flows.ProtoTCP, port),
+				ev(client, world, flows.ProtoTCP, 443),
+				query,
+			}
+		}
+		a, err := aggregate.NewAggregator(aggregate.Config{}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var accepted []int
+		for i, ev := range events() {
+			if a.Add(ev) {
+				accepted = append(accepted, i)
+			}
+		}
+		res, err := synth.Synthesize(a.Snapshot(), synth.DefaultConfig())
+		if err != nil {
+			t.Fatalf("Synthesize: %v", err)
+		}
+		d := &audit.Decoded{}
+		for _, p := range res.Proposals {
+			y, err := synth.MarshalPolicy(p.Policy)
+			if err != nil {
+				t.Fatalf("MarshalPolicy(%s): %v", p.Name, err)
+			}
+			if err := audit.DecodeYAML(bytes.NewReader(y), p.Name+".yaml", d); err != nil {
+				t.Fatalf("the policy written for %s does not read back: %v\n%s", p.Name, err, y)
+			}
+		}
+		set, err := d.Build(audit.Config{})
+		if err != nil {
+			t.Fatalf("the policies written do not build: %v", err)
+		}
+		again := events()
+		for _, i := range accepted {
+			v, err := set.Evaluate(again[i])
+			if err != nil {
+				t.Fatalf("Evaluate(flow %d): %v", i, err)
+			}
+			if v.Denied() {
+				t.Errorf("flow %d (%s -> %s %d/%s), learned from, is denied by the policies written: %+v",
+					i, again[i].Src.Key(), again[i].Dst.Key(), again[i].Port, again[i].Proto, v)
+			}
+		}
+	})
+}
