@@ -72,7 +72,11 @@
 // external names it reached. A family of at least dnsPatternMin sibling names under one
 // parent of two or more labels becomes a one-label wildcard (*.parent); everything else is
 // matchName. External names reached become toFQDNs matchName rules; an external address with
-// no known name becomes a toCIDRSet rule summarized to the configured prefix and flagged.
+// no known name becomes a toCIDRSet rule summarized to the configured prefix and flagged. A
+// name a matchName cannot hold (a character other than letters, digits, '-' and '_' between
+// dots, as a literal "*.example.com" lookup has) would make Cilium refuse the whole policy:
+// it is left out and flagged unexpressible, its traffic allowed by the addresses DNS answers
+// gave for it when there are any, its lookups not allowed.
 //
 // # HTTP
 //

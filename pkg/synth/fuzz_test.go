@@ -2,6 +2,7 @@ package synth_test
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,12 +13,31 @@ import (
 	"github.com/recommender/recommender/pkg/synth"
 )
 
+// explained reports whether the proposal of ev's client says why its traffic to the world is
+// not allowed: a name a Cilium matchName cannot hold, with no address known for it.
+func explained(res *synth.Result, ev *flows.Event) bool {
+	if ev.Dst.Kind != flows.PeerWorld && ev.L7 == nil {
+		return false
+	}
+	for _, p := range res.Proposals {
+		if p.Workload.Namespace != ev.Src.Namespace || !slices.Equal(p.Workload.Labels, ev.Src.Labels) {
+			continue
+		}
+		for _, f := range p.Review {
+			if f.Kind == synth.FindingUnexpressible && f.Direction == flows.DirectionEgress {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // FuzzObservedStaysAllowed runs flows whose namespace, label and DNS name come from the
 // fuzzer through the whole offline pipeline: the Aggregator, Synthesize, the YAML the project
 // writes, and that YAML read back strictly (audit.DecodeYAML, as `check` and the daemon read
 // policies) and evaluated. Whatever the Aggregator accepts, the policies written from it must
-// decode, build, and allow every flow they were learned from: a policy that drops observed
-// traffic takes production down when it is enforced.
+// decode, build, and allow every flow they were learned from, or say in the client's review
+// why not: a policy that drops observed traffic takes production down when it is enforced.
 func FuzzObservedStaysAllowed(f *testing.F) {
 	f.Add("shop", "app", "web", "api.example.com", uint16(8080))
 	f.Add("kube-system", "k8s-app", "kube-dns", "*.example.com", uint16(53))
@@ -85,7 +105,7 @@ func FuzzObservedStaysAllowed(f *testing.F) {
 			if err != nil {
 				t.Fatalf("Evaluate(flow %d): %v", i, err)
 			}
-			if v.Denied() {
+			if v.Denied() && !explained(res, again[i]) {
 				t.Errorf("flow %d (%s -> %s %d/%s), learned from, is denied by the policies written: %+v",
 					i, again[i].Src.Key(), again[i].Dst.Key(), again[i].Port, again[i].Proto, v)
 			}

@@ -24,12 +24,15 @@ const dnsPatternMin = 3
 // flagged for review: past it the paths probably carry identifiers the generalization missed.
 const maxHTTPRules = 20
 
-// matchNameChars is what Cilium accepts in a matchName (pkg/policy/api fqdn.go).
-var matchNameChars = regexp.MustCompile(`^[-a-zA-Z0-9_.]+$`)
+// writableName is a DNS name as a Cilium matchName can hold and match it: letters, digits, '-'
+// and '_' between single dots (the CRD's pattern, pkg/policy/api fqdn.go; names are kept
+// without their trailing dot). Another character makes Cilium refuse the whole policy; an
+// empty label passes its check but matches nothing a resolver sends.
+var writableName = regexp.MustCompile(`^[-a-zA-Z0-9_]+(\.[-a-zA-Z0-9_]+)*$`)
 
 // dnsRules writes the names a workload resolved as DNS L7 rules, sorted: matchPattern for a
 // clear family of sibling names under a parent of at least two labels (never "*.com"),
-// matchName otherwise.
+// matchName otherwise. The names are writableName ones (builder.dns leaves the others out).
 // With truncated set (the name list is incomplete) it allows every lookup instead: the DNS
 // rule only lets names resolve, toFQDNs rules still decide what can be reached.
 //
@@ -44,9 +47,6 @@ func dnsRules(names []string, truncated, subdomains bool) api.PortRulesDNS {
 	}
 	byParent := map[string][]string{}
 	for _, n := range names {
-		if !matchNameChars.MatchString(n) {
-			continue
-		}
 		_, parent, ok := strings.Cut(n, ".")
 		if !ok || !strings.Contains(parent, ".") {
 			parent = ""

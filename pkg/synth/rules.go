@@ -214,11 +214,13 @@ func (b *builder) resolve(e aggregate.Edge, disp string, pk portKey) []aggregate
 	switch p.Kind {
 	case aggregate.PeerCIDR:
 		if e.Direction == flows.DirectionEgress {
-			if names := b.s.snap.DNS[addrOf(p.CIDR)]; len(names) > 0 {
-				out := make([]aggregate.Peer, 0, len(names))
-				for _, n := range slices.Sorted(slices.Values(names)) {
+			var out []aggregate.Peer
+			for _, n := range slices.Sorted(slices.Values(b.s.snap.DNS[addrOf(p.CIDR)])) {
+				if writableName.MatchString(n) { // else the address below allows it
 					out = append(out, aggregate.Peer{Kind: aggregate.PeerFQDN, FQDN: n})
 				}
+			}
+			if len(out) > 0 {
 				return out
 			}
 		}
@@ -229,14 +231,18 @@ func (b *builder) resolve(e aggregate.Edge, disp string, pk portKey) []aggregate
 		}
 		return []aggregate.Peer{{Kind: aggregate.PeerCIDR, CIDR: c}}
 	case aggregate.PeerFQDN:
-		if e.Direction == flows.DirectionEgress {
+		if e.Direction == flows.DirectionEgress && writableName.MatchString(p.FQDN) {
 			return []aggregate.Peer{p}
 		}
-		// Cilium has no fromFQDNs: an external client can only be allowed by address.
+		// Cilium has no fromFQDNs, and a name matchName cannot hold would make it refuse the
+		// whole policy: such a peer can only be allowed by address.
 		ips := b.s.reverseDNS[p.FQDN]
 		if len(ips) == 0 {
-			b.flag(Finding{Kind: FindingUnexpressible, Direction: e.Direction, Peer: disp, Ports: pk.String(),
-				Detail: "ingress from an external name cannot be written (no fromFQDNs) and no DNS answer gave its address; not allowed"})
+			detail := "ingress from an external name cannot be written (no fromFQDNs) and no DNS answer gave its address; not allowed"
+			if e.Direction == flows.DirectionEgress {
+				detail = "the name cannot be written as a Cilium matchName (letters, digits, '-' and '_' between dots) and no DNS answer gave its address; not allowed"
+			}
+			b.flag(Finding{Kind: FindingUnexpressible, Direction: e.Direction, Peer: disp, Ports: pk.String(), Detail: detail})
 			return nil
 		}
 		var out []aggregate.Peer
@@ -305,7 +311,7 @@ func (b *builder) dns() {
 		if g.dir == flows.DirectionEgress && g.peer.Kind == aggregate.PeerFQDN {
 			for _, ip := range b.s.reverseDNS[g.peer.FQDN] {
 				for _, n := range b.s.snap.DNS[ip] {
-					if _, ok := slices.BinarySearch(looked, n); ok && n != g.peer.FQDN {
+					if _, ok := slices.BinarySearch(looked, n); ok && n != g.peer.FQDN && writableName.MatchString(n) {
 						g.fqdnAlso = append(g.fqdnAlso, n)
 					}
 				}
@@ -317,11 +323,24 @@ func (b *builder) dns() {
 			fqdns++
 		}
 	}
+	slices.Sort(b.dnsNames)
+	b.dnsNames = slices.Compact(b.dnsNames)
+	var unwritable []string
+	b.dnsNames = slices.DeleteFunc(b.dnsNames, func(n string) bool {
+		if writableName.MatchString(n) {
+			return false
+		}
+		unwritable = append(unwritable, strconv.Quote(n))
+		return true
+	})
+	if len(unwritable) > 0 {
+		b.flag(Finding{Kind: FindingUnexpressible, Direction: flows.DirectionEgress, Detail: fmt.Sprintf(
+			"%d names looked up cannot be written in a DNS rule (Cilium's matchName holds letters, digits, '-' and '_' between dots), so their lookups are not allowed: %s",
+			len(unwritable), strings.Join(unwritable, ", "))})
+	}
 	if len(b.dnsNames) == 0 {
 		return
 	}
-	slices.Sort(b.dnsNames)
-	b.dnsNames = slices.Compact(b.dnsNames)
 	servers := b.dnsPeers
 	if len(servers) == 0 {
 		// No edge carried lookups (no DNS visibility on them), but names were reached: the

@@ -593,6 +593,72 @@ func TestDNSRules(t *testing.T) {
 	}
 }
 
+// Ensure a name a Cilium matchName cannot hold (a literal wildcard lookup, a quote, an empty
+// label) costs the workload only that name: its policy is still written and valid, the name is
+// allowed by the address a DNS answer gave for it or flagged as not allowed, and the names it
+// can hold keep their rules. Such a name used to make Cilium refuse the whole policy.
+func TestUnwritableNames(t *testing.T) {
+	client, dnsServer := wl("shop", "app=client"), wl("kube-system", "k8s-app=kube-dns")
+	fqdn := func(n string) aggregate.Peer { return aggregate.Peer{Kind: aggregate.PeerFQDN, FQDN: n} }
+	snap := newSnap().
+		conn(client, dnsServer, flows.ProtoUDP, 53, fwd(4), dnsNames("*.example.com", "api.example.com", "a..example.com", "with\"quote.example.com")).
+		out(client, fqdn("api.example.com"), flows.ProtoTCP, 443, fwd(3)).
+		out(client, fqdn("*.example.com"), flows.ProtoTCP, 443, fwd(2)).
+		out(client, fqdn("with\"quote.example.com"), flows.ProtoTCP, 8443, fwd(2)).
+		dns("192.0.2.7", "with\"quote.example.com").
+		build()
+	res := synthesize(t, snap, DefaultConfig())
+	var p *Proposal
+	for i := range res.Proposals {
+		if res.Proposals[i].Workload.String() == client.String() {
+			p = res.Proposals[i]
+		}
+	}
+	if p == nil {
+		t.Fatalf("no policy for %s; skipped: %+v", client, res.Skipped)
+	}
+	if err := Validate(p.Policy, ""); err != nil {
+		t.Fatalf("the policy written is not valid: %v", err)
+	}
+	var fqdns, dns, cidrs []string
+	for _, eg := range p.Policy.Spec.Egress {
+		for _, f := range eg.ToFQDNs {
+			fqdns = append(fqdns, f.MatchName+f.MatchPattern)
+		}
+		for _, c := range eg.ToCIDRSet {
+			cidrs = append(cidrs, string(c.Cidr))
+		}
+		for _, pr := range eg.ToPorts {
+			if pr.Rules != nil {
+				for _, d := range pr.Rules.DNS {
+					dns = append(dns, d.MatchName+d.MatchPattern)
+				}
+			}
+		}
+	}
+	if !slices.Equal(fqdns, []string{"api.example.com"}) {
+		t.Errorf("toFQDNs = %v, want only api.example.com", fqdns)
+	}
+	if !slices.Equal(dns, []string{"api.example.com"}) {
+		t.Errorf("DNS rules = %v, want only api.example.com", dns)
+	}
+	if !slices.Equal(cidrs, []string{"192.0.2.7/32"}) {
+		t.Errorf("toCIDRSet = %v, want the address DNS gave for the quoted name", cidrs)
+	}
+	var details []string
+	for _, f := range p.Review {
+		if f.Kind == FindingUnexpressible {
+			details = append(details, f.Peer+": "+f.Detail)
+		}
+	}
+	want := []string{"*.example.com", "a..example.com", "matchName"}
+	for _, w := range want {
+		if !slices.ContainsFunc(details, func(d string) bool { return strings.Contains(d, w) }) {
+			t.Errorf("no unexpressible finding names %q: %q", w, details)
+		}
+	}
+}
+
 // Ensure a snapshot holding only one side of a workload edge still yields both rules.
 func TestMirroredEdges(t *testing.T) {
 	client, server := wl("a", "app=client"), wl("a", "app=server")
