@@ -20,26 +20,7 @@ func TestDNSSubdomainWildcard(t *testing.T) {
 		cfg := DefaultConfig()
 		cfg.DNSSubdomainWildcard = on
 		res := synthesize(t, snap, cfg)
-		var web *Proposal
-		for _, p := range res.Proposals {
-			if p.Workload.String() == client.String() {
-				web = p
-			}
-		}
-		if web == nil {
-			t.Fatalf("subdomains=%t: no proposal for web; skipped %+v", on, res.Skipped)
-		}
-		var patterns []string
-		for _, eg := range web.Policy.Spec.Egress {
-			for _, pr := range eg.ToPorts {
-				if pr.Rules != nil {
-					for _, d := range pr.Rules.DNS {
-						patterns = append(patterns, d.MatchName+d.MatchPattern)
-					}
-				}
-			}
-		}
-		if got := strings.Join(patterns, " "); on != (got == "**.example.com") {
+		if got := strings.Join(dnsRulesOf(proposalOf(t, res, client)), " "); on != (got == "**.example.com") {
 			t.Errorf("subdomains=%t: DNS rules %q", on, got)
 		}
 		set := auditSet(t, res)

@@ -76,7 +76,8 @@
 // name a matchName cannot hold (a character other than letters, digits, '-' and '_' between
 // dots, as a literal "*.example.com" lookup has) would make Cilium refuse the whole policy:
 // it is left out and flagged unexpressible, its traffic allowed by the addresses DNS answers
-// gave for it when there are any, its lookups not allowed.
+// gave for it when there are any, its lookups not allowed (or, when no other name was looked
+// up, not restricted: no DNS rule is written).
 //
 // # HTTP
 //

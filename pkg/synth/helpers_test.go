@@ -3,6 +3,7 @@ package synth
 import (
 	"slices"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/recommender/recommender/pkg/aggregate"
@@ -207,4 +208,31 @@ func bookinfo() *aggregate.Snapshot {
 		b.conn(r, ratings, flows.ProtoTCP, 9080, fwd(20), httpReq("GET", "/ratings/0"))
 	}
 	return b.build()
+}
+
+// proposalOf returns the proposal for w, failing t when there is none.
+func proposalOf(t *testing.T, res *Result, w aggregate.WorkloadKey) *Proposal {
+	t.Helper()
+	for _, p := range res.Proposals {
+		if p.Workload.String() == w.String() {
+			return p
+		}
+	}
+	t.Fatalf("no policy for %s; skipped: %+v", w, res.Skipped)
+	return nil
+}
+
+// dnsRulesOf returns the matchName or matchPattern of every DNS rule of p, in rule order.
+func dnsRulesOf(p *Proposal) []string {
+	var out []string
+	for _, eg := range p.Policy.Spec.Egress {
+		for _, pr := range eg.ToPorts {
+			if pr.Rules != nil {
+				for _, d := range pr.Rules.DNS {
+					out = append(out, d.MatchName+d.MatchPattern)
+				}
+			}
+		}
+	}
+	return out
 }

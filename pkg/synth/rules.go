@@ -334,9 +334,14 @@ func (b *builder) dns() {
 		return true
 	})
 	if len(unwritable) > 0 {
+		// With no other name there is no DNS rule at all: port 53 stays open to every lookup.
+		effect := "their lookups are not allowed"
+		if len(b.dnsNames) == 0 {
+			effect = "no DNS rule is written, so lookups are not restricted by name"
+		}
 		b.flag(Finding{Kind: FindingUnexpressible, Direction: flows.DirectionEgress, Detail: fmt.Sprintf(
-			"%d names looked up cannot be written in a DNS rule (Cilium's matchName holds letters, digits, '-' and '_' between dots), so their lookups are not allowed: %s",
-			len(unwritable), strings.Join(unwritable, ", "))})
+			"%d names looked up cannot be written in a DNS rule (Cilium's matchName holds letters, digits, '-' and '_' between dots), so %s: %s",
+			len(unwritable), effect, strings.Join(unwritable, ", "))})
 	}
 	if len(b.dnsNames) == 0 {
 		return

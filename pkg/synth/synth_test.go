@@ -607,20 +607,11 @@ func TestUnwritableNames(t *testing.T) {
 		out(client, fqdn("with\"quote.example.com"), flows.ProtoTCP, 8443, fwd(2)).
 		dns("192.0.2.7", "with\"quote.example.com").
 		build()
-	res := synthesize(t, snap, DefaultConfig())
-	var p *Proposal
-	for i := range res.Proposals {
-		if res.Proposals[i].Workload.String() == client.String() {
-			p = res.Proposals[i]
-		}
-	}
-	if p == nil {
-		t.Fatalf("no policy for %s; skipped: %+v", client, res.Skipped)
-	}
+	p := proposalOf(t, synthesize(t, snap, DefaultConfig()), client)
 	if err := Validate(p.Policy, ""); err != nil {
 		t.Fatalf("the policy written is not valid: %v", err)
 	}
-	var fqdns, dns, cidrs []string
+	var fqdns, cidrs []string
 	for _, eg := range p.Policy.Spec.Egress {
 		for _, f := range eg.ToFQDNs {
 			fqdns = append(fqdns, f.MatchName+f.MatchPattern)
@@ -628,14 +619,8 @@ func TestUnwritableNames(t *testing.T) {
 		for _, c := range eg.ToCIDRSet {
 			cidrs = append(cidrs, string(c.Cidr))
 		}
-		for _, pr := range eg.ToPorts {
-			if pr.Rules != nil {
-				for _, d := range pr.Rules.DNS {
-					dns = append(dns, d.MatchName+d.MatchPattern)
-				}
-			}
-		}
 	}
+	dns := dnsRulesOf(p)
 	if !slices.Equal(fqdns, []string{"api.example.com"}) {
 		t.Errorf("toFQDNs = %v, want only api.example.com", fqdns)
 	}
@@ -651,11 +636,20 @@ func TestUnwritableNames(t *testing.T) {
 			details = append(details, f.Peer+": "+f.Detail)
 		}
 	}
-	want := []string{"*.example.com", "a..example.com", "matchName"}
+	want := []string{"*.example.com", "a..example.com", "matchName", "their lookups are not allowed"}
 	for _, w := range want {
 		if !slices.ContainsFunc(details, func(d string) bool { return strings.Contains(d, w) }) {
 			t.Errorf("no unexpressible finding names %q: %q", w, details)
 		}
+	}
+
+	// Only unwritable lookups: no DNS rule, and the finding says lookups stay unrestricted.
+	only := newSnap().conn(client, dnsServer, flows.ProtoUDP, 53, fwd(4), dnsNames("*.example.com")).build()
+	p = proposalOf(t, synthesize(t, only, DefaultConfig()), client)
+	if !slices.ContainsFunc(p.Review, func(f Finding) bool {
+		return f.Kind == FindingUnexpressible && strings.Contains(f.Detail, "not restricted by name")
+	}) {
+		t.Errorf("review %+v: want an unexpressible finding saying lookups are not restricted", p.Review)
 	}
 }
 
