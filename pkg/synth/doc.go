@@ -83,10 +83,13 @@
 //
 // With Config.L7HTTP, ingress ports where the proxy saw HTTP get method and path rules. Envoy
 // matches both regular expressions against the whole header, and the path against the whole
-// :path, query string included. Methods are exact. Path segments that are numbers, UUIDs or
-// hex digests (16 digits or more, length kept) become patterns of that shape, everything else
-// is literal, and every path allows any query string: the observations keep none, so the port
-// is flagged http-query-any. gRPC method paths (POST /pkg.Service/Method) are exact.
+// :path, query string included. Methods are exact, case included (quoted: the rule is a
+// regular expression). A request no rule can match exactly (a method that is not an HTTP
+// token, a path that does not start with /) leaves its port at L4, flagged unexpressible.
+// Path segments that are numbers, UUIDs or hex digests (16 digits or more, length kept) become
+// patterns of that shape, everything else is literal, and every path allows any query string:
+// the observations keep none, so the port is flagged http-query-any. gRPC method paths (POST
+// /pkg.Service/Method) are exact.
 // Cilium unites the policies selecting an endpoint, so an L4-only allow of a peer and port in
 // one policy would undo another's HTTP rules for the same pods: such policies share the union
 // of their HTTP rules, or, when one side's samples were truncated, both stay at L4 and are

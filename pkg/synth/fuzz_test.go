@@ -32,19 +32,21 @@ func explained(res *synth.Result, ev *flows.Event) bool {
 	return false
 }
 
-// FuzzObservedStaysAllowed runs flows whose namespace, label and DNS name come from the
-// fuzzer through the whole offline pipeline: the Aggregator, Synthesize, the YAML the project
+// FuzzObservedStaysAllowed runs flows whose namespace, label, DNS name, port and HTTP request
+// come from the fuzzer through the whole offline pipeline: the Aggregator, Synthesize, the YAML the project
 // writes, and that YAML read back strictly (audit.DecodeYAML, as `check` and the daemon read
 // policies) and evaluated. Whatever the Aggregator accepts, the policies written from it must
 // decode, build, and allow every flow they were learned from, or say in the client's review
 // why not: a policy that drops observed traffic takes production down when it is enforced.
 func FuzzObservedStaysAllowed(f *testing.F) {
-	f.Add("shop", "app", "web", "api.example.com", uint16(8080))
-	f.Add("kube-system", "k8s-app", "kube-dns", "*.example.com", uint16(53))
-	f.Add("a", "app.kubernetes.io/name", "x_y.z-1", "xn--bcher-kva.example", uint16(65535))
-	f.Add("shop", "tier", "", "EXAMPLE.com.", uint16(0))
-	f.Add("shop", "version", "1:2", "a\"b.example.com", uint16(1))
-	f.Fuzz(func(t *testing.T, ns, key, value, name string, port uint16) {
+	f.Add("shop", "app", "web", "api.example.com", uint16(8080), "GET", "v1/items/42")
+	f.Add("kube-system", "k8s-app", "kube-dns", "*.example.com", uint16(53), "POST", "hipstershop.CartService/GetCart")
+	f.Add("a", "app.kubernetes.io/name", "x_y.z-1", "xn--bcher-kva.example", uint16(65535), "get", "a/(b)/[c]/{d}/e+f/*/.")
+	f.Add("a", "app", "m", "x.example", uint16(80), "get", "a")
+	f.Add("a", "app", "p", "x.example", uint16(80), "GET", "a/(b)/[c]/{d}/e+f/*/.")
+	f.Add("shop", "tier", "", "EXAMPLE.com.", uint16(0), "", "")
+	f.Add("shop", "version", "1:2", "a\"b.example.com", uint16(1), "PATCH", "blobs/9f86d081884c7d659a2feaa0c55ad015/x?q=1")
+	f.Fuzz(func(t *testing.T, ns, key, value, name string, port uint16, method, path string) {
 		now := time.Now().UTC().Add(-time.Minute)
 		events := func() []*flows.Event {
 			client := flows.Peer{Kind: flows.PeerWorkload, Namespace: ns,
@@ -65,10 +67,16 @@ func FuzzObservedStaysAllowed(f *testing.F) {
 			}
 			query := ev(client, dnsServer, flows.ProtoUDP, 53)
 			query.Type, query.L7 = flows.EventL7, &flows.L7{DNS: &flows.DNS{Query: name}}
+			// As the normalizer cuts Hubble's URL ("http://host/" + path) to its path.
+			urlPath, _, _ := strings.Cut("/"+path, "?")
+			urlPath, _, _ = strings.Cut(urlPath, "#")
+			request := ev(client, server, flows.ProtoTCP, 8080)
+			request.Type, request.L7 = flows.EventL7, &flows.L7{HTTP: &flows.HTTP{Method: method, Host: "api.shop", Path: urlPath}}
 			return []*flows.Event{
 				ev(client, server, flows.ProtoTCP, port),
 				ev(client, world, flows.ProtoTCP, 443),
 				query,
+				request,
 			}
 		}
 		a, err := aggregate.NewAggregator(aggregate.Config{}, nil, nil)
@@ -81,7 +89,9 @@ func FuzzObservedStaysAllowed(f *testing.F) {
 				accepted = append(accepted, i)
 			}
 		}
-		res, err := synth.Synthesize(a.Snapshot(), synth.DefaultConfig())
+		cfg := synth.DefaultConfig()
+		cfg.L7HTTP = true
+		res, err := synth.Synthesize(a.Snapshot(), cfg)
 		if err != nil {
 			t.Fatalf("Synthesize: %v", err)
 		}

@@ -87,8 +87,16 @@ func dnsRules(names []string, truncated, subdomains bool) api.PortRulesDNS {
 	return slices.Compact(out)
 }
 
-// methodToken is an HTTP method as rules write it (matched exactly).
-var methodToken = regexp.MustCompile(`^[A-Z]+$`)
+// methodToken is an HTTP method: a token of RFC 9110's characters. Cilium's method rule is a
+// regular expression, so a rule holds the method quoted and matches it exactly as observed
+// (methods are case-sensitive).
+var methodToken = regexp.MustCompile("^[-!#$%&'*+.^_`|~0-9A-Za-z]+$")
+
+// writableHTTP reports whether a rule can match the request s exactly: its method is a token
+// and its path an origin-form path.
+func writableHTTP(s aggregate.HTTPSample) bool {
+	return methodToken.MatchString(s.Method) && strings.HasPrefix(s.Path, "/")
+}
 
 const (
 	numericPattern = `[0-9]+`
@@ -131,11 +139,10 @@ func pathRegex(method, path string) string {
 func httpRulesFor(samples []aggregate.HTTPSample) api.PortRulesHTTP {
 	var out api.PortRulesHTTP
 	for _, s := range samples {
-		m := strings.ToUpper(s.Method)
-		if !methodToken.MatchString(m) || !strings.HasPrefix(s.Path, "/") {
-			continue
+		if !writableHTTP(s) {
+			continue // the port is allowed at L4 instead (portEvidence.httpIncomplete)
 		}
-		out = append(out, api.PortRuleHTTP{Method: m, Path: pathRegex(m, s.Path)})
+		out = append(out, api.PortRuleHTTP{Method: regexp.QuoteMeta(s.Method), Path: pathRegex(s.Method, s.Path)})
 	}
 	slices.SortFunc(out, func(a, b api.PortRuleHTTP) int {
 		return cmp.Or(cmp.Compare(a.Path, b.Path), cmp.Compare(a.Method, b.Method))
@@ -208,7 +215,7 @@ func reconcileGroup(drafts []*draft) {
 			} else {
 				l4 = true
 			}
-			truncated = truncated || ev.httpTruncated
+			truncated = truncated || ev.httpIncomplete
 			samples = append(samples, ev.http...)
 		}
 		if !l7 || !l4 {

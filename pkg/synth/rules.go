@@ -61,9 +61,10 @@ func (k portKey) String() string {
 type portEvidence struct {
 	flows uint64
 	http  []aggregate.HTTPSample
-	// httpTruncated: the aggregator stopped keeping new HTTP samples for an edge of this
-	// port, so rules written from them could deny paths that were seen.
-	httpTruncated bool
+	// httpIncomplete: rules written from the samples could deny requests that were seen: the
+	// aggregator stopped keeping new HTTP samples for an edge of this port, or a sample's
+	// method or path cannot be written as a rule that matches it (writableHTTP).
+	httpIncomplete bool
 	// l4Only: another policy selecting the same pods allows this peer and port without HTTP
 	// rules that could be written (reconcileL7), so none are written here either.
 	l4Only bool
@@ -167,9 +168,17 @@ func (b *builder) edge(e aggregate.Edge) {
 		}
 	}
 	httpTruncated := e.Truncated && len(e.HTTP) > 0
-	if httpTruncated && b.s.cfg.L7HTTP && e.Direction == flows.DirectionIngress {
-		b.flag(Finding{Kind: FindingTruncated, Direction: e.Direction, Peer: peerDisp, Ports: pk.String(), Detail: fmt.Sprintf(
-			"more distinct HTTP requests were seen than the %d samples kept; the port is allowed at L4 without HTTP rules", len(e.HTTP))})
+	unwritable := slices.IndexFunc(e.HTTP, func(s aggregate.HTTPSample) bool { return !writableHTTP(s) })
+	if b.s.cfg.L7HTTP && e.Direction == flows.DirectionIngress {
+		if httpTruncated {
+			b.flag(Finding{Kind: FindingTruncated, Direction: e.Direction, Peer: peerDisp, Ports: pk.String(), Detail: fmt.Sprintf(
+				"more distinct HTTP requests were seen than the %d samples kept; the port is allowed at L4 without HTTP rules", len(e.HTTP))})
+		}
+		if unwritable >= 0 {
+			s := e.HTTP[unwritable]
+			b.flag(Finding{Kind: FindingUnexpressible, Direction: e.Direction, Peer: peerDisp, Ports: pk.String(), Detail: fmt.Sprintf(
+				"HTTP request %q %q cannot be written as a rule that matches it (the method is not an HTTP token or the path does not start with /); the port is allowed at L4 without HTTP rules", s.Method, s.Path)})
+		}
 	}
 	for _, peer := range b.resolve(e, peerDisp, pk) {
 		g := b.grant(e.Direction, peer)
@@ -195,7 +204,7 @@ func (b *builder) edge(e aggregate.Edge) {
 		}
 		ev.flows += allow
 		ev.http = append(ev.http, e.HTTP...)
-		ev.httpTruncated = ev.httpTruncated || httpTruncated
+		ev.httpIncomplete = ev.httpIncomplete || httpTruncated || unwritable >= 0
 		g.flows += allow
 		if g.firstSeen.IsZero() || e.FirstSeen.Before(g.firstSeen) {
 			g.firstSeen = e.FirstSeen
@@ -505,7 +514,7 @@ func (b *builder) l4(g *grant) (api.PortRules, api.ICMPRules) {
 func (b *builder) httpPort(g *grant, pk portKey) bool {
 	ev := g.ports[pk]
 	return b.s.cfg.L7HTTP && g.dir == flows.DirectionIngress && pk.proto == flows.ProtoTCP && pk.end == 0 &&
-		!ev.httpTruncated && !ev.l4Only && len(httpRulesFor(ev.http)) > 0
+		!ev.httpIncomplete && !ev.l4Only && len(httpRulesFor(ev.http)) > 0
 }
 
 // policy renders the grants as one CCNP (without name and provenance, added by finish).

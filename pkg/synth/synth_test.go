@@ -653,6 +653,45 @@ func TestUnwritableNames(t *testing.T) {
 	}
 }
 
+// Ensure HTTP rules match each request exactly as observed: a method keeps its case (methods
+// are case-sensitive, and Cilium's rule is a regular expression, so it is quoted), and a
+// request no rule can match exactly (a method that is no HTTP token, a path that is not
+// origin-form) leaves the port at L4 with a finding rather than denying it once enforced.
+func TestHTTPRulesMatchAsObserved(t *testing.T) {
+	client, server := wl("shop", "app=client"), wl("shop", "app=api")
+	cfg := DefaultConfig()
+	cfg.L7HTTP = true
+	httpOf := func(p *Proposal) []string {
+		var out []string
+		for _, in := range p.Policy.Spec.Ingress {
+			for _, pr := range in.ToPorts {
+				if pr.Rules != nil {
+					for _, h := range pr.Rules.HTTP {
+						out = append(out, h.Method+" "+h.Path)
+					}
+				}
+			}
+		}
+		return out
+	}
+	exact := newSnap().conn(client, server, flows.ProtoTCP, 8080, fwd(3), httpReq("get", "/a"), httpReq("M.SEARCH", "/b")).build()
+	if got, want := httpOf(proposalOf(t, synthesize(t, exact, cfg), server)), []string{"get /a" + querySuffix, `M\.SEARCH /b` + querySuffix}; !slices.Equal(got, want) {
+		t.Errorf("HTTP rules %q, want %q", got, want)
+	}
+	for _, bad := range [][2]string{{"M SEARCH", "/b"}, {"OPTIONS", "*"}, {"", "/b"}} {
+		snap := newSnap().conn(client, server, flows.ProtoTCP, 8080, fwd(3), httpReq("GET", "/a"), httpReq(bad[0], bad[1])).build()
+		p := proposalOf(t, synthesize(t, snap, cfg), server)
+		if got := httpOf(p); len(got) != 0 {
+			t.Errorf("%q %q: HTTP rules %q, want the port at L4", bad[0], bad[1], got)
+		}
+		if !slices.ContainsFunc(p.Review, func(f Finding) bool {
+			return f.Kind == FindingUnexpressible && strings.Contains(f.Detail, strconv.Quote(bad[1]))
+		}) {
+			t.Errorf("%q %q: review %+v, want an unexpressible finding naming the request", bad[0], bad[1], p.Review)
+		}
+	}
+}
+
 // Ensure a snapshot holding only one side of a workload edge still yields both rules.
 func TestMirroredEdges(t *testing.T) {
 	client, server := wl("a", "app=client"), wl("a", "app=server")
