@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/cilium/cilium/pkg/policy/api"
 
@@ -116,7 +117,7 @@ const (
 // are matched exactly, without a query.
 func pathRegex(method, path string) string {
 	if flows.IsGRPCPath(method, path) {
-		return regexp.QuoteMeta(path)
+		return quoteLiteral(path)
 	}
 	segs := strings.Split(path, "/")
 	for i, s := range segs {
@@ -128,10 +129,29 @@ func pathRegex(method, path string) string {
 		case flows.SegmentHex:
 			segs[i] = fmt.Sprintf("[0-9a-fA-F]{%d}", len(s))
 		default:
-			segs[i] = regexp.QuoteMeta(s)
+			segs[i] = quoteLiteral(s)
 		}
 	}
 	return strings.Join(segs, "/") + querySuffix
+}
+
+// quoteLiteral is regexp.QuoteMeta that also writes each rune that is not printable as
+// \x{...} (RE2 syntax, which Envoy and Go read alike): a path may hold any character, and YAML
+// refuses control characters, so the policy could not be written at all.
+func quoteLiteral(s string) string {
+	q := regexp.QuoteMeta(s)
+	if !strings.ContainsFunc(q, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return q
+	}
+	var b strings.Builder
+	for _, r := range q {
+		if unicode.IsPrint(r) {
+			b.WriteRune(r)
+		} else {
+			fmt.Fprintf(&b, `\x{%x}`, r)
+		}
+	}
+	return b.String()
 }
 
 // httpRulesFor writes the observed HTTP samples as rules: one per method and generalized

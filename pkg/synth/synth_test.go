@@ -656,7 +656,8 @@ func TestUnwritableNames(t *testing.T) {
 // Ensure HTTP rules match each request exactly as observed: a method keeps its case (methods
 // are case-sensitive, and Cilium's rule is a regular expression, so it is quoted), and a
 // request no rule can match exactly (a method that is no HTTP token, a path that is not
-// origin-form) leaves the port at L4 with a finding rather than denying it once enforced.
+// origin-form) leaves the port at L4 with a finding rather than denying it once enforced. A
+// character YAML cannot hold is written as a regular-expression escape.
 func TestHTTPRulesMatchAsObserved(t *testing.T) {
 	client, server := wl("shop", "app=client"), wl("shop", "app=api")
 	cfg := DefaultConfig()
@@ -674,8 +675,9 @@ func TestHTTPRulesMatchAsObserved(t *testing.T) {
 		}
 		return out
 	}
-	exact := newSnap().conn(client, server, flows.ProtoTCP, 8080, fwd(3), httpReq("get", "/a"), httpReq("M.SEARCH", "/b")).build()
-	if got, want := httpOf(proposalOf(t, synthesize(t, exact, cfg), server)), []string{"get /a" + querySuffix, `M\.SEARCH /b` + querySuffix}; !slices.Equal(got, want) {
+	exact := newSnap().conn(client, server, flows.ProtoTCP, 8080, fwd(3), httpReq("get", "/a"), httpReq("M.SEARCH", "/b"), httpReq("GET", "/c\x7f")).build()
+	want := []string{"get /a" + querySuffix, `M\.SEARCH /b` + querySuffix, `GET /c\x{7f}` + querySuffix} // YAML refuses a raw DEL
+	if got := httpOf(proposalOf(t, synthesize(t, exact, cfg), server)); !slices.Equal(got, want) {
 		t.Errorf("HTTP rules %q, want %q", got, want)
 	}
 	for _, bad := range [][2]string{{"M SEARCH", "/b"}, {"OPTIONS", "*"}, {"", "/b"}} {
