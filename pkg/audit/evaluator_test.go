@@ -819,56 +819,51 @@ spec:
 	}
 }
 
-// Ensure a typo in a hand-edited policy is an error naming the document, not a silent change.
-func TestDecodeYAMLStrict(t *testing.T) {
-	docs := `kind: ConfigMap
-apiVersion: v1
-metadata: {name: x}
----
-apiVersion: cilium.io/v2
+// Ensure a document the loader cannot take is an error naming the file, the document and why,
+// and the documents around it are still read: a typo in a hand-edited policy (never a silent
+// change), and a null ICMP field (which makes Cilium's own decoder panic).
+func TestDecodeYAMLRejects(t *testing.T) {
+	const db = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: {name: db, namespace: shop}
 spec:
   endpointSelector: {matchLabels: {app: db}}
-  ingres: [{}]
 `
-	d := &Decoded{}
-	err := DecodeYAML(strings.NewReader(docs), "p.yaml", d)
-	if err == nil || !strings.Contains(err.Error(), "p.yaml#2") || !strings.Contains(err.Error(), "ingres") {
-		t.Fatalf("DecodeYAML error = %v, want one naming p.yaml#2 and the unknown field", err)
-	}
-	if len(d.Skipped) != 1 || !strings.Contains(d.Skipped[0], "ConfigMap") {
-		t.Errorf("Skipped = %v, want the ConfigMap", d.Skipped)
-	}
-}
-
-// Ensure a document Cilium's own decoder cannot take (a null ICMP field makes it panic) is a
-// rejected document naming its place, and the documents after it are still read.
-func TestDecodeYAMLNullICMPField(t *testing.T) {
-	docs := `apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: ping, namespace: shop}
-spec:
-  endpointSelector: {matchLabels: {app: db}}
-  egress:
-  - icmps:
-    - fields:
-      -
----
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: db, namespace: shop}
-spec:
-  endpointSelector: {matchLabels: {app: db}}
-  ingress: [{}]
-`
-	d := &Decoded{}
-	err := DecodeYAML(strings.NewReader(docs), "p.yaml", d)
-	if err == nil || !strings.Contains(err.Error(), "p.yaml#1 (CiliumNetworkPolicy/shop/ping)") || !strings.Contains(err.Error(), "null") {
-		t.Fatalf("DecodeYAML error = %v, want one naming p.yaml#1, the policy and the null field", err)
-	}
-	if len(d.Rejected) != 1 || len(d.CNPs) != 1 || d.CNPs[0].Name != "db" {
-		t.Errorf("rejected %d, read %d policies, want the first rejected and the second read", len(d.Rejected), len(d.CNPs))
+	for _, tc := range []struct {
+		name    string
+		docs    string
+		want    []string // in the error
+		cnps    int      // policies read
+		skipped string   // the kind skipped, if any
+	}{
+		{
+			name:    "unknown field",
+			docs:    "kind: ConfigMap\napiVersion: v1\nmetadata: {name: x}\n---\n" + db + "  ingres: [{}]\n",
+			want:    []string{"p.yaml#2", "ingres"},
+			skipped: "ConfigMap",
+		},
+		{
+			name: "null ICMP field",
+			docs: strings.Replace(db, "name: db", "name: ping", 1) + "  egress:\n  - icmps:\n    - fields:\n      -\n---\n" + db + "  ingress: [{}]\n",
+			want: []string{"p.yaml#1 (CiliumNetworkPolicy/shop/ping)", "null"},
+			cnps: 1,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &Decoded{}
+			err := DecodeYAML(strings.NewReader(tc.docs), "p.yaml", d)
+			for _, w := range tc.want {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("DecodeYAML error = %v, want one saying %q", err, w)
+				}
+			}
+			if len(d.Rejected) != 1 || len(d.CNPs) != tc.cnps {
+				t.Errorf("rejected %d, read %d policies, want 1 rejected and %d read", len(d.Rejected), len(d.CNPs), tc.cnps)
+			}
+			if tc.skipped != "" && (len(d.Skipped) != 1 || !strings.Contains(d.Skipped[0], tc.skipped)) {
+				t.Errorf("Skipped = %v, want the %s", d.Skipped, tc.skipped)
+			}
+		})
 	}
 }
 
