@@ -13,22 +13,18 @@ import (
 
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
 
+	"github.com/recommender/recommender/internal/realdata"
 	"github.com/recommender/recommender/pkg/audit"
 	"github.com/recommender/recommender/pkg/flows"
 )
 
-// realdata returns the directory of captures and policies written by others on real clusters
-// (../shared/realdata next to the repository, or $RECOMMENDER_REALDATA), or skips: a user's
-// clone has none, and its files are never copied into the repository.
-func realdata(t *testing.T, sub string) string {
+// realdataDir returns the directory sub of the real captures and policies (internal/realdata),
+// or skips: a user's clone has none, and its files are never copied into the repository.
+func realdataDir(t *testing.T, sub string) string {
 	t.Helper()
-	dir := os.Getenv("RECOMMENDER_REALDATA")
+	dir := realdata.Dir(sub)
 	if dir == "" {
-		dir = "../../../shared/realdata"
-	}
-	dir = filepath.Join(dir, sub)
-	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("no real data at %s (set RECOMMENDER_REALDATA): %v", dir, err)
+		t.Skipf("no real data %s (set %s)", sub, realdata.Env)
 	}
 	return dir
 }
@@ -37,7 +33,7 @@ func realdata(t *testing.T, sub string) string {
 // capture with pod-to-pod or pod-to-world traffic, and check of those policies against the
 // same capture finds no would-be-denied connection.
 func TestRealCaptures(t *testing.T) {
-	dir := realdata(t, "flows")
+	dir := realdataDir(t, "flows")
 	files, err := filepath.Glob(filepath.Join(dir, "*.json*"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no captures in %s: %v", dir, err)
@@ -94,7 +90,7 @@ func podTraffic(t *testing.T, events string) bool {
 // Ensure every policy document under realdata/policies is loaded or reported on its own,
 // naming its file and document index.
 func TestRealPolicies(t *testing.T) {
-	dir := realdata(t, "policies")
+	dir := realdataDir(t, "policies")
 	err := filepath.WalkDir(dir, func(path string, de fs.DirEntry, err error) error {
 		if err != nil || de.IsDir() || !strings.HasSuffix(path, ".yaml") {
 			return err

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/recommender/recommender/internal/realdata"
 	"github.com/recommender/recommender/pkg/audit"
 	"github.com/recommender/recommender/pkg/flows"
 )
@@ -23,11 +24,8 @@ func FuzzPolicies(f *testing.F) {
 		m, _ := filepath.Glob(pattern)
 		seeds = append(seeds, m...)
 	}
-	if dir := os.Getenv("RECOMMENDER_REALDATA"); dir != "" || dirExists("../../../shared/realdata") {
-		if dir == "" {
-			dir = "../../../shared/realdata"
-		}
-		m, _ := filepath.Glob(filepath.Join(dir, "policies", "*", "*.yaml"))
+	if dir := realdata.Dir("policies"); dir != "" {
+		m, _ := filepath.Glob(filepath.Join(dir, "*", "*.yaml"))
 		seeds = append(seeds, m...)
 	}
 	if len(seeds) == 0 {
@@ -56,11 +54,6 @@ func FuzzPolicies(f *testing.F) {
 			}
 		}
 	})
-}
-
-func dirExists(dir string) bool {
-	st, err := os.Stat(dir)
-	return err == nil && st.IsDir()
 }
 
 // fuzzEvents are well-formed flows of every kind the evaluator tells apart: pod to pod (local

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -22,25 +21,13 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/recommender/recommender/internal/flowgen"
+	"github.com/recommender/recommender/internal/realdata"
 )
 
 // wireCorpus is a named set of records, as the relay would send them.
 type wireCorpus struct {
 	name    string
 	records []*observerpb.GetFlowsResponse
-}
-
-// realdataDir is ../shared/realdata next to the repository, or $RECOMMENDER_REALDATA; "" when
-// absent (a user's clone has none).
-func realdataDir() string {
-	dir := os.Getenv("RECOMMENDER_REALDATA")
-	if dir == "" {
-		dir = "../../../shared/realdata"
-	}
-	if _, err := os.Stat(filepath.Join(dir, "flows")); err != nil {
-		return ""
-	}
-	return filepath.Join(dir, "flows")
 }
 
 func readRecords(t testing.TB, path string) []*observerpb.GetFlowsResponse {
@@ -86,7 +73,7 @@ func wireCorpora(t testing.TB, gen bool) []wireCorpus {
 		}
 		paths = append(paths, m...)
 	}
-	if dir := realdataDir(); dir != "" {
+	if dir := realdata.Dir("flows"); dir != "" {
 		m, _ := filepath.Glob(filepath.Join(dir, "*.json*"))
 		paths = append(paths, m...)
 	}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -373,19 +371,13 @@ func TestProxyOnlyEvidenceAllows(t *testing.T) {
 	})
 }
 
-// realdata is the shared folder of real captures next to the repository (absent in a user's clone).
-const realdata = "../../../shared/realdata/flows"
-
 // Ensure policies learned from real captures (GKE and kind bookinfo with proxies) deny none of
 // the flows they were learned from, with quiet directions closed and HTTP rules on. Each
 // capture is learned on its own: they come from different clusters (kind-kind, GKE's default),
 // and one daemon proposes for one cluster.
 func TestRealCapturesSelfConsistent(t *testing.T) {
 	for _, n := range []string{"hubble-otel-basic-sample-400-tcp-flows.jsonl", "hubble-otel-basic-sample-400-udp-flows.jsonl", "hubble-otel-basic-sample-348-http-flows.jsonl"} {
-		p := filepath.Join(realdata, n)
-		if _, err := os.Stat(p); err != nil {
-			t.Skipf("real captures not available: %v", err)
-		}
+		p := realCapture(t, n)
 		t.Run(n, func(t *testing.T) {
 			l7 := DefaultConfig()
 			l7.L7HTTP = true

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/recommender/recommender/internal/flowgen"
+	"github.com/recommender/recommender/internal/realdata"
 	policyaudit "github.com/recommender/recommender/pkg/audit"
 	"github.com/recommender/recommender/pkg/flows"
 )
@@ -48,13 +49,22 @@ func kindCases() []kindCase {
 
 // real returns the path of a real capture, skipping the test where they are not available.
 func real(name string) func(t *testing.T) []string {
-	return func(t *testing.T) []string {
-		p := filepath.Join(realdata, name)
-		if _, err := os.Stat(p); err != nil {
-			t.Skipf("real captures not available: %v", err)
-		}
-		return []string{p}
+	return func(t *testing.T) []string { return []string{realCapture(t, name)} }
+}
+
+// realCapture returns the path of the real capture name (internal/realdata), skipping t where
+// it is not available.
+func realCapture(t *testing.T, name string) string {
+	t.Helper()
+	dir := realdata.Dir("flows")
+	if dir == "" {
+		t.Skipf("no real captures (set %s)", realdata.Env)
 	}
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("real capture not available: %v", err)
+	}
+	return p
 }
 
 // recordingEvents reads the flows of recordings as the daemon sees them.
