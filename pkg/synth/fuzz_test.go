@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	v2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+
 	"github.com/recommender/recommender/pkg/aggregate"
 	"github.com/recommender/recommender/pkg/audit"
 	"github.com/recommender/recommender/pkg/flows"
@@ -91,6 +93,9 @@ func FuzzObservedStaysAllowed(f *testing.F) {
 		}
 		cfg := synth.DefaultConfig()
 		cfg.L7HTTP = true
+		if port%2 == 1 { // both kinds the daemon writes
+			cfg.PolicyKind = synth.KindCNP
+		}
 		res, err := synth.Synthesize(a.Snapshot(), cfg)
 		if err != nil {
 			t.Fatalf("Synthesize: %v", err)
@@ -98,8 +103,14 @@ func FuzzObservedStaysAllowed(f *testing.F) {
 		d := &audit.Decoded{}
 		for _, p := range res.Proposals {
 			y, err := synth.MarshalPolicy(p.Policy)
+			if cfg.PolicyKind == synth.KindCNP {
+				var cnp *v2.CiliumNetworkPolicy
+				if cnp, err = synth.AsCNP(p.Policy); err == nil {
+					y, err = synth.MarshalCNP(cnp)
+				}
+			}
 			if err != nil {
-				t.Fatalf("MarshalPolicy(%s): %v", p.Name, err)
+				t.Fatalf("render %s as %s: %v", p.Name, cfg.PolicyKind, err)
 			}
 			if err := audit.DecodeYAML(bytes.NewReader(y), p.Name+".yaml", d); err != nil {
 				t.Fatalf("the policy written for %s does not read back: %v\n%s", p.Name, err, y)
