@@ -223,13 +223,11 @@ func (b *builder) resolve(e aggregate.Edge, disp string, pk portKey) []aggregate
 	switch p.Kind {
 	case aggregate.PeerCIDR:
 		if e.Direction == flows.DirectionEgress {
-			var out []aggregate.Peer
-			for _, n := range slices.Sorted(slices.Values(b.s.snap.DNS[addrOf(p.CIDR)])) {
-				if writableName.MatchString(n) { // else the address below allows it
+			if names := b.s.namesOf[addrOf(p.CIDR)]; len(names) > 0 { // else the address below allows it
+				out := make([]aggregate.Peer, 0, len(names))
+				for _, n := range names {
 					out = append(out, aggregate.Peer{Kind: aggregate.PeerFQDN, FQDN: n})
 				}
-			}
-			if len(out) > 0 {
 				return out
 			}
 		}
@@ -319,8 +317,8 @@ func (b *builder) dns() {
 	for _, g := range b.sortedGrants() {
 		if g.dir == flows.DirectionEgress && g.peer.Kind == aggregate.PeerFQDN {
 			for _, ip := range b.s.reverseDNS[g.peer.FQDN] {
-				for _, n := range b.s.snap.DNS[ip] {
-					if _, ok := slices.BinarySearch(looked, n); ok && n != g.peer.FQDN && writableName.MatchString(n) {
+				for _, n := range b.s.namesOf[ip] {
+					if _, ok := slices.BinarySearch(looked, n); ok && n != g.peer.FQDN {
 						g.fqdnAlso = append(g.fqdnAlso, n)
 					}
 				}

@@ -61,14 +61,20 @@ func SynthesizeContext(ctx context.Context, snap *aggregate.Snapshot, cfg Config
 	for _, l := range snap.Lost {
 		s.lost[l.Node] += l.Lost
 	}
-	s.reverseDNS = map[string][]string{}
+	s.reverseDNS, s.namesOf = map[string][]string{}, map[string][]string{}
 	for ip, names := range snap.DNS {
 		for _, n := range names {
 			s.reverseDNS[n] = append(s.reverseDNS[n], ip)
+			if writableName.MatchString(n) {
+				s.namesOf[ip] = append(s.namesOf[ip], n)
+			}
 		}
 	}
 	for _, ips := range s.reverseDNS {
 		slices.Sort(ips)
+	}
+	for _, names := range s.namesOf {
+		slices.Sort(names)
 	}
 
 	keys := slices.Sorted(maps.Keys(infos))
@@ -212,6 +218,10 @@ type synthesizer struct {
 	infos      map[string]*workloadInfo
 	lost       map[string]uint64   // node -> events lost
 	reverseDNS map[string][]string // name -> external IPs DNS answers gave for it
+	// namesOf is snap.DNS with only the names a rule can hold (writableName), sorted: an
+	// address whose names are all unwritable is allowed by address instead (reverseDNS keeps
+	// every name, for that).
+	namesOf map[string][]string
 }
 
 // display is the workload as humans know it; a workload of another cluster is prefixed with
