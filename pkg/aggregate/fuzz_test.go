@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -103,5 +104,43 @@ func FuzzOpen(f *testing.F) {
 			_, _ = s.Snapshot() // may find damage the open check did not reach; must not panic
 			s.Close()
 		}
+	})
+}
+
+// FuzzSnapshotBinary feeds UnmarshalBinary what a replica may be sent: damaged or made-up
+// summaries. It must fail or return a snapshot that encodes back to itself and that Merge
+// takes (the puller merges it at once), never panic.
+func FuzzSnapshotBinary(f *testing.F) {
+	a, _ := NewAggregator(Config{MaxPorts: 2}, nil, nil)
+	for _, ev := range mixedEvents() {
+		a.Add(ev)
+	}
+	for _, s := range []*Snapshot{a.Snapshot(), {}} {
+		b, err := s.MarshalBinary()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var s Snapshot
+		if err := s.UnmarshalBinary(data); err != nil {
+			if !errors.Is(err, ErrSnapshot) {
+				t.Fatalf("err = %v, want ErrSnapshot", err)
+			}
+			return
+		}
+		b, err := s.MarshalBinary()
+		if err != nil {
+			t.Fatalf("a decoded snapshot does not encode: %v", err)
+		}
+		var again Snapshot
+		if err := again.UnmarshalBinary(b); err != nil {
+			t.Fatalf("a decoded snapshot, encoded again, does not decode: %v", err)
+		}
+		if !reflect.DeepEqual(normalized(&again), normalized(&s)) {
+			t.Fatalf("decoded twice: %+v, once: %+v", again, s)
+		}
+		Merge(&s, &s)
 	})
 }
