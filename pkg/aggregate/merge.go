@@ -33,7 +33,7 @@ func Merge(snaps ...*Snapshot) *Snapshot {
 	lost := map[string]*NodeLost{}
 	churn := map[ChurningLabel]bool{}
 	// ranged marks the (workload, direction, peer, protocol) groups some snapshot collapsed.
-	ranged := map[string]bool{}
+	ranged := map[rangedGroup]bool{}
 	for _, s := range snaps {
 		if s == nil {
 			continue
@@ -41,12 +41,12 @@ func Merge(snaps ...*Snapshot) *Snapshot {
 		for key, es := range s.Edges {
 			for i := range es {
 				if es[i].Collapsed {
-					ranged[groupKey(key, &es[i])] = true
+					ranged[rangedGroup{key, groupOf(&es[i], es[i].Peer.Key())}] = true
 				}
 			}
 		}
 	}
-	edges := map[string]map[string]*Edge{} // workload key -> edge key -> edge
+	edges := map[string]*mergedEdges{} // by workload key
 	for _, s := range snaps {
 		if s == nil {
 			continue
@@ -62,11 +62,11 @@ func Merge(snaps ...*Snapshot) *Snapshot {
 		for key, es := range s.Edges {
 			m := edges[key]
 			if m == nil {
-				m = map[string]*Edge{}
+				m = &mergedEdges{at: map[edgeSlot]int{}}
 				edges[key] = m
 			}
 			for i := range es {
-				mergeEdge(m, key, &es[i], ranged)
+				m.add(&es[i], key, ranged)
 			}
 		}
 		for _, l := range s.Lost {
@@ -89,12 +89,7 @@ func Merge(snaps ...*Snapshot) *Snapshot {
 		out.Workloads = append(out.Workloads, *workloads[k])
 	}
 	for key, m := range edges {
-		es := make([]Edge, 0, len(m))
-		for _, e := range m {
-			es = append(es, *e)
-		}
-		slices.SortFunc(es, func(x, y Edge) int { return compareEdgeKeys(&x.EdgeKey, &y.EdgeKey) })
-		out.Edges[key] = es
+		out.Edges[key] = m.sorted()
 	}
 	for _, n := range slices.Sorted(maps.Keys(lost)) {
 		out.Lost = append(out.Lost, *lost[n])
@@ -123,27 +118,55 @@ func mergeWorkload(ws map[string]*Workload, w *Workload) {
 	p.Flows += w.Flows
 }
 
-// groupKey names an edge's (workload, direction, peer, protocol): the edges one port range
-// stands for.
-func groupKey(workload string, e *Edge) string {
-	return workload + "\x00" + e.Direction.String() + "\x00" + e.Peer.Key() + "\x00" + e.Proto.String()
+// edgeGroup names an edge's (direction, peer, protocol) within its workload: the edges one
+// port range stands for. The peer is its Key, computed once per edge merged: building it for
+// every map lookup and every comparison of the sort was most of a merge's CPU (issue 19.3).
+type edgeGroup struct {
+	dir   flows.Direction
+	peer  string
+	proto flows.Protocol
 }
 
-func mergeEdge(m map[string]*Edge, workload string, e *Edge, ranged map[string]bool) {
-	g := groupKey(workload, e)
-	k := g
-	if !ranged[g] {
-		k += "\x00" + string(rune(e.Port))
+func groupOf(e *Edge, peer string) edgeGroup { return edgeGroup{e.Direction, peer, e.Proto} }
+
+// rangedGroup is an edgeGroup of one workload (by key).
+type rangedGroup struct {
+	workload string
+	edgeGroup
+}
+
+// edgeSlot is where an edge merges: its group's one range edge (ranged), else its port's.
+type edgeSlot struct {
+	edgeGroup
+	ranged bool
+	port   uint16
+}
+
+// mergedEdges are one workload's merged edges, with each one's peer key.
+type mergedEdges struct {
+	at    map[edgeSlot]int // index in es
+	es    []Edge
+	peers []string
+}
+
+func (m *mergedEdges) add(e *Edge, workload string, ranged map[rangedGroup]bool) {
+	g := groupOf(e, e.Peer.Key())
+	slot := edgeSlot{edgeGroup: g, ranged: ranged[rangedGroup{workload, g}]}
+	if !slot.ranged {
+		slot.port = e.Port
 	}
-	p, ok := m[k]
+	i, ok := m.at[slot]
 	if !ok {
 		c := e.clone()
-		if ranged[g] {
+		if slot.ranged {
 			c.Collapsed = true
 		}
-		m[k] = &c
+		m.at[slot] = len(m.es)
+		m.es = append(m.es, c)
+		m.peers = append(m.peers, g.peer)
 		return
 	}
+	p := &m.es[i]
 	p.Port = min(p.Port, e.Port)
 	p.EndPort = max(p.EndPort, e.EndPort)
 	p.Counts.add(e.Counts)
@@ -152,6 +175,22 @@ func mergeEdge(m map[string]*Edge, workload string, e *Edge, ranged map[string]b
 	p.DNSNames = union(p.DNSNames, e.DNSNames)
 	p.HTTP = mergeHTTP(p.HTTP, e.HTTP)
 	p.Truncated = p.Truncated || e.Truncated
+}
+
+// sorted returns the edges in compareEdgeKeys' order, comparing the peer keys already built.
+func (m *mergedEdges) sorted() []Edge {
+	order := make([]int, len(m.es))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(i, j int) int {
+		return compareEdgeKeysWith(&m.es[i].EdgeKey, &m.es[j].EdgeKey, m.peers[i], m.peers[j])
+	})
+	out := make([]Edge, len(order))
+	for k, i := range order {
+		out[k] = m.es[i]
+	}
+	return out
 }
 
 // mergeHTTP sums samples of the same method and path shape, keeping the smallest path, in the

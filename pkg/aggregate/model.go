@@ -194,11 +194,14 @@ func (s *Snapshot) EdgeCount() int {
 
 // compareEdgeKeys orders the edges of one workload as the store's keys do (doc.go): direction,
 // peer key, protocol, per-port before collapsed, port.
-func compareEdgeKeys(a, b *EdgeKey) int {
+func compareEdgeKeys(a, b *EdgeKey) int { return compareEdgeKeysWith(a, b, a.Peer.Key(), b.Peer.Key()) }
+
+// compareEdgeKeysWith is compareEdgeKeys given the peers' keys, for callers that built them once.
+func compareEdgeKeysWith(a, b *EdgeKey, peerA, peerB string) int {
 	if c := cmp.Compare(a.Direction, b.Direction); c != 0 {
 		return c
 	}
-	if c := strings.Compare(a.Peer.Key(), b.Peer.Key()); c != 0 {
+	if c := strings.Compare(peerA, peerB); c != 0 {
 		return c
 	}
 	if c := cmp.Compare(a.Proto, b.Proto); c != 0 {
