@@ -4,7 +4,7 @@
 # prints one table with the ratios and targets (docs/scale.md explains each row).
 #
 #   make bench                      # quick set, a few minutes on 2 cores
-#   BENCH_FULL=1 make bench         # adds 10M flows over the same edges
+#   BENCH_FULL=1 make bench         # adds 10M flows over the same edges, summaries of 1M edges
 #   BENCH_COUNT=5 make bench        # repeat each benchmark, for benchstat (the ingest
 #                                   # comparison always runs at least 3 rounds)
 #   BENCH_RECORDS=N make bench      # records per ingest run (default 200000)
@@ -32,7 +32,7 @@ if [[ -z "${RECOMMENDER_HUBBLE:-}" ]]; then
 fi
 
 log "building benchmark binaries"
-for pkg in daemon aggregate synth audit; do
+for pkg in daemon aggregate replicas synth audit; do
 	go test -c -o "$out/bin/$pkg.test" "./pkg/$pkg"
 done
 
@@ -54,6 +54,8 @@ done
 bench daemon '^BenchmarkDaemonLatency$' 10000x "$count"
 # Reading the nodes (issue 19.3): 1, 2 and 4 node streams through the node source.
 bench daemon '^BenchmarkNodeReaders$' "${records}x" "$count" -ingest.records "$records"
+# What the replicas exchange every sync: a summary's size and the CPU of a pull (issue 19.3).
+bench replicas '^BenchmarkSummary$' 3x "$count"
 flows=(1000000 3000000)
 [[ -n "${BENCH_FULL:-}" ]] && flows=(1000000 10000000)
 for n in "${flows[@]}"; do

@@ -46,3 +46,36 @@ func nodeRows(r *results) []row {
 	}
 	return rows
 }
+
+// summaryRows are what the replicas exchange every sync (issue 19.3, BenchmarkSummary in
+// pkg/replicas): a summary's bytes per edge on the wire and the CPU per edge of a pull
+// (serve, read, merge) with its parts, and the heap of the merge of three summaries.
+func summaryRows(r *results) []row {
+	const bench = "BenchmarkSummary/edges="
+	var rows []row
+	for _, e := range r.sized(bench) {
+		name := bench + strconv.Itoa(e)
+		what := "summary of " + count(e) + " edges"
+		wire, ok := r.get(name+"/pull", "wire-B/edge")
+		if !ok {
+			rows = append(rows, row{"replicas", what, r.missing(name + "/pull"), ""})
+			continue
+		}
+		res := fmt.Sprintf("%.0f B/edge on the wire", wire)
+		if j, ok := r.get(name+"/pull", "json-B/edge"); ok {
+			res += fmt.Sprintf(" (%.0f as JSON, to older replicas)", j)
+		}
+		pull, _ := r.get(name+"/pull", "ns/edge")
+		enc, _ := r.get(name+"/encode", "ns/edge")
+		dec, _ := r.get(name+"/decode", "ns/edge")
+		merge, _ := r.get(name+"/merge", "ns/edge")
+		heap, _ := r.get(name+"/merge", "merged-heap-B/edge")
+		compare := fmt.Sprintf("pull %.1f us/edge (encode %.1f, decode %.1f, merge %.1f); merge of 3: heap %.0f B/edge",
+			pull/1e3, enc/1e3, dec/1e3, merge/1e3, heap)
+		rows = append(rows, row{"replicas", what, res, compare})
+	}
+	if len(rows) == 0 {
+		rows = append(rows, row{"replicas", "summary", r.missing(bench + "10000/pull"), ""})
+	}
+	return rows
+}

@@ -102,18 +102,19 @@ func (r *results) get(name, unit string) (float64, bool) {
 	return vs[len(vs)/2], true
 }
 
-// sized returns the benchmarks named prefix+N, ordered by N.
+// sized returns the N of the benchmarks named prefix+N or prefix+N/sub, ordered by N.
 func (r *results) sized(prefix string) []int {
 	var ns []int
 	for name := range r.values {
 		if s, ok := strings.CutPrefix(name, prefix); ok {
+			s, _, _ = strings.Cut(s, "/")
 			if n, err := strconv.Atoi(s); err == nil {
 				ns = append(ns, n)
 			}
 		}
 	}
 	slices.Sort(ns)
-	return ns
+	return slices.Compact(ns)
 }
 
 // missing says why a benchmark has no figure.
@@ -344,7 +345,7 @@ func render(w io.Writer, r *results) error {
 	tw := tabwriter.NewWriter(&buf, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "AREA\tCASE\tRESULT\tCOMPARED")
 	var rows []row
-	for _, f := range []func(*results) []row{ingestRows, nodeRows, memoryRows, synthesisRows, evaluationRows, latencyRows} {
+	for _, f := range []func(*results) []row{ingestRows, nodeRows, summaryRows, memoryRows, synthesisRows, evaluationRows, latencyRows} {
 		rows = append(rows, f(r)...)
 	}
 	for _, rw := range rows {
