@@ -20,7 +20,10 @@
 // Set.Snapshot pulls the other replicas' summaries and merges them with its own
 // (aggregate.Merge: counts summed, first seen the earliest, last seen the latest). A replica
 // that does not answer keeps contributing its last summary: its edges do not vanish from the
-// proposals while it restarts. Summaries are small next to flows: edges, not events.
+// proposals while it restarts. Summaries are small next to flows: edges, not events. The
+// snapshot travels in its binary form (aggregate.Snapshot.MarshalBinary, about 70 bytes per
+// edge) to a puller that asks for SummaryType, as JSON (about 800) to one that does not, so
+// replicas of an older version still merge with this one's; a pull is bounded by MaxSummary.
 //
 // # Handover
 //
