@@ -6,6 +6,7 @@ import (
 	"io"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/recommender/recommender/pkg/flows"
@@ -126,5 +127,29 @@ func TestMergeAbsorbsPortsIntoRange(t *testing.T) {
 	es := m.Edges[WorkloadKey{Namespace: "shop", Labels: flows.NewLabels("k8s:app=web")}.String()]
 	if len(es) != 1 || !es[0].Collapsed || es[0].Port != 4000 || es[0].EndPort != 6000 || es[0].Counts.Total() != 8 {
 		t.Fatalf("merged egress edges of web = %+v, want one range 4000-6000 with 8 flows", es)
+	}
+}
+
+// Ensure that every port stays an edge of its own in the merge. Ports were once keyed as a
+// rune, and the ports 55296-57343 (UTF-16 surrogates, not runes) all became one edge.
+func TestMergeKeepsEveryPort(t *testing.T) {
+	web, db := workload("shop", "k8s:app=web"), workload("shop", "k8s:app=db")
+	ports := []uint16{80, 55296, 55297, 57343, 57344, 65535}
+	var a, b []*flows.Event
+	for i, p := range ports {
+		a = append(a, flow(i, web, db, flows.ProtoTCP, p))
+		b = append(b, flow(10+i, web, db, flows.ProtoTCP, p))
+	}
+	m := Merge(aggregateOf(t, Config{}, a), aggregateOf(t, Config{}, b))
+	es := m.Edges[WorkloadKey{Namespace: "shop", Labels: flows.NewLabels("k8s:app=web")}.String()]
+	var got []uint16
+	for _, e := range es {
+		if e.Collapsed || e.Counts.Total() != 2 {
+			t.Errorf("edge to port %d: collapsed %t, %d flows; want one port, 2 flows", e.Port, e.Collapsed, e.Counts.Total())
+		}
+		got = append(got, e.Port)
+	}
+	if !slices.Equal(got, ports) {
+		t.Fatalf("merged egress ports of web = %v, want %v", got, ports)
 	}
 }
