@@ -82,7 +82,7 @@ func (o *replicaOptions) membershipConfig(self int, namespace, name string) repl
 
 // config settles the index and URLs and checks them with the source; metricsAddr is where
 // this replica serves its summary.
-func (o *replicaOptions) config(src *sourceOptions, metricsAddr string) (replicas.Config, error) {
+func (o *replicaOptions) config(src *sourceOptions, metricsAddr string, maxEdges int) (replicas.Config, error) {
 	if o.count < 1 {
 		return replicas.Config{}, fmt.Errorf("--%s %d: must be at least 1", flagReplicas, o.count)
 	}
@@ -125,7 +125,7 @@ func (o *replicaOptions) config(src *sourceOptions, metricsAddr string) (replica
 	if len(urls) != o.count {
 		errs = append(errs, fmt.Errorf("--%s lists %d URLs for --%s %d: give one per replica, or one with %s", flagReplicaURLs, len(urls), flagReplicas, o.count, indexPlaceholder))
 	}
-	cfg := replicas.Config{Self: idx, URLs: urls, Wait: o.wait}
+	cfg := replicas.Config{Self: idx, URLs: urls, Wait: o.wait, MaxSummary: replicas.MaxSummaryFor(maxEdges)}
 	if len(urls) == o.count {
 		if err := cfg.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("--%s/--%s: %w", flagReplicaIndex, flagReplicaURLs, err))

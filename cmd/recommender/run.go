@@ -161,7 +161,7 @@ func (o *runOptions) validate() error {
 	if err := o.src.validate(); err != nil {
 		errs = append(errs, err)
 	}
-	rc, err := o.replicas.config(o.src, o.metricsAddr)
+	rc, err := o.replicas.config(o.src, o.metricsAddr, o.store.MaxEdges)
 	if err != nil {
 		errs = append(errs, err)
 	}

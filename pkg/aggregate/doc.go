@@ -153,7 +153,8 @@
 // Merge combines the snapshots of replicas that read disjoint nodes (issue 19.3).
 // Snapshot.MarshalBinary is the form they travel in (snapcodec.go): each workload key and peer
 // once, edges by index, about 70 bytes per edge against 800 as JSON. UnmarshalBinary trusts
-// nothing it is sent: what no Aggregator would build fails with ErrSnapshot.
+// nothing it is sent: what no Aggregator would build fails with ErrSnapshot, and no count is
+// believed beyond what the bytes left can hold.
 //
 // # Concurrency
 //

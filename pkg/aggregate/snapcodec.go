@@ -6,17 +6,20 @@ import (
 	"fmt"
 	"hash/maphash"
 	"maps"
+	"net/netip"
 	"slices"
 	"time"
 
 	"github.com/recommender/recommender/pkg/flows"
 )
 
-// snapshotMagic opens MarshalBinary's encoding; the byte after it is the format version.
-const (
-	snapshotMagic   = "recommender-snapshot\x00"
-	snapshotVersion = 1
-)
+// snapshotMagic opens MarshalBinary's encoding; the byte after it is SnapshotVersion.
+const snapshotMagic = "recommender-snapshot\x00"
+
+// SnapshotVersion is the version of MarshalBinary's encoding. A change of the encoding
+// bumps it, and with it the media type the replicas ask for (replicas.SummaryType), so that a
+// replica of the older version is served the JSON form instead of bytes it cannot read.
+const SnapshotVersion = 1
 
 // ErrSnapshot is what UnmarshalBinary fails with on bytes that are not a snapshot this code
 // wrote: truncated, damaged, of another version, or naming what no Aggregator keeps.
@@ -42,7 +45,7 @@ var ErrSnapshot = errors.New("malformed snapshot")
 // deterministic: maps are written in key order.
 func (s *Snapshot) MarshalBinary() ([]byte, error) {
 	var w snapshotWriter
-	b := append([]byte(snapshotMagic), snapshotVersion)
+	b := append([]byte(snapshotMagic), SnapshotVersion)
 	b = binary.AppendUvarint(b, s.Flows)
 	b = binary.AppendUvarint(b, s.Overflow)
 	b = binary.AppendUvarint(b, s.Rejected)
@@ -192,76 +195,118 @@ func sameWorkload(a, b *WorkloadKey) bool {
 	return a.Namespace == b.Namespace && slices.Equal(a.Labels, b.Labels)
 }
 
-// UnmarshalBinary replaces s with the snapshot MarshalBinary encoded in b. What it accepts is
-// what an Aggregator could have built: known directions, peer kinds and flags, workload and
-// peer names holding no NUL byte and valid UTF-8, canonical label sets, indexes within their
-// tables, and no byte left over; anything else fails with ErrSnapshot, saying where. b comes
-// from another process (a replica's summary), so no count is trusted beyond the bytes left to
-// hold it. The edges of one workload share its label slices, as they share the workload:
-// like every Snapshot, it is read-only.
+// UnmarshalBinary replaces s with the snapshot MarshalBinary encoded in b. b comes from
+// another process (a replica's summary), so it is checked as validate checks a flow: workload
+// keys and peers within validate's bounds (no NUL byte, valid UTF-8, canonical label sets),
+// CIDRs that parse, known directions, protocols and flags, port ranges only on collapsed
+// edges, indexes within their tables, every table, workload and edge once and in the order
+// MarshalBinary writes them, and no byte left over. Anything else fails with ErrSnapshot,
+// saying what and where. No count is trusted beyond the bytes left to hold that many of its
+// records at their smallest, so what is allocated stays within a small multiple of len(b).
+// The edges of one workload share its label slices, as they share the workload: like every
+// Snapshot, it is read-only.
 func (s *Snapshot) UnmarshalBinary(b []byte) error {
 	if len(b) < len(snapshotMagic)+1 || string(b[:len(snapshotMagic)]) != snapshotMagic {
 		return fmt.Errorf("%w: not a snapshot", ErrSnapshot)
 	}
-	if v := b[len(snapshotMagic)]; v != snapshotVersion {
-		return fmt.Errorf("%w: version %d, this code reads %d", ErrSnapshot, v, snapshotVersion)
+	if v := b[len(snapshotMagic)]; v != SnapshotVersion {
+		return fmt.Errorf("%w: version %d, this code reads %d", ErrSnapshot, v, SnapshotVersion)
 	}
 	r := snapshotReader{edgeReader: edgeReader{b: b[len(snapshotMagic)+1:]}}
 	out := Snapshot{Edges: map[string][]Edge{}, DNS: map[string][]string{}, dnsLast: map[string]time.Time{}}
 	out.Flows, out.Overflow, out.Rejected = r.uvarint(), r.uvarint(), r.uvarint()
 	out.From, out.To = fromNanos(r.varint()), fromNanos(r.varint())
-	for range r.count("lost") {
+	// The smallest encoding of each record: one byte per length, count and number.
+	const minLost, minChurn, minDNS, minKey, minWorkload, minPeer, minGroup, minEdge, minSample = 3, 3, 3, 2, 6, 2, 2, 16, 3
+	for range r.count("lost", minLost) {
 		out.Lost = append(out.Lost, NodeLost{Node: r.string(), Lost: r.uvarint(), Last: fromNanos(r.varint())})
 	}
-	for range r.count("churning") {
+	for range r.count("churning", minChurn) {
 		out.Churning = append(out.Churning, ChurningLabel{Namespace: r.string(), Owner: r.string(), Key: r.string()})
 	}
-	for range r.count("dns") {
+	for range r.count("dns", minDNS) {
 		ip, names, last := r.string(), r.strings(), r.varint()
+		if _, dup := out.DNS[ip]; dup {
+			r.invalid("DNS entry of %q twice", excerpt(ip))
+		}
 		out.DNS[ip] = names
 		if last != 0 {
 			out.dnsLast[ip] = fromNanos(last)
 		}
 	}
-	wls := make([]WorkloadKey, r.count("workload keys"))
-	for i := range wls {
-		wls[i] = WorkloadKey{Namespace: r.name("workload namespace"), Labels: r.labels("workload labels")}
-	}
+	wls := make([]WorkloadKey, r.count("workload keys", minKey))
 	wlKeys := make([]string, len(wls))
+	keyIdx := make(map[string]bool, len(wls))
 	for i := range wls {
+		wls[i] = r.workloadKey("workload")
 		wlKeys[i] = wls[i].String()
+		if keyIdx[wlKeys[i]] {
+			r.invalid("workload key %q twice", excerpt(wlKeys[i]))
+		}
+		keyIdx[wlKeys[i]] = true
 	}
-	out.Workloads = make([]Workload, r.count("workloads"))
+	out.Workloads = make([]Workload, r.count("workloads", minWorkload))
 	for i := range out.Workloads {
 		wl := &out.Workloads[i]
-		wl.Key, _ = pick(&r, "workload key", wls)
+		var wi int
+		wl.Key, wi = pick(&r, "workload key", wls)
+		if i > 0 && r.err == nil && wlKeys[wi] <= out.Workloads[i-1].Key.String() {
+			r.invalid("workload %q out of order or twice", excerpt(wlKeys[wi]))
+		}
 		wl.Names = r.strings()
 		first := r.varint()
 		wl.FirstSeen, wl.LastSeen = fromNanos(first), fromNanos(first+r.varint())
 		wl.Flows = r.uvarint()
 		wl.Nodes = r.strings()
 	}
-	peers := make([]Peer, r.count("peers"))
+	peers := make([]Peer, r.count("peers", minPeer))
+	peerKeys := make([]string, len(peers))
+	peerIdx := make(map[string]bool, len(peers))
 	for i := range peers {
 		peers[i] = r.peer()
+		peerKeys[i] = peers[i].Key()
+		if peerIdx[peerKeys[i]] {
+			r.invalid("peer %q twice", excerpt(peerKeys[i]))
+		}
+		peerIdx[peerKeys[i]] = true
 	}
-	for range r.count("edge groups") {
+	lastGroup := ""
+	for range r.count("edge groups", minGroup) {
 		wl, wi := pick(&r, "workload key", wls)
-		es := make([]Edge, r.count("edges"))
+		var key string
+		if r.err == nil {
+			key = wlKeys[wi]
+		}
+		if lastGroup != "" && r.err == nil && key <= lastGroup {
+			r.invalid("edges of workload %q out of order or in two groups", excerpt(key))
+		}
+		lastGroup = key
+		es := make([]Edge, r.count("edges", minEdge))
+		var prevPeer int
 		for j := range es {
 			e := &es[j]
 			e.Workload = wl
 			if e.Direction = flows.Direction(r.byte()); !knownDirection(e.Direction) {
 				r.invalid("edge direction %d", e.Direction)
 			}
-			e.Peer, _ = pick(&r, "peer", peers)
-			e.Proto = flows.Protocol(r.byte())
+			var pi int
+			e.Peer, pi = pick(&r, "peer", peers)
+			if e.Proto = flows.Protocol(r.byte()); e.Proto == flows.ProtoUnknown || e.Proto > flows.ProtoICMPv6 {
+				r.invalid("edge protocol %d", e.Proto)
+			}
 			e.Port, e.EndPort = r.uint16(), r.uint16()
 			flags := r.byte()
 			if flags&^3 != 0 {
 				r.invalid("edge flags %#x", flags)
 			}
 			e.Collapsed, e.Truncated = flags&1 != 0, flags&2 != 0
+			if e.Collapsed && e.EndPort < e.Port || !e.Collapsed && e.EndPort != e.Port {
+				r.invalid("edge ports %d-%d (collapsed %t)", e.Port, e.EndPort, e.Collapsed)
+			}
+			if j > 0 && r.err == nil && compareEdgeKeysWith(&es[j-1].EdgeKey, &e.EdgeKey, peerKeys[prevPeer], peerKeys[pi]) >= 0 {
+				r.invalid("edges of workload %q out of order or twice", excerpt(key))
+			}
+			prevPeer = pi
 			c := &e.Counts
 			for _, n := range [...]*uint64{&c.Forwarded, &c.Dropped, &c.PolicyDrops, &c.Audit, &c.Other, &c.L7} {
 				*n = r.uvarint()
@@ -269,21 +314,22 @@ func (s *Snapshot) UnmarshalBinary(b []byte) error {
 			first := r.varint()
 			e.FirstSeen, e.LastSeen = fromNanos(first), fromNanos(first+r.varint())
 			e.DNSNames = r.strings()
-			if n := r.count("HTTP samples"); n > 0 {
+			if n := r.count("HTTP samples", minSample); n > 0 {
 				e.HTTP = make([]HTTPSample, n)
 				for k := range e.HTTP {
 					e.HTTP[k] = HTTPSample{Method: r.string(), Path: r.string(), Count: r.uvarint()}
 				}
 			}
+			if r.err != nil {
+				break
+			}
 		}
 		if r.err != nil {
 			break
 		}
-		if len(es) == 0 {
-			continue
+		if len(es) > 0 {
+			out.Edges[key] = es
 		}
-		key := wlKeys[wi]
-		out.Edges[key] = append(out.Edges[key], es...)
 	}
 	if r.err == nil && len(r.b) != 0 {
 		r.invalid("%d bytes after the last edge", len(r.b))
@@ -312,11 +358,15 @@ func (r *snapshotReader) invalid(format string, args ...any) {
 	r.fail()
 }
 
-// count reads a count of records, each of which takes at least one byte: a count larger than
-// the bytes left is damage, not a reason to allocate.
-func (r *snapshotReader) count(what string) int {
+// count reads a count of records, each of which takes at least size bytes: a count larger
+// than the bytes left can hold is damage, not a reason to allocate. After a failure it is 0,
+// so no loop goes on reading nothing.
+func (r *snapshotReader) count(what string, size int) int {
 	n := r.uvarint()
-	if n > uint64(len(r.b)) {
+	if r.err != nil {
+		return 0
+	}
+	if n > uint64(len(r.b)/size) {
 		r.invalid("%d %s in %d bytes", n, what, len(r.b))
 		return 0
 	}
@@ -337,40 +387,44 @@ func pick[T any](r *snapshotReader, what string, table []T) (T, int) {
 	return table[i], int(i)
 }
 
-// name reads a string that is part of a key: the store's keys hold no NUL byte (validate).
-func (r *snapshotReader) name(what string) string {
-	s := r.string()
-	if badKey(s) {
-		r.invalid("%s %q: NUL byte or invalid UTF-8", what, excerpt(s))
+// workloadKey reads a workload's namespace and labels, checked as validate checks a flow's.
+func (r *snapshotReader) workloadKey(what string) WorkloadKey {
+	k := WorkloadKey{Namespace: r.string(), Labels: r.strings()}
+	if r.err != nil {
+		return WorkloadKey{}
 	}
-	return s
-}
-
-// labels reads a label set, which must be canonical (flows.NewLabels).
-func (r *snapshotReader) labels(what string) flows.Labels {
-	ls := r.strings()
-	for i, l := range ls {
-		if badKey(l) {
-			r.invalid("%s %q: NUL byte or invalid UTF-8", what, excerpt(l))
-		}
-		if i > 0 && ls[i-1] >= l {
-			r.invalid("%s not sorted and unique at %q", what, excerpt(l))
+	if rej := validatePeer(&flows.Peer{Kind: flows.PeerWorkload, Namespace: k.Namespace, Labels: k.Labels}); rej != nil {
+		r.invalid("%s %s: empty, oversized, a NUL byte or invalid UTF-8", what, rej.excerpt)
+	}
+	for i := 1; i < len(k.Labels); i++ {
+		if k.Labels[i-1] >= k.Labels[i] {
+			r.invalid("%s labels not sorted and unique at %q", what, excerpt(k.Labels[i]))
 		}
 	}
-	return ls
+	return k
 }
 
 func (r *snapshotReader) peer() Peer {
 	p := Peer{Kind: PeerKind(r.byte())}
 	switch p.Kind {
 	case PeerWorkload:
-		p.Namespace, p.Labels = r.name("peer namespace"), r.labels("peer labels")
+		k := r.workloadKey("peer")
+		p.Namespace, p.Labels = k.Namespace, k.Labels
 	case PeerEntity:
-		p.Entity = r.name("peer entity")
+		p.Entity = r.string()
+		if rej := validatePeer(&flows.Peer{Kind: flows.PeerEntity, Entity: p.Entity}); rej != nil && r.err == nil {
+			r.invalid("peer %s: empty, oversized, a NUL byte or invalid UTF-8", rej.excerpt)
+		}
 	case PeerFQDN:
-		p.FQDN = r.name("peer name")
+		p.FQDN = r.string()
+		if (p.FQDN == "" || len(p.FQDN) > maxNameBytes+1 || badKey(p.FQDN)) && r.err == nil {
+			r.invalid("peer name %q", excerpt(p.FQDN))
+		}
 	case PeerCIDR:
-		p.CIDR = r.name("peer CIDR")
+		p.CIDR = r.string()
+		if _, err := netip.ParsePrefix(p.CIDR); err != nil && r.err == nil {
+			r.invalid("peer CIDR %q", excerpt(p.CIDR))
+		}
 	default:
 		if r.err == nil {
 			r.invalid("peer kind %d", p.Kind)

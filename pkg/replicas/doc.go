@@ -23,7 +23,8 @@
 // proposals while it restarts. Summaries are small next to flows: edges, not events. The
 // snapshot travels in its binary form (aggregate.Snapshot.MarshalBinary, about 70 bytes per
 // edge) to a puller that asks for SummaryType, as JSON (about 800) to one that does not, so
-// replicas of an older version still merge with this one's; a pull is bounded by MaxSummary.
+// replicas of an older version still merge with this one's; a pull is bounded by MaxSummary
+// (MaxSummaryFor).
 //
 // # Handover
 //

@@ -27,20 +27,19 @@ import (
 const SummaryPath = "/replica/summary"
 
 // SummaryType is the media type a puller asks for (Accept) to be sent the snapshot in its
-// binary form (Summary.SnapshotBinary). A replica asked for anything else serves the JSON
-// form (Summary.Snapshot), as replicas before it did, so a set mixing versions during a
-// rollout still merges.
-const SummaryType = "application/vnd.recommender.summary.v2+json"
+// binary form (Summary.SnapshotBinary), in version aggregate.SnapshotVersion of that form. A
+// replica asked for anything else serves the JSON form (Summary.Snapshot), as replicas before
+// it did, so a set mixing versions during a rollout still merges: an older puller, or one that
+// reads another version of the binary form, asks for a type this replica does not serve.
+var SummaryType = "application/vnd.recommender.summary.snapshot-v" + strconv.Itoa(aggregate.SnapshotVersion) + "+json"
 
 // Defaults of Config.
 const (
 	DefaultTimeout = 10 * time.Second
 	DefaultWait    = time.Minute
 	// DefaultMaxSummary bounds a pulled summary, so a URL that answers with something
-	// endless or enormous fails the pull instead of the daemon. A summary takes about 70
-	// bytes per edge, the JSON form older replicas serve about 800 (BenchmarkSummary): 1 GiB
-	// holds either form of 1M edges.
-	DefaultMaxSummary = 1 << 30
+	// endless or enormous fails the pull instead of the daemon (MaxSummaryFor).
+	DefaultMaxSummary = 256 << 20
 	// retryEvery spaces the first Snapshot's pulls of replicas that did not answer yet.
 	retryEvery = time.Second
 )
@@ -63,6 +62,13 @@ type Config struct {
 	// never answers within Wait is read from the oldest flow its node holds.
 	Wait time.Duration
 }
+
+// MaxSummaryFor is the bound of a pulled summary (Config.MaxSummary) for replicas that keep
+// at most maxEdges edges each (--max-edges): 1 KiB per edge, at least DefaultMaxSummary. A
+// summary takes about 70 bytes per edge in the binary form and 800 in the JSON form older
+// replicas serve (BenchmarkSummary), so either fits; decoding the binary form allocates at
+// most a small multiple of its size (aggregate.Snapshot.UnmarshalBinary).
+func MaxSummaryFor(maxEdges int) int64 { return max(DefaultMaxSummary, int64(maxEdges)<<10) }
 
 // Validate checks the configuration before anything starts.
 func (c *Config) Validate() error {
@@ -200,7 +206,8 @@ func (s *Set) WaitFor(others func() ([]int, bool)) { s.others = others }
 // Assignment is the nodes this replica reads (flows.NodesConfig.Assignment).
 func (s *Set) Assignment() *flows.Rendezvous { return s.assign }
 
-// Handler serves this replica's Summary as JSON at SummaryPath.
+// Handler serves this replica's Summary at SummaryPath: as JSON, its snapshot in the binary
+// form to a puller that asks for SummaryType, in the JSON form to any other.
 func (s *Set) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cur, err := s.local.Positions()
@@ -228,19 +235,30 @@ func (s *Set) Handler() http.Handler {
 			sum.Evidence = s.local.Evidence()
 		}
 		w.Header().Set("Content-Type", contentType)
+		w.Header().Set("Vary", "Accept")
 		if err := json.NewEncoder(w).Encode(sum); err != nil {
 			s.log.Debug("write replica summary", "err", err)
 		}
 	})
 }
 
-// acceptsBinary reports whether the request's Accept header names SummaryType.
+// acceptsBinary reports whether the request's Accept header names SummaryType, with a
+// quality above 0 (RFC 9110, section 12.5.1: q=0 means "not acceptable").
 func acceptsBinary(r *http.Request) bool {
 	for _, v := range r.Header.Values("Accept") {
 		for part := range strings.SplitSeq(v, ",") {
-			if mt, _, _ := strings.Cut(strings.TrimSpace(part), ";"); strings.EqualFold(strings.TrimSpace(mt), SummaryType) {
-				return true
+			mt, params, _ := strings.Cut(part, ";")
+			if !strings.EqualFold(strings.TrimSpace(mt), SummaryType) {
+				continue
 			}
+			for p := range strings.SplitSeq(params, ";") {
+				if k, q, ok := strings.Cut(strings.TrimSpace(p), "="); ok && strings.EqualFold(k, "q") {
+					if f, err := strconv.ParseFloat(strings.TrimSpace(q), 64); err == nil && f <= 0 {
+						return false
+					}
+				}
+			}
+			return true
 		}
 	}
 	return false

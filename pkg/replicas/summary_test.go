@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -139,6 +140,47 @@ func TestSummaryForms(t *testing.T) {
 	}
 }
 
+// Ensure the form served follows the Accept header: the binary form only when SummaryType is
+// named and not refused (q=0), and the answer says it varies with Accept.
+func TestSummaryNegotiation(t *testing.T) {
+	url := servingSet(t, clusterSnapshot(t, 3, 2), func(h http.Handler) http.Handler { return h })
+	for _, c := range []struct {
+		accept []string
+		want   string
+	}{
+		{nil, "application/json"},
+		{[]string{"application/json"}, "application/json"},
+		{[]string{replicas.SummaryType}, replicas.SummaryType},
+		{[]string{"text/html, " + strings.ToUpper(replicas.SummaryType) + " ; q=0.9"}, replicas.SummaryType},
+		{[]string{"application/json", replicas.SummaryType + ";q=0.5"}, replicas.SummaryType},
+		{[]string{replicas.SummaryType + "; q=0"}, "application/json"},
+		{[]string{replicas.SummaryType + ";q=0.0, application/json"}, "application/json"},
+		{[]string{"application/vnd.recommender.summary.snapshot-v99+json"}, "application/json"},
+	} {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url+replicas.SummaryPath, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range c.accept {
+			req.Header.Add("Accept", a)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Content-Type"); got != c.want {
+			t.Errorf("Accept %q: served %s, want %s", c.accept, got, c.want)
+		}
+		if v := resp.Header.Get("Vary"); v != "Accept" {
+			t.Errorf("Accept %q: Vary %q, want Accept", c.accept, v)
+		}
+	}
+	if want := "snapshot-v" + strconv.Itoa(aggregate.SnapshotVersion) + "+json"; !strings.HasSuffix(replicas.SummaryType, want) {
+		t.Errorf("SummaryType %s does not name the binary form's version (%s)", replicas.SummaryType, want)
+	}
+}
+
 // Ensure a summary that is too large or damaged fails its pull, and the last good summary of
 // that replica stays in the merge.
 func TestSummaryRefused(t *testing.T) {
@@ -194,4 +236,21 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// Ensure the summary bound grows with --max-edges past its default, so raising the cap on
+// edges does not make every pull of a large replica fail.
+func TestMaxSummaryFor(t *testing.T) {
+	for _, c := range []struct {
+		edges int
+		want  int64
+	}{
+		{0, replicas.DefaultMaxSummary},
+		{250_000, replicas.DefaultMaxSummary}, // the default --max-edges
+		{1_000_000, 1_000_000 << 10},
+	} {
+		if got := replicas.MaxSummaryFor(c.edges); got != c.want {
+			t.Errorf("MaxSummaryFor(%d) = %d, want %d", c.edges, got, c.want)
+		}
+	}
 }
