@@ -96,15 +96,14 @@ func BenchmarkSummary(b *testing.B) {
 				perEdge(b)
 			})
 			b.Run("merge", func(b *testing.B) {
-				var m *aggregate.Snapshot
 				for b.Loop() {
-					m = aggregate.Merge(snap, snap)
+					aggregate.Merge(snap, snap)
 				}
 				perEdge(b)
 				var before, after runtime.MemStats
 				runtime.GC()
 				runtime.ReadMemStats(&before)
-				m = aggregate.Merge(snap, snap, snap)
+				m := aggregate.Merge(snap, snap, snap)
 				runtime.GC()
 				runtime.ReadMemStats(&after)
 				runtime.KeepAlive(m)
