@@ -127,6 +127,9 @@
 //	lost       <node> -> {lost, last}
 //	lifecycle  <workload key> -> opaque bytes owned by the audit lifecycle, which versions
 //	           them; written through Commit's hook so they are committed with a batch
+//	kept       <key> -> format:1, CRC-32C:4 of the rest, then opaque bytes another package
+//	           keeps (Store.Keep: package replicas keeps the other replicas' last summaries);
+//	           created by the first Keep, so a store without it is the same schema
 //
 // Open checks the file read-only before it writes anything, for read-only and read-write
 // opens alike: a locked file (ErrLocked), an empty file (ErrNotStore), a file bbolt cannot read,

@@ -192,6 +192,60 @@ func (s *Snapshot) EdgeCount() int {
 	return n
 }
 
+// Expired returns the snapshot as Aggregator.Expire would leave it at cutoff: without the
+// edges last seen before cutoff, the workloads left without edges and not seen since, and the
+// DNS answers not confirmed since (an answer whose age the snapshot does not carry, as in the
+// JSON form, is kept). It is for a snapshot no aggregator expires any more, such as the last
+// summary of a replica that left the set (package replicas). The result shares what it keeps
+// with s; s itself is returned, unchanged, when nothing expired.
+func (s *Snapshot) Expired(cutoff time.Time) *Snapshot {
+	expired := false
+	for _, es := range s.Edges {
+		for i := range es {
+			expired = expired || es[i].LastSeen.Before(cutoff)
+		}
+	}
+	for ip := range s.DNS {
+		last, ok := s.dnsLast[ip]
+		expired = expired || ok && last.Before(cutoff)
+	}
+	if !expired {
+		return s
+	}
+	out := *s
+	out.Edges = make(map[string][]Edge, len(s.Edges))
+	for key, es := range s.Edges {
+		kept := make([]Edge, 0, len(es))
+		for _, e := range es {
+			if !e.LastSeen.Before(cutoff) {
+				kept = append(kept, e)
+			}
+		}
+		if len(kept) > 0 {
+			out.Edges[key] = kept
+		}
+	}
+	out.Workloads = make([]Workload, 0, len(s.Workloads))
+	for _, w := range s.Workloads {
+		if len(out.Edges[w.Key.String()]) > 0 || !w.LastSeen.Before(cutoff) {
+			out.Workloads = append(out.Workloads, w)
+		}
+	}
+	out.DNS = make(map[string][]string, len(s.DNS))
+	out.dnsLast = make(map[string]time.Time, len(s.dnsLast))
+	for ip, names := range s.DNS {
+		last, ok := s.dnsLast[ip]
+		if ok && last.Before(cutoff) {
+			continue
+		}
+		out.DNS[ip] = names
+		if ok {
+			out.dnsLast[ip] = last
+		}
+	}
+	return &out
+}
+
 // compareEdgeKeys orders the edges of one workload as the store's keys do (doc.go): direction,
 // peer key, protocol, per-port before collapsed, port.
 func compareEdgeKeys(a, b *EdgeKey) int { return compareEdgeKeysWith(a, b, a.Peer.Key(), b.Peer.Key()) }
