@@ -165,6 +165,8 @@ func (o *runOptions) validate() error {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	// A stand-in summary's edges expire as its replica's own would (replicas.Config.Retention).
+	rc.Retention = o.retention
 	o.replicaSet = rc
 	if o.once && o.src.fromRelay() {
 		errs = append(errs, errors.New("--once needs --flows: a relay stream does not end"))
@@ -277,9 +279,17 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	var set *replicas.Set
 	var positions func() (*flows.Cursor, error)
 	var evidence func() []lifecycle.Evidence
-	if o.replicas.enabled() {
+	// A daemon alone on the store of a replica of a larger set (--replicas lowered to 1)
+	// still merges the others' last summaries, so their edges are not forgotten.
+	alone := false
+	if !o.replicas.enabled() {
+		if alone, err = replicas.HasKept(store); err != nil {
+			return err
+		}
+	}
+	if o.replicas.enabled() || alone {
 		local := replicas.Local{Snapshot: agg.Snapshot, Positions: func() (*flows.Cursor, error) { return positions() },
-			Evidence: func() []lifecycle.Evidence { return evidence() }}
+			Evidence: func() []lifecycle.Evidence { return evidence() }, Kept: store}
 		if set, err = replicas.New(o.replicaSet, local, nil, log, reg); err != nil {
 			return err
 		}
@@ -304,7 +314,11 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		src.live.RegisterMetrics(reg)
 		deps.Relay = src.live
 	}
-	if set != nil {
+	switch {
+	case alone:
+		deps.Snapshot, deps.Peers = set.Snapshot, set.Peers
+		log.Info("alone on the store of a replica set: the other replicas' kept summaries stand in", "summaries", set.StandIns())
+	case set != nil:
 		positions = replicas.StorePositions(store, src.nodes)
 		deps.Snapshot, deps.Peers = set.Snapshot, set.Peers
 		deps.Routes = map[string]http.Handler{"GET " + replicas.SummaryPath: set.Handler()}

@@ -194,8 +194,8 @@ func (s *Snapshot) EdgeCount() int {
 
 // Expired returns the snapshot as Aggregator.Expire would leave it at cutoff: without the
 // edges last seen before cutoff, the workloads left without edges and not seen since, and the
-// DNS answers not confirmed since (an answer whose age the snapshot does not carry, as in the
-// JSON form, is kept). It is for a snapshot no aggregator expires any more, such as the last
+// DNS answers not confirmed since (an answer whose age the snapshot does not carry, as one
+// read from the JSON form, is kept). It is for a snapshot no aggregator expires any more, such as the last
 // summary of a replica that left the set (package replicas). The result shares what it keeps
 // with s; s itself is returned, unchanged, when nothing expired.
 func (s *Snapshot) Expired(cutoff time.Time) *Snapshot {
@@ -206,8 +206,7 @@ func (s *Snapshot) Expired(cutoff time.Time) *Snapshot {
 		}
 	}
 	for ip := range s.DNS {
-		last, ok := s.dnsLast[ip]
-		expired = expired || ok && last.Before(cutoff)
+		expired = expired || dnsExpired(s.dnsLast[ip], cutoff)
 	}
 	if !expired {
 		return s
@@ -235,7 +234,7 @@ func (s *Snapshot) Expired(cutoff time.Time) *Snapshot {
 	out.dnsLast = make(map[string]time.Time, len(s.dnsLast))
 	for ip, names := range s.DNS {
 		last, ok := s.dnsLast[ip]
-		if ok && last.Before(cutoff) {
+		if dnsExpired(last, cutoff) {
 			continue
 		}
 		out.DNS[ip] = names
@@ -245,6 +244,10 @@ func (s *Snapshot) Expired(cutoff time.Time) *Snapshot {
 	}
 	return &out
 }
+
+// dnsExpired reports whether a DNS answer last confirmed at last is older than cutoff; a zero
+// time is an age the snapshot did not carry.
+func dnsExpired(last, cutoff time.Time) bool { return !last.IsZero() && last.Before(cutoff) }
 
 // compareEdgeKeys orders the edges of one workload as the store's keys do (doc.go): direction,
 // peer key, protocol, per-port before collapsed, port.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -40,6 +41,9 @@ const (
 	// DefaultMaxSummary bounds a pulled summary, so a URL that answers with something
 	// endless or enormous fails the pull instead of the daemon (MaxSummaryFor).
 	DefaultMaxSummary = 256 << 20
+	// DefaultKeepEvery spaces the writes of one replica's pulled summary into the store
+	// (Local.Kept): a summary of 100k edges is about 9 MB to write.
+	DefaultKeepEvery = 5 * time.Minute
 	// retryEvery spaces the first Snapshot's pulls of replicas that did not answer yet.
 	retryEvery = time.Second
 )
@@ -49,7 +53,9 @@ type Config struct {
 	// Self is this replica's index in URLs (--replica-index).
 	Self int
 	// URLs are the base URLs of every replica's metrics port, by index (--replica-urls);
-	// URLs[Self] is this replica's own and is never pulled.
+	// URLs[Self] is this replica's own and is never pulled. None is a daemon alone (Self 0)
+	// whose store keeps the summaries of a set it was part of (Local.Kept, HasKept): it pulls
+	// nobody and merges them as stand-ins.
 	URLs []string
 	// Timeout bounds one pull (default DefaultTimeout).
 	Timeout time.Duration
@@ -61,6 +67,14 @@ type Config struct {
 	// where its previous owner stopped only once that owner's summary was pulled; one that
 	// never answers within Wait is read from the oldest flow its node holds.
 	Wait time.Duration
+	// Retention (--retention) expires the edges of a summary that stands in for a replica
+	// (one that does not answer, or has left the set) as that replica would have expired
+	// them, measured against this replica's newest flow; zero keeps them.
+	Retention time.Duration
+	// KeepEvery is how often a replica's pulled summary is written to Local.Kept (default
+	// DefaultKeepEvery); the first pull of each replica, and a pull after the live set
+	// changed (a replica stopping cleanly is pulled one last time), are written at once.
+	KeepEvery time.Duration
 }
 
 // MaxSummaryFor is the bound of a pulled summary (Config.MaxSummary) for replicas that keep
@@ -72,10 +86,10 @@ func MaxSummaryFor(maxEdges int) int64 { return max(DefaultMaxSummary, int64(max
 
 // Validate checks the configuration before anything starts.
 func (c *Config) Validate() error {
-	if len(c.URLs) == 0 {
-		return errors.New("no replica URLs")
+	if len(c.URLs) == 0 && c.Self != 0 {
+		return fmt.Errorf("replica index %d without replica URLs: a daemon alone is replica 0", c.Self)
 	}
-	if c.Self < 0 || c.Self >= len(c.URLs) {
+	if len(c.URLs) > 0 && (c.Self < 0 || c.Self >= len(c.URLs)) {
 		return fmt.Errorf("replica index %d: want 0 to %d for %d replicas", c.Self, len(c.URLs)-1, len(c.URLs))
 	}
 	for i, u := range c.URLs {
@@ -84,8 +98,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("replica %d URL %q: want http://host:port", i, u)
 		}
 	}
-	if c.Timeout < 0 || c.Wait < 0 || c.MaxSummary < 0 {
-		return fmt.Errorf("replica pull timeout %s, wait %s and summary bound %d: must not be negative", c.Timeout, c.Wait, c.MaxSummary)
+	if c.Timeout < 0 || c.Wait < 0 || c.MaxSummary < 0 || c.Retention < 0 || c.KeepEvery < 0 {
+		return fmt.Errorf("replica pull timeout %s, wait %s, summary bound %d, retention %s and keep interval %s: must not be negative",
+			c.Timeout, c.Wait, c.MaxSummary, c.Retention, c.KeepEvery)
 	}
 	return nil
 }
@@ -98,6 +113,28 @@ type Local struct {
 	Snapshot  func() *aggregate.Snapshot
 	Positions func() (*flows.Cursor, error)
 	Evidence  func() []lifecycle.Evidence
+	// Kept, when set, keeps the other replicas' last summaries across this replica's
+	// restarts (the replica's own store). Without it a restart forgets the edges of a
+	// replica that is down, and of one that left the set (--replicas lowered), for good.
+	Kept SummaryStore
+}
+
+// SummaryStore is where a Set keeps the other replicas' last summaries: aggregate.Store's
+// kept bucket. Kept may return some values with an error naming those it could not read.
+type SummaryStore interface {
+	Keep(key string, v []byte) error
+	Kept() (map[string][]byte, error)
+	Forget(key string) error
+}
+
+// keptPrefix starts the key of a kept summary; the replica's index follows.
+const keptPrefix = "replica-summary-"
+
+// keptSummary is a Summary as kept in the store: its snapshot in the binary form, and when
+// it was pulled.
+type keptSummary struct {
+	PulledAt time.Time `json:"pulledAt"`
+	Summary  Summary   `json:"summary"`
 }
 
 // StorePositions is Local.Positions for a store and the node source filling it: how far the
@@ -141,15 +178,19 @@ type Set struct {
 	// others, when set (WaitFor), says which other replicas are live.
 	others func() ([]int, bool)
 
-	// mu guards cache (the last summary pulled from each other replica, by index),
-	// failing (the replicas whose last pull failed, for logging changes only) and warm (the
-	// first Snapshot is done).
+	// mu guards cache (the last summary pulled from each other replica, by index, or kept
+	// from an earlier run), failing (the replicas whose last pull failed, for logging
+	// changes only) and warm (the first Snapshot is done).
 	mu    sync.Mutex
 	cache map[int]*pulled
 	// handoverMu serializes Handover's pull-then-reassign runs.
 	handoverMu sync.Mutex
 	failing    map[int]bool
 	warm       bool
+	// keepMu serializes writes to Local.Kept; keptAt is, by index, when the summary this
+	// process last kept was pulled.
+	keepMu sync.Mutex
+	keptAt map[int]time.Time
 }
 
 // pulled is a summary as the puller keeps it, its cursor decoded once.
@@ -157,6 +198,11 @@ type pulled struct {
 	snap     *aggregate.Snapshot
 	pos      *flows.Cursor
 	evidence []lifecycle.Evidence
+	pulledAt time.Time
+	// kept says it was read from Local.Kept, not pulled by this process: it stands in for
+	// its replica's edges and positions, and is neither waited for nor judged as this
+	// sync's evidence.
+	kept bool
 }
 
 // New checks cfg and returns the Set; client may be nil for a default one, log may be nil.
@@ -176,6 +222,9 @@ func New(cfg Config, local Local, client *http.Client, log *slog.Logger, reg pro
 	if cfg.MaxSummary == 0 {
 		cfg.MaxSummary = DefaultMaxSummary
 	}
+	if cfg.KeepEvery == 0 {
+		cfg.KeepEvery = DefaultKeepEvery
+	}
 	if client == nil {
 		// One pull per replica per sync: nothing to keep alive, and a kept or spare
 		// connection would hold up the other replica's HTTP shutdown.
@@ -184,16 +233,116 @@ func New(cfg Config, local Local, client *http.Client, log *slog.Logger, reg pro
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	assign, err := flows.NewRendezvous(strconv.Itoa(cfg.Self), flows.StaticReplicas(len(cfg.URLs)))
+	assign, err := flows.NewRendezvous(strconv.Itoa(cfg.Self), flows.StaticReplicas(max(1, len(cfg.URLs))))
 	if err != nil {
 		return nil, err
 	}
 	s := &Set{
 		cfg: cfg, local: local, client: client, log: log.With("replica", cfg.Self), assign: assign,
-		cache: make(map[int]*pulled), failing: make(map[int]bool),
+		cache: make(map[int]*pulled), failing: make(map[int]bool), keptAt: make(map[int]time.Time),
 	}
 	s.m = newMetrics(reg, s)
+	if err := s.loadKept(); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// loadKept puts the summaries kept by an earlier run into the cache, where each stands in
+// for its replica until that replica answers. One that cannot be read is left out (and
+// replaced in the store by that replica's next summary); one of this replica's own index
+// (the store served another index before) is left out, as merging it would count this
+// replica's own edges twice. A daemon alone (no URLs) takes every one: a replica never
+// keeps its own summary, so each is another's.
+func (s *Set) loadKept() error {
+	if s.local.Kept == nil {
+		return nil
+	}
+	vals, err := s.local.Kept.Kept()
+	if vals == nil && err != nil {
+		return fmt.Errorf("replicas: kept summaries: %w", err)
+	}
+	if err != nil {
+		s.log.Warn("kept replica summaries left out: those replicas stand in only once they answer", "err", err)
+	}
+	var loaded, departed []int
+	edges := 0
+	for key, v := range vals {
+		i, ok := keptIndex(key)
+		if !ok {
+			continue
+		}
+		if i == s.cfg.Self && len(s.cfg.URLs) > 0 {
+			s.log.Warn("kept summary of this replica's own index left out: the store was another replica's", "key", key)
+			continue
+		}
+		var k keptSummary
+		if err := json.Unmarshal(v, &k); err != nil {
+			s.log.Warn("kept replica summary left out: it does not decode", "peer", i, "err", err)
+			continue
+		}
+		p, err := decodeSummary(&k.Summary, i)
+		if err != nil {
+			s.log.Warn("kept replica summary left out", "peer", i, "err", err)
+			continue
+		}
+		p.pulledAt, p.kept = k.PulledAt, true
+		s.cache[i] = p
+		s.keptAt[i] = k.PulledAt
+		edges += p.snap.EdgeCount()
+		loaded = append(loaded, i)
+		if i >= len(s.cfg.URLs) {
+			departed = append(departed, i)
+		}
+	}
+	if len(loaded) > 0 {
+		slices.Sort(loaded)
+		slices.Sort(departed)
+		s.log.Info("kept summaries of other replicas stand in until each answers", "replicas", loaded, "edges", edges,
+			"left the set", departed)
+	}
+	return nil
+}
+
+// HasKept reports whether k holds a summary a Set kept: a daemon started alone (--replicas
+// 1) on the store of a replica of a larger set then still merges the others' last summaries.
+func HasKept(k SummaryStore) (bool, error) {
+	vals, err := k.Kept()
+	for key := range vals {
+		if _, ok := keptIndex(key); ok {
+			return true, nil
+		}
+	}
+	if vals == nil && err != nil {
+		return false, fmt.Errorf("replicas: kept summaries: %w", err)
+	}
+	return false, nil
+}
+
+// StandIns is the number of other replicas' summaries in the merge that their replica did
+// not serve to this process: kept by an earlier run for a replica that has not answered
+// since, or for one that left the set.
+func (s *Set) StandIns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for i, p := range s.cache {
+		if p.kept || i >= len(s.cfg.URLs) {
+			n++
+		}
+	}
+	return n
+}
+
+func keptKey(i int) string { return keptPrefix + strconv.Itoa(i) }
+
+func keptIndex(key string) (int, bool) {
+	rest, ok := strings.CutPrefix(key, keptPrefix)
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(rest)
+	return i, err == nil && i >= 0 && strconv.Itoa(i) == rest
 }
 
 // WaitFor makes the first Snapshot wait only for the other replicas others reports live
@@ -266,10 +415,13 @@ func acceptsBinary(r *http.Request) bool {
 
 // Snapshot pulls every other replica's summary and returns the merge of them all with this
 // replica's own: the snapshot the sync loop synthesizes from (daemon.Deps.Snapshot). A
-// replica that does not answer contributes the summary it last served; one never reached
-// contributes nothing, and the pull is retried on the next call.
+// replica that does not answer contributes the summary it last served, or the one kept in
+// the store by an earlier run (Local.Kept); so does one that left the set. Such a stand-in's
+// edges expire by Retention as its replica would have expired them, and a stand-in left
+// with no edge and no workload is dropped. One never reached contributes nothing, and the
+// pull is retried on the next call.
 func (s *Set) Snapshot(ctx context.Context) *aggregate.Snapshot {
-	s.pullAll(ctx)
+	s.pullAll(ctx, false)
 	s.mu.Lock()
 	warm := s.warm
 	s.warm = true
@@ -277,15 +429,45 @@ func (s *Set) Snapshot(ctx context.Context) *aggregate.Snapshot {
 	if !warm {
 		s.awaitAll(ctx)
 	}
-	snaps := []*aggregate.Snapshot{s.local.Snapshot()}
+	local := s.local.Snapshot()
+	var cutoff time.Time
+	if s.cfg.Retention > 0 && !local.To.IsZero() {
+		cutoff = local.To.Add(-s.cfg.Retention)
+	}
+	snaps := []*aggregate.Snapshot{local}
+	var expired []int
 	s.mu.Lock()
-	for i := range s.cfg.URLs {
-		if p, ok := s.cache[i]; ok {
-			snaps = append(snaps, p.snap)
+	for _, i := range slices.Sorted(maps.Keys(s.cache)) {
+		p := s.cache[i]
+		if !cutoff.IsZero() && s.standsIn(i, p) {
+			if p.snap = p.snap.Expired(cutoff); p.snap.EdgeCount() == 0 && len(p.snap.Workloads) == 0 {
+				delete(s.cache, i)
+				expired = append(expired, i)
+				continue
+			}
 		}
+		snaps = append(snaps, p.snap)
 	}
 	s.mu.Unlock()
+	for _, i := range expired {
+		s.log.Info("stand-in summary of a replica expired: every edge it held is older than the retention", "peer", i, "retention", s.cfg.Retention)
+		if s.local.Kept != nil {
+			s.keepMu.Lock()
+			if err := s.local.Kept.Forget(keptKey(i)); err != nil {
+				s.log.Warn("expired replica summary not removed from the store", "peer", i, "err", err)
+			}
+			delete(s.keptAt, i)
+			s.keepMu.Unlock()
+		}
+	}
 	return aggregate.Merge(snaps...)
+}
+
+// standsIn reports whether p is merged for a replica that did not serve it in its last
+// pull: kept from an earlier run, its replica failing, or its replica out of the set. The
+// caller holds mu.
+func (s *Set) standsIn(i int, p *pulled) bool {
+	return p.kept || s.failing[i] || i >= len(s.cfg.URLs)
 }
 
 // Peers returns the other replicas' audit evidence for the lifecycle to merge
@@ -299,7 +481,7 @@ func (s *Set) Snapshot(ctx context.Context) *aggregate.Snapshot {
 func (s *Set) Peers() []lifecycle.Peer {
 	members := s.assign.Members()
 	if !slices.Contains(members, strconv.Itoa(s.cfg.Self)) {
-		members = flows.StaticReplicas(len(s.cfg.URLs))
+		members = flows.StaticReplicas(max(1, len(s.cfg.URLs)))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -311,7 +493,7 @@ func (s *Set) Peers() []lifecycle.Peer {
 		}
 		p := lifecycle.Peer{Replica: m}
 		if c, ok := s.cache[i]; ok {
-			p.Evidence, p.Pulled = c.evidence, !s.failing[i]
+			p.Evidence, p.Pulled = c.evidence, !s.failing[i] && !c.kept
 		}
 		out = append(out, p)
 	}
@@ -333,7 +515,7 @@ func (s *Set) Handover(release, reassign func()) func() {
 		go func() {
 			s.handoverMu.Lock()
 			defer s.handoverMu.Unlock()
-			s.pullAll(context.Background())
+			s.pullAll(context.Background(), true)
 			reassign()
 		}()
 	}
@@ -376,11 +558,12 @@ func (s *Set) awaitAll(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		s.pullAll(ctx)
+		s.pullAll(ctx, false)
 	}
 }
 
-// missing returns the other replicas waited for that no summary was pulled from yet: all of
+// missing returns the other replicas waited for that no summary was pulled from yet by this
+// process (one kept from an earlier run is older than what the replica serves now): all of
 // them, or with WaitFor once it looked, the live ones.
 func (s *Set) missing() []int {
 	var wait []int
@@ -399,26 +582,66 @@ func (s *Set) missing() []int {
 	defer s.mu.Unlock()
 	var out []int
 	for _, i := range wait {
-		if _, ok := s.cache[i]; !ok && i != s.cfg.Self && i >= 0 && i < len(s.cfg.URLs) {
+		if p, ok := s.cache[i]; (!ok || p.kept) && i != s.cfg.Self && i >= 0 && i < len(s.cfg.URLs) {
 			out = append(out, i)
 		}
 	}
 	return out
 }
 
-// pullAll pulls every other replica at once, each bounded by the timeout.
-func (s *Set) pullAll(ctx context.Context) {
+// pullAll pulls every other replica at once, each bounded by the timeout, and keeps what it
+// pulled in the store when due (keep); handover says the live set just changed.
+func (s *Set) pullAll(ctx context.Context, handover bool) {
 	var wg sync.WaitGroup
 	for i := range s.cfg.URLs {
 		if i == s.cfg.Self {
 			continue
 		}
 		wg.Go(func() {
-			p, err := s.pull(ctx, i)
+			p, sum, err := s.pull(ctx, i)
+			if err == nil {
+				s.keep(i, p, sum, handover)
+			}
 			s.record(i, p, err)
 		})
 	}
 	wg.Wait()
+}
+
+// keep writes a pulled summary to Local.Kept: the first of each replica this process pulls,
+// one pulled after the live set changed, and otherwise one every KeepEvery. It runs outside
+// mu, so a slow disk holds up no Snapshot; keepMu keeps an older summary from replacing a
+// newer one.
+func (s *Set) keep(i int, p *pulled, sum *Summary, force bool) {
+	if s.local.Kept == nil {
+		return
+	}
+	s.keepMu.Lock()
+	defer s.keepMu.Unlock()
+	last, kept := s.keptAt[i]
+	if p.pulledAt.Before(last) || (!force && kept && p.pulledAt.Sub(last) < s.cfg.KeepEvery) {
+		return
+	}
+	k := keptSummary{PulledAt: p.pulledAt, Summary: *sum}
+	k.Summary.Snapshot = nil
+	var err error
+	if k.Summary.SnapshotBinary == nil { // served as JSON, by an older replica
+		k.Summary.SnapshotBinary, err = p.snap.MarshalBinary()
+	}
+	var b []byte
+	if err == nil {
+		b, err = json.Marshal(k)
+	}
+	if err == nil {
+		err = s.local.Kept.Keep(keptKey(i), b)
+	}
+	if err != nil {
+		s.m.keeps.WithLabelValues("error").Inc()
+		s.log.Warn("replica summary not kept in the store: a restart of this replica would forget its edges while it is down", "peer", i, "err", err)
+		return
+	}
+	s.m.keeps.WithLabelValues("ok").Inc()
+	s.keptAt[i] = p.pulledAt
 }
 
 func (s *Set) record(i int, p *pulled, err error) {
@@ -441,47 +664,62 @@ func (s *Set) record(i int, p *pulled, err error) {
 	s.cache[i] = p
 }
 
-func (s *Set) pull(ctx context.Context, i int) (*pulled, error) {
+// pull fetches replica i's summary and decodes it; the Summary is returned as read, for keep.
+func (s *Set) pull(ctx context.Context, i int) (*pulled, *Summary, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	u := strings.TrimSuffix(s.cfg.URLs[i], "/") + SummaryPath
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	req.Header.Set("Accept", SummaryType+", application/json;q=0.5")
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", u, resp.Status)
+		return nil, nil, fmt.Errorf("GET %s: %s", u, resp.Status)
 	}
 	body := &countingReader{r: io.LimitReader(resp.Body, s.cfg.MaxSummary+1)}
 	var sum Summary
 	err = json.NewDecoder(body).Decode(&sum)
 	s.m.pulledBytes.Add(float64(body.n))
 	if body.n > s.cfg.MaxSummary {
-		return nil, fmt.Errorf("GET %s: summary larger than %d bytes", u, s.cfg.MaxSummary)
+		return nil, nil, fmt.Errorf("GET %s: summary larger than %d bytes", u, s.cfg.MaxSummary)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: decode summary: %w", u, err)
+		return nil, nil, fmt.Errorf("GET %s: decode summary: %w", u, err)
 	}
+	p, err := decodeSummary(&sum, i)
+	if err != nil {
+		return nil, nil, fmt.Errorf("GET %s: %w", u, err)
+	}
+	p.pulledAt = time.Now()
+	return p, &sum, nil
+}
+
+// decodeSummary checks a summary that replica i served (or that was kept from it) and
+// decodes its snapshot and positions.
+func decodeSummary(sum *Summary, i int) (*pulled, error) {
 	if sum.SnapshotBinary != nil {
 		sum.Snapshot = new(aggregate.Snapshot)
 		if err := sum.Snapshot.UnmarshalBinary(sum.SnapshotBinary); err != nil {
-			return nil, fmt.Errorf("GET %s: %w", u, err)
+			return nil, err
 		}
+	}
+	if sum.Snapshot == nil {
+		return nil, errors.New("summary without a snapshot")
 	}
 	if sum.Replica != i {
 		// Two entries of --replica-urls reach the same replica: merging it twice would count
 		// everything it stored twice.
-		return nil, fmt.Errorf("GET %s: answered by replica %d, want %d (check --replica-urls)", u, sum.Replica, i)
+		return nil, fmt.Errorf("answered by replica %d, want %d (check --replica-urls)", sum.Replica, i)
 	}
 	pos := flows.NewCursor()
 	if err := pos.UnmarshalBinary(sum.Positions); err != nil {
-		return nil, fmt.Errorf("GET %s: positions: %w", u, err)
+		return nil, fmt.Errorf("positions: %w", err)
 	}
 	return &pulled{snap: sum.Snapshot, pos: pos, evidence: sum.Evidence}, nil
 }
@@ -500,6 +738,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 type metrics struct {
 	pulls       *prometheus.CounterVec
+	keeps       *prometheus.CounterVec
 	pulledBytes prometheus.Counter
 }
 
@@ -512,6 +751,17 @@ func newMetrics(reg prometheus.Registerer, s *Set) *metrics {
 	for _, r := range []string{"ok", "error"} {
 		m.pulls.WithLabelValues(r)
 	}
+	m.keeps = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "recommender_replica_keeps_total",
+		Help: "Writes of another replica's pulled summary into this replica's store, by result (ok, error): what stands in for that replica's edges after a restart of this one.",
+	}, []string{"result"})
+	for _, r := range []string{"ok", "error"} {
+		m.keeps.WithLabelValues(r)
+	}
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "recommender_replica_standins",
+		Help: "Other replicas' summaries in the merge that their replica did not serve to this process: kept in the store by an earlier run for a replica that has not answered since, or that left the set (--replicas lowered); their edges expire by --retention.",
+	}, func() float64 { return float64(s.StandIns()) })
 	m.pulledBytes = f.NewCounter(prometheus.CounterOpts{
 		Name: "recommender_replica_pulled_bytes_total",
 		Help: "Bytes of other replicas' summaries read by pulls: what the replicas exchange every --sync-interval.",

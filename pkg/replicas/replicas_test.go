@@ -129,6 +129,9 @@ type replica struct {
 	// readNone starts the replica reading no node, as --replica-membership=lease does until
 	// its Membership looked at the Leases.
 	readNone bool
+	// replicaWait is Config.Wait: how long its first Snapshot waits for the others (0: the
+	// default).
+	replicaWait time.Duration
 	stop     context.CancelFunc
 	err      chan error
 }
@@ -155,10 +158,19 @@ func (r *replica) start(t *testing.T, c *cluster, want int) {
 	cfg := flows.NodesConfig{Peers: c.peers, Relay: flows.RelayConfig{BackoffInitial: time.Millisecond, BackoffMax: 5 * time.Millisecond}}
 	var positions func() (*flows.Cursor, error)
 	var evidence func() []lifecycle.Evidence
-	if r.urls != nil {
+	// Alone on the store of a replica of a larger set, it merges the kept summaries.
+	alone := false
+	if r.urls == nil {
+		if alone, err = replicas.HasKept(store); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.urls != nil || alone {
 		local := replicas.Local{Snapshot: agg.Snapshot, Positions: func() (*flows.Cursor, error) { return positions() },
-			Evidence: func() []lifecycle.Evidence { return evidence() }}
-		r.set, err = replicas.New(replicas.Config{Self: r.index, URLs: r.urls}, local, nil, log, reg)
+			Evidence: func() []lifecycle.Evidence { return evidence() }, Kept: store}
+		// Every pull kept (KeepEvery), so that what stands in for a replica after a restart
+		// is its last summary.
+		r.set, err = replicas.New(replicas.Config{Self: r.index, URLs: r.urls, Wait: r.replicaWait, KeepEvery: time.Nanosecond}, local, nil, log, reg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -180,7 +192,9 @@ func (r *replica) start(t *testing.T, c *cluster, want int) {
 	if r.set != nil {
 		positions = replicas.StorePositions(store, nodes)
 		deps.Snapshot, deps.Peers = r.set.Snapshot, r.set.Peers
-		deps.Routes = map[string]http.Handler{"GET " + replicas.SummaryPath: r.set.Handler()}
+		if !alone {
+			deps.Routes = map[string]http.Handler{"GET " + replicas.SummaryPath: r.set.Handler()}
+		}
 	}
 	dm, err := daemon.New(daemon.Config{
 		SyncInterval: time.Hour, Lifecycle: lifecycle.DefaultConfig(), Synth: synth.DefaultConfig(),
@@ -411,8 +425,10 @@ func oneDaemon(t *testing.T) (*cluster, string, *aggregate.Snapshot) {
 
 // Ensure that replicas splitting the nodes synthesize from the same totals as one daemon
 // reading them all: with every replica up, while one is down (its last summary stands in),
-// after it restarts, and after the set grows from 2 to 3 replicas so that nodes move (the
-// new owner starts where the old one stopped: nothing is counted twice).
+// when another restarts meanwhile (the summary it kept in its store stands in), after the
+// down one restarts, after the set grows from 2 to 3 replicas so that nodes move (the new
+// owner starts where the old one stopped: nothing is counted twice), and after it shrinks
+// back to 2 and to one daemon alone (the departed replicas' kept summaries stand in).
 func TestReplicasMatchOneDaemon(t *testing.T) {
 	c, dir, want := oneDaemon(t)
 
@@ -436,6 +452,18 @@ func TestReplicasMatchOneDaemon(t *testing.T) {
 	// Replica 1 goes away: replica 0 merges its last summary.
 	two[1].kill(t)
 	sameTotals(t, "replica 1 down", two[0].set.Snapshot(t.Context()), want)
+
+	// Replica 0 restarts while replica 1 is still down: the summary of replica 1 it kept in
+	// its store stands in (without it, replica 1's edges would be missing until it returns).
+	two[0].kill(t)
+	two[0].replicaWait = time.Millisecond // replica 1 does not answer: do not wait for it
+	two[0].start(t, c, two[0].src.want)
+	two[0].replicaWait = 0
+	two[0].wait(t)
+	sameTotals(t, "replica 0 restarted while replica 1 is down", two[0].set.Snapshot(t.Context()), want)
+	if n := two[0].set.StandIns(); n != 1 {
+		t.Errorf("replica 0 counts %d stand-ins, want 1 (replica 1's kept summary)", n)
+	}
 
 	// Replica 1 comes back on its store: it reads its nodes again and stores nothing twice.
 	two[1].start(t, c, two[1].src.want)
@@ -481,4 +509,50 @@ func TestReplicasMatchOneDaemon(t *testing.T) {
 	}
 	// Everything committed: what the stores hold together is what one daemon stored.
 	sameTotals(t, "three stores", aggregate.Merge(stores...), want)
+
+	// The set shrinks back to two over the first two stores: replica 2 is gone for good.
+	// The summary of it each kept stands in for its edges, and a node it read starts where
+	// it stopped (nothing delivered): without the kept summary its edges would be lost and
+	// its nodes read again from their oldest flow.
+	shrunk := replicaSet(dir, []string{three[0].db, three[1].db}, ports(t, 2))
+	for i, r := range shrunk {
+		n := 0
+		for node, o := range own2 {
+			if o == i && own3[node] == i {
+				n += c.raw[node]
+			}
+		}
+		r.start(t, c, n)
+	}
+	for _, r := range shrunk {
+		r.wait(t)
+	}
+	for i, r := range shrunk {
+		sameTotals(t, fmt.Sprintf("shrunk to two, merged by replica %d", i), merged(t, r, want), want)
+		if n := r.set.StandIns(); n != 1 {
+			t.Errorf("shrunk to two: replica %d counts %d stand-ins, want 1 (replica 2's)", i, n)
+		}
+	}
+	for _, r := range shrunk {
+		r.kill(t)
+	}
+
+	// And to one daemon alone (--replicas 1) on replica 0's store: it reads every node, those
+	// another replica read from where its kept summary says (nothing delivered), and merges
+	// those summaries. Only the nodes no other replica read are read again, and dropped by
+	// the store's cursor.
+	alone := &replica{db: shrunk[0].db}
+	n := 0
+	for node, o := range own2 {
+		if o == 0 && own3[node] == 0 {
+			n += c.raw[node]
+		}
+	}
+	alone.start(t, c, n)
+	alone.wait(t)
+	sameTotals(t, "alone on replica 0's store", alone.set.Snapshot(t.Context()), want)
+	if n := alone.set.StandIns(); n != 2 {
+		t.Errorf("alone: %d stand-ins, want 2 (replicas 1 and 2)", n)
+	}
+	alone.kill(t)
 }
