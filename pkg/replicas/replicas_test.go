@@ -132,8 +132,8 @@ type replica struct {
 	// replicaWait is Config.Wait: how long its first Snapshot waits for the others (0: the
 	// default).
 	replicaWait time.Duration
-	stop     context.CancelFunc
-	err      chan error
+	stop        context.CancelFunc
+	err         chan error
 }
 
 // start runs the daemon as `run --hubble-peers` wires it (cmd/recommender run.go): urls

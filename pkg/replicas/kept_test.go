@@ -1,0 +1,271 @@
+package replicas_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/recommender/recommender/pkg/aggregate"
+	"github.com/recommender/recommender/pkg/flows"
+	"github.com/recommender/recommender/pkg/lifecycle"
+	"github.com/recommender/recommender/pkg/replicas"
+)
+
+// keptServer is replica 1 of two serving snap, a cursor at one flow of node-7 and evidence;
+// older makes it serve as a replica of an older version does (the JSON form, whatever the
+// puller asks for).
+func keptServer(t *testing.T, snap *aggregate.Snapshot, older bool) (*httptest.Server, *flows.Cursor, []lifecycle.Evidence) {
+	t.Helper()
+	pos := flows.NewCursor()
+	pos.Advance(&flows.Event{Node: "node-7", Time: time.Date(2026, 12, 1, 0, 0, 5, 0, time.UTC), ID: 42})
+	ev := []lifecycle.Evidence{{Workload: "team-1/k8s:app=a", State: lifecycle.Audit, Revision: "r1", WindowFlows: 3}}
+	s, err := replicas.New(replicas.Config{Self: 1, URLs: []string{"http://127.0.0.1:1", "http://127.0.0.1:1"}},
+		replicas.Local{Snapshot: func() *aggregate.Snapshot { return snap }, Positions: func() (*flows.Cursor, error) { return pos.Clone(), nil },
+			Evidence: func() []lifecycle.Evidence { return ev }}, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := s.Handler()
+	if older {
+		inner := h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			r.Header.Del("Accept")
+			inner.ServeHTTP(w, r)
+		})
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv, pos, ev
+}
+
+// keptPuller is replica 0 of two, pulling from url, keeping summaries in store; its own
+// aggregate holds nothing but its newest flow's time, to.
+func keptPuller(t *testing.T, url string, store replicas.SummaryStore, cfg replicas.Config, to time.Time) (*replicas.Set, *prometheus.Registry) {
+	t.Helper()
+	cfg.Self, cfg.URLs = 0, []string{"http://127.0.0.1:1", url}
+	if cfg.Wait == 0 {
+		cfg.Wait = time.Millisecond
+	}
+	reg := prometheus.NewPedanticRegistry()
+	s, err := replicas.New(cfg, replicas.Local{Snapshot: func() *aggregate.Snapshot { return &aggregate.Snapshot{To: to} },
+		Positions: func() (*flows.Cursor, error) { return flows.NewCursor(), nil }, Kept: store}, nil, nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, reg
+}
+
+func counterValue(t *testing.T, reg prometheus.Gatherer, name, result string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) == 0 {
+				return m.GetGauge().GetValue()
+			}
+			if m.GetLabel()[0].GetValue() == result {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no %s %s", name, result)
+	return 0
+}
+
+func openKeptStore(t *testing.T) *aggregate.Store {
+	t.Helper()
+	st, err := aggregate.Open(filepath.Join(t.TempDir(), "replica-0.db"), aggregate.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// Ensure a replica keeps the other's summary in its store, the first pull at once, later ones
+// every KeepEvery and after a change of the live set, and that after a restart with the
+// other down the kept summary stands in: its edges in the merge, its positions where a
+// moved node starts, its evidence listed but not as this sync's, and still waited for at
+// start (a kept summary is older than what the replica serves). The same for the JSON form
+// a replica of an older version serves.
+func TestKeptSummaryStandsIn(t *testing.T) {
+	snap := clusterSnapshot(t, 30, 4)
+	want := aggregate.Merge(&aggregate.Snapshot{}, snap)
+	for _, older := range []bool{false, true} {
+		name := map[bool]string{false: "binary", true: "JSON from an older replica"}[older]
+		t.Run(name, func(t *testing.T) {
+			srv, pos, ev := keptServer(t, snap, older)
+			store := openKeptStore(t)
+			s, reg := keptPuller(t, srv.URL, store, replicas.Config{KeepEvery: time.Hour}, time.Time{})
+			if got := s.Snapshot(t.Context()); !reflect.DeepEqual(got, want) {
+				t.Fatalf("merged %d edges, want %d", got.EdgeCount(), want.EdgeCount())
+			}
+			s.Snapshot(t.Context())
+			if n := counterValue(t, reg, "recommender_replica_keeps_total", "ok"); n != 1 {
+				t.Errorf("two pulls within KeepEvery kept %.0f times, want once", n)
+			}
+			done := make(chan struct{})
+			s.Handover(func() {}, func() { close(done) })()
+			<-done
+			if n := counterValue(t, reg, "recommender_replica_keeps_total", "ok"); n != 2 {
+				t.Errorf("a pull after the live set changed: %.0f keeps, want 2", n)
+			}
+			if n := counterValue(t, reg, "recommender_replica_standins", ""); n != 0 {
+				t.Errorf("%.0f stand-ins while replica 1 answers, want 0", n)
+			}
+			srv.Close()
+
+			// This replica restarts on its store while replica 1 is down.
+			s, reg = keptPuller(t, srv.URL, store, replicas.Config{}, time.Time{})
+			if n := s.StandIns(); n != 1 {
+				t.Errorf("after a restart: %d stand-ins, want 1", n)
+			}
+			if got := s.Start("node-7"); got == nil || !got.Equal(pos) {
+				t.Errorf("node-7 starts at %v, want replica 1's kept position %v", got, pos)
+			}
+			if got := s.Peers(); len(got) != 1 || got[0].Pulled || !reflect.DeepEqual(got[0].Evidence, ev) {
+				t.Errorf("Peers = %+v, want replica 1's kept evidence, not pulled", got)
+			}
+			got := s.Snapshot(t.Context())
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("merged after a restart %d edges, want replica 1's kept %d", got.EdgeCount(), want.EdgeCount())
+			}
+			if n := counterValue(t, reg, "recommender_replica_pulls_total", "error"); n < 2 {
+				t.Errorf("%.0f failed pulls at start: the kept summary ended the wait for replica 1's own", n)
+			}
+			if n := counterValue(t, reg, "recommender_replica_standins", ""); n != 1 {
+				t.Errorf("gauge: %.0f stand-ins, want 1", n)
+			}
+		})
+	}
+}
+
+// Ensure a stand-in's edges expire by Retention against this replica's newest flow, and that
+// a stand-in left empty is dropped from the merge and from the store.
+func TestKeptSummaryExpires(t *testing.T) {
+	snap := clusterSnapshot(t, 30, 4)
+	srv, _, _ := keptServer(t, snap, false)
+	store := openKeptStore(t)
+	s, _ := keptPuller(t, srv.URL, store, replicas.Config{}, time.Time{})
+	s.Snapshot(t.Context())
+	srv.Close()
+
+	// The edges were last seen between 1 ms and 120 ms past midnight.
+	midnight := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	day := 24 * time.Hour
+	for _, c := range []struct {
+		name  string
+		to    time.Time
+		edges int
+	}{
+		{"no flow of its own yet", time.Time{}, snap.EdgeCount()},
+		{"within the retention", midnight.Add(day), snap.EdgeCount()},
+		{"half expired", midnight.Add(day + 60*time.Millisecond), -1},
+		{"all expired", midnight.Add(day + time.Second), 0},
+	} {
+		s, _ := keptPuller(t, srv.URL, store, replicas.Config{Retention: day}, c.to)
+		got := s.Snapshot(t.Context())
+		switch n := got.EdgeCount(); {
+		case c.edges >= 0 && n != c.edges:
+			t.Errorf("%s: %d edges merged, want %d", c.name, n, c.edges)
+		case c.edges < 0 && (n == 0 || n == snap.EdgeCount()):
+			t.Errorf("%s: %d edges merged of %d, want some expired", c.name, n, snap.EdgeCount())
+		}
+		if c.edges == 0 && s.StandIns() != 0 {
+			t.Errorf("%s: the empty stand-in is still merged", c.name)
+		}
+	}
+	kept, err := store.Kept()
+	if err != nil || len(kept) != 0 {
+		t.Errorf("store keeps %d values (%v) after the stand-in expired, want none", len(kept), err)
+	}
+}
+
+// Ensure a kept summary that cannot be used is left out with the others still standing in:
+// one that does not decode, one whose snapshot fails the decoder's checks, and one of this
+// replica's own index (its store was another replica's); and that a daemon alone takes every
+// kept summary, its own index's included, since a replica never keeps its own.
+func TestKeptSummaryLeftOut(t *testing.T) {
+	snap := clusterSnapshot(t, 10, 2)
+	srv, _, _ := keptServer(t, snap, false)
+	store := openKeptStore(t)
+	s, _ := keptPuller(t, srv.URL, store, replicas.Config{}, time.Time{})
+	s.Snapshot(t.Context())
+	srv.Close()
+	kept, err := store.Kept()
+	if err != nil || len(kept) != 1 {
+		t.Fatalf("kept %d values (%v), want 1", len(kept), err)
+	}
+	var good []byte
+	for _, v := range kept {
+		good = v
+	}
+	var k struct {
+		PulledAt time.Time        `json:"pulledAt"`
+		Summary  replicas.Summary `json:"summary"`
+	}
+	if err := json.Unmarshal(good, &k); err != nil {
+		t.Fatal(err)
+	}
+	k.Summary.Replica = 0
+	own, err := json.Marshal(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.Summary.Replica = 3
+	k.Summary.SnapshotBinary = k.Summary.SnapshotBinary[:len(k.Summary.SnapshotBinary)/2]
+	cut, err := json.Marshal(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, v := range map[string][]byte{
+		"replica-summary-2": []byte("{not json"),
+		"replica-summary-3": cut,
+		"replica-summary-0": own,
+		"unrelated":         []byte("x"),
+	} {
+		if err := store.Keep(key, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, _ = keptPuller(t, srv.URL, store, replicas.Config{}, time.Time{})
+	if n := s.StandIns(); n != 1 {
+		t.Errorf("%d stand-ins, want 1: only replica 1's summary is usable", n)
+	}
+	if got := s.Snapshot(t.Context()); got.EdgeCount() != snap.EdgeCount() {
+		t.Errorf("merged %d edges, want replica 1's %d", got.EdgeCount(), snap.EdgeCount())
+	}
+
+	if ok, err := replicas.HasKept(store); !ok || err != nil {
+		t.Fatalf("HasKept = %t, %v; want true", ok, err)
+	}
+	alone, err := replicas.New(replicas.Config{}, replicas.Local{Snapshot: func() *aggregate.Snapshot { return &aggregate.Snapshot{} },
+		Positions: func() (*flows.Cursor, error) { return flows.NewCursor(), nil }, Kept: store}, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := alone.StandIns(); n != 2 {
+		t.Errorf("alone: %d stand-ins, want 2 (indexes 0 and 1)", n)
+	}
+	if got := alone.Snapshot(t.Context()); got.Flows != 2*snap.Flows {
+		t.Errorf("alone: merged %d flows, want both kept summaries' %d", got.Flows, 2*snap.Flows)
+	}
+	if got := alone.Peers(); len(got) != 0 {
+		t.Errorf("alone: Peers = %+v, want none", got)
+	}
+	if ok, err := replicas.HasKept(openKeptStore(t)); ok || err != nil {
+		t.Errorf("HasKept of a new store = %t, %v; want false", ok, err)
+	}
+}
