@@ -26,6 +26,17 @@
 // replicas of an older version still merge with this one's; a pull is bounded by MaxSummary
 // (MaxSummaryFor).
 //
+// # Kept summaries
+//
+// Each replica keeps the others' last summaries in its own store (Local.Kept, the store's
+// kept bucket): the first pull of each at once, then every KeepEvery, and after every change
+// of the live set. At start a kept summary stands in for its replica until that replica
+// answers: its edges are merged, its positions are where a moved node starts, its evidence
+// is listed as not pulled, and the replica is still waited for. A summary of an index outside
+// the set (--replicas lowered) stands in for good, for a daemon alone (no URLs, HasKept) too;
+// a stand-in's edges expire by Config.Retention, and an empty stand-in is dropped. So neither
+// a restart nor a smaller set forgets the edges of a replica that is not there.
+//
 // # Handover
 //
 // A node that moves to this replica (the replica set changed, or a replica's Lease expired
