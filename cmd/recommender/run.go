@@ -283,8 +283,9 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	// still merges the others' last summaries, so their edges are not forgotten.
 	alone := false
 	if !o.replicas.enabled() {
-		if alone, err = replicas.HasKept(store); err != nil {
-			return err
+		var kerr error
+		if alone, kerr = replicas.HasKept(store); kerr != nil {
+			log.Warn("kept replica summaries left out: they do not stand in", "err", kerr)
 		}
 	}
 	if o.replicas.enabled() || alone {
@@ -349,6 +350,12 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		deps.Publisher = pub
 	}
 
+	ingest := aggregate.IngesterConfig{BatchSize: o.batchSize, BatchInterval: o.batchInterval, Retention: o.retention}
+	if alone {
+		// The flows the stand-ins hold are not counted again when this daemon's source
+		// reads their nodes from the oldest flow (a relay, a recording).
+		ingest.ReadElsewhere = set.Positions()
+	}
 	dm, err := daemon.New(daemon.Config{
 		SyncInterval:   o.syncInterval,
 		OutDir:         o.out,
@@ -357,7 +364,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		Lifecycle:      o.lifecycle,
 		Synth:          synthCfg,
 		Audit:          audit.Config{ClusterName: synthCfg.ClusterName, PolicyAnyCluster: !o.policyDefaultLocal, AllowLocalhost: o.allowLocalhost},
-		Ingest:         aggregate.IngesterConfig{BatchSize: o.batchSize, BatchInterval: o.batchInterval, Retention: o.retention},
+		Ingest:         ingest,
 		DeliveryWarmup: o.deliveryWarmup,
 	}, deps)
 	if err != nil {

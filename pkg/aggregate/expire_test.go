@@ -54,6 +54,14 @@ func TestSnapshotExpiredMatchesAggregator(t *testing.T) {
 				sameSnapshot(t, got, want)
 				t.Fatalf("%s at %.1f of its span: DNS differs: got %v (ages %v), want %v (ages %v)", c.name, f, got.DNS, got.dnsLast, want.DNS, want.dnsLast)
 			}
+			// Expired again at a later cutoff: what the earlier one left without edges goes too.
+			if f > 0 {
+				mid := full.From.Add(time.Duration(f / 2 * float64(span)))
+				if twice := full.Expired(mid).Expired(cutoff); !reflect.DeepEqual(normalized(twice), normalized(want)) {
+					t.Logf("%s at %.1f of its span, after %.2f:", c.name, f, f/2)
+					sameSnapshot(t, twice, want)
+				}
+			}
 			if (got == full) != (n == 0 && reflect.DeepEqual(normalized(want), normalized(full))) {
 				t.Errorf("%s at %.1f of its span: %d edges expired, but Expired returned the snapshot itself: %v", c.name, f, n, got == full)
 			}
@@ -64,5 +72,16 @@ func TestSnapshotExpiredMatchesAggregator(t *testing.T) {
 		if full.EdgeCount() == 0 {
 			t.Fatalf("%s: no edge", c.name)
 		}
+	}
+
+	// A workload that outlived its edges (expired by an earlier cutoff, the flows that kept
+	// it seen dropped by a cap) goes once it is not seen since either.
+	seen := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	alone := &Snapshot{Workloads: []Workload{{Key: WorkloadKey{Namespace: "shop"}, LastSeen: seen}}, Edges: map[string][]Edge{}}
+	if got := alone.Expired(seen); len(got.Workloads) != 1 {
+		t.Errorf("a workload without edges seen at the cutoff was expired")
+	}
+	if got := alone.Expired(seen.Add(time.Second)); len(got.Workloads) != 0 {
+		t.Errorf("a workload without edges not seen since the cutoff was kept")
 	}
 }

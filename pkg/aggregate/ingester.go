@@ -29,6 +29,11 @@ type IngesterConfig struct {
 	Retention time.Duration
 	// SweepInterval is how often retention runs; zero means a tenth of Retention, at least a minute.
 	SweepInterval time.Duration
+	// ReadElsewhere is how far other stores hold each node's flows (the kept summaries of
+	// replicas that read those nodes, package replicas): events at or before it are dropped
+	// as those the store holds are, so a source that reads the nodes again from their oldest
+	// flow (a relay, a recording) counts nothing twice. Nil drops only the store's own.
+	ReadElsewhere *flows.Cursor
 	// Hooks are the later stages' callbacks; each may be nil.
 	Hooks IngestHooks
 }
@@ -162,11 +167,16 @@ func NewIngester(store *Store, agg *Aggregator, cfg IngesterConfig, log *slog.Lo
 	if now == nil {
 		now = time.Now
 	}
-	return &Ingester{store: store, agg: agg, cfg: cfg, log: log, now: now, hooks: cfg.Hooks, resume: cur, cursor: cur.Clone(),
+	resume := cur.Clone()
+	if cfg.ReadElsewhere != nil {
+		resume.Merge(cfg.ReadElsewhere)
+	}
+	return &Ingester{store: store, agg: agg, cfg: cfg, log: log, now: now, hooks: cfg.Hooks, resume: resume, cursor: cur,
 		files: newFileTracker(marks)}, nil
 }
 
-// Cursor returns the position the store held when the Ingester was made. Do not hand it to
+// Cursor returns the position the Ingester resumes from: the store's when the Ingester was
+// made, merged with IngesterConfig.ReadElsewhere. Do not hand it to
 // the relay source (flows.RelayConfig.Cursor) of a folded stream: the relay would drop the
 // first observation of a connection before the Folder, which then lets the second through and
 // it is counted again. Read from the start and let the Ingester skip, after the Folder.

@@ -635,3 +635,38 @@ func TestPendingRecords(t *testing.T) {
 		t.Errorf("pending() after Load = %d changed; want 0", ch)
 	}
 }
+
+// Ensure that events another store holds already (ReadElsewhere: a node read by a replica
+// that left the set) are dropped as the store's own are, on their node only, and that the
+// committed cursor stays the store's own.
+func TestIngesterReadElsewhere(t *testing.T) {
+	s := openStore(t, "", Options{})
+	var evs []*flows.Event
+	for i := range 10 {
+		ev := flow(i, web, api, flows.ProtoTCP, uint16(8000+i))
+		if i%2 == 1 {
+			ev.Node = "node-2"
+		}
+		evs = append(evs, ev)
+	}
+	elsewhere := flows.NewCursor()
+	for _, ev := range evs[:6] {
+		if ev.Node == "node-2" {
+			elsewhere.Advance(ev) // node-2 read up to its third event elsewhere
+		}
+	}
+	in := newIngester(t, s, IngesterConfig{ReadElsewhere: elsewhere})
+	if err := in.Run(t.Context(), &sliceSource{evs: evs}); err != nil {
+		t.Fatal(err)
+	}
+	if st := in.Stats(); st.Events != 7 || st.Skipped != 3 {
+		t.Errorf("Stats() = %d events, %d skipped; want 7 and node-2's first 3 skipped", st.Events, st.Skipped)
+	}
+	cur, err := s.Cursor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if at, ok := cur.Position("node-2"); !ok || !at.Equal(evs[9].Time) {
+		t.Errorf("stored cursor of node-2 at %v (%t), want its last event's %v", at, ok, evs[9].Time)
+	}
+}

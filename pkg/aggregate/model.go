@@ -205,6 +205,9 @@ func (s *Snapshot) Expired(cutoff time.Time) *Snapshot {
 			expired = expired || es[i].LastSeen.Before(cutoff)
 		}
 	}
+	for _, w := range s.Workloads {
+		expired = expired || len(s.Edges[w.Key.String()]) == 0 && w.LastSeen.Before(cutoff)
+	}
 	for ip := range s.DNS {
 		expired = expired || dnsExpired(s.dnsLast[ip], cutoff)
 	}

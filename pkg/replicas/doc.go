@@ -34,8 +34,11 @@
 // answers: its edges are merged, its positions are where a moved node starts, its evidence
 // is listed as not pulled, and the replica is still waited for. A summary of an index outside
 // the set (--replicas lowered) stands in for good, for a daemon alone (no URLs, HasKept) too;
-// a stand-in's edges expire by Config.Retention, and an empty stand-in is dropped. So neither
-// a restart nor a smaller set forgets the edges of a replica that is not there.
+// a stand-in's edges expire by Config.Retention, and an empty stand-in is dropped. Each
+// summary lists the stand-ins its replica holds (Summary.Copies), and a puller whose own is
+// older takes the newer copy (CopyParam): every replica merges the newest one, where a node
+// that moved starts. So neither a restart nor a smaller set forgets the edges of a replica
+// that is not there.
 //
 // # Handover
 //

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"reflect"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -127,8 +128,9 @@ func TestKeptSummaryStandsIn(t *testing.T) {
 			}
 			srv.Close()
 
-			// This replica restarts on its store while replica 1 is down.
-			s, reg = keptPuller(t, srv.URL, store, replicas.Config{}, time.Time{})
+			// This replica restarts on its store while replica 1 is down. The wait spans two
+			// pulls (retried every second), so a kept summary that ended it shows.
+			s, reg = keptPuller(t, srv.URL, store, replicas.Config{Wait: 1500 * time.Millisecond}, time.Time{})
 			if n := s.StandIns(); n != 1 {
 				t.Errorf("after a restart: %d stand-ins, want 1", n)
 			}
@@ -267,5 +269,102 @@ func TestKeptSummaryLeftOut(t *testing.T) {
 	}
 	if ok, err := replicas.HasKept(openKeptStore(t)); ok || err != nil {
 		t.Errorf("HasKept of a new store = %t, %v; want false", ok, err)
+	}
+}
+
+// switchable is an HTTP server whose handler is set after the Set it serves is made.
+type switchable struct {
+	srv *httptest.Server
+	h   atomic.Pointer[http.Handler]
+}
+
+func newSwitchable(t *testing.T) *switchable {
+	t.Helper()
+	sw := &switchable{}
+	sw.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := sw.h.Load(); h != nil {
+			(*h).ServeHTTP(w, r)
+			return
+		}
+		http.Error(w, "not serving", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(sw.srv.Close)
+	return sw
+}
+
+func (sw *switchable) serve(h http.Handler) { sw.h.Store(&h) }
+
+// Ensure replicas that each hold a stand-in for a replica gone converge on the newest copy:
+// replica 0 pulled replica 2 before it served more, replica 1 after, then replica 2 went
+// away; replica 0 takes replica 1's copy (edges and positions) and keeps it, and replica 1
+// takes nothing back.
+func TestStandInsConverge(t *testing.T) {
+	sws := []*switchable{newSwitchable(t), newSwitchable(t), newSwitchable(t)}
+	urls := []string{sws[0].srv.URL, sws[1].srv.URL, sws[2].srv.URL}
+	empty := func() *aggregate.Snapshot { return &aggregate.Snapshot{} }
+	newPos := func(sec int) *flows.Cursor {
+		c := flows.NewCursor()
+		c.Advance(&flows.Event{Node: "node-9", Time: time.Date(2026, 12, 1, 0, 0, sec, 0, time.UTC), ID: uint64(sec)})
+		return c
+	}
+
+	// Replica 2 serves v1, then v2: more flows, read further.
+	v1, v2 := clusterSnapshot(t, 10, 2), clusterSnapshot(t, 20, 2)
+	var served atomic.Pointer[aggregate.Snapshot]
+	var servedPos atomic.Pointer[flows.Cursor]
+	served.Store(v1)
+	servedPos.Store(newPos(5))
+	two, err := replicas.New(replicas.Config{Self: 2, URLs: urls}, replicas.Local{Snapshot: func() *aggregate.Snapshot { return served.Load() },
+		Positions: func() (*flows.Cursor, error) { return servedPos.Load().Clone(), nil }}, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sws[2].serve(two.Handler())
+
+	stores := []*aggregate.Store{openKeptStore(t), openKeptStore(t)}
+	sets := make([]*replicas.Set, 2)
+	for i := range sets {
+		if sets[i], err = replicas.New(replicas.Config{Self: i, URLs: urls, Wait: time.Millisecond}, replicas.Local{Snapshot: empty,
+			Positions: func() (*flows.Cursor, error) { return flows.NewCursor(), nil }, Kept: stores[i]}, nil, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		sws[i].serve(sets[i].Handler())
+	}
+
+	if got := sets[0].Snapshot(t.Context()); got.Flows != v1.Flows {
+		t.Fatalf("replica 0 merged %d flows, want replica 2's v1 %d", got.Flows, v1.Flows)
+	}
+	served.Store(v2)
+	servedPos.Store(newPos(9))
+	if got := sets[1].Snapshot(t.Context()); got.Flows != v2.Flows {
+		t.Fatalf("replica 1 merged %d flows, want replica 2's v2 %d", got.Flows, v2.Flows)
+	}
+	// Replica 2 goes away; replica 1 notices first and lists its copy (v2).
+	sws[2].serve(http.NotFoundHandler())
+	if got := sets[1].Snapshot(t.Context()); got.Flows != v2.Flows {
+		t.Fatalf("replica 1 merged %d flows with replica 2 gone, want its copy's %d", got.Flows, v2.Flows)
+	}
+	got := sets[0].Snapshot(t.Context())
+	if got.Flows != v2.Flows || got.EdgeCount() != v2.EdgeCount() {
+		t.Fatalf("replica 0 merged %d flows, %d edges with replica 2 gone; want replica 1's newer copy's %d, %d",
+			got.Flows, got.EdgeCount(), v2.Flows, v2.EdgeCount())
+	}
+	if at, ok := sets[0].Start("node-9").Position("node-9"); !ok || at.Second() != 9 {
+		t.Errorf("replica 0 starts node-9 at %v (%t), want the newer copy's position (second 9)", at, ok)
+	}
+	// Replica 0's copy is now as new as replica 1's: replica 1 keeps its own.
+	if got := sets[1].Snapshot(t.Context()); got.Flows != v2.Flows {
+		t.Errorf("replica 1 merged %d flows, want %d", got.Flows, v2.Flows)
+	}
+	// The copy taken is kept: replica 0 restarted with both others down stands it in.
+	sws[1].srv.Close()
+	again, err := replicas.New(replicas.Config{Self: 0, URLs: urls, Wait: time.Millisecond}, replicas.Local{Snapshot: empty,
+		Positions: func() (*flows.Cursor, error) { return flows.NewCursor(), nil }, Kept: stores[0]}, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := again.Snapshot(t.Context()); got.Flows != v2.Flows {
+		// Replica 1's own summary (empty) is kept too, and adds no flow.
+		t.Errorf("replica 0 restarted merges %d flows, want the kept copy's %d", got.Flows, v2.Flows)
 	}
 }

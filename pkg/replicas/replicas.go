@@ -163,7 +163,24 @@ type Summary struct {
 	// Positions is a flows.Cursor in its binary form.
 	Positions []byte               `json:"positions"`
 	Evidence  []lifecycle.Evidence `json:"evidence,omitempty"`
+	// Copies are the summaries of other replicas this replica holds as stand-ins (their
+	// replica did not answer it, or left the set), with when each was pulled: a puller whose
+	// own copy is older asks for this one (CopyParam) instead, so that every replica merges
+	// the newest one and a node that moved starts where the merge says it was read to.
+	Copies []Copy `json:"copies,omitempty"`
+	// PulledAt is, in a copy served for CopyParam, when it was pulled from its replica.
+	PulledAt time.Time `json:"pulledAt,omitzero"`
 }
+
+// Copy names a stand-in summary a replica holds (Summary.Copies).
+type Copy struct {
+	Replica  int       `json:"replica"`
+	PulledAt time.Time `json:"pulledAt"`
+}
+
+// CopyParam is the query parameter of SummaryPath that asks a replica for its copy of another
+// replica's summary (Summary.Copies) instead of its own.
+const CopyParam = "copy-of"
 
 // Set is this replica's view of the replica set: the node assignment, the summaries last
 // pulled from the others, and the merge. Safe for concurrent use.
@@ -198,6 +215,7 @@ type pulled struct {
 	snap     *aggregate.Snapshot
 	pos      *flows.Cursor
 	evidence []lifecycle.Evidence
+	copies   []Copy
 	pulledAt time.Time
 	// kept says it was read from Local.Kept, not pulled by this process: it stands in for
 	// its replica's edges and positions, and is neither waited for nor judged as this
@@ -288,7 +306,6 @@ func (s *Set) loadKept() error {
 		}
 		p.pulledAt, p.kept = k.PulledAt, true
 		s.cache[i] = p
-		s.keptAt[i] = k.PulledAt
 		edges += p.snap.EdgeCount()
 		loaded = append(loaded, i)
 		if i >= len(s.cfg.URLs) {
@@ -306,17 +323,18 @@ func (s *Set) loadKept() error {
 
 // HasKept reports whether k holds a summary a Set kept: a daemon started alone (--replicas
 // 1) on the store of a replica of a larger set then still merges the others' last summaries.
+// An error says some could not be read; the answer is still whether any other could.
 func HasKept(k SummaryStore) (bool, error) {
 	vals, err := k.Kept()
+	if err != nil {
+		err = fmt.Errorf("replicas: kept summaries: %w", err)
+	}
 	for key := range vals {
 		if _, ok := keptIndex(key); ok {
-			return true, nil
+			return true, err
 		}
 	}
-	if vals == nil && err != nil {
-		return false, fmt.Errorf("replicas: kept summaries: %w", err)
-	}
-	return false, nil
+	return false, err
 }
 
 // StandIns is the number of other replicas' summaries in the merge that their replica did
@@ -356,22 +374,45 @@ func (s *Set) WaitFor(others func() ([]int, bool)) { s.others = others }
 func (s *Set) Assignment() *flows.Rendezvous { return s.assign }
 
 // Handler serves this replica's Summary at SummaryPath: as JSON, its snapshot in the binary
-// form to a puller that asks for SummaryType, in the JSON form to any other.
+// form to a puller that asks for SummaryType, in the JSON form to any other. With CopyParam
+// it serves its copy of that replica's summary (Summary.Copies), 404 when it holds none.
 func (s *Set) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cur, err := s.local.Positions()
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
+		var sum Summary
+		var snap *aggregate.Snapshot
+		if of := r.URL.Query().Get(CopyParam); of != "" {
+			i, err := strconv.Atoi(of)
+			s.mu.Lock()
+			p, ok := s.cache[i]
+			ok = ok && err == nil && s.standsIn(i, p)
+			s.mu.Unlock()
+			if !ok {
+				http.Error(w, "no stand-in summary of replica "+of, http.StatusNotFound)
+				return
+			}
+			if sum.Positions, err = p.pos.MarshalBinary(); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			sum.Replica, sum.Evidence, sum.PulledAt, snap = i, p.evidence, p.pulledAt, p.snap
+		} else {
+			cur, err := s.local.Positions()
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			if sum.Positions, err = cur.MarshalBinary(); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			sum.Replica, sum.Copies, snap = s.cfg.Self, s.copies(), s.local.Snapshot()
+			if s.local.Evidence != nil {
+				sum.Evidence = s.local.Evidence()
+			}
 		}
-		pos, err := cur.MarshalBinary()
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		sum := Summary{Replica: s.cfg.Self, Positions: pos}
 		contentType := "application/json"
-		if snap := s.local.Snapshot(); acceptsBinary(r) {
+		if acceptsBinary(r) {
+			var err error
 			if sum.SnapshotBinary, err = snap.MarshalBinary(); err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
 				return
@@ -380,15 +421,25 @@ func (s *Set) Handler() http.Handler {
 		} else {
 			sum.Snapshot = snap
 		}
-		if s.local.Evidence != nil {
-			sum.Evidence = s.local.Evidence()
-		}
 		w.Header().Set("Content-Type", contentType)
 		w.Header().Set("Vary", "Accept")
 		if err := json.NewEncoder(w).Encode(sum); err != nil {
 			s.log.Debug("write replica summary", "err", err)
 		}
 	})
+}
+
+// copies lists the stand-ins this replica holds, for Summary.Copies.
+func (s *Set) copies() []Copy {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Copy
+	for _, i := range slices.Sorted(maps.Keys(s.cache)) {
+		if p := s.cache[i]; s.standsIn(i, p) {
+			out = append(out, Copy{Replica: i, PulledAt: p.pulledAt})
+		}
+	}
+	return out
 }
 
 // acceptsBinary reports whether the request's Accept header names SummaryType, with a
@@ -435,28 +486,31 @@ func (s *Set) Snapshot(ctx context.Context) *aggregate.Snapshot {
 		cutoff = local.To.Add(-s.cfg.Retention)
 	}
 	snaps := []*aggregate.Snapshot{local}
-	var expired []int
+	expired := map[int]time.Time{} // index -> when the expired stand-in was pulled
 	s.mu.Lock()
 	for _, i := range slices.Sorted(maps.Keys(s.cache)) {
 		p := s.cache[i]
 		if !cutoff.IsZero() && s.standsIn(i, p) {
 			if p.snap = p.snap.Expired(cutoff); p.snap.EdgeCount() == 0 && len(p.snap.Workloads) == 0 {
 				delete(s.cache, i)
-				expired = append(expired, i)
+				expired[i] = p.pulledAt
 				continue
 			}
 		}
 		snaps = append(snaps, p.snap)
 	}
 	s.mu.Unlock()
-	for _, i := range expired {
+	for i, at := range expired {
 		s.log.Info("stand-in summary of a replica expired: every edge it held is older than the retention", "peer", i, "retention", s.cfg.Retention)
 		if s.local.Kept != nil {
 			s.keepMu.Lock()
-			if err := s.local.Kept.Forget(keptKey(i)); err != nil {
-				s.log.Warn("expired replica summary not removed from the store", "peer", i, "err", err)
+			// A summary kept since (a pull or a copy while this ran) is newer: it stays.
+			if last, ok := s.keptAt[i]; !ok || !last.After(at) {
+				if err := s.local.Kept.Forget(keptKey(i)); err != nil {
+					s.log.Warn("expired replica summary not removed from the store", "peer", i, "err", err)
+				}
+				delete(s.keptAt, i)
 			}
-			delete(s.keptAt, i)
 			s.keepMu.Unlock()
 		}
 	}
@@ -519,6 +573,20 @@ func (s *Set) Handover(release, reassign func()) func() {
 			reassign()
 		}()
 	}
+}
+
+// Positions is how far the other replicas' summaries this replica holds say each node was
+// read: for a daemon alone whose source reads every node from its oldest flow (a relay, a
+// recording), what its Ingester drops (aggregate.IngesterConfig.ReadElsewhere), as those
+// flows are in the stand-ins already.
+func (s *Set) Positions() *flows.Cursor {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := flows.NewCursor()
+	for _, p := range s.cache {
+		out.Merge(p.pos)
+	}
+	return out
 }
 
 // Start is where this replica starts reading node (flows.NodesConfig.Start): the furthest
@@ -590,7 +658,10 @@ func (s *Set) missing() []int {
 }
 
 // pullAll pulls every other replica at once, each bounded by the timeout, and keeps what it
-// pulled in the store when due (keep); handover says the live set just changed.
+// pulled in the store when due (keep); handover says the live set just changed. Then it
+// takes the newer copies the others hold of the replicas it has only a stand-in for
+// (converge). The keeps are written before it returns: a sync waits for them every
+// KeepEvery, a handover for its own.
 func (s *Set) pullAll(ctx context.Context, handover bool) {
 	var wg sync.WaitGroup
 	for i := range s.cfg.URLs {
@@ -598,7 +669,7 @@ func (s *Set) pullAll(ctx context.Context, handover bool) {
 			continue
 		}
 		wg.Go(func() {
-			p, sum, err := s.pull(ctx, i)
+			p, sum, err := s.pull(ctx, i, i)
 			if err == nil {
 				s.keep(i, p, sum, handover)
 			}
@@ -606,12 +677,65 @@ func (s *Set) pullAll(ctx context.Context, handover bool) {
 		})
 	}
 	wg.Wait()
+	s.converge(ctx)
+}
+
+// converge replaces each stand-in this replica holds by the newest copy another replica
+// answered it listing (Summary.Copies), and takes a copy of a replica it holds nothing of.
+// Each replica keeping its own copy of a replica that is gone, on its own schedule, would
+// otherwise merge a different one: a node of the departed replica is read by its new owner
+// from where the owner's copy says, and a replica whose copy is older would miss what lies
+// between the two copies for good. A copy taken is kept at once.
+func (s *Set) converge(ctx context.Context) {
+	type source struct {
+		from int
+		at   time.Time
+	}
+	newest := map[int]source{}
+	s.mu.Lock()
+	for from, p := range s.cache {
+		if s.standsIn(from, p) {
+			continue // only what a replica answered this process lists its copies
+		}
+		for _, c := range p.copies {
+			if c.Replica == s.cfg.Self || c.Replica == from || c.Replica < 0 {
+				continue
+			}
+			if mine, ok := s.cache[c.Replica]; ok && (!s.standsIn(c.Replica, mine) || !c.PulledAt.After(mine.pulledAt)) {
+				continue
+			}
+			if b, ok := newest[c.Replica]; ok && !c.PulledAt.After(b.at) {
+				continue
+			}
+			newest[c.Replica] = source{from, c.PulledAt}
+		}
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for of, src := range newest {
+		wg.Go(func() {
+			p, sum, err := s.pull(ctx, src.from, of)
+			if err != nil {
+				s.log.Warn("newer copy of a replica's summary not pulled: this replica's own stands in", "peer", of, "from", src.from, "err", err)
+				return
+			}
+			p.kept, p.pulledAt = true, sum.PulledAt
+			s.keep(of, p, sum, true)
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if mine, ok := s.cache[of]; !ok || (s.standsIn(of, mine) && p.pulledAt.After(mine.pulledAt)) {
+				s.cache[of] = p
+				s.log.Info("newer copy of a replica's summary taken from another replica", "peer", of, "from", src.from, "pulledAt", p.pulledAt)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // keep writes a pulled summary to Local.Kept: the first of each replica this process pulls,
-// one pulled after the live set changed, and otherwise one every KeepEvery. It runs outside
-// mu, so a slow disk holds up no Snapshot; keepMu keeps an older summary from replacing a
-// newer one.
+// one pulled after the live set changed or copied from another replica, and otherwise one
+// every KeepEvery. It runs outside mu, so a slow disk holds up no Peers or Start; keepMu
+// keeps an older summary from replacing a newer one.
 func (s *Set) keep(i int, p *pulled, sum *Summary, force bool) {
 	if s.local.Kept == nil {
 		return
@@ -623,7 +747,7 @@ func (s *Set) keep(i int, p *pulled, sum *Summary, force bool) {
 		return
 	}
 	k := keptSummary{PulledAt: p.pulledAt, Summary: *sum}
-	k.Summary.Snapshot = nil
+	k.Summary.Snapshot, k.Summary.Copies, k.Summary.PulledAt = nil, nil, time.Time{}
 	var err error
 	if k.Summary.SnapshotBinary == nil { // served as JSON, by an older replica
 		k.Summary.SnapshotBinary, err = p.snap.MarshalBinary()
@@ -664,11 +788,15 @@ func (s *Set) record(i int, p *pulled, err error) {
 	s.cache[i] = p
 }
 
-// pull fetches replica i's summary and decodes it; the Summary is returned as read, for keep.
-func (s *Set) pull(ctx context.Context, i int) (*pulled, *Summary, error) {
+// pull fetches replica from's summary, or with of another index its copy of that replica's
+// (CopyParam), and decodes it; the Summary is returned as read, for keep.
+func (s *Set) pull(ctx context.Context, from, of int) (*pulled, *Summary, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	u := strings.TrimSuffix(s.cfg.URLs[i], "/") + SummaryPath
+	u := strings.TrimSuffix(s.cfg.URLs[from], "/") + SummaryPath
+	if of != from {
+		u += "?" + url.Values{CopyParam: {strconv.Itoa(of)}}.Encode()
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, nil, err
@@ -692,9 +820,12 @@ func (s *Set) pull(ctx context.Context, i int) (*pulled, *Summary, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("GET %s: decode summary: %w", u, err)
 	}
-	p, err := decodeSummary(&sum, i)
+	p, err := decodeSummary(&sum, of)
 	if err != nil {
 		return nil, nil, fmt.Errorf("GET %s: %w", u, err)
+	}
+	if of != from && sum.PulledAt.IsZero() {
+		return nil, nil, fmt.Errorf("GET %s: a copy without the time it was pulled", u)
 	}
 	p.pulledAt = time.Now()
 	return p, &sum, nil
@@ -721,7 +852,7 @@ func decodeSummary(sum *Summary, i int) (*pulled, error) {
 	if err := pos.UnmarshalBinary(sum.Positions); err != nil {
 		return nil, fmt.Errorf("positions: %w", err)
 	}
-	return &pulled{snap: sum.Snapshot, pos: pos, evidence: sum.Evidence}, nil
+	return &pulled{snap: sum.Snapshot, pos: pos, evidence: sum.Evidence, copies: sum.Copies}, nil
 }
 
 // countingReader counts the bytes read through it.
