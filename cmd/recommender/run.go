@@ -283,9 +283,8 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 	// still merges the others' last summaries, so their edges are not forgotten.
 	alone := false
 	if !o.replicas.enabled() {
-		var kerr error
-		if alone, kerr = replicas.HasKept(store); kerr != nil {
-			log.Warn("kept replica summaries left out: they do not stand in", "err", kerr)
+		if alone, err = replicas.HasKept(store, log); err != nil {
+			return err
 		}
 	}
 	if o.replicas.enabled() || alone {

@@ -250,7 +250,7 @@ func TestKeptSummaryLeftOut(t *testing.T) {
 		t.Errorf("merged %d edges, want replica 1's %d", got.EdgeCount(), snap.EdgeCount())
 	}
 
-	if ok, err := replicas.HasKept(store); !ok || err != nil {
+	if ok, err := replicas.HasKept(store, nil); !ok || err != nil {
 		t.Fatalf("HasKept = %t, %v; want true", ok, err)
 	}
 	alone, err := replicas.New(replicas.Config{}, replicas.Local{Snapshot: func() *aggregate.Snapshot { return &aggregate.Snapshot{} },
@@ -267,7 +267,7 @@ func TestKeptSummaryLeftOut(t *testing.T) {
 	if got := alone.Peers(); len(got) != 0 {
 		t.Errorf("alone: Peers = %+v, want none", got)
 	}
-	if ok, err := replicas.HasKept(openKeptStore(t)); ok || err != nil {
+	if ok, err := replicas.HasKept(openKeptStore(t), nil); ok || err != nil {
 		t.Errorf("HasKept of a new store = %t, %v; want false", ok, err)
 	}
 }
@@ -276,12 +276,17 @@ func TestKeptSummaryLeftOut(t *testing.T) {
 type switchable struct {
 	srv *httptest.Server
 	h   atomic.Pointer[http.Handler]
+	// copies counts the requests for a copy of another replica's summary (CopyParam).
+	copies atomic.Int32
 }
 
 func newSwitchable(t *testing.T) *switchable {
 	t.Helper()
 	sw := &switchable{}
 	sw.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has(replicas.CopyParam) {
+			sw.copies.Add(1)
+		}
 		if h := sw.h.Load(); h != nil {
 			(*h).ServeHTTP(w, r)
 			return
@@ -356,6 +361,12 @@ func TestStandInsConverge(t *testing.T) {
 	if got := sets[1].Snapshot(t.Context()); got.Flows != v2.Flows {
 		t.Errorf("replica 1 merged %d flows, want %d", got.Flows, v2.Flows)
 	}
+	if n := sws[0].copies.Load(); n != 0 {
+		t.Errorf("replica 1 asked replica 0 for %d copies, want none: replica 0's never reached further", n)
+	}
+	if n := sws[1].copies.Load(); n != 1 {
+		t.Errorf("replica 0 asked replica 1 for %d copies, want 1", n)
+	}
 	// The copy taken is kept: replica 0 restarted with both others down stands it in.
 	sws[1].srv.Close()
 	again, err := replicas.New(replicas.Config{Self: 0, URLs: urls, Wait: time.Millisecond}, replicas.Local{Snapshot: empty,
@@ -366,5 +377,71 @@ func TestStandInsConverge(t *testing.T) {
 	if got := again.Snapshot(t.Context()); got.Flows != v2.Flows {
 		// Replica 1's own summary (empty) is kept too, and adds no flow.
 		t.Errorf("replica 0 restarted merges %d flows, want the kept copy's %d", got.Flows, v2.Flows)
+	}
+}
+
+// Ensure replicas of a set that shrank converge on the newest copy of the departed replica
+// (an index outside the set) that each loaded from its store, and that a copy that would
+// expire whole by the retention is not fetched at all.
+func TestStandInsConvergeDeparted(t *testing.T) {
+	v1, v2 := clusterSnapshot(t, 10, 2), clusterSnapshot(t, 20, 2)
+	stores := []*aggregate.Store{openKeptStore(t), openKeptStore(t)}
+	// While the set had three replicas, replica 0 kept replica 2 at v1, replica 1 at v2.
+	for i, v := range []*aggregate.Snapshot{v1, v2} {
+		two, err := replicas.New(replicas.Config{Self: 2, URLs: []string{"http://127.0.0.1:1", "http://127.0.0.1:1", "http://127.0.0.1:1"}},
+			replicas.Local{Snapshot: func() *aggregate.Snapshot { return v }, Positions: func() (*flows.Cursor, error) { return flows.NewCursor(), nil }}, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(two.Handler())
+		urls := []string{"http://127.0.0.1:1", "http://127.0.0.1:1", srv.URL}
+		puller, err := replicas.New(replicas.Config{Self: i, URLs: urls, Wait: time.Millisecond}, replicas.Local{
+			Snapshot: func() *aggregate.Snapshot { return &aggregate.Snapshot{} }, Positions: func() (*flows.Cursor, error) { return flows.NewCursor(), nil },
+			Kept: stores[i]}, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		puller.Snapshot(t.Context())
+		srv.Close()
+	}
+
+	for _, c := range []struct {
+		name      string
+		retention time.Duration
+		to        time.Time // replica 0's newest flow
+		wantFlows uint64
+		copies    int32
+	}{
+		{"newest copy taken", 0, time.Time{}, v2.Flows, 1},
+		// A day past v2's last flow with a retention of an hour: replica 0's own v1 expires
+		// whole, and v2 would too.
+		{"expired copy not fetched", time.Hour, v2.To.Add(24 * time.Hour), 0, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			sws := []*switchable{newSwitchable(t), newSwitchable(t)}
+			urls := []string{sws[0].srv.URL, sws[1].srv.URL}
+			sets := make([]*replicas.Set, 2)
+			for i := range sets {
+				to := time.Time{}
+				if i == 0 {
+					to = c.to
+				}
+				var err error
+				if sets[i], err = replicas.New(replicas.Config{Self: i, URLs: urls, Wait: time.Millisecond, Retention: c.retention}, replicas.Local{
+					Snapshot: func() *aggregate.Snapshot { return &aggregate.Snapshot{To: to} }, Positions: func() (*flows.Cursor, error) { return flows.NewCursor(), nil },
+					Kept: stores[i]}, nil, nil, nil); err != nil {
+					t.Fatal(err)
+				}
+				sws[i].serve(sets[i].Handler())
+			}
+			sets[0].Snapshot(t.Context()) // the first sync sets the retention cutoff
+			got := sets[0].Snapshot(t.Context())
+			if got.Flows != c.wantFlows {
+				t.Errorf("replica 0 merged %d flows, want %d", got.Flows, c.wantFlows)
+			}
+			if n := sws[1].copies.Load(); n != c.copies {
+				t.Errorf("replica 0 asked for %d copies, want %d", n, c.copies)
+			}
+		})
 	}
 }

@@ -164,18 +164,26 @@ type Summary struct {
 	Positions []byte               `json:"positions"`
 	Evidence  []lifecycle.Evidence `json:"evidence,omitempty"`
 	// Copies are the summaries of other replicas this replica holds as stand-ins (their
-	// replica did not answer it, or left the set), with when each was pulled: a puller whose
-	// own copy is older asks for this one (CopyParam) instead, so that every replica merges
-	// the newest one and a node that moved starts where the merge says it was read to.
+	// replica did not answer it, or left the set), with how far each reaches: a puller whose
+	// own copy reaches less asks for this one (CopyParam) instead, so that every replica
+	// merges the newest one and a node that moved starts where the merge says it was read to.
 	Copies []Copy `json:"copies,omitempty"`
-	// PulledAt is, in a copy served for CopyParam, when it was pulled from its replica.
-	PulledAt time.Time `json:"pulledAt,omitzero"`
 }
 
-// Copy names a stand-in summary a replica holds (Summary.Copies).
+// Copy names a stand-in summary a replica holds (Summary.Copies) and how far it reaches: its
+// snapshot's newest flow time and flow count. Both come from the flows of its replica's
+// nodes, not from any replica's wall clock, so clock offsets between replicas cannot make an
+// older copy look newer.
 type Copy struct {
-	Replica  int       `json:"replica"`
-	PulledAt time.Time `json:"pulledAt"`
+	Replica int       `json:"replica"`
+	To      time.Time `json:"to"`
+	Flows   uint64    `json:"flows"`
+}
+
+// reaches reports whether a copy reaching (to, flows) holds more than one reaching (oto,
+// oflows): a summary only grows until its replica stops.
+func reaches(to time.Time, flows uint64, oto time.Time, oflows uint64) bool {
+	return to.After(oto) || to.Equal(oto) && flows > oflows
 }
 
 // CopyParam is the query parameter of SummaryPath that asks a replica for its copy of another
@@ -208,6 +216,9 @@ type Set struct {
 	// process last kept was pulled.
 	keepMu sync.Mutex
 	keptAt map[int]time.Time
+	// cutoff is the retention cutoff of the last Snapshot, guarded by mu: converge takes no
+	// copy that would expire whole.
+	cutoff time.Time
 }
 
 // pulled is a summary as the puller keeps it, its cursor decoded once.
@@ -323,18 +334,22 @@ func (s *Set) loadKept() error {
 
 // HasKept reports whether k holds a summary a Set kept: a daemon started alone (--replicas
 // 1) on the store of a replica of a larger set then still merges the others' last summaries.
-// An error says some could not be read; the answer is still whether any other could.
-func HasKept(k SummaryStore) (bool, error) {
+// Values that fail their checksum are logged and left out; an error is a store that could not
+// be read at all.
+func HasKept(k SummaryStore, log *slog.Logger) (bool, error) {
 	vals, err := k.Kept()
-	if err != nil {
-		err = fmt.Errorf("replicas: kept summaries: %w", err)
+	if vals == nil && err != nil {
+		return false, fmt.Errorf("replicas: kept summaries: %w", err)
+	}
+	if err != nil && log != nil {
+		log.Warn("kept replica summaries left out: they do not stand in", "err", err)
 	}
 	for key := range vals {
 		if _, ok := keptIndex(key); ok {
-			return true, err
+			return true, nil
 		}
 	}
-	return false, err
+	return false, nil
 }
 
 // StandIns is the number of other replicas' summaries in the merge that their replica did
@@ -382,19 +397,22 @@ func (s *Set) Handler() http.Handler {
 		var snap *aggregate.Snapshot
 		if of := r.URL.Query().Get(CopyParam); of != "" {
 			i, err := strconv.Atoi(of)
+			var pos *flows.Cursor
 			s.mu.Lock()
 			p, ok := s.cache[i]
-			ok = ok && err == nil && s.standsIn(i, p)
+			if ok = ok && err == nil && s.standsIn(i, p); ok {
+				// Snapshot replaces p.snap (expiry) under mu: read what is served under it.
+				sum.Replica, sum.Evidence, snap, pos = i, p.evidence, p.snap, p.pos
+			}
 			s.mu.Unlock()
 			if !ok {
 				http.Error(w, "no stand-in summary of replica "+of, http.StatusNotFound)
 				return
 			}
-			if sum.Positions, err = p.pos.MarshalBinary(); err != nil {
+			if sum.Positions, err = pos.MarshalBinary(); err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
 				return
 			}
-			sum.Replica, sum.Evidence, sum.PulledAt, snap = i, p.evidence, p.pulledAt, p.snap
 		} else {
 			cur, err := s.local.Positions()
 			if err != nil {
@@ -436,7 +454,7 @@ func (s *Set) copies() []Copy {
 	var out []Copy
 	for _, i := range slices.Sorted(maps.Keys(s.cache)) {
 		if p := s.cache[i]; s.standsIn(i, p) {
-			out = append(out, Copy{Replica: i, PulledAt: p.pulledAt})
+			out = append(out, Copy{Replica: i, To: p.snap.To, Flows: p.snap.Flows})
 		}
 	}
 	return out
@@ -488,6 +506,7 @@ func (s *Set) Snapshot(ctx context.Context) *aggregate.Snapshot {
 	snaps := []*aggregate.Snapshot{local}
 	expired := map[int]time.Time{} // index -> when the expired stand-in was pulled
 	s.mu.Lock()
+	s.cutoff = cutoff
 	for _, i := range slices.Sorted(maps.Keys(s.cache)) {
 		p := s.cache[i]
 		if !cutoff.IsZero() && s.standsIn(i, p) {
@@ -689,7 +708,7 @@ func (s *Set) pullAll(ctx context.Context, handover bool) {
 func (s *Set) converge(ctx context.Context) {
 	type source struct {
 		from int
-		at   time.Time
+		c    Copy
 	}
 	newest := map[int]source{}
 	s.mu.Lock()
@@ -701,13 +720,16 @@ func (s *Set) converge(ctx context.Context) {
 			if c.Replica == s.cfg.Self || c.Replica == from || c.Replica < 0 {
 				continue
 			}
-			if mine, ok := s.cache[c.Replica]; ok && (!s.standsIn(c.Replica, mine) || !c.PulledAt.After(mine.pulledAt)) {
+			if !s.cutoff.IsZero() && c.To.Before(s.cutoff) {
+				continue // every edge of it is older than the retention: it would expire whole
+			}
+			if mine, ok := s.cache[c.Replica]; ok && (!s.standsIn(c.Replica, mine) || !reaches(c.To, c.Flows, mine.snap.To, mine.snap.Flows)) {
 				continue
 			}
-			if b, ok := newest[c.Replica]; ok && !c.PulledAt.After(b.at) {
+			if b, ok := newest[c.Replica]; ok && !reaches(c.To, c.Flows, b.c.To, b.c.Flows) {
 				continue
 			}
-			newest[c.Replica] = source{from, c.PulledAt}
+			newest[c.Replica] = source{from, c}
 		}
 	}
 	s.mu.Unlock()
@@ -719,13 +741,17 @@ func (s *Set) converge(ctx context.Context) {
 				s.log.Warn("newer copy of a replica's summary not pulled: this replica's own stands in", "peer", of, "from", src.from, "err", err)
 				return
 			}
-			p.kept, p.pulledAt = true, sum.PulledAt
-			s.keep(of, p, sum, true)
+			p.kept = true // not served by its replica: a stand-in, as one kept is
 			s.mu.Lock()
-			defer s.mu.Unlock()
-			if mine, ok := s.cache[of]; !ok || (s.standsIn(of, mine) && p.pulledAt.After(mine.pulledAt)) {
+			mine, ok := s.cache[of]
+			take := !ok || (s.standsIn(of, mine) && reaches(p.snap.To, p.snap.Flows, mine.snap.To, mine.snap.Flows))
+			if take {
 				s.cache[of] = p
-				s.log.Info("newer copy of a replica's summary taken from another replica", "peer", of, "from", src.from, "pulledAt", p.pulledAt)
+			}
+			s.mu.Unlock()
+			if take {
+				s.log.Info("newer copy of a replica's summary taken from another replica", "peer", of, "from", src.from, "to", p.snap.To, "flows", p.snap.Flows)
+				s.keep(of, p, sum, true)
 			}
 		})
 	}
@@ -747,7 +773,7 @@ func (s *Set) keep(i int, p *pulled, sum *Summary, force bool) {
 		return
 	}
 	k := keptSummary{PulledAt: p.pulledAt, Summary: *sum}
-	k.Summary.Snapshot, k.Summary.Copies, k.Summary.PulledAt = nil, nil, time.Time{}
+	k.Summary.Snapshot, k.Summary.Copies = nil, nil
 	var err error
 	if k.Summary.SnapshotBinary == nil { // served as JSON, by an older replica
 		k.Summary.SnapshotBinary, err = p.snap.MarshalBinary()
@@ -823,9 +849,6 @@ func (s *Set) pull(ctx context.Context, from, of int) (*pulled, *Summary, error)
 	p, err := decodeSummary(&sum, of)
 	if err != nil {
 		return nil, nil, fmt.Errorf("GET %s: %w", u, err)
-	}
-	if of != from && sum.PulledAt.IsZero() {
-		return nil, nil, fmt.Errorf("GET %s: a copy without the time it was pulled", u)
 	}
 	p.pulledAt = time.Now()
 	return p, &sum, nil

@@ -161,7 +161,7 @@ func (r *replica) start(t *testing.T, c *cluster, want int) {
 	// Alone on the store of a replica of a larger set, it merges the kept summaries.
 	alone := false
 	if r.urls == nil {
-		if alone, err = replicas.HasKept(store); err != nil {
+		if alone, err = replicas.HasKept(store, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
