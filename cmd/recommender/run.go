@@ -288,8 +288,12 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions, cmd *cobra.
 		}
 	}
 	if o.replicas.enabled() || alone {
+		id, err := store.Identity()
+		if err != nil {
+			return err
+		}
 		local := replicas.Local{Snapshot: agg.Snapshot, Positions: func() (*flows.Cursor, error) { return positions() },
-			Evidence: func() []lifecycle.Evidence { return evidence() }, Kept: store}
+			Evidence: func() []lifecycle.Evidence { return evidence() }, Store: id, Kept: store}
 		if set, err = replicas.New(o.replicaSet, local, nil, log, reg); err != nil {
 			return err
 		}

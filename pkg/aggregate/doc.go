@@ -101,7 +101,8 @@
 //
 //	meta       "format"  -> "recommender-aggregate" (a file without it is not ours)
 //	           "schema"  -> uint32 BE, 4
-//	           "created" -> RFC 3339 time the store was created
+//	           "created" -> RFC 3339 time the store was created, to the nanosecond
+//	                        in newer stores (Store.Identity)
 //	           "totals"  -> {flows, overflow, from, to}
 //	           "cursor"  -> flows.Cursor.MarshalBinary (versioned by flows)
 //	           "churn"   -> [{ns, owner, key}] churning labels dropped from identities

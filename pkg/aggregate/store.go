@@ -406,7 +406,9 @@ func (s *Store) initOrMigrate(tx *bolt.Tx) error {
 		if err := meta.Put(keyFormat, []byte(formatID)); err != nil {
 			return err
 		}
-		return meta.Put(keyCreated, []byte(time.Now().UTC().Format(time.RFC3339)))
+		// Nanoseconds: the time also tells this store from one created later at the same path
+		// (Identity).
+		return meta.Put(keyCreated, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
 	}
 	from := binary.BigEndian.Uint32(tx.Bucket(bucketMeta).Get(keySchema))
 	return migrate(tx, from, schemaVersion, migrations, s.log)
@@ -894,6 +896,21 @@ func (s *Store) Workload(key string) (*Workload, []Edge, bool, error) {
 		return nil, nil, false, fmt.Errorf("read workload %s from store %s: %w", key, s.path, err)
 	}
 	return w, edges, w != nil, nil
+}
+
+// Identity tells this store from another one at the same path, such as one that replaced it
+// after a volume was lost: the time it was created. A copy of the file (a backup restored)
+// has the identity of the store it copies.
+func (s *Store) Identity() (string, error) {
+	var id string
+	err := s.view(func(tx *bolt.Tx) error {
+		id = string(tx.Bucket(bucketMeta).Get(keyCreated))
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("read identity of store %s: %w", s.path, err)
+	}
+	return id, nil
 }
 
 // Lifecycle returns a copy of the lifecycle value of a workload, or nil.

@@ -37,8 +37,9 @@
 // a stand-in's edges expire by Config.Retention, and an empty stand-in is dropped. Each
 // summary lists the stand-ins its replica holds (Summary.Copies), and a puller whose own is
 // older takes the newer copy (CopyParam): every replica merges the newest one, where a node
-// that moved starts. So neither a restart nor a smaller set forgets the edges of a replica
-// that is not there.
+// that moved starts. A summary names its store (Summary.Store): one from another store than
+// before (a lost volume) does not replace the old one, which stands in beside it. So neither
+// a restart, a smaller set nor a lost volume forgets the edges of a replica.
 //
 // # Handover
 //

@@ -74,6 +74,9 @@ func counterValue(t *testing.T, reg prometheus.Gatherer, name, result string) fl
 		}
 		for _, m := range mf.GetMetric() {
 			if len(m.GetLabel()) == 0 {
+				if m.GetCounter() != nil {
+					return m.GetCounter().GetValue()
+				}
 				return m.GetGauge().GetValue()
 			}
 			if m.GetLabel()[0].GetValue() == result {
@@ -441,6 +444,69 @@ func TestStandInsConvergeDeparted(t *testing.T) {
 			}
 			if n := sws[1].copies.Load(); n != c.copies {
 				t.Errorf("replica 0 asked for %d copies, want %d", n, c.copies)
+			}
+		})
+	}
+}
+
+// Ensure that when another replica's store is replaced (a lost volume: it serves another
+// store's summary), what it held before stands in beside what it serves now, across a
+// restart of this replica too; and that the same store serving fewer flows (a crash lost its
+// last batch) replaces the summary as usual.
+func TestReplacedStoreStandsIn(t *testing.T) {
+	big, small := clusterSnapshot(t, 20, 2), clusterSnapshot(t, 10, 3)
+	type serving struct {
+		snap  *aggregate.Snapshot
+		store string
+	}
+	var now atomic.Pointer[serving]
+	sw := newSwitchable(t)
+	urls := []string{"http://127.0.0.1:1", sw.srv.URL}
+	// One serving Set per store: Local.Store is fixed when the Set is made.
+	servers := map[string]http.Handler{}
+	for _, id := range []string{"store-a", "store-b"} {
+		one, err := replicas.New(replicas.Config{Self: 1, URLs: urls}, replicas.Local{Snapshot: func() *aggregate.Snapshot { return now.Load().snap },
+			Positions: func() (*flows.Cursor, error) { return flows.NewCursor(), nil }, Store: id}, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		servers[id] = one.Handler()
+	}
+	serve := func(snap *aggregate.Snapshot, store string) {
+		now.Store(&serving{snap, store})
+		sw.serve(servers[store])
+	}
+
+	for _, c := range []struct {
+		name      string
+		store     string
+		wantFlows uint64
+		standIns  int
+	}{
+		{"a crash lost the last batch", "store-a", small.Flows, 0},
+		{"the volume was lost", "store-b", big.Flows + small.Flows, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			store := openKeptStore(t)
+			// Every pull kept: the restart below stands in the last one.
+			s, reg := keptPuller(t, sw.srv.URL, store, replicas.Config{KeepEvery: time.Nanosecond}, time.Time{})
+			serve(big, "store-a")
+			s.Snapshot(t.Context())
+			serve(small, c.store)
+			if got := s.Snapshot(t.Context()); got.Flows != c.wantFlows {
+				t.Errorf("merged %d flows, want %d", got.Flows, c.wantFlows)
+			}
+			if n := s.StandIns(); n != c.standIns {
+				t.Errorf("%d stand-ins, want %d", n, c.standIns)
+			}
+			if n := counterValue(t, reg, "recommender_replica_store_replacements_total", ""); n != float64(c.standIns) {
+				t.Errorf("%.0f store replacements counted, want %d", n, c.standIns)
+			}
+			// This replica restarts while replica 1 is down: both stand in from the store.
+			sw.serve(http.NotFoundHandler())
+			again, _ := keptPuller(t, sw.srv.URL, store, replicas.Config{}, time.Time{})
+			if got := again.Snapshot(t.Context()); got.Flows != c.wantFlows {
+				t.Errorf("after a restart: merged %d flows, want %d", got.Flows, c.wantFlows)
 			}
 		})
 	}

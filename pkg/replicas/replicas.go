@@ -113,6 +113,9 @@ type Local struct {
 	Snapshot  func() *aggregate.Snapshot
 	Positions func() (*flows.Cursor, error)
 	Evidence  func() []lifecycle.Evidence
+	// Store is the identity of this replica's store (aggregate.Store.Identity), served in
+	// its Summary: a puller that sees it change knows the store was replaced (retire).
+	Store string
 	// Kept, when set, keeps the other replicas' last summaries across this replica's
 	// restarts (the replica's own store). Without it a restart forgets the edges of a
 	// replica that is down, and of one that left the set (--replicas lowered), for good.
@@ -127,8 +130,12 @@ type SummaryStore interface {
 	Forget(key string) error
 }
 
-// keptPrefix starts the key of a kept summary; the replica's index follows.
-const keptPrefix = "replica-summary-"
+// keptPrefix starts the key of a kept summary; the replica's index follows. retiredPrefix
+// starts the key of what a replica held before its store was replaced (retire).
+const (
+	keptPrefix    = "replica-summary-"
+	retiredPrefix = "replica-retired-"
+)
 
 // keptSummary is a Summary as kept in the store: its snapshot in the binary form, and when
 // it was pulled.
@@ -163,6 +170,8 @@ type Summary struct {
 	// Positions is a flows.Cursor in its binary form.
 	Positions []byte               `json:"positions"`
 	Evidence  []lifecycle.Evidence `json:"evidence,omitempty"`
+	// Store is the identity of the replica's store (Local.Store).
+	Store string `json:"store,omitempty"`
 	// Copies are the summaries of other replicas this replica holds as stand-ins (their
 	// replica did not answer it, or left the set), with how far each reaches: a puller whose
 	// own copy reaches less asks for this one (CopyParam) instead, so that every replica
@@ -219,6 +228,9 @@ type Set struct {
 	// cutoff is the retention cutoff of the last Snapshot, guarded by mu: converge takes no
 	// copy that would expire whole.
 	cutoff time.Time
+	// retired holds, by index and guarded by mu, what a replica served before its store was
+	// replaced (retire): a stand-in beside what it serves now.
+	retired map[int]*pulled
 }
 
 // pulled is a summary as the puller keeps it, its cursor decoded once.
@@ -227,6 +239,7 @@ type pulled struct {
 	pos      *flows.Cursor
 	evidence []lifecycle.Evidence
 	copies   []Copy
+	store    string
 	pulledAt time.Time
 	// kept says it was read from Local.Kept, not pulled by this process: it stands in for
 	// its replica's edges and positions, and is neither waited for nor judged as this
@@ -268,7 +281,7 @@ func New(cfg Config, local Local, client *http.Client, log *slog.Logger, reg pro
 	}
 	s := &Set{
 		cfg: cfg, local: local, client: client, log: log.With("replica", cfg.Self), assign: assign,
-		cache: make(map[int]*pulled), failing: make(map[int]bool), keptAt: make(map[int]time.Time),
+		cache: make(map[int]*pulled), failing: make(map[int]bool), keptAt: make(map[int]time.Time), retired: make(map[int]*pulled),
 	}
 	s.m = newMetrics(reg, s)
 	if err := s.loadKept(); err != nil {
@@ -298,8 +311,12 @@ func (s *Set) loadKept() error {
 	edges := 0
 	for key, v := range vals {
 		i, ok := keptIndex(key)
+		retired := false
 		if !ok {
-			continue
+			if i, ok = indexAfter(key, retiredPrefix); !ok {
+				continue
+			}
+			retired = true
 		}
 		if i == s.cfg.Self && len(s.cfg.URLs) > 0 {
 			s.log.Warn("kept summary of this replica's own index left out: the store was another replica's", "key", key)
@@ -316,8 +333,12 @@ func (s *Set) loadKept() error {
 			continue
 		}
 		p.pulledAt, p.kept = k.PulledAt, true
-		s.cache[i] = p
 		edges += p.snap.EdgeCount()
+		if retired {
+			s.retired[i] = p
+			continue
+		}
+		s.cache[i] = p
 		loaded = append(loaded, i)
 		if i >= len(s.cfg.URLs) {
 			departed = append(departed, i)
@@ -345,7 +366,9 @@ func HasKept(k SummaryStore, log *slog.Logger) (bool, error) {
 		log.Warn("kept replica summaries left out: they do not stand in", "err", err)
 	}
 	for key := range vals {
-		if _, ok := keptIndex(key); ok {
+		_, kept := keptIndex(key)
+		_, retired := indexAfter(key, retiredPrefix)
+		if kept || retired {
 			return true, nil
 		}
 	}
@@ -358,7 +381,7 @@ func HasKept(k SummaryStore, log *slog.Logger) (bool, error) {
 func (s *Set) StandIns() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := 0
+	n := len(s.retired)
 	for i, p := range s.cache {
 		if p.kept || i >= len(s.cfg.URLs) {
 			n++
@@ -369,8 +392,10 @@ func (s *Set) StandIns() int {
 
 func keptKey(i int) string { return keptPrefix + strconv.Itoa(i) }
 
-func keptIndex(key string) (int, bool) {
-	rest, ok := strings.CutPrefix(key, keptPrefix)
+func keptIndex(key string) (int, bool) { return indexAfter(key, keptPrefix) }
+
+func indexAfter(key, prefix string) (int, bool) {
+	rest, ok := strings.CutPrefix(key, prefix)
 	if !ok {
 		return 0, false
 	}
@@ -402,7 +427,7 @@ func (s *Set) Handler() http.Handler {
 			p, ok := s.cache[i]
 			if ok = ok && err == nil && s.standsIn(i, p); ok {
 				// Snapshot replaces p.snap (expiry) under mu: read what is served under it.
-				sum.Replica, sum.Evidence, snap, pos = i, p.evidence, p.snap, p.pos
+				sum.Replica, sum.Store, sum.Evidence, snap, pos = i, p.store, p.evidence, p.snap, p.pos
 			}
 			s.mu.Unlock()
 			if !ok {
@@ -423,7 +448,7 @@ func (s *Set) Handler() http.Handler {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
 				return
 			}
-			sum.Replica, sum.Copies, snap = s.cfg.Self, s.copies(), s.local.Snapshot()
+			sum.Replica, sum.Store, sum.Copies, snap = s.cfg.Self, s.local.Store, s.copies(), s.local.Snapshot()
 			if s.local.Evidence != nil {
 				sum.Evidence = s.local.Evidence()
 			}
@@ -518,7 +543,29 @@ func (s *Set) Snapshot(ctx context.Context) *aggregate.Snapshot {
 		}
 		snaps = append(snaps, p.snap)
 	}
+	var retiredExpired []int
+	for _, i := range slices.Sorted(maps.Keys(s.retired)) {
+		p := s.retired[i]
+		if !cutoff.IsZero() {
+			if p.snap = p.snap.Expired(cutoff); p.snap.EdgeCount() == 0 && len(p.snap.Workloads) == 0 {
+				delete(s.retired, i)
+				retiredExpired = append(retiredExpired, i)
+				continue
+			}
+		}
+		snaps = append(snaps, p.snap)
+	}
 	s.mu.Unlock()
+	for _, i := range retiredExpired {
+		s.log.Info("what a replica held before its store was replaced expired", "peer", i, "retention", s.cfg.Retention)
+		if s.local.Kept != nil {
+			s.keepMu.Lock()
+			if err := s.local.Kept.Forget(retiredPrefix + strconv.Itoa(i)); err != nil {
+				s.log.Warn("expired retired summary not removed from the store", "peer", i, "err", err)
+			}
+			s.keepMu.Unlock()
+		}
+	}
 	for i, at := range expired {
 		s.log.Info("stand-in summary of a replica expired: every edge it held is older than the retention", "peer", i, "retention", s.cfg.Retention)
 		if s.local.Kept != nil {
@@ -605,6 +652,9 @@ func (s *Set) Positions() *flows.Cursor {
 	for _, p := range s.cache {
 		out.Merge(p.pos)
 	}
+	for _, p := range s.retired {
+		out.Merge(p.pos)
+	}
 	return out
 }
 
@@ -614,7 +664,7 @@ func (s *Set) Start(node string) *flows.Cursor {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out *flows.Cursor
-	for _, p := range s.cache {
+	for _, p := range append(slices.Collect(maps.Values(s.cache)), slices.Collect(maps.Values(s.retired))...) {
 		if c := p.pos.Node(node); c.Len() > 0 {
 			if out == nil {
 				out = flows.NewCursor()
@@ -690,13 +740,65 @@ func (s *Set) pullAll(ctx context.Context, handover bool) {
 		wg.Go(func() {
 			p, sum, err := s.pull(ctx, i, i)
 			if err == nil {
-				s.keep(i, p, sum, handover)
+				// A replaced store's summary is kept at once, beside the retired one: a
+				// restart standing in the old summary twice would count it twice.
+				replaced := s.retire(i, p)
+				s.keep(i, p, sum, handover || replaced)
 			}
 			s.record(i, p, err)
 		})
 	}
 	wg.Wait()
 	s.converge(ctx)
+}
+
+// retire keeps what replica i held before, when p, just pulled from it, comes from another
+// store than the summary this replica has of it (Summary.Store): the replica's store was
+// replaced, a lost volume for example. Without this, the new store's summary would replace
+// the old one and every edge only the old store held would be gone from the proposals. The
+// old summary stands in beside the new one (merged with an earlier retired one), kept in the
+// store, until its edges expire. What the replica reads again from Hubble's buffer after the
+// loss is counted in both (counts only: the edges are right). A store restored from a backup
+// has its original's identity and is not told apart: what it learned after the backup is
+// gone, as with one daemon. It reports whether it retired one.
+func (s *Set) retire(i int, p *pulled) bool {
+	s.mu.Lock()
+	prev := s.cache[i]
+	if prev == nil || prev.store == "" || p.store == "" || p.store == prev.store {
+		s.mu.Unlock()
+		return false
+	}
+	r := &pulled{snap: prev.snap, pos: prev.pos.Clone(), pulledAt: prev.pulledAt, kept: true}
+	if old := s.retired[i]; old != nil {
+		r.snap = aggregate.Merge(old.snap, prev.snap)
+		r.pos.Merge(old.pos)
+	}
+	s.retired[i] = r
+	s.mu.Unlock()
+	s.m.retired.Inc()
+	s.log.Warn("replica serves the summary of another store: its store was replaced (a lost volume); what it held before stands in",
+		"peer", i, "store", p.store, "before", prev.store, "edges before", prev.snap.EdgeCount())
+	if s.local.Kept == nil {
+		return true
+	}
+	bin, err := r.snap.MarshalBinary()
+	var pos, b []byte
+	if err == nil {
+		pos, err = r.pos.MarshalBinary()
+	}
+	if err == nil {
+		b, err = json.Marshal(keptSummary{PulledAt: r.pulledAt, Summary: Summary{Replica: i, SnapshotBinary: bin, Positions: pos}})
+	}
+	if err == nil {
+		s.keepMu.Lock()
+		err = s.local.Kept.Keep(retiredPrefix+strconv.Itoa(i), b)
+		s.keepMu.Unlock()
+	}
+	if err != nil {
+		s.m.keeps.WithLabelValues("error").Inc()
+		s.log.Warn("what a replica held before its store was replaced is not kept in the store: a restart would forget it", "peer", i, "err", err)
+	}
+	return true
 }
 
 // converge replaces each stand-in this replica holds by the newest copy another replica
@@ -875,7 +977,7 @@ func decodeSummary(sum *Summary, i int) (*pulled, error) {
 	if err := pos.UnmarshalBinary(sum.Positions); err != nil {
 		return nil, fmt.Errorf("positions: %w", err)
 	}
-	return &pulled{snap: sum.Snapshot, pos: pos, evidence: sum.Evidence, copies: sum.Copies}, nil
+	return &pulled{snap: sum.Snapshot, pos: pos, evidence: sum.Evidence, copies: sum.Copies, store: sum.Store}, nil
 }
 
 // countingReader counts the bytes read through it.
@@ -894,6 +996,7 @@ type metrics struct {
 	pulls       *prometheus.CounterVec
 	keeps       *prometheus.CounterVec
 	pulledBytes prometheus.Counter
+	retired     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, s *Set) *metrics {
@@ -916,6 +1019,10 @@ func newMetrics(reg prometheus.Registerer, s *Set) *metrics {
 		Name: "recommender_replica_standins",
 		Help: "Other replicas' summaries in the merge that their replica did not serve to this process: kept in the store by an earlier run for a replica that has not answered since, or that left the set (--replicas lowered); their edges expire by --retention.",
 	}, func() float64 { return float64(s.StandIns()) })
+	m.retired = f.NewCounter(prometheus.CounterOpts{
+		Name: "recommender_replica_store_replacements_total",
+		Help: "Pulls that found another replica serving the summary of another store than before: its store was replaced (a lost volume); what it held before stays in the merge as a stand-in.",
+	})
 	m.pulledBytes = f.NewCounter(prometheus.CounterOpts{
 		Name: "recommender_replica_pulled_bytes_total",
 		Help: "Bytes of other replicas' summaries read by pulls: what the replicas exchange every --sync-interval.",

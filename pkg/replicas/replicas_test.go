@@ -166,8 +166,12 @@ func (r *replica) start(t *testing.T, c *cluster, want int) {
 		}
 	}
 	if r.urls != nil || alone {
+		id, err := store.Identity()
+		if err != nil {
+			t.Fatal(err)
+		}
 		local := replicas.Local{Snapshot: agg.Snapshot, Positions: func() (*flows.Cursor, error) { return positions() },
-			Evidence: func() []lifecycle.Evidence { return evidence() }, Kept: store}
+			Evidence: func() []lifecycle.Evidence { return evidence() }, Store: id, Kept: store}
 		// Every pull kept (KeepEvery), so that what stands in for a replica after a restart
 		// is its last summary.
 		r.set, err = replicas.New(replicas.Config{Self: r.index, URLs: r.urls, Wait: r.replicaWait, KeepEvery: time.Nanosecond}, local, nil, log, reg)
