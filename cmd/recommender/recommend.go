@@ -7,12 +7,15 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/recommender/recommender/pkg/aggregate"
 	"github.com/recommender/recommender/pkg/flows"
+	"github.com/recommender/recommender/pkg/replicas"
 	"github.com/recommender/recommender/pkg/synth"
 )
 
@@ -38,7 +41,11 @@ everything flagged for review, a Mermaid graph of each policy) and GRAPH.md (one
 graph of all proposed policies, grouped by namespace) into --out, removing policy files of
 earlier runs that are no longer proposed. Identical input gives byte-identical output. With
 --policy-kind CiliumNetworkPolicy each policy is a CNP in its workload's namespace, written as
-<namespace>/<namespace>-<workload>.yaml.`,
+<namespace>/<namespace>-<workload>.yaml.
+
+The store of a replica of a set (run --replicas N) holds only the edges of the nodes that
+replica read, and beside them the other replicas' last summaries: --db merges those too, as
+a daemon alone on that store would, so the policies cover every node the set read.`,
 		Example: `  recommender recommend --flows testdata/flows/*.jsonl --out out/
   recommender recommend --db recommender.db --out policies/ --min-flows 20 --min-observe 72h --l7 http
   recommender recommend --flows flows.jsonl --policy-kind CiliumNetworkPolicy --out policies/`,
@@ -92,8 +99,9 @@ func runRecommend(ctx context.Context, g *globalOptions, o *recommendOptions, st
 	var snap *aggregate.Snapshot
 	var input *flows.Summary
 	var unresolved []string
+	var kept []replicas.KeptSummary
 	if o.db != "" {
-		snap, err = storeSnapshot(o.db, o.lockTimeout, log)
+		snap, kept, err = storeSnapshot(o.db, o.lockTimeout, log)
 	} else {
 		snap, input, unresolved, err = sourceSnapshot(ctx, o.src, log)
 	}
@@ -117,6 +125,9 @@ func runRecommend(ctx context.Context, g *globalOptions, o *recommendOptions, st
 	if input != nil {
 		fmt.Fprintf(stdout, "input: %s\n", input)
 	}
+	if len(kept) > 0 {
+		fmt.Fprintf(stdout, "merged with %s kept in the store (see `status`)\n", keptText(kept))
+	}
 	if len(unresolved) > 0 {
 		fmt.Fprintf(stdout, "no selector written for %d workloads known only by pod name (flows skipped as %s; see the report)\n", len(unresolved), flows.SkipNoIdentity)
 	}
@@ -131,17 +142,47 @@ func runRecommend(ctx context.Context, g *globalOptions, o *recommendOptions, st
 	return nil
 }
 
-// storeSnapshot reads the store read-only: the daemon may be writing it.
-func storeSnapshot(path string, timeout time.Duration, log *slog.Logger) (*aggregate.Snapshot, error) {
+// storeSnapshot reads the store read-only (the daemon may be writing it), merged with the
+// other replicas' summaries it keeps when it is a replica's store.
+func storeSnapshot(path string, timeout time.Duration, log *slog.Logger) (*aggregate.Snapshot, []replicas.KeptSummary, error) {
 	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("store %s: %w", path, err)
+		return nil, nil, fmt.Errorf("store %s: %w", path, err)
 	}
 	store, err := aggregate.Open(path, aggregate.Options{ReadOnly: true, Timeout: timeout, Logger: log})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	snap, err := store.Snapshot()
-	return snap, errors.Join(err, store.Close())
+	snap, kept, err := func() (*aggregate.Snapshot, []replicas.KeptSummary, error) {
+		snap, err := store.Snapshot()
+		if err != nil {
+			return nil, nil, err
+		}
+		kept, err := replicas.ReadKept(store, log)
+		if err != nil {
+			return nil, nil, fmt.Errorf("store %s: %w", path, err)
+		}
+		return replicas.MergeKept(snap, kept), kept, nil
+	}()
+	return snap, kept, errors.Join(err, store.Close())
+}
+
+// keptText names the kept summaries for the command's output.
+func keptText(kept []replicas.KeptSummary) string {
+	var names []string
+	edges := 0
+	for _, k := range kept {
+		n := "replica " + strconv.Itoa(k.Replica)
+		if k.Retired {
+			n += " (before its store was replaced)"
+		}
+		names = append(names, n)
+		edges += k.Snapshot.EdgeCount()
+	}
+	noun := "summaries"
+	if len(kept) == 1 {
+		noun = "summary"
+	}
+	return fmt.Sprintf("the %s of %s (%d edges)", noun, strings.Join(names, ", "), edges)
 }
 
 // sourceSnapshot reads the flow source to its end and aggregates it in memory. It returns

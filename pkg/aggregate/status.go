@@ -26,6 +26,21 @@ type Status struct {
 	From           *time.Time       `json:"from,omitempty"`
 	To             *time.Time       `json:"to,omitempty"`
 	CursorNodes    int              `json:"cursor_nodes"`
+	// KeptSummaries are the other replicas' summaries a replica's store keeps (its kept
+	// bucket), which a daemon alone on it and `recommend --db` merge with its edges.
+	KeptSummaries []StatusKept `json:"kept_summaries,omitempty"`
+}
+
+// StatusKept is one kept summary of another replica in the status.
+type StatusKept struct {
+	Replica int `json:"replica"`
+	// Retired says it is what that replica served before its store was replaced.
+	Retired   bool       `json:"retired,omitempty"`
+	Workloads int        `json:"workloads"`
+	Edges     int        `json:"edges"`
+	Flows     uint64     `json:"flows"`
+	To        *time.Time `json:"to,omitempty"`
+	PulledAt  time.Time  `json:"pulled_at"`
 }
 
 // StatusChurning is a ChurningLabel in the status's JSON form.
@@ -86,5 +101,17 @@ func (st Status) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(tw, "dns answers:\t%d\n", st.DNSAnswers)
 	fmt.Fprintf(tw, "cursor nodes:\t%d\n", st.CursorNodes)
+	for _, k := range st.KeptSummaries {
+		what := "kept summary:"
+		if k.Retired {
+			what = "kept summary (replaced store):"
+		}
+		to := "nothing observed"
+		if k.To != nil {
+			to = "observed to " + k.To.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\treplica %d, %d workloads, %d edges, %d flows, %s, pulled %s\n",
+			what, k.Replica, k.Workloads, k.Edges, k.Flows, to, k.PulledAt.Format(time.RFC3339))
+	}
 	return tw.Flush()
 }

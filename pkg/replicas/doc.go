@@ -39,7 +39,9 @@
 // older takes the newer copy (CopyParam): every replica merges the newest one, where a node
 // that moved starts. A summary names its store (Summary.Store): one from another store than
 // before (a lost volume) does not replace the old one, which stands in beside it. So neither
-// a restart, a smaller set nor a lost volume forgets the edges of a replica.
+// a restart, a smaller set nor a lost volume forgets the edges of a replica. Read offline
+// (ReadKept, MergeKept: `recommend --db`, `status`), a replica's store gives the merge a
+// daemon alone on it starts from.
 //
 // # Handover
 //

@@ -2,10 +2,12 @@ package replicas_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -507,6 +509,25 @@ func TestReplacedStoreStandsIn(t *testing.T) {
 			again, _ := keptPuller(t, sw.srv.URL, store, replicas.Config{}, time.Time{})
 			if got := again.Snapshot(t.Context()); got.Flows != c.wantFlows {
 				t.Errorf("after a restart: merged %d flows, want %d", got.Flows, c.wantFlows)
+			}
+			// Read offline (recommend --db, status): the same summaries, retired last.
+			kept, err := replicas.ReadKept(store, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, k := range kept {
+				got = append(got, fmt.Sprintf("%d retired=%t flows=%d", k.Replica, k.Retired, k.Snapshot.Flows))
+			}
+			want := []string{fmt.Sprintf("1 retired=false flows=%d", small.Flows)}
+			if c.standIns > 0 {
+				want = append(want, fmt.Sprintf("1 retired=true flows=%d", big.Flows))
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("ReadKept = %q, want %q", got, want)
+			}
+			if merged := replicas.MergeKept(&aggregate.Snapshot{}, kept); merged.Flows != c.wantFlows {
+				t.Errorf("MergeKept merged %d flows, want %d", merged.Flows, c.wantFlows)
 			}
 		})
 	}

@@ -300,53 +300,30 @@ func (s *Set) loadKept() error {
 	if s.local.Kept == nil {
 		return nil
 	}
-	vals, err := s.local.Kept.Kept()
-	if vals == nil && err != nil {
-		return fmt.Errorf("replicas: kept summaries: %w", err)
-	}
+	entries, err := readKept(s.local.Kept, s.log)
 	if err != nil {
-		s.log.Warn("kept replica summaries left out: those replicas stand in only once they answer", "err", err)
+		return err
 	}
 	var loaded, departed []int
 	edges := 0
-	for key, v := range vals {
-		i, ok := keptIndex(key)
-		retired := false
-		if !ok {
-			if i, ok = indexAfter(key, retiredPrefix); !ok {
-				continue
-			}
-			retired = true
-		}
+	for _, e := range entries {
+		i := e.replica
 		if i == s.cfg.Self && len(s.cfg.URLs) > 0 {
-			s.log.Warn("kept summary of this replica's own index left out: the store was another replica's", "key", key)
+			s.log.Warn("kept summary of this replica's own index left out: the store was another replica's", "peer", i, "retired", e.retired)
 			continue
 		}
-		var k keptSummary
-		if err := json.Unmarshal(v, &k); err != nil {
-			s.log.Warn("kept replica summary left out: it does not decode", "peer", i, "err", err)
+		edges += e.p.snap.EdgeCount()
+		if e.retired {
+			s.retired[i] = e.p
 			continue
 		}
-		p, err := decodeSummary(&k.Summary, i)
-		if err != nil {
-			s.log.Warn("kept replica summary left out", "peer", i, "err", err)
-			continue
-		}
-		p.pulledAt, p.kept = k.PulledAt, true
-		edges += p.snap.EdgeCount()
-		if retired {
-			s.retired[i] = p
-			continue
-		}
-		s.cache[i] = p
+		s.cache[i] = e.p
 		loaded = append(loaded, i)
 		if i >= len(s.cfg.URLs) {
 			departed = append(departed, i)
 		}
 	}
 	if len(loaded) > 0 {
-		slices.Sort(loaded)
-		slices.Sort(departed)
 		s.log.Info("kept summaries of other replicas stand in until each answers", "replicas", loaded, "edges", edges,
 			"left the set", departed)
 	}
