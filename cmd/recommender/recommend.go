@@ -161,7 +161,12 @@ func storeSnapshot(path string, timeout time.Duration, log *slog.Logger) (*aggre
 		if err != nil {
 			return nil, nil, fmt.Errorf("store %s: %w", path, err)
 		}
-		return replicas.MergeKept(snap, kept), kept, nil
+		id, err := store.Identity()
+		if err != nil {
+			return nil, nil, err
+		}
+		snap, kept = replicas.MergeKept(snap, id, kept)
+		return snap, kept, nil
 	}()
 	return snap, kept, errors.Join(err, store.Close())
 }

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"maps"
+	"slices"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -22,25 +25,38 @@ var bucketKept = []byte("kept")
 // back after a restart, so a damaged one must be told from a good one.
 const keptFormat = 1
 
-// Keep stores v under key in the kept bucket, replacing what was there, in a write
-// transaction of its own: fsynced when it returns, as a Commit is.
-func (s *Store) Keep(key string, v []byte) error {
-	if key == "" {
-		return errors.New("keep: empty key")
+// Keep stores each value under its key in the kept bucket, replacing what was there, all in
+// one write transaction: fsynced when it returns, as a Commit is, and after a crash either
+// all of them are there or none. Values that belong together (a replica's summary and what
+// it replaced) are kept in one call.
+func (s *Store) Keep(vals map[string][]byte) error {
+	if len(vals) == 0 {
+		return nil
 	}
-	val := make([]byte, 5, 5+len(v))
-	val[0] = keptFormat
-	binary.BigEndian.PutUint32(val[1:5], crc32.Checksum(v, castagnoli))
-	val = append(val, v...)
+	stored := make(map[string][]byte, len(vals))
+	for key, v := range vals {
+		if key == "" {
+			return errors.New("keep: empty key")
+		}
+		val := make([]byte, 5, 5+len(v))
+		val[0] = keptFormat
+		binary.BigEndian.PutUint32(val[1:5], crc32.Checksum(v, castagnoli))
+		stored[key] = append(val, v...)
+	}
 	err := s.update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketKept)
 		if err != nil {
 			return err
 		}
-		return b.Put([]byte(key), val)
+		for key, val := range stored {
+			if err := b.Put([]byte(key), val); err != nil {
+				return fmt.Errorf("%q: %w", key, err)
+			}
+		}
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("keep %q in store %s: %w", key, s.path, err)
+		return fmt.Errorf("keep %s in store %s: %w", strings.Join(slices.Sorted(maps.Keys(vals)), ", "), s.path, err)
 	}
 	s.updateSize()
 	return nil

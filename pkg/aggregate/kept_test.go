@@ -26,16 +26,17 @@ func TestKept(t *testing.T) {
 	}
 	big := bytes.Repeat([]byte("edge"), 100_000) // overflow pages
 	want := map[string][]byte{"replica-1": []byte("one"), "replica-2": big, "replica-3": {}}
-	for k, v := range want {
-		if err := s.Keep(k, v); err != nil {
-			t.Fatal(err)
-		}
+	if err := s.Keep(map[string][]byte{"replica-1": want["replica-1"]}); err != nil {
+		t.Fatal(err)
 	}
-	if err := s.Keep("replica-1", []byte("one, again")); err != nil {
+	if err := s.Keep(map[string][]byte{"replica-2": big, "replica-3": {}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Keep(map[string][]byte{"replica-1": []byte("one, again")}); err != nil {
 		t.Fatal(err)
 	}
 	want["replica-1"] = []byte("one, again")
-	if err := s.Keep("", []byte("x")); err == nil {
+	if err := s.Keep(map[string][]byte{"": []byte("x"), "replica-1": []byte("lost")}); err == nil {
 		t.Error("Keep with an empty key succeeded")
 	}
 	check := func(s *Store, want map[string][]byte) {

@@ -38,10 +38,13 @@
 // summary lists the stand-ins its replica holds (Summary.Copies), and a puller whose own is
 // older takes the newer copy (CopyParam): every replica merges the newest one, where a node
 // that moved starts. A summary names its store (Summary.Store): one from another store than
-// before (a lost volume) does not replace the old one, which stands in beside it. So neither
-// a restart, a smaller set nor a lost volume forgets the edges of a replica. Read offline
-// (ReadKept, MergeKept: `recommend --db`, `status`), a replica's store gives the merge a
-// daemon alone on it starts from.
+// before (a lost volume) does not replace the old one, which stands in beside it (retired),
+// kept in the same write as the new one; retired summaries are listed as copies too, and
+// every replica, the replaced one included, takes the newest it lacks. Stores are ordered by
+// their identity (the creation time): a copy from an older store than the one held is not
+// taken. So neither a restart, a smaller set nor a lost volume forgets the edges of a
+// replica. Read offline (ReadKept, MergeKept: `recommend --db`, `status`), a replica's store
+// gives the merge a daemon alone on it starts from.
 //
 // # Handover
 //

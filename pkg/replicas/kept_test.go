@@ -243,7 +243,7 @@ func TestKeptSummaryLeftOut(t *testing.T) {
 		"replica-summary-0": own,
 		"unrelated":         []byte("x"),
 	} {
-		if err := store.Keep(key, v); err != nil {
+		if err := store.Keep(map[string][]byte{key: v}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -526,8 +526,12 @@ func TestReplacedStoreStandsIn(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Errorf("ReadKept = %q, want %q", got, want)
 			}
-			if merged := replicas.MergeKept(&aggregate.Snapshot{}, kept); merged.Flows != c.wantFlows {
+			if merged, _ := replicas.MergeKept(&aggregate.Snapshot{}, "", kept); merged.Flows != c.wantFlows {
 				t.Errorf("MergeKept merged %d flows, want %d", merged.Flows, c.wantFlows)
+			}
+			// Read on the replaced store's own volume, its retired summary is its own edges.
+			if merged, used := replicas.MergeKept(&aggregate.Snapshot{}, "store-a", kept); c.standIns > 0 && (merged.Flows != small.Flows || len(used) != 1) {
+				t.Errorf("MergeKept on store-a merged %d flows from %d summaries, want %d from the new store's alone", merged.Flows, len(used), small.Flows)
 			}
 		})
 	}

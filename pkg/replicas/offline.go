@@ -19,6 +19,9 @@ type KeptSummary struct {
 	// Retired says it is what the replica served before its store was replaced: it stands
 	// in beside the replica's newer summary, not for it.
 	Retired bool
+	// Store is the identity of the store it was served from (Summary.Store), empty from
+	// replicas of older versions.
+	Store string
 	// PulledAt is when the keeping replica pulled it, on that replica's clock.
 	PulledAt  time.Time
 	Snapshot  *aggregate.Snapshot
@@ -45,24 +48,30 @@ func ReadKept(k SummaryStore, log *slog.Logger) ([]KeptSummary, error) {
 	}
 	out := make([]KeptSummary, len(entries))
 	for n, e := range entries {
-		out[n] = KeptSummary{Replica: e.replica, Retired: e.retired, PulledAt: e.p.pulledAt, Snapshot: e.p.snap, Positions: e.p.pos}
+		out[n] = KeptSummary{Replica: e.replica, Retired: e.retired, Store: e.p.store, PulledAt: e.p.pulledAt, Snapshot: e.p.snap, Positions: e.p.pos}
 	}
 	return out, nil
 }
 
-// MergeKept returns own (a replica's store's snapshot) merged with the summaries kept beside
-// it (ReadKept): what a daemon alone on that store (run with --replicas 1) synthesizes from
-// before it reads a flow, but without the expiry by --retention its syncs apply, as the
-// store's own edges are read as stored too. The replica set's edges are then all there, each
-// kept summary at most one keep interval (DefaultKeepEvery) behind its replica's last state;
-// one replica's store alone holds only the edges of the nodes it read.
-func MergeKept(own *aggregate.Snapshot, kept []KeptSummary) *aggregate.Snapshot {
+// MergeKept returns own, the snapshot of the store whose identity is ownStore, merged with the
+// summaries kept beside it (ReadKept): what a daemon alone on that store (run with
+// --replicas 1) synthesizes from before it reads a flow, but without the expiry by
+// --retention its syncs apply, as the store's own edges are read as stored too. The replica
+// set's edges are then all there, each kept summary at most one keep interval
+// (DefaultKeepEvery) behind its replica's last state; one replica's store alone holds only
+// the edges of the nodes it read. A kept summary served from this very store is left out, as
+// the Set leaves it out: its edges are own's. It returns the merge and the summaries merged.
+func MergeKept(own *aggregate.Snapshot, ownStore string, kept []KeptSummary) (*aggregate.Snapshot, []KeptSummary) {
 	snaps := make([]*aggregate.Snapshot, 0, 1+len(kept))
 	snaps = append(snaps, own)
+	var merged []KeptSummary
 	for _, k := range kept {
-		snaps = append(snaps, k.Snapshot)
+		if ownStore == "" || k.Store != ownStore {
+			snaps = append(snaps, k.Snapshot)
+			merged = append(merged, k)
+		}
 	}
-	return aggregate.Merge(snaps...)
+	return aggregate.Merge(snaps...), merged
 }
 
 // readKept decodes every kept and retired summary in k, ordered by replica and retired

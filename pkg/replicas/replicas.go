@@ -125,7 +125,8 @@ type Local struct {
 // SummaryStore is where a Set keeps the other replicas' last summaries: aggregate.Store's
 // kept bucket. Kept may return some values with an error naming those it could not read.
 type SummaryStore interface {
-	Keep(key string, v []byte) error
+	// Keep writes all of vals at once: after a crash either all are there or none.
+	Keep(vals map[string][]byte) error
 	Kept() (map[string][]byte, error)
 	Forget(key string) error
 }
@@ -187,6 +188,15 @@ type Copy struct {
 	Replica int       `json:"replica"`
 	To      time.Time `json:"to"`
 	Flows   uint64    `json:"flows"`
+	// Store is the store the copy was served from (Summary.Store): a copy from a newer store
+	// than the one a puller holds replaces it, the one held then stands in beside it
+	// (retire); a copy from an older store is not taken over a newer one.
+	Store string `json:"store,omitempty"`
+	// Retired says the copy is what the replica served before its store was replaced, asked
+	// for with RetiredParam. Every replica takes the newest one it lacks, the replaced
+	// replica too, so no replica's merge (the leader's is the one delivered) lacks what the
+	// old store held.
+	Retired bool `json:"retired,omitempty"`
 }
 
 // reaches reports whether a copy reaching (to, flows) holds more than one reaching (oto,
@@ -198,6 +208,19 @@ func reaches(to time.Time, flows uint64, oto time.Time, oflows uint64) bool {
 // CopyParam is the query parameter of SummaryPath that asks a replica for its copy of another
 // replica's summary (Summary.Copies) instead of its own.
 const CopyParam = "copy-of"
+
+// RetiredParam, "true" beside CopyParam, asks for the replica's retired summary (what it
+// served before its store was replaced) instead of its stand-in.
+const RetiredParam = "retired"
+
+// newerStore reports whether store identity a (aggregate.Store.Identity: the store's
+// creation time, on the replica's clock) names a store created after b; false when either is
+// not a time.
+func newerStore(a, b string) bool {
+	ta, errA := time.Parse(time.RFC3339Nano, a)
+	tb, errB := time.Parse(time.RFC3339Nano, b)
+	return errA == nil && errB == nil && ta.After(tb)
+}
 
 // Set is this replica's view of the replica set: the node assignment, the summaries last
 // pulled from the others, and the merge. Safe for concurrent use.
@@ -292,10 +315,11 @@ func New(cfg Config, local Local, client *http.Client, log *slog.Logger, reg pro
 
 // loadKept puts the summaries kept by an earlier run into the cache, where each stands in
 // for its replica until that replica answers. One that cannot be read is left out (and
-// replaced in the store by that replica's next summary); one of this replica's own index
-// (the store served another index before) is left out, as merging it would count this
-// replica's own edges twice. A daemon alone (no URLs) takes every one: a replica never
-// keeps its own summary, so each is another's.
+// replaced in the store by that replica's next summary); so is one served from this very
+// store, and one of this replica's own index (the store served another index before), as
+// merging it would count this replica's own edges twice, unless it is the retired summary of
+// the store this one replaced. A daemon alone (no URLs) takes every other one: a replica
+// never keeps its own summary, so each is another's.
 func (s *Set) loadKept() error {
 	if s.local.Kept == nil {
 		return nil
@@ -308,7 +332,13 @@ func (s *Set) loadKept() error {
 	edges := 0
 	for _, e := range entries {
 		i := e.replica
-		if i == s.cfg.Self && len(s.cfg.URLs) > 0 {
+		if e.p.store != "" && e.p.store == s.local.Store {
+			s.log.Warn("kept summary of this very store left out: merging it would count its edges twice", "peer", i, "retired", e.retired)
+			continue
+		}
+		// A retired summary of this replica's own index is what its store held before this
+		// one replaced it (taken from another replica, converge).
+		if i == s.cfg.Self && len(s.cfg.URLs) > 0 && !(e.retired && e.p.store != "" && s.local.Store != "") {
 			s.log.Warn("kept summary of this replica's own index left out: the store was another replica's", "peer", i, "retired", e.retired)
 			continue
 		}
@@ -369,6 +399,8 @@ func (s *Set) StandIns() int {
 
 func keptKey(i int) string { return keptPrefix + strconv.Itoa(i) }
 
+func retiredKey(i int) string { return retiredPrefix + strconv.Itoa(i) }
+
 func keptIndex(key string) (int, bool) { return indexAfter(key, keptPrefix) }
 
 func indexAfter(key, prefix string) (int, bool) {
@@ -402,7 +434,11 @@ func (s *Set) Handler() http.Handler {
 			var pos *flows.Cursor
 			s.mu.Lock()
 			p, ok := s.cache[i]
-			if ok = ok && err == nil && s.standsIn(i, p); ok {
+			ok = ok && s.standsIn(i, p)
+			if r.URL.Query().Get(RetiredParam) == "true" {
+				p, ok = s.retired[i]
+			}
+			if ok = ok && err == nil; ok {
 				// Snapshot replaces p.snap (expiry) under mu: read what is served under it.
 				sum.Replica, sum.Store, sum.Evidence, snap, pos = i, p.store, p.evidence, p.snap, p.pos
 			}
@@ -456,8 +492,12 @@ func (s *Set) copies() []Copy {
 	var out []Copy
 	for _, i := range slices.Sorted(maps.Keys(s.cache)) {
 		if p := s.cache[i]; s.standsIn(i, p) {
-			out = append(out, Copy{Replica: i, To: p.snap.To, Flows: p.snap.Flows})
+			out = append(out, Copy{Replica: i, To: p.snap.To, Flows: p.snap.Flows, Store: p.store})
 		}
+	}
+	for _, i := range slices.Sorted(maps.Keys(s.retired)) {
+		p := s.retired[i]
+		out = append(out, Copy{Replica: i, To: p.snap.To, Flows: p.snap.Flows, Store: p.store, Retired: true})
 	}
 	return out
 }
@@ -537,8 +577,14 @@ func (s *Set) Snapshot(ctx context.Context) *aggregate.Snapshot {
 		s.log.Info("what a replica held before its store was replaced expired", "peer", i, "retention", s.cfg.Retention)
 		if s.local.Kept != nil {
 			s.keepMu.Lock()
-			if err := s.local.Kept.Forget(retiredPrefix + strconv.Itoa(i)); err != nil {
-				s.log.Warn("expired retired summary not removed from the store", "peer", i, "err", err)
+			// One retired or copied since (under keepMu, as here) is kept in its place: it stays.
+			s.mu.Lock()
+			_, since := s.retired[i]
+			s.mu.Unlock()
+			if !since {
+				if err := s.local.Kept.Forget(retiredKey(i)); err != nil {
+					s.log.Warn("expired retired summary not removed from the store", "peer", i, "err", err)
+				}
 			}
 			s.keepMu.Unlock()
 		}
@@ -704,7 +750,7 @@ func (s *Set) missing() []int {
 }
 
 // pullAll pulls every other replica at once, each bounded by the timeout, and keeps what it
-// pulled in the store when due (keep); handover says the live set just changed. Then it
+// pulled in the store when due (take); handover says the live set just changed. Then it
 // takes the newer copies the others hold of the replicas it has only a stand-in for
 // (converge). The keeps are written before it returns: a sync waits for them every
 // KeepEvery, a handover for its own.
@@ -715,67 +761,94 @@ func (s *Set) pullAll(ctx context.Context, handover bool) {
 			continue
 		}
 		wg.Go(func() {
-			p, sum, err := s.pull(ctx, i, i)
-			if err == nil {
-				// A replaced store's summary is kept at once, beside the retired one: a
-				// restart standing in the old summary twice would count it twice.
-				replaced := s.retire(i, p)
-				s.keep(i, p, sum, handover || replaced)
+			p, sum, err := s.pull(ctx, i, i, false)
+			if err != nil {
+				s.recordFailure(i, err)
+				return
 			}
-			s.record(i, p, err)
+			s.take(i, p, sum, handover)
 		})
 	}
 	wg.Wait()
 	s.converge(ctx)
 }
 
-// retire keeps what replica i held before, when p, just pulled from it, comes from another
-// store than the summary this replica has of it (Summary.Store): the replica's store was
-// replaced, a lost volume for example. Without this, the new store's summary would replace
-// the old one and every edge only the old store held would be gone from the proposals. The
-// old summary stands in beside the new one (merged with an earlier retired one), kept in the
-// store, until its edges expire. What the replica reads again from Hubble's buffer after the
-// loss is counted in both (counts only: the edges are right). A store restored from a backup
-// has its original's identity and is not told apart: what it learned after the backup is
-// gone, as with one daemon. It reports whether it retired one.
-func (s *Set) retire(i int, p *pulled) bool {
+// take makes p, just pulled from replica i itself, what this replica holds of it, retiring
+// what it held before when p comes from another store (retire), and keeps it in the store
+// when due (keep): the retired summary and p in one write, so a crash between the two
+// cannot leave the old summary under both keys, standing in twice after a restart. keepMu
+// is held throughout: two pulls of one replica at once (a handover's and a sync's) neither
+// retire one summary twice nor keep an older summary over a newer one.
+func (s *Set) take(i int, p *pulled, sum *Summary, handover bool) {
+	s.keepMu.Lock()
+	defer s.keepMu.Unlock()
 	s.mu.Lock()
-	prev := s.cache[i]
-	if prev == nil || prev.store == "" || p.store == "" || p.store == prev.store {
-		s.mu.Unlock()
-		return false
+	s.m.pulls.WithLabelValues("ok").Inc()
+	if s.failing[i] {
+		s.log.Info("replica summary pulled again", "peer", i)
 	}
-	r := &pulled{snap: prev.snap, pos: prev.pos.Clone(), pulledAt: prev.pulledAt, kept: true}
+	delete(s.failing, i)
+	prev := s.cache[i]
+	if prev != nil && !prev.kept && p.pulledAt.Before(prev.pulledAt) {
+		s.mu.Unlock()
+		return // a newer pull of this replica was taken meanwhile
+	}
+	r := s.retire(i, prev, p)
+	s.cache[i] = p
+	s.mu.Unlock()
+	vals := map[string][]byte{}
+	if r != nil {
+		if err := s.retiredValue(i, r, vals); err != nil {
+			s.keepFailed(i, err)
+		}
+	}
+	s.writeKept(i, p, sum, handover || r != nil, vals)
+}
+
+// retire returns what replica i held before, prev, when p, to replace it, comes from another
+// store (Summary.Store): the replica's store was replaced, a lost volume for example.
+// Without this, the new store's summary would replace the old one and every edge only the
+// old store held would be gone from the proposals. The old summary stands in beside the new
+// one (merged with an earlier retired one) in s.retired, kept in the store, until its edges
+// expire. What the replica reads again from Hubble's buffer after the loss is counted in both
+// (counts only: the edges are right). A store restored from a backup has its original's
+// identity and is not told apart: what it learned after the backup is gone, as with one
+// daemon. The caller holds keepMu and mu.
+func (s *Set) retire(i int, prev, p *pulled) *pulled {
+	if prev == nil || prev.store == "" || p.store == "" || p.store == prev.store {
+		return nil
+	}
+	r := &pulled{snap: prev.snap, pos: prev.pos.Clone(), pulledAt: prev.pulledAt, store: prev.store, kept: true}
 	if old := s.retired[i]; old != nil {
 		r.snap = aggregate.Merge(old.snap, prev.snap)
 		r.pos.Merge(old.pos)
 	}
 	s.retired[i] = r
-	s.mu.Unlock()
 	s.m.retired.Inc()
 	s.log.Warn("replica serves the summary of another store: its store was replaced (a lost volume); what it held before stands in",
 		"peer", i, "store", p.store, "before", prev.store, "edges before", prev.snap.EdgeCount())
+	return r
+}
+
+// retiredValue adds the retired summary r of replica i to vals, to be kept in the store.
+func (s *Set) retiredValue(i int, r *pulled, vals map[string][]byte) error {
 	if s.local.Kept == nil {
-		return true
+		return nil
 	}
 	bin, err := r.snap.MarshalBinary()
-	var pos, b []byte
-	if err == nil {
-		pos, err = r.pos.MarshalBinary()
-	}
-	if err == nil {
-		b, err = json.Marshal(keptSummary{PulledAt: r.pulledAt, Summary: Summary{Replica: i, SnapshotBinary: bin, Positions: pos}})
-	}
-	if err == nil {
-		s.keepMu.Lock()
-		err = s.local.Kept.Keep(retiredPrefix+strconv.Itoa(i), b)
-		s.keepMu.Unlock()
-	}
 	if err != nil {
-		s.m.keeps.WithLabelValues("error").Inc()
-		s.log.Warn("what a replica held before its store was replaced is not kept in the store: a restart would forget it", "peer", i, "err", err)
+		return err
 	}
-	return true
+	pos, err := r.pos.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(keptSummary{PulledAt: r.pulledAt, Summary: Summary{Replica: i, SnapshotBinary: bin, Positions: pos, Store: r.store}})
+	if err != nil {
+		return err
+	}
+	vals[retiredKey(i)] = b
+	return nil
 }
 
 // converge replaces each stand-in this replica holds by the newest copy another replica
@@ -783,29 +856,43 @@ func (s *Set) retire(i int, p *pulled) bool {
 // Each replica keeping its own copy of a replica that is gone, on its own schedule, would
 // otherwise merge a different one: a node of the departed replica is read by its new owner
 // from where the owner's copy says, and a replica whose copy is older would miss what lies
-// between the two copies for good. A copy taken is kept at once.
+// between the two copies for good. A copy from a newer store than the one held retires the
+// held one (retire), and one from an older store is not taken. It takes the newest retired
+// summary it lacks as well (Copy.Retired), of its own index too. A copy taken is kept at
+// once.
 func (s *Set) converge(ctx context.Context) {
 	type source struct {
 		from int
 		c    Copy
 	}
 	newest := map[int]source{}
+	retired := map[int]source{}
 	s.mu.Lock()
 	for from, p := range s.cache {
 		if s.standsIn(from, p) {
 			continue // only what a replica answered this process lists its copies
 		}
 		for _, c := range p.copies {
-			if c.Replica == s.cfg.Self || c.Replica == from || c.Replica < 0 {
+			if c.Replica == from || c.Replica < 0 {
 				continue
 			}
 			if !s.cutoff.IsZero() && c.To.Before(s.cutoff) {
 				continue // every edge of it is older than the retention: it would expire whole
 			}
-			if mine, ok := s.cache[c.Replica]; ok && (!s.standsIn(c.Replica, mine) || !reaches(c.To, c.Flows, mine.snap.To, mine.snap.Flows)) {
+			if c.Retired {
+				if !s.wantsRetired(c) {
+					continue
+				}
+				if b, ok := retired[c.Replica]; ok && !reaches(c.To, c.Flows, b.c.To, b.c.Flows) {
+					continue
+				}
+				retired[c.Replica] = source{from, c}
 				continue
 			}
-			if b, ok := newest[c.Replica]; ok && !reaches(c.To, c.Flows, b.c.To, b.c.Flows) {
+			if c.Replica == s.cfg.Self || !s.wantsCopy(c) {
+				continue
+			}
+			if b, ok := newest[c.Replica]; ok && !copyBefore(b.c, c) {
 				continue
 			}
 			newest[c.Replica] = source{from, c}
@@ -814,93 +901,182 @@ func (s *Set) converge(ctx context.Context) {
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	for of, src := range newest {
-		wg.Go(func() {
-			p, sum, err := s.pull(ctx, src.from, of)
-			if err != nil {
-				s.log.Warn("newer copy of a replica's summary not pulled: this replica's own stands in", "peer", of, "from", src.from, "err", err)
-				return
-			}
-			p.kept = true // not served by its replica: a stand-in, as one kept is
-			s.mu.Lock()
-			mine, ok := s.cache[of]
-			take := !ok || (s.standsIn(of, mine) && reaches(p.snap.To, p.snap.Flows, mine.snap.To, mine.snap.Flows))
-			if take {
-				s.cache[of] = p
-			}
-			s.mu.Unlock()
-			if take {
-				s.log.Info("newer copy of a replica's summary taken from another replica", "peer", of, "from", src.from, "to", p.snap.To, "flows", p.snap.Flows)
-				s.keep(of, p, sum, true)
-			}
-		})
+		wg.Go(func() { s.takeCopy(ctx, src.from, of, false) })
+	}
+	for of, src := range retired {
+		wg.Go(func() { s.takeCopy(ctx, src.from, of, true) })
 	}
 	wg.Wait()
 }
 
-// keep writes a pulled summary to Local.Kept: the first of each replica this process pulls,
-// one pulled after the live set changed or copied from another replica, and otherwise one
-// every KeepEvery. It runs outside mu, so a slow disk holds up no Peers or Start; keepMu
-// keeps an older summary from replacing a newer one.
-func (s *Set) keep(i int, p *pulled, sum *Summary, force bool) {
+// wantsCopy reports whether c, a stand-in copy of another replica, is worth taking over what
+// this replica holds of that replica: nothing, or a stand-in of an older store, or of the
+// same store reaching less. The caller holds mu.
+func (s *Set) wantsCopy(c Copy) bool {
+	if r := s.retired[c.Replica]; r != nil && r.store != "" && c.Store != "" && !newerStore(c.Store, r.store) {
+		return false // a store known replaced: its edges stand in as retired already
+	}
+	mine, ok := s.cache[c.Replica]
+	if !ok {
+		return true
+	}
+	if !s.standsIn(c.Replica, mine) {
+		return false // what the replica answered is newer than any copy
+	}
+	if mine.store != "" && c.Store != "" && mine.store != c.Store {
+		return newerStore(c.Store, mine.store)
+	}
+	return reaches(c.To, c.Flows, mine.snap.To, mine.snap.Flows)
+}
+
+// copyBefore orders two candidate copies of one replica: a newer store first, then the one
+// reaching further.
+func copyBefore(a, b Copy) bool {
+	if a.Store != "" && b.Store != "" && a.Store != b.Store {
+		return newerStore(b.Store, a.Store)
+	}
+	return reaches(b.To, b.Flows, a.To, a.Flows)
+}
+
+// wantsRetired reports whether c, a retired copy (what replica c.Replica served before its
+// store was replaced), is worth taking: this replica holds no retired summary of it or one
+// reaching less, and the replica is known to serve another store now (this replica's own
+// store, for its own index). A puller that still holds the old store's summary as its
+// replica's takes none: it retires that one itself when it sees the new store, and taking
+// both would count the old store twice. The caller holds mu.
+func (s *Set) wantsRetired(c Copy) bool {
+	if c.Store == "" {
+		return false
+	}
+	if c.Replica == s.cfg.Self {
+		if s.local.Store == "" || c.Store == s.local.Store {
+			return false
+		}
+	} else if now, ok := s.cache[c.Replica]; ok && (now.store == "" || now.store == c.Store) {
+		return false
+	}
+	if mine, ok := s.retired[c.Replica]; ok && !reaches(c.To, c.Flows, mine.snap.To, mine.snap.Flows) {
+		return false
+	}
+	return true
+}
+
+// takeCopy pulls replica from's copy of replica of's summary (its retired one with retired)
+// and, if it is still wanted when it arrives, takes it and keeps it at once.
+func (s *Set) takeCopy(ctx context.Context, from, of int, retired bool) {
+	p, sum, err := s.pull(ctx, from, of, retired)
+	if err != nil {
+		s.log.Warn("newer copy of a replica's summary not pulled: this replica's own stands in", "peer", of, "from", from, "retired", retired, "err", err)
+		return
+	}
+	p.kept = true // not served by its replica: a stand-in, as one kept is
+	c := Copy{Replica: of, To: p.snap.To, Flows: p.snap.Flows, Store: p.store, Retired: retired}
+	s.keepMu.Lock()
+	defer s.keepMu.Unlock()
+	s.mu.Lock()
+	vals := map[string][]byte{}
+	var err2 error
+	switch {
+	case retired && s.wantsRetired(c):
+		s.retired[of] = p
+		s.mu.Unlock()
+		s.log.Info("newer copy of what a replica held before its store was replaced taken from another replica", "peer", of, "from", from, "to", p.snap.To, "flows", p.snap.Flows)
+		if err2 = s.retiredValue(of, p, vals); err2 == nil {
+			s.writeKept(of, nil, nil, true, vals)
+		}
+	case !retired && of != s.cfg.Self && s.wantsCopy(c):
+		r := s.retire(of, s.cache[of], p)
+		s.cache[of] = p
+		s.mu.Unlock()
+		s.log.Info("newer copy of a replica's summary taken from another replica", "peer", of, "from", from, "to", p.snap.To, "flows", p.snap.Flows)
+		if r != nil {
+			err2 = s.retiredValue(of, r, vals)
+		}
+		s.writeKept(of, p, sum, true, vals)
+	default:
+		s.mu.Unlock()
+	}
+	if err2 != nil {
+		s.keepFailed(of, err2)
+	}
+}
+
+// writeKept writes vals and, when due, the summary p of replica i to Local.Kept in one
+// write: the first of each replica this process pulls, one pulled after the live set changed
+// or copied from another replica (force), and otherwise one every KeepEvery; p nil writes
+// vals alone. It runs outside mu, so a slow disk holds up no Peers or Start; the caller holds
+// keepMu, which keeps an older summary from replacing a newer one.
+func (s *Set) writeKept(i int, p *pulled, sum *Summary, force bool, vals map[string][]byte) {
 	if s.local.Kept == nil {
 		return
 	}
-	s.keepMu.Lock()
-	defer s.keepMu.Unlock()
-	last, kept := s.keptAt[i]
-	if p.pulledAt.Before(last) || (!force && kept && p.pulledAt.Sub(last) < s.cfg.KeepEvery) {
+	if p != nil {
+		last, kept := s.keptAt[i]
+		if !p.pulledAt.Before(last) && (force || !kept || p.pulledAt.Sub(last) >= s.cfg.KeepEvery) {
+			k := keptSummary{PulledAt: p.pulledAt, Summary: *sum}
+			k.Summary.Snapshot, k.Summary.Copies = nil, nil
+			var err error
+			if k.Summary.SnapshotBinary == nil { // served as JSON, by an older replica
+				k.Summary.SnapshotBinary, err = p.snap.MarshalBinary()
+			}
+			var b []byte
+			if err == nil {
+				b, err = json.Marshal(k)
+			}
+			if err != nil {
+				s.keepFailed(i, err)
+				p = nil
+			} else {
+				vals[keptKey(i)] = b
+			}
+		} else {
+			p = nil
+		}
+	}
+	if len(vals) == 0 {
 		return
 	}
-	k := keptSummary{PulledAt: p.pulledAt, Summary: *sum}
-	k.Summary.Snapshot, k.Summary.Copies = nil, nil
-	var err error
-	if k.Summary.SnapshotBinary == nil { // served as JSON, by an older replica
-		k.Summary.SnapshotBinary, err = p.snap.MarshalBinary()
-	}
-	var b []byte
-	if err == nil {
-		b, err = json.Marshal(k)
-	}
-	if err == nil {
-		err = s.local.Kept.Keep(keptKey(i), b)
-	}
-	if err != nil {
-		s.m.keeps.WithLabelValues("error").Inc()
-		s.log.Warn("replica summary not kept in the store: a restart of this replica would forget its edges while it is down", "peer", i, "err", err)
+	if err := s.local.Kept.Keep(vals); err != nil {
+		s.keepFailed(i, err)
 		return
 	}
 	s.m.keeps.WithLabelValues("ok").Inc()
-	s.keptAt[i] = p.pulledAt
+	if p != nil {
+		s.keptAt[i] = p.pulledAt
+	}
 }
 
-func (s *Set) record(i int, p *pulled, err error) {
+// keepFailed counts and logs a summary of replica i that could not be kept in the store.
+func (s *Set) keepFailed(i int, err error) {
+	s.m.keeps.WithLabelValues("error").Inc()
+	s.log.Warn("replica summary not kept in the store: a restart of this replica would forget its edges while it is down", "peer", i, "err", err)
+}
+
+// recordFailure notes a failed pull of replica i: its last summary stays in the merge.
+func (s *Set) recordFailure(i int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err != nil {
-		s.m.pulls.WithLabelValues("error").Inc()
-		if !s.failing[i] {
-			_, cached := s.cache[i]
-			s.log.Warn("replica summary not pulled: its last one stays in the merge", "peer", i, "url", s.cfg.URLs[i], "err", err, "cached", cached)
-		}
-		s.failing[i] = true
-		return
+	s.m.pulls.WithLabelValues("error").Inc()
+	if !s.failing[i] {
+		_, cached := s.cache[i]
+		s.log.Warn("replica summary not pulled: its last one stays in the merge", "peer", i, "url", s.cfg.URLs[i], "err", err, "cached", cached)
 	}
-	s.m.pulls.WithLabelValues("ok").Inc()
-	if s.failing[i] {
-		s.log.Info("replica summary pulled again", "peer", i)
-	}
-	delete(s.failing, i)
-	s.cache[i] = p
+	s.failing[i] = true
 }
 
 // pull fetches replica from's summary, or with of another index its copy of that replica's
-// (CopyParam), and decodes it; the Summary is returned as read, for keep.
-func (s *Set) pull(ctx context.Context, from, of int) (*pulled, *Summary, error) {
+// (CopyParam; with retired, its retired one, RetiredParam), and decodes it; the Summary is
+// returned as read, for writeKept.
+func (s *Set) pull(ctx context.Context, from, of int, retired bool) (*pulled, *Summary, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	u := strings.TrimSuffix(s.cfg.URLs[from], "/") + SummaryPath
-	if of != from {
-		u += "?" + url.Values{CopyParam: {strconv.Itoa(of)}}.Encode()
+	if of != from || retired {
+		q := url.Values{CopyParam: {strconv.Itoa(of)}}
+		if retired {
+			q.Set(RetiredParam, "true")
+		}
+		u += "?" + q.Encode()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {

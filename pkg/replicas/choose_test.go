@@ -1,0 +1,89 @@
+package replicas
+
+import (
+	"testing"
+	"time"
+
+	"github.com/recommender/recommender/pkg/aggregate"
+)
+
+// Ensure the choice of which copy of another replica's summary to take: a newer store wins
+// over reach, a store known replaced is never taken back, and a retired copy is taken only
+// once its replica is known to serve another store.
+func TestChooseCopies(t *testing.T) {
+	const s0, s1, s2 = "2026-11-01T00:00:00Z", "2026-12-01T00:00:00.5Z", "2026-12-02T00:00:00Z"
+	t0 := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	held := func(store string, sec int, flows uint64, standsIn bool) *pulled {
+		return &pulled{snap: &aggregate.Snapshot{To: t0.Add(time.Duration(sec) * time.Second), Flows: flows}, store: store, kept: standsIn}
+	}
+	copyOf := func(store string, sec int, flows uint64) Copy {
+		return Copy{Replica: 2, To: t0.Add(time.Duration(sec) * time.Second), Flows: flows, Store: store}
+	}
+	for _, c := range []struct {
+		name    string
+		cache   *pulled // what this replica (index 0) holds of replica 2
+		retired *pulled
+		c       Copy
+		want    bool
+	}{
+		{"nothing held", nil, nil, copyOf(s1, 5, 10), true},
+		{"answered by the replica", held(s1, 1, 1, false), nil, copyOf(s1, 5, 10), false},
+		{"same store, reaching further", held(s1, 1, 1, true), nil, copyOf(s1, 5, 10), true},
+		{"same store, reaching less", held(s1, 9, 99, true), nil, copyOf(s1, 5, 10), false},
+		{"same store, same time, more flows", held(s1, 5, 9, true), nil, copyOf(s1, 5, 10), true},
+		{"newer store reaching less", held(s1, 9, 99, true), nil, copyOf(s2, 1, 1), true},
+		{"older store reaching further", held(s2, 1, 1, true), nil, copyOf(s1, 9, 99), false},
+		{"a store retired already, nothing held", nil, held(s1, 1, 1, true), copyOf(s1, 9, 99), false},
+		{"an older store than the retired one", nil, held(s1, 1, 1, true), copyOf(s0, 9, 99), false},
+		{"a newer store than the retired one", nil, held(s1, 1, 1, true), copyOf(s2, 1, 1), true},
+		{"no identities, reaching further", held("", 1, 1, true), nil, copyOf("", 5, 10), true},
+	} {
+		t.Run("stand-in: "+c.name, func(t *testing.T) {
+			s := &Set{cfg: Config{Self: 0, URLs: make([]string, 3)}, cache: map[int]*pulled{}, retired: map[int]*pulled{}, failing: map[int]bool{}}
+			if c.cache != nil {
+				s.cache[2] = c.cache
+			}
+			if c.retired != nil {
+				s.retired[2] = c.retired
+			}
+			if got := s.wantsCopy(c.c); got != c.want {
+				t.Errorf("wantsCopy = %t, want %t", got, c.want)
+			}
+		})
+	}
+
+	retiredCopy := func(replica int, store string, sec int, flows uint64) Copy {
+		return Copy{Replica: replica, To: t0.Add(time.Duration(sec) * time.Second), Flows: flows, Store: store, Retired: true}
+	}
+	for _, c := range []struct {
+		name    string
+		local   string // this replica's (index 0) store
+		cache   *pulled
+		retired *pulled
+		c       Copy
+		want    bool
+	}{
+		{"the replica serves another store", s0, held(s2, 1, 1, false), nil, retiredCopy(2, s1, 5, 10), true},
+		{"nothing held of the replica", s0, nil, nil, retiredCopy(2, s1, 5, 10), true},
+		{"the replica's old store still held as its", s0, held(s1, 1, 1, false), nil, retiredCopy(2, s1, 5, 10), false},
+		{"held without an identity", s0, held("", 1, 1, false), nil, retiredCopy(2, s1, 5, 10), false},
+		{"a retired one reaching further held", s0, held(s2, 1, 1, false), held(s1, 9, 99, true), retiredCopy(2, s1, 5, 10), false},
+		{"a retired one reaching less held", s0, held(s2, 1, 1, false), held(s1, 1, 1, true), retiredCopy(2, s1, 5, 10), true},
+		{"of this replica's own old store", s2, nil, nil, retiredCopy(0, s1, 5, 10), true},
+		{"of this very store", s1, nil, nil, retiredCopy(0, s1, 5, 10), false},
+		{"without an identity", s0, nil, nil, retiredCopy(2, "", 5, 10), false},
+	} {
+		t.Run("retired: "+c.name, func(t *testing.T) {
+			s := &Set{cfg: Config{Self: 0, URLs: make([]string, 3)}, local: Local{Store: c.local}, cache: map[int]*pulled{}, retired: map[int]*pulled{}, failing: map[int]bool{}}
+			if c.cache != nil {
+				s.cache[c.c.Replica] = c.cache
+			}
+			if c.retired != nil {
+				s.retired[c.c.Replica] = c.retired
+			}
+			if got := s.wantsRetired(c.c); got != c.want {
+				t.Errorf("wantsRetired = %t, want %t", got, c.want)
+			}
+		})
+	}
+}
