@@ -130,9 +130,9 @@ func TestReplacedStoreAcrossTheSet(t *testing.T) {
 	}
 	// ids of replicas 0 and 1's own stores.
 	ids := []string{"2026-11-20T00:00:00.000000000Z", "2026-11-21T00:00:00.000000000Z"}
-
-	t.Run("a copy of the newer store retires the older one", func(t *testing.T) {
-		before, after := clusterSnapshot(t, 10, 2), clusterSnapshot(t, 20, 2)
+	// start serves replicas 0 and 1, each with a store of its own and nothing observed;
+	// replica 2's server is set by each case.
+	start := func(t *testing.T) ([]*switchable, []string, []*aggregate.Store, []*replicas.Set) {
 		sws := []*switchable{newSwitchable(t), newSwitchable(t), newSwitchable(t)}
 		urls := []string{sws[0].srv.URL, sws[1].srv.URL, sws[2].srv.URL}
 		stores := []*aggregate.Store{openKeptStore(t), openKeptStore(t)}
@@ -140,6 +140,12 @@ func TestReplacedStoreAcrossTheSet(t *testing.T) {
 		for i, s := range sets {
 			sws[i].serve(s.Handler())
 		}
+		return sws, urls, stores, sets
+	}
+
+	t.Run("a copy of the newer store retires the older one", func(t *testing.T) {
+		before, after := clusterSnapshot(t, 10, 2), clusterSnapshot(t, 20, 2)
+		sws, urls, stores, sets := start(t)
 		serveReplica(t, sws[2], 2, urls, before, oldStore)
 		sets[0].Snapshot(t.Context())
 		serveReplica(t, sws[2], 2, urls, after, newStore)
@@ -159,13 +165,7 @@ func TestReplacedStoreAcrossTheSet(t *testing.T) {
 
 	t.Run("a retired store is not taken again", func(t *testing.T) {
 		before, after := clusterSnapshot(t, 20, 2), clusterSnapshot(t, 10, 2)
-		sws := []*switchable{newSwitchable(t), newSwitchable(t), newSwitchable(t)}
-		urls := []string{sws[0].srv.URL, sws[1].srv.URL, sws[2].srv.URL}
-		stores := []*aggregate.Store{openKeptStore(t), openKeptStore(t)}
-		sets := []*replicas.Set{newSet(urls, 0, stores[0], ids[0], empty), newSet(urls, 1, stores[1], ids[1], empty)}
-		for i, s := range sets {
-			sws[i].serve(s.Handler())
-		}
+		sws, urls, stores, sets := start(t)
 		serveReplica(t, sws[2], 2, urls, before, oldStore)
 		sets[0].Snapshot(t.Context())
 		sets[1].Snapshot(t.Context())
@@ -201,6 +201,12 @@ func TestReplacedStoreAcrossTheSet(t *testing.T) {
 		restarted := newSet(urls, 2, twoStore, newStore, func() *aggregate.Snapshot { return after })
 		if got := restarted.Snapshot(t.Context()); got.Flows != want {
 			t.Errorf("replica 2 restarted merged %d flows, want %d", got.Flows, want)
+		}
+		// So does replica 0's, beside replica 2's new summary, which it pulls again.
+		sws[2].serve(restarted.Handler())
+		zero := newSet(urls, 0, stores[0], ids[0], empty)
+		if got := zero.Snapshot(t.Context()); got.Flows != want {
+			t.Errorf("replica 0 restarted merged %d flows, want %d", got.Flows, want)
 		}
 	})
 }
