@@ -12,9 +12,16 @@ import (
 // once its replica is known to serve another store.
 func TestChooseCopies(t *testing.T) {
 	const s0, s1, s2 = "2026-11-01T00:00:00Z", "2026-12-01T00:00:00.5Z", "2026-12-02T00:00:00Z"
+	const own = "2026-10-01T00:00:00Z" // this replica's store in the stand-in cases
 	t0 := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
 	held := func(store string, sec int, flows uint64, standsIn bool) *pulled {
 		return &pulled{snap: &aggregate.Snapshot{To: t0.Add(time.Duration(sec) * time.Second), Flows: flows}, store: store, kept: standsIn}
+	}
+	// retiredOf is a retired summary merging the stores covers, the last one retired last.
+	retiredOf := func(sec int, flows uint64, covers ...string) *pulled {
+		p := held(covers[len(covers)-1], sec, flows, true)
+		p.covers = covers
+		return p
 	}
 	copyOf := func(store string, sec int, flows uint64) Copy {
 		return Copy{Replica: 2, To: t0.Add(time.Duration(sec) * time.Second), Flows: flows, Store: store}
@@ -37,9 +44,11 @@ func TestChooseCopies(t *testing.T) {
 		{"an older store than the retired one", nil, held(s1, 1, 1, true), copyOf(s0, 9, 99), false},
 		{"a newer store than the retired one", nil, held(s1, 1, 1, true), copyOf(s2, 1, 1), true},
 		{"no identities, reaching further", held("", 1, 1, true), nil, copyOf("", 5, 10), true},
+		{"a store the retired one merges", nil, retiredOf(1, 1, s0, s1), copyOf(s0, 9, 99), false},
+		{"this replica's own store", nil, nil, copyOf(own, 9, 99), false},
 	} {
 		t.Run("stand-in: "+c.name, func(t *testing.T) {
-			s := &Set{cfg: Config{Self: 0, URLs: make([]string, 3)}, cache: map[int]*pulled{}, retired: map[int]*pulled{}, failing: map[int]bool{}}
+			s := &Set{cfg: Config{Self: 0, URLs: make([]string, 3)}, local: Local{Store: own}, cache: map[int]*pulled{}, retired: map[int]*pulled{}, failing: map[int]bool{}}
 			if c.cache != nil {
 				s.cache[2] = c.cache
 			}
@@ -54,6 +63,11 @@ func TestChooseCopies(t *testing.T) {
 
 	retiredCopy := func(replica int, store string, sec int, flows uint64) Copy {
 		return Copy{Replica: replica, To: t0.Add(time.Duration(sec) * time.Second), Flows: flows, Store: store, Retired: true}
+	}
+	retiredCopyOf := func(replica int, sec int, flows uint64, covers ...string) Copy {
+		c := retiredCopy(replica, covers[len(covers)-1], sec, flows)
+		c.Covers = covers
+		return c
 	}
 	for _, c := range []struct {
 		name    string
@@ -72,6 +86,11 @@ func TestChooseCopies(t *testing.T) {
 		{"of this replica's own old store", s2, nil, nil, retiredCopy(0, s1, 5, 10), true},
 		{"of this very store", s1, nil, nil, retiredCopy(0, s1, 5, 10), false},
 		{"without an identity", s0, nil, nil, retiredCopy(2, "", 5, 10), false},
+		{"covering fewer stores than the one held, reaching further", s0, held(s2, 1, 1, false), retiredOf(1, 1, s0, s1), retiredCopy(2, s1, 9, 99), false},
+		{"covering more stores than the one held, reaching less", s2, held(s2, 9, 9, false), retiredOf(9, 99, s0), retiredCopyOf(2, 1, 1, s0, s1), true},
+		{"covering other stores than the one held", s2, held(s2, 9, 9, false), retiredOf(1, 1, s0), retiredCopyOf(2, 9, 99, s1), false},
+		{"covering the store the replica serves now", s0, held(s1, 1, 1, false), nil, retiredCopyOf(2, 9, 99, s1, s2), false},
+		{"covering this replica's own store", s1, held(s2, 1, 1, false), nil, retiredCopyOf(2, 9, 99, s1, s0), false},
 	} {
 		t.Run("retired: "+c.name, func(t *testing.T) {
 			s := &Set{cfg: Config{Self: 0, URLs: make([]string, 3)}, local: Local{Store: c.local}, cache: map[int]*pulled{}, retired: map[int]*pulled{}, failing: map[int]bool{}}

@@ -20,8 +20,9 @@ type KeptSummary struct {
 	// in beside the replica's newer summary, not for it.
 	Retired bool
 	// Store is the identity of the store it was served from (Summary.Store), empty from
-	// replicas of older versions.
-	Store string
+	// replicas of older versions; Covers, of a retired one, every store it merges.
+	Store  string
+	Covers []string
 	// PulledAt is when the keeping replica pulled it, on that replica's clock.
 	PulledAt  time.Time
 	Snapshot  *aggregate.Snapshot
@@ -48,7 +49,7 @@ func ReadKept(k SummaryStore, log *slog.Logger) ([]KeptSummary, error) {
 	}
 	out := make([]KeptSummary, len(entries))
 	for n, e := range entries {
-		out[n] = KeptSummary{Replica: e.replica, Retired: e.retired, Store: e.p.store, PulledAt: e.p.pulledAt, Snapshot: e.p.snap, Positions: e.p.pos}
+		out[n] = KeptSummary{Replica: e.replica, Retired: e.retired, Store: e.p.store, Covers: coversOf(e.p.store, e.p.covers), PulledAt: e.p.pulledAt, Snapshot: e.p.snap, Positions: e.p.pos}
 	}
 	return out, nil
 }
@@ -66,7 +67,7 @@ func MergeKept(own *aggregate.Snapshot, ownStore string, kept []KeptSummary) (*a
 	snaps = append(snaps, own)
 	var merged []KeptSummary
 	for _, k := range kept {
-		if ownStore == "" || k.Store != ownStore {
+		if ownStore == "" || k.Store != ownStore && !slices.Contains(k.Covers, ownStore) {
 			snaps = append(snaps, k.Snapshot)
 			merged = append(merged, k)
 		}

@@ -208,5 +208,11 @@ func TestReplacedStoreAcrossTheSet(t *testing.T) {
 		if got := zero.Snapshot(t.Context()); got.Flows != want {
 			t.Errorf("replica 0 restarted merged %d flows, want %d", got.Flows, want)
 		}
+		// Replica 0 loses its volume too, with replica 1 down: replica 2 itself hands on its
+		// retired summary of its old store.
+		fresh0 := newSet(urls, 0, openKeptStore(t), "2026-12-03T01:00:00Z", empty)
+		if got := fresh0.Snapshot(t.Context()); got.Flows != want {
+			t.Errorf("a fresh replica 0 merged %d flows, want %d: replica 2's and its retired summary of its old store", got.Flows, want)
+		}
 	})
 }

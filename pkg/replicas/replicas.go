@@ -173,6 +173,9 @@ type Summary struct {
 	Evidence  []lifecycle.Evidence `json:"evidence,omitempty"`
 	// Store is the identity of the replica's store (Local.Store).
 	Store string `json:"store,omitempty"`
+	// Covers, in a retired summary (RetiredParam, or kept), is every store it merges: a
+	// store replaced twice leaves one retired summary of both.
+	Covers []string `json:"covers,omitempty"`
 	// Copies are the summaries of other replicas this replica holds as stand-ins (their
 	// replica did not answer it, or left the set), with how far each reaches: a puller whose
 	// own copy reaches less asks for this one (CopyParam) instead, so that every replica
@@ -197,6 +200,9 @@ type Copy struct {
 	// replica too, so no replica's merge (the leader's is the one delivered) lacks what the
 	// old store held.
 	Retired bool `json:"retired,omitempty"`
+	// Covers is, for a retired copy, every store it merges (Summary.Covers): one covering
+	// fewer stores than the retired summary a puller holds never replaces it.
+	Covers []string `json:"covers,omitempty"`
 }
 
 // reaches reports whether a copy reaching (to, flows) holds more than one reaching (oto,
@@ -220,6 +226,28 @@ func newerStore(a, b string) bool {
 	ta, errA := time.Parse(time.RFC3339Nano, a)
 	tb, errB := time.Parse(time.RFC3339Nano, b)
 	return errA == nil && errB == nil && ta.After(tb)
+}
+
+// coversOf is the stores a summary served from store and listing covers merges: covers, or
+// store alone (a summary of one store, or a retired one kept by an older version).
+func coversOf(store string, covers []string) []string {
+	if len(covers) > 0 {
+		return covers
+	}
+	if store == "" {
+		return nil
+	}
+	return []string{store}
+}
+
+// coversAll reports whether every store of b is in a.
+func coversAll(a, b []string) bool {
+	for _, st := range b {
+		if !slices.Contains(a, st) {
+			return false
+		}
+	}
+	return true
 }
 
 // Set is this replica's view of the replica set: the node assignment, the summaries last
@@ -263,6 +291,8 @@ type pulled struct {
 	evidence []lifecycle.Evidence
 	copies   []Copy
 	store    string
+	// covers, for a retired summary, is every store it merges (Summary.Covers).
+	covers   []string
 	pulledAt time.Time
 	// kept says it was read from Local.Kept, not pulled by this process: it stands in for
 	// its replica's edges and positions, and is neither waited for nor judged as this
@@ -332,7 +362,7 @@ func (s *Set) loadKept() error {
 	edges := 0
 	for _, e := range entries {
 		i := e.replica
-		if e.p.store != "" && e.p.store == s.local.Store {
+		if s.local.Store != "" && slices.Contains(coversOf(e.p.store, e.p.covers), s.local.Store) {
 			s.log.Warn("kept summary of this very store left out: merging it would count its edges twice", "peer", i, "retired", e.retired)
 			continue
 		}
@@ -382,9 +412,9 @@ func HasKept(k SummaryStore, log *slog.Logger) (bool, error) {
 	return false, nil
 }
 
-// StandIns is the number of other replicas' summaries in the merge that their replica did
-// not serve to this process: kept by an earlier run for a replica that has not answered
-// since, or for one that left the set.
+// StandIns is the number of summaries in the merge that their replica did not serve to this
+// process: kept by an earlier run for a replica that has not answered since, or for one that
+// left the set, and the retired summaries of replaced stores (of this replica's own too).
 func (s *Set) StandIns() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -440,7 +470,7 @@ func (s *Set) Handler() http.Handler {
 			}
 			if ok = ok && err == nil; ok {
 				// Snapshot replaces p.snap (expiry) under mu: read what is served under it.
-				sum.Replica, sum.Store, sum.Evidence, snap, pos = i, p.store, p.evidence, p.snap, p.pos
+				sum.Replica, sum.Store, sum.Covers, sum.Evidence, snap, pos = i, p.store, p.covers, p.evidence, p.snap, p.pos
 			}
 			s.mu.Unlock()
 			if !ok {
@@ -497,7 +527,7 @@ func (s *Set) copies() []Copy {
 	}
 	for _, i := range slices.Sorted(maps.Keys(s.retired)) {
 		p := s.retired[i]
-		out = append(out, Copy{Replica: i, To: p.snap.To, Flows: p.snap.Flows, Store: p.store, Retired: true})
+		out = append(out, Copy{Replica: i, To: p.snap.To, Flows: p.snap.Flows, Store: p.store, Retired: true, Covers: p.covers})
 	}
 	return out
 }
@@ -795,14 +825,29 @@ func (s *Set) take(i int, p *pulled, sum *Summary, handover bool) {
 	}
 	r := s.retire(i, prev, p)
 	s.cache[i] = p
-	s.mu.Unlock()
-	vals := map[string][]byte{}
+	// Copies taken under mu: Snapshot replaces a held summary's snapshot (expiry) under it.
+	mine := *p
+	var retired *pulled
 	if r != nil {
-		if err := s.retiredValue(i, r, vals); err != nil {
+		rc := *r
+		retired = &rc
+	}
+	s.mu.Unlock()
+	s.keepWith(i, &mine, sum, handover, retired)
+}
+
+// keepWith keeps p, the summary of replica i now held, and what it retired (nil: nothing)
+// in one write. A summary that retired another is written whatever was kept of i before,
+// even if that was pulled later (a copy of the retired store): the old store must not stay
+// under both keys. The caller holds keepMu and passes copies taken under mu.
+func (s *Set) keepWith(i int, p *pulled, sum *Summary, force bool, retired *pulled) {
+	vals := map[string][]byte{}
+	if retired != nil {
+		if err := s.retiredValue(i, retired, vals); err != nil {
 			s.keepFailed(i, err)
 		}
 	}
-	s.writeKept(i, p, sum, handover || r != nil, vals)
+	s.writeKept(i, p, sum, force || retired != nil, retired != nil, vals)
 }
 
 // retire returns what replica i held before, prev, when p, to replace it, comes from another
@@ -818,10 +863,12 @@ func (s *Set) retire(i int, prev, p *pulled) *pulled {
 	if prev == nil || prev.store == "" || p.store == "" || p.store == prev.store {
 		return nil
 	}
-	r := &pulled{snap: prev.snap, pos: prev.pos.Clone(), pulledAt: prev.pulledAt, store: prev.store, kept: true}
+	r := &pulled{snap: prev.snap, pos: prev.pos.Clone(), pulledAt: prev.pulledAt, store: prev.store, kept: true,
+		covers: coversOf(prev.store, nil)}
 	if old := s.retired[i]; old != nil {
 		r.snap = aggregate.Merge(old.snap, prev.snap)
 		r.pos.Merge(old.pos)
+		r.covers = append(slices.Clone(coversOf(old.store, old.covers)), prev.store)
 	}
 	s.retired[i] = r
 	s.m.retired.Inc()
@@ -843,7 +890,7 @@ func (s *Set) retiredValue(i int, r *pulled, vals map[string][]byte) error {
 	if err != nil {
 		return err
 	}
-	b, err := json.Marshal(keptSummary{PulledAt: r.pulledAt, Summary: Summary{Replica: i, SnapshotBinary: bin, Positions: pos, Store: r.store}})
+	b, err := json.Marshal(keptSummary{PulledAt: r.pulledAt, Summary: Summary{Replica: i, SnapshotBinary: bin, Positions: pos, Store: r.store, Covers: r.covers}})
 	if err != nil {
 		return err
 	}
@@ -873,8 +920,8 @@ func (s *Set) converge(ctx context.Context) {
 			continue // only what a replica answered this process lists its copies
 		}
 		for _, c := range p.copies {
-			if c.Replica == from || c.Replica < 0 {
-				continue
+			if c.Replica < 0 || c.Replica == from && !c.Retired {
+				continue // a replica's retired summary of itself is handed on too
 			}
 			if !s.cutoff.IsZero() && c.To.Before(s.cutoff) {
 				continue // every edge of it is older than the retention: it would expire whole
@@ -913,7 +960,11 @@ func (s *Set) converge(ctx context.Context) {
 // this replica holds of that replica: nothing, or a stand-in of an older store, or of the
 // same store reaching less. The caller holds mu.
 func (s *Set) wantsCopy(c Copy) bool {
-	if r := s.retired[c.Replica]; r != nil && r.store != "" && c.Store != "" && !newerStore(c.Store, r.store) {
+	if c.Store != "" && c.Store == s.local.Store {
+		return false // this replica's own store: its edges are the local ones
+	}
+	if r := s.retired[c.Replica]; r != nil && r.store != "" && c.Store != "" &&
+		(slices.Contains(r.covers, c.Store) || !newerStore(c.Store, r.store)) {
 		return false // a store known replaced: its edges stand in as retired already
 	}
 	mine, ok := s.cache[c.Replica]
@@ -939,26 +990,33 @@ func copyBefore(a, b Copy) bool {
 }
 
 // wantsRetired reports whether c, a retired copy (what replica c.Replica served before its
-// store was replaced), is worth taking: this replica holds no retired summary of it or one
-// reaching less, and the replica is known to serve another store now (this replica's own
-// store, for its own index). A puller that still holds the old store's summary as its
+// store was replaced), is worth taking: the replica is known to serve another store now than
+// any c covers (for this replica's own index, its own store is none of them), and this
+// replica holds no retired summary of it, or one whose stores c covers all and reaches less
+// (or covers fewer). A puller that still holds one of the old stores' summaries as its
 // replica's takes none: it retires that one itself when it sees the new store, and taking
 // both would count the old store twice. The caller holds mu.
 func (s *Set) wantsRetired(c Copy) bool {
-	if c.Store == "" {
+	covers := coversOf(c.Store, c.Covers)
+	if len(covers) == 0 || s.local.Store != "" && slices.Contains(covers, s.local.Store) {
 		return false
 	}
 	if c.Replica == s.cfg.Self {
-		if s.local.Store == "" || c.Store == s.local.Store {
+		if s.local.Store == "" {
 			return false
 		}
-	} else if now, ok := s.cache[c.Replica]; ok && (now.store == "" || now.store == c.Store) {
+	} else if now, ok := s.cache[c.Replica]; ok && (now.store == "" || slices.Contains(covers, now.store)) {
 		return false
 	}
-	if mine, ok := s.retired[c.Replica]; ok && !reaches(c.To, c.Flows, mine.snap.To, mine.snap.Flows) {
-		return false
+	mine, ok := s.retired[c.Replica]
+	if !ok {
+		return true
 	}
-	return true
+	held := coversOf(mine.store, mine.covers)
+	if !coversAll(covers, held) {
+		return false // it lacks a store the one held merges
+	}
+	return len(covers) > len(held) || reaches(c.To, c.Flows, mine.snap.To, mine.snap.Flows)
 }
 
 // takeCopy pulls replica from's copy of replica of's summary (its retired one with retired)
@@ -970,34 +1028,35 @@ func (s *Set) takeCopy(ctx context.Context, from, of int, retired bool) {
 		return
 	}
 	p.kept = true // not served by its replica: a stand-in, as one kept is
-	c := Copy{Replica: of, To: p.snap.To, Flows: p.snap.Flows, Store: p.store, Retired: retired}
+	c := Copy{Replica: of, To: p.snap.To, Flows: p.snap.Flows, Store: p.store, Retired: retired, Covers: p.covers}
 	s.keepMu.Lock()
 	defer s.keepMu.Unlock()
 	s.mu.Lock()
-	vals := map[string][]byte{}
-	var err2 error
+	// Copies taken under mu: Snapshot replaces a held summary's snapshot (expiry) under it.
+	mine := *p
 	switch {
 	case retired && s.wantsRetired(c):
 		s.retired[of] = p
 		s.mu.Unlock()
-		s.log.Info("newer copy of what a replica held before its store was replaced taken from another replica", "peer", of, "from", from, "to", p.snap.To, "flows", p.snap.Flows)
-		if err2 = s.retiredValue(of, p, vals); err2 == nil {
-			s.writeKept(of, nil, nil, true, vals)
+		s.log.Info("newer copy of what a replica held before its store was replaced taken from another replica", "peer", of, "from", from, "to", mine.snap.To, "flows", mine.snap.Flows)
+		vals := map[string][]byte{}
+		if err := s.retiredValue(of, &mine, vals); err != nil {
+			s.keepFailed(of, err)
+			return
 		}
+		s.writeKept(of, nil, nil, true, false, vals)
 	case !retired && of != s.cfg.Self && s.wantsCopy(c):
-		r := s.retire(of, s.cache[of], p)
+		var rc *pulled
+		if r := s.retire(of, s.cache[of], p); r != nil {
+			cp := *r
+			rc = &cp
+		}
 		s.cache[of] = p
 		s.mu.Unlock()
-		s.log.Info("newer copy of a replica's summary taken from another replica", "peer", of, "from", from, "to", p.snap.To, "flows", p.snap.Flows)
-		if r != nil {
-			err2 = s.retiredValue(of, r, vals)
-		}
-		s.writeKept(of, p, sum, true, vals)
+		s.log.Info("newer copy of a replica's summary taken from another replica", "peer", of, "from", from, "to", mine.snap.To, "flows", mine.snap.Flows)
+		s.keepWith(of, &mine, sum, true, rc)
 	default:
 		s.mu.Unlock()
-	}
-	if err2 != nil {
-		s.keepFailed(of, err2)
 	}
 }
 
@@ -1005,14 +1064,15 @@ func (s *Set) takeCopy(ctx context.Context, from, of int, retired bool) {
 // write: the first of each replica this process pulls, one pulled after the live set changed
 // or copied from another replica (force), and otherwise one every KeepEvery; p nil writes
 // vals alone. It runs outside mu, so a slow disk holds up no Peers or Start; the caller holds
-// keepMu, which keeps an older summary from replacing a newer one.
-func (s *Set) writeKept(i int, p *pulled, sum *Summary, force bool, vals map[string][]byte) {
+// keepMu, which keeps an older summary from replacing a newer one, unless replace says p
+// replaces what was kept whatever its time (it retired it).
+func (s *Set) writeKept(i int, p *pulled, sum *Summary, force, replace bool, vals map[string][]byte) {
 	if s.local.Kept == nil {
 		return
 	}
 	if p != nil {
 		last, kept := s.keptAt[i]
-		if !p.pulledAt.Before(last) && (force || !kept || p.pulledAt.Sub(last) >= s.cfg.KeepEvery) {
+		if replace || !p.pulledAt.Before(last) && (force || !kept || p.pulledAt.Sub(last) >= s.cfg.KeepEvery) {
 			k := keptSummary{PulledAt: p.pulledAt, Summary: *sum}
 			k.Summary.Snapshot, k.Summary.Copies = nil, nil
 			var err error
@@ -1130,7 +1190,7 @@ func decodeSummary(sum *Summary, i int) (*pulled, error) {
 	if err := pos.UnmarshalBinary(sum.Positions); err != nil {
 		return nil, fmt.Errorf("positions: %w", err)
 	}
-	return &pulled{snap: sum.Snapshot, pos: pos, evidence: sum.Evidence, copies: sum.Copies, store: sum.Store}, nil
+	return &pulled{snap: sum.Snapshot, pos: pos, evidence: sum.Evidence, copies: sum.Copies, store: sum.Store, covers: sum.Covers}, nil
 }
 
 // countingReader counts the bytes read through it.
@@ -1170,7 +1230,7 @@ func newMetrics(reg prometheus.Registerer, s *Set) *metrics {
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "recommender_replica_standins",
-		Help: "Other replicas' summaries in the merge that their replica did not serve to this process: kept in the store by an earlier run for a replica that has not answered since, or that left the set (--replicas lowered); their edges expire by --retention.",
+		Help: "Summaries in the merge that their replica did not serve to this process: kept in the store by an earlier run for a replica that has not answered since, or that left the set (--replicas lowered), and what a replica, this one included, held before its store was replaced; their edges expire by --retention.",
 	}, func() float64 { return float64(s.StandIns()) })
 	m.retired = f.NewCounter(prometheus.CounterOpts{
 		Name: "recommender_replica_store_replacements_total",
