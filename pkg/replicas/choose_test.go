@@ -11,7 +11,7 @@ import (
 // over reach, a store known replaced is never taken back, and a retired copy is taken only
 // once its replica is known to serve another store.
 func TestChooseCopies(t *testing.T) {
-	const s0, s1, s2 = "2026-11-01T00:00:00Z", "2026-12-01T00:00:00.5Z", "2026-12-02T00:00:00Z"
+	const s0, s1, s2, s3 = "2026-11-01T00:00:00Z", "2026-12-01T00:00:00.5Z", "2026-12-02T00:00:00Z", "2026-12-02T12:00:00Z"
 	const own = "2026-10-01T00:00:00Z" // this replica's store in the stand-in cases
 	t0 := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
 	held := func(store string, sec int, flows uint64, standsIn bool) *pulled {
@@ -88,7 +88,8 @@ func TestChooseCopies(t *testing.T) {
 		{"without an identity", s0, nil, nil, retiredCopy(2, "", 5, 10), false},
 		{"covering fewer stores than the one held, reaching further", s0, held(s2, 1, 1, false), retiredOf(1, 1, s0, s1), retiredCopy(2, s1, 9, 99), false},
 		{"covering more stores than the one held, reaching less", s2, held(s2, 9, 9, false), retiredOf(9, 99, s0), retiredCopyOf(2, 1, 1, s0, s1), true},
-		{"covering other stores than the one held", s2, held(s2, 9, 9, false), retiredOf(1, 1, s0), retiredCopyOf(2, 9, 99, s1), false},
+		{"covering other stores than the one held: combined", s2, held(s2, 9, 9, false), retiredOf(1, 1, s0), retiredCopyOf(2, 9, 99, s1), true},
+		{"overlapping the one held, neither covering the other", s0, held(s2, 9, 9, false), retiredOf(1, 1, s0, s1), retiredCopyOf(2, 9, 99, s1, s3), false},
 		{"covering the store the replica serves now", s0, held(s1, 1, 1, false), nil, retiredCopyOf(2, 9, 99, s1, s2), false},
 		{"covering this replica's own store", s1, held(s2, 1, 1, false), nil, retiredCopyOf(2, 9, 99, s1, s0), false},
 	} {

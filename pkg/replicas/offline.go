@@ -66,11 +66,24 @@ func MergeKept(own *aggregate.Snapshot, ownStore string, kept []KeptSummary) (*a
 	snaps := make([]*aggregate.Snapshot, 0, 1+len(kept))
 	snaps = append(snaps, own)
 	var merged []KeptSummary
-	for _, k := range kept {
-		if ownStore == "" || k.Store != ownStore && !slices.Contains(k.Covers, ownStore) {
-			snaps = append(snaps, k.Snapshot)
-			merged = append(merged, k)
+	for n, k := range kept {
+		if ownStore != "" && (k.Store == ownStore || slices.Contains(k.Covers, ownStore)) {
+			continue
 		}
+		// A retired summary of nothing but the store of the replica's kept one (left by an
+		// earlier version) is the same store twice: the one reaching further is merged, as
+		// loadKept does. kept is ordered by replica, the retired one after the other.
+		if k.Retired && n > 0 && kept[n-1].Replica == k.Replica && !kept[n-1].Retired &&
+			retiresOnly(kept[n-1].Store, k.Store, k.Covers) {
+			prev := kept[n-1]
+			if reaches(k.Snapshot.To, k.Snapshot.Flows, prev.Snapshot.To, prev.Snapshot.Flows) && len(merged) > 0 &&
+				merged[len(merged)-1].Replica == prev.Replica && !merged[len(merged)-1].Retired {
+				snaps[len(snaps)-1], merged[len(merged)-1] = k.Snapshot, k
+			}
+			continue
+		}
+		snaps = append(snaps, k.Snapshot)
+		merged = append(merged, k)
 	}
 	return aggregate.Merge(snaps...), merged
 }

@@ -240,6 +240,18 @@ func coversOf(store string, covers []string) []string {
 	return []string{store}
 }
 
+// retiresOnly reports whether a retired summary served from retiredStore and covering covers
+// holds nothing but store: then it is an older or newer state of the same store, not a store
+// replaced.
+func retiresOnly(store, retiredStore string, covers []string) bool {
+	return store != "" && coversAll([]string{store}, coversOf(retiredStore, covers))
+}
+
+// overlaps reports whether a and b share a store.
+func overlaps(a, b []string) bool {
+	return slices.ContainsFunc(a, func(st string) bool { return slices.Contains(b, st) })
+}
+
 // coversAll reports whether every store of b is in a.
 func coversAll(a, b []string) bool {
 	for _, st := range b {
@@ -381,6 +393,25 @@ func (s *Set) loadKept() error {
 		loaded = append(loaded, i)
 		if i >= len(s.cfg.URLs) {
 			departed = append(departed, i)
+		}
+	}
+	for i, r := range s.retired {
+		c := s.cache[i]
+		if c == nil || !retiresOnly(c.store, r.store, r.covers) {
+			continue
+		}
+		// One store kept both as the replica's and as retired (left by an earlier version):
+		// merging both would count it twice. The one reaching further stands in; the retired
+		// key is removed once the replica's reaches as far (until then each start chooses
+		// the same).
+		delete(s.retired, i)
+		s.log.Warn("one summary of a replica left out: its store is kept both as the replica's and as retired", "peer", i, "store", c.store)
+		if reaches(r.snap.To, r.snap.Flows, c.snap.To, c.snap.Flows) {
+			s.cache[i] = &pulled{snap: r.snap, pos: r.pos, store: r.store, pulledAt: r.pulledAt, kept: true}
+			continue
+		}
+		if err := s.local.Kept.Forget(retiredKey(i)); err != nil {
+			s.log.Warn("retired summary not removed from the store", "peer", i, "err", err)
 		}
 	}
 	if len(loaded) > 0 {
@@ -864,16 +895,44 @@ func (s *Set) retire(i int, prev, p *pulled) *pulled {
 		return nil
 	}
 	r := &pulled{snap: prev.snap, pos: prev.pos.Clone(), pulledAt: prev.pulledAt, store: prev.store, kept: true,
-		covers: coversOf(prev.store, nil)}
+		covers: []string{prev.store}}
 	if old := s.retired[i]; old != nil {
-		r.snap = aggregate.Merge(old.snap, prev.snap)
-		r.pos.Merge(old.pos)
-		r.covers = append(slices.Clone(coversOf(old.store, old.covers)), prev.store)
+		switch held := coversOf(old.store, old.covers); {
+		case coversAll([]string{prev.store, p.store}, held):
+			// What was retired is an older state of the store retired now, or of the one
+			// served now (a store that came back): prev and p hold all of it.
+			s.log.Info("retired summary of a replica superseded: the store it held is served or retired again", "peer", i, "covers", held)
+		default:
+			if slices.Contains(held, prev.store) || slices.Contains(held, p.store) {
+				s.log.Warn("a replica came back to a store it was retired from: that store's older flows are counted twice (counts only, the edges are right)",
+					"peer", i, "store", p.store, "covers", held)
+			}
+			r = combineRetired(old, r)
+		}
 	}
 	s.retired[i] = r
 	s.m.retired.Inc()
 	s.log.Warn("replica serves the summary of another store: its store was replaced (a lost volume); what it held before stands in",
 		"peer", i, "store", p.store, "before", prev.store, "edges before", prev.snap.EdgeCount())
+	return r
+}
+
+// combineRetired merges two retired summaries of one replica that cover different stores.
+func combineRetired(a, b *pulled) *pulled {
+	r := &pulled{snap: aggregate.Merge(a.snap, b.snap), pos: a.pos.Clone(), store: b.store, pulledAt: b.pulledAt, kept: true}
+	r.pos.Merge(b.pos)
+	if newerStore(a.store, b.store) {
+		r.store = a.store
+	}
+	if a.pulledAt.After(b.pulledAt) {
+		r.pulledAt = a.pulledAt
+	}
+	r.covers = slices.Clone(coversOf(a.store, a.covers))
+	for _, st := range coversOf(b.store, b.covers) {
+		if !slices.Contains(r.covers, st) {
+			r.covers = append(r.covers, st)
+		}
+	}
 	return r
 }
 
@@ -1013,8 +1072,11 @@ func (s *Set) wantsRetired(c Copy) bool {
 		return true
 	}
 	held := coversOf(mine.store, mine.covers)
+	if !overlaps(covers, held) {
+		return true // other stores than the one held: the two are combined (combineRetired)
+	}
 	if !coversAll(covers, held) {
-		return false // it lacks a store the one held merges
+		return false // it lacks a store the one held merges, and merging would count some twice
 	}
 	return len(covers) > len(held) || reaches(c.To, c.Flows, mine.snap.To, mine.snap.Flows)
 }
@@ -1036,6 +1098,10 @@ func (s *Set) takeCopy(ctx context.Context, from, of int, retired bool) {
 	mine := *p
 	switch {
 	case retired && s.wantsRetired(c):
+		if held := s.retired[of]; held != nil && !overlaps(coversOf(c.Store, c.Covers), coversOf(held.store, held.covers)) {
+			p = combineRetired(held, p)
+			mine = *p
+		}
 		s.retired[of] = p
 		s.mu.Unlock()
 		s.log.Info("newer copy of what a replica held before its store was replaced taken from another replica", "peer", of, "from", from, "to", mine.snap.To, "flows", mine.snap.Flows)
