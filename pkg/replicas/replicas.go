@@ -897,12 +897,12 @@ func (s *Set) retire(i int, prev, p *pulled) *pulled {
 	r := &pulled{snap: prev.snap, pos: prev.pos.Clone(), pulledAt: prev.pulledAt, store: prev.store, kept: true,
 		covers: []string{prev.store}}
 	if old := s.retired[i]; old != nil {
-		switch held := coversOf(old.store, old.covers); {
-		case coversAll([]string{prev.store, p.store}, held):
+		held := coversOf(old.store, old.covers)
+		if coversAll([]string{prev.store, p.store}, held) {
 			// What was retired is an older state of the store retired now, or of the one
 			// served now (a store that came back): prev and p hold all of it.
 			s.log.Info("retired summary of a replica superseded: the store it held is served or retired again", "peer", i, "covers", held)
-		default:
+		} else {
 			if slices.Contains(held, prev.store) || slices.Contains(held, p.store) {
 				s.log.Warn("a replica came back to a store it was retired from: that store's older flows are counted twice (counts only, the edges are right)",
 					"peer", i, "store", p.store, "covers", held)
@@ -915,6 +915,13 @@ func (s *Set) retire(i int, prev, p *pulled) *pulled {
 	s.log.Warn("replica serves the summary of another store: its store was replaced (a lost volume); what it held before stands in",
 		"peer", i, "store", p.store, "before", prev.store, "edges before", prev.snap.EdgeCount())
 	return r
+}
+
+// combines reports whether the retired copy c covers only other stores than held, a retired
+// summary of the same replica (nil: none): then the two are combined, not one taken for the
+// other.
+func combines(c Copy, held *pulled) bool {
+	return held != nil && !overlaps(coversOf(c.Store, c.Covers), coversOf(held.store, held.covers))
 }
 
 // combineRetired merges two retired summaries of one replica that cover different stores.
@@ -1072,7 +1079,7 @@ func (s *Set) wantsRetired(c Copy) bool {
 		return true
 	}
 	held := coversOf(mine.store, mine.covers)
-	if !overlaps(covers, held) {
+	if combines(c, mine) {
 		return true // other stores than the one held: the two are combined (combineRetired)
 	}
 	if !coversAll(covers, held) {
@@ -1098,7 +1105,7 @@ func (s *Set) takeCopy(ctx context.Context, from, of int, retired bool) {
 	mine := *p
 	switch {
 	case retired && s.wantsRetired(c):
-		if held := s.retired[of]; held != nil && !overlaps(coversOf(c.Store, c.Covers), coversOf(held.store, held.covers)) {
+		if held := s.retired[of]; combines(c, held) {
 			p = combineRetired(held, p)
 			mine = *p
 		}
