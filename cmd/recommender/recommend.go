@@ -165,7 +165,7 @@ func storeSnapshot(path string, timeout time.Duration, log *slog.Logger) (*aggre
 		if err != nil {
 			return nil, nil, err
 		}
-		snap, kept = replicas.MergeKept(snap, id, kept)
+		snap, kept = replicas.MergeKept(snap, id, kept, log)
 		return snap, kept, nil
 	}()
 	return snap, kept, errors.Join(err, store.Close())

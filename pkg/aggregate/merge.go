@@ -248,3 +248,44 @@ func latest(a, b time.Time) time.Time {
 	}
 	return a
 }
+
+// HoldsEdgesOf reports whether s holds every edge of o: the same edge, or a range edge
+// (Collapsed) of the same workload, direction, peer and protocol spanning its ports. Counts
+// and times are not compared. Replicas use it to tell an older state of one store, whose
+// edges a later state holds all (as long as none expired), from a copy of that store that
+// lacks some of what it learned (a store restored from a backup).
+func (s *Snapshot) HoldsEdgesOf(o *Snapshot) bool {
+	for key, es := range o.Edges {
+		if len(es) == 0 {
+			continue
+		}
+		have := s.Edges[key]
+		ranges := map[edgeGroup][2]uint16{}
+		ports := map[edgeSlot]bool{}
+		for i := range have {
+			e := &have[i]
+			g := groupOf(e, e.Peer.Key())
+			if e.Collapsed {
+				ranges[g] = [2]uint16{e.Port, e.EndPort}
+			} else {
+				ports[edgeSlot{edgeGroup: g, port: e.Port}] = true
+			}
+		}
+		for i := range es {
+			e := &es[i]
+			g := groupOf(e, e.Peer.Key())
+			end := e.Port
+			if e.Collapsed {
+				end = e.EndPort
+			}
+			if r, ok := ranges[g]; ok && r[0] <= e.Port && end <= r[1] {
+				continue
+			}
+			if !e.Collapsed && ports[edgeSlot{edgeGroup: g, port: e.Port}] {
+				continue
+			}
+			return false
+		}
+	}
+	return true
+}

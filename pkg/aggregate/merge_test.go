@@ -153,3 +153,40 @@ func TestMergeKeepsEveryPort(t *testing.T) {
 		t.Fatalf("merged egress ports of web = %v, want %v", got, ports)
 	}
 }
+
+// Ensure HoldsEdgesOf tells a snapshot holding every edge of another (as a later state of
+// one store holds an earlier one's) from one lacking an edge, a port or a peer.
+func TestHoldsEdgesOf(t *testing.T) {
+	web, db, cache := workload("shop", "k8s:app=web"), workload("shop", "k8s:app=db"), workload("shop", "k8s:app=cache")
+	early := []*flows.Event{flow(0, web, db, flows.ProtoTCP, 5432), flow(1, web, cache, flows.ProtoTCP, 6379)}
+	later := append(slices.Clone(early), flow(2, web, db, flows.ProtoTCP, 5433))
+	var ranged []*flows.Event
+	for p := range 6 {
+		ranged = append(ranged, flow(10+p, web, db, flows.ProtoTCP, uint16(5430+p)))
+	}
+	cfg := Config{MaxPorts: 4}
+	for _, c := range []struct {
+		name      string
+		have, old []*flows.Event
+		want      bool
+	}{
+		{"the same flows", early, early, true},
+		{"a later state", later, early, true},
+		{"an earlier state", early, later, false},
+		{"another peer missing", early[:1], early, false},
+		{"ports held by a range", ranged, early[:1], true},
+		{"a range held by a wider range", append(slices.Clone(ranged), flow(20, web, db, flows.ProtoTCP, 6000)), ranged, true},
+		{"a wider range not held by a range", ranged, append(slices.Clone(ranged), flow(20, web, db, flows.ProtoTCP, 6000)), false},
+		{"a range not held by ports", later, ranged, false},
+		{"a range not held by its lowest port", ranged[:2], ranged, false},
+		{"nothing held of nothing", nil, nil, true},
+		{"nothing held", nil, early, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			have, old := aggregateOf(t, cfg, c.have), aggregateOf(t, cfg, c.old)
+			if got := have.HoldsEdgesOf(old); got != c.want {
+				t.Errorf("HoldsEdgesOf = %t, want %t", got, c.want)
+			}
+		})
+	}
+}

@@ -78,7 +78,8 @@ func TestChooseCopies(t *testing.T) {
 		want    bool
 	}{
 		{"the replica serves another store", s0, held(s2, 1, 1, false), nil, retiredCopy(2, s1, 5, 10), true},
-		{"nothing held of the replica", s0, nil, nil, retiredCopy(2, s1, 5, 10), true},
+		{"nothing held of the replica", s0, nil, nil, retiredCopy(2, s1, 5, 10), false},
+		{"a retired one of other stores held, nothing of the replica", s0, nil, retiredOf(1, 1, s2), retiredCopy(2, s1, 5, 10), false},
 		{"the replica's old store still held as its", s0, held(s1, 1, 1, false), nil, retiredCopy(2, s1, 5, 10), false},
 		{"held without an identity", s0, held("", 1, 1, false), nil, retiredCopy(2, s1, 5, 10), false},
 		{"a retired one reaching further held", s0, held(s2, 1, 1, false), held(s1, 9, 99, true), retiredCopy(2, s1, 5, 10), false},

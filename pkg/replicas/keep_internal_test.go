@@ -185,7 +185,7 @@ func TestSameStoreKeptTwiceStandsInOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if merged, used := MergeKept(&aggregate.Snapshot{}, "", kept); merged.Flows != 5 || len(used) != 1 {
+	if merged, used := MergeKept(&aggregate.Snapshot{}, "", kept, nil); merged.Flows != 5 || len(used) != 1 {
 		t.Errorf("MergeKept merged %d flows from %d summaries, want 5 from the kept one alone", merged.Flows, len(used))
 	}
 	s := testSet(t, "2026-11-01T00:00:00Z", store)

@@ -526,11 +526,11 @@ func TestReplacedStoreStandsIn(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Errorf("ReadKept = %q, want %q", got, want)
 			}
-			if merged, _ := replicas.MergeKept(&aggregate.Snapshot{}, "", kept); merged.Flows != c.wantFlows {
+			if merged, _ := replicas.MergeKept(&aggregate.Snapshot{}, "", kept, nil); merged.Flows != c.wantFlows {
 				t.Errorf("MergeKept merged %d flows, want %d", merged.Flows, c.wantFlows)
 			}
 			// Read on the replaced store's own volume, its retired summary is its own edges.
-			if merged, used := replicas.MergeKept(&aggregate.Snapshot{}, "store-a", kept); c.standIns > 0 && (merged.Flows != small.Flows || len(used) != 1) {
+			if merged, used := replicas.MergeKept(&aggregate.Snapshot{}, "store-a", kept, nil); c.standIns > 0 && (merged.Flows != small.Flows || len(used) != 1) {
 				t.Errorf("MergeKept on store-a merged %d flows from %d summaries, want %d from the new store's alone", merged.Flows, len(used), small.Flows)
 			}
 		})

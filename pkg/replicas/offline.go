@@ -60,32 +60,79 @@ func ReadKept(k SummaryStore, log *slog.Logger) ([]KeptSummary, error) {
 // --retention its syncs apply, as the store's own edges are read as stored too. The replica
 // set's edges are then all there, each kept summary at most one keep interval
 // (DefaultKeepEvery) behind its replica's last state; one replica's store alone holds only
-// the edges of the nodes it read. A kept summary served from this very store is left out, as
-// the Set leaves it out: its edges are own's. It returns the merge and the summaries merged.
-func MergeKept(own *aggregate.Snapshot, ownStore string, kept []KeptSummary) (*aggregate.Snapshot, []KeptSummary) {
-	snaps := make([]*aggregate.Snapshot, 0, 1+len(kept))
-	snaps = append(snaps, own)
+// the edges of the nodes it read. A kept summary covering this very store is left out, as
+// the Set leaves it out: its edges are own's; one store kept twice is merged once, as the Set
+// merges it (keptTwice). It returns the merge and the summaries merged; log may be nil.
+func MergeKept(own *aggregate.Snapshot, ownStore string, kept []KeptSummary, log *slog.Logger) (*aggregate.Snapshot, []KeptSummary) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	var merged []KeptSummary
-	for n, k := range kept {
-		if ownStore != "" && (k.Store == ownStore || slices.Contains(k.Covers, ownStore)) {
+	for _, k := range kept {
+		if ownStore != "" && slices.Contains(k.Covers, ownStore) {
 			continue
 		}
-		// A retired summary of nothing but the store of the replica's kept one (left by an
-		// earlier version) is the same store twice: the one reaching further is merged, as
-		// loadKept does. kept is ordered by replica, the retired one after the other.
-		if k.Retired && n > 0 && kept[n-1].Replica == k.Replica && !kept[n-1].Retired &&
-			retiresOnly(kept[n-1].Store, k.Store, k.Covers) {
-			prev := kept[n-1]
-			if reaches(k.Snapshot.To, k.Snapshot.Flows, prev.Snapshot.To, prev.Snapshot.Flows) && len(merged) > 0 &&
-				merged[len(merged)-1].Replica == prev.Replica && !merged[len(merged)-1].Retired {
-				snaps[len(snaps)-1], merged[len(merged)-1] = k.Snapshot, k
+		// kept is ordered by replica, the retired summary after the other one.
+		if n := len(merged); k.Retired && n > 0 && merged[n-1].Replica == k.Replica && !merged[n-1].Retired {
+			switch mine := merged[n-1]; keptTwice(mine.Store, mine.Snapshot, k.Store, k.Covers, k.Snapshot) {
+			case twiceKeptFurther:
+				continue
+			case twiceRetiredFurther:
+				merged[n-1] = k
+				continue
+			case twiceMerged:
+				log.Warn("a replica's store is kept both as its summary and within its retired one: that store's edges are counted twice (counts only, the edges are right)",
+					"peer", k.Replica, "store", mine.Store, "covers", k.Covers)
 			}
-			continue
 		}
-		snaps = append(snaps, k.Snapshot)
 		merged = append(merged, k)
 	}
+	snaps := make([]*aggregate.Snapshot, 0, 1+len(merged))
+	snaps = append(snaps, own)
+	for _, k := range merged {
+		snaps = append(snaps, k.Snapshot)
+	}
 	return aggregate.Merge(snaps...), merged
+}
+
+// twice is what keptTwice says of a replica's kept summary beside its retired one.
+type twice int
+
+const (
+	// notTwice: they hold different stores, and both are merged.
+	notTwice twice = iota
+	// twiceKeptFurther: the retired one holds nothing but the kept one's store (an earlier
+	// version kept one store both ways) and the kept one reaches as far: it alone is merged.
+	twiceKeptFurther
+	// twiceRetiredFurther: the same, the retired one reaching further: it alone is merged,
+	// standing in as the replica's.
+	twiceRetiredFurther
+	// twiceMerged: the retired one merges the kept one's store with others and cannot be
+	// split, or the one reaching further lacks edges of the other: both are merged, and that
+	// store's flows counted twice.
+	twiceMerged
+)
+
+// keptTwice tells whether a replica's kept summary (from store, snap) and its retired one
+// (from rStore, merging rCovers, rSnap) hold one store twice, and which is merged: loadKept
+// and MergeKept decide alike, so a daemon and `recommend --db` on one store agree.
+func keptTwice(store string, snap *aggregate.Snapshot, rStore string, rCovers []string, rSnap *aggregate.Snapshot) twice {
+	switch {
+	case retiresOnly(store, rStore, rCovers):
+		// The one reaching further is the later state, unless it lacks an edge of the other
+		// (a store restored from a backup, retire): then both are merged.
+		if reaches(rSnap.To, rSnap.Flows, snap.To, snap.Flows) {
+			if rSnap.HoldsEdgesOf(snap) {
+				return twiceRetiredFurther
+			}
+		} else if snap.HoldsEdgesOf(rSnap) {
+			return twiceKeptFurther
+		}
+		return twiceMerged
+	case store != "" && slices.Contains(coversOf(rStore, rCovers), store):
+		return twiceMerged
+	}
+	return notTwice
 }
 
 // readKept decodes every kept and retired summary in k, ordered by replica and retired

@@ -114,6 +114,8 @@ func TestReplacedStoreRetiredOnce(t *testing.T) {
 //   - Replica 0 retired the old store itself, replica 1 held only the old one: replica 0
 //     does not take replica 1's copy of the old store, which it has retired already, even
 //     though it reaches further.
+//   - A replica starting afresh while replica 2 is down takes another's stand-in of it and
+//     its retired copy in one sync.
 //   - Replica 2 comes back on its new store, and a replica 1 with a fresh store of its own
 //     starts: both take replica 0's retired copy, so whichever leads proposes from the old
 //     store's edges too. Replica 2 keeps it across a restart.
@@ -160,6 +162,24 @@ func TestReplacedStoreAcrossTheSet(t *testing.T) {
 		restarted := newSet(urls, 0, stores[0], ids[0], empty)
 		if got := restarted.Snapshot(t.Context()); got.Flows != want {
 			t.Errorf("replica 0 restarted merged %d flows, want %d", got.Flows, want)
+		}
+	})
+
+	t.Run("a fresh replica takes the stand-in and the retired copy at once", func(t *testing.T) {
+		before, after := clusterSnapshot(t, 20, 2), clusterSnapshot(t, 10, 2)
+		sws, urls, _, sets := start(t)
+		serveReplica(t, sws[2], 2, urls, before, oldStore)
+		sets[1].Snapshot(t.Context())
+		serveReplica(t, sws[2], 2, urls, after, newStore)
+		sets[1].Snapshot(t.Context())
+		sws[2].serve(http.NotFoundHandler())
+		sets[1].Snapshot(t.Context())
+		// Replica 0 starts afresh with replica 2 down: its one Snapshot (only replica 1 is
+		// waited for) merges replica 1's stand-in of the new store and its retired old one.
+		fresh := newSet(urls, 0, openKeptStore(t), "2026-12-03T00:00:00Z", empty)
+		fresh.WaitFor(func() ([]int, bool) { return []int{1}, true })
+		if got, want := fresh.Snapshot(t.Context()).Flows, before.Flows+after.Flows; got != want {
+			t.Errorf("a fresh replica 0 merged %d flows, want %d: the new store's stand-in and the old store retired", got, want)
 		}
 	})
 

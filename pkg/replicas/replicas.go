@@ -397,21 +397,27 @@ func (s *Set) loadKept() error {
 	}
 	for i, r := range s.retired {
 		c := s.cache[i]
-		if c == nil || !retiresOnly(c.store, r.store, r.covers) {
+		if c == nil {
 			continue
 		}
 		// One store kept both as the replica's and as retired (left by an earlier version):
 		// merging both would count it twice. The one reaching further stands in; the retired
 		// key is removed once the replica's reaches as far (until then each start chooses
 		// the same).
-		delete(s.retired, i)
-		s.log.Warn("one summary of a replica left out: its store is kept both as the replica's and as retired", "peer", i, "store", c.store)
-		if reaches(r.snap.To, r.snap.Flows, c.snap.To, c.snap.Flows) {
+		switch keptTwice(c.store, c.snap, r.store, r.covers, r.snap) {
+		case twiceRetiredFurther:
+			delete(s.retired, i)
+			s.log.Warn("one summary of a replica left out: its store is kept both as the replica's and as retired", "peer", i, "store", c.store)
 			s.cache[i] = &pulled{snap: r.snap, pos: r.pos, store: r.store, pulledAt: r.pulledAt, kept: true}
-			continue
-		}
-		if err := s.local.Kept.Forget(retiredKey(i)); err != nil {
-			s.log.Warn("retired summary not removed from the store", "peer", i, "err", err)
+		case twiceKeptFurther:
+			delete(s.retired, i)
+			s.log.Warn("one summary of a replica left out: its store is kept both as the replica's and as retired", "peer", i, "store", c.store)
+			if err := s.local.Kept.Forget(retiredKey(i)); err != nil {
+				s.log.Warn("retired summary not removed from the store", "peer", i, "err", err)
+			}
+		case twiceMerged:
+			s.log.Warn("a replica's store is kept both as its summary and within its retired one: that store's edges are counted twice (counts only, the edges are right)",
+				"peer", i, "store", c.store, "covers", coversOf(r.store, r.covers))
 		}
 	}
 	if len(loaded) > 0 {
@@ -854,7 +860,7 @@ func (s *Set) take(i int, p *pulled, sum *Summary, handover bool) {
 		s.mu.Unlock()
 		return // a newer pull of this replica was taken meanwhile
 	}
-	r := s.retire(i, prev, p)
+	r, dropped := s.retire(i, prev, p)
 	s.cache[i] = p
 	// Copies taken under mu: Snapshot replaces a held summary's snapshot (expiry) under it.
 	mine := *p
@@ -864,21 +870,30 @@ func (s *Set) take(i int, p *pulled, sum *Summary, handover bool) {
 		retired = &rc
 	}
 	s.mu.Unlock()
-	s.keepWith(i, &mine, sum, handover, retired)
+	s.keepWith(i, &mine, sum, handover, retired, dropped)
 }
 
 // keepWith keeps p, the summary of replica i now held, and what it retired (nil: nothing)
 // in one write. A summary that retired another is written whatever was kept of i before,
 // even if that was pulled later (a copy of the retired store): the old store must not stay
-// under both keys. The caller holds keepMu and passes copies taken under mu.
-func (s *Set) keepWith(i int, p *pulled, sum *Summary, force bool, retired *pulled) {
+// under both keys. With dropped (retire dropped the retired summary of i, p's store come
+// back), p is written first and the retired summary then forgotten: a crash between the two
+// leaves one store kept twice, which loadKept resolves. The caller holds keepMu and passes
+// copies taken under mu.
+func (s *Set) keepWith(i int, p *pulled, sum *Summary, force bool, retired *pulled, dropped bool) {
 	vals := map[string][]byte{}
 	if retired != nil {
 		if err := s.retiredValue(i, retired, vals); err != nil {
 			s.keepFailed(i, err)
 		}
 	}
-	s.writeKept(i, p, sum, force || retired != nil, retired != nil, vals)
+	replace := retired != nil || dropped
+	if !s.writeKept(i, p, sum, force || replace, replace, vals) || !dropped || s.local.Kept == nil {
+		return
+	}
+	if err := s.local.Kept.Forget(retiredKey(i)); err != nil {
+		s.log.Warn("retired summary not removed from the store", "peer", i, "err", err)
+	}
 }
 
 // retire returns what replica i held before, prev, when p, to replace it, comes from another
@@ -887,26 +902,39 @@ func (s *Set) keepWith(i int, p *pulled, sum *Summary, force bool, retired *pull
 // old store held would be gone from the proposals. The old summary stands in beside the new
 // one (merged with an earlier retired one) in s.retired, kept in the store, until its edges
 // expire. What the replica reads again from Hubble's buffer after the loss is counted in both
-// (counts only: the edges are right). A store restored from a backup has its original's
-// identity and is not told apart: what it learned after the backup is gone, as with one
-// daemon. The caller holds keepMu and mu.
-func (s *Set) retire(i int, prev, p *pulled) *pulled {
-	if prev == nil || prev.store == "" || p.store == "" || p.store == prev.store {
-		return nil
+// (counts only: the edges are right).
+//
+// A replica can come back to a store it was retired from (A, B, then A again: a volume
+// reattached). What was retired of A is then an older state of what A serves now, dropped
+// (superseded; dropped says so when nothing is retired in its place), but only if what
+// replaces it holds every edge it held (holdsAll): a store restored from a backup taken
+// before the loss has its original's identity and lacks what it learned after the backup,
+// so the retired state stays beside it (counted twice, no edge lost). The caller holds
+// keepMu and mu.
+func (s *Set) retire(i int, prev, p *pulled) (r *pulled, dropped bool) {
+	old := s.retired[i]
+	if prev == nil {
+		// Nothing held of i but, perhaps, what was retired (kept by an earlier run, or
+		// copied): p may be a store come back.
+		return nil, old != nil && p.store != "" && s.cameBack(i, old, p)
 	}
-	r := &pulled{snap: prev.snap, pos: prev.pos.Clone(), pulledAt: prev.pulledAt, store: prev.store, kept: true,
+	if prev.store == "" || p.store == "" || p.store == prev.store {
+		return nil, false
+	}
+	r = &pulled{snap: prev.snap, pos: prev.pos.Clone(), pulledAt: prev.pulledAt, store: prev.store, kept: true,
 		covers: []string{prev.store}}
-	if old := s.retired[i]; old != nil {
+	if old != nil {
 		held := coversOf(old.store, old.covers)
-		if coversAll([]string{prev.store, p.store}, held) {
+		switch {
+		case coversAll([]string{prev.store, p.store}, held) && s.holdsAll(old, prev, p):
 			// What was retired is an older state of the store retired now, or of the one
 			// served now (a store that came back): prev and p hold all of it.
 			s.log.Info("retired summary of a replica superseded: the store it held is served or retired again", "peer", i, "covers", held)
-		} else {
-			if slices.Contains(held, prev.store) || slices.Contains(held, p.store) {
-				s.log.Warn("a replica came back to a store it was retired from: that store's older flows are counted twice (counts only, the edges are right)",
-					"peer", i, "store", p.store, "covers", held)
-			}
+		case slices.Contains(held, prev.store) || slices.Contains(held, p.store):
+			s.log.Warn("a replica came back to a store it was retired from, holding less than it held then (restored from a backup?) or merged with another store: that store's older flows are counted twice (counts only, the edges are right)",
+				"peer", i, "store", p.store, "covers", held)
+			r = combineRetired(old, r)
+		default:
 			r = combineRetired(old, r)
 		}
 	}
@@ -914,7 +942,46 @@ func (s *Set) retire(i int, prev, p *pulled) *pulled {
 	s.m.retired.Inc()
 	s.log.Warn("replica serves the summary of another store: its store was replaced (a lost volume); what it held before stands in",
 		"peer", i, "store", p.store, "before", prev.store, "edges before", prev.snap.EdgeCount())
-	return r
+	return r, false
+}
+
+// cameBack drops old, the retired summary of replica i, when p, the first summary this
+// process holds of i, comes from the one store old holds and holds every edge of it: p's
+// store came back, and old is an older state of it. It reports whether old was dropped. One
+// that merges other stores too cannot be split, and one p lacks edges of is kept (counted
+// twice, no edge lost). The caller holds mu.
+func (s *Set) cameBack(i int, old, p *pulled) bool {
+	held := coversOf(old.store, old.covers)
+	if !slices.Contains(held, p.store) {
+		return false
+	}
+	if coversAll([]string{p.store}, held) && s.holdsAll(old, p) {
+		delete(s.retired, i)
+		s.log.Info("retired summary of a replica superseded: the store it held is served again", "peer", i, "store", p.store)
+		return true
+	}
+	s.log.Warn("a replica serves a store it was retired from, holding less than it held then (restored from a backup?) or merged with another store: that store's older flows are counted twice (counts only, the edges are right)",
+		"peer", i, "store", p.store, "covers", held)
+	return false
+}
+
+// holdsAll reports whether now, what replaces old, holds every edge of old that the
+// retention keeps (counted from now's newest flow, as the replica expires its own): old is
+// then an older state of now's stores, and dropping it loses no edge.
+func (s *Set) holdsAll(old *pulled, now ...*pulled) bool {
+	snaps := make([]*aggregate.Snapshot, len(now))
+	for n, p := range now {
+		snaps[n] = p.snap
+	}
+	have := snaps[0]
+	if len(snaps) > 1 {
+		have = aggregate.Merge(snaps...)
+	}
+	o := old.snap
+	if s.cfg.Retention > 0 && !have.To.IsZero() {
+		o = o.Expired(have.To.Add(-s.cfg.Retention))
+	}
+	return have.HoldsEdgesOf(o)
 }
 
 // combines reports whether the retired copy c covers only other stores than held, a retired
@@ -979,7 +1046,7 @@ func (s *Set) converge(ctx context.Context) {
 		c    Copy
 	}
 	newest := map[int]source{}
-	retired := map[int]source{}
+	var candidates []source // retired copies
 	s.mu.Lock()
 	for from, p := range s.cache {
 		if s.standsIn(from, p) {
@@ -993,13 +1060,7 @@ func (s *Set) converge(ctx context.Context) {
 				continue // every edge of it is older than the retention: it would expire whole
 			}
 			if c.Retired {
-				if !s.wantsRetired(c) {
-					continue
-				}
-				if b, ok := retired[c.Replica]; ok && !reaches(c.To, c.Flows, b.c.To, b.c.Flows) {
-					continue
-				}
-				retired[c.Replica] = source{from, c}
+				candidates = append(candidates, source{from, c})
 				continue
 			}
 			if c.Replica == s.cfg.Self || !s.wantsCopy(c) {
@@ -1016,6 +1077,22 @@ func (s *Set) converge(ctx context.Context) {
 	for of, src := range newest {
 		wg.Go(func() { s.takeCopy(ctx, src.from, of, false) })
 	}
+	wg.Wait()
+	// Retired copies are chosen once the stand-in copies are taken: whether one is wanted
+	// depends on the store its replica is known to serve (wantsRetired).
+	retired := map[int]source{}
+	s.mu.Lock()
+	for _, src := range candidates {
+		c := src.c
+		if !s.wantsRetired(c) {
+			continue
+		}
+		if b, ok := retired[c.Replica]; ok && !reaches(c.To, c.Flows, b.c.To, b.c.Flows) {
+			continue
+		}
+		retired[c.Replica] = src
+	}
+	s.mu.Unlock()
 	for of, src := range retired {
 		wg.Go(func() { s.takeCopy(ctx, src.from, of, true) })
 	}
@@ -1059,9 +1136,14 @@ func copyBefore(a, b Copy) bool {
 // store was replaced), is worth taking: the replica is known to serve another store now than
 // any c covers (for this replica's own index, its own store is none of them), and this
 // replica holds no retired summary of it, or one whose stores c covers all and reaches less
-// (or covers fewer). A puller that still holds one of the old stores' summaries as its
-// replica's takes none: it retires that one itself when it sees the new store, and taking
-// both would count the old store twice. The caller holds mu.
+// (or covers fewer), or one covering other stores only (the two are combined). A puller
+// that still holds one of the old stores' summaries as its replica's takes none: it retires
+// that one itself when it sees the new store, and taking both would count the old store
+// twice. Nor does one holding nothing of the replica: the store the replica serves might be
+// one c covers (a store that came back), and a retired copy combined with another cannot be
+// split again when the replica answers from it. It takes the copy once it holds the
+// replica's summary, or a stand-in copy of it (converge takes those first). The caller
+// holds mu.
 func (s *Set) wantsRetired(c Copy) bool {
 	covers := coversOf(c.Store, c.Covers)
 	if len(covers) == 0 || s.local.Store != "" && slices.Contains(covers, s.local.Store) {
@@ -1071,7 +1153,7 @@ func (s *Set) wantsRetired(c Copy) bool {
 		if s.local.Store == "" {
 			return false
 		}
-	} else if now, ok := s.cache[c.Replica]; ok && (now.store == "" || slices.Contains(covers, now.store)) {
+	} else if now, ok := s.cache[c.Replica]; !ok || now.store == "" || slices.Contains(covers, now.store) {
 		return false
 	}
 	mine, ok := s.retired[c.Replica]
@@ -1120,14 +1202,15 @@ func (s *Set) takeCopy(ctx context.Context, from, of int, retired bool) {
 		s.writeKept(of, nil, nil, true, false, vals)
 	case !retired && of != s.cfg.Self && s.wantsCopy(c):
 		var rc *pulled
-		if r := s.retire(of, s.cache[of], p); r != nil {
+		r, dropped := s.retire(of, s.cache[of], p)
+		if r != nil {
 			cp := *r
 			rc = &cp
 		}
 		s.cache[of] = p
 		s.mu.Unlock()
 		s.log.Info("newer copy of a replica's summary taken from another replica", "peer", of, "from", from, "to", mine.snap.To, "flows", mine.snap.Flows)
-		s.keepWith(of, &mine, sum, true, rc)
+		s.keepWith(of, &mine, sum, true, rc, dropped)
 	default:
 		s.mu.Unlock()
 	}
@@ -1138,10 +1221,10 @@ func (s *Set) takeCopy(ctx context.Context, from, of int, retired bool) {
 // or copied from another replica (force), and otherwise one every KeepEvery; p nil writes
 // vals alone. It runs outside mu, so a slow disk holds up no Peers or Start; the caller holds
 // keepMu, which keeps an older summary from replacing a newer one, unless replace says p
-// replaces what was kept whatever its time (it retired it).
-func (s *Set) writeKept(i int, p *pulled, sum *Summary, force, replace bool, vals map[string][]byte) {
+// replaces what was kept whatever its time (it retired it). It reports whether p was written.
+func (s *Set) writeKept(i int, p *pulled, sum *Summary, force, replace bool, vals map[string][]byte) bool {
 	if s.local.Kept == nil {
-		return
+		return false
 	}
 	if p != nil {
 		last, kept := s.keptAt[i]
@@ -1167,16 +1250,18 @@ func (s *Set) writeKept(i int, p *pulled, sum *Summary, force, replace bool, val
 		}
 	}
 	if len(vals) == 0 {
-		return
+		return false
 	}
 	if err := s.local.Kept.Keep(vals); err != nil {
 		s.keepFailed(i, err)
-		return
+		return false
 	}
 	s.m.keeps.WithLabelValues("ok").Inc()
-	if p != nil {
-		s.keptAt[i] = p.pulledAt
+	if p == nil {
+		return false
 	}
+	s.keptAt[i] = p.pulledAt
+	return true
 }
 
 // keepFailed counts and logs a summary of replica i that could not be kept in the store.
