@@ -40,9 +40,11 @@
 // that moved starts. A summary names its store (Summary.Store): one from another store than
 // before (a lost volume) does not replace the old one, which stands in beside it (retired),
 // kept in the same write as the new one; retired summaries are listed as copies too, and
-// every replica, the replaced one included, takes the newest it lacks. Stores are ordered by
-// their identity (the creation time): a copy from an older store than the one held is not
-// taken. So neither a restart, a smaller set nor a lost volume forgets the edges of a
+// every replica, the replaced one included, takes the newest it lacks once it knows which
+// store the replica serves. A retired summary is dropped when its store comes back, but only
+// if what the store serves holds every edge of it (one restored from a backup does not).
+// Stores are ordered by their identity (the creation time): a copy from an older store than
+// the one held is not taken. So neither a restart, a smaller set nor a lost volume forgets the edges of a
 // replica. Read offline (ReadKept, MergeKept: `recommend --db`, `status`), a replica's store
 // gives the merge a daemon alone on it starts from.
 //
