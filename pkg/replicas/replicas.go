@@ -408,7 +408,7 @@ func (s *Set) loadKept() error {
 		case twiceRetiredFurther:
 			delete(s.retired, i)
 			s.log.Warn("one summary of a replica left out: its store is kept both as the replica's and as retired", "peer", i, "store", c.store)
-			s.cache[i] = &pulled{snap: r.snap, pos: r.pos, store: r.store, pulledAt: r.pulledAt, kept: true}
+			s.cache[i] = &pulled{snap: r.snap, pos: r.pos, store: c.store, pulledAt: r.pulledAt, kept: true}
 		case twiceKeptFurther:
 			delete(s.retired, i)
 			s.log.Warn("one summary of a replica left out: its store is kept both as the replica's and as retired", "peer", i, "store", c.store)
