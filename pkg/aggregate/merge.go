@@ -250,25 +250,26 @@ func latest(a, b time.Time) time.Time {
 }
 
 // HoldsEdgesOf reports whether s holds every edge of o: the same edge, or a range edge
-// (Collapsed) of the same workload, direction, peer and protocol spanning its ports. Counts
-// and times are not compared. Replicas use it to tell an older state of one store, whose
-// edges a later state holds all (as long as none expired), from a copy of that store that
-// lacks some of what it learned (a store restored from a backup).
+// (Collapsed) of the same workload, direction, peer and protocol spanning its ports, holding
+// each DNS name looked up and each HTTP method and path shape seen over it, as synthesis turns
+// those into rules. Counts and times are not compared. Replicas use it to tell an older state
+// of one store, whose edges a later state holds all (as long as none expired), from a copy of
+// that store that lacks some of what it learned (a store restored from a backup).
 func (s *Snapshot) HoldsEdgesOf(o *Snapshot) bool {
 	for key, es := range o.Edges {
 		if len(es) == 0 {
 			continue
 		}
 		have := s.Edges[key]
-		ranges := map[edgeGroup][2]uint16{}
-		ports := map[edgeSlot]bool{}
+		ranges := map[edgeGroup]*Edge{}
+		ports := map[edgeSlot]*Edge{}
 		for i := range have {
 			e := &have[i]
 			g := groupOf(e, e.Peer.Key())
 			if e.Collapsed {
-				ranges[g] = [2]uint16{e.Port, e.EndPort}
+				ranges[g] = e
 			} else {
-				ports[edgeSlot{edgeGroup: g, port: e.Port}] = true
+				ports[edgeSlot{edgeGroup: g, port: e.Port}] = e
 			}
 		}
 		for i := range es {
@@ -278,12 +279,33 @@ func (s *Snapshot) HoldsEdgesOf(o *Snapshot) bool {
 			if e.Collapsed {
 				end = e.EndPort
 			}
-			if r, ok := ranges[g]; ok && r[0] <= e.Port && end <= r[1] {
-				continue
+			h := ranges[g]
+			if h == nil || e.Port < h.Port || end > h.EndPort {
+				h = nil
+				if !e.Collapsed {
+					h = ports[edgeSlot{edgeGroup: g, port: e.Port}]
+				}
 			}
-			if !e.Collapsed && ports[edgeSlot{edgeGroup: g, port: e.Port}] {
-				continue
+			if h == nil || !holdsDetail(h, e) {
+				return false
 			}
+		}
+	}
+	return true
+}
+
+// holdsDetail reports whether edge h holds every DNS name and HTTP method and path shape of e.
+func holdsDetail(h, e *Edge) bool {
+	for _, n := range e.DNSNames {
+		if _, ok := slices.BinarySearch(h.DNSNames, n); !ok {
+			return false
+		}
+	}
+	for _, x := range e.HTTP {
+		shape := flows.HTTPPathShape(x.Method, x.Path)
+		if !slices.ContainsFunc(h.HTTP, func(y HTTPSample) bool {
+			return y.Method == x.Method && flows.HTTPPathShape(y.Method, y.Path) == shape
+		}) {
 			return false
 		}
 	}

@@ -164,12 +164,22 @@ func TestHoldsEdgesOf(t *testing.T) {
 	for p := range 6 {
 		ranged = append(ranged, flow(10+p, web, db, flows.ProtoTCP, uint16(5430+p)))
 	}
+	get := func(sec int, path string) *flows.Event {
+		return with(flow(sec, web, db, flows.ProtoTCP, 8080), func(e *flows.Event) {
+			e.Type, e.L7 = flows.EventL7, &flows.L7{HTTP: &flows.HTTP{Method: "GET", Path: path}}
+		})
+	}
+	dns := workload("kube-system", "k8s:k8s-app=kube-dns")
 	cfg := Config{MaxPorts: 4}
 	for _, c := range []struct {
 		name      string
 		have, old []*flows.Event
 		want      bool
 	}{
+		{"HTTP requests held", []*flows.Event{get(1, "/a"), get(2, "/admin")}, []*flows.Event{get(3, "/a")}, true},
+		{"an HTTP path not held", []*flows.Event{get(1, "/a")}, []*flows.Event{get(2, "/a"), get(3, "/admin")}, false},
+		{"DNS names held", []*flows.Event{dnsRequest(1, web, dns, "a.example"), dnsRequest(2, web, dns, "b.example")}, []*flows.Event{dnsRequest(3, web, dns, "b.example")}, true},
+		{"a DNS name not held", []*flows.Event{dnsRequest(1, web, dns, "a.example")}, []*flows.Event{dnsRequest(2, web, dns, "a.example"), dnsRequest(3, web, dns, "b.example")}, false},
 		{"the same flows", early, early, true},
 		{"a later state", later, early, true},
 		{"an earlier state", early, later, false},

@@ -2,7 +2,9 @@ package replicas
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -187,5 +189,55 @@ func TestStoreWithinRetiredIsLogged(t *testing.T) {
 	}
 	if n := strings.Count(logged.String(), "counted twice"); n != 1 {
 		t.Errorf("loadKept logged the double count %d times, want once:\n%s", n, logged.String())
+	}
+}
+
+// Ensure an empty stand-in beside a retired summary of the same replica is kept when the
+// retention empties it: it is the copy that says which store the replica serves, and without
+// it a replica starting afresh would never take the retired copy.
+func TestEmptyStandInBesideRetiredStays(t *testing.T) {
+	const a, b = "2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z"
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	local := Local{Snapshot: func() *aggregate.Snapshot { return &aggregate.Snapshot{From: t0, To: t0.Add(30 * time.Minute)} },
+		Positions: func() (*flows.Cursor, error) { return flows.NewCursor(), nil }, Store: "2026-11-01T00:00:00Z"}
+	s, err := New(Config{Self: 0, URLs: []string{"http://127.0.0.1:1", "http://127.0.0.1:1", "http://127.0.0.1:1"}, Wait: time.Millisecond, Retention: time.Hour}, local, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cache[2] = &pulled{snap: &aggregate.Snapshot{}, pos: flows.NewCursor(), store: b, pulledAt: time.Now(), kept: true}
+	s.retired[2] = &pulled{snap: portsSnapshot(100, 80, 443), pos: flows.NewCursor(), store: a, covers: []string{a}, kept: true}
+	s.Snapshot(t.Context())
+	var got []string
+	for _, c := range s.copies() {
+		got = append(got, fmt.Sprintf("%d %s retired=%t", c.Replica, c.Store, c.Retired))
+	}
+	if want := []string{"2 " + b + " retired=false", "2 " + a + " retired=true"}; !slices.Equal(got, want) {
+		t.Errorf("copies listed %q, want %q", got, want)
+	}
+}
+
+// Ensure a retired copy covering more stores than the retired summary held, but lacking
+// edges of it (it holds an older state of a store they share), is merged with the one held
+// rather than replacing it: no edge is lost, the shared store's flows are counted twice.
+func TestRetiredCopyLackingEdgesCombines(t *testing.T) {
+	const a, b, c = "2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z", "2026-12-03T00:00:00Z"
+	serving := testSet(t, "2026-11-02T00:00:00Z", nil)
+	serving.retired[2] = &pulled{snap: portsSnapshot(20, 53, 80, 9999), pos: flows.NewCursor(), store: b, covers: []string{a, b}, kept: true}
+	srv := httptest.NewServer(serving.Handler())
+	defer srv.Close()
+
+	s, err := New(Config{Self: 0, URLs: []string{"http://127.0.0.1:1", srv.URL, "http://127.0.0.1:1"}}, Local{Snapshot: func() *aggregate.Snapshot { return &aggregate.Snapshot{} },
+		Positions: func() (*flows.Cursor, error) { return flows.NewCursor(), nil }, Store: "2026-11-01T00:00:00Z", Kept: openTestStore(t)}, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cache[2] = &pulled{snap: &aggregate.Snapshot{Flows: 1}, pos: flows.NewCursor(), store: c, pulledAt: time.Now()}
+	s.retired[2] = &pulled{snap: portsSnapshot(100, 80, 443, 9999), pos: flows.NewCursor(), store: a, covers: []string{a}, kept: true}
+	s.takeCopy(t.Context(), 1, 2, true)
+	if got, want := heldPorts(s), []uint16{53, 80, 443, 9999}; !slices.Equal(got, want) {
+		t.Errorf("merging ports %v of replica 2, want %v", got, want)
+	}
+	if got := s.retired[2].covers; !slices.Equal(got, []string{a, b}) {
+		t.Errorf("retired covers %q, want A and B", got)
 	}
 }

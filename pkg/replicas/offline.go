@@ -69,12 +69,12 @@ func MergeKept(own *aggregate.Snapshot, ownStore string, kept []KeptSummary, log
 	}
 	var merged []KeptSummary
 	for _, k := range kept {
-		if ownStore != "" && slices.Contains(k.Covers, ownStore) {
+		if ownStore != "" && (k.Store == ownStore || slices.Contains(k.Covers, ownStore)) {
 			continue
 		}
 		// kept is ordered by replica, the retired summary after the other one.
 		if n := len(merged); k.Retired && n > 0 && merged[n-1].Replica == k.Replica && !merged[n-1].Retired {
-			switch mine := merged[n-1]; keptTwice(mine.Store, mine.Snapshot, k.Store, k.Covers, k.Snapshot) {
+			switch mine := merged[n-1]; keptTwice(mine.Store, mine.Snapshot, k.Store, k.Covers, k.Snapshot, 0) {
 			case twiceKeptFurther:
 				continue
 			case twiceRetiredFurther:
@@ -93,6 +93,16 @@ func MergeKept(own *aggregate.Snapshot, ownStore string, kept []KeptSummary, log
 		snaps = append(snaps, k.Snapshot)
 	}
 	return aggregate.Merge(snaps...), merged
+}
+
+// holdsEdges reports whether have holds every edge of old (aggregate.Snapshot.HoldsEdgesOf)
+// but those a retention (0: none) counted from have's newest flow expires, as the replica
+// that serves have expires its own.
+func holdsEdges(have, old *aggregate.Snapshot, retention time.Duration) bool {
+	if retention > 0 && !have.To.IsZero() {
+		old = old.Expired(have.To.Add(-retention))
+	}
+	return have.HoldsEdgesOf(old)
 }
 
 // twice is what keptTwice says of a replica's kept summary beside its retired one.
@@ -115,17 +125,19 @@ const (
 
 // keptTwice tells whether a replica's kept summary (from store, snap) and its retired one
 // (from rStore, merging rCovers, rSnap) hold one store twice, and which is merged: loadKept
-// and MergeKept decide alike, so a daemon and `recommend --db` on one store agree.
-func keptTwice(store string, snap *aggregate.Snapshot, rStore string, rCovers []string, rSnap *aggregate.Snapshot) twice {
+// and MergeKept decide alike, and as retire does (holdsEdges), so a daemon and `recommend
+// --db` on one store agree. MergeKept passes no retention, as it expires nothing: a pair one
+// of whose edges only the retention would expire is merged there both.
+func keptTwice(store string, snap *aggregate.Snapshot, rStore string, rCovers []string, rSnap *aggregate.Snapshot, retention time.Duration) twice {
 	switch {
 	case retiresOnly(store, rStore, rCovers):
 		// The one reaching further is the later state, unless it lacks an edge of the other
 		// (a store restored from a backup, retire): then both are merged.
 		if reaches(rSnap.To, rSnap.Flows, snap.To, snap.Flows) {
-			if rSnap.HoldsEdgesOf(snap) {
+			if holdsEdges(rSnap, snap, retention) {
 				return twiceRetiredFurther
 			}
-		} else if snap.HoldsEdgesOf(rSnap) {
+		} else if holdsEdges(snap, rSnap, retention) {
 			return twiceKeptFurther
 		}
 		return twiceMerged

@@ -196,9 +196,9 @@ type Copy struct {
 	// (retire); a copy from an older store is not taken over a newer one.
 	Store string `json:"store,omitempty"`
 	// Retired says the copy is what the replica served before its store was replaced, asked
-	// for with RetiredParam. Every replica takes the newest one it lacks, the replaced
-	// replica too, so no replica's merge (the leader's is the one delivered) lacks what the
-	// old store held.
+	// for with RetiredParam. Every replica takes the newest one it lacks once it knows the
+	// replica serves another store (wantsRetired), the replaced replica too, so no replica's
+	// merge (the leader's is the one delivered) lacks what the old store held.
 	Retired bool `json:"retired,omitempty"`
 	// Covers is, for a retired copy, every store it merges (Summary.Covers): one covering
 	// fewer stores than the retired summary a puller holds never replaces it.
@@ -404,7 +404,7 @@ func (s *Set) loadKept() error {
 		// merging both would count it twice. The one reaching further stands in; the retired
 		// key is removed once the replica's reaches as far (until then each start chooses
 		// the same).
-		switch keptTwice(c.store, c.snap, r.store, r.covers, r.snap) {
+		switch keptTwice(c.store, c.snap, r.store, r.covers, r.snap, s.cfg.Retention) {
 		case twiceRetiredFurther:
 			delete(s.retired, i)
 			s.log.Warn("one summary of a replica left out: its store is kept both as the replica's and as retired", "peer", i, "store", c.store)
@@ -619,7 +619,10 @@ func (s *Set) Snapshot(ctx context.Context) *aggregate.Snapshot {
 	for _, i := range slices.Sorted(maps.Keys(s.cache)) {
 		p := s.cache[i]
 		if !cutoff.IsZero() && s.standsIn(i, p) {
-			if p.snap = p.snap.Expired(cutoff); p.snap.EdgeCount() == 0 && len(p.snap.Workloads) == 0 {
+			// An empty stand-in beside a retired summary stays: it says which store the
+			// replica serves, and a replica that starts afresh takes the retired copy only
+			// once it holds a copy of it (wantsRetired).
+			if p.snap = p.snap.Expired(cutoff); p.snap.EdgeCount() == 0 && len(p.snap.Workloads) == 0 && s.retired[i] == nil {
 				delete(s.cache, i)
 				expired[i] = p.pulledAt
 				continue
@@ -888,7 +891,7 @@ func (s *Set) keepWith(i int, p *pulled, sum *Summary, force bool, retired *pull
 		}
 	}
 	replace := retired != nil || dropped
-	if !s.writeKept(i, p, sum, force || replace, replace, vals) || !dropped || s.local.Kept == nil {
+	if !s.writeKept(i, p, sum, force || replace, replace, vals) || !dropped {
 		return
 	}
 	if err := s.local.Kept.Forget(retiredKey(i)); err != nil {
@@ -925,16 +928,15 @@ func (s *Set) retire(i int, prev, p *pulled) (r *pulled, dropped bool) {
 		covers: []string{prev.store}}
 	if old != nil {
 		held := coversOf(old.store, old.covers)
-		switch {
-		case coversAll([]string{prev.store, p.store}, held) && s.holdsAll(old, prev, p):
+		if coversAll([]string{prev.store, p.store}, held) && s.holdsAll(old, prev, p) {
 			// What was retired is an older state of the store retired now, or of the one
 			// served now (a store that came back): prev and p hold all of it.
 			s.log.Info("retired summary of a replica superseded: the store it held is served or retired again", "peer", i, "covers", held)
-		case slices.Contains(held, prev.store) || slices.Contains(held, p.store):
-			s.log.Warn("a replica came back to a store it was retired from, holding less than it held then (restored from a backup?) or merged with another store: that store's older flows are counted twice (counts only, the edges are right)",
-				"peer", i, "store", p.store, "covers", held)
-			r = combineRetired(old, r)
-		default:
+		} else {
+			if slices.Contains(held, prev.store) || slices.Contains(held, p.store) {
+				s.log.Warn("a replica came back to a store it was retired from, holding less than it held then (restored from a backup?) or merged with another store: that store's older flows are counted twice (counts only, the edges are right)",
+					"peer", i, "store", p.store, "covers", held)
+			}
 			r = combineRetired(old, r)
 		}
 	}
@@ -955,7 +957,7 @@ func (s *Set) cameBack(i int, old, p *pulled) bool {
 	if !slices.Contains(held, p.store) {
 		return false
 	}
-	if coversAll([]string{p.store}, held) && s.holdsAll(old, p) {
+	if retiresOnly(p.store, old.store, old.covers) && s.holdsAll(old, p) {
 		delete(s.retired, i)
 		s.log.Info("retired summary of a replica superseded: the store it held is served again", "peer", i, "store", p.store)
 		return true
@@ -966,22 +968,14 @@ func (s *Set) cameBack(i int, old, p *pulled) bool {
 }
 
 // holdsAll reports whether now, what replaces old, holds every edge of old that the
-// retention keeps (counted from now's newest flow, as the replica expires its own): old is
-// then an older state of now's stores, and dropping it loses no edge.
+// retention keeps (holdsEdges): old is then an older state of now's stores, and dropping it
+// loses no edge.
 func (s *Set) holdsAll(old *pulled, now ...*pulled) bool {
 	snaps := make([]*aggregate.Snapshot, len(now))
 	for n, p := range now {
 		snaps[n] = p.snap
 	}
-	have := snaps[0]
-	if len(snaps) > 1 {
-		have = aggregate.Merge(snaps...)
-	}
-	o := old.snap
-	if s.cfg.Retention > 0 && !have.To.IsZero() {
-		o = o.Expired(have.To.Add(-s.cfg.Retention))
-	}
-	return have.HoldsEdgesOf(o)
+	return holdsEdges(aggregate.Merge(snaps...), old.snap, s.cfg.Retention)
 }
 
 // combines reports whether the retired copy c covers only other stores than held, a retired
@@ -1187,7 +1181,13 @@ func (s *Set) takeCopy(ctx context.Context, from, of int, retired bool) {
 	mine := *p
 	switch {
 	case retired && s.wantsRetired(c):
-		if held := s.retired[of]; combines(c, held) {
+		if held := s.retired[of]; held != nil && (combines(c, held) || !s.holdsAll(held, p)) {
+			if !combines(c, held) {
+				// A copy covering more stores but lacking edges of the one held (an older
+				// state of a store they share): combined, so no edge is lost.
+				s.log.Warn("a retired copy of a replica lacks edges of the retired summary held: both are merged, the stores they share counted twice (counts only, the edges are right)",
+					"peer", of, "from", from, "covers", coversOf(c.Store, c.Covers), "held", coversOf(held.store, held.covers))
+			}
 			p = combineRetired(held, p)
 			mine = *p
 		}
