@@ -28,6 +28,12 @@ func portsSnapshot(n uint64, ports ...uint16) *aggregate.Snapshot {
 	return s
 }
 
+// later is snap reaching d further: its newest flow d later.
+func later(snap *aggregate.Snapshot, d time.Duration) *aggregate.Snapshot {
+	snap.To = snap.To.Add(d)
+	return snap
+}
+
 // heldPorts is every port of the edges s merges of other replicas.
 func heldPorts(s *Set) []uint16 {
 	s.mu.Lock()
@@ -233,11 +239,57 @@ func TestRetiredCopyLackingEdgesCombines(t *testing.T) {
 	}
 	s.cache[2] = &pulled{snap: &aggregate.Snapshot{Flows: 1}, pos: flows.NewCursor(), store: c, pulledAt: time.Now()}
 	s.retired[2] = &pulled{snap: portsSnapshot(100, 80, 443, 9999), pos: flows.NewCursor(), store: a, covers: []string{a}, kept: true}
-	s.takeCopy(t.Context(), 1, 2, true)
+	s.takeCopy(t.Context(), 1, 2, true, nil)
 	if got, want := heldPorts(s), []uint16{53, 80, 443, 9999}; !slices.Equal(got, want) {
 		t.Errorf("merging ports %v of replica 2, want %v", got, want)
 	}
 	if got := s.retired[2].covers; !slices.Equal(got, []string{a, b}) {
 		t.Errorf("retired covers %q, want A and B", got)
+	}
+}
+
+// Ensure a store that came back (A, B, then A) reaches a replica through copies: this
+// replica saw A replaced by B and holds B's stand-in; replica 1 saw B replaced by A again,
+// and replica 3, like this one, only A replaced by B. This one takes replica 1's copy of A
+// (B is listed retired, A is not), not replica 3's further-reaching copy of B, and drops its
+// retired older A, which the copy holds all of: it then merges what replica 1 merges.
+func TestStoreComingBackReachesThroughCopies(t *testing.T) {
+	const a, b = "2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z"
+	urls := []string{"http://127.0.0.1:1", "", "http://127.0.0.1:1", ""}
+	serve := func(self int, standIn, retired *pulled) {
+		s, err := New(Config{Self: self, URLs: slices.Repeat([]string{"http://127.0.0.1:1"}, 4)}, Local{Snapshot: func() *aggregate.Snapshot { return &aggregate.Snapshot{} },
+			Positions: func() (*flows.Cursor, error) { return flows.NewCursor(), nil }, Store: fmt.Sprintf("2026-11-0%dT00:00:00Z", self+1)}, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.cache[2], s.retired[2] = standIn, retired
+		srv := httptest.NewServer(s.Handler())
+		t.Cleanup(srv.Close)
+		urls[self] = srv.URL
+	}
+	now := time.Now()
+	// A was first left at its newest flow, B an hour later; A came back reaching an hour on.
+	serve(1, &pulled{snap: later(portsSnapshot(150, 80, 443, 8443), 2*time.Hour), pos: flows.NewCursor(), store: a, pulledAt: now, kept: true},
+		&pulled{snap: later(portsSnapshot(10, 53), time.Hour), pos: flows.NewCursor(), store: b, covers: []string{b}, kept: true})
+	serve(3, &pulled{snap: later(portsSnapshot(12, 53), time.Hour), pos: flows.NewCursor(), store: b, pulledAt: now, kept: true},
+		&pulled{snap: portsSnapshot(90, 80), pos: flows.NewCursor(), store: a, covers: []string{a}, kept: true})
+
+	local := Local{Snapshot: func() *aggregate.Snapshot { return &aggregate.Snapshot{} },
+		Positions: func() (*flows.Cursor, error) { return flows.NewCursor(), nil }, Store: "2026-11-01T00:00:00Z", Kept: openTestStore(t)}
+	s, err := New(Config{Self: 0, URLs: urls, Wait: time.Millisecond}, local, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cache[2] = &pulled{snap: later(portsSnapshot(10, 53), 59*time.Minute), pos: flows.NewCursor(), store: b, pulledAt: now.Add(-time.Minute), kept: true}
+	s.retired[2] = &pulled{snap: portsSnapshot(100, 80, 443), pos: flows.NewCursor(), store: a, covers: []string{a}, kept: true}
+	s.Snapshot(t.Context())
+	if got := heldFlows(s); got != 150+10 {
+		t.Errorf("merging %d flows of replica 2, want %d: A as it came back, B retired", got, 150+10)
+	}
+	if got, want := heldPorts(s), []uint16{53, 80, 443, 8443}; !slices.Equal(got, want) {
+		t.Errorf("merging ports %v of replica 2, want %v", got, want)
+	}
+	if got := s.retired[2].covers; !slices.Equal(got, []string{b}) {
+		t.Errorf("retired covers %q, want B alone", got)
 	}
 }

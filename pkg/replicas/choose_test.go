@@ -55,7 +55,34 @@ func TestChooseCopies(t *testing.T) {
 			if c.retired != nil {
 				s.retired[2] = c.retired
 			}
-			if got := s.wantsCopy(c.c); got != c.want {
+			if got := s.wantsCopy(c.c, nil); got != c.want {
+				t.Errorf("wantsCopy = %t, want %t", got, c.want)
+			}
+		})
+	}
+
+	// A store that came back (A = s1, B = s2, then A): this replica retired A (to 1 s) and
+	// holds B; the holder of the copy of A lists a retired copy (left) of replica 2.
+	left := func(sec int, covers ...string) *Copy {
+		return &Copy{Replica: 2, To: t0.Add(time.Duration(sec) * time.Second), Flows: 1, Store: covers[len(covers)-1], Retired: true, Covers: covers}
+	}
+	for _, c := range []struct {
+		name  string
+		cache *pulled
+		left  *Copy
+		want  bool
+	}{
+		{"B left after A", held(s2, 9, 99, true), left(5, s2), true},
+		{"the holder lists no retired copy", held(s2, 9, 99, true), nil, false},
+		{"the holder retired A as well", held(s2, 9, 99, true), left(5, s2, s1), false},
+		{"B left before A did", held(s2, 9, 99, true), left(0, s2), false},
+		{"the holder retired another store", held(s2, 9, 99, true), left(5, s3), false},
+		{"B answered by the replica", held(s2, 9, 99, false), left(5, s2), false},
+	} {
+		t.Run("came back: "+c.name, func(t *testing.T) {
+			s := &Set{cfg: Config{Self: 0, URLs: make([]string, 3)}, local: Local{Store: own}, cache: map[int]*pulled{2: c.cache},
+				retired: map[int]*pulled{2: held(s1, 1, 1, true)}, failing: map[int]bool{}}
+			if got := s.wantsCopy(copyOf(s1, 5, 10), c.left); got != c.want {
 				t.Errorf("wantsCopy = %t, want %t", got, c.want)
 			}
 		})

@@ -214,7 +214,7 @@ func TestRetiredOfOtherStoresCombine(t *testing.T) {
 	}
 	s.cache[2] = &pulled{snap: &aggregate.Snapshot{Flows: 1}, pos: flows.NewCursor(), store: c, pulledAt: time.Now()}
 	s.retired[2] = &pulled{snap: &aggregate.Snapshot{Flows: 100}, pos: flows.NewCursor(), store: a, covers: []string{a}, kept: true}
-	s.takeCopy(t.Context(), 1, 2, true)
+	s.takeCopy(t.Context(), 1, 2, true, nil)
 	if got, want := heldFlows(s), uint64(1+100+10); got != want {
 		t.Errorf("merging %d flows of replica 2, want %d: C served, A and B retired", got, want)
 	}
@@ -222,7 +222,7 @@ func TestRetiredOfOtherStoresCombine(t *testing.T) {
 		t.Errorf("retired covers %q, want A and B", got)
 	}
 	// Taking the same copy again changes nothing.
-	s.takeCopy(t.Context(), 1, 2, true)
+	s.takeCopy(t.Context(), 1, 2, true, nil)
 	if got, want := heldFlows(s), uint64(1+100+10); got != want {
 		t.Errorf("after a second take: merging %d flows, want %d", got, want)
 	}

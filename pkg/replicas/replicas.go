@@ -1038,6 +1038,10 @@ func (s *Set) converge(ctx context.Context) {
 	type source struct {
 		from int
 		c    Copy
+		// left is the retired copy of the same replica its holder lists, back that c is a
+		// store that came back by that word (cameBack).
+		left *Copy
+		back bool
 	}
 	newest := map[int]source{}
 	var candidates []source // retired copies
@@ -1054,22 +1058,27 @@ func (s *Set) converge(ctx context.Context) {
 				continue // every edge of it is older than the retention: it would expire whole
 			}
 			if c.Retired {
-				candidates = append(candidates, source{from, c})
+				candidates = append(candidates, source{from: from, c: c})
 				continue
 			}
-			if c.Replica == s.cfg.Self || !s.wantsCopy(c) {
+			var left *Copy
+			if n := slices.IndexFunc(p.copies, func(r Copy) bool { return r.Retired && r.Replica == c.Replica }); n >= 0 {
+				left = &p.copies[n]
+			}
+			if c.Replica == s.cfg.Self || !s.wantsCopy(c, left) {
 				continue
 			}
-			if b, ok := newest[c.Replica]; ok && !copyBefore(b.c, c) {
+			back := s.cameBackIn(c, left)
+			if b, ok := newest[c.Replica]; ok && (b.back && !back || b.back == back && !copyBefore(b.c, c)) {
 				continue
 			}
-			newest[c.Replica] = source{from, c}
+			newest[c.Replica] = source{from: from, c: c, left: left, back: back}
 		}
 	}
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	for of, src := range newest {
-		wg.Go(func() { s.takeCopy(ctx, src.from, of, false) })
+		wg.Go(func() { s.takeCopy(ctx, src.from, of, false, src.left) })
 	}
 	wg.Wait()
 	// Retired copies are chosen once the stand-in copies are taken: whether one is wanted
@@ -1088,33 +1097,55 @@ func (s *Set) converge(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	for of, src := range retired {
-		wg.Go(func() { s.takeCopy(ctx, src.from, of, true) })
+		wg.Go(func() { s.takeCopy(ctx, src.from, of, true, nil) })
 	}
 	wg.Wait()
 }
 
 // wantsCopy reports whether c, a stand-in copy of another replica, is worth taking over what
 // this replica holds of that replica: nothing, or a stand-in of an older store, or of the
-// same store reaching less. The caller holds mu.
-func (s *Set) wantsCopy(c Copy) bool {
+// same store reaching less, or a store that came back (cameBackIn; left is the retired copy
+// of that replica c's holder lists, nil: none). The caller holds mu.
+func (s *Set) wantsCopy(c Copy, left *Copy) bool {
 	if c.Store != "" && c.Store == s.local.Store {
 		return false // this replica's own store: its edges are the local ones
+	}
+	mine, ok := s.cache[c.Replica]
+	if ok && !s.standsIn(c.Replica, mine) {
+		return false // what the replica answered is newer than any copy
+	}
+	if s.cameBackIn(c, left) {
+		return true
 	}
 	if r := s.retired[c.Replica]; r != nil && r.store != "" && c.Store != "" &&
 		(slices.Contains(r.covers, c.Store) || !newerStore(c.Store, r.store)) {
 		return false // a store known replaced: its edges stand in as retired already
 	}
-	mine, ok := s.cache[c.Replica]
 	if !ok {
 		return true
-	}
-	if !s.standsIn(c.Replica, mine) {
-		return false // what the replica answered is newer than any copy
 	}
 	if mine.store != "" && c.Store != "" && mine.store != c.Store {
 		return newerStore(c.Store, mine.store)
 	}
 	return reaches(c.To, c.Flows, mine.snap.To, mine.snap.Flows)
+}
+
+// cameBackIn reports whether c, a stand-in copy of another replica from a store this replica
+// retired, is that store come back (A, B, then A) by the word of c's holder: the retired copy
+// it lists beside c (left) holds the store of the stand-in this replica holds (B) and not
+// c's, and reaches further than what this replica retired of c's store, so the holder saw B
+// left after this replica saw A left. Store identities cannot order a store that came back,
+// and without this a replica that saw only A replaced would hold on to B for good. Taking c
+// retires B and supersedes the older A (retire). The caller holds mu.
+func (s *Set) cameBackIn(c Copy, left *Copy) bool {
+	mine, ok := s.cache[c.Replica]
+	r := s.retired[c.Replica]
+	if left == nil || !ok || r == nil || mine.store == "" || c.Store == "" || mine.store == c.Store ||
+		!slices.Contains(coversOf(r.store, r.covers), c.Store) {
+		return false
+	}
+	gone := coversOf(left.Store, left.Covers)
+	return slices.Contains(gone, mine.store) && !slices.Contains(gone, c.Store) && left.To.After(r.snap.To)
 }
 
 // copyBefore orders two candidate copies of one replica: a newer store first, then the one
@@ -1165,8 +1196,9 @@ func (s *Set) wantsRetired(c Copy) bool {
 }
 
 // takeCopy pulls replica from's copy of replica of's summary (its retired one with retired)
-// and, if it is still wanted when it arrives, takes it and keeps it at once.
-func (s *Set) takeCopy(ctx context.Context, from, of int, retired bool) {
+// and, if it is still wanted when it arrives (left as wantsCopy takes it), takes it and keeps
+// it at once.
+func (s *Set) takeCopy(ctx context.Context, from, of int, retired bool, left *Copy) {
 	p, sum, err := s.pull(ctx, from, of, retired)
 	if err != nil {
 		s.log.Warn("newer copy of a replica's summary not pulled: this replica's own stands in", "peer", of, "from", from, "retired", retired, "err", err)
@@ -1200,7 +1232,7 @@ func (s *Set) takeCopy(ctx context.Context, from, of int, retired bool) {
 			return
 		}
 		s.writeKept(of, nil, nil, true, false, vals)
-	case !retired && of != s.cfg.Self && s.wantsCopy(c):
+	case !retired && of != s.cfg.Self && s.wantsCopy(c, left):
 		var rc *pulled
 		r, dropped := s.retire(of, s.cache[of], p)
 		if r != nil {
