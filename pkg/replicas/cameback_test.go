@@ -227,16 +227,7 @@ func TestEmptyStandInBesideRetiredStays(t *testing.T) {
 // rather than replacing it: no edge is lost, the shared store's flows are counted twice.
 func TestRetiredCopyLackingEdgesCombines(t *testing.T) {
 	const a, b, c = "2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z", "2026-12-03T00:00:00Z"
-	serving := testSet(t, "2026-11-02T00:00:00Z", nil)
-	serving.retired[2] = &pulled{snap: portsSnapshot(20, 53, 80, 9999), pos: flows.NewCursor(), store: b, covers: []string{a, b}, kept: true}
-	srv := httptest.NewServer(serving.Handler())
-	defer srv.Close()
-
-	s, err := New(Config{Self: 0, URLs: []string{"http://127.0.0.1:1", srv.URL, "http://127.0.0.1:1"}}, Local{Snapshot: func() *aggregate.Snapshot { return &aggregate.Snapshot{} },
-		Positions: func() (*flows.Cursor, error) { return flows.NewCursor(), nil }, Store: "2026-11-01T00:00:00Z", Kept: openTestStore(t)}, nil, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := retiredServedTo(t, &pulled{snap: portsSnapshot(20, 53, 80, 9999), pos: flows.NewCursor(), store: b, covers: []string{a, b}, kept: true})
 	s.cache[2] = &pulled{snap: &aggregate.Snapshot{Flows: 1}, pos: flows.NewCursor(), store: c, pulledAt: time.Now()}
 	s.retired[2] = &pulled{snap: portsSnapshot(100, 80, 443, 9999), pos: flows.NewCursor(), store: a, covers: []string{a}, kept: true}
 	s.takeCopy(t.Context(), 1, 2, true, nil)

@@ -123,6 +123,22 @@ func heldFlows(s *Set) uint64 {
 	return n
 }
 
+// retiredServedTo serves, as replica 1, retired as its retired summary of replica 2, and
+// returns replica 0 of that set, on a store of its own, to take it (takeCopy from 1).
+func retiredServedTo(t *testing.T, retired *pulled) *Set {
+	t.Helper()
+	serving := testSet(t, "2026-11-02T00:00:00Z", nil)
+	serving.retired[2] = retired
+	srv := httptest.NewServer(serving.Handler())
+	t.Cleanup(srv.Close)
+	s, err := New(Config{Self: 0, URLs: []string{"http://127.0.0.1:1", srv.URL, "http://127.0.0.1:1"}}, Local{Snapshot: func() *aggregate.Snapshot { return &aggregate.Snapshot{} },
+		Positions: func() (*flows.Cursor, error) { return flows.NewCursor(), nil }, Store: "2026-11-01T00:00:00Z", Kept: openTestStore(t)}, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func summaryOf(t *testing.T, replica int, store string) *Summary {
 	t.Helper()
 	pos, err := flows.NewCursor().MarshalBinary()
@@ -202,16 +218,7 @@ func TestSameStoreKeptTwiceStandsInOnce(t *testing.T) {
 // refused: otherwise each replica lacks one store's edges for good.
 func TestRetiredOfOtherStoresCombine(t *testing.T) {
 	const a, b, c = "2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z", "2026-12-03T00:00:00Z"
-	serving := testSet(t, "2026-11-02T00:00:00Z", nil)
-	serving.retired[2] = &pulled{snap: &aggregate.Snapshot{Flows: 10}, pos: flows.NewCursor(), store: b, covers: []string{b}, kept: true}
-	srv := httptest.NewServer(serving.Handler())
-	defer srv.Close()
-
-	s, err := New(Config{Self: 0, URLs: []string{"http://127.0.0.1:1", srv.URL, "http://127.0.0.1:1"}}, Local{Snapshot: func() *aggregate.Snapshot { return &aggregate.Snapshot{} },
-		Positions: func() (*flows.Cursor, error) { return flows.NewCursor(), nil }, Store: "2026-11-01T00:00:00Z", Kept: openTestStore(t)}, nil, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := retiredServedTo(t, &pulled{snap: &aggregate.Snapshot{Flows: 10}, pos: flows.NewCursor(), store: b, covers: []string{b}, kept: true})
 	s.cache[2] = &pulled{snap: &aggregate.Snapshot{Flows: 1}, pos: flows.NewCursor(), store: c, pulledAt: time.Now()}
 	s.retired[2] = &pulled{snap: &aggregate.Snapshot{Flows: 100}, pos: flows.NewCursor(), store: a, covers: []string{a}, kept: true}
 	s.takeCopy(t.Context(), 1, 2, true, nil)
